@@ -1,1 +1,35 @@
-//! placeholder
+//! Cryptography of 0k-sync: the group key schedule, passphrase groups (Argon2id), blob sealing
+//! (XChaCha20-Poly1305 + Ed25519), Hello membership proofs and the invite mailbox.
+//!
+//! It is not a protocol or a transport: no I/O, no clock, no async runtime. RNGs are
+//! parameters. It sits under `sync-core` and the client (which seal and open blobs) and under
+//! the relay (which only verifies Hello signatures); it depends on `sync-types` for ids.
+//!
+//! Why its own crate: auditability. One small crate holds every key and every primitive, with
+//! its own known-answer tests, so a reviewer reads one place to check the whole key schedule
+//! and wire format of sealed data. The relay can depend on it for Hello verification without
+//! pulling in the client, and `sync-types` stays pure data.
+//!
+//! Sealed blob format: see [`seal`]'s module (`seal.rs`) and [`SEAL_OVERHEAD`].
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod device;
+mod error;
+mod hello;
+mod kdf;
+mod mailbox;
+mod schedule;
+mod seal;
+mod secrets;
+
+pub use device::DeviceKey;
+pub use error::{CryptoError, OpenError};
+pub use hello::{HELLO_TRANSCRIPT_LEN, HelloChallenge, HelloSignature, verify_hello};
+pub use kdf::{GroupDescriptor, KdfParams};
+pub use mailbox::{MAILBOX_OVERHEAD, MailboxKey, open_mailbox, seal_mailbox};
+pub use schedule::{ContentKey, EpochKey, GroupKeys, KeyEpoch};
+pub use seal::{Opened, SEAL_OVERHEAD, SEAL_VERSION, open, seal};
+pub use secrets::GroupSecret;

@@ -1,0 +1,53 @@
+//! The device identity key (= the device's iroh secret key).
+
+use std::fmt;
+
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use rand_core::CryptoRng;
+use sync_types::DeviceId;
+use zeroize::Zeroizing;
+
+/// A device's Ed25519 identity key. Its 32-byte seed is the same as the device's iroh
+/// `SecretKey`, and its public key is the [`DeviceId`]. Zeroized on drop; `Debug` shows only
+/// the device id.
+#[derive(Clone)]
+pub struct DeviceKey(SigningKey);
+
+impl DeviceKey {
+    /// A new key from `rng`.
+    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(seed.as_mut());
+        Self(SigningKey::from_bytes(&seed))
+    }
+
+    /// The key with this 32-byte seed (same bytes as an iroh `SecretKey`).
+    pub fn from_secret_bytes(bytes: [u8; 32]) -> Self {
+        let seed = Zeroizing::new(bytes);
+        Self(SigningKey::from_bytes(&seed))
+    }
+
+    /// The 32-byte seed, for local storage only.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The device id: the public key.
+    pub fn device_id(&self) -> DeviceId {
+        DeviceId::from_bytes(self.0.verifying_key().to_bytes())
+    }
+
+    pub(crate) fn sign(&self, message: &[u8]) -> Signature {
+        self.0.sign(message)
+    }
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DeviceKey {{ device: {:?}, secret: [redacted] }}",
+            self.device_id()
+        )
+    }
+}

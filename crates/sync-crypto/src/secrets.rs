@@ -1,0 +1,73 @@
+//! The group secret: the root of every group key.
+
+use std::fmt;
+
+use rand_core::CryptoRng;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+/// The 32-byte root secret of a sync group. Every group key derives from it (see
+/// [`GroupKeys::derive`](crate::GroupKeys::derive)). Zeroized on drop; `Debug` is redacted.
+///
+/// Serializes as 32 raw bytes (MessagePack `bin`) so an invite can carry it.
+#[derive(Clone)]
+pub struct GroupSecret(Zeroizing<[u8; 32]>);
+
+impl GroupSecret {
+    /// A new secret of 32 bytes from `rng`.
+    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(bytes.as_mut());
+        Self(bytes)
+    }
+
+    /// Wraps 32 secret bytes (from an invite or local storage).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        // The caller's copy is theirs to wipe; ours is wiped on drop.
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The raw secret, for invites and local storage only.
+    pub fn expose_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for GroupSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GroupSecret([redacted])")
+    }
+}
+
+impl Serialize for GroupSecret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0.as_ref())
+    }
+}
+
+impl<'de> Deserialize<'de> for GroupSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_bytes(SecretBytesVisitor).map(Self)
+    }
+}
+
+/// Reads exactly 32 bytes straight into a zeroizing buffer.
+struct SecretBytesVisitor;
+
+impl<'de> Visitor<'de> for SecretBytesVisitor {
+    type Value = Zeroizing<[u8; 32]>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("32 bytes")
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        if v.len() != out.len() {
+            return Err(E::invalid_length(v.len(), &self));
+        }
+        out.copy_from_slice(v);
+        Ok(out)
+    }
+}
