@@ -34,5 +34,10 @@
 )]
 
 mod backoff;
+mod connection;
 
 pub use backoff::{Backoff, BackoffConfig};
+pub use connection::{
+    Action, Connection, ConnectionConfig, ConnectionEvent, ConnectionState, ConnectionStatus,
+    EventKind, StateKind, UnexpectedEvent,
+};
