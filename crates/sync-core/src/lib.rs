@@ -35,9 +35,11 @@
 
 mod backoff;
 mod connection;
+mod outbox;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use connection::{
     Action, Connection, ConnectionConfig, ConnectionEvent, ConnectionState, ConnectionStatus,
     EventKind, StateKind, UnexpectedEvent,
 };
+pub use outbox::{AckOutcome, Outbox, OutboxEntry, OutboxError, OutboxLimits, RejectOutcome};
