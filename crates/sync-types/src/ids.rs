@@ -40,9 +40,7 @@ impl<'de, const N: usize> Visitor<'de> for FixedBytesVisitor<N> {
     }
 }
 
-fn deserialize_fixed<'de, D: Deserializer<'de>, const N: usize>(
-    d: D,
-) -> Result<[u8; N], D::Error> {
+fn deserialize_fixed<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
     d.deserialize_bytes(FixedBytesVisitor::<N>)
 }
 
@@ -182,7 +180,10 @@ impl FromStr for BlobId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         uuid::Uuid::parse_str(s)
             .map(Self)
-            .map_err(|_| IdParseError::Length { expected: 36, got: s.len() })
+            .map_err(|_| IdParseError::Length {
+                expected: 36,
+                got: s.len(),
+            })
     }
 }
 
@@ -255,7 +256,10 @@ mod tests {
 
     #[test]
     fn bad_text_ids_are_typed_errors() {
-        assert!(matches!("abc".parse::<GroupId>(), Err(IdParseError::Length { .. })));
+        assert!(matches!(
+            "abc".parse::<GroupId>(),
+            Err(IdParseError::Length { .. })
+        ));
         let bad = "!".repeat(43);
         assert_eq!(bad.parse::<GroupId>(), Err(IdParseError::Base64));
         assert!("not-a-uuid".parse::<BlobId>().is_err());
@@ -276,7 +280,10 @@ mod tests {
         let id = GroupId::from_bytes([1u8; 32]);
         let bytes = rmp_serde::to_vec(&id).expect("encode");
         assert_eq!(bytes.len(), 2 + 32, "bin8 header + 32 bytes");
-        assert_eq!(rmp_serde::from_slice::<GroupId>(&bytes).expect("decode"), id);
+        assert_eq!(
+            rmp_serde::from_slice::<GroupId>(&bytes).expect("decode"),
+            id
+        );
         let blob = BlobId::from_bytes([2u8; 16]);
         let bytes = rmp_serde::to_vec(&blob).expect("encode");
         assert_eq!(bytes.len(), 2 + 16);

@@ -1,10 +1,38 @@
 //! Wire format of 0k-sync: identifiers, messages, error codes and the frame codec.
 //!
-//! This crate is pure data: no I/O, no async runtime, no cryptography. Every byte that travels
-//! between a device and a relay is defined here, and every decoder here returns a typed error on
-//! bad input instead of panicking.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+//! This crate is pure data: no I/O, no async runtime, no cryptography, no clock. Every byte that
+//! travels between a device and a relay is defined here, and every decoder here returns a typed
+//! error on bad input instead of panicking. `sync-core`, `sync-client` and `sync-relay` build on
+//! it; it depends on nothing of theirs.
+//!
+//! - [`Message`] is what one frame carries; its type byte table is in the [`Message`] docs
+//!   (module `messages`), error codes in [`ErrorCode`].
+//! - A frame is a `u32` big-endian length followed by the MessagePack body (see [`FrameCodec`]).
+//! - Size constants ([`DEFAULT_MAX_PAYLOAD`], [`DEFAULT_MAX_FRAME`], [`PULL_ENTRY_OVERHEAD`], …)
+//!   guarantee a maximum-size payload fits a frame both in a `Push` and in a `PullResponse`.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+mod error;
 mod ids;
+mod limits;
+mod messages;
+mod payload;
+mod wire;
 
+pub use error::{DecodeError, EncodeError, ErrorCode};
 pub use ids::{BlobId, Cursor, DeviceId, GroupId, IdParseError};
+pub use limits::{
+    ALPN, DEFAULT_MAX_FRAME, DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, Limits, PROTOCOL_VERSION,
+    PULL_ENTRY_OVERHEAD, PULL_RESPONSE_OVERHEAD, PUSH_OVERHEAD, max_frame_for_payload,
+    max_payload_for_frame, pull_entry_budget, pull_entry_overhead,
+};
+pub use messages::{
+    Bye, Challenge, ContentAck, ContentRef, Delete, DeleteAck, DeviceRevoked, Direction,
+    ENVELOPE_LEN, Hello, InviteFound, InviteGet, InvitePut, InviteStored, Message, MessageType,
+    Notify, Ping, Pong, Pull, PullEntry, PullResponse, Push, PushAck, RevokeDevice, Welcome,
+    WireError,
+};
+pub use payload::Payload;
