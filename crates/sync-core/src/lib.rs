@@ -35,6 +35,7 @@
 
 mod backoff;
 mod connection;
+mod cursor;
 mod outbox;
 
 pub use backoff::{Backoff, BackoffConfig};
@@ -42,4 +43,5 @@ pub use connection::{
     Action, Connection, ConnectionConfig, ConnectionEvent, ConnectionState, ConnectionStatus,
     EventKind, StateKind, UnexpectedEvent,
 };
+pub use cursor::{CursorError, CursorTracker, DEFAULT_MAX_RANGES, MAX_MISSING_LISTED, Recorded};
 pub use outbox::{AckOutcome, Outbox, OutboxEntry, OutboxError, OutboxLimits, RejectOutcome};
