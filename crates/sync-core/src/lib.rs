@@ -37,6 +37,7 @@ mod backoff;
 mod connection;
 mod cursor;
 mod outbox;
+mod status;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use connection::{
@@ -45,3 +46,4 @@ pub use connection::{
 };
 pub use cursor::{CursorError, CursorTracker, DEFAULT_MAX_RANGES, MAX_MISSING_LISTED, Recorded};
 pub use outbox::{AckOutcome, Outbox, OutboxEntry, OutboxError, OutboxLimits, RejectOutcome};
+pub use status::{SyncStatus, SyncStatusTracker};

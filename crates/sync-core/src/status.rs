@@ -1,0 +1,285 @@
+//! The sync status a user sees ("saved locally", "synced", …), derived from what really
+//! happened: connection, pending pushes, failures, pulls.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use sync_types::BlobId;
+
+/// What the app shows the user about sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SyncStatus {
+    /// Not connected to the relay.
+    Offline,
+    /// Connected, but not yet confirmed to be up to date.
+    Connected,
+    /// Connected, nothing waiting to be sent, and caught up with the relay.
+    Synced,
+    /// Changes are stored locally and not yet acknowledged by the relay.
+    PendingSync,
+    /// Something could not be synced and will not be retried (a push was refused for good, or
+    /// the relay refused this device); the user or app must act.
+    SyncFailed,
+}
+
+impl SyncStatus {
+    /// A sentence for the user.
+    pub fn user_message(self) -> &'static str {
+        match self {
+            Self::Offline => "Offline. Changes are saved on this device.",
+            Self::Connected => "Connected. Checking for changes…",
+            Self::Synced => "All changes synced.",
+            Self::PendingSync => "Changes saved locally. Will sync when connection restored.",
+            Self::SyncFailed => "Some changes could not be synced. Action needed.",
+        }
+    }
+
+    /// A compact indicator for status bars.
+    pub fn emoji(self) -> &'static str {
+        match self {
+            Self::Offline => "📴",
+            Self::Connected => "☁️",
+            Self::Synced => "☁️✓",
+            Self::PendingSync => "☁️⏳",
+            Self::SyncFailed => "☁️✗",
+        }
+    }
+}
+
+impl fmt::Display for SyncStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.user_message())
+    }
+}
+
+/// Folds sync events into a [`SyncStatus`].
+///
+/// Rules, in priority order: not connected → [`SyncStatus::Offline`] (or
+/// [`SyncStatus::SyncFailed`] after a fatal connection rejection); a push refused for good and
+/// not yet acknowledged by the app → `SyncFailed`; pushes awaiting their ack →
+/// [`SyncStatus::PendingSync`]; a push acked or a pull completed since connecting, with no
+/// remote change announced since → [`SyncStatus::Synced`]; otherwise
+/// [`SyncStatus::Connected`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatusTracker {
+    connected: bool,
+    /// Up to date with the relay since the last connect / remote change.
+    confirmed: bool,
+    /// The relay refused this device for good; cleared by the next successful connect.
+    connection_failed: bool,
+    /// Pushes queued and not yet acknowledged or refused for good.
+    pending: HashSet<BlobId>,
+    /// Pushes refused for good, not yet acknowledged by the app.
+    failed: u64,
+}
+
+impl SyncStatusTracker {
+    /// A tracker in the offline state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current status.
+    pub fn status(&self) -> SyncStatus {
+        if !self.connected {
+            return if self.connection_failed {
+                SyncStatus::SyncFailed
+            } else {
+                SyncStatus::Offline
+            };
+        }
+        if self.failed > 0 {
+            SyncStatus::SyncFailed
+        } else if !self.pending.is_empty() {
+            SyncStatus::PendingSync
+        } else if self.confirmed {
+            SyncStatus::Synced
+        } else {
+            SyncStatus::Connected
+        }
+    }
+
+    /// Pushes waiting for the relay's ack.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Pushes refused for good since the last [`clear_failures`](Self::clear_failures).
+    pub fn failed_count(&self) -> u64 {
+        self.failed
+    }
+
+    /// The session with the relay is established.
+    pub fn on_connected(&mut self) {
+        self.connected = true;
+        self.confirmed = false;
+        self.connection_failed = false;
+    }
+
+    /// The session ended (pending pushes stay pending).
+    pub fn on_disconnected(&mut self) {
+        self.connected = false;
+        self.confirmed = false;
+    }
+
+    /// The relay refused this device for good (e.g. unauthorized): no retry is scheduled.
+    pub fn on_connection_rejected(&mut self) {
+        self.connected = false;
+        self.confirmed = false;
+        self.connection_failed = true;
+    }
+
+    /// A push was put in the outbox.
+    pub fn on_push_queued(&mut self, blob_id: BlobId) {
+        self.pending.insert(blob_id);
+    }
+
+    /// The relay stored a push durably.
+    pub fn on_push_acked(&mut self, blob_id: BlobId) {
+        self.pending.remove(&blob_id);
+        self.confirmed = true;
+    }
+
+    /// A push attempt failed but the push stays queued and will be retried (rate limit,
+    /// lost connection): it counts as pending.
+    pub fn on_push_failed(&mut self, blob_id: BlobId) {
+        self.pending.insert(blob_id);
+    }
+
+    /// The relay refused a push for good: it left the outbox and is reported as failed, never
+    /// as sent.
+    pub fn on_push_rejected(&mut self, blob_id: BlobId) {
+        self.pending.remove(&blob_id);
+        self.failed = self.failed.saturating_add(1);
+    }
+
+    /// The relay announced changes not pulled yet (`Notify`).
+    pub fn on_remote_change(&mut self) {
+        self.confirmed = false;
+    }
+
+    /// A pull reached the relay's latest cursor.
+    pub fn on_pull_complete(&mut self) {
+        self.confirmed = true;
+    }
+
+    /// The app has shown the failures to the user.
+    pub fn clear_failures(&mut self) {
+        self.failed = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> BlobId {
+        BlobId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn sync_status_reflects_actual_state() {
+        // The seed's test, step by step.
+        let mut tracker = SyncStatusTracker::new();
+        assert_eq!(tracker.status(), SyncStatus::Offline);
+        tracker.on_connected();
+        assert_eq!(tracker.status(), SyncStatus::Connected);
+        tracker.on_push_acked(id(1));
+        assert_eq!(tracker.status(), SyncStatus::Synced);
+        tracker.on_push_failed(id(2));
+        assert_eq!(tracker.status(), SyncStatus::PendingSync);
+        tracker.on_disconnected();
+        assert_eq!(tracker.status(), SyncStatus::Offline);
+    }
+
+    #[test]
+    fn synced_only_when_connected_and_outbox_empty() {
+        let mut t = SyncStatusTracker::new();
+        t.on_push_queued(id(1));
+        t.on_push_queued(id(2));
+        assert_eq!(t.status(), SyncStatus::Offline, "offline wins");
+        t.on_connected();
+        assert_eq!(t.status(), SyncStatus::PendingSync);
+        t.on_pull_complete();
+        assert_eq!(t.status(), SyncStatus::PendingSync);
+        t.on_push_acked(id(1));
+        assert_eq!(t.status(), SyncStatus::PendingSync);
+        assert_eq!(t.pending_count(), 1);
+        t.on_push_acked(id(2));
+        assert_eq!(t.status(), SyncStatus::Synced);
+    }
+
+    #[test]
+    fn pull_complete_confirms_and_remote_change_unconfirms() {
+        let mut t = SyncStatusTracker::new();
+        t.on_connected();
+        t.on_pull_complete();
+        assert_eq!(t.status(), SyncStatus::Synced);
+        t.on_remote_change();
+        assert_eq!(t.status(), SyncStatus::Connected);
+        t.on_pull_complete();
+        assert_eq!(t.status(), SyncStatus::Synced);
+    }
+
+    #[test]
+    fn reconnect_needs_fresh_confirmation() {
+        let mut t = SyncStatusTracker::new();
+        t.on_connected();
+        t.on_pull_complete();
+        t.on_disconnected();
+        t.on_connected();
+        assert_eq!(t.status(), SyncStatus::Connected);
+    }
+
+    #[test]
+    fn permanent_rejection_is_failure_not_sent() {
+        let mut t = SyncStatusTracker::new();
+        t.on_connected();
+        t.on_push_queued(id(1));
+        t.on_push_rejected(id(1));
+        assert_eq!(t.status(), SyncStatus::SyncFailed);
+        assert_eq!(t.pending_count(), 0);
+        assert_eq!(t.failed_count(), 1);
+        // Later successes do not hide the failure until the app clears it.
+        t.on_pull_complete();
+        assert_eq!(t.status(), SyncStatus::SyncFailed);
+        t.clear_failures();
+        assert_eq!(t.status(), SyncStatus::Synced);
+    }
+
+    #[test]
+    fn fatal_connection_rejection_shows_failed_until_connected() {
+        let mut t = SyncStatusTracker::new();
+        t.on_connection_rejected();
+        assert_eq!(t.status(), SyncStatus::SyncFailed);
+        t.on_connected();
+        assert_eq!(t.status(), SyncStatus::Connected);
+    }
+
+    #[test]
+    fn status_emoji_mapping() {
+        assert_eq!(SyncStatus::Synced.emoji(), "\u{2601}\u{fe0f}\u{2713}");
+        assert_eq!(SyncStatus::PendingSync.emoji(), "\u{2601}\u{fe0f}\u{23f3}");
+        assert_eq!(SyncStatus::SyncFailed.emoji(), "\u{2601}\u{fe0f}\u{2717}");
+        assert_eq!(SyncStatus::Offline.emoji(), "\u{1f4f4}");
+        assert_eq!(SyncStatus::Connected.emoji(), "\u{2601}\u{fe0f}");
+    }
+
+    #[test]
+    fn status_user_message() {
+        assert_eq!(
+            SyncStatus::PendingSync.user_message(),
+            "Changes saved locally. Will sync when connection restored."
+        );
+        for s in [
+            SyncStatus::Offline,
+            SyncStatus::Connected,
+            SyncStatus::Synced,
+            SyncStatus::SyncFailed,
+        ] {
+            assert!(!s.user_message().is_empty());
+            assert_eq!(s.to_string(), s.user_message());
+        }
+    }
+}
