@@ -25,6 +25,9 @@ mod schedule;
 mod seal;
 mod secrets;
 
+#[cfg(test)]
+mod kat_tests;
+
 pub use device::DeviceKey;
 pub use error::{CryptoError, OpenError};
 pub use hello::{HELLO_TRANSCRIPT_LEN, HelloChallenge, HelloSignature, verify_hello};
