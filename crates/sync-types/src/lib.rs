@@ -15,6 +15,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod codec;
 mod error;
 mod ids;
 mod limits;
@@ -22,6 +23,7 @@ mod messages;
 mod payload;
 mod wire;
 
+pub use codec::{FRAME_HEADER_LEN, FrameCodec, FrameError};
 pub use error::{DecodeError, EncodeError, ErrorCode};
 pub use ids::{BlobId, Cursor, DeviceId, GroupId, IdParseError};
 pub use limits::{
