@@ -51,3 +51,44 @@ impl fmt::Debug for DeviceKey {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::assert_redacted;
+    use ed25519_dalek::Verifier;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn seed_round_trips_and_id_is_public_key() {
+        let seed: [u8; 32] = std::array::from_fn(|i| i as u8 * 3);
+        let key = DeviceKey::from_secret_bytes(seed);
+        assert_eq!(key.secret_bytes(), seed);
+        let expected = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+        assert_eq!(key.device_id().as_bytes(), &expected);
+        let sig = key.sign(b"m");
+        SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .verify(b"m", &sig)
+            .unwrap();
+    }
+
+    #[test]
+    fn random_is_seeded() {
+        let a = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(3));
+        let b = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(3));
+        let c = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(4));
+        assert_eq!(a.device_id(), b.device_id());
+        assert_ne!(a.device_id(), c.device_id());
+    }
+
+    #[test]
+    fn debug_shows_device_id_not_seed() {
+        let seed: [u8; 32] = std::array::from_fn(|i| 0x80 + i as u8);
+        let key = DeviceKey::from_secret_bytes(seed);
+        let debug = format!("{key:?}");
+        assert_redacted(&debug, &seed);
+        assert!(debug.contains(&key.device_id().short()), "{debug}");
+    }
+}

@@ -6,8 +6,8 @@ use crate::schedule::KeyEpoch;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CryptoError {
-    /// Argon2id parameters are below the floor (19 MiB, and memory × passes ≥ 19 MiB × 2).
-    #[error("key derivation parameters are below the minimum (19 MiB / t=2)")]
+    /// Argon2id parameters are below the OWASP floor (19 MiB with t ≥ 2, or 46 MiB with t = 1).
+    #[error("key derivation parameters are below the minimum (19 MiB / t=2 or 46 MiB / t=1)")]
     KdfParamsTooWeak,
     /// Argon2id parameters are absurdly large (> 4 GiB memory, > 64 passes, > 16 lanes) or
     /// inconsistent (zero lanes); refusing protects a joining device from a hostile descriptor.

@@ -27,6 +27,8 @@ mod secrets;
 
 #[cfg(test)]
 mod kat_tests;
+#[cfg(test)]
+mod test_util;
 
 pub use device::DeviceKey;
 pub use error::{CryptoError, OpenError};

@@ -71,3 +71,44 @@ impl<'de> Visitor<'de> for SecretBytesVisitor {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::assert_redacted;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn random_is_seeded_and_distinct() {
+        let a = GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(1));
+        let b = GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(1));
+        let c = GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(2));
+        assert_eq!(a.expose_bytes(), b.expose_bytes());
+        assert_ne!(a.expose_bytes(), c.expose_bytes());
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| i as u8 + 0xa0);
+        let secret = GroupSecret::from_bytes(bytes);
+        let debug = format!("{secret:?}");
+        assert_eq!(debug, "GroupSecret([redacted])");
+        assert_redacted(&debug, &bytes);
+        assert_redacted(&format!("{secret:#?}"), &bytes);
+    }
+
+    #[test]
+    fn serde_is_32_byte_msgpack_bin() {
+        let secret = GroupSecret::from_bytes([7; 32]);
+        let bytes = rmp_serde::to_vec(&secret).unwrap();
+        assert_eq!(bytes.len(), 2 + 32, "bin8 header + 32 bytes");
+        let back: GroupSecret = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back.expose_bytes(), secret.expose_bytes());
+
+        let short = rmp_serde::to_vec(&serde_bytes::Bytes::new(&[0u8; 31])).unwrap();
+        assert!(rmp_serde::from_slice::<GroupSecret>(&short).is_err());
+        let long = rmp_serde::to_vec(&serde_bytes::Bytes::new(&[0u8; 33])).unwrap();
+        assert!(rmp_serde::from_slice::<GroupSecret>(&long).is_err());
+    }
+}
