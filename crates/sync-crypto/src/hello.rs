@@ -78,3 +78,140 @@ pub(crate) fn strict_verifying_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
     }
     Some(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GroupKeys, GroupSecret};
+
+    fn keys(fill: u8) -> GroupKeys {
+        GroupKeys::derive(&GroupSecret::from_bytes([fill; 32]))
+    }
+
+    fn challenge(group: &GroupId) -> HelloChallenge {
+        HelloChallenge::new(&[1; 32], &[2; 32], &DeviceId::from_bytes([3; 32]), group)
+    }
+
+    #[test]
+    fn transcript_layout() {
+        let group = GroupId::from_bytes([4; 32]);
+        let t = challenge(&group);
+        let t = t.as_bytes();
+        assert_eq!(&t[..16], b"0k-sync/v1/hello");
+        assert_eq!(&t[16..48], &[1; 32]);
+        assert_eq!(&t[48..80], &[2; 32]);
+        assert_eq!(&t[80..112], &[3; 32]);
+        assert_eq!(&t[112..], &[4; 32]);
+    }
+
+    #[test]
+    fn member_signature_verifies() {
+        let k = keys(1);
+        let ch = challenge(&k.group_id());
+        verify_hello(&k.group_id(), &ch, &k.sign_hello(&ch)).unwrap();
+    }
+
+    #[test]
+    fn signature_is_bound_to_every_transcript_field() {
+        let k = keys(1);
+        let g = k.group_id();
+        let sig = k.sign_hello(&challenge(&g));
+        let d = DeviceId::from_bytes([3; 32]);
+        let other_d = DeviceId::from_bytes([9; 32]);
+        for ch in [
+            HelloChallenge::new(&[9; 32], &[2; 32], &d, &g), // another connection
+            HelloChallenge::new(&[1; 32], &[9; 32], &d, &g), // another relay
+            HelloChallenge::new(&[1; 32], &[2; 32], &other_d, &g), // another device
+        ] {
+            assert_eq!(
+                verify_hello(&g, &ch, &sig),
+                Err(CryptoError::BadHelloSignature)
+            );
+        }
+    }
+
+    #[test]
+    fn non_member_cannot_sign_for_group() {
+        let (member, outsider) = (keys(1), keys(2));
+        let g = member.group_id();
+        let ch = challenge(&g);
+        let forged = outsider.sign_hello(&ch);
+        assert_eq!(
+            verify_hello(&g, &ch, &forged),
+            Err(CryptoError::BadHelloSignature)
+        );
+        // A valid signature for the outsider's own group does not open the member's group.
+        let own = outsider.sign_hello(&challenge(&outsider.group_id()));
+        assert_eq!(
+            verify_hello(&g, &ch, &own),
+            Err(CryptoError::BadHelloSignature)
+        );
+    }
+
+    #[test]
+    fn bit_flips_in_signature_are_rejected() {
+        let k = keys(1);
+        let ch = challenge(&k.group_id());
+        let sig = k.sign_hello(&ch);
+        for i in 0..64 {
+            let mut bad = sig;
+            bad.0[i] ^= 0x01;
+            assert!(verify_hello(&k.group_id(), &ch, &bad).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn non_canonical_s_is_rejected() {
+        // s + L (the group order) verifies under lax rules; verify_strict must refuse it.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let k = keys(1);
+        let ch = challenge(&k.group_id());
+        let mut sig = k.sign_hello(&ch);
+        let mut carry = 0u16;
+        for (s_byte, l_byte) in sig.0[32..].iter_mut().zip(L) {
+            let sum = u16::from(*s_byte) + u16::from(l_byte) + carry;
+            *s_byte = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0, "s + L fits in 256 bits");
+        assert_eq!(
+            verify_hello(&k.group_id(), &ch, &sig),
+            Err(CryptoError::BadHelloSignature)
+        );
+    }
+
+    #[test]
+    fn invalid_and_weak_group_keys_are_rejected() {
+        let sig = HelloSignature([0; 64]);
+        // The identity point (small order) and a non-canonical encoding of it (y = p + 1).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut non_canonical = [0xff; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        for bytes in [identity, non_canonical, [0; 32]] {
+            let g = GroupId::from_bytes(bytes);
+            assert_eq!(
+                verify_hello(&g, &challenge(&g), &sig),
+                Err(CryptoError::InvalidGroupKey),
+                "{bytes:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn signature_serializes_as_64_byte_bin() {
+        let sig = HelloSignature([7; 64]);
+        let bytes = rmp_serde::to_vec(&sig).unwrap();
+        assert_eq!(bytes.len(), 2 + 64);
+        assert_eq!(
+            rmp_serde::from_slice::<HelloSignature>(&bytes).unwrap(),
+            sig
+        );
+        let short = rmp_serde::to_vec(&serde_bytes::Bytes::new(&[0u8; 63])).unwrap();
+        assert!(rmp_serde::from_slice::<HelloSignature>(&short).is_err());
+    }
+}

@@ -124,3 +124,111 @@ pub fn open_mailbox(key: &MailboxKey, sealed: &[u8]) -> Result<Vec<u8>, CryptoEr
     }
     Ok(plaintext)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::assert_redacted;
+    use proptest::prelude::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use std::sync::LazyLock;
+
+    // Each key costs one 19 MiB Argon2id run: derive the few the tests need once.
+    static KEY: LazyLock<MailboxKey> =
+        LazyLock::new(|| MailboxKey::from_code_half("ABCDEFGH", "IJKLMNOP").unwrap());
+    static OTHER_HALF: LazyLock<MailboxKey> =
+        LazyLock::new(|| MailboxKey::from_code_half("ABCDEFGH", "IJKLMNOQ").unwrap());
+    static OTHER_LOOKUP: LazyLock<MailboxKey> =
+        LazyLock::new(|| MailboxKey::from_code_half("ABCDEFGJ", "IJKLMNOP").unwrap());
+
+    const INVITE: &[u8] = b"invite: relay, group secret, expiry";
+
+    fn sealed() -> Vec<u8> {
+        seal_mailbox(&mut ChaCha20Rng::seed_from_u64(5), &KEY, INVITE).unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_layout() {
+        let s = sealed();
+        assert_eq!(s.len(), INVITE.len() + MAILBOX_OVERHEAD);
+        assert_eq!(open_mailbox(&KEY, &s).unwrap(), INVITE);
+        let again = seal_mailbox(&mut ChaCha20Rng::seed_from_u64(6), &KEY, INVITE).unwrap();
+        assert_ne!(again[..NONCE_LEN], s[..NONCE_LEN], "random nonce");
+        let empty = seal_mailbox(&mut ChaCha20Rng::seed_from_u64(7), &KEY, b"").unwrap();
+        assert_eq!(open_mailbox(&KEY, &empty).unwrap(), b"");
+    }
+
+    #[test]
+    fn both_code_halves_matter() {
+        assert_ne!(KEY.expose_bytes(), OTHER_HALF.expose_bytes());
+        assert_ne!(KEY.expose_bytes(), OTHER_LOOKUP.expose_bytes());
+        let s = sealed();
+        assert_eq!(
+            open_mailbox(&OTHER_HALF, &s),
+            Err(CryptoError::MailboxDecrypt)
+        );
+        assert_eq!(
+            open_mailbox(&OTHER_LOOKUP, &s),
+            Err(CryptoError::MailboxDecrypt)
+        );
+    }
+
+    #[test]
+    fn tampering_and_truncation_are_typed_errors() {
+        let s = sealed();
+        for pos in 0..s.len() {
+            for mask in [0x01u8, 0xff] {
+                let mut bad = s.clone();
+                bad[pos] ^= mask;
+                assert_eq!(open_mailbox(&KEY, &bad), Err(CryptoError::MailboxDecrypt));
+            }
+        }
+        for len in 0..s.len() {
+            let want = if len < MAILBOX_OVERHEAD {
+                CryptoError::MailboxTruncated
+            } else {
+                CryptoError::MailboxDecrypt
+            };
+            assert_eq!(open_mailbox(&KEY, &s[..len]), Err(want), "len {len}");
+        }
+    }
+
+    #[test]
+    fn code_normalization() {
+        assert_eq!(
+            normalize_code(" ab-cd\tEF gh ").unwrap().as_str(),
+            "ABCDEFGH"
+        );
+        for bad in ["", " - ", "ABCD!EFG", "ÄBCDEFGH", "ABCD_EFG"] {
+            assert_eq!(
+                normalize_code(bad).map(|_| ()),
+                Err(CryptoError::InvalidCode),
+                "{bad:?}"
+            );
+            // Refused before any Argon2 work.
+            assert!(matches!(
+                MailboxKey::from_code_half("ABCDEFGH", bad),
+                Err(CryptoError::InvalidCode)
+            ));
+            assert!(matches!(
+                MailboxKey::from_code_half(bad, "IJKLMNOP"),
+                Err(CryptoError::InvalidCode)
+            ));
+        }
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let debug = format!("{:?}", *KEY);
+        assert_eq!(debug, "MailboxKey([redacted])");
+        assert_redacted(&debug, KEY.expose_bytes());
+    }
+
+    proptest! {
+        #[test]
+        fn open_mailbox_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            prop_assert!(open_mailbox(&KEY, &bytes).is_err());
+        }
+    }
+}

@@ -1,12 +1,6 @@
 //! The key schedule: every group key derives from the group secret with HKDF-SHA256.
 //!
-//! ```text
-//! PRK          = HKDF-Extract(salt = "0k-sync/v1/key-schedule", IKM = group secret)
-//! sync_key     = HKDF-Expand(PRK, "0k-sync/v1/sync-key", 32)            (epoch 0 blob key)
-//! auth_seed    = HKDF-Expand(PRK, "0k-sync/v1/auth-seed", 32)           (Ed25519 seed)
-//! content_key  = HKDF-Expand(PRK, "0k-sync/v1/content-key" ‖ blob_id, 32)
-//! GroupId      = Ed25519 public key of auth_seed
-//! ```
+//! The derivation is documented on [`GroupKeys`].
 //!
 //! Labels are versioned: a schedule change gets `v2` labels, never a silent change of `v1`.
 
@@ -92,7 +86,16 @@ impl fmt::Debug for ContentKey {
 }
 
 /// All keys of one group: blob keys by epoch, the group auth keypair, and the secret that
-/// content keys derive from. Zeroized on drop; `Debug` shows only the group id.
+/// content keys derive from. Zeroized on drop; `Debug` shows only the group id and epochs.
+///
+/// ```text
+/// PRK          = HKDF-Extract(salt = "0k-sync/v1/key-schedule", IKM = group secret)
+/// sync_key     = HKDF-Expand(PRK, "0k-sync/v1/sync-key", 32)            (epoch 0 blob key)
+/// auth_seed    = HKDF-Expand(PRK, "0k-sync/v1/auth-seed", 32)           (Ed25519 seed)
+/// content_key  = HKDF-Expand(PRK, "0k-sync/v1/content-key" ‖ blob_id, 32)
+/// GroupId      = Ed25519 public key of auth_seed
+/// ```
+///
 #[derive(Clone)]
 pub struct GroupKeys {
     secret: GroupSecret,
@@ -102,7 +105,7 @@ pub struct GroupKeys {
 }
 
 impl GroupKeys {
-    /// Derives every group key from the secret (see the module docs for the labels).
+    /// Derives every group key from the secret (see [`GroupKeys`] for the labels).
     pub fn derive(secret: &GroupSecret) -> Self {
         let hk = schedule_hkdf(secret);
         let sync_key = expand(&hk, &[LABEL_SYNC_KEY]);
@@ -191,4 +194,100 @@ fn expand(hk: &Hkdf<Sha256>, parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
     // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so this cannot fail.
     let _ = hk.expand_multi_info(parts, out.as_mut());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::assert_redacted;
+
+    fn secret(fill: u8) -> GroupSecret {
+        GroupSecret::from_bytes([fill; 32])
+    }
+
+    fn auth_seed(secret: &GroupSecret) -> Zeroizing<[u8; 32]> {
+        expand(&schedule_hkdf(secret), &[LABEL_AUTH_SEED])
+    }
+
+    #[test]
+    fn labels_give_distinct_keys() {
+        let s = secret(1);
+        let keys = GroupKeys::derive(&s);
+        let sync = *keys.epoch_key(KeyEpoch(0)).unwrap().expose_bytes();
+        let seed = *auth_seed(&s);
+        let c1 = *keys
+            .content_key(&BlobId::from_bytes([1; 16]))
+            .expose_bytes();
+        let c2 = *keys
+            .content_key(&BlobId::from_bytes([2; 16]))
+            .expose_bytes();
+        let all = [
+            sync,
+            seed,
+            c1,
+            c2,
+            *s.expose_bytes(),
+            *keys.group_id().as_bytes(),
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn derive_is_deterministic_and_secret_dependent() {
+        let a = GroupKeys::derive(&secret(1));
+        let b = GroupKeys::derive(&secret(1));
+        let c = GroupKeys::derive(&secret(2));
+        assert_eq!(a.group_id(), b.group_id());
+        assert_ne!(a.group_id(), c.group_id());
+        let blob = BlobId::from_bytes([9; 16]);
+        assert_eq!(
+            a.content_key(&blob).expose_bytes(),
+            b.content_key(&blob).expose_bytes()
+        );
+        assert_ne!(
+            a.content_key(&blob).expose_bytes(),
+            c.content_key(&blob).expose_bytes()
+        );
+    }
+
+    #[test]
+    fn epochs_beyond_zero_come_from_rotation() {
+        let mut keys = GroupKeys::derive(&secret(1));
+        assert_eq!(keys.current_epoch(), KeyEpoch(0));
+        assert!(keys.epoch_key(KeyEpoch(1)).is_none());
+        assert!(keys.insert_epoch_key(EpochKey::from_bytes(KeyEpoch(1), [5; 32])));
+        assert_eq!(keys.current_epoch(), KeyEpoch(1));
+        assert_eq!(
+            keys.epoch_key(KeyEpoch(1)).unwrap().expose_bytes(),
+            &[5; 32]
+        );
+        // Epoch 0 is tied to the secret and cannot be overwritten.
+        let before = *keys.epoch_key(KeyEpoch(0)).unwrap().expose_bytes();
+        assert!(!keys.insert_epoch_key(EpochKey::from_bytes(KeyEpoch(0), [6; 32])));
+        assert_eq!(keys.epoch_key(KeyEpoch(0)).unwrap().expose_bytes(), &before);
+    }
+
+    #[test]
+    fn debug_of_every_key_type_is_redacted() {
+        let s = GroupSecret::from_bytes(std::array::from_fn(|i| 0x30 + i as u8));
+        let mut keys = GroupKeys::derive(&s);
+        let rotated: [u8; 32] = std::array::from_fn(|i| 0x60 + i as u8);
+        keys.insert_epoch_key(EpochKey::from_bytes(KeyEpoch(3), rotated));
+        let sync = *keys.epoch_key(KeyEpoch(0)).unwrap().expose_bytes();
+        let seed = *auth_seed(&s);
+        let content = keys.content_key(&BlobId::from_bytes([4; 16]));
+
+        let debug = format!("{keys:?} {keys:#?}");
+        for secret in [&sync, &seed, &rotated, s.expose_bytes()] {
+            assert_redacted(&debug, secret);
+        }
+        let epoch_debug = format!("{:?}", keys.epoch_key(KeyEpoch(3)).unwrap());
+        assert_redacted(&epoch_debug, &rotated);
+        assert!(epoch_debug.contains("epoch: 3"));
+        assert_redacted(&format!("{content:?}"), content.expose_bytes());
+    }
 }

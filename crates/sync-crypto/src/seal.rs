@@ -1,21 +1,6 @@
 //! Sealing blobs: encrypt with the group's epoch key, sign with the sender's device key.
 //!
-//! Sealed layout (version 1), all integers big-endian:
-//!
-//! ```text
-//! offset  len  field
-//! 0       1    version = 1
-//! 1       4    key epoch (u32)
-//! 5       32   sender device id (Ed25519 public key)
-//! 37      24   XChaCha20-Poly1305 nonce (random)
-//! 61      n+16 ciphertext ‖ Poly1305 tag
-//! 77+n    64   Ed25519 signature by the sender's device key
-//! ```
-//!
-//! AEAD associated data: `version ‖ group_id(32) ‖ sender(32) ‖ blob_id(16) ‖ epoch(4)`.
-//! Signed message: `"0k-sync/v1/seal-sig" ‖ group_id(32) ‖ blob_id(16) ‖ bytes 0..77+n`
-//! (everything before the signature). Group and blob id are not carried in the blob: the
-//! receiver supplies them from the relay's metadata, and the AAD and the signature bind them.
+//! The sealed layout is documented on [`seal`].
 //!
 //! The signature lets a receiver (and later, a relay that knows the member list) reject a
 //! forged or tampered blob before decryption and attribute every blob to one device; the AEAD
@@ -70,6 +55,24 @@ impl std::fmt::Debug for Opened {
 
 /// Seals `plaintext` for `group` under `key` as `device`, with a random nonce from `rng`.
 /// Fails only for plaintexts too large for one AEAD message (~256 GiB).
+///
+/// Sealed layout (version 1), all integers big-endian:
+///
+/// ```text
+/// offset  len  field
+/// 0       1    version = 1
+/// 1       4    key epoch (u32)
+/// 5       32   sender device id (Ed25519 public key)
+/// 37      24   XChaCha20-Poly1305 nonce (random)
+/// 61      n+16 ciphertext ‖ Poly1305 tag
+/// 77+n    64   Ed25519 signature by the sender's device key
+/// ```
+///
+/// AEAD associated data: `version ‖ group_id(32) ‖ sender(32) ‖ blob_id(16) ‖ epoch(4)`.
+/// Signed message: `"0k-sync/v1/seal-sig" ‖ group_id(32) ‖ blob_id(16) ‖ bytes 0..77+n`
+/// (everything before the signature). Group and blob id are not carried in the blob: the
+/// receiver supplies them from the relay's metadata, and the AAD and the signature bind them.
+///
 pub fn seal<R: CryptoRng + ?Sized>(
     rng: &mut R,
     key: &EpochKey,
@@ -123,9 +126,9 @@ pub(crate) fn seal_with_nonce(
 }
 
 /// Opens a sealed blob pulled from `group` under `blob_id`, which the relay says `sender`
-/// pushed. Checks, in order: that `keys` belong to `group`, length and version, header sender = `sender`, the sender's
-/// signature (`verify_strict`), that `keys` holds the epoch, then the AEAD. Returns the
-/// plaintext only if every check passes.
+/// pushed. Checks, in order: that `keys` belong to `group`, length and version, header
+/// sender = `sender`, the sender's signature (`verify_strict`), that `keys` holds the epoch,
+/// then the AEAD. Returns the plaintext only if every check passes.
 pub fn open(
     keys: &GroupKeys,
     group: &GroupId,
@@ -240,3 +243,6 @@ fn signed_message(group: &GroupId, blob_id: &BlobId, signed_part: &[u8]) -> Vec<
     m.extend_from_slice(signed_part);
     m
 }
+
+#[cfg(test)]
+mod tests;
