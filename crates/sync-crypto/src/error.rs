@@ -28,6 +28,9 @@ pub enum CryptoError {
     /// The group id is not a valid Ed25519 public key (non-canonical, off-curve or weak).
     #[error("group id is not a valid group public key")]
     InvalidGroupKey,
+    /// The Hello challenge names another group than the one being verified (caller bug).
+    #[error("hello challenge names another group")]
+    HelloGroupMismatch,
     /// The Hello signature does not verify for this group and challenge.
     #[error("hello signature does not verify")]
     BadHelloSignature,

@@ -46,6 +46,15 @@ impl HelloChallenge {
         Self(t)
     }
 
+    /// The group the transcript names.
+    pub fn group(&self) -> GroupId {
+        let mut g = [0u8; 32];
+        if let Some(src) = self.0.get(HELLO_TRANSCRIPT_LEN - 32..) {
+            g.copy_from_slice(src);
+        }
+        GroupId::from_bytes(g)
+    }
+
     /// The transcript bytes.
     pub fn as_bytes(&self) -> &[u8; HELLO_TRANSCRIPT_LEN] {
         &self.0
@@ -57,14 +66,17 @@ impl HelloChallenge {
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct HelloSignature(#[serde(with = "serde_bytes")] pub [u8; 64]);
 
-/// Checks a Hello signature with the group id as the verifying key. Rejects group ids that
-/// are not canonical, valid, non-weak Ed25519 keys and non-canonical signatures
-/// (`verify_strict`).
+/// Checks a Hello signature with the group id as the verifying key. Rejects a challenge that
+/// names another group, group ids that are not valid, non-weak Ed25519 keys, and
+/// non-canonical signatures (`verify_strict`).
 pub fn verify_hello(
     group: &GroupId,
     challenge: &HelloChallenge,
     sig: &HelloSignature,
 ) -> Result<(), CryptoError> {
+    if challenge.group() != *group {
+        return Err(CryptoError::HelloGroupMismatch);
+    }
     let key = strict_verifying_key(group.as_bytes()).ok_or(CryptoError::InvalidGroupKey)?;
     key.verify_strict(challenge.as_bytes(), &Signature::from_bytes(&sig.0))
         .map_err(|_| CryptoError::BadHelloSignature)
@@ -128,6 +140,20 @@ mod tests {
                 Err(CryptoError::BadHelloSignature)
             );
         }
+    }
+
+    #[test]
+    fn challenge_for_another_group_is_refused() {
+        let k = keys(1);
+        let other = keys(2).group_id();
+        let ch = challenge(&other);
+        assert_eq!(ch.group(), other);
+        // Even a valid signature by `k` over a transcript naming another group.
+        let sig = k.sign_hello(&ch);
+        assert_eq!(
+            verify_hello(&k.group_id(), &ch, &sig),
+            Err(CryptoError::HelloGroupMismatch)
+        );
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl GroupDescriptor {
             GroupDescriptor::Passphrase { params, salt } => {
                 params.validate()?;
                 let out = argon2id(params, passphrase.as_bytes(), salt)?;
-                Ok(GroupSecret::from_bytes(*out))
+                Ok(GroupSecret::from_zeroizing(out))
             }
         }
     }

@@ -11,6 +11,29 @@
 //! pulling in the client, and `sync-types` stays pure data.
 //!
 //! Sealed blob format: documented on [`seal`] and in `seal.rs`; fixed overhead [`SEAL_OVERHEAD`].
+//!
+//! ```
+//! use rand_chacha::ChaCha20Rng;
+//! use rand_core::SeedableRng;
+//! use sync_crypto::{DeviceKey, GroupKeys, GroupSecret, HelloChallenge, open, seal, verify_hello};
+//! use sync_types::BlobId;
+//!
+//! let mut rng = ChaCha20Rng::seed_from_u64(0); // any CryptoRng; seeded here for the example
+//! let keys = GroupKeys::derive(&GroupSecret::random(&mut rng));
+//! let device = DeviceKey::random(&mut rng);
+//! let group = keys.group_id();
+//!
+//! // Membership proof for the relay, bound to one connection.
+//! let hello = HelloChallenge::new(&[7; 32], &[8; 32], &device.device_id(), &group);
+//! verify_hello(&group, &hello, &keys.sign_hello(&hello)).unwrap();
+//!
+//! // Seal on one device, open on another that holds the same group keys.
+//! let blob = BlobId::random(&mut rng);
+//! let key = keys.epoch_key(keys.current_epoch()).unwrap();
+//! let sealed = seal(&mut rng, &key, &group, &device, &blob, b"note").unwrap();
+//! let opened = open(&keys, &group, &blob, &device.device_id(), &sealed).unwrap();
+//! assert_eq!(opened.plaintext, b"note");
+//! ```
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

@@ -109,8 +109,16 @@ pub fn open_mailbox(key: &MailboxKey, sealed: &[u8]) -> Result<Vec<u8>, CryptoEr
     if sealed.len() < MAILBOX_OVERHEAD {
         return Err(CryptoError::MailboxTruncated);
     }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let (nonce, rest) = sealed
+        .split_at_checked(NONCE_LEN)
+        .ok_or(CryptoError::MailboxTruncated)?;
+    let ct_len = rest
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(CryptoError::MailboxTruncated)?;
+    let (ciphertext, tag) = rest
+        .split_at_checked(ct_len)
+        .ok_or(CryptoError::MailboxTruncated)?;
     let nonce = <&XNonce>::try_from(nonce).map_err(|_| CryptoError::MailboxTruncated)?;
     let tag = <&Tag>::try_from(tag).map_err(|_| CryptoError::MailboxTruncated)?;
     let cipher = XChaCha20Poly1305::new(<&Key>::from(key.expose_bytes()));

@@ -151,8 +151,12 @@ pub fn open(
         return Err(OpenError::WrongSender);
     }
 
-    let sig_at = len - SIG_LEN; // len >= SEAL_OVERHEAD > SIG_LEN
-    let (signed, sig_bytes) = sealed.split_at(sig_at);
+    let sig_at = len
+        .checked_sub(SIG_LEN)
+        .ok_or(OpenError::Truncated { len })?;
+    let (signed, sig_bytes) = sealed
+        .split_at_checked(sig_at)
+        .ok_or(OpenError::Truncated { len })?;
     let sig_bytes: &[u8; SIG_LEN] = sig_bytes
         .try_into()
         .map_err(|_| OpenError::Truncated { len })?;
@@ -169,7 +173,9 @@ pub fn open(
         .epoch_key(header.epoch)
         .ok_or(OpenError::UnknownEpoch(header.epoch))?;
 
-    let ct_end = sig_at - TAG_LEN; // sig_at >= HEADER_LEN + TAG_LEN
+    let ct_end = sig_at
+        .checked_sub(TAG_LEN)
+        .ok_or(OpenError::Truncated { len })?;
     let ciphertext = signed
         .get(HEADER_LEN..ct_end)
         .ok_or(OpenError::Truncated { len })?;

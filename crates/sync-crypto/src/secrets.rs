@@ -28,6 +28,11 @@ impl GroupSecret {
         Self(Zeroizing::new(bytes))
     }
 
+    /// Takes ownership of an already-zeroizing buffer (no stray copy).
+    pub(crate) fn from_zeroizing(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self(bytes)
+    }
+
     /// The raw secret, for invites and local storage only.
     pub fn expose_bytes(&self) -> &[u8; 32] {
         &self.0
