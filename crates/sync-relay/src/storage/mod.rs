@@ -1,0 +1,353 @@
+//! The relay's storage: a per-group ordered log of sealed blobs plus the invite mailbox.
+//!
+//! Sessions talk to [`Storage`], a cheap-clone async handle. [`SqliteStorage`] is the embedded
+//! default (one WAL-mode database file, one writer thread doing group commit, a small pool of
+//! read-only connections); a PostgreSQL backend can implement the same trait later.
+//!
+//! What every backend promises:
+//! - `push` is idempotent on `(group, blob_id)`: a retry gets the original cursor back.
+//! - Cursors of a group are 1, 2, 3 … in commit order and are never reused, even after the
+//!   blobs behind them expired or were deleted.
+//! - A push is answered only after its row is durable, and a reader never sees cursor N+1
+//!   before N.
+//! - Quotas are checked against counters kept with the group, never by scanning its blobs.
+//!
+//! Payloads are opaque ciphertext: storage never looks inside them.
+
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use sqlite::{DB_FILE_NAME, SqliteConfig, SqliteStorage, Synchronous, WriterMetrics};
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sync_types::{BlobId, Cursor, DeviceId, GroupId};
+
+/// A blob to store, as received in a device's `Push`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushRequest {
+    /// The group whose log receives the blob.
+    pub group: GroupId,
+    /// The device-chosen blob id, stable across retries of the same push.
+    pub blob_id: BlobId,
+    /// The pushing device.
+    pub sender: DeviceId,
+    /// The sealed blob, stored exactly as given.
+    pub payload: Vec<u8>,
+    /// How long the relay keeps the blob (checked against [`StorageLimits::max_ttl`]).
+    pub ttl: Duration,
+    /// The relay's clock at the push, in milliseconds since the Unix epoch.
+    pub now_ms: u64,
+}
+
+impl fmt::Debug for PushRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushRequest")
+            .field("group", &self.group)
+            .field("blob_id", &self.blob_id)
+            .field("sender", &self.sender)
+            .field("payload_len", &self.payload.len())
+            .field("ttl", &self.ttl)
+            .field("now_ms", &self.now_ms)
+            .finish()
+    }
+}
+
+/// The answer to a committed push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// The blob's cursor in its group (the original one when `duplicate`).
+    pub cursor: Cursor,
+    /// `true` when the blob was already stored: nothing new was written or counted.
+    pub duplicate: bool,
+    /// When the blob was first stored, in milliseconds since the Unix epoch.
+    pub stored_at_ms: u64,
+}
+
+/// One blob of a pull page.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PullEntry {
+    /// The blob's position in the group's log.
+    pub cursor: Cursor,
+    /// The blob id chosen by the sender.
+    pub blob_id: BlobId,
+    /// The device that pushed the blob.
+    pub sender: DeviceId,
+    /// The sealed blob, exactly as pushed.
+    pub payload: Vec<u8>,
+    /// When the relay stored the blob, in milliseconds since the Unix epoch.
+    pub stored_at_ms: u64,
+}
+
+impl fmt::Debug for PullEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PullEntry")
+            .field("cursor", &self.cursor)
+            .field("blob_id", &self.blob_id)
+            .field("sender", &self.sender)
+            .field("payload_len", &self.payload.len())
+            .field("stored_at_ms", &self.stored_at_ms)
+            .finish()
+    }
+}
+
+/// A page of a group's log, in cursor order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PullPage {
+    /// Blobs after the requested cursor, ascending, without gaps other than deleted or expired
+    /// blobs.
+    pub entries: Vec<PullEntry>,
+    /// `true` when more blobs follow the last entry (the page was cut by count or bytes).
+    pub has_more: bool,
+    /// The group's last assigned cursor when the page was read (`Cursor::ZERO` for an unknown
+    /// group). It may be above every stored cursor when the newest blobs expired.
+    pub max_cursor: Cursor,
+}
+
+/// Totals over all groups, kept incrementally (reading them never scans a table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StorageStats {
+    /// Groups the relay holds a log for (a group stays known after its blobs expire, so its
+    /// cursors keep counting up).
+    pub groups: u64,
+    /// Blobs stored.
+    pub blobs: u64,
+    /// Payload bytes stored.
+    pub bytes: u64,
+}
+
+/// The result of taking an invite from the mailbox.
+#[derive(Clone, PartialEq, Eq)]
+pub enum InviteLookup {
+    /// The sealed invite; it has been deleted (an invite is delivered once).
+    Found(Vec<u8>),
+    /// No invite under this lookup id (never put, already taken, or cleaned up).
+    NotFound,
+    /// The invite expired; it stays answerable as `Expired` until cleanup removes it.
+    Expired,
+    /// The invite has been asked for `max_attempts` times already; it is now deleted.
+    TooManyAttempts,
+}
+
+impl fmt::Debug for InviteLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Found(sealed) => write!(f, "Found({} bytes)", sealed.len()),
+            Self::NotFound => f.write_str("NotFound"),
+            Self::Expired => f.write_str("Expired"),
+            Self::TooManyAttempts => f.write_str("TooManyAttempts"),
+        }
+    }
+}
+
+/// Per-blob and per-group limits enforced by the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageLimits {
+    /// Largest payload accepted, in bytes (default 1 MiB).
+    pub max_blob_bytes: u64,
+    /// Most payload bytes a group may hold at once (default 1 GiB).
+    pub max_group_bytes: u64,
+    /// Most blobs a group may hold at once (default 100,000).
+    pub max_group_blobs: u64,
+    /// Longest TTL accepted (default 30 days).
+    pub max_ttl: Duration,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        Self {
+            max_blob_bytes: 1024 * 1024,
+            max_group_bytes: 1024 * 1024 * 1024,
+            max_group_blobs: 100_000,
+            max_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+        }
+    }
+}
+
+/// Which limit a push ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QuotaKind {
+    /// The payload is larger than [`StorageLimits::max_blob_bytes`].
+    BlobSize,
+    /// The group would hold more than [`StorageLimits::max_group_bytes`].
+    GroupBytes,
+    /// The group would hold more than [`StorageLimits::max_group_blobs`].
+    GroupBlobs,
+    /// The requested TTL is longer than [`StorageLimits::max_ttl`].
+    Ttl,
+}
+
+impl fmt::Display for QuotaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::BlobSize => "blob size",
+            Self::GroupBytes => "group bytes",
+            Self::GroupBlobs => "group blob count",
+            Self::Ttl => "ttl",
+        })
+    }
+}
+
+/// Why a storage operation failed. Any error from `push` means the blob was not stored by that
+/// call (a retry is safe: pushes are idempotent).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The database reported an error. For a push this means its whole batch was rolled back.
+    #[error("sqlite: {0}")]
+    Sqlite(Arc<rusqlite::Error>),
+    /// A file or thread operation failed (creating the data dir, spawning the writer).
+    #[error("i/o: {0}")]
+    Io(Arc<std::io::Error>),
+    /// The push would break a limit; nothing was stored.
+    #[error("quota exceeded ({kind}): limit {limit}, requested {requested}")]
+    QuotaExceeded {
+        /// Which limit.
+        kind: QuotaKind,
+        /// The configured limit (bytes, blobs, or milliseconds for the TTL).
+        limit: u64,
+        /// What the push would have needed (same unit as `limit`).
+        requested: u64,
+    },
+    /// The writer thread is not running any more (it stopped or crashed).
+    #[error("storage writer is gone")]
+    WriterGone,
+    /// The storage was closed with `close()`.
+    #[error("storage is closed")]
+    Closed,
+    /// The database holds something this code never writes.
+    #[error("storage is corrupt: {what}")]
+    Corrupt {
+        /// What was found wrong.
+        what: String,
+    },
+    /// The database was written by a newer (or foreign) schema.
+    #[error("unsupported schema version {found} (this build supports {supported})")]
+    UnsupportedSchema {
+        /// `PRAGMA user_version` found in the file.
+        found: i64,
+        /// The schema version this build writes.
+        supported: i64,
+    },
+    /// A caller-supplied argument is out of range (for example an empty invite lookup id).
+    #[error("invalid argument: {what}")]
+    InvalidArgument {
+        /// Which argument and why.
+        what: &'static str,
+    },
+    /// A different invite is already stored under this lookup id.
+    #[error("an invite with this lookup id already exists")]
+    InviteExists,
+    /// A blocking read task panicked or was cancelled.
+    #[error("a storage worker task failed")]
+    TaskFailed,
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi::ErrorCode;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) =>
+            {
+                Self::Corrupt {
+                    what: e.to_string(),
+                }
+            }
+            rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..) => Self::Corrupt {
+                what: format!("unexpected value in database: {e}"),
+            },
+            _ => Self::Sqlite(Arc::new(e)),
+        }
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(Arc::new(e))
+    }
+}
+
+/// What the relay's sessions need from a storage backend.
+///
+/// Implementations are cheap-clone handles (an `Arc` inside) that many tasks share. Methods are
+/// async and their futures are `Send`, so sessions can run on a multi-threaded runtime; a
+/// backend that must choose at runtime can wrap several backends in an enum.
+pub trait Storage: Clone + Send + Sync + 'static {
+    /// Stores a blob and assigns the group's next cursor; answers after the commit is durable.
+    /// A retry of a stored `(group, blob_id)` returns the original cursor with
+    /// `duplicate: true`.
+    fn push(
+        &self,
+        req: PushRequest,
+    ) -> impl Future<Output = Result<PushOutcome, StorageError>> + Send;
+
+    /// Blobs of `group` with cursor greater than `after`, ascending: at most `max_count`
+    /// (at least one) entries whose payloads add up to at most `max_bytes`, except that the
+    /// first entry is always returned whatever its size.
+    fn pull(
+        &self,
+        group: GroupId,
+        after: Cursor,
+        max_count: u32,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<PullPage, StorageError>> + Send;
+
+    /// The group's last assigned cursor (`Cursor::ZERO` if it never received a blob).
+    fn max_cursor(
+        &self,
+        group: GroupId,
+    ) -> impl Future<Output = Result<Cursor, StorageError>> + Send;
+
+    /// Deletes one blob; `Ok(false)` if it was not stored. Its cursor is not reused.
+    fn delete(
+        &self,
+        group: GroupId,
+        blob_id: BlobId,
+    ) -> impl Future<Output = Result<bool, StorageError>> + Send;
+
+    /// Removes up to `batch` blobs whose TTL ran out at `now_ms` (and up to `batch` expired
+    /// invites); returns how many blobs were removed. Call again while it returns `batch`.
+    fn cleanup_expired(
+        &self,
+        now_ms: u64,
+        batch: u32,
+    ) -> impl Future<Output = Result<u64, StorageError>> + Send;
+
+    /// Totals over all groups, from counters (no table scan).
+    fn stats(&self) -> impl Future<Output = Result<StorageStats, StorageError>> + Send;
+
+    /// Stores a sealed invite under `lookup_id` until `expires_ms`. Putting the same sealed
+    /// bytes again is a no-op (retries are safe); different bytes under a stored lookup id are
+    /// refused with [`StorageError::InviteExists`].
+    fn invite_put(
+        &self,
+        lookup_id: Vec<u8>,
+        sealed: Vec<u8>,
+        expires_ms: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Takes the invite under `lookup_id`: delivered once, then deleted. Every take of a stored
+    /// invite counts one attempt; once `max_attempts` takes have been answered the invite is
+    /// burned ([`InviteLookup::TooManyAttempts`]).
+    fn invite_take(
+        &self,
+        lookup_id: Vec<u8>,
+        now_ms: u64,
+        max_attempts: u32,
+    ) -> impl Future<Output = Result<InviteLookup, StorageError>> + Send;
+
+    /// Makes the durable state compact (for SQLite: a `TRUNCATE` WAL checkpoint).
+    fn checkpoint(&self) -> impl Future<Output = Result<(), StorageError>> + Send;
+
+    /// Finishes every queued write, checkpoints and releases the database. Later calls on any
+    /// clone of the handle fail with [`StorageError::Closed`]; closing twice is a no-op.
+    fn close(&self) -> impl Future<Output = Result<(), StorageError>> + Send;
+}

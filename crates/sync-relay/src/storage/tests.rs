@@ -1,0 +1,1230 @@
+//! Storage tests. The behaviour checks are generic over [`Storage`] so a future backend can run
+//! the same suite; the `#[tokio::test]`s below run them on [`SqliteStorage`] in temp dirs.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sync_types::{BlobId, Cursor, DeviceId, GroupId};
+use tempfile::TempDir;
+
+use super::*;
+
+const DAY: Duration = Duration::from_secs(86_400);
+const MIB: usize = 1024 * 1024;
+const T0: u64 = 1_700_000_000_000;
+
+fn group(n: u8) -> GroupId {
+    GroupId::from_bytes([n; 32])
+}
+
+fn device(n: u8) -> DeviceId {
+    DeviceId::from_bytes([n; 32])
+}
+
+fn blob(n: u64) -> BlobId {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&n.to_be_bytes());
+    b[8] = 0xb1;
+    BlobId::from_bytes(b)
+}
+
+/// Deterministic bytes for blob `n` (so a pulled payload can be checked against its id).
+fn payload(n: u64, len: usize) -> Vec<u8> {
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn push_req(g: GroupId, n: u64, len: usize) -> PushRequest {
+    PushRequest {
+        group: g,
+        blob_id: blob(n),
+        sender: device(1),
+        payload: payload(n, len),
+        ttl: DAY,
+        now_ms: T0,
+    }
+}
+
+async fn open_in(dir: &TempDir, limits: StorageLimits) -> SqliteStorage {
+    let config = SqliteConfig {
+        limits,
+        ..SqliteConfig::default()
+    };
+    SqliteStorage::open(dir.path(), config)
+        .await
+        .expect("open storage")
+}
+
+async fn fresh(limits: StorageLimits) -> (TempDir, SqliteStorage) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open_in(&dir, limits).await;
+    (dir, s)
+}
+
+/// Pulls everything after `after`, page by page, checking that cursors only go up.
+async fn pull_all<S: Storage>(
+    s: &S,
+    g: GroupId,
+    after: Cursor,
+    max_count: u32,
+    max_bytes: u64,
+) -> Vec<PullEntry> {
+    let mut out = Vec::new();
+    let mut at = after;
+    loop {
+        let page = s.pull(g, at, max_count, max_bytes).await.expect("pull");
+        for e in page.entries {
+            assert!(
+                e.cursor > at,
+                "cursor went backwards: {:?} after {at:?}",
+                e.cursor
+            );
+            at = e.cursor;
+            out.push(e);
+        }
+        if !page.has_more {
+            return out;
+        }
+    }
+}
+
+/// Waits (without sleeping) until `n` commands wait in the writer's queue.
+async fn until_queued(s: &SqliteStorage, n: usize) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while s.queued() < n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("pushes were queued");
+}
+
+fn is_quota(r: &Result<PushOutcome, StorageError>, want: QuotaKind) -> bool {
+    matches!(r, Err(StorageError::QuotaExceeded { kind, .. }) if *kind == want)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-independent checks
+
+async fn check_dense_cursors_per_group<S: Storage>(s: &S) {
+    let (a, b) = (group(1), group(2));
+    let mut cursors = Vec::new();
+    for (g, n) in [(a, 1), (b, 2), (a, 3), (a, 4), (b, 5)] {
+        let out = s.push(push_req(g, n, 10)).await.expect("push");
+        assert!(!out.duplicate);
+        assert_eq!(out.stored_at_ms, T0);
+        cursors.push(out.cursor.get());
+    }
+    assert_eq!(cursors, [1, 1, 2, 3, 2]);
+    assert_eq!(s.max_cursor(a).await.expect("max"), Cursor::new(3));
+    assert_eq!(s.max_cursor(b).await.expect("max"), Cursor::new(2));
+    assert_eq!(s.max_cursor(group(9)).await.expect("max"), Cursor::ZERO);
+
+    let page = s.pull(a, Cursor::ZERO, 100, u64::MAX).await.expect("pull");
+    assert!(!page.has_more);
+    assert_eq!(page.max_cursor, Cursor::new(3));
+    let got: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| (e.cursor.get(), e.blob_id))
+        .collect();
+    assert_eq!(got, [(1, blob(1)), (2, blob(3)), (3, blob(4))]);
+    for e in &page.entries {
+        assert_eq!(e.sender, device(1));
+        assert_eq!(e.stored_at_ms, T0);
+    }
+    assert_eq!(page.entries[1].payload, payload(3, 10));
+
+    let none = s
+        .pull(group(9), Cursor::ZERO, 10, 1000)
+        .await
+        .expect("pull unknown");
+    assert_eq!(none, PullPage::default());
+}
+
+async fn check_idempotent_retry<S: Storage>(s: &S) {
+    let g = group(1);
+    let first = s.push(push_req(g, 1, 100)).await.expect("push");
+    let second = s.push(push_req(g, 2, 100)).await.expect("push");
+    assert_eq!((first.cursor.get(), second.cursor.get()), (1, 2));
+
+    // A retry, even later and with other bytes, gets the original answer and stores nothing.
+    let mut retry = push_req(g, 1, 5);
+    retry.now_ms = T0 + 60_000;
+    let again = s.push(retry).await.expect("retry");
+    assert_eq!(
+        again,
+        PushOutcome {
+            cursor: Cursor::new(1),
+            duplicate: true,
+            stored_at_ms: T0
+        }
+    );
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 1,
+            blobs: 2,
+            bytes: 200
+        }
+    );
+
+    // Many devices retrying the same push at once: one stores it, all get its cursor.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.push(push_req(group(1), 3, 100)).await })
+        })
+        .collect();
+    let mut fresh = 0;
+    for t in tasks {
+        let out = t.await.expect("task").expect("push");
+        assert_eq!(out.cursor, Cursor::new(3));
+        fresh += usize::from(!out.duplicate);
+    }
+    assert_eq!(fresh, 1, "exactly one push stored the blob");
+    assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(3));
+    let entries = pull_all(s, g, Cursor::ZERO, 100, u64::MAX).await;
+    assert_eq!(entries.len(), 3);
+    assert_eq!(
+        entries[0].payload,
+        payload(1, 100),
+        "the original bytes are kept"
+    );
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 1,
+            blobs: 3,
+            bytes: 300
+        }
+    );
+}
+
+async fn check_pull_bounds<S: Storage>(s: &S) {
+    let g = group(1);
+    for n in 1..=10 {
+        s.push(push_req(g, n, 100)).await.expect("push");
+    }
+    let cursors = |p: &PullPage| p.entries.iter().map(|e| e.cursor.get()).collect::<Vec<_>>();
+
+    let p = s.pull(g, Cursor::ZERO, 3, u64::MAX).await.expect("pull");
+    assert_eq!(
+        (cursors(&p), p.has_more, p.max_cursor),
+        (vec![1, 2, 3], true, Cursor::new(10))
+    );
+
+    let p = s.pull(g, Cursor::new(3), 100, 250).await.expect("pull");
+    assert_eq!(
+        (cursors(&p), p.has_more),
+        (vec![4, 5], true),
+        "bounded by bytes"
+    );
+
+    let p = s.pull(g, Cursor::new(3), 100, 300).await.expect("pull");
+    assert_eq!(
+        (cursors(&p), p.has_more),
+        (vec![4, 5, 6], true),
+        "exact fit is included"
+    );
+
+    let p = s.pull(g, Cursor::new(8), 2, 200).await.expect("pull");
+    assert_eq!(
+        (cursors(&p), p.has_more),
+        (vec![9, 10], false),
+        "both bounds met exactly"
+    );
+
+    let p = s.pull(g, Cursor::new(9), 5, u64::MAX).await.expect("pull");
+    assert_eq!((cursors(&p), p.has_more), (vec![10], false));
+
+    let p = s.pull(g, Cursor::new(10), 5, u64::MAX).await.expect("pull");
+    assert_eq!(
+        (p.entries.len(), p.has_more, p.max_cursor),
+        (0, false, Cursor::new(10))
+    );
+
+    let p = s
+        .pull(g, Cursor::new(u64::MAX), 5, u64::MAX)
+        .await
+        .expect("pull");
+    assert!(p.entries.is_empty() && !p.has_more);
+
+    let p = s.pull(g, Cursor::ZERO, 0, 0).await.expect("pull");
+    assert_eq!(
+        (cursors(&p), p.has_more),
+        (vec![1], true),
+        "count 0 acts as 1"
+    );
+}
+
+async fn check_first_entry_always_returned<S: Storage>(s: &S) {
+    let g = group(1);
+    s.push(push_req(g, 1, MIB)).await.expect("push 1 MiB");
+    s.push(push_req(g, 2, 10)).await.expect("push small");
+
+    let p = s.pull(g, Cursor::ZERO, 10, 1).await.expect("pull");
+    assert_eq!(p.entries.len(), 1);
+    assert_eq!(p.entries[0].payload, payload(1, MIB));
+    assert!(p.has_more);
+
+    let p = s.pull(g, Cursor::new(1), 10, 1).await.expect("pull");
+    assert_eq!(p.entries.len(), 1);
+    assert_eq!(p.entries[0].payload, payload(2, 10));
+    assert!(!p.has_more);
+}
+
+async fn check_mixed_sizes_all_pulled<S: Storage>(s: &S) {
+    let g = group(1);
+    let mut x: u64 = 0x5eed;
+    let mut sizes = vec![MIB, 0, 1, MIB, MIB - 1];
+    while sizes.len() < 48 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        sizes.push(usize::try_from((x >> 33) % (MIB as u64 + 1)).expect("size fits"));
+    }
+    for (i, &len) in sizes.iter().enumerate() {
+        s.push(push_req(g, i as u64, len)).await.expect("push");
+    }
+
+    // Pages bounded by 1 MiB, as a session would ask.
+    let max_bytes = MIB as u64;
+    let mut at = Cursor::ZERO;
+    let mut got = Vec::new();
+    loop {
+        let page = s.pull(g, at, 100, max_bytes).await.expect("pull");
+        let total: usize = page.entries.iter().map(|e| e.payload.len()).sum();
+        assert!(
+            page.entries.len() == 1 || total as u64 <= max_bytes,
+            "page over budget"
+        );
+        assert!(
+            !page.entries.is_empty() || !page.has_more,
+            "empty page with more to come"
+        );
+        for e in page.entries {
+            at = e.cursor;
+            got.push(e);
+        }
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(got.len(), sizes.len());
+    for (i, e) in got.iter().enumerate() {
+        assert_eq!(e.cursor.get(), i as u64 + 1);
+        assert_eq!(e.blob_id, blob(i as u64));
+        assert_eq!(
+            e.payload,
+            payload(i as u64, sizes[i]),
+            "payload of blob {i}"
+        );
+    }
+}
+
+fn small_limits() -> StorageLimits {
+    StorageLimits {
+        max_blob_bytes: 600,
+        max_group_bytes: 1000,
+        max_group_blobs: 3,
+        max_ttl: DAY,
+    }
+}
+
+/// Expects `small_limits()`.
+async fn check_quotas<S: Storage>(s: &S) {
+    let (a, b) = (group(1), group(2));
+
+    let r = s.push(push_req(a, 1, 601)).await;
+    assert!(
+        matches!(
+            r,
+            Err(StorageError::QuotaExceeded {
+                kind: QuotaKind::BlobSize,
+                limit: 600,
+                requested: 601
+            })
+        ),
+        "{r:?}"
+    );
+    let mut long = push_req(a, 1, 10);
+    long.ttl = DAY + Duration::from_millis(1);
+    let r = s.push(long).await;
+    assert!(is_quota(&r, QuotaKind::Ttl), "{r:?}");
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats::default(),
+        "nothing stored"
+    );
+    assert_eq!(s.max_cursor(a).await.expect("max"), Cursor::ZERO);
+
+    // Count limit.
+    for n in 1..=3 {
+        assert_eq!(
+            s.push(push_req(a, n, 10)).await.expect("push").cursor.get(),
+            n
+        );
+    }
+    let r = s.push(push_req(a, 4, 10)).await;
+    assert!(
+        matches!(
+            r,
+            Err(StorageError::QuotaExceeded {
+                kind: QuotaKind::GroupBlobs,
+                limit: 3,
+                requested: 4
+            })
+        ),
+        "{r:?}"
+    );
+    // A retry of a stored blob still succeeds when the group is full.
+    assert!(s.push(push_req(a, 2, 10)).await.expect("retry").duplicate);
+
+    // Byte limit, in another group (quotas are per group).
+    s.push(push_req(b, 11, 500)).await.expect("push");
+    s.push(push_req(b, 12, 400)).await.expect("push");
+    let r = s.push(push_req(b, 13, 200)).await;
+    assert!(
+        matches!(
+            r,
+            Err(StorageError::QuotaExceeded {
+                kind: QuotaKind::GroupBytes,
+                limit: 1000,
+                requested: 1100
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        s.push(push_req(b, 14, 100))
+            .await
+            .expect("fits exactly")
+            .cursor
+            .get(),
+        3
+    );
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 2,
+            blobs: 6,
+            bytes: 1030
+        }
+    );
+
+    // Deleting frees quota; the freed cursor is not reused.
+    assert!(s.delete(a, blob(2)).await.expect("delete"));
+    assert!(!s.delete(a, blob(2)).await.expect("delete again"));
+    assert!(
+        !s.delete(group(7), blob(2))
+            .await
+            .expect("delete unknown group")
+    );
+    assert_eq!(
+        s.push(push_req(a, 4, 10))
+            .await
+            .expect("push after delete")
+            .cursor
+            .get(),
+        4
+    );
+    assert!(is_quota(
+        &s.push(push_req(a, 5, 10)).await,
+        QuotaKind::GroupBlobs
+    ));
+    assert!(s.delete(b, blob(11)).await.expect("delete"));
+    assert_eq!(
+        s.push(push_req(b, 15, 500))
+            .await
+            .expect("push")
+            .cursor
+            .get(),
+        4
+    );
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 2,
+            blobs: 6,
+            bytes: 1030
+        }
+    );
+
+    // Cleanup frees quota too.
+    let removed = s
+        .cleanup_expired(T0 + DAY.as_millis() as u64, 100)
+        .await
+        .expect("cleanup");
+    assert_eq!(removed, 6);
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 2,
+            blobs: 0,
+            bytes: 0
+        }
+    );
+    for n in 20..23 {
+        s.push(push_req(a, n, 300))
+            .await
+            .expect("push after cleanup");
+    }
+    assert_eq!(s.max_cursor(a).await.expect("max"), Cursor::new(7));
+}
+
+async fn check_cleanup<S: Storage>(s: &S) {
+    let g = group(1);
+    // Blob n lives n seconds.
+    for n in 1..=6u64 {
+        let mut r = push_req(g, n, 50);
+        r.ttl = Duration::from_secs(n);
+        s.push(r).await.expect("push");
+    }
+    s.push(push_req(group(2), 100, 50))
+        .await
+        .expect("push other group");
+
+    assert_eq!(
+        s.cleanup_expired(T0, 100).await.expect("cleanup"),
+        0,
+        "nothing expired yet"
+    );
+    // At T0 + 3 s, blobs 1..=3 have expired (expiry is inclusive); a batch of 2 takes two.
+    let now = T0 + 3_000;
+    assert_eq!(s.cleanup_expired(now, 2).await.expect("cleanup"), 2);
+    assert_eq!(s.cleanup_expired(now, 2).await.expect("cleanup"), 1);
+    assert_eq!(s.cleanup_expired(now, 2).await.expect("cleanup"), 0);
+    assert_eq!(s.cleanup_expired(now, 0).await.expect("cleanup"), 0);
+
+    let page = s.pull(g, Cursor::ZERO, 100, u64::MAX).await.expect("pull");
+    let left: Vec<_> = page.entries.iter().map(|e| e.cursor.get()).collect();
+    assert_eq!(
+        left,
+        [4, 5, 6],
+        "only expired blobs went, survivors keep their cursors"
+    );
+    assert_eq!(page.max_cursor, Cursor::new(6));
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 2,
+            blobs: 4,
+            bytes: 200
+        }
+    );
+
+    // Everything expires; cursors still continue.
+    assert_eq!(
+        s.cleanup_expired(T0 + 10 * DAY.as_millis() as u64, 100)
+            .await
+            .expect("c"),
+        4
+    );
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 2,
+            blobs: 0,
+            bytes: 0
+        }
+    );
+    let page = s.pull(g, Cursor::ZERO, 100, u64::MAX).await.expect("pull");
+    assert_eq!(
+        (page.entries.len(), page.has_more, page.max_cursor),
+        (0, false, Cursor::new(6))
+    );
+    assert_eq!(
+        s.push(push_req(g, 7, 50)).await.expect("push").cursor.get(),
+        7
+    );
+    assert_eq!(
+        s.push(push_req(group(2), 101, 50))
+            .await
+            .expect("push")
+            .cursor
+            .get(),
+        2
+    );
+    // A retry after its blob expired stores it again, under a new cursor.
+    let again = s.push(push_req(g, 1, 50)).await.expect("push");
+    assert_eq!((again.cursor.get(), again.duplicate), (8, false));
+}
+
+async fn check_invites<S: Storage>(s: &S) {
+    let id = |n: u8| vec![n; 8];
+    let sealed = b"sealed invite".to_vec();
+
+    // Delivered once.
+    s.invite_put(id(1), sealed.clone(), T0 + 600_000)
+        .await
+        .expect("put");
+    s.invite_put(id(1), sealed.clone(), T0 + 600_000)
+        .await
+        .expect("retried put is a no-op");
+    let other = s.invite_put(id(1), b"other".to_vec(), T0 + 600_000).await;
+    assert!(
+        matches!(other, Err(StorageError::InviteExists)),
+        "{other:?}"
+    );
+    assert_eq!(
+        s.invite_take(id(1), T0, 5).await.expect("take"),
+        InviteLookup::Found(sealed.clone())
+    );
+    assert_eq!(
+        s.invite_take(id(1), T0, 5).await.expect("take"),
+        InviteLookup::NotFound
+    );
+    assert_eq!(
+        s.invite_take(id(2), T0, 5).await.expect("take"),
+        InviteLookup::NotFound
+    );
+
+    // Expiry: answered as expired (not found after cleanup); exact expiry time counts.
+    s.invite_put(id(3), sealed.clone(), T0 + 1_000)
+        .await
+        .expect("put");
+    s.invite_put(id(4), sealed.clone(), T0 + 5_000)
+        .await
+        .expect("put");
+    assert_eq!(
+        s.invite_take(id(3), T0 + 1_000, 5).await.expect("take"),
+        InviteLookup::Expired
+    );
+    assert_eq!(
+        s.invite_take(id(3), T0 + 2_000, 5).await.expect("take"),
+        InviteLookup::Expired
+    );
+    s.cleanup_expired(T0 + 2_000, 100).await.expect("cleanup");
+    assert_eq!(
+        s.invite_take(id(3), T0 + 2_000, 5).await.expect("take"),
+        InviteLookup::NotFound
+    );
+    assert_eq!(
+        s.invite_take(id(4), T0 + 2_000, 5).await.expect("take"),
+        InviteLookup::Found(sealed.clone()),
+        "cleanup left the live invite alone"
+    );
+
+    // Attempts: a take beyond the allowed attempts burns the invite.
+    s.invite_put(id(5), sealed.clone(), T0 + 600_000)
+        .await
+        .expect("put");
+    assert_eq!(
+        s.invite_take(id(5), T0, 0).await.expect("take"),
+        InviteLookup::TooManyAttempts
+    );
+    assert_eq!(
+        s.invite_take(id(5), T0, 5).await.expect("take"),
+        InviteLookup::NotFound
+    );
+
+    // Bad arguments are typed errors.
+    for bad in [Vec::new(), vec![0u8; 65]] {
+        let r = s.invite_take(bad.clone(), T0, 5).await;
+        assert!(
+            matches!(r, Err(StorageError::InvalidArgument { .. })),
+            "{r:?}"
+        );
+        let r = s.invite_put(bad, sealed.clone(), T0).await;
+        assert!(
+            matches!(r, Err(StorageError::InvalidArgument { .. })),
+            "{r:?}"
+        );
+    }
+    let r = s.invite_put(id(6), vec![0u8; 64 * 1024 + 1], T0).await;
+    assert!(
+        matches!(r, Err(StorageError::InvalidArgument { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats::default(),
+        "invites are not blobs"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite runs
+
+#[tokio::test]
+async fn cursors_are_dense_per_group() {
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    check_dense_cursors_per_group(&s).await;
+    assert_eq!(
+        s.audit().await.expect("audit"),
+        s.stats().await.expect("stats")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retried_push_returns_the_original_cursor() {
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    check_idempotent_retry(&s).await;
+    assert_eq!(
+        s.audit().await.expect("audit"),
+        s.stats().await.expect("stats")
+    );
+}
+
+#[tokio::test]
+async fn pull_is_bounded_by_count_and_bytes() {
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    check_pull_bounds(&s).await;
+}
+
+#[tokio::test]
+async fn first_entry_is_returned_even_when_larger_than_max_bytes() {
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    check_first_entry_always_returned(&s).await;
+}
+
+#[tokio::test]
+async fn mixed_sizes_up_to_one_mib_are_all_pulled() {
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    check_mixed_sizes_all_pulled(&s).await;
+    assert_eq!(
+        s.audit().await.expect("audit"),
+        s.stats().await.expect("stats")
+    );
+}
+
+#[tokio::test]
+async fn quota_rejections_are_typed_and_counters_incremental() {
+    let (_dir, s) = fresh(small_limits()).await;
+    check_quotas(&s).await;
+    assert_eq!(
+        s.audit().await.expect("audit"),
+        s.stats().await.expect("stats")
+    );
+}
+
+#[tokio::test]
+async fn cleanup_removes_only_expired_blobs_and_keeps_cursors() {
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    check_cleanup(&s).await;
+    assert_eq!(
+        s.audit().await.expect("audit"),
+        s.stats().await.expect("stats")
+    );
+}
+
+#[tokio::test]
+async fn invite_mailbox_is_single_use_and_expires() {
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    check_invites(&s).await;
+}
+
+/// 16 tasks × 500 pushes into one group while a device pulls after every acknowledged push:
+/// each pull must continue exactly where the last one stopped (never N+1 before N), must
+/// already contain the acknowledged cursor, and in the end every blob is seen exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pushers_and_a_puller_see_every_blob_exactly_once() {
+    const TASKS: u64 = 16;
+    const PUSHES: u64 = 500;
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    let g = group(1);
+    let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<Cursor>();
+
+    let puller = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut at = Cursor::ZERO;
+            let mut seen = Vec::new();
+            let mut pulls = 0u64;
+            let catch_up = |s: SqliteStorage, mut at: Cursor, mut seen: Vec<PullEntry>| async move {
+                loop {
+                    let page = s.pull(g, at, 64, 64 * 1024).await.expect("pull");
+                    for e in page.entries {
+                        assert_eq!(e.cursor.get(), at.get() + 1, "gap or duplicate in pull");
+                        at = e.cursor;
+                        seen.push(e);
+                    }
+                    assert!(page.max_cursor >= at);
+                    if !page.has_more {
+                        return (at, seen);
+                    }
+                }
+            };
+            while let Some(acked) = acks.recv().await {
+                (at, seen) = catch_up(s.clone(), at, seen).await;
+                pulls += 1;
+                assert!(
+                    at >= acked,
+                    "acknowledged cursor {acked:?} not visible (at {at:?})"
+                );
+            }
+            (at, seen) = catch_up(s.clone(), at, seen).await;
+            (at, seen, pulls)
+        })
+    };
+
+    let pushers: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let s = s.clone();
+            let acks = acks_tx.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for i in 0..PUSHES {
+                    let n = t << 32 | i;
+                    let mut req = push_req(g, n, 48);
+                    req.sender = device(t as u8);
+                    let out = s.push(req).await.expect("push");
+                    assert!(!out.duplicate);
+                    mine.push((out.cursor, n));
+                    acks.send(out.cursor).expect("puller alive");
+                }
+                mine
+            })
+        })
+        .collect();
+    drop(acks_tx);
+
+    let mut acked = Vec::new();
+    for p in pushers {
+        let mine = p.await.expect("pusher");
+        // One device's pushes get increasing cursors (it waited for each ack).
+        assert!(mine.windows(2).all(|w| w[0].0 < w[1].0));
+        acked.extend(mine);
+    }
+    let (at, seen, pulls) = puller.await.expect("puller");
+
+    let total = TASKS * PUSHES;
+    assert_eq!(pulls, total, "the puller pulled after every ack");
+    assert_eq!(at, Cursor::new(total));
+    assert_eq!(seen.len() as u64, total);
+    let mut cursors: Vec<u64> = acked.iter().map(|(c, _)| c.get()).collect();
+    cursors.sort_unstable();
+    assert_eq!(
+        cursors,
+        (1..=total).collect::<Vec<_>>(),
+        "acked cursors are exactly 1..=N"
+    );
+    for (cursor, n) in &acked {
+        let e = &seen[usize::try_from(cursor.get() - 1).expect("index")];
+        assert_eq!(e.blob_id, blob(*n));
+        assert_eq!(e.payload, payload(*n, 48));
+        assert_eq!(e.sender, device((n >> 32) as u8));
+    }
+    let ids: HashSet<_> = seen.iter().map(|e| e.blob_id).collect();
+    assert_eq!(ids.len() as u64, total);
+    assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(total));
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(
+        stats,
+        StorageStats {
+            groups: 1,
+            blobs: total,
+            bytes: total * 48
+        }
+    );
+    assert_eq!(s.audit().await.expect("audit"), stats);
+    let m = s.writer_metrics();
+    assert_eq!((m.ops, m.failed_commits), (total, 0));
+}
+
+/// Writes queued while the writer is busy are committed in one transaction; a push rejected by
+/// its quota does not stop the others, and duplicates inside a batch get the original cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_pushes_commit_together_and_a_rejection_spares_the_rest() {
+    let (_dir, s) = fresh(StorageLimits {
+        max_blob_bytes: 100,
+        ..StorageLimits::default()
+    })
+    .await;
+    let g = group(1);
+    let before = s.writer_metrics();
+    let release = s.pause_writer().await.expect("pause");
+
+    let plan: [(u64, usize); 6] = [(1, 10), (2, 10), (3, 101), (4, 10), (1, 10), (5, 10)];
+    let mut handles = Vec::new();
+    for (i, (n, len)) in plan.into_iter().enumerate() {
+        let s2 = s.clone();
+        handles.push(tokio::spawn(async move {
+            s2.push(push_req(group(1), n, len)).await
+        }));
+        // Queue in plan order: the next push starts only once this one waits in the queue.
+        until_queued(&s, i + 1).await;
+    }
+    release.send(()).expect("writer waiting");
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.expect("task"));
+    }
+
+    let after = s.writer_metrics();
+    assert_eq!(
+        after.commits - before.commits,
+        1,
+        "one transaction for the whole queue"
+    );
+    assert_eq!(after.ops - before.ops, 6);
+    let ok = |i: usize| {
+        results[i]
+            .as_ref()
+            .map(|o| (o.cursor.get(), o.duplicate))
+            .ok()
+    };
+    assert_eq!(ok(0), Some((1, false)));
+    assert_eq!(ok(1), Some((2, false)));
+    assert!(
+        is_quota(&results[2], QuotaKind::BlobSize),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(ok(3), Some((3, false)));
+    assert_eq!(ok(4), Some((1, true)), "duplicate inside the batch");
+    assert_eq!(ok(5), Some((4, false)));
+    let stored = pull_all(&s, g, Cursor::ZERO, 100, u64::MAX).await;
+    let ids: Vec<_> = stored.iter().map(|e| e.blob_id).collect();
+    assert_eq!(ids, [blob(1), blob(2), blob(4), blob(5)]);
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 1,
+            blobs: 4,
+            bytes: 40
+        }
+    );
+    assert_eq!(
+        s.audit().await.expect("audit"),
+        s.stats().await.expect("stats")
+    );
+}
+
+/// If the batch transaction fails, every caller in it gets the error and nothing of it is
+/// stored (no half-acknowledged batch); retries then succeed with dense cursors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_fails_every_push_in_the_batch() {
+    let (dir, s) = fresh(StorageLimits::default()).await;
+    let g = group(1);
+    let side = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("side conn");
+    side.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    side.execute_batch(
+        "CREATE TRIGGER inject_failure BEFORE INSERT ON blobs WHEN NEW.size = 13
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )
+    .expect("trigger");
+
+    let release = s.pause_writer().await.expect("pause");
+    let sizes = [10usize, 11, 13, 12];
+    let mut handles = Vec::new();
+    for (i, len) in sizes.into_iter().enumerate() {
+        let s2 = s.clone();
+        handles.push(tokio::spawn(async move {
+            s2.push(push_req(group(1), i as u64, len)).await
+        }));
+        until_queued(&s, i + 1).await;
+    }
+    release.send(()).expect("writer waiting");
+    for h in handles {
+        let r = h.await.expect("task");
+        assert!(
+            matches!(r, Err(StorageError::Sqlite(_))),
+            "every push fails: {r:?}"
+        );
+    }
+    assert_eq!(s.writer_metrics().failed_commits, 1);
+    assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::ZERO);
+    assert_eq!(s.stats().await.expect("stats"), StorageStats::default());
+    assert_eq!(s.audit().await.expect("audit"), StorageStats::default());
+
+    side.execute_batch("DROP TRIGGER inject_failure;")
+        .expect("drop trigger");
+    for (i, len) in sizes.into_iter().enumerate() {
+        let out = s.push(push_req(g, i as u64, len)).await.expect("retry");
+        assert_eq!((out.cursor.get(), out.duplicate), (i as u64 + 1, false));
+    }
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 1,
+            blobs: 4,
+            bytes: 46
+        }
+    );
+}
+
+#[tokio::test]
+async fn reopening_continues_cursors_with_all_data_present() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (group(1), group(2));
+    let s = open_in(&dir, StorageLimits::default()).await;
+    for n in 1..=10u64 {
+        let g = if n % 3 == 0 { b } else { a };
+        let mut r = push_req(g, n, 100 * n as usize);
+        if n == 1 {
+            r.ttl = Duration::from_secs(1);
+        }
+        s.push(r).await.expect("push");
+    }
+    assert!(s.delete(a, blob(2)).await.expect("delete"));
+    assert_eq!(
+        s.cleanup_expired(T0 + 1_000, 100).await.expect("cleanup"),
+        1
+    );
+    s.invite_put(vec![7; 8], b"inv".to_vec(), T0 + 600_000)
+        .await
+        .expect("invite");
+    let before_a = pull_all(&s, a, Cursor::ZERO, 100, u64::MAX).await;
+    let before_b = pull_all(&s, b, Cursor::ZERO, 100, u64::MAX).await;
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(
+        stats,
+        StorageStats {
+            groups: 2,
+            blobs: 8,
+            bytes: 5200
+        }
+    );
+    s.close().await.expect("close");
+    drop(s);
+
+    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        stats,
+        "totals survive a reopen"
+    );
+    assert_eq!(s.audit().await.expect("audit"), stats);
+    assert_eq!(pull_all(&s, a, Cursor::ZERO, 100, u64::MAX).await, before_a);
+    assert_eq!(pull_all(&s, b, Cursor::ZERO, 100, u64::MAX).await, before_b);
+    assert_eq!(s.max_cursor(a).await.expect("max"), Cursor::new(7));
+    assert_eq!(s.max_cursor(b).await.expect("max"), Cursor::new(3));
+    assert_eq!(
+        s.push(push_req(a, 11, 10))
+            .await
+            .expect("push")
+            .cursor
+            .get(),
+        8
+    );
+    assert_eq!(
+        s.push(push_req(b, 12, 10))
+            .await
+            .expect("push")
+            .cursor
+            .get(),
+        4
+    );
+    let retry = s
+        .push(push_req(a, 5, 500))
+        .await
+        .expect("retry after reopen");
+    assert_eq!((retry.cursor.get(), retry.duplicate), (4, true));
+    assert_eq!(
+        s.invite_take(vec![7; 8], T0, 3).await.expect("take"),
+        InviteLookup::Found(b"inv".to_vec())
+    );
+}
+
+/// Without `close()`, an acknowledged push is still in the file the next process opens.
+#[tokio::test]
+async fn acknowledged_pushes_survive_dropping_the_handle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open_in(&dir, StorageLimits::default()).await;
+    for n in 1..=5 {
+        s.push(push_req(group(1), n, 10)).await.expect("push");
+    }
+    drop(s);
+    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(s.max_cursor(group(1)).await.expect("max"), Cursor::new(5));
+    assert_eq!(
+        pull_all(&s, group(1), Cursor::ZERO, 100, u64::MAX)
+            .await
+            .len(),
+        5
+    );
+    assert_eq!(
+        s.push(push_req(group(1), 6, 10))
+            .await
+            .expect("push")
+            .cursor
+            .get(),
+        6
+    );
+}
+
+#[tokio::test]
+async fn stats_follow_pushes_deletes_cleanup_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open_in(&dir, StorageLimits::default()).await;
+    let expect = |groups, blobs, bytes| StorageStats {
+        groups,
+        blobs,
+        bytes,
+    };
+    assert_eq!(s.stats().await.expect("stats"), expect(0, 0, 0));
+    for g in 1..=3u8 {
+        for n in 0..4u64 {
+            let mut r = push_req(group(g), u64::from(g) * 100 + n, 250);
+            r.ttl = Duration::from_secs(n + 1);
+            s.push(r).await.expect("push");
+        }
+    }
+    assert_eq!(s.stats().await.expect("stats"), expect(3, 12, 3000));
+    s.push(push_req(group(1), 100, 250))
+        .await
+        .expect("duplicate");
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        expect(3, 12, 3000),
+        "a duplicate counts once"
+    );
+    assert!(s.delete(group(2), blob(203)).await.expect("delete"));
+    assert_eq!(s.stats().await.expect("stats"), expect(3, 11, 2750));
+    // TTLs 1 s and 2 s expire: 2 blobs in each of the three groups.
+    assert_eq!(
+        s.cleanup_expired(T0 + 2_000, 100).await.expect("cleanup"),
+        6
+    );
+    let stats = s.stats().await.expect("stats");
+    assert_eq!(stats, expect(3, 5, 1250));
+    assert_eq!(s.audit().await.expect("audit"), stats);
+    s.close().await.expect("close");
+    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(s.stats().await.expect("stats"), stats);
+    assert_eq!(
+        s.cleanup_expired(T0 + DAY.as_millis() as u64, 100)
+            .await
+            .expect("c"),
+        5
+    );
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        expect(3, 0, 0),
+        "groups stay known"
+    );
+}
+
+#[tokio::test]
+async fn close_finishes_queued_writes_then_refuses_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open_in(&dir, StorageLimits::default()).await;
+    let pushes: Vec<_> = (0..50u64)
+        .map(|n| {
+            let s = s.clone();
+            tokio::spawn(async move { (n, s.push(push_req(group(1), n, 10)).await) })
+        })
+        .collect();
+    s.close().await.expect("close");
+    let mut stored = HashSet::new();
+    for p in pushes {
+        let (n, r) = p.await.expect("task");
+        match r {
+            Ok(out) => {
+                stored.insert((out.cursor.get(), n));
+            }
+            Err(StorageError::Closed) => {}
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    assert!(matches!(
+        s.push(push_req(group(1), 99, 1)).await,
+        Err(StorageError::Closed)
+    ));
+    assert!(matches!(
+        s.pull(group(1), Cursor::ZERO, 1, 1).await,
+        Err(StorageError::Closed)
+    ));
+    assert!(matches!(s.stats().await, Err(StorageError::Closed)));
+    assert!(matches!(s.checkpoint().await, Err(StorageError::Closed)));
+    s.close().await.expect("closing twice is fine");
+    let wal = dir.path().join(format!("{DB_FILE_NAME}-wal"));
+    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_len, 0, "the WAL was checkpointed and truncated");
+    drop(s);
+
+    // Exactly the acknowledged pushes are in the file.
+    let s = open_in(&dir, StorageLimits::default()).await;
+    let entries = pull_all(&s, group(1), Cursor::ZERO, 1000, u64::MAX).await;
+    let found: HashSet<_> = entries
+        .iter()
+        .map(|e| (e.cursor.get(), e.blob_id))
+        .collect();
+    let want: HashSet<_> = stored.iter().map(|&(c, n)| (c, blob(n))).collect();
+    assert_eq!(found, want);
+}
+
+#[tokio::test]
+async fn checkpoint_truncates_the_wal() {
+    let (dir, s) = fresh(StorageLimits::default()).await;
+    for n in 0..20 {
+        s.push(push_req(group(1), n, 4096)).await.expect("push");
+    }
+    let wal = dir.path().join(format!("{DB_FILE_NAME}-wal"));
+    assert!(std::fs::metadata(&wal).expect("wal exists").len() > 0);
+    // Readers hold no snapshot between calls, so the checkpoint can complete.
+    let _ = s
+        .pull(group(1), Cursor::ZERO, 5, u64::MAX)
+        .await
+        .expect("pull");
+    s.checkpoint().await.expect("checkpoint");
+    assert_eq!(std::fs::metadata(&wal).expect("wal exists").len(), 0);
+    assert_eq!(
+        pull_all(&s, group(1), Cursor::ZERO, 100, u64::MAX)
+            .await
+            .len(),
+        20
+    );
+}
+
+#[tokio::test]
+async fn schema_is_versioned_and_foreign_files_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open_in(&dir, StorageLimits::default()).await;
+    s.close().await.expect("close");
+    let path = dir.path().join(DB_FILE_NAME);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("v");
+    assert_eq!(version, 1);
+    conn.pragma_update(None, "user_version", 99).expect("bump");
+    drop(conn);
+    let r = SqliteStorage::open(dir.path(), SqliteConfig::default()).await;
+    assert!(
+        matches!(
+            r,
+            Err(StorageError::UnsupportedSchema {
+                found: 99,
+                supported: 1
+            })
+        ),
+        "{r:?}"
+    );
+
+    let other = tempfile::tempdir().expect("tempdir");
+    let conn = rusqlite::Connection::open(other.path().join(DB_FILE_NAME)).expect("open");
+    conn.execute_batch("CREATE TABLE notes (body TEXT);")
+        .expect("foreign table");
+    drop(conn);
+    let r = SqliteStorage::open(other.path(), SqliteConfig::default()).await;
+    assert!(matches!(r, Err(StorageError::Corrupt { .. })), "{r:?}");
+
+    let garbage = tempfile::tempdir().expect("tempdir");
+    std::fs::write(garbage.path().join(DB_FILE_NAME), vec![0x5a; 8192]).expect("write");
+    let r = SqliteStorage::open(garbage.path(), SqliteConfig::default()).await;
+    assert!(matches!(r, Err(StorageError::Corrupt { .. })), "{r:?}");
+}
+
+#[tokio::test]
+async fn storage_handle_is_a_cheap_shared_clone() {
+    fn assert_storage<S: Storage>(_: &S) {}
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    assert_storage(&s);
+    let t = s.clone();
+    t.push(push_req(group(1), 1, 1))
+        .await
+        .expect("push via clone");
+    assert_eq!(s.max_cursor(group(1)).await.expect("max"), Cursor::new(1));
+    assert!(format!("{s:?}").contains(DB_FILE_NAME));
+}
