@@ -1,14 +1,6 @@
 //! The client's connection state machine: dial, handshake, stay connected, reconnect.
 //!
-//! ```text
-//!                ConnectRequested               TransportConnected
-//!  Disconnected ─────────────────▶ Connecting ────────────────────▶ Handshaking
-//!       ▲                            │  ▲                               │  │
-//!       │ CloseRequested (any)       │  │ TimerFired                    │  │ HandshakeCompleted
-//!       │ fatal HandshakeRejected    │  │ (retry due)                   │  ▼
-//!       │                 failure /  ▼  │              failure /     Connected
-//!       └──────────────── timeout ─▶ Reconnecting ◀─── timeout ──────────┘
-//! ```
+//! The state diagram is on [`Connection`].
 //!
 //! Each state carries exactly the data that exists in it (a dial deadline only while dialing, a
 //! retry instant only while waiting to reconnect, the relay's max cursor only once connected),
@@ -263,7 +255,21 @@ pub enum Action {
     Close,
 }
 
-/// The connection state machine. See the [module docs](self) for the diagram.
+/// The connection state machine: dial, handshake, stay connected, reconnect.
+///
+/// ```text
+///                ConnectRequested               TransportConnected
+///  Disconnected ─────────────────▶ Connecting ────────────────────▶ Handshaking
+///       ▲                            │  ▲                               │  │
+///       │ CloseRequested (any)       │  │ TimerFired                    │  │ HandshakeCompleted
+///       │ fatal HandshakeRejected    │  │ (retry due)                   │  ▼
+///       │                 failure /  ▼  │              failure /     Connected
+///       └──────────────── timeout ─▶ Reconnecting ◀─── timeout ──────────┘
+/// ```
+///
+/// Each state carries exactly the data that exists in it; [`Connection::handle`] takes one
+/// event with `now` and an RNG and returns the [`Action`]s to perform, in order;
+/// [`Connection::poll_timeout`] says when to deliver [`ConnectionEvent::TimerFired`].
 #[derive(Debug, Clone)]
 pub struct Connection {
     config: ConnectionConfig,

@@ -136,7 +136,8 @@ pub enum RejectOutcome {
     Unknown,
 }
 
-/// Bounded FIFO of pending pushes. See the [module docs](self).
+/// Bounded FIFO of pending pushes: entries leave only on ack or permanent rejection, and are
+/// re-sent in their original order, with the same blob id, after every reconnect.
 #[derive(Debug, Clone, Default)]
 pub struct Outbox {
     limits: OutboxLimits,
