@@ -129,7 +129,7 @@ pub enum InviteLookup {
     NotFound,
     /// The invite expired; it stays answerable as `Expired` until cleanup removes it.
     Expired,
-    /// The invite has been asked for `max_attempts` times already; it is now deleted.
+    /// The invite used up its attempts; it is now deleted.
     TooManyAttempts,
 }
 
@@ -334,9 +334,11 @@ pub trait Storage: Clone + Send + Sync + 'static {
         expires_ms: u64,
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
-    /// Takes the invite under `lookup_id`: delivered once, then deleted. Every take of a stored
-    /// invite counts one attempt; once `max_attempts` takes have been answered the invite is
-    /// burned ([`InviteLookup::TooManyAttempts`]).
+    /// Takes the invite under `lookup_id`. A live invite is delivered once and deleted. Takes
+    /// that find the invite but do not deliver it are counted with it; a take that finds
+    /// `max_attempts` or more counted takes deletes it and answers
+    /// [`InviteLookup::TooManyAttempts`] (`max_attempts == 0` refuses every take). An expired
+    /// invite answers [`InviteLookup::Expired`] until cleanup removes it.
     fn invite_take(
         &self,
         lookup_id: Vec<u8>,

@@ -1261,3 +1261,63 @@ fn quota(kind: QuotaKind, limit: u64, requested: u64) -> StorageError {
         requested,
     }
 }
+
+#[cfg(test)]
+mod pragma_tests {
+    use super::*;
+
+    fn pragma_i64(conn: &Connection, name: &str) -> i64 {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+            .expect(name)
+    }
+
+    #[test]
+    fn writer_and_reader_connections_follow_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (synchronous, level) in [(Synchronous::Normal, 1), (Synchronous::Full, 2)] {
+            let path = dir.path().join(format!("sync-{level}.db"));
+            let config = SqliteConfig {
+                synchronous,
+                busy_timeout: Duration::from_millis(1234),
+                wal_autocheckpoint_pages: 1000,
+                journal_size_limit_bytes: 1 << 22,
+                mmap_size_bytes: 1 << 20,
+                ..SqliteConfig::default()
+            };
+            let conn = Connection::open(&path).expect("open");
+            assert!(
+                check_schema(&conn).expect("empty file"),
+                "schema must be created"
+            );
+            configure_writer(&conn, &config).expect("configure");
+            create_schema(&conn).expect("schema");
+            assert!(
+                !check_schema(&conn).expect("relay file"),
+                "schema already there"
+            );
+
+            let mode: String = conn
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .expect("mode");
+            assert_eq!(mode, "wal");
+            assert_eq!(pragma_i64(&conn, "synchronous"), level);
+            assert_eq!(pragma_i64(&conn, "wal_autocheckpoint"), 1000);
+            assert_eq!(pragma_i64(&conn, "journal_size_limit"), 1 << 22);
+            assert_eq!(pragma_i64(&conn, "user_version"), SCHEMA_VERSION);
+            assert_eq!(pragma_i64(&conn, "application_id"), APPLICATION_ID);
+
+            let pool = ReaderPool {
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(1)),
+                path: path.clone(),
+                busy_timeout: config.busy_timeout,
+                mmap_size_bytes: config.mmap_size_bytes,
+            };
+            let reader = pool.open().expect("reader");
+            assert_eq!(pragma_i64(&reader, "mmap_size"), 1 << 20);
+            assert_eq!(pragma_i64(&reader, "busy_timeout"), 1234);
+            let write = reader.execute("DELETE FROM blobs", []);
+            assert!(write.is_err(), "reader connections are read-only");
+        }
+    }
+}

@@ -1228,3 +1228,38 @@ async fn storage_handle_is_a_cheap_shared_clone() {
     assert_eq!(s.max_cursor(group(1)).await.expect("max"), Cursor::new(1));
     assert!(format!("{s:?}").contains(DB_FILE_NAME));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_never_exceeds_max_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = SqliteConfig {
+        max_batch: 2,
+        ..SqliteConfig::default()
+    };
+    let s = SqliteStorage::open(dir.path(), config).await.expect("open");
+    let before = s.writer_metrics();
+    let release = s.pause_writer().await.expect("pause");
+    let mut handles = Vec::new();
+    for n in 0..5u64 {
+        let s2 = s.clone();
+        handles.push(tokio::spawn(async move {
+            s2.push(push_req(group(1), n, 10)).await
+        }));
+        until_queued(&s, usize::try_from(n).expect("small") + 1).await;
+    }
+    release.send(()).expect("writer waiting");
+    for (n, h) in handles.into_iter().enumerate() {
+        let out = h.await.expect("task").expect("push");
+        assert_eq!(
+            out.cursor.get(),
+            n as u64 + 1,
+            "queue order is cursor order"
+        );
+    }
+    let after = s.writer_metrics();
+    assert_eq!(
+        after.commits - before.commits,
+        3,
+        "5 queued writes, at most 2 per commit"
+    );
+}
