@@ -672,24 +672,9 @@ fn audit_blocking(conn: &mut Connection) -> Result<StorageStats> {
         )?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let v: [i64; 7] = [
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ];
-            let [
-                last,
-                count,
-                bytes,
-                real_count,
-                sizes,
-                real_bytes,
-                max_stored,
-            ] = v;
+            let (last, count, bytes): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let (real_count, sizes, real_bytes, max_stored): (i64, i64, i64, i64) =
+                (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
             if count != real_count || bytes != sizes || sizes != real_bytes || max_stored > last {
                 return Err(StorageError::Corrupt {
                     what: format!(
