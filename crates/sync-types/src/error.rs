@@ -1,48 +1,13 @@
-//! Wire error codes (carried by the `Error` message) and the errors of encoding and decoding.
-//!
-//! # Error codes
-//!
-//! [`ErrorCode`] travels as a `u16`. Codes are grouped by hundreds; a code this version does
-//! not know decodes as [`ErrorCode::Unknown`] so a newer relay's codes never break an older
-//! client.
-//!
-//! | code | name | meaning | retryable |
-//! |---:|---|---|---|
-//! | 100 | `BadVersion` | protocol version in `Hello` not supported | no |
-//! | 101 | `Malformed` | a frame body is not a valid message | no |
-//! | 102 | `UnknownType` | unknown message type byte | no |
-//! | 103 | `FrameTooLarge` | frame length above the maximum | no |
-//! | 104 | `NotHelloFirst` | the first client message was not `Hello` | no |
-//! | 105 | `HelloTimeout` | no `Hello` within the relay's deadline | yes |
-//! | 106 | `UnexpectedMessage` | a valid message that is not allowed now or from this side | no |
-//! | 107 | `IdleTimeout` | session idle for too long | yes |
-//! | 200 | `Unauthorized` | the `Hello` signature does not prove group membership | no |
-//! | 201 | `AdmissionRequired` | the relay requires an operator admission token | no |
-//! | 202 | `AdmissionInvalid` | the admission token is invalid or expired | no |
-//! | 203 | `DeviceRevoked` | this device was revoked from the group | no |
-//! | 300 | `BlobTooLarge` | payload above the relay's maximum blob size | no |
-//! | 301 | `QuotaExceeded` | the group's byte or blob quota is full | yes |
-//! | 302 | `RateLimited` | too many requests; see `retry_after_ms` | yes |
-//! | 303 | `TooManySessions` | the relay is at its session limit | yes |
-//! | 304 | `TtlTooLong` | requested TTL above the relay's maximum | no |
-//! | 305 | `TooManyInFlight` | too many unanswered requests on this session | yes |
-//! | 400 | `NotFound` | no such blob or invite | no |
-//! | 401 | `InviteExpired` | the invite mailbox entry expired | no |
-//! | 402 | `InviteUsed` | the invite was already fetched (single use) | no |
-//! | 403 | `TooManyAttempts` | too many lookups for this invite id | no |
-//! | 404 | `Conflict` | a blob id was reused with a different payload | no |
-//! | 500 | `StorageFailure` | the relay could not commit or read storage | yes |
-//! | 501 | `ShuttingDown` | the relay is draining sessions | yes |
-//! | 502 | `Internal` | any other relay fault | yes |
+//! Wire error codes (carried by the `Error` message; table on [`ErrorCode`]) and the errors of
+//! encoding and decoding.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 macro_rules! error_codes {
-    ($( $(#[$doc:meta])* $name:ident = $value:literal, $retry:literal; )*) => {
-        /// A wire error code, carried by the `Error` message as a `u16` (table in the module
-        /// docs).
+    ($(#[$edoc:meta])* enum ErrorCode; $( $(#[$doc:meta])* $name:ident = $value:literal, $retry:literal; )*) => {
+        $(#[$edoc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum ErrorCode {
@@ -94,6 +59,43 @@ macro_rules! error_codes {
 }
 
 error_codes! {
+    /// A wire error code, carried by the `Error` message as a `u16`.
+    ///
+    /// Codes are grouped by hundreds; a code this version does
+    /// not know decodes as [`ErrorCode::Unknown`] so a newer relay's codes never break an older
+    /// client.
+    ///
+    /// | code | name | meaning | retryable |
+    /// |---:|---|---|---|
+    /// | 100 | `BadVersion` | protocol version in `Hello` not supported | no |
+    /// | 101 | `Malformed` | a frame body is not a valid message | no |
+    /// | 102 | `UnknownType` | unknown message type byte | no |
+    /// | 103 | `FrameTooLarge` | frame length above the maximum | no |
+    /// | 104 | `NotHelloFirst` | the first client message was not `Hello` | no |
+    /// | 105 | `HelloTimeout` | no `Hello` within the relay's deadline | yes |
+    /// | 106 | `UnexpectedMessage` | a valid message that is not allowed now or from this side | no |
+    /// | 107 | `IdleTimeout` | session idle for too long | yes |
+    /// | 108 | `NotSupported` | a valid request this relay does not implement (yet); the session stays open | no |
+    /// | 200 | `Unauthorized` | the `Hello` signature does not prove group membership | no |
+    /// | 201 | `AdmissionRequired` | the relay requires an operator admission token | no |
+    /// | 202 | `AdmissionInvalid` | the admission token is invalid or expired | no |
+    /// | 203 | `DeviceRevoked` | this device was revoked from the group | no |
+    /// | 300 | `BlobTooLarge` | payload above the relay's maximum blob size | no |
+    /// | 301 | `QuotaExceeded` | the group's byte or blob quota is full | yes |
+    /// | 302 | `RateLimited` | too many requests; see `retry_after_ms` | yes |
+    /// | 303 | `TooManySessions` | the relay is at its session limit | yes |
+    /// | 304 | `TtlTooLong` | requested TTL above the relay's maximum | no |
+    /// | 305 | `TooManyInFlight` | too many unanswered requests on this session | yes |
+    /// | 400 | `NotFound` | no such blob or invite | no |
+    /// | 401 | `InviteExpired` | the invite mailbox entry expired | no |
+    /// | 402 | `InviteUsed` | the invite was already fetched (single use) | no |
+    /// | 403 | `TooManyAttempts` | too many lookups for this invite id | no |
+    /// | 404 | `Conflict` | a blob id was reused with a different payload | no |
+    /// | 500 | `StorageFailure` | the relay could not commit or read storage | yes |
+    /// | 501 | `ShuttingDown` | the relay is draining sessions | yes |
+    /// | 502 | `Internal` | any other relay fault | yes |
+    enum ErrorCode;
+
     /// Protocol version in `Hello` not supported.
     BadVersion = 100, false;
     /// A frame body is not a valid message.
@@ -110,6 +112,8 @@ error_codes! {
     UnexpectedMessage = 106, false;
     /// Session idle for too long.
     IdleTimeout = 107, true;
+    /// A valid request this relay does not implement (yet); the session stays open.
+    NotSupported = 108, false;
     /// The `Hello` signature does not prove group membership.
     Unauthorized = 200, false;
     /// The relay requires an operator admission token.

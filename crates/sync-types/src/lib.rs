@@ -5,11 +5,12 @@
 //! error on bad input instead of panicking. `sync-core`, `sync-client` and `sync-relay` build on
 //! it; it depends on nothing of theirs.
 //!
-//! - [`Message`] is what one frame carries; its type byte table is in the [`Message`] docs
-//!   (module `messages`), error codes in [`ErrorCode`].
+//! - [`Message`] is what one frame carries (encoding on [`Message`], type bytes on
+//!   [`MessageType`]); typed failures travel as [`WireError`] with an [`ErrorCode`].
 //! - A frame is a `u32` big-endian length followed by the MessagePack body (see [`FrameCodec`]).
 //! - Size constants ([`DEFAULT_MAX_PAYLOAD`], [`DEFAULT_MAX_FRAME`], [`PULL_ENTRY_OVERHEAD`], …)
-//!   guarantee a maximum-size payload fits a frame both in a `Push` and in a `PullResponse`.
+//!   guarantee a maximum-size payload fits a frame both in a `Push` and in a `PullResponse`;
+//!   the budget is on [`FRAME_OVERHEAD`].
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -27,9 +28,9 @@ pub use codec::{FRAME_HEADER_LEN, FrameCodec, FrameError};
 pub use error::{DecodeError, EncodeError, ErrorCode};
 pub use ids::{BlobId, Cursor, DeviceId, GroupId, IdParseError};
 pub use limits::{
-    ALPN, DEFAULT_MAX_FRAME, DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, Limits, PROTOCOL_VERSION,
-    PULL_ENTRY_OVERHEAD, PULL_RESPONSE_OVERHEAD, PUSH_OVERHEAD, max_frame_for_payload,
-    max_payload_for_frame, pull_entry_budget, pull_entry_overhead,
+    ALPN, DEFAULT_MAX_FRAME, DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, HELLO_BINDING_LABEL, Limits,
+    PROTOCOL_VERSION, PULL_ENTRY_OVERHEAD, PULL_RESPONSE_OVERHEAD, PUSH_OVERHEAD,
+    max_frame_for_payload, max_payload_for_frame, pull_entry_budget, pull_entry_overhead,
 };
 pub use messages::{
     Bye, Challenge, ContentAck, ContentRef, Delete, DeleteAck, DeviceRevoked, Direction,

@@ -1,21 +1,6 @@
 //! Protocol constants and the limits a relay advertises in `Welcome`.
 //!
-//! # Size budget
-//!
-//! `DEFAULT_MAX_PAYLOAD` is the largest sealed payload a `Push` may carry. A frame must also hold
-//! the message framing around it. The worst cases, with every integer at its widest encoding:
-//!
-//! | what | bytes |
-//! |---|---:|
-//! | `Push` around its payload ([`PUSH_OVERHEAD`]) | 40 |
-//! | `PullResponse` without entries ([`PULL_RESPONSE_OVERHEAD`]) | 27 |
-//! | one `PullEntry` around its payload ([`PULL_ENTRY_OVERHEAD`]) | 76 |
-//! | `PullResponse` holding one entry | 103 |
-//! | reserved per frame ([`FRAME_OVERHEAD`]) | 256 |
-//!
-//! so `DEFAULT_MAX_FRAME = DEFAULT_MAX_PAYLOAD + FRAME_OVERHEAD` always carries a `Push` of a
-//! maximum-size payload and a `PullResponse` with one such entry. Frame sizes count the body
-//! only (the value of the 4-byte length prefix).
+//! The size budget that relates them is documented on [`FRAME_OVERHEAD`].
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +11,11 @@ pub const PROTOCOL_VERSION: u16 = 1;
 
 /// QUIC ALPN of the protocol.
 pub const ALPN: &[u8] = b"/0k-sync/1";
+
+/// TLS exporter label for the Hello binding: both ends of a QUIC connection derive 32 bytes with
+/// `export_keying_material(out, HELLO_BINDING_LABEL, b"")` and use them as the `binding` of the
+/// Hello challenge, so a Hello signature cannot be replayed on another connection.
+pub const HELLO_BINDING_LABEL: &[u8] = b"0k-sync/1 hello-binding";
 
 /// Largest sealed payload a `Push` may carry by default (1 MiB).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
@@ -56,6 +46,21 @@ pub const PULL_ENTRY_OVERHEAD: usize = 1 // entry array header
 
 /// Bytes every frame reserves beyond the payload it carries (256): at least the largest framing
 /// around one payload (`PULL_RESPONSE_OVERHEAD + PULL_ENTRY_OVERHEAD`), with room to grow.
+///
+/// `DEFAULT_MAX_PAYLOAD` is the largest sealed payload a `Push` may carry. A frame must also hold
+/// the message framing around it. The worst cases, with every integer at its widest encoding:
+///
+/// | what | bytes |
+/// |---|---:|
+/// | `Push` around its payload ([`PUSH_OVERHEAD`]) | 40 |
+/// | `PullResponse` without entries ([`PULL_RESPONSE_OVERHEAD`]) | 27 |
+/// | one `PullEntry` around its payload ([`PULL_ENTRY_OVERHEAD`]) | 76 |
+/// | `PullResponse` holding one entry | 103 |
+/// | reserved per frame ([`FRAME_OVERHEAD`]) | 256 |
+///
+/// so `DEFAULT_MAX_FRAME = DEFAULT_MAX_PAYLOAD + FRAME_OVERHEAD` always carries a `Push` of a
+/// maximum-size payload and a `PullResponse` with one such entry. Frame sizes count the body
+/// only (the value of the 4-byte length prefix).
 pub const FRAME_OVERHEAD: usize = 256;
 
 /// Default maximum frame body size: `DEFAULT_MAX_PAYLOAD + FRAME_OVERHEAD`.

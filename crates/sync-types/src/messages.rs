@@ -1,44 +1,5 @@
-//! Every message of the protocol, and [`Message`], the one thing a frame carries.
-//!
-//! # Encoding
-//!
-//! A message is the MessagePack array `[type, body]`: `type` is the byte from the table below
-//! (all values are below 0x80, so it is one positive-fixint byte), `body` is the message's
-//! struct encoded by `rmp-serde` as an array of its fields in declaration order. Identifiers,
-//! hashes, signatures and payloads are `bin`; integers use their shortest encoding. The
-//! envelope therefore costs exactly 2 bytes ([`ENVELOPE_LEN`]). Encoders always produce this
-//! form; decoders also accept wider integer encodings and structs encoded as maps, and reject
-//! anything else with a typed [`DecodeError`]: an unknown type byte is
-//! [`DecodeError::UnknownType`], bytes after the message are [`DecodeError::TrailingBytes`].
-//!
-//! Client requests carry a `request_id` chosen by the client; the response (or an `Error`)
-//! echoes it, so requests can be pipelined. `Notify`, `Challenge` and broadcast
-//! `DeviceRevoked` are unsolicited and carry none.
-//!
-//! | byte | message | sent by | answered by |
-//! |---:|---|---|---|
-//! | 0x01 | [`Hello`] | client, first frame | `Welcome` or `Error` |
-//! | 0x02 | [`Welcome`] | relay | |
-//! | 0x03 | [`Challenge`] | relay, optional first frame | |
-//! | 0x10 | [`Push`] | client | `PushAck` |
-//! | 0x11 | [`PushAck`] | relay | |
-//! | 0x12 | [`Pull`] | client | `PullResponse` |
-//! | 0x13 | [`PullResponse`] | relay | |
-//! | 0x14 | [`Notify`] | relay, unsolicited | |
-//! | 0x15 | [`Delete`] | client | `DeleteAck` |
-//! | 0x16 | [`DeleteAck`] | relay | |
-//! | 0x20 | [`Ping`] | client (heartbeat) | `Pong` |
-//! | 0x21 | [`Pong`] | relay | |
-//! | 0x30 | [`RevokeDevice`] | client | `DeviceRevoked` |
-//! | 0x31 | [`DeviceRevoked`] | relay (reply and broadcast) | |
-//! | 0x40 | [`ContentRef`] | client | `ContentAck` |
-//! | 0x41 | [`ContentAck`] | relay | |
-//! | 0x50 | [`InvitePut`] | client | `InviteStored` |
-//! | 0x51 | [`InviteStored`] | relay | |
-//! | 0x52 | [`InviteGet`] | client | `InviteFound` |
-//! | 0x53 | [`InviteFound`] | relay | |
-//! | 0x7E | [`Bye`] | either | |
-//! | 0x7F | `Error` ([`WireError`]) | either | |
+//! Every message of the protocol and [`Message`], the one thing a frame carries. The encoding
+//! is documented on [`Message`], the type byte table on [`MessageType`].
 
 use std::io::Write;
 
@@ -602,8 +563,12 @@ pub enum Direction {
 }
 
 macro_rules! messages {
-    ($( $(#[$doc:meta])* $variant:ident($body:ident) = $byte:literal, $dir:ident; )*) => {
-        /// The type byte of a message (table in the module docs).
+    (
+        $(#[$tdoc:meta])* enum MessageType;
+        $(#[$mdoc:meta])* enum Message;
+        $( $(#[$doc:meta])* $variant:ident($body:ident) = $byte:literal, $dir:ident; )*
+    ) => {
+        $(#[$tdoc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u8)]
         pub enum MessageType {
@@ -642,7 +607,7 @@ macro_rules! messages {
             }
         }
 
-        /// A protocol message: what one frame carries.
+        $(#[$mdoc])*
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub enum Message {
             $( $(#[$doc])* $variant($body), )*
@@ -688,6 +653,52 @@ macro_rules! messages {
 }
 
 messages! {
+    /// The type byte of a message. All values are below 0x80 (one MessagePack byte).
+    ///
+    /// | byte | message | sent by | answered by |
+    /// |---:|---|---|---|
+    /// | 0x01 | [`Hello`] | client, first frame | `Welcome` or `Error` |
+    /// | 0x02 | [`Welcome`] | relay | |
+    /// | 0x03 | [`Challenge`] | relay, optional first frame | |
+    /// | 0x10 | [`Push`] | client | `PushAck` |
+    /// | 0x11 | [`PushAck`] | relay | |
+    /// | 0x12 | [`Pull`] | client | `PullResponse` |
+    /// | 0x13 | [`PullResponse`] | relay | |
+    /// | 0x14 | [`Notify`] | relay, unsolicited | |
+    /// | 0x15 | [`Delete`] | client | `DeleteAck` |
+    /// | 0x16 | [`DeleteAck`] | relay | |
+    /// | 0x20 | [`Ping`] | client (heartbeat) | `Pong` |
+    /// | 0x21 | [`Pong`] | relay | |
+    /// | 0x30 | [`RevokeDevice`] | client | `DeviceRevoked` |
+    /// | 0x31 | [`DeviceRevoked`] | relay (reply and broadcast) | |
+    /// | 0x40 | [`ContentRef`] | client | `ContentAck` |
+    /// | 0x41 | [`ContentAck`] | relay | |
+    /// | 0x50 | [`InvitePut`] | client | `InviteStored` |
+    /// | 0x51 | [`InviteStored`] | relay | |
+    /// | 0x52 | [`InviteGet`] | client | `InviteFound` |
+    /// | 0x53 | [`InviteFound`] | relay | |
+    /// | 0x7E | [`Bye`] | either | |
+    /// | 0x7F | `Error` ([`WireError`]) | either | |
+    enum MessageType;
+    /// A protocol message: what one frame carries.
+    ///
+    /// # Encoding
+    ///
+    /// A message is the MessagePack array `[type, body]`: `type` is the byte from the
+    /// [`MessageType`] table (all values are below 0x80, so it is one positive-fixint byte),
+    /// `body` is the message's
+    /// struct encoded by `rmp-serde` as an array of its fields in declaration order. Identifiers,
+    /// hashes, signatures and payloads are `bin`; integers use their shortest encoding. The
+    /// envelope therefore costs exactly 2 bytes ([`ENVELOPE_LEN`]). Encoders always produce this
+    /// form; decoders also accept wider integer encodings and structs encoded as maps, and reject
+    /// anything else with a typed [`DecodeError`]: an unknown type byte is
+    /// [`DecodeError::UnknownType`], bytes after the message are [`DecodeError::TrailingBytes`].
+    ///
+    /// Client requests carry a `request_id` chosen by the client; the response (or an `Error`)
+    /// echoes it, so requests can be pipelined. `Notify`, `Challenge` and broadcast
+    /// `DeviceRevoked` are unsolicited and carry none.
+    enum Message;
+
     /// 0x01: client's first frame.
     Hello(Hello) = 0x01, ClientToRelay;
     /// 0x02: session open.
