@@ -1,0 +1,318 @@
+//! [`SyncClient`]: the app's handle (SPEC §6).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sync_core::{ConnectionStatus, Outbox, OutboxLimits, SyncStatusTracker};
+use sync_crypto::{DeviceKey, GroupKeys, seal};
+use sync_types::{BlobId, Cursor, GroupId};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{Stream, StreamExt};
+use zeroize::Zeroizing;
+
+use crate::driver::{Command, Driver, DriverParts, PushReply};
+use crate::error::{ClientError, StoreError};
+use crate::store::{Store, StoredGroup};
+use crate::types::{Blob, ClientConfig, ClientStatus, GroupChoice, Receipt, SyncEvent};
+
+const DEFAULT_DEVICE_NAME: &str = "device";
+
+fn os_seeded_rng() -> Result<ChaCha20Rng, StoreError> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice()).map_err(|_| StoreError::Random)?;
+    Ok(ChaCha20Rng::from_seed(*seed))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::Sender<SyncEvent>,
+    status: watch::Receiver<ClientStatus>,
+    keys: Arc<GroupKeys>,
+    group_id: GroupId,
+    device: DeviceKey,
+    ttl_secs: u32,
+    rng: Mutex<ChaCha20Rng>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A device's connection to one sync group through one relay: push, pull, subscribe.
+///
+/// Cheap to clone (an `Arc` inside). A background task keeps the session up (reconnecting with
+/// backoff and jitter), re-sends unacknowledged pushes with their original blob ids, and keeps
+/// the local store current. Dropping every clone closes the client like [`SyncClient::close`]
+/// (without waiting).
+#[derive(Clone)]
+pub struct SyncClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SyncClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncClient")
+            .field("device", &self.inner.device.device_id())
+            .field("group", &self.inner.group_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncClient {
+    /// Opens the local store (creating the device key on first use), loads the outbox and
+    /// starts the background task, then waits for the first connection attempt: it returns
+    /// when connected, or when the relay could not be reached (the client then works offline
+    /// and keeps retrying). Fails if the relay refuses this device for good (e.g. not a member
+    /// of the group) or the store cannot be opened.
+    pub async fn connect(config: ClientConfig) -> Result<SyncClient, ClientError> {
+        let ClientConfig {
+            store,
+            transport,
+            group,
+            device_name,
+            options,
+        } = config;
+        let store = Store::open(&store, options.store_sync)?;
+        let device = store.device_key_or_create()?;
+        let device_name = match device_name {
+            Some(name) => {
+                store.set_device_name(&name)?;
+                name
+            }
+            None => store
+                .device_name()?
+                .unwrap_or_else(|| DEFAULT_DEVICE_NAME.to_string()),
+        };
+        let group = match group {
+            GroupChoice::Stored(id) => store.select_group(id.as_ref())?,
+            GroupChoice::Use(material) => {
+                let group = StoredGroup {
+                    descriptor: material.descriptor,
+                    secret: material.secret,
+                };
+                store.save_group(&group)?;
+                group
+            }
+        };
+        let keys = Arc::new(group.keys());
+        let group_id = keys.group_id();
+
+        // The outbox holds at least everything stored, even if the limits shrank since.
+        let stored = store.outbox(&group_id)?;
+        let stored_bytes = stored.iter().map(|p| p.payload.len()).sum::<usize>();
+        let limits = OutboxLimits {
+            max_entries: options.outbox.max_entries.max(stored.len()),
+            max_bytes: options.outbox.max_bytes.max(stored_bytes),
+        };
+        let mut outbox = Outbox::new(limits);
+        let mut status = SyncStatusTracker::new();
+        for push in stored {
+            outbox
+                .enqueue(push.blob_id, push.payload, push.ttl_secs)
+                .map_err(|e| ClientError::Protocol(format!("stored outbox: {e}")))?;
+            status.on_push_queued(push.blob_id);
+        }
+
+        let (events, _) = broadcast::channel(options.event_capacity.max(16));
+        let initial = ClientStatus {
+            sync: status.status(),
+            connection: ConnectionStatus::Disconnected,
+            outbox_len: outbox.len(),
+            resume_cursor: Cursor::ZERO,
+            relay_max_cursor: Cursor::ZERO,
+            device_id: device.device_id(),
+            group_id,
+        };
+        let (status_tx, status_rx) = watch::channel(initial);
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (first_tx, first_rx) = oneshot::channel();
+        let ttl_secs = options.ttl_secs;
+        let driver = Driver::new(DriverParts {
+            store,
+            transport,
+            device: device.clone(),
+            device_name,
+            keys: Arc::clone(&keys),
+            outbox,
+            status,
+            options,
+            rng: os_seeded_rng()?,
+            events: events.clone(),
+            status_tx,
+            commands: cmd_rx,
+            first: first_tx,
+        });
+        let handle = tokio::spawn(driver.run());
+        let client = SyncClient {
+            inner: Arc::new(Inner {
+                commands: cmd_tx,
+                events,
+                status: status_rx,
+                keys,
+                group_id,
+                device,
+                ttl_secs,
+                rng: Mutex::new(os_seeded_rng()?),
+                driver: Mutex::new(Some(handle)),
+            }),
+        };
+        match first_rx.await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => {
+                client.close().await;
+                Err(e)
+            }
+            Err(_) => Err(ClientError::Closed),
+        }
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> sync_types::DeviceId {
+        self.inner.device.device_id()
+    }
+
+    /// The group's id.
+    pub fn group_id(&self) -> GroupId {
+        self.inner.group_id
+    }
+
+    fn seal(&self, data: &[u8]) -> Result<(BlobId, Bytes), ClientError> {
+        let keys = &self.inner.keys;
+        let key = keys
+            .epoch_key(keys.current_epoch())
+            .ok_or_else(|| ClientError::Protocol("no key for the current epoch".into()))?;
+        let mut rng = self
+            .inner
+            .rng
+            .lock()
+            .map_err(|_| ClientError::Protocol("random generator poisoned".into()))?;
+        let blob_id = BlobId::random(&mut *rng);
+        let sealed = seal(
+            &mut *rng,
+            &key,
+            &self.inner.group_id,
+            &self.inner.device,
+            &blob_id,
+            data,
+        )?;
+        Ok((blob_id, Bytes::from(sealed)))
+    }
+
+    async fn enqueue(
+        &self,
+        reply: PushReply,
+        blob_id: BlobId,
+        sealed: Bytes,
+    ) -> Result<(), ClientError> {
+        self.inner
+            .commands
+            .send(Command::Push {
+                blob_id,
+                payload: sealed,
+                ttl_secs: self.inner.ttl_secs,
+                created_ms: unix_ms(),
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        Ok(())
+    }
+
+    /// Seals `data`, stores it in the outbox (durable), sends it and waits for the relay's
+    /// acknowledgement.
+    ///
+    /// Errors tell whether the data is still queued ([`ClientError::is_queued`]): `Offline`
+    /// and `Deferred` pushes stay in the outbox and are sent automatically; `Rejected`,
+    /// `TooLarge` and `OutboxFull` pushes are not queued and will never be sent.
+    pub async fn push(&self, data: &[u8]) -> Result<Receipt, ClientError> {
+        let (blob_id, sealed) = self.seal(data)?;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(PushReply::Ack(tx), blob_id, sealed).await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Seals `data` and returns its blob id as soon as it is durable in the outbox (for
+    /// offline use); the relay's acknowledgement arrives later as [`SyncEvent::PushAcked`].
+    pub async fn push_queued(&self, data: &[u8]) -> Result<BlobId, ClientError> {
+        let (blob_id, sealed) = self.seal(data)?;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(PushReply::Durable(tx), blob_id, sealed)
+            .await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Pulls every blob this device has not received yet (paging until the relay has no
+    /// more), verified and decrypted, in cursor order. Blobs that fail verification are
+    /// reported as [`SyncEvent::BlobRejected`] and skipped. The resume cursor advances over
+    /// what was returned (and this device's own pushes), and is persisted. Concurrent pulls
+    /// are served one after the other and never return the same blob twice.
+    pub async fn pull(&self) -> Result<Vec<Blob>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Pull { reply: tx })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Events from now on: arrivals, acknowledgements, refusals, status and connection
+    /// changes. A subscriber that falls behind gets [`SyncEvent::Lagged`].
+    pub fn subscribe(&self) -> impl Stream<Item = SyncEvent> + Send + Unpin + 'static {
+        BroadcastStream::new(self.inner.events.subscribe()).map(|r| match r {
+            Ok(event) => event,
+            Err(BroadcastStreamRecvError::Lagged(missed)) => SyncEvent::Lagged { missed },
+        })
+    }
+
+    /// The current state (no round trip to the background task).
+    pub fn status(&self) -> ClientStatus {
+        self.inner.status.borrow().clone()
+    }
+
+    /// Waits until the outbox is empty (every push acknowledged or refused for good), or
+    /// `timeout` passes ([`ClientError::Timeout`]).
+    pub async fn flush(&self, timeout: Duration) -> Result<(), ClientError> {
+        let mut status = self.inner.status.clone();
+        let wait = status.wait_for(|s| s.outbox_len == 0);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => {
+                if self.inner.status.borrow().outbox_len == 0 {
+                    Ok(())
+                } else {
+                    Err(ClientError::Closed)
+                }
+            }
+            Err(_) => Err(ClientError::Timeout { blob_id: None }),
+        }
+    }
+
+    /// Sends `Bye`, closes the session and the transport, and stops the background task.
+    /// Unacknowledged pushes stay in the outbox for the next run. Idempotent.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Close { reply: tx })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+        let handle = self.inner.driver.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The QUIC transport over iroh: the device's own endpoint, dialing the relay's endpoint id at
+//! its direct addresses, with nothing contacted on the internet.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
+use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
+use sync_crypto::DeviceKey;
+use tokio::sync::Mutex;
+
+use crate::error::TransportError;
+use crate::transport::{BoxFuture, Session, Transport};
+
+/// Label of the TLS keying-material exporter value that binds `Hello` to one QUIC connection.
+/// Must equal the relay's (`sync_types::HELLO_BINDING_LABEL` in the contract).
+pub const HELLO_BINDING_LABEL: &[u8] = b"0k-sync/1 hello-binding";
+
+/// How long closing a session waits for the relay to close the connection after `Bye`.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+/// Where the relay is and how the device's endpoint binds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IrohConfig {
+    /// The relay's iroh endpoint id (its identity; TLS checks it).
+    pub relay_id: [u8; 32],
+    /// The relay's direct UDP addresses; at least one.
+    pub relay_addrs: Vec<SocketAddr>,
+    /// Local address to bind the device's endpoint to (port 0 = any).
+    pub bind_addr: SocketAddr,
+}
+
+impl IrohConfig {
+    /// Dial `relay_id` at `relay_addrs`, binding locally to `0.0.0.0:0`.
+    pub fn new(relay_id: [u8; 32], relay_addrs: Vec<SocketAddr>) -> Self {
+        Self {
+            relay_id,
+            relay_addrs,
+            bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
+    /// The same configuration binding locally to `addr`.
+    pub fn with_bind_addr(mut self, addr: SocketAddr) -> Self {
+        self.bind_addr = addr;
+        self
+    }
+}
+
+impl fmt::Debug for IrohConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IrohConfig")
+            .field("relay_id", &sync_types::DeviceId::from_bytes(self.relay_id))
+            .field("relay_addrs", &self.relay_addrs)
+            .field("bind_addr", &self.bind_addr)
+            .finish()
+    }
+}
+
+enum EndpointState {
+    Unbound,
+    Bound(Endpoint),
+    Shutdown,
+}
+
+/// The iroh QUIC transport. The device's endpoint is bound on the first connect with the
+/// device key as its iroh secret key (so the relay sees the `DeviceId` as the TLS-authenticated
+/// peer id) and reused for every reconnect; no iroh relay servers, no discovery, no port
+/// mapping. Each session is one QUIC connection with one bidirectional stream.
+pub struct IrohTransport {
+    config: IrohConfig,
+    endpoint: Mutex<EndpointState>,
+}
+
+impl fmt::Debug for IrohTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IrohTransport")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IrohTransport {
+    /// A transport to the relay described by `config` (nothing is bound until the first
+    /// connect).
+    pub fn new(config: IrohConfig) -> Self {
+        Self {
+            config,
+            endpoint: Mutex::new(EndpointState::Unbound),
+        }
+    }
+
+    /// The device's endpoint id once bound.
+    pub async fn local_id(&self) -> Option<EndpointId> {
+        match &*self.endpoint.lock().await {
+            EndpointState::Bound(ep) => Some(ep.id()),
+            _ => None,
+        }
+    }
+
+    async fn endpoint(&self, device: &DeviceKey) -> Result<Endpoint, TransportError> {
+        let mut state = self.endpoint.lock().await;
+        match &*state {
+            EndpointState::Bound(ep) => return Ok(ep.clone()),
+            EndpointState::Shutdown => return Err(TransportError::Shutdown),
+            EndpointState::Unbound => {}
+        }
+        let secret = SecretKey::from_bytes(&device.secret_bytes());
+        let ep = Endpoint::builder(presets::Minimal)
+            .secret_key(secret)
+            .relay_mode(RelayMode::Disabled)
+            .clear_address_lookup()
+            .portmapper_config(PortmapperConfig::Disabled)
+            .net_report_config(NetReportConfig::minimal())
+            .clear_ip_transports()
+            .bind_addr(self.config.bind_addr)
+            .map_err(|e| TransportError::Setup(e.to_string()))?
+            .bind()
+            .await
+            .map_err(|e| TransportError::Setup(e.to_string()))?;
+        *state = EndpointState::Bound(ep.clone());
+        Ok(ep)
+    }
+
+    async fn open(&self, device: &DeviceKey) -> Result<Session, TransportError> {
+        let ep = self.endpoint(device).await?;
+        let relay = EndpointId::from_bytes(&self.config.relay_id)
+            .map_err(|e| TransportError::Setup(format!("relay id: {e}")))?;
+        if self.config.relay_addrs.is_empty() {
+            return Err(TransportError::Setup("no relay address configured".into()));
+        }
+        let addr = self
+            .config
+            .relay_addrs
+            .iter()
+            .fold(EndpointAddr::new(relay), |a, s| a.with_ip_addr(*s));
+        let conn = ep
+            .connect(addr, sync_types::ALPN)
+            .await
+            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let mut binding = [0u8; 32];
+        conn.export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
+            .map_err(|e| TransportError::Session(format!("keying material: {e:?}")))?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| TransportError::Session(e.to_string()))?;
+        let relay_id = *conn.remote_id().as_bytes();
+        let closer = conn.clone();
+        Ok(
+            Session::new(recv, send, binding, relay_id).with_closer(Box::new(move || {
+                Box::pin(async move {
+                    // The relay closes the connection when it reads `Bye`; give it a moment so the
+                    // `Bye` (already written and finished) is delivered, then close regardless.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, closer.closed()).await;
+                    closer.close(0u32.into(), b"bye");
+                })
+            })),
+        )
+    }
+}
+
+impl Transport for IrohTransport {
+    fn connect<'a>(
+        &'a self,
+        device: &'a DeviceKey,
+    ) -> BoxFuture<'a, Result<Session, TransportError>> {
+        Box::pin(self.open(device))
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let prev = std::mem::replace(&mut *self.endpoint.lock().await, EndpointState::Shutdown);
+            if let EndpointState::Bound(ep) = prev {
+                ep.close().await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn server() -> Endpoint {
+        Endpoint::builder(presets::Minimal)
+            .secret_key(SecretKey::from_bytes(&[42; 32]))
+            .relay_mode(RelayMode::Disabled)
+            .clear_address_lookup()
+            .portmapper_config(PortmapperConfig::Disabled)
+            .net_report_config(NetReportConfig::minimal())
+            .clear_ip_transports()
+            .bind_addr("127.0.0.1:0")
+            .unwrap()
+            .alpns(vec![sync_types::ALPN.to_vec()])
+            .bind()
+            .await
+            .unwrap()
+    }
+
+    /// The session binding equals the relay's exporter value, the relay sees the device id as
+    /// the authenticated peer, and bytes flow both ways on the one stream.
+    #[tokio::test]
+    async fn session_is_bound_to_the_connection_and_the_device_identity() {
+        let server = server().await;
+        let addr = server.bound_sockets()[0];
+        let relay_id = *server.id().as_bytes();
+        let s2 = server.clone();
+        let accept = tokio::spawn(async move {
+            let conn = s2.accept().await.unwrap().await.unwrap();
+            let mut ek = [0u8; 32];
+            conn.export_keying_material(&mut ek, HELLO_BINDING_LABEL, b"")
+                .unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let mut buf = [0u8; 5];
+            recv.read_exact(&mut buf).await.unwrap();
+            send.write_all(b"world").await.unwrap();
+            send.finish().unwrap();
+            let remote = *conn.remote_id().as_bytes();
+            conn.closed().await;
+            (ek, remote, buf)
+        });
+
+        let device = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(3));
+        let transport = IrohTransport::new(
+            IrohConfig::new(relay_id, vec![addr])
+                .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0))),
+        );
+        let mut session = transport.connect(&device).await.unwrap();
+        assert_eq!(session.relay_id, relay_id);
+        assert_eq!(
+            transport.local_id().await.map(|id| *id.as_bytes()),
+            Some(*device.device_id().as_bytes())
+        );
+        session.writer.write_all(b"hello").await.unwrap();
+        session.writer.flush().await.unwrap();
+        let mut buf = [0u8; 5];
+        session.reader.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"world");
+        let closer = session.take_closer().unwrap();
+        closer().await;
+        let (ek, remote, got) = accept.await.unwrap();
+        assert_eq!(ek, session.binding, "both ends derive the same binding");
+        assert_eq!(remote, *device.device_id().as_bytes());
+        assert_eq!(&got, b"hello");
+
+        transport.shutdown().await;
+        assert!(matches!(
+            transport.connect(&device).await,
+            Err(TransportError::Shutdown)
+        ));
+        server.close().await;
+    }
+
+    #[tokio::test]
+    async fn unreachable_relay_is_a_connect_error() {
+        let device = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(4));
+        let transport = IrohTransport::new(IrohConfig::new([1; 32], vec![]));
+        assert!(matches!(
+            transport.connect(&device).await,
+            Err(TransportError::Setup(_))
+        ));
+        transport.shutdown().await;
+    }
+}

@@ -1,0 +1,583 @@
+//! The device's local state: SQLite in the data directory (file mode 0600).
+//!
+//! It holds the device key, the groups this device belongs to (descriptor and secret), the
+//! resume cursor per group and relay, and the outbox of pushes the relay has not acknowledged.
+//! A push is written here before it is reported as queued and removed only when the relay
+//! acknowledges it (or refuses it for good), so a crash or restart re-sends it with the same
+//! blob id.
+//!
+//! Secrets are stored in the clear inside a file only the owner can read (SPEC §3); the store
+//! never logs them.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use sync_crypto::{DeviceKey, GroupDescriptor, GroupKeys, GroupSecret};
+use sync_types::{BlobId, Cursor, GroupId};
+use zeroize::Zeroizing;
+
+use crate::error::StoreError;
+
+/// File name of the database inside the data directory.
+pub const STORE_FILE_NAME: &str = "client.sqlite3";
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS groups (
+    group_id   BLOB PRIMARY KEY,
+    descriptor BLOB NOT NULL,
+    secret     BLOB NOT NULL,
+    added_seq  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    group_id BLOB NOT NULL,
+    relay_id BLOB NOT NULL,
+    resume   INTEGER NOT NULL,
+    PRIMARY KEY (group_id, relay_id)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id   BLOB NOT NULL,
+    blob_id    BLOB NOT NULL UNIQUE,
+    payload    BLOB NOT NULL,
+    ttl_secs   INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+";
+
+/// How hard SQLite works to make a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StoreSync {
+    /// `synchronous=NORMAL` in WAL mode: a commit survives a crash of the process (the default).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a commit also survives power loss (an fsync per commit).
+    Full,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreLocation {
+    /// A data directory (created with mode 0700 if missing); the database is
+    /// [`STORE_FILE_NAME`] inside it, mode 0600.
+    Dir(PathBuf),
+    /// In memory only: nothing survives the client (tests, ephemeral devices).
+    InMemory,
+}
+
+/// A push waiting in the outbox, as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredPush {
+    /// The blob id, the same on every retry.
+    pub blob_id: BlobId,
+    /// The sealed payload.
+    pub payload: Bytes,
+    /// Requested retention in seconds (0 = relay default).
+    pub ttl_secs: u32,
+    /// When it was queued, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for StoredPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredPush")
+            .field("blob_id", &self.blob_id)
+            .field("payload_len", &self.payload.len())
+            .field("ttl_secs", &self.ttl_secs)
+            .field("created_ms", &self.created_ms)
+            .finish()
+    }
+}
+
+/// A group as stored: how its secret came to be, and the secret.
+#[derive(Clone)]
+pub struct StoredGroup {
+    /// Public description (random or passphrase parameters).
+    pub descriptor: GroupDescriptor,
+    /// The group secret.
+    pub secret: GroupSecret,
+}
+
+impl StoredGroup {
+    /// Derives the group's keys.
+    pub fn keys(&self) -> GroupKeys {
+        GroupKeys::derive(&self.secret)
+    }
+}
+
+impl std::fmt::Debug for StoredGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredGroup")
+            .field("descriptor", &self.descriptor)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// The local state store (one SQLite connection; not shared between processes at once).
+pub struct Store {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn blob(bytes: &[u8]) -> &[u8] {
+    bytes
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn array32(v: &[u8], what: &'static str) -> Result<[u8; 32], StoreError> {
+    <[u8; 32]>::try_from(v).map_err(|_| StoreError::Corrupt { what })
+}
+
+impl Store {
+    /// Opens (or creates) the store at `location`.
+    pub fn open(location: &StoreLocation, sync: StoreSync) -> Result<Self, StoreError> {
+        match location {
+            StoreLocation::Dir(dir) => Self::open_dir(dir, sync),
+            StoreLocation::InMemory => Self::open_in_memory(),
+        }
+    }
+
+    /// Opens (or creates) the store in the data directory `dir`.
+    pub fn open_dir(dir: &Path, sync: StoreSync) -> Result<Self, StoreError> {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let path = dir.join(STORE_FILE_NAME);
+        // Create the file owner-only before SQLite touches it; SQLite gives its -wal and -shm
+        // files the same mode as the database file.
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        let conn = Connection::open(&path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                StoreSync::Normal => "NORMAL",
+                StoreSync::Full => "FULL",
+            },
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = Self {
+            conn,
+            path: Some(path),
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// A store that lives in memory only.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let store = Self {
+            conn: Connection::open_in_memory()?,
+            path: None,
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// The database file, if the store is on disk.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn init(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch(SCHEMA)?;
+        let version: Option<Vec<u8>> = self.meta("schema_version")?;
+        match version {
+            None => self.set_meta("schema_version", &SCHEMA_VERSION.to_be_bytes())?,
+            Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(_) => {
+                return Err(StoreError::Corrupt {
+                    what: "schema version",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, blob(value)],
+        )?;
+        Ok(())
+    }
+
+    /// The stored device key, if the device was initialised.
+    pub fn device_key(&self) -> Result<Option<DeviceKey>, StoreError> {
+        let Some(bytes) = self.meta("device_secret")?.map(Zeroizing::new) else {
+            return Ok(None);
+        };
+        let seed = Zeroizing::new(array32(&bytes, "device key")?);
+        Ok(Some(DeviceKey::from_secret_bytes(*seed)))
+    }
+
+    /// Stores `key` as this device's identity (replacing any previous one).
+    pub fn set_device_key(&self, key: &DeviceKey) -> Result<(), StoreError> {
+        let seed = Zeroizing::new(key.secret_bytes());
+        self.set_meta("device_secret", seed.as_slice())
+    }
+
+    /// The stored device key, or a new one from the OS random generator (stored at once).
+    pub fn device_key_or_create(&self) -> Result<DeviceKey, StoreError> {
+        if let Some(key) = self.device_key()? {
+            return Ok(key);
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut_slice()).map_err(|_| StoreError::Random)?;
+        let key = DeviceKey::from_secret_bytes(*seed);
+        self.set_device_key(&key)?;
+        Ok(key)
+    }
+
+    /// The stored device name, if set.
+    pub fn device_name(&self) -> Result<Option<String>, StoreError> {
+        match self.meta("device_name")? {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v)
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "device name",
+                }),
+        }
+    }
+
+    /// Stores the device name.
+    pub fn set_device_name(&self, name: &str) -> Result<(), StoreError> {
+        self.set_meta("device_name", name.as_bytes())
+    }
+
+    /// Stores a group (replacing the stored material of the same group) and returns its id.
+    pub fn save_group(&self, group: &StoredGroup) -> Result<GroupId, StoreError> {
+        let group_id = group.keys().group_id();
+        let descriptor = rmp_serde::to_vec(&group.descriptor).map_err(|_| StoreError::Corrupt {
+            what: "group descriptor",
+        })?;
+        self.conn.execute(
+            "INSERT INTO groups (group_id, descriptor, secret, added_seq)
+             VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(added_seq), 0) + 1 FROM groups))
+             ON CONFLICT(group_id) DO UPDATE SET descriptor = excluded.descriptor,
+                                                 secret = excluded.secret",
+            params![
+                blob(group_id.as_bytes()),
+                descriptor,
+                blob(group.secret.expose_bytes())
+            ],
+        )?;
+        Ok(group_id)
+    }
+
+    /// Ids of the stored groups, oldest first.
+    pub fn group_ids(&self) -> Result<Vec<GroupId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT group_id FROM groups ORDER BY added_seq")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(GroupId::from_bytes(array32(&row?, "group id")?));
+        }
+        Ok(out)
+    }
+
+    /// The stored group `group_id`.
+    pub fn group(&self, group_id: &GroupId) -> Result<Option<StoredGroup>, StoreError> {
+        let row: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT descriptor, secret FROM groups WHERE group_id = ?1",
+                [blob(group_id.as_bytes())],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((descriptor, secret)) = row else {
+            return Ok(None);
+        };
+        let secret = Zeroizing::new(secret);
+        let descriptor: GroupDescriptor =
+            rmp_serde::from_slice(&descriptor).map_err(|_| StoreError::Corrupt {
+                what: "group descriptor",
+            })?;
+        let secret = GroupSecret::from_bytes(*Zeroizing::new(array32(&secret, "group secret")?));
+        let group = StoredGroup { descriptor, secret };
+        if group.keys().group_id() != *group_id {
+            return Err(StoreError::Corrupt {
+                what: "group secret",
+            });
+        }
+        Ok(Some(group))
+    }
+
+    /// The only stored group, or the one named; errors if none, or several and none named.
+    pub fn select_group(&self, group_id: Option<&GroupId>) -> Result<StoredGroup, StoreError> {
+        let id = match group_id {
+            Some(id) => *id,
+            None => {
+                let ids = self.group_ids()?;
+                match ids.as_slice() {
+                    [] => return Err(StoreError::NoGroup),
+                    [one] => *one,
+                    _ => return Err(StoreError::AmbiguousGroup),
+                }
+            }
+        };
+        self.group(&id)?.ok_or(StoreError::NoGroup)
+    }
+
+    /// The resume cursor of `group` on relay `relay_id` (0 if never stored).
+    pub fn cursor(&self, group: &GroupId, relay_id: &[u8; 32]) -> Result<Cursor, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT resume FROM cursors WHERE group_id = ?1 AND relay_id = ?2",
+                params![blob(group.as_bytes()), blob(relay_id)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(Cursor::new(v.map_or(0, to_u64)))
+    }
+
+    /// Stores the resume cursor of `group` on relay `relay_id`.
+    pub fn set_cursor(
+        &self,
+        group: &GroupId,
+        relay_id: &[u8; 32],
+        cursor: Cursor,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO cursors (group_id, relay_id, resume) VALUES (?1, ?2, ?3)
+             ON CONFLICT(group_id, relay_id) DO UPDATE SET resume = excluded.resume",
+            params![blob(group.as_bytes()), blob(relay_id), to_i64(cursor.get())],
+        )?;
+        Ok(())
+    }
+
+    /// The outbox of `group`, in the order the pushes were queued.
+    pub fn outbox(&self, group: &GroupId) -> Result<Vec<StoredPush>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT blob_id, payload, ttl_secs, created_ms FROM outbox
+             WHERE group_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([blob(group.as_bytes())], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, payload, ttl, created) = row?;
+            let id = <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| StoreError::Corrupt { what: "blob id" })?;
+            out.push(StoredPush {
+                blob_id: BlobId::from_bytes(id),
+                payload: Bytes::from(payload),
+                ttl_secs: u32::try_from(ttl).unwrap_or(0),
+                created_ms: to_u64(created),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Appends pushes to the outbox of `group` in one transaction (all or nothing).
+    pub fn insert_pushes(
+        &mut self,
+        group: &GroupId,
+        pushes: &[StoredPush],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO outbox (group_id, blob_id, payload, ttl_secs, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for p in pushes {
+                stmt.execute(params![
+                    blob(group.as_bytes()),
+                    blob(p.blob_id.as_bytes()),
+                    blob(&p.payload),
+                    i64::from(p.ttl_secs),
+                    to_i64(p.created_ms)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// In one transaction: removes settled pushes (acknowledged or refused for good) from the
+    /// outbox and stores a resume cursor.
+    pub fn settle(
+        &mut self,
+        removed: &[BlobId],
+        cursor: Option<(&GroupId, &[u8; 32], Cursor)>,
+    ) -> Result<(), StoreError> {
+        if removed.is_empty() && cursor.is_none() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE blob_id = ?1")?;
+            for id in removed {
+                stmt.execute([blob(id.as_bytes())])?;
+            }
+        }
+        if let Some((group, relay, c)) = cursor {
+            tx.execute(
+                "INSERT INTO cursors (group_id, relay_id, resume) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(group_id, relay_id) DO UPDATE SET resume = excluded.resume",
+                params![blob(group.as_bytes()), blob(relay), to_i64(c.get())],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn group(seed: u64) -> StoredGroup {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        StoredGroup {
+            descriptor: GroupDescriptor::Random,
+            secret: GroupSecret::random(&mut rng),
+        }
+    }
+
+    fn push(n: u8) -> StoredPush {
+        StoredPush {
+            blob_id: BlobId::from_bytes([n; 16]),
+            payload: Bytes::from(vec![n; 10]),
+            ttl_secs: 60,
+            created_ms: 1000 + u64::from(n),
+        }
+    }
+
+    #[test]
+    fn file_is_owner_only_and_state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let g = group(1);
+        let (device_id, group_id) = {
+            let mut s = Store::open_dir(&data, StoreSync::Normal).unwrap();
+            let key = s.device_key_or_create().unwrap();
+            s.set_device_name("laptop").unwrap();
+            let gid = s.save_group(&g).unwrap();
+            s.set_cursor(&gid, &[9; 32], Cursor::new(41)).unwrap();
+            s.insert_pushes(&gid, &[push(1), push(2), push(3)]).unwrap();
+            s.settle(
+                &[BlobId::from_bytes([2; 16])],
+                Some((&gid, &[9; 32], Cursor::new(42))),
+            )
+            .unwrap();
+            (key.device_id(), gid)
+        };
+        let mode = fs::metadata(data.join(STORE_FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+
+        let s = Store::open_dir(&data, StoreSync::Full).unwrap();
+        assert_eq!(s.device_key().unwrap().unwrap().device_id(), device_id);
+        assert_eq!(s.device_key_or_create().unwrap().device_id(), device_id);
+        assert_eq!(s.device_name().unwrap().as_deref(), Some("laptop"));
+        assert_eq!(s.group_ids().unwrap(), vec![group_id]);
+        let loaded = s.select_group(None).unwrap();
+        assert_eq!(loaded.keys().group_id(), group_id);
+        assert_eq!(loaded.descriptor, GroupDescriptor::Random);
+        assert_eq!(s.cursor(&group_id, &[9; 32]).unwrap(), Cursor::new(42));
+        assert_eq!(s.cursor(&group_id, &[8; 32]).unwrap(), Cursor::ZERO);
+        let outbox = s.outbox(&group_id).unwrap();
+        assert_eq!(
+            outbox,
+            vec![push(1), push(3)],
+            "order kept, settled one gone"
+        );
+    }
+
+    #[test]
+    fn insert_is_all_or_nothing() {
+        let mut s = Store::open_in_memory().unwrap();
+        let gid = s.save_group(&group(2)).unwrap();
+        s.insert_pushes(&gid, &[push(1)]).unwrap();
+        // The second batch holds a duplicate blob id: nothing of it is kept.
+        assert!(s.insert_pushes(&gid, &[push(2), push(1)]).is_err());
+        assert_eq!(s.outbox(&gid).unwrap(), vec![push(1)]);
+    }
+
+    #[test]
+    fn group_selection() {
+        let s = Store::open_in_memory().unwrap();
+        assert!(matches!(s.select_group(None), Err(StoreError::NoGroup)));
+        let a = s.save_group(&group(3)).unwrap();
+        let b = s.save_group(&group(4)).unwrap();
+        assert!(matches!(
+            s.select_group(None),
+            Err(StoreError::AmbiguousGroup)
+        ));
+        assert_eq!(s.select_group(Some(&b)).unwrap().keys().group_id(), b);
+        assert_eq!(s.group_ids().unwrap(), vec![a, b]);
+        // Saving again keeps the order.
+        s.save_group(&group(3)).unwrap();
+        assert_eq!(s.group_ids().unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let g = group(5);
+        let text = format!("{g:?} {:?}", push(7));
+        assert!(text.contains("redacted"));
+        assert!(!text.contains(&format!("{:?}", g.secret.expose_bytes())));
+        assert!(!text.contains("[7, 7, 7"));
+    }
+}

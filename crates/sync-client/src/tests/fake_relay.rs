@@ -1,0 +1,314 @@
+//! A scripted in-process relay speaking the session protocol over `tokio::io::duplex`, for
+//! unit tests of the client that need exact control (refusals, tampered blobs, dropped
+//! sessions, an unreachable relay). The real relay is exercised by the integration tests.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use sync_crypto::{HelloChallenge, HelloSignature, verify_hello};
+use sync_types::{
+    BlobId, Cursor, DeviceId, ErrorCode, FrameCodec, GroupId, Limits, Message, Notify, Payload,
+    Pong, PullEntry, PullResponse, PushAck, Welcome, WireError,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::TransportError;
+use crate::transport::{MemoryTransport, Session};
+
+/// One stored blob.
+#[derive(Clone, Debug)]
+pub(crate) struct Stored {
+    pub(crate) cursor: Cursor,
+    pub(crate) blob_id: BlobId,
+    pub(crate) sender: DeviceId,
+    pub(crate) payload: Payload,
+}
+
+#[derive(Default)]
+struct State {
+    online: bool,
+    allowed_group: Option<GroupId>,
+    hello_error: Option<WireError>,
+    push_errors: VecDeque<WireError>,
+    blobs: Vec<Stored>,
+    by_id: HashMap<BlobId, Cursor>,
+    push_counts: HashMap<BlobId, usize>,
+    hellos: Vec<(DeviceId, Cursor, String)>,
+    sessions: Vec<(u64, DeviceId, mpsc::UnboundedSender<Message>)>,
+    tasks: Vec<JoinHandle<()>>,
+    next_session: u64,
+    page_limit: u32,
+    limits: Limits,
+}
+
+/// The fake relay; clones share state.
+#[derive(Clone)]
+pub(crate) struct FakeRelay {
+    state: Arc<Mutex<State>>,
+    byes: Arc<tokio::sync::watch::Sender<usize>>,
+    relay_id: [u8; 32],
+}
+
+impl FakeRelay {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State {
+                online: true,
+                page_limit: 1000,
+                limits: Limits::DEFAULT,
+                ..State::default()
+            })),
+            relay_id: [0xAB; 32],
+            byes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    pub(crate) fn set_online(&self, online: bool) {
+        self.with(|s| s.online = online);
+    }
+
+    pub(crate) fn allow_only(&self, group: GroupId) {
+        self.with(|s| s.allowed_group = Some(group));
+    }
+
+    /// Refuses the next `Hello` with `e`.
+    pub(crate) fn refuse_hello(&self, e: WireError) {
+        self.with(|s| s.hello_error = Some(e));
+    }
+
+    pub(crate) fn refuse_next_push(&self, e: WireError) {
+        self.with(|s| s.push_errors.push_back(e));
+    }
+
+    pub(crate) fn set_page_limit(&self, n: u32) {
+        self.with(|s| s.page_limit = n);
+    }
+
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        self.with(|s| s.limits = limits);
+    }
+
+    pub(crate) fn blobs(&self) -> Vec<Stored> {
+        self.with(|s| s.blobs.clone())
+    }
+
+    pub(crate) fn push_count(&self, id: &BlobId) -> usize {
+        self.with(|s| s.push_counts.get(id).copied().unwrap_or(0))
+    }
+
+    pub(crate) fn hellos(&self) -> Vec<(DeviceId, Cursor, String)> {
+        self.with(|s| s.hellos.clone())
+    }
+
+    /// Waits until `n` sessions ended with `Bye`.
+    pub(crate) async fn wait_byes(&self, n: usize) {
+        let mut rx = self.byes.subscribe();
+        rx.wait_for(|b| *b >= n).await.unwrap();
+    }
+
+    /// Stores a blob as if `sender` had pushed it (tampered or not) and notifies everyone.
+    pub(crate) fn insert_raw(&self, sender: DeviceId, blob_id: BlobId, payload: Vec<u8>) -> Cursor {
+        self.with(|s| commit(s, sender, blob_id, Payload::from(payload), None))
+    }
+
+    /// Cuts every session (as a crash or network loss would).
+    pub(crate) fn drop_sessions(&self) {
+        self.with(|s| {
+            for t in s.tasks.drain(..) {
+                t.abort();
+            }
+            s.sessions.clear();
+        });
+    }
+
+    pub(crate) fn transport(&self) -> MemoryTransport {
+        let relay = self.clone();
+        MemoryTransport::new(move |device| relay.open(device.device_id()))
+    }
+
+    fn open(&self, device: DeviceId) -> Result<Session, TransportError> {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        let id = self.with(|s| {
+            s.next_session += 1;
+            s.next_session
+        });
+        if !self.with(|s| s.online) {
+            return Err(TransportError::Connect("fake relay offline".into()));
+        }
+        let mut binding = [0u8; 32];
+        binding[..8].copy_from_slice(&id.to_be_bytes());
+        let relay = self.clone();
+        let task = tokio::spawn(async move { relay.serve(id, device, binding, server).await });
+        self.with(|s| s.tasks.push(task));
+        let (r, w) = tokio::io::split(client);
+        Ok(Session::new(r, w, binding, self.relay_id))
+    }
+
+    async fn serve(
+        self,
+        id: u64,
+        device: DeviceId,
+        binding: [u8; 32],
+        io: tokio::io::DuplexStream,
+    ) {
+        let (mut r, mut w) = tokio::io::split(io);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let writer = tokio::spawn(async move {
+            let codec = FrameCodec::default();
+            while let Some(msg) = rx.recv().await {
+                let frame = codec.encode_to_bytes(&msg).unwrap();
+                if w.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+        drop(writer); // detached: it ends when every sender is gone
+        let codec = FrameCodec::default();
+        let mut buf = BytesMut::new();
+        let mut hello_done = false;
+        loop {
+            let msg = loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(m)) => break Some(m),
+                    Ok(None) => {}
+                    Err(_) => break None,
+                }
+                if r.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    break None;
+                }
+            };
+            let Some(msg) = msg else { break };
+            if !hello_done {
+                let Message::Hello(h) = msg else { break };
+                let challenge = HelloChallenge::new(&binding, &self.relay_id, &device, &h.group_id);
+                let refusal = self.with(|s| {
+                    s.hellos
+                        .push((device, h.last_cursor, h.device_name.clone()));
+                    if let Some(e) = s.hello_error.take() {
+                        return Some(e);
+                    }
+                    if s.allowed_group.is_some_and(|g| g != h.group_id) {
+                        return Some(WireError::new(ErrorCode::Unauthorized, "not a member"));
+                    }
+                    None
+                });
+                let refusal = refusal.or_else(|| {
+                    verify_hello(&h.group_id, &challenge, &HelloSignature(h.auth_signature))
+                        .err()
+                        .map(|_| WireError::new(ErrorCode::Unauthorized, "bad signature"))
+                });
+                if let Some(e) = refusal {
+                    let _ = tx.send(Message::Error(e.for_request(h.request_id)));
+                    break;
+                }
+                let welcome = self.with(|s| {
+                    s.sessions.push((id, device, tx.clone()));
+                    Welcome {
+                        request_id: h.request_id,
+                        relay_id: self.relay_id,
+                        max_cursor: max_cursor(s),
+                        limits: s.limits,
+                    }
+                });
+                let _ = tx.send(Message::Welcome(welcome));
+                hello_done = true;
+                continue;
+            }
+            let reply = match msg {
+                Message::Push(p) => self.with(|s| {
+                    *s.push_counts.entry(p.blob_id).or_default() += 1;
+                    if let Some(e) = s.push_errors.pop_front() {
+                        return Message::Error(e.for_request(p.request_id));
+                    }
+                    let cursor = commit(s, device, p.blob_id, p.payload, Some(id));
+                    Message::PushAck(PushAck {
+                        request_id: p.request_id,
+                        blob_id: p.blob_id,
+                        cursor,
+                        server_time_ms: 1,
+                    })
+                }),
+                Message::Pull(p) => self.with(|s| {
+                    let limit = p.limit.min(s.page_limit).max(1) as usize;
+                    let after: Vec<&Stored> =
+                        s.blobs.iter().filter(|b| b.cursor > p.after).collect();
+                    let has_more = after.len() > limit;
+                    let entries = after
+                        .into_iter()
+                        .take(limit)
+                        .map(|b| PullEntry {
+                            cursor: b.cursor,
+                            blob_id: b.blob_id,
+                            sender: b.sender,
+                            payload: b.payload.clone(),
+                            timestamp_ms: 7,
+                        })
+                        .collect();
+                    Message::PullResponse(PullResponse {
+                        request_id: p.request_id,
+                        entries,
+                        has_more,
+                        max_cursor: max_cursor(s),
+                    })
+                }),
+                Message::Ping(p) => Message::Pong(Pong {
+                    request_id: p.request_id,
+                }),
+                Message::Bye(_) => {
+                    self.byes.send_modify(|b| *b += 1);
+                    break;
+                }
+                _ => Message::Error(WireError::new(ErrorCode::UnexpectedMessage, "no")),
+            };
+            if tx.send(reply).is_err() {
+                break;
+            }
+        }
+        self.with(|s| s.sessions.retain(|(sid, _, _)| *sid != id));
+        drop(tx);
+    }
+}
+
+fn max_cursor(s: &State) -> Cursor {
+    s.blobs.last().map_or(Cursor::ZERO, |b| b.cursor)
+}
+
+fn commit(
+    s: &mut State,
+    sender: DeviceId,
+    blob_id: BlobId,
+    payload: Payload,
+    from_session: Option<u64>,
+) -> Cursor {
+    if let Some(c) = s.by_id.get(&blob_id) {
+        return *c;
+    }
+    let cursor = Cursor::new(max_cursor(s).get() + 1);
+    let size = payload.len() as u32;
+    s.blobs.push(Stored {
+        cursor,
+        blob_id,
+        sender,
+        payload,
+    });
+    s.by_id.insert(blob_id, cursor);
+    for (sid, _, tx) in &s.sessions {
+        if Some(*sid) != from_session {
+            let _ = tx.send(Message::Notify(Notify {
+                cursor,
+                blob_id,
+                sender,
+                size,
+            }));
+        }
+    }
+    cursor
+}

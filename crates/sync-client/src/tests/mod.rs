@@ -1,0 +1,486 @@
+//! Client behaviour against a scripted in-process relay (see `fake_relay`).
+
+mod fake_relay;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sync_core::{BackoffConfig, ConnectionConfig, ConnectionStatus, SyncStatus};
+use sync_crypto::{DeviceKey, GroupDescriptor, GroupKeys, GroupSecret, seal};
+use sync_types::{BlobId, Cursor, ErrorCode, Limits, WireError};
+
+use self::fake_relay::FakeRelay;
+use crate::{
+    ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, Store, StoreLocation,
+    StreamExt, SyncClient, SyncEvent,
+};
+
+const GUARD: Duration = Duration::from_secs(20);
+
+fn material(seed: u64) -> GroupMaterial {
+    GroupMaterial {
+        descriptor: GroupDescriptor::Random,
+        secret: GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(seed)),
+    }
+}
+
+fn fast_options() -> ClientOptions {
+    ClientOptions {
+        connection: ConnectionConfig {
+            backoff: BackoffConfig {
+                base: Duration::from_millis(5),
+                cap: Duration::from_millis(20),
+                max_jitter: Duration::from_millis(5),
+            },
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+        },
+        ..ClientOptions::default()
+    }
+}
+
+fn config(relay: &FakeRelay, store: StoreLocation, group: GroupChoice) -> ClientConfig {
+    ClientConfig::new(store, Arc::new(relay.transport()), group).with_options(fast_options())
+}
+
+async fn client(relay: &FakeRelay, group: &GroupMaterial) -> SyncClient {
+    let cfg = config(
+        relay,
+        StoreLocation::InMemory,
+        GroupChoice::Use(group.clone()),
+    );
+    guard(SyncClient::connect(cfg)).await.unwrap()
+}
+
+async fn guard<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(GUARD, f)
+        .await
+        .expect("timed out (guard)")
+}
+
+async fn wait_for(
+    events: &mut (impl crate::Stream<Item = SyncEvent> + Unpin),
+    mut pred: impl FnMut(&SyncEvent) -> bool,
+) -> SyncEvent {
+    guard(async {
+        loop {
+            let e = events.next().await.expect("event stream ended");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+}
+
+async fn wait_connected(c: &SyncClient) {
+    let mut events = c.subscribe();
+    if c.status().connection == ConnectionStatus::Connected {
+        return;
+    }
+    wait_for(&mut events, |e| matches!(e, SyncEvent::Connected { .. })).await;
+}
+
+#[tokio::test]
+async fn handshake_connects_and_sends_the_resume_cursor() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let cfg = config(&relay, StoreLocation::InMemory, GroupChoice::Use(g.clone()))
+        .with_device_name("phone");
+    let c = guard(SyncClient::connect(cfg)).await.unwrap();
+    let st = c.status();
+    assert_eq!(st.connection, ConnectionStatus::Connected);
+    assert_eq!(st.group_id, GroupKeys::derive(&g.secret).group_id());
+    let hellos = relay.hellos();
+    assert_eq!(hellos.len(), 1);
+    assert_eq!(hellos[0].0, c.device_id());
+    assert_eq!(hellos[0].1, Cursor::ZERO);
+    assert_eq!(hellos[0].2, "phone");
+    c.close().await;
+    guard(relay.wait_byes(1)).await; // close says Bye
+    assert_eq!(c.status().connection, ConnectionStatus::Disconnected);
+}
+
+#[tokio::test]
+async fn a_device_the_relay_refuses_gets_a_typed_error() {
+    let relay = FakeRelay::new();
+    relay.allow_only(GroupKeys::derive(&material(1).secret).group_id());
+    let cfg = config(
+        &relay,
+        StoreLocation::InMemory,
+        GroupChoice::Use(material(2)),
+    );
+    let err = guard(SyncClient::connect(cfg)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Rejected {
+                code: ErrorCode::Unauthorized,
+                blob_id: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_relay_is_retried_after_its_hint() {
+    let relay = FakeRelay::new();
+    relay.refuse_hello(WireError::new(ErrorCode::TooManySessions, "full").retry_after_ms(10));
+    let c = client(&relay, &material(1)).await;
+    // Not an error: the client works offline and retries.
+    wait_connected(&c).await;
+    assert_eq!(relay.hellos().len(), 2);
+    guard(c.push(b"after the retry")).await.unwrap();
+    c.close().await;
+}
+
+#[tokio::test]
+async fn push_is_acknowledged_with_its_cursor() {
+    let relay = FakeRelay::new();
+    let c = client(&relay, &material(1)).await;
+    let r1 = guard(c.push(b"one")).await.unwrap();
+    let r2 = guard(c.push(b"two")).await.unwrap();
+    assert_eq!((r1.cursor, r2.cursor), (Cursor::new(1), Cursor::new(2)));
+    let stored = relay.blobs();
+    assert_eq!(stored[0].blob_id, r1.blob_id);
+    assert_eq!(stored[0].sender, c.device_id());
+    // The relay holds ciphertext only.
+    assert!(!stored[0].payload.windows(3).any(|w| w == b"one"));
+    let st = c.status();
+    assert_eq!(st.outbox_len, 0);
+    assert_eq!(st.sync, SyncStatus::Synced);
+    // Own pushes at 1, 2 with nothing missing: the resume cursor covers them.
+    assert_eq!(st.resume_cursor, Cursor::new(2));
+    c.close().await;
+}
+
+#[tokio::test]
+async fn pipelined_pushes_all_land_once() {
+    let relay = FakeRelay::new();
+    let c = client(&relay, &material(1)).await;
+    let mut tasks = Vec::new();
+    for i in 0..500u32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move { c.push(&i.to_be_bytes()).await }));
+    }
+    let mut cursors = Vec::new();
+    for t in tasks {
+        cursors.push(guard(t).await.unwrap().unwrap().cursor.get());
+    }
+    cursors.sort_unstable();
+    assert_eq!(cursors, (1..=500).collect::<Vec<_>>());
+    assert_eq!(relay.blobs().len(), 500);
+    c.close().await;
+}
+
+#[tokio::test]
+async fn permanent_refusal_is_rejected_never_queued() {
+    let relay = FakeRelay::new();
+    let c = client(&relay, &material(1)).await;
+    let mut events = c.subscribe();
+    relay.refuse_next_push(WireError::new(ErrorCode::BlobTooLarge, "too big"));
+    let err = guard(c.push(b"x")).await.unwrap_err();
+    let ClientError::Rejected {
+        blob_id: Some(id),
+        code: ErrorCode::BlobTooLarge,
+        ..
+    } = err
+    else {
+        panic!("{err:?}")
+    };
+    assert!(!err.is_queued());
+    wait_for(
+        &mut events,
+        |e| matches!(e, SyncEvent::PushRejected { blob_id, .. } if *blob_id == id),
+    )
+    .await;
+    assert_eq!(c.status().outbox_len, 0);
+    assert_eq!(c.status().sync, SyncStatus::SyncFailed);
+    // Later pushes still work; the refused one was never re-sent.
+    guard(c.push(b"y")).await.unwrap();
+    assert_eq!(relay.push_count(&id), 1);
+    assert!(relay.blobs().iter().all(|b| b.blob_id != id));
+    c.close().await;
+}
+
+#[tokio::test]
+async fn rate_limited_push_stays_queued_and_lands_after_the_hint() {
+    let relay = FakeRelay::new();
+    let c = client(&relay, &material(1)).await;
+    let mut events = c.subscribe();
+    relay.refuse_next_push(WireError::new(ErrorCode::RateLimited, "slow down").retry_after_ms(30));
+    let err = guard(c.push(b"x")).await.unwrap_err();
+    let ClientError::Deferred {
+        blob_id,
+        code: ErrorCode::RateLimited,
+        retry_after,
+        ..
+    } = err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(retry_after, Some(Duration::from_millis(30)));
+    assert!(err.is_queued());
+    wait_for(
+        &mut events,
+        |e| matches!(e, SyncEvent::PushAcked { receipt } if receipt.blob_id == blob_id),
+    )
+    .await;
+    assert_eq!(relay.push_count(&blob_id), 2, "refused once, accepted once");
+    assert_eq!(relay.blobs().len(), 1);
+    guard(c.flush(GUARD)).await.unwrap();
+    c.close().await;
+}
+
+#[tokio::test]
+async fn oversized_push_is_refused_locally() {
+    let relay = FakeRelay::new();
+    relay.set_limits(Limits {
+        max_blob_bytes: 1000,
+        ..Limits::DEFAULT
+    });
+    let c = client(&relay, &material(1)).await;
+    let err = guard(c.push(&[0u8; 2000])).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::TooLarge { max: 1000, .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_queued());
+    assert_eq!(c.status().outbox_len, 0);
+    assert!(relay.blobs().is_empty());
+    c.close().await;
+}
+
+#[tokio::test]
+async fn offline_push_is_durable_and_sent_exactly_once_on_connect() {
+    let relay = FakeRelay::new();
+    relay.set_online(false);
+    let c = client(&relay, &material(1)).await;
+    assert!(matches!(
+        c.status().connection,
+        ConnectionStatus::Reconnecting { .. }
+    ));
+    let mut events = c.subscribe();
+    let queued = guard(c.push_queued(b"while offline")).await.unwrap();
+    let err = guard(c.push(b"also offline")).await.unwrap_err();
+    let Some(second) = err.queued_blob_id() else {
+        panic!("{err:?}")
+    };
+    assert!(matches!(err, ClientError::Offline { .. }));
+    assert_eq!(c.status().outbox_len, 2);
+    assert_eq!(c.status().sync, SyncStatus::Offline);
+    assert!(matches!(c.pull().await, Err(ClientError::NotConnected)));
+
+    relay.set_online(true);
+    let mut acked = Vec::new();
+    while acked.len() < 2 {
+        if let SyncEvent::PushAcked { receipt } =
+            wait_for(&mut events, |e| matches!(e, SyncEvent::PushAcked { .. })).await
+        {
+            acked.push(receipt);
+        }
+    }
+    assert_eq!(acked[0].blob_id, queued, "sent in queue order");
+    assert_eq!(acked[1].blob_id, second);
+    assert_eq!(relay.push_count(&queued), 1);
+    assert_eq!(relay.push_count(&second), 1);
+    guard(c.flush(GUARD)).await.unwrap();
+    c.close().await;
+}
+
+#[tokio::test]
+async fn restart_from_the_same_data_dir_resumes_cursor_and_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let other = client(&relay, &g).await;
+    for i in 0..5u8 {
+        guard(other.push(&[i])).await.unwrap();
+    }
+
+    let store = StoreLocation::Dir(dir.path().join("device"));
+    let cfg = config(&relay, store.clone(), GroupChoice::Use(g.clone()));
+    let a = guard(SyncClient::connect(cfg)).await.unwrap();
+    let device = a.device_id();
+    let got = guard(a.pull()).await.unwrap();
+    assert_eq!(got.len(), 5);
+    assert_eq!(a.status().resume_cursor, Cursor::new(5));
+    relay.set_online(false);
+    relay.drop_sessions();
+    let mut events = a.subscribe();
+    wait_for(&mut events, |e| matches!(e, SyncEvent::Disconnected { .. })).await;
+    let pending = guard(a.push_queued(b"queued before the restart"))
+        .await
+        .unwrap();
+    a.close().await;
+    assert_eq!(relay.push_count(&pending), 0);
+
+    // The store holds it.
+    let s = Store::open_dir(&dir.path().join("device"), crate::StoreSync::Normal).unwrap();
+    let gid = GroupKeys::derive(&g.secret).group_id();
+    assert_eq!(s.outbox(&gid).unwrap().len(), 1);
+    drop(s);
+
+    relay.set_online(true);
+    let hellos_before = relay.hellos().len();
+    let cfg = config(&relay, store, GroupChoice::Stored(None));
+    let b = guard(SyncClient::connect(cfg)).await.unwrap();
+    assert_eq!(b.device_id(), device, "same device key");
+    let hello = relay.hellos()[hellos_before].clone();
+    assert_eq!(hello.1, Cursor::new(5), "Hello carries the stored cursor");
+    guard(b.flush(GUARD)).await.unwrap();
+    assert_eq!(relay.push_count(&pending), 1);
+    assert_eq!(relay.blobs().last().unwrap().blob_id, pending);
+    assert!(
+        guard(b.pull()).await.unwrap().is_empty(),
+        "nothing pulled twice"
+    );
+    b.close().await;
+    other.close().await;
+}
+
+#[tokio::test]
+async fn tampered_blob_is_an_error_event_not_data() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let keys = GroupKeys::derive(&g.secret);
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let evil = DeviceKey::random(&mut rng);
+    let key = keys.epoch_key(keys.current_epoch()).unwrap();
+    let good_id = BlobId::random(&mut rng);
+    let good = seal(&mut rng, &key, &keys.group_id(), &evil, &good_id, b"fine").unwrap();
+    let bad_id = BlobId::random(&mut rng);
+    let mut bad = seal(&mut rng, &key, &keys.group_id(), &evil, &bad_id, b"evil").unwrap();
+    bad[70] ^= 1; // inside the ciphertext
+    relay.insert_raw(evil.device_id(), bad_id, bad);
+    relay.insert_raw(evil.device_id(), good_id, good);
+
+    let c = client(&relay, &g).await;
+    let mut events = c.subscribe();
+    let got = guard(c.pull()).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, b"fine");
+    assert_eq!(got[0].cursor, Cursor::new(2));
+    let e = wait_for(&mut events, |e| matches!(e, SyncEvent::BlobRejected { .. })).await;
+    assert!(matches!(e, SyncEvent::BlobRejected { cursor, blob_id, .. }
+        if cursor == Cursor::new(1) && blob_id == bad_id));
+    // The bad blob's cursor counts as received: sync does not stall on it.
+    assert_eq!(c.status().resume_cursor, Cursor::new(2));
+    assert!(guard(c.pull()).await.unwrap().is_empty());
+    c.close().await;
+}
+
+#[tokio::test]
+async fn subscribers_hear_about_other_devices_pushes() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    let b = client(&relay, &g).await;
+    let mut events = b.subscribe();
+    let r = guard(a.push(b"hello b")).await.unwrap();
+    let e = wait_for(&mut events, |e| {
+        matches!(e, SyncEvent::BlobsAvailable { .. })
+    })
+    .await;
+    assert_eq!(
+        e,
+        SyncEvent::BlobsAvailable {
+            cursor: r.cursor,
+            sender: Some(a.device_id())
+        }
+    );
+    let got = guard(b.pull()).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, b"hello b");
+    assert_eq!(got[0].sender, a.device_id());
+    assert_eq!(got[0].blob_id, r.blob_id);
+    wait_for(&mut events, |e| {
+        matches!(e, SyncEvent::Received { count: 1, .. })
+    })
+    .await;
+    a.close().await;
+    b.close().await;
+}
+
+/// SPEC §10: a device's own acks never move its pull cursor past other devices' blobs.
+#[tokio::test]
+async fn own_push_never_skips_an_earlier_blob_of_another_device() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    let b = client(&relay, &g).await;
+    let x = guard(a.push(b"x")).await.unwrap();
+    assert_eq!(x.cursor, Cursor::new(1));
+    let y = guard(b.push(b"y")).await.unwrap();
+    assert_eq!(y.cursor, Cursor::new(2));
+    assert_eq!(
+        b.status().resume_cursor,
+        Cursor::ZERO,
+        "B's own ack at 2 must not skip A's blob at 1"
+    );
+    let got = guard(b.pull()).await.unwrap();
+    assert_eq!(got.len(), 1, "B gets x, and not its own y back");
+    assert_eq!(got[0].cursor, Cursor::new(1));
+    assert_eq!(got[0].data, b"x");
+    assert_eq!(got[0].blob_id, x.blob_id);
+    assert_eq!(b.status().resume_cursor, Cursor::new(2));
+    // A sees y.
+    let got = guard(a.pull()).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].blob_id, y.blob_id);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn pulls_page_and_concurrent_pulls_never_duplicate() {
+    let relay = FakeRelay::new();
+    relay.set_page_limit(7);
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    let b = client(&relay, &g).await;
+    for i in 0..100u32 {
+        guard(a.push_queued(&i.to_be_bytes())).await.unwrap();
+    }
+    guard(a.flush(GUARD)).await.unwrap();
+    let (p1, p2, p3) = guard(async { tokio::join!(b.pull(), b.pull(), b.pull()) }).await;
+    let mut all: Vec<u64> = [p1.unwrap(), p2.unwrap(), p3.unwrap()]
+        .into_iter()
+        .flatten()
+        .map(|blob| blob.cursor.get())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=100).collect::<Vec<_>>());
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn dropped_session_reconnects_and_resends_with_the_same_blob_ids() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let c = client(&relay, &g).await;
+    let mut events = c.subscribe();
+    relay.set_online(false);
+    relay.drop_sessions();
+    wait_for(&mut events, |e| matches!(e, SyncEvent::Disconnected { .. })).await;
+    let mut ids = Vec::new();
+    for i in 0..50u32 {
+        ids.push(guard(c.push_queued(&i.to_be_bytes())).await.unwrap());
+    }
+    relay.set_online(true);
+    wait_for(&mut events, |e| matches!(e, SyncEvent::Connected { .. })).await;
+    guard(c.flush(GUARD)).await.unwrap();
+    let stored: Vec<BlobId> = relay.blobs().iter().map(|b| b.blob_id).collect();
+    assert_eq!(stored, ids, "each exactly once, in push order");
+    for id in &ids {
+        assert_eq!(relay.push_count(id), 1);
+    }
+    assert!(relay.hellos().len() >= 2);
+    wait_connected(&c).await;
+    c.close().await;
+}

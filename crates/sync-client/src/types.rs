@@ -1,0 +1,269 @@
+//! What the client takes (configuration) and gives (receipts, blobs, events, status).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sync_core::{ConnectionConfig, ConnectionStatus, OutboxLimits, SyncStatus};
+use sync_crypto::{GroupDescriptor, GroupSecret, OpenError};
+use sync_types::{BlobId, Cursor, DeviceId, ErrorCode, GroupId};
+
+use crate::store::{StoreLocation, StoreSync};
+use crate::transport::Transport;
+
+/// Tunables of a [`SyncClient`](crate::SyncClient). `Default` gives the SPEC values.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientOptions {
+    /// Reconnect backoff and dial/handshake timeouts (sync-core).
+    pub connection: ConnectionConfig,
+    /// Bounds of the outbox (entries, bytes).
+    pub outbox: OutboxLimits,
+    /// Durability of local commits.
+    pub store_sync: StoreSync,
+    /// TTL requested for pushes, in seconds (0 = the relay's default).
+    pub ttl_secs: u32,
+    /// Heartbeat interval; a session silent for three intervals is treated as broken.
+    pub ping_interval: Duration,
+    /// Largest number of pushes in flight on one session (further capped by the relay's
+    /// `max_in_flight`).
+    pub max_in_flight: usize,
+    /// Entries asked for per pull page (clamped by the relay).
+    pub pull_page: u32,
+    /// Wait used when the relay defers a push without a retry hint.
+    pub default_retry: Duration,
+    /// Whether [`SyncClient::pull`](crate::SyncClient::pull) also returns this device's own
+    /// blobs (default: no, the app already has them).
+    pub deliver_own: bool,
+    /// Capacity of the event channel; a subscriber that falls further behind receives
+    /// [`SyncEvent::Lagged`].
+    pub event_capacity: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connection: ConnectionConfig::DEFAULT,
+            outbox: OutboxLimits::DEFAULT,
+            store_sync: StoreSync::Normal,
+            ttl_secs: 0,
+            ping_interval: Duration::from_secs(15),
+            max_in_flight: 256,
+            pull_page: 1000,
+            default_retry: Duration::from_secs(1),
+            deliver_own: false,
+            event_capacity: 4096,
+        }
+    }
+}
+
+/// Group material handed to the client: stored (replacing the stored copy) and used.
+#[derive(Clone)]
+pub struct GroupMaterial {
+    /// How the secret came to be (public).
+    pub descriptor: GroupDescriptor,
+    /// The group secret.
+    pub secret: GroupSecret,
+}
+
+impl fmt::Debug for GroupMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupMaterial")
+            .field("descriptor", &self.descriptor)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Which group the client syncs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum GroupChoice {
+    /// The group stored on this device: the only one, or the one with this id.
+    Stored(Option<GroupId>),
+    /// This group (stored first, so later runs can use [`GroupChoice::Stored`]).
+    Use(GroupMaterial),
+}
+
+/// Everything [`SyncClient::connect`](crate::SyncClient::connect) needs.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Where the local state lives.
+    pub store: StoreLocation,
+    /// How to reach the relay.
+    pub transport: Arc<dyn Transport>,
+    /// Which group to sync.
+    pub group: GroupChoice,
+    /// Name shown to the relay and other devices; `None` keeps the stored one (or "device").
+    pub device_name: Option<String>,
+    /// Tunables.
+    pub options: ClientOptions,
+}
+
+impl ClientConfig {
+    /// A configuration with default options.
+    pub fn new(store: StoreLocation, transport: Arc<dyn Transport>, group: GroupChoice) -> Self {
+        Self {
+            store,
+            transport,
+            group,
+            device_name: None,
+            options: ClientOptions::default(),
+        }
+    }
+
+    /// The same configuration with a device name.
+    pub fn with_device_name(mut self, name: impl Into<String>) -> Self {
+        self.device_name = Some(name.into());
+        self
+    }
+
+    /// The same configuration with other options.
+    pub fn with_options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("store", &self.store)
+            .field("group", &self.group)
+            .field("device_name", &self.device_name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The relay stored a push durably.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The blob's id.
+    pub blob_id: BlobId,
+    /// Where the relay placed it in the group's log.
+    pub cursor: Cursor,
+}
+
+/// A blob pulled from the relay, verified and decrypted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// The plaintext.
+    pub data: Vec<u8>,
+    /// The device that sealed it (signature verified).
+    pub sender: DeviceId,
+    /// Its place in the group's log.
+    pub cursor: Cursor,
+    /// Its id.
+    pub blob_id: BlobId,
+    /// Relay commit time, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+impl fmt::Debug for Blob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Blob")
+            .field("data_len", &self.data.len())
+            .field("sender", &self.sender)
+            .field("cursor", &self.cursor)
+            .field("blob_id", &self.blob_id)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .finish()
+    }
+}
+
+/// What the client reports to subscribers. Events are hints: data is only ever delivered by
+/// [`SyncClient::pull`](crate::SyncClient::pull), so a subscriber that misses events
+/// ([`SyncEvent::Lagged`]) loses nothing by pulling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncEvent {
+    /// The relay has blobs this device has not pulled yet, up to `cursor` (a `Notify` from the
+    /// relay, or a reconnect that found the relay ahead of the resume cursor).
+    BlobsAvailable {
+        /// The highest cursor known to be available.
+        cursor: Cursor,
+        /// The device that pushed it, when announced by a `Notify`.
+        sender: Option<DeviceId>,
+    },
+    /// A pull delivered blobs to the app.
+    Received {
+        /// How many blobs were delivered.
+        count: usize,
+        /// The resume cursor after the pull.
+        resume_cursor: Cursor,
+    },
+    /// A pulled blob failed verification or decryption: it was skipped (never returned as
+    /// data) and its cursor counts as received so sync does not stall.
+    BlobRejected {
+        /// Its cursor.
+        cursor: Cursor,
+        /// Its id.
+        blob_id: BlobId,
+        /// The sender the relay reported.
+        sender: DeviceId,
+        /// Why it was refused.
+        error: OpenError,
+    },
+    /// The relay acknowledged a push (durable).
+    PushAcked {
+        /// The push.
+        receipt: Receipt,
+    },
+    /// The relay deferred a push; it stays queued and is retried after `retry_after`.
+    PushDeferred {
+        /// The push.
+        blob_id: BlobId,
+        /// The relay's code.
+        code: ErrorCode,
+        /// The wait before the retry.
+        retry_after: Duration,
+    },
+    /// The relay refused a push for good; it left the outbox and will not be sent.
+    PushRejected {
+        /// The push.
+        blob_id: BlobId,
+        /// The relay's code.
+        code: ErrorCode,
+        /// The relay's detail.
+        message: String,
+    },
+    /// The user-facing status or the connection state changed.
+    StatusChanged(ClientStatus),
+    /// A session was established.
+    Connected {
+        /// The relay's identity.
+        relay_id: DeviceId,
+        /// The relay's highest cursor at the handshake.
+        max_cursor: Cursor,
+    },
+    /// The session ended (the client reconnects unless closed or refused for good).
+    Disconnected {
+        /// Why.
+        reason: String,
+    },
+    /// This subscriber fell behind and missed `missed` events; pull to catch up.
+    Lagged {
+        /// Events missed.
+        missed: u64,
+    },
+}
+
+/// A snapshot of the client's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// What to show the user (sync-core's status rules).
+    pub sync: SyncStatus,
+    /// The connection state.
+    pub connection: ConnectionStatus,
+    /// Pushes in the outbox (not yet acknowledged).
+    pub outbox_len: usize,
+    /// Everything up to this cursor was pulled (or is an own push).
+    pub resume_cursor: Cursor,
+    /// The relay's highest cursor as last heard (Welcome, Notify, pull).
+    pub relay_max_cursor: Cursor,
+    /// This device's id.
+    pub device_id: DeviceId,
+    /// The group's id.
+    pub group_id: GroupId,
+}
