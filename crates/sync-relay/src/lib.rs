@@ -1,14 +1,46 @@
 //! The 0k-sync relay: stores sealed blobs it cannot read, orders them with per-group cursors and
 //! notifies the group's other devices.
+//!
+//! What it is: a library with one entry point, [`start`], that runs an iroh (QUIC) endpoint
+//! speaking the `sync-types` protocol (ALPN `/0k-sync/1`), SQLite storage with group commit, an
+//! HTTP server for `/health`, `/metrics` and `/.well-known/0k-sync`, and periodic cleanup — plus
+//! the `sync-relay` binary around it. What it is not: it never sees plaintext or keys (payloads
+//! are ciphertext sealed on devices), and by default it contacts nothing on the internet (no
+//! iroh relay servers, no discovery; `public_discovery` opts in).
+//!
+//! Where it sits: devices (`sync-client`) dial it; it depends on `sync-types` (wire format) and
+//! `sync-crypto` (Hello verification) only.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sync_relay::RelayError> {
+//! let relay = sync_relay::start(sync_relay::RelayConfig::default()).await?;
+//! println!("{} at {:?}", relay.endpoint_id(), relay.direct_addrs());
+//! relay.shutdown().await?;
+//! # Ok(()) }
+//! ```
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod config;
+mod http;
+mod hub;
+mod identity;
+mod metrics;
+mod server;
+mod session;
 mod storage;
 
+pub use config::{
+    ConfigError, ConfigOverrides, DATA_DIR_NAME, LogFormat, MAX_BLOB_BYTES_LIMIT, RelayConfig,
+    default_data_dir, format_duration, parse_duration,
+};
+pub use identity::{IdentityError, KEY_FILE_NAME, load_or_create_secret_key};
+pub use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Rejections};
+pub use server::{MemorySession, RelayError, RelayHandle, start};
 pub use storage::{
-    DB_FILE_NAME, InviteLookup, PullEntry, PullPage, PushOutcome, PushRequest, QuotaKind,
-    SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits, StorageStats, Synchronous,
-    WriterMetrics,
+    DB_FILE_NAME, InviteLookup, PullEntry, PullPage, PushOutcome, PushReply, PushRequest,
+    QuotaKind, SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits, StorageStats,
+    Synchronous, WriterMetrics,
 };

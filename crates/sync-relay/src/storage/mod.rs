@@ -22,8 +22,12 @@ pub use sqlite::{DB_FILE_NAME, SqliteConfig, SqliteStorage, Synchronous, WriterM
 
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 
@@ -289,6 +293,15 @@ pub trait Storage: Clone + Send + Sync + 'static {
         req: PushRequest,
     ) -> impl Future<Output = Result<PushOutcome, StorageError>> + Send;
 
+    /// Queues a push and returns as soon as it holds its place in the commit order; the
+    /// returned [`PushReply`] resolves to what [`Storage::push`] would answer. Pushes queued
+    /// one after the other (each `push_queued` awaited before the next is called) get cursors
+    /// in that order, while all of them can be in flight together and commit in one batch.
+    fn push_queued(
+        &self,
+        req: PushRequest,
+    ) -> impl Future<Output = Result<PushReply, StorageError>> + Send;
+
     /// Blobs of `group` with cursor greater than `after`, ascending: at most `max_count`
     /// (at least one) entries whose payloads add up to at most `max_bytes`, except that the
     /// first entry is always returned whatever its size.
@@ -352,4 +365,27 @@ pub trait Storage: Clone + Send + Sync + 'static {
     /// Finishes every queued write, checkpoints and releases the database. Later calls on any
     /// clone of the handle fail with [`StorageError::Closed`]; closing twice is a no-op.
     fn close(&self) -> impl Future<Output = Result<(), StorageError>> + Send;
+}
+
+/// The committed answer to a push queued with [`Storage::push_queued`]. Dropping it does not
+/// cancel the push.
+#[derive(Debug)]
+pub struct PushReply(oneshot::Receiver<Result<PushOutcome, StorageError>>);
+
+impl PushReply {
+    /// A reply that resolves to what is sent on the other half of `rx` (a backend whose
+    /// worker drops the sender without answering yields [`StorageError::WriterGone`]).
+    pub fn new(rx: oneshot::Receiver<Result<PushOutcome, StorageError>>) -> Self {
+        Self(rx)
+    }
+}
+
+impl Future for PushReply {
+    type Output = Result<PushOutcome, StorageError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StorageError::WriterGone)))
+    }
 }

@@ -22,8 +22,8 @@ use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{
-    InviteLookup, PullEntry, PullPage, PushOutcome, PushRequest, QuotaKind, Storage, StorageError,
-    StorageLimits, StorageStats,
+    InviteLookup, PullEntry, PullPage, PushOutcome, PushReply, PushRequest, QuotaKind, Storage,
+    StorageError, StorageLimits, StorageStats,
 };
 
 type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -74,8 +74,19 @@ CREATE TABLE invites (
 CREATE INDEX invites_by_expiry ON invites (expires_at);
 ";
 
-/// How hard SQLite works to make a commit durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How hard SQLite works to make a commit durable (`normal` or `full` in the configuration).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// `synchronous=NORMAL`: a commit survives a crash of the relay process (WAL default).
     #[default]
@@ -274,6 +285,13 @@ impl SqliteStorage {
 
     /// Queues one write for the writer thread and waits for its committed answer.
     async fn write<O: WriteOp>(&self, op: O) -> Result<O::Output> {
+        let answer = self.enqueue(op).await?;
+        answer.await.map_err(|_| self.gone())?
+    }
+
+    /// Queues one write for the writer thread (waiting for room in the queue, which keeps the
+    /// call order) and returns the channel its committed answer will arrive on.
+    async fn enqueue<O: WriteOp>(&self, op: O) -> Result<oneshot::Receiver<Result<O::Output>>> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
@@ -288,7 +306,7 @@ impl SqliteStorage {
             .send(Command::Write(job))
             .await
             .map_err(|_| self.gone())?;
-        answer.await.map_err(|_| self.gone())?
+        Ok(answer)
     }
 
     async fn control(&self, make: impl FnOnce(Reply<()>) -> Command) -> Result<()> {
@@ -365,6 +383,10 @@ impl SqliteStorage {
 impl Storage for SqliteStorage {
     async fn push(&self, req: PushRequest) -> Result<PushOutcome> {
         self.write(PushOp(req)).await
+    }
+
+    async fn push_queued(&self, req: PushRequest) -> Result<PushReply> {
+        Ok(PushReply::new(self.enqueue(PushOp(req)).await?))
     }
 
     async fn pull(

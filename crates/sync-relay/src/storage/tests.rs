@@ -1263,3 +1263,27 @@ async fn a_batch_never_exceeds_max_batch() {
         "5 queued writes, at most 2 per commit"
     );
 }
+
+#[tokio::test]
+async fn push_queued_keeps_call_order_and_commits_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open_in(&dir, StorageLimits::default()).await;
+    let g = group(3);
+    let before = s.writer_metrics();
+    let release = s.pause_writer().await.expect("pause");
+    // Queued one after the other without awaiting the answers: order is the call order.
+    let mut replies = Vec::new();
+    for n in 0..50u64 {
+        replies.push(s.push_queued(push_req(g, n, 8)).await.expect("queued"));
+    }
+    release.send(()).expect("writer waiting");
+    for (n, reply) in replies.into_iter().enumerate() {
+        let out = reply.await.expect("committed");
+        assert_eq!((out.cursor.get(), out.duplicate), (n as u64 + 1, false));
+    }
+    assert_eq!(s.writer_metrics().commits - before.commits, 1);
+    // A dropped reply does not cancel its push.
+    drop(s.push_queued(push_req(g, 50, 8)).await.expect("queued"));
+    let out = s.push(push_req(g, 50, 8)).await.expect("retry");
+    assert_eq!((out.cursor.get(), out.duplicate), (51, true));
+}

@@ -1,0 +1,618 @@
+//! Relay configuration: one list of keys, read from a TOML file, environment variables and
+//! command-line flags (in that order of precedence: a flag beats an env var beats the file beats
+//! the built-in default).
+//!
+//! Every key is declared once, in the `config_keys!` list below, with its doc text, type,
+//! default and environment variable. The list generates [`RelayConfig`] (the TOML schema, unknown
+//! keys are an error), [`ConfigOverrides`] (clap flags with `env`), `RelayConfig::apply` and the
+//! `--help` text, so a key cannot be documented in one place and forgotten in another.
+//!
+//! Durations are written as `250ms`, `10s`, `5m`, `2h`, `7d` or combinations like `1h30m`
+//! (a bare number means seconds).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::Synchronous;
+
+/// Name of the relay's data directory under the platform data dir.
+pub const DATA_DIR_NAME: &str = "0k-sync-relay";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema (syntax error, unknown key, wrong type).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser reported (with line and column).
+        message: String,
+    },
+    /// A value is out of range or contradicts another one.
+    #[error("invalid config value `{key}`: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Whether log lines are human-readable text or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// The platform default data directory: `$XDG_DATA_HOME/0k-sync-relay`, else
+/// `$HOME/.local/share/0k-sync-relay`, else `./0k-sync-relay` (no home directory).
+pub fn default_data_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = from_env("XDG_DATA_HOME") {
+        return xdg.join(DATA_DIR_NAME);
+    }
+    if let Some(home) = from_env("HOME") {
+        return home.join(".local").join("share").join(DATA_DIR_NAME);
+    }
+    PathBuf::from(DATA_DIR_NAME)
+}
+
+macro_rules! config_keys {
+    ($(
+        $(#[doc = $doc:literal])+
+        $(#[serde($($serde:tt)*)])?
+        #[arg($($arg:tt)*)]
+        $name:ident : $ty:ty = $default:expr, env $env:literal;
+    )+) => {
+        /// The relay's configuration. `Default` is the embedded default configuration; a TOML
+        /// file may set any subset of the keys (unknown keys are an error).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct RelayConfig {
+            $(
+                $(#[doc = $doc])+
+                $(#[serde($($serde)*)])?
+                pub $name: $ty,
+            )+
+        }
+
+        impl Default for RelayConfig {
+            fn default() -> Self {
+                Self { $( $name: $default, )+ }
+            }
+        }
+
+        /// Per-key overrides from command-line flags and `SYNC_RELAY_*` environment variables
+        /// (clap reads both; a flag beats its env var). `None` keeps the file's value.
+        #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+        pub struct ConfigOverrides {
+            $(
+                $(#[doc = $doc])+
+                #[arg(long, env = $env, $($arg)*)]
+                pub $name: Option<$ty>,
+            )+
+        }
+
+        impl RelayConfig {
+            /// Replaces every key that `overrides` sets.
+            pub fn apply(&mut self, overrides: ConfigOverrides) {
+                $( if let Some(v) = overrides.$name { self.$name = v; } )+
+            }
+
+            /// Every key with its environment variable, in declaration order (for docs and
+            /// tests).
+            pub const KEYS: &'static [(&'static str, &'static str)] = &[
+                $( (stringify!($name), $env), )+
+            ];
+        }
+    };
+}
+
+config_keys! {
+    /// Directory holding the database (`relay.db`) and the relay's secret key (`relay.key`).
+    /// Default: `$XDG_DATA_HOME/0k-sync-relay`, else `~/.local/share/0k-sync-relay`.
+    #[arg(value_name = "PATH")]
+    data_dir: PathBuf = default_data_dir(), env "SYNC_RELAY_DATA_DIR";
+
+    /// UDP socket address of the QUIC endpoint (devices dial this). Default `0.0.0.0:7440`.
+    #[arg(value_name = "ADDR")]
+    bind: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 7440)), env "SYNC_RELAY_BIND";
+
+    /// TCP socket address of the HTTP server (`/health`, `/metrics`, `/.well-known/0k-sync`).
+    /// Default `127.0.0.1:7441` (local only; put a reverse proxy in front to publish it).
+    #[arg(value_name = "ADDR")]
+    http_bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 7441)), env "SYNC_RELAY_HTTP_BIND";
+
+    /// Use iroh's public relay servers and n0's address lookup, so devices behind NAT can reach
+    /// the relay by id alone. Default `false`: the relay contacts nothing on the internet and
+    /// devices dial its direct addresses.
+    #[arg(value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    public_discovery: bool = false, env "SYNC_RELAY_PUBLIC_DISCOVERY";
+
+    /// SQLite durability: `normal` (a commit survives a crash of the relay process) or `full`
+    /// (it also survives power loss; one fsync per commit). Default `normal`.
+    #[arg(value_name = "MODE", value_enum)]
+    synchronous: Synchronous = Synchronous::Normal, env "SYNC_RELAY_SYNCHRONOUS";
+
+    /// Most concurrent sessions; further connections are refused with `TooManySessions` and a
+    /// retry hint. Default 10000.
+    #[arg(value_name = "N")]
+    max_sessions: u32 = 10_000, env "SYNC_RELAY_MAX_SESSIONS";
+
+    /// Time a new connection has to send `Hello`. Default `10s`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    hello_timeout: Duration = Duration::from_secs(10), env "SYNC_RELAY_HELLO_TIMEOUT";
+
+    /// A session that sends nothing for this long is closed with `IdleTimeout` (clients send
+    /// `Ping` before); a session that does not read its frames for this long is dropped.
+    /// Default `60s`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Duration = Duration::from_secs(60), env "SYNC_RELAY_IDLE_TIMEOUT";
+
+    /// On shutdown, how long sessions get to finish their requests before they are cut.
+    /// Default `10s`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    drain_timeout: Duration = Duration::from_secs(10), env "SYNC_RELAY_DRAIN_TIMEOUT";
+
+    /// Largest sealed blob a push may carry, in bytes (1 ..= 64 MiB); the frame limit follows
+    /// from it. Default 1048576 (1 MiB).
+    #[arg(value_name = "BYTES")]
+    max_blob_bytes: u32 = 1 << 20, env "SYNC_RELAY_MAX_BLOB_BYTES";
+
+    /// TTL of a push that asks for none. Default `7d`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    default_ttl: Duration = Duration::from_secs(7 * 86_400), env "SYNC_RELAY_DEFAULT_TTL";
+
+    /// Longest TTL a push may ask for (longer ones get `TtlTooLong`). Default `30d`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    max_ttl: Duration = Duration::from_secs(30 * 86_400), env "SYNC_RELAY_MAX_TTL";
+
+    /// Most payload bytes one group may hold at once (`QuotaExceeded` beyond). Default
+    /// 1073741824 (1 GiB).
+    #[arg(value_name = "BYTES")]
+    group_max_bytes: u64 = 1 << 30, env "SYNC_RELAY_GROUP_MAX_BYTES";
+
+    /// Most blobs one group may hold at once (`QuotaExceeded` beyond). Default 100000.
+    #[arg(value_name = "N")]
+    group_max_blobs: u64 = 100_000, env "SYNC_RELAY_GROUP_MAX_BLOBS";
+
+    /// Most entries in one pull response (a larger `Pull.limit` is clamped). Default 1000.
+    #[arg(value_name = "N")]
+    max_pull_count: u32 = 1000, env "SYNC_RELAY_MAX_PULL_COUNT";
+
+    /// Most payload bytes in one pull response (the first entry is always sent). Responses are
+    /// also bounded by the frame size. Default 1048576.
+    #[arg(value_name = "BYTES")]
+    max_pull_bytes: u32 = 1 << 20, env "SYNC_RELAY_MAX_PULL_BYTES";
+
+    /// Most unanswered requests per session; the relay stops reading a session's frames while
+    /// it has this many open (QUIC flow control then holds the client back). Default 256.
+    #[arg(value_name = "N")]
+    max_in_flight: u32 = 256, env "SYNC_RELAY_MAX_IN_FLIGHT";
+
+    /// Outgoing frames queued per session. A notification that finds the queue full is
+    /// coalesced into one later `Notify`; the queue never grows beyond this. Default 1024.
+    #[arg(value_name = "N")]
+    session_queue: u32 = 1024, env "SYNC_RELAY_SESSION_QUEUE";
+
+    /// Sustained pushes per second one session may make (token bucket); 0 disables the limit.
+    /// Default 1000.
+    #[arg(value_name = "N")]
+    session_push_rate: u32 = 1000, env "SYNC_RELAY_SESSION_PUSH_RATE";
+
+    /// Burst size of the per-session push bucket. Default 2000.
+    #[arg(value_name = "N")]
+    session_push_burst: u32 = 2000, env "SYNC_RELAY_SESSION_PUSH_BURST";
+
+    /// Sustained pushes per second over all sessions (token bucket); 0 disables the limit.
+    /// Default 50000.
+    #[arg(value_name = "N")]
+    global_push_rate: u32 = 50_000, env "SYNC_RELAY_GLOBAL_PUSH_RATE";
+
+    /// Burst size of the global push bucket. Default 100000.
+    #[arg(value_name = "N")]
+    global_push_burst: u32 = 100_000, env "SYNC_RELAY_GLOBAL_PUSH_BURST";
+
+    /// Lifetime of an invite mailbox entry whose `InvitePut` asks for none. Default `10m`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    invite_default_ttl: Duration = Duration::from_secs(600), env "SYNC_RELAY_INVITE_DEFAULT_TTL";
+
+    /// Longest lifetime an `InvitePut` may ask for (longer ones get `TtlTooLong`). Default `1h`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    invite_max_ttl: Duration = Duration::from_secs(3600), env "SYNC_RELAY_INVITE_MAX_TTL";
+
+    /// Lookups an invite survives before it is deleted (`TooManyAttempts`). Default 5.
+    #[arg(value_name = "N")]
+    invite_max_attempts: u32 = 5, env "SYNC_RELAY_INVITE_MAX_ATTEMPTS";
+
+    /// How often expired blobs and invites are removed. Default `60s`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    cleanup_interval: Duration = Duration::from_secs(60), env "SYNC_RELAY_CLEANUP_INTERVAL";
+
+    /// How often a stats line (sessions, rates, storage) is logged. Default `60s`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    stats_interval: Duration = Duration::from_secs(60), env "SYNC_RELAY_STATS_INTERVAL";
+
+    /// Log line format: `text` or `json`. The level comes from `RUST_LOG` (default `info`).
+    #[arg(value_name = "FORMAT", value_enum)]
+    log_format: LogFormat = LogFormat::Text, env "SYNC_RELAY_LOG_FORMAT";
+}
+
+/// Largest accepted `max_blob_bytes` (64 MiB): larger content goes through `sync-content`.
+pub const MAX_BLOB_BYTES_LIMIT: u32 = 64 << 20;
+
+impl RelayConfig {
+    /// A configuration for tests: data in `data_dir`, both sockets on `127.0.0.1:0`, everything
+    /// else at its default.
+    pub fn for_tests(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..Self::default()
+        }
+    }
+
+    /// Parses a TOML document (keys missing from it keep their defaults).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_toml(text, Path::new("<string>"))
+    }
+
+    /// Reads and parses a TOML file (keys missing from it keep their defaults).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_toml(&text, path)
+    }
+
+    fn parse_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// The configuration as a TOML document (every key).
+    pub fn to_toml(&self) -> String {
+        // Every field serializes to a TOML scalar, so this cannot fail; an empty document would
+        // still be a valid (all-defaults) configuration.
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// The effective configuration: defaults, then the file (if any), then `overrides` (flags
+    /// and env vars), then validated.
+    pub fn load(file: Option<&Path>, overrides: ConfigOverrides) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        }
+        let u32_secs = |d: Duration| d.as_secs() <= u64::from(u32::MAX);
+        if self.max_sessions == 0 {
+            return invalid("max_sessions", "must be at least 1");
+        }
+        for (key, d) in [
+            ("hello_timeout", self.hello_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("cleanup_interval", self.cleanup_interval),
+            ("stats_interval", self.stats_interval),
+            ("default_ttl", self.default_ttl),
+            ("invite_default_ttl", self.invite_default_ttl),
+        ] {
+            if d.is_zero() {
+                return invalid(key, "must be longer than 0");
+            }
+        }
+        if !u32_secs(self.idle_timeout) {
+            return invalid("idle_timeout", "must fit in u32 seconds");
+        }
+        if self.max_blob_bytes == 0 || self.max_blob_bytes > MAX_BLOB_BYTES_LIMIT {
+            return invalid(
+                "max_blob_bytes",
+                format!("must be between 1 and {MAX_BLOB_BYTES_LIMIT}"),
+            );
+        }
+        if !u32_secs(self.max_ttl) {
+            return invalid("max_ttl", "must fit in u32 seconds (about 136 years)");
+        }
+        if self.default_ttl > self.max_ttl {
+            return invalid("default_ttl", "must not be longer than max_ttl");
+        }
+        if !u32_secs(self.invite_max_ttl) {
+            return invalid("invite_max_ttl", "must fit in u32 seconds");
+        }
+        if self.invite_default_ttl > self.invite_max_ttl {
+            return invalid(
+                "invite_default_ttl",
+                "must not be longer than invite_max_ttl",
+            );
+        }
+        for (key, v) in [
+            ("max_pull_count", self.max_pull_count),
+            ("max_pull_bytes", self.max_pull_bytes),
+            ("max_in_flight", self.max_in_flight),
+            ("session_queue", self.session_queue),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.session_push_rate > 0 && self.session_push_burst == 0 {
+            return invalid(
+                "session_push_burst",
+                "must be at least 1 when a rate is set",
+            );
+        }
+        if self.global_push_rate > 0 && self.global_push_burst == 0 {
+            return invalid("global_push_burst", "must be at least 1 when a rate is set");
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration: `250ms`, `10s`, `5m`, `2h`, `7d`, combinations such as `1h30m`, or a bare
+/// number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}`: expected a number before a unit"));
+        }
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
+        let part = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            "" => return Err(format!("`{text}`: a number needs a unit (ms, s, m, h, d)")),
+            other => return Err(format!("`{text}`: unknown unit `{other}` (ms, s, m, h, d)")),
+        };
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("`{text}`: duration too long"))?;
+        rest = after;
+    }
+    Ok(total)
+}
+
+/// Formats a duration in the largest unit that represents it exactly (`7d`, `90s`, `250ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Serde adapter: durations as text (`"10s"`), also accepting an integer number of seconds.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Secs(u64),
+        Text(String),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Repr::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a duration such as \"10s\" or \"7d\""))?
+        {
+            Repr::Secs(s) => Ok(Duration::from_secs(s)),
+            Repr::Text(t) => super::parse_duration(&t).map_err(de::Error::custom),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5").is_ok());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        for d in ["7d", "90s", "250ms", "2h", "1m", "0s", "1500ms"] {
+            assert_eq!(format_duration(parse_duration(d).expect(d)), d);
+        }
+    }
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_toml() {
+        let config = RelayConfig::default();
+        config.validate().expect("defaults are valid");
+        let text = config.to_toml();
+        for (key, _) in RelayConfig::KEYS {
+            assert!(
+                text.contains(&format!("{key} = ")),
+                "{key} missing in {text}"
+            );
+        }
+        assert_eq!(RelayConfig::from_toml(&text).expect("parse"), config);
+        assert_eq!(RelayConfig::from_toml("").expect("empty"), config);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_readable_errors() {
+        let err = RelayConfig::from_toml("max_sesions = 5").expect_err("typo");
+        let text = err.to_string();
+        assert!(text.contains("max_sesions"), "{text}");
+        assert!(!text.contains('\n'), "one line: {text}");
+        let err = RelayConfig::from_toml("hello_timeout = \"ten\"").expect_err("bad");
+        assert!(err.to_string().contains("hello_timeout"), "{err}");
+        let err = RelayConfig::from_toml("synchronous = \"sometimes\"").expect_err("bad");
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        let ok = RelayConfig::from_toml("synchronous = \"full\"\nhello_timeout = 3").expect("ok");
+        assert_eq!(ok.synchronous, Synchronous::Full);
+        assert_eq!(ok.hello_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = RelayConfig {
+            default_ttl: Duration::from_secs(100),
+            max_ttl: Duration::from_secs(10),
+            ..RelayConfig::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "default_ttl",
+                ..
+            })
+        ));
+        c.max_ttl = c.default_ttl;
+        c.max_blob_bytes = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "max_blob_bytes",
+                ..
+            })
+        ));
+        c.max_blob_bytes = 1;
+        c.max_sessions = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                key: "max_sessions",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_set() {
+        let mut c = RelayConfig::from_toml("max_sessions = 7\nmax_pull_count = 9").expect("ok");
+        c.apply(ConfigOverrides {
+            max_sessions: Some(8),
+            ..ConfigOverrides::default()
+        });
+        assert_eq!(c.max_sessions, 8);
+        assert_eq!(c.max_pull_count, 9);
+    }
+
+    #[test]
+    fn env_var_names_follow_the_key_names() {
+        for (key, env) in RelayConfig::KEYS {
+            assert_eq!(*env, format!("SYNC_RELAY_{}", key.to_uppercase()));
+        }
+    }
+
+    #[test]
+    fn example_file_lists_every_key_with_default_values() {
+        let text = include_str!("../relay.example.toml");
+        let parsed = RelayConfig::from_toml(text).expect("example parses");
+        for (key, _) in RelayConfig::KEYS {
+            assert!(
+                text.contains(&format!("\n{key} = ")) || text.contains(&format!("\n# {key} = ")),
+                "example file misses {key}"
+            );
+        }
+        let defaults = RelayConfig {
+            data_dir: parsed.data_dir.clone(),
+            ..RelayConfig::default()
+        };
+        assert_eq!(parsed, defaults, "example values are the defaults");
+    }
+}

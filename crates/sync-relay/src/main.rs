@@ -1,0 +1,128 @@
+//! `sync-relay`: runs a 0k-sync relay until SIGTERM or SIGINT.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 when the relay fails at runtime, 2 for a bad
+//! command line or configuration.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use sync_relay::{ConfigOverrides, LogFormat, RelayConfig};
+
+/// A 0k-sync relay: stores end-to-end encrypted blobs for sync groups, orders them with
+/// per-group cursors and notifies the group's devices, over QUIC (iroh).
+///
+/// Configuration comes from a TOML file (--config), environment variables (SYNC_RELAY_<KEY>)
+/// and flags, in increasing precedence; keys not set anywhere keep the built-in defaults, so no
+/// argument is needed to start. Durations are written 250ms, 10s, 5m, 2h, 7d or 1h30m. Log
+/// level: RUST_LOG (default info).
+#[derive(Debug, Parser)]
+#[command(name = "sync-relay", version, max_term_width = 100)]
+struct Cli {
+    /// TOML configuration file (see relay.example.toml); keys it leaves out keep their
+    /// defaults, unknown keys are an error.
+    #[arg(long, env = "SYNC_RELAY_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Print the effective configuration (file + env + flags) as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+
+    #[command(flatten)]
+    overrides: ConfigOverrides,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match RelayConfig::load(cli.config.as_deref(), cli.overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sync-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sync-relay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sync-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: RelayConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let relay = sync_relay::start(config)
+        .await
+        .with_context(|| format!("cannot start the relay (data dir {})", data_dir.display()))?;
+
+    let id = relay.endpoint_id();
+    let addrs = relay.direct_addrs();
+    let mut out = std::io::stdout().lock();
+    let listed = addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(out, "relay id:   {id}");
+    let _ = writeln!(out, "addresses:  {listed}");
+    for addr in &addrs {
+        let _ = writeln!(out, "dial:       {id}@{addr}");
+    }
+    let _ = writeln!(out, "health:     http://{}/health", relay.http_addr());
+    let _ = writeln!(out, "data dir:   {}", data_dir.display());
+    let _ = out.flush();
+    drop(out);
+
+    wait_for_signal().await?;
+    tracing::info!("signal received");
+    relay.shutdown().await.context("shutdown failed")?;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
+}
