@@ -1,0 +1,298 @@
+//! A small test-side client made of sync-types, sync-crypto and iroh, and a relay started
+//! in-process on 127.0.0.1 with port 0.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use iroh::endpoint::{Connection, NetReportConfig, PortmapperConfig, presets};
+use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
+use sync_crypto::{GroupKeys, GroupSecret, HelloChallenge};
+use sync_relay::{RelayConfig, RelayHandle};
+use sync_types::{
+    ALPN, BlobId, Cursor, DeviceId, FrameCodec, HELLO_BINDING_LABEL, Hello, Message,
+    PROTOCOL_VERSION, Payload, Ping, Pull, Push, WireError,
+};
+use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Guard against a hung test: every wait for an event is bounded by this.
+pub const GUARD: Duration = Duration::from_secs(60);
+
+pub async fn guard<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(GUARD, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+pub struct TestRelay {
+    pub handle: RelayHandle,
+    pub dir: TempDir,
+}
+
+impl TestRelay {
+    pub async fn start(tweak: impl FnOnce(&mut RelayConfig)) -> TestRelay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = RelayConfig::for_tests(dir.path());
+        tweak(&mut config);
+        let handle = sync_relay::start(config).await.expect("relay starts");
+        TestRelay { handle, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.direct_addrs()[0]
+    }
+}
+
+pub fn keys(n: u8) -> GroupKeys {
+    GroupKeys::derive(&GroupSecret::from_bytes([n; 32]))
+}
+
+pub fn blob(n: u64) -> BlobId {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&n.to_be_bytes());
+    b[15] = 0xb1;
+    BlobId::from_bytes(b)
+}
+
+pub fn hello_msg(
+    keys: &GroupKeys,
+    binding: &[u8; 32],
+    relay_id: &[u8; 32],
+    device: &DeviceId,
+    request_id: u64,
+) -> Message {
+    let challenge = HelloChallenge::new(binding, relay_id, device, &keys.group_id());
+    Message::Hello(Hello {
+        request_id,
+        version: PROTOCOL_VERSION,
+        device_name: "test device".into(),
+        group_id: keys.group_id(),
+        last_cursor: Cursor::ZERO,
+        auth_signature: keys.sign_hello(&challenge).0,
+        admission_token: None,
+    })
+}
+
+pub fn push_msg(request_id: u64, blob_id: BlobId, payload: &[u8]) -> Message {
+    Message::Push(Push {
+        request_id,
+        blob_id,
+        payload: Payload::copy_from_slice(payload),
+        ttl_secs: 0,
+    })
+}
+
+pub fn pull_msg(request_id: u64, after: u64, limit: u32) -> Message {
+    Message::Pull(Pull {
+        request_id,
+        after: Cursor::new(after),
+        limit,
+        max_bytes: None,
+    })
+}
+
+/// Reads frames from any byte stream.
+pub struct FrameReader<R> {
+    r: R,
+    buf: BytesMut,
+    codec: FrameCodec,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(r: R) -> Self {
+        Self {
+            r,
+            buf: BytesMut::new(),
+            // The client accepts whatever the relay may send (a pull response of a max blob).
+            codec: FrameCodec::new(64 << 20),
+        }
+    }
+
+    /// The next frame, or `None` when the stream ended (or broke) cleanly between frames.
+    pub async fn next(&mut self) -> Option<Message> {
+        guard("a frame from the relay", async {
+            loop {
+                if let Some(msg) = self.codec.decode(&mut self.buf).expect("relay frame") {
+                    return Some(msg);
+                }
+                let n = self.r.read_buf(&mut self.buf).await.unwrap_or(0);
+                if n == 0 {
+                    assert!(self.buf.is_empty(), "stream ended inside a frame");
+                    return None;
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next frame that is not a `Notify` (notifies are collected into `notifies`).
+    pub async fn next_reply(&mut self, notifies: &mut Vec<sync_types::Notify>) -> Message {
+        loop {
+            match self
+                .next()
+                .await
+                .expect("a reply, not the end of the stream")
+            {
+                Message::Notify(n) => notifies.push(n),
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads until the relay ends the stream; returns what came before.
+    pub async fn until_end(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next().await {
+            out.push(m);
+        }
+        out
+    }
+}
+
+/// Writes frames to any byte stream.
+pub struct FrameWriter<W> {
+    w: W,
+    codec: FrameCodec,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(w: W) -> Self {
+        Self {
+            w,
+            codec: FrameCodec::new(64 << 20),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &Message) {
+        let frame = self.codec.encode_to_bytes(msg).expect("encode");
+        self.w.write_all(&frame).await.expect("write frame");
+    }
+
+    /// Writes bytes as they are (garbage, hostile headers).
+    pub async fn raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).await.expect("write raw");
+    }
+
+    pub async fn finish(&mut self) {
+        let _ = self.w.shutdown().await;
+    }
+}
+
+pub async fn client_endpoint() -> Endpoint {
+    Endpoint::builder(presets::Minimal)
+        .secret_key(SecretKey::generate())
+        .relay_mode(RelayMode::Disabled)
+        .clear_address_lookup()
+        .portmapper_config(PortmapperConfig::Disabled)
+        .net_report_config(NetReportConfig::minimal())
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .expect("bind addr")
+        .bind()
+        .await
+        .expect("client endpoint")
+}
+
+/// A device connected to the relay over real iroh QUIC, one bidirectional stream.
+pub struct Client {
+    pub endpoint: Endpoint,
+    pub conn: Connection,
+    pub device: DeviceId,
+    pub binding: [u8; 32],
+    pub relay_id: [u8; 32],
+    pub tx: FrameWriter<iroh::endpoint::SendStream>,
+    pub rx: FrameReader<iroh::endpoint::RecvStream>,
+    pub notifies: Vec<sync_types::Notify>,
+    next_id: u64,
+}
+
+impl Client {
+    pub async fn connect_to(relay_id: iroh::EndpointId, addr: SocketAddr) -> Client {
+        let endpoint = client_endpoint().await;
+        let conn = guard(
+            "the QUIC connection",
+            endpoint.connect(EndpointAddr::new(relay_id).with_ip_addr(addr), ALPN),
+        )
+        .await
+        .expect("connect");
+        let mut binding = [0u8; 32];
+        conn.export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
+            .expect("exporter");
+        let (send, recv) = conn.open_bi().await.expect("open stream");
+        Client {
+            device: DeviceId::from_bytes(*endpoint.id().as_bytes()),
+            endpoint,
+            conn,
+            binding,
+            relay_id: *relay_id.as_bytes(),
+            tx: FrameWriter::new(send),
+            rx: FrameReader::new(recv),
+            notifies: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    pub async fn connect(relay: &TestRelay) -> Client {
+        Self::connect_to(relay.handle.endpoint_id(), relay.addr()).await
+    }
+
+    /// Connects and opens a session in the group of `keys`; panics unless it gets `Welcome`.
+    pub async fn open(relay: &TestRelay, keys: &GroupKeys) -> (Client, sync_types::Welcome) {
+        let mut c = Self::connect(relay).await;
+        match c.hello(keys).await {
+            Message::Welcome(w) => (c, w),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub async fn hello(&mut self, keys: &GroupKeys) -> Message {
+        let id = self.next_id();
+        let msg = hello_msg(keys, &self.binding, &self.relay_id, &self.device, id);
+        self.tx.send(&msg).await;
+        self.rx.next().await.expect("an answer to Hello")
+    }
+
+    pub async fn request(&mut self, msg: Message) -> Message {
+        self.tx.send(&msg).await;
+        let reply = self.rx.next_reply(&mut self.notifies).await;
+        assert_eq!(reply.request_id(), msg.request_id(), "reply to {msg:?}");
+        reply
+    }
+
+    pub async fn push(&mut self, blob_id: BlobId, payload: &[u8]) -> Message {
+        let id = self.next_id();
+        self.request(push_msg(id, blob_id, payload)).await
+    }
+
+    pub async fn pull(&mut self, after: u64, limit: u32) -> Message {
+        let id = self.next_id();
+        self.request(pull_msg(id, after, limit)).await
+    }
+
+    pub async fn ping(&mut self) {
+        let id = self.next_id();
+        let reply = self.request(Message::Ping(Ping { request_id: id })).await;
+        assert!(matches!(reply, Message::Pong(_)), "{reply:?}");
+    }
+
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"done");
+        self.endpoint.close().await;
+    }
+}
+
+pub fn expect_error(msg: &Message) -> &WireError {
+    match msg {
+        Message::Error(e) => e,
+        other => panic!("expected an Error frame, got {other:?}"),
+    }
+}
