@@ -8,14 +8,11 @@ use std::time::Duration;
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
 use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
 use sync_crypto::DeviceKey;
+use sync_types::HELLO_BINDING_LABEL;
 use tokio::sync::Mutex;
 
 use crate::error::TransportError;
 use crate::transport::{BoxFuture, Session, Transport};
-
-/// Label of the TLS keying-material exporter value that binds `Hello` to one QUIC connection.
-/// Must equal the relay's (`sync_types::HELLO_BINDING_LABEL` in the contract).
-pub const HELLO_BINDING_LABEL: &[u8] = b"0k-sync/1 hello-binding";
 
 /// How long closing a session waits for the relay to close the connection after `Bye`.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);

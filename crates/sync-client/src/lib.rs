@@ -36,7 +36,7 @@ mod tests;
 
 pub use client::SyncClient;
 pub use error::{ClientError, StoreError, TransportError};
-pub use iroh_transport::{HELLO_BINDING_LABEL, IrohConfig, IrohTransport};
+pub use iroh_transport::{IrohConfig, IrohTransport};
 pub use store::{STORE_FILE_NAME, Store, StoreLocation, StoreSync, StoredGroup, StoredPush};
 pub use transport::{
     BoxFuture, MemoryTransport, Session, SessionCloser, SessionReader, SessionWriter, Transport,
