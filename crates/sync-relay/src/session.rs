@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sync_crypto::{HelloChallenge, HelloSignature, verify_hello};
 use sync_types::{
@@ -403,10 +403,12 @@ pub(crate) fn bucket(rate: u32, burst: u32) -> Option<DefaultDirectRateLimiter> 
 
 /// Takes one token, or says how long to wait for one.
 fn take_token(limiter: Option<&DefaultDirectRateLimiter>) -> Result<(), Duration> {
-    match limiter.map(|l| l.check()) {
-        None | Some(Ok(())) => Ok(()),
-        Some(Err(not_until)) => Err(not_until.wait_time_from(DefaultClock::default().now())),
-    }
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter
+        .check()
+        .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
 }
 
 /// The wire error for a storage failure.

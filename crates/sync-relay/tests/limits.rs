@@ -133,7 +133,7 @@ async fn garbage_gets_a_typed_error_and_the_relay_keeps_serving() {
 
 #[tokio::test]
 async fn hello_timeout_sends_a_typed_error() {
-    let relay = TestRelay::start(|c| c.hello_timeout = Duration::from_secs(1)).await;
+    let relay = TestRelay::start(|c| c.hello_timeout = Duration::from_secs(2)).await;
     // Half a header: the stream exists but no Hello arrives.
     let mut slow = Client::connect(&relay).await;
     slow.tx.raw(&[0, 0]).await;

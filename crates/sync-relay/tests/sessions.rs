@@ -355,3 +355,71 @@ async fn in_memory_sessions_run_the_same_protocol() {
     assert!(matches!(rx2.next().await, Some(Message::Notify(_))));
     relay.handle.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_stalled_reader_never_blocks_the_pusher_and_its_notifies_are_coalesced() {
+    let relay = TestRelay::start(|c| {
+        c.session_queue = 4;
+        c.session_push_burst = 10_000;
+    })
+    .await;
+    let k = keys(1);
+    let (mut a, welcome) = Client::open(&relay, &k).await;
+    let (b, _) = Client::open(&relay, &k).await;
+    let big = vec![7u8; welcome.limits.max_blob_bytes as usize];
+    let mut last = 0;
+    for n in 0..4u64 {
+        match a.push(blob(n), &big).await {
+            Message::PushAck(ack) => last = ack.cursor.get(),
+            other => panic!("expected PushAck, got {other:?}"),
+        }
+    }
+    // B asks for far more than QUIC buffers (about 24 MiB of pull responses) and reads
+    // nothing: its writer blocks, its queue fills.
+    let Client {
+        tx: mut b_tx,
+        rx: mut b_rx,
+        conn: b_conn,
+        endpoint: b_endpoint,
+        ..
+    } = b;
+    for i in 0..24u64 {
+        b_tx.send(&pull_msg(500 + i, i % 4, 1)).await;
+    }
+    // A keeps pushing and every push is acknowledged while B is stalled, until the relay
+    // reports that B's notifications are being coalesced.
+    let mut n = 100u64;
+    while relay.handle.metrics().notifies_coalesced_total.get() == 0 {
+        assert!(n < 100_000, "B's queue never filled");
+        match a.push(blob(n), b"small").await {
+            Message::PushAck(ack) => last = ack.cursor.get(),
+            other => panic!("expected PushAck, got {other:?}"),
+        }
+        n += 1;
+    }
+    for _ in 0..10 {
+        match a.push(blob(n), b"small").await {
+            Message::PushAck(ack) => last = ack.cursor.get(),
+            other => panic!("expected PushAck, got {other:?}"),
+        }
+        n += 1;
+    }
+    // B reads again: all its pull responses arrive, and a Notify for the last cursor.
+    let mut responses = 0;
+    let mut highest = 0;
+    while responses < 24 || highest < last {
+        match b_rx.next().await.expect("frame") {
+            Message::PullResponse(r) => {
+                assert_eq!(r.entries.len(), 1);
+                responses += 1;
+            }
+            Message::Notify(notify) => highest = highest.max(notify.cursor.get()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(highest, last);
+    b_conn.close(0u32.into(), b"done");
+    b_endpoint.close().await;
+    a.close().await;
+    relay.handle.shutdown().await.expect("shutdown");
+}
