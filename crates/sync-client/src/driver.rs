@@ -685,6 +685,15 @@ impl Driver {
                 let now = Instant::now();
                 self.ping_due = now + self.options.ping_interval;
                 self.relay_max = w.max_cursor;
+                if w.max_cursor < self.tracker.resume_cursor() {
+                    // The relay lost blobs this device already has (restored from an old
+                    // backup?): new blobs at cursors up to our resume cursor would be missed.
+                    warn!(
+                        relay_max = %w.max_cursor,
+                        resume = %self.tracker.resume_cursor(),
+                        "relay is behind this device's resume cursor"
+                    );
+                }
                 if let Some(relay) = self.session.as_ref().map(|s| s.relay_id) {
                     self.emit(SyncEvent::Connected {
                         relay_id: DeviceId::from_bytes(relay),

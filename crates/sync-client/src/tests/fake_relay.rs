@@ -30,6 +30,8 @@ pub(crate) struct Stored {
 #[derive(Default)]
 struct State {
     online: bool,
+    /// Reads frames but answers nothing (a hung relay).
+    mute: bool,
     allowed_group: Option<GroupId>,
     hello_error: Option<WireError>,
     push_errors: VecDeque<WireError>,
@@ -72,6 +74,10 @@ impl FakeRelay {
 
     pub(crate) fn set_online(&self, online: bool) {
         self.with(|s| s.online = online);
+    }
+
+    pub(crate) fn set_mute(&self, mute: bool) {
+        self.with(|s| s.mute = mute);
     }
 
     pub(crate) fn allow_only(&self, group: GroupId) {
@@ -220,6 +226,9 @@ impl FakeRelay {
                 });
                 let _ = tx.send(Message::Welcome(welcome));
                 hello_done = true;
+                continue;
+            }
+            if self.with(|s| s.mute) {
                 continue;
             }
             let reply = match msg {

@@ -484,3 +484,27 @@ async fn dropped_session_reconnects_and_resends_with_the_same_blob_ids() {
     wait_connected(&c).await;
     c.close().await;
 }
+
+#[tokio::test]
+async fn a_silent_relay_is_detected_and_the_client_reconnects() {
+    let relay = FakeRelay::new();
+    let cfg = config(
+        &relay,
+        StoreLocation::InMemory,
+        GroupChoice::Use(material(1)),
+    );
+    let mut options = fast_options();
+    options.ping_interval = Duration::from_millis(20);
+    let c = guard(SyncClient::connect(cfg.with_options(options)))
+        .await
+        .unwrap();
+    let mut events = c.subscribe();
+    relay.set_mute(true);
+    let e = wait_for(&mut events, |e| matches!(e, SyncEvent::Disconnected { .. })).await;
+    assert!(matches!(e, SyncEvent::Disconnected { reason } if reason.contains("silent")));
+    assert_ne!(c.status().connection, ConnectionStatus::Connected);
+    relay.set_mute(false);
+    wait_for(&mut events, |e| matches!(e, SyncEvent::Connected { .. })).await;
+    guard(c.push(b"after the hang")).await.unwrap();
+    c.close().await;
+}
