@@ -199,6 +199,31 @@ fn config_precedence_is_file_then_env_then_flags() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
+#[test]
+fn a_startup_failure_is_one_readable_line_and_exit_code_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").expect("write");
+    let out = Command::new(BIN)
+        .args(["--data-dir", file.join("data").to_str().expect("path")])
+        .args(["--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).expect("utf8");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("sync-relay: cannot start the relay"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("Not a directory").count(),
+        1,
+        "no repeated causes: {err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_sessions_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
