@@ -391,7 +391,7 @@ async fn relay_restart_mid_burst_loses_nothing_and_duplicates_nothing() {
 }
 
 /// A rate-limited burst: the relay defers pushes with a retry hint; they stay queued and all
-/// land exactly once.
+/// land exactly once, in push order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_burst_lands_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -408,6 +408,7 @@ async fn rate_limited_burst_lands_exactly_once() {
     for i in 0..400u32 {
         ids.insert(a.push_queued(&i.to_be_bytes()).await.unwrap());
     }
+    assert_eq!(ids.len(), 400);
     guard("flush", a.flush(GUARD)).await.unwrap();
     let mut deferred = 0;
     // Drain what is already buffered (a zero timeout still polls once).
@@ -418,6 +419,17 @@ async fn rate_limited_burst_lands_exactly_once() {
     }
     assert!(deferred > 0, "the burst exceeded the limit");
     let got = guard("pull", pull_until(&b, 400)).await;
+    // The relay refuses every push behind a rate-limited one until that one is sent again, so
+    // deferred pushes never overtake each other: A's blobs arrive in push order.
+    let seqs: Vec<u32> = got
+        .iter()
+        .map(|b| u32::from_be_bytes(b.data.as_slice().try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..400).collect::<Vec<_>>(),
+        "push order kept under rate limiting"
+    );
     let got: HashSet<BlobId> = got.into_iter().map(|b| b.blob_id).collect();
     assert_eq!(got, ids);
     a.close().await;

@@ -28,9 +28,10 @@ use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sync_crypto::{HelloChallenge, HelloSignature, verify_hello};
 use sync_types::{
-    Bye, DecodeError, DeleteAck, DeviceId, ErrorCode, FRAME_HEADER_LEN, FrameCodec, FrameError,
-    GroupId, Hello, InviteFound, InviteStored, Limits, Message, Notify, PROTOCOL_VERSION, Payload,
-    Pong, PullEntry, PullResponse, PushAck, Welcome, WireError, pull_entry_budget,
+    BlobId, Bye, DecodeError, DeleteAck, DeviceId, ErrorCode, FRAME_HEADER_LEN, FrameCodec,
+    FrameError, GroupId, Hello, InviteFound, InviteStored, Limits, Message, Notify,
+    PROTOCOL_VERSION, Payload, Pong, PullEntry, PullResponse, PushAck, Welcome, WireError,
+    pull_entry_budget,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -329,6 +330,7 @@ where
         cancel: CancellationToken::new(),
         in_flight: Arc::new(Semaphore::new(ctx.config.max_in_flight.max(1) as usize)),
         limiter: bucket(ctx.config.session_push_rate, ctx.config.session_push_burst),
+        deferred: std::sync::Mutex::new(None),
         pushes: AtomicU64::new(0),
         ctx: Arc::clone(&ctx),
     });
@@ -497,6 +499,10 @@ struct Session {
     cancel: CancellationToken,
     in_flight: Arc<Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// The push last refused with `RateLimited`, and when its retry hint ends. Until the device
+    /// sends that blob again, every other push of this session is refused too: pushes that were
+    /// already in flight behind it must not overtake it, so one sender's blobs keep their order.
+    deferred: std::sync::Mutex<Option<(BlobId, Instant)>>,
     pushes: AtomicU64,
     ctx: Arc<RelayCtx>,
 }
@@ -734,8 +740,17 @@ impl Session {
             );
             return self.send_error(reject(err)).await;
         }
+        if let Some(wait) = self.deferral(push.blob_id, started) {
+            let err = WireError::new(
+                ErrorCode::RateLimited,
+                "an earlier push of this session was rate limited; send it again first",
+            )
+            .retry_after_ms(millis(wait).max(1));
+            return self.send_error(reject(err)).await;
+        }
         for limiter in [self.limiter.as_ref(), ctx.global_push.as_ref()] {
             if let Err(wait) = take_token(limiter) {
+                self.defer(push.blob_id, started + wait);
                 let err = WireError::new(ErrorCode::RateLimited, "too many pushes")
                     .retry_after_ms(millis(wait).max(1));
                 return self.send_error(reject(err)).await;
@@ -764,6 +779,27 @@ impl Session {
             }
             Err(e) => self.send_error(reject(storage_error(ctx, &e))).await,
         }
+    }
+
+    /// Whether a push of `blob_id` must wait behind an earlier rate-limited push of this
+    /// session, and for how long. The refused blob itself is let through (to the limiters) and
+    /// lifts the block.
+    fn deferral(&self, blob_id: BlobId, now: Instant) -> Option<Duration> {
+        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        match *deferred {
+            Some((blocked, _)) if blocked == blob_id => {
+                *deferred = None;
+                None
+            }
+            Some((_, until)) => Some(until.saturating_duration_since(now)),
+            None => None,
+        }
+    }
+
+    /// Records that `blob_id` was refused until `until`; later pushes queue up behind it.
+    fn defer(&self, blob_id: BlobId, until: Instant) {
+        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        *deferred = Some((blob_id, until));
     }
 
     /// Answers queued pushes in queue order (which is commit order): `PushAck`, then `Notify`
