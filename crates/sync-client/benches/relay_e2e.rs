@@ -124,7 +124,7 @@ fn verdict(met: bool) -> &'static str {
 
 /// Durable push→ack throughput: each client queues `per_client` pushes (pipelined, up to the
 /// in-flight window) and waits until its outbox is empty (every push acked after commit).
-async fn throughput(clients: &[SyncClient], per_client: usize) -> f64 {
+async fn throughput(relay: &RelayHandle, clients: &[SyncClient], per_client: usize) -> f64 {
     // Warm-up (not timed): a few pushes per client so sessions and caches are hot.
     for c in clients {
         for i in 0..50 {
@@ -134,6 +134,8 @@ async fn throughput(clients: &[SyncClient], per_client: usize) -> f64 {
     for c in clients {
         c.flush(GUARD).await.expect("warm-up flush");
     }
+    let w0 = relay.storage().writer_metrics();
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in clients {
@@ -149,7 +151,38 @@ async fn throughput(clients: &[SyncClient], per_client: usize) -> f64 {
         t.await.expect("pusher");
     }
     let elapsed = start.elapsed();
-    (clients.len() * per_client) as f64 / elapsed.as_secs_f64()
+    let total = clients.len() * per_client;
+    let w1 = relay.storage().writer_metrics();
+    let commits = w1.commits.saturating_sub(w0.commits).max(1);
+    let ops = w1.ops.saturating_sub(w0.ops);
+    let cpu = cpu_seconds() - cpu0;
+    println!(
+        "    (writer: {commits} commits, {:.1} pushes/commit; process CPU {:.0} µs/push, {:.2} cores busy)",
+        ops as f64 / commits as f64,
+        cpu * 1e6 / total as f64,
+        cpu / elapsed.as_secs_f64()
+    );
+    total as f64 / elapsed.as_secs_f64()
+}
+
+/// User + system CPU time of this process (client, relay and SQLite together), from
+/// `/proc/self/stat` (clock ticks assumed 100 Hz); 0 where unavailable.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit(')').next() else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the command name: state is field 0, utime field 11, stime field 12.
+    (tick(11) + tick(12)) as f64 / 100.0
 }
 
 async fn push_latency(c: &SyncClient, samples: usize) -> Vec<Duration> {
@@ -435,14 +468,14 @@ async fn run() {
 
     let g1 = material(1);
     let one = client(&relay, &g1).await;
-    let tp1 = throughput(std::slice::from_ref(&one), pushes).await;
+    let tp1 = throughput(&relay, std::slice::from_ref(&one), pushes).await;
     println!("[1] push→ack throughput, 1 client:            {tp1:>10.0} pushes/s");
 
     let mut many = Vec::new();
     for k in 0..16u64 {
         many.push(client(&relay, &material(100 + k)).await);
     }
-    let tp16 = throughput(&many, pushes / 16).await;
+    let tp16 = throughput(&relay, &many, pushes / 16).await;
     println!("[1] push→ack throughput, 16 clients (own groups): {tp16:>6.0} pushes/s");
     for c in many {
         c.close().await;
@@ -479,10 +512,10 @@ async fn run() {
     println!("[4] preloaded {preload_n} blobs through the storage API at {rate:.0} blobs/s");
     let empty = material(3);
     let ce = client(&relay, &empty).await;
-    let tp_empty_same = throughput(std::slice::from_ref(&ce), pushes).await;
+    let tp_empty_same = throughput(&relay, std::slice::from_ref(&ce), pushes).await;
     ce.close().await;
     let cf = client(&relay, &full).await;
-    let tp_full = throughput(std::slice::from_ref(&cf), pushes).await;
+    let tp_full = throughput(&relay, std::slice::from_ref(&cf), pushes).await;
     cf.close().await;
     relay.shutdown().await.unwrap();
     drop(dir);
