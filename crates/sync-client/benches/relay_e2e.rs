@@ -29,7 +29,6 @@ use sync_client::{
     ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
     StoreLocation, StreamExt, SyncClient, SyncEvent,
 };
-use sync_core::{BackoffConfig, ConnectionConfig};
 use sync_crypto::{DeviceKey, GroupDescriptor, GroupKeys, GroupSecret, KeyEpoch, SEAL_OVERHEAD};
 use sync_relay::{PushRequest, RelayConfig, RelayHandle, SqliteConfig, Storage};
 use sync_types::{BlobId, DeviceId, GroupId};
@@ -56,19 +55,7 @@ fn material(seed: u64) -> GroupMaterial {
 }
 
 fn options() -> ClientOptions {
-    let mut o = ClientOptions::default();
-    o.connection = ConnectionConfig {
-        backoff: BackoffConfig {
-            base: Duration::from_millis(20),
-            cap: Duration::from_millis(200),
-            max_jitter: Duration::from_millis(20),
-        },
-        connect_timeout: Duration::from_secs(10),
-        handshake_timeout: Duration::from_secs(10),
-    };
-    o.outbox.max_entries = 100_000;
-    o.outbox.max_bytes = 512 << 20;
-    o
+    ClientOptions::for_tests()
 }
 
 async fn start_relay(dir: &Path) -> RelayHandle {

@@ -16,7 +16,7 @@ use sync_client::{
     Blob, ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
     MemoryTransport, Session, StoreLocation, StreamExt, SyncClient, SyncEvent,
 };
-use sync_core::{BackoffConfig, ConnectionConfig, ConnectionStatus};
+use sync_core::ConnectionStatus;
 use sync_crypto::{GroupDescriptor, GroupSecret, SEAL_OVERHEAD};
 use sync_relay::{RelayConfig, RelayHandle};
 use sync_types::{BlobId, DeviceId};
@@ -38,19 +38,7 @@ fn material(seed: u64) -> GroupMaterial {
 }
 
 fn options() -> ClientOptions {
-    let mut o = ClientOptions::default();
-    o.connection = ConnectionConfig {
-        backoff: BackoffConfig {
-            base: Duration::from_millis(20),
-            cap: Duration::from_millis(200),
-            max_jitter: Duration::from_millis(20),
-        },
-        connect_timeout: Duration::from_secs(10),
-        handshake_timeout: Duration::from_secs(10),
-    };
-    o.outbox.max_entries = 50_000;
-    o.outbox.max_bytes = 256 << 20;
-    o
+    ClientOptions::for_tests()
 }
 
 async fn start_relay(dir: &Path, tune: impl FnOnce(&mut RelayConfig)) -> RelayHandle {

@@ -20,7 +20,6 @@ use sync_client::{
     ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
     StoreLocation, StreamExt, SyncClient, SyncEvent,
 };
-use sync_core::{BackoffConfig, ConnectionConfig};
 use sync_crypto::{GroupDescriptor, GroupSecret};
 use sync_types::{BlobId, Cursor};
 
@@ -78,24 +77,12 @@ async fn client(
     let transport = Arc::new(IrohTransport::new(
         IrohConfig::new(relay_id, vec![addr]).with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0))),
     ));
-    let mut options = ClientOptions::default();
-    options.connection = ConnectionConfig {
-        backoff: BackoffConfig {
-            base: Duration::from_millis(20),
-            cap: Duration::from_millis(200),
-            max_jitter: Duration::from_millis(20),
-        },
-        connect_timeout: Duration::from_secs(10),
-        handshake_timeout: Duration::from_secs(10),
-    };
-    options.outbox.max_entries = 50_000;
-    options.outbox.max_bytes = 256 << 20;
     let config = ClientConfig::new(
         StoreLocation::Dir(dir.to_path_buf()),
         transport,
         GroupChoice::Use(group.clone()),
     )
-    .with_options(options);
+    .with_options(ClientOptions::for_tests());
     guard("connect", SyncClient::connect(config)).await.unwrap()
 }
 
