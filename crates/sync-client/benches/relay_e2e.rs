@@ -251,23 +251,8 @@ fn raw_sqlite(dir: &Path, rows: usize) -> f64 {
         i64::try_from(defaults.journal_size_limit_bytes).unwrap(),
     )
     .unwrap();
-    conn.execute_batch(
-        "CREATE TABLE blobs (
-            id         INTEGER PRIMARY KEY,
-            group_ref  INTEGER NOT NULL,
-            cursor     INTEGER NOT NULL,
-            blob_id    BLOB    NOT NULL,
-            sender     BLOB    NOT NULL,
-            size       INTEGER NOT NULL,
-            stored_at  INTEGER NOT NULL,
-            expires_at INTEGER NOT NULL,
-            payload    BLOB    NOT NULL
-        ) STRICT;
-        CREATE UNIQUE INDEX blobs_by_cursor  ON blobs (group_ref, cursor);
-        CREATE UNIQUE INDEX blobs_by_blob_id ON blobs (group_ref, blob_id);
-        CREATE INDEX        blobs_by_expiry  ON blobs (expires_at);",
-    )
-    .unwrap();
+    // The relay's own schema: same row shape, same indexes.
+    conn.execute_batch(sync_relay::SCHEMA).unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let sender = [9u8; 32];
     let now = now_ms() as i64;

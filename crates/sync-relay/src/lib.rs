@@ -41,6 +41,6 @@ pub use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Met
 pub use server::{MemorySession, RelayError, RelayHandle, start};
 pub use storage::{
     DB_FILE_NAME, InviteLookup, PullEntry, PullPage, PushOutcome, PushReply, PushRequest,
-    QuotaKind, SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits, StorageStats,
-    Synchronous, WriterMetrics,
+    QuotaKind, SCHEMA, SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits,
+    StorageStats, Synchronous, WriterMetrics,
 };

@@ -18,7 +18,7 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
-pub use sqlite::{DB_FILE_NAME, SqliteConfig, SqliteStorage, Synchronous, WriterMetrics};
+pub use sqlite::{DB_FILE_NAME, SCHEMA, SqliteConfig, SqliteStorage, Synchronous, WriterMetrics};
 
 use std::fmt;
 use std::future::Future;

@@ -43,7 +43,9 @@ const MAX_LOOKUP_ID_BYTES: usize = 64;
 /// Largest sealed invite accepted, in bytes.
 const MAX_INVITE_BYTES: usize = 64 * 1024;
 
-const SCHEMA: &str = "
+/// The relay database schema (version 1). Public so benchmarks can measure raw SQLite inserts
+/// on exactly the relay's row shape and indexes.
+pub const SCHEMA: &str = "
 CREATE TABLE groups (
     id          INTEGER PRIMARY KEY,
     group_id    BLOB    NOT NULL UNIQUE,
