@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use sync_core::{ConnectionStatus, Outbox, OutboxLimits, SyncStatusTracker};
+use sync_core::{
+    ConnectionStatus, Invite, Outbox, OutboxLimits, ShortCode, SyncStatusTracker, seal_for_mailbox,
+};
 use sync_crypto::{DeviceKey, GroupKeys, seal};
 use sync_types::{BlobId, Cursor, GroupId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -260,6 +262,50 @@ impl SyncClient {
         self.inner
             .commands
             .send(Command::Pull { reply: tx })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Returns every blob after `after` (this device's own included), verified and decrypted,
+    /// in cursor order, without moving the resume cursor: a re-read of history that does not
+    /// change what [`SyncClient::pull`] returns next.
+    pub async fn pull_after(&self, after: Cursor) -> Result<Vec<Blob>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::PullAfter { after, reply: tx })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Seals `invite` under `code` (Argon2id on the code's second half, so the relay cannot
+    /// open it) and leaves it in the relay's invite mailbox under the code's lookup id, for as
+    /// long as the invite has left to live (at least a second). Needs a session:
+    /// [`ClientError::NotConnected`] otherwise. The relay refuses with
+    /// [`ClientError::Rejected`] (`Conflict` if the lookup id is taken, `TtlTooLong` beyond its
+    /// maximum).
+    pub async fn put_invite(&self, invite: &Invite, code: &ShortCode) -> Result<(), ClientError> {
+        let sealed = {
+            let mut rng = self
+                .inner
+                .rng
+                .lock()
+                .map_err(|_| ClientError::Protocol("random generator poisoned".into()))?;
+            seal_for_mailbox(invite, code, &mut *rng)?
+        };
+        let left_ms = invite.expires_at_ms().saturating_sub(unix_ms());
+        let ttl_secs = u32::try_from(left_ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::InvitePut {
+                lookup_id: code.lookup_id().to_string(),
+                sealed,
+                ttl_secs,
+                reply: tx,
+            })
             .await
             .map_err(|_| ClientError::Closed)?;
         rx.await.map_err(|_| ClientError::Closed)?

@@ -22,7 +22,8 @@ use sync_core::{
 use sync_crypto::{DeviceKey, GroupKeys, HelloChallenge, open};
 use sync_types::{
     BlobId, Bye, Cursor, DEFAULT_MAX_FRAME, DeviceId, FRAME_HEADER_LEN, FrameCodec, GroupId, Hello,
-    Limits, Message, PROTOCOL_VERSION, Ping, Pull, PullResponse, Push, PushAck, WireError,
+    InvitePut, Limits, Message, PROTOCOL_VERSION, Ping, Pull, PullResponse, Push, PushAck,
+    WireError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -56,6 +57,18 @@ pub(crate) enum Command {
     /// Pull everything not yet delivered.
     Pull {
         reply: oneshot::Sender<Result<Vec<Blob>, ClientError>>,
+    },
+    /// Pull everything after a cursor (own blobs included) without moving the resume cursor.
+    PullAfter {
+        after: Cursor,
+        reply: oneshot::Sender<Result<Vec<Blob>, ClientError>>,
+    },
+    /// Leave a sealed invite in the relay's mailbox.
+    InvitePut {
+        lookup_id: String,
+        sealed: Vec<u8>,
+        ttl_secs: u32,
+        reply: oneshot::Sender<Result<(), ClientError>>,
     },
     /// Send `Bye`, close, stop.
     Close { reply: oneshot::Sender<()> },
@@ -104,6 +117,14 @@ struct PullRound {
     /// `(after, through)` of every page answered so far.
     ranges: Vec<(Cursor, Cursor)>,
     blobs: Vec<Blob>,
+    reply: oneshot::Sender<Result<Vec<Blob>, ClientError>>,
+    /// A normal pull (own blobs skipped, cursor recorded); `false` for `PullAfter`.
+    record: bool,
+}
+
+/// A pull waiting for its turn: `after` is `Some` for `PullAfter`.
+struct PendingPull {
+    after: Option<Cursor>,
     reply: oneshot::Sender<Result<Vec<Blob>, ClientError>>,
 }
 
@@ -168,7 +189,10 @@ pub(crate) struct Driver {
     ack_waiters: HashMap<BlobId, oneshot::Sender<Result<Receipt, ClientError>>>,
     hold_until: Option<Instant>,
     round: Option<PullRound>,
-    pull_queue: VecDeque<oneshot::Sender<Result<Vec<Blob>, ClientError>>>,
+    pull_queue: VecDeque<PendingPull>,
+    invite_requests: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
+    /// Device activity (pulled senders, own acknowledged pushes) not yet stored.
+    device_notes: Vec<(DeviceId, u64, u64)>,
     last_rx: Instant,
     ping_due: Instant,
     first: Option<FirstOutcome>,
@@ -255,6 +279,8 @@ impl Driver {
             hold_until: None,
             round: None,
             pull_queue: VecDeque::new(),
+            invite_requests: HashMap::new(),
+            device_notes: Vec::new(),
             last_rx: now,
             ping_due: now,
             first: Some(first),
@@ -587,6 +613,9 @@ impl Driver {
             self.finish_round(round, Some(ClientError::NotConnected));
         }
         for waiter in self.pull_queue.drain(..) {
+            let _ = waiter.reply.send(Err(ClientError::NotConnected));
+        }
+        for (_, waiter) in self.invite_requests.drain() {
             let _ = waiter.send(Err(ClientError::NotConnected));
         }
         if was_established {
@@ -645,6 +674,16 @@ impl Driver {
             }
             Message::Pong(p) => {
                 self.ping_requests.remove(&p.request_id);
+            }
+            Message::InviteStored(stored) => {
+                match self.invite_requests.remove(&stored.request_id) {
+                    Some(waiter) => {
+                        let _ = waiter.send(Ok(()));
+                    }
+                    None => {
+                        self.session_failed("InviteStored for no InvitePut".into(), true);
+                    }
+                }
             }
             Message::Error(e) => self.on_error(e),
             Message::Bye(b) => {
@@ -742,6 +781,7 @@ impl Driver {
                     debug!(error = %e, "own push not recorded in the cursor tracker");
                 }
                 self.status.on_push_acked(ack.blob_id);
+                self.device_notes.push((self.device_id, unix_ms(), 1));
                 let receipt = Receipt {
                     blob_id: ack.blob_id,
                     cursor: ack.cursor,
@@ -781,6 +821,15 @@ impl Driver {
             return self.start_next_pull();
         }
         if self.ping_requests.remove(&request_id).is_some() {
+            return;
+        }
+        if let Some(waiter) = self.invite_requests.remove(&request_id) {
+            let _ = waiter.send(Err(ClientError::Rejected {
+                blob_id: None,
+                retry_after: retry_hint(&e),
+                code: e.code,
+                message: e.message,
+            }));
             return;
         }
         let reason = format!("error for an unknown request: {}", wire_reason(&e));
@@ -917,7 +966,17 @@ impl Driver {
                         Err(e) => reply_err(reply, ClientError::Protocol(e.to_string())),
                     }
                 }
-                Command::Pull { reply } => self.on_pull_request(reply),
+                Command::Pull { reply } => self.on_pull_request(PendingPull { after: None, reply }),
+                Command::PullAfter { after, reply } => self.on_pull_request(PendingPull {
+                    after: Some(after),
+                    reply,
+                }),
+                Command::InvitePut {
+                    lookup_id,
+                    sealed,
+                    ttl_secs,
+                    reply,
+                } => self.on_invite_put(lookup_id, sealed, ttl_secs, reply),
                 Command::Close { reply } => {
                     self.commit_pushes(accepted);
                     self.shutdown(Some(reply)).await;
@@ -973,28 +1032,52 @@ impl Driver {
 
     // ----- pulls -----
 
-    fn on_pull_request(&mut self, reply: oneshot::Sender<Result<Vec<Blob>, ClientError>>) {
+    fn on_pull_request(&mut self, pull: PendingPull) {
         match self.conn.state() {
             ConnectionState::Connected { .. }
             | ConnectionState::Connecting { .. }
             | ConnectionState::Handshaking { .. } => {
-                self.pull_queue.push_back(reply);
+                self.pull_queue.push_back(pull);
                 self.start_next_pull();
             }
             _ => {
-                let _ = reply.send(Err(ClientError::NotConnected));
+                let _ = pull.reply.send(Err(ClientError::NotConnected));
             }
         }
+    }
+
+    // ----- invite mailbox -----
+
+    fn on_invite_put(
+        &mut self,
+        lookup_id: String,
+        sealed: Vec<u8>,
+        ttl_secs: u32,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    ) {
+        if !self.established {
+            let _ = reply.send(Err(ClientError::NotConnected));
+            return;
+        }
+        let request_id = self.request_id();
+        self.invite_requests.insert(request_id, reply);
+        self.send(Message::InvitePut(InvitePut {
+            request_id,
+            lookup_id,
+            sealed: sealed.into(),
+            ttl_secs,
+        }));
     }
 
     fn start_next_pull(&mut self) {
         if !self.established || self.round.is_some() {
             return;
         }
-        let Some(reply) = self.pull_queue.pop_front() else {
+        let Some(PendingPull { after, reply }) = self.pull_queue.pop_front() else {
             return;
         };
-        let after = self.tracker.resume_cursor();
+        let record = after.is_none();
+        let after = after.unwrap_or_else(|| self.tracker.resume_cursor());
         let request_id = self.request_id();
         self.round = Some(PullRound {
             request_id,
@@ -1002,6 +1085,7 @@ impl Driver {
             ranges: Vec::new(),
             blobs: Vec::new(),
             reply,
+            record,
         });
         self.send_pull(request_id, after);
     }
@@ -1039,7 +1123,7 @@ impl Driver {
         self.relay_max = self.relay_max.max(resp.max_cursor).max(prev);
         for entry in resp.entries {
             let own = entry.sender == self.device_id || self.tracker.is_own(entry.cursor);
-            if own && !self.options.deliver_own {
+            if own && round.record && !self.options.deliver_own {
                 continue;
             }
             match open(
@@ -1094,6 +1178,7 @@ impl Driver {
             ranges,
             blobs,
             reply,
+            record,
             ..
         } = round;
         let complete = error.is_none();
@@ -1107,7 +1192,14 @@ impl Driver {
             return;
         }
         let delivered = result.is_ok();
+        if !record {
+            let _ = reply.send(result);
+            return;
+        }
         if delivered {
+            for blob in &blobs_senders(&result) {
+                self.device_notes.push(*blob);
+            }
             for (after, through) in ranges {
                 if let Err(e) = self.tracker.received_range(after, through) {
                     debug!(error = %e, "pulled range not recorded");
@@ -1137,6 +1229,13 @@ impl Driver {
 
     /// Removes settled pushes and stores the resume cursor, in one transaction.
     fn flush_store(&mut self) {
+        if !self.device_notes.is_empty() {
+            let notes = std::mem::take(&mut self.device_notes);
+            // Bookkeeping only: a failure loses activity times, never data.
+            if let Err(e) = self.store.note_devices(&self.group_id, &notes) {
+                warn!(error = %e, "could not record device activity");
+            }
+        }
         let resume = self.tracker.resume_cursor();
         let cursor_changed = resume != self.persisted_cursor;
         if self.settled.is_empty() && !cursor_changed {
@@ -1210,6 +1309,29 @@ impl Driver {
             let _ = reply.send(());
         }
     }
+}
+
+/// `(sender, latest relay timestamp, blob count)` per sender of a pull's blobs.
+fn blobs_senders(result: &Result<Vec<Blob>, ClientError>) -> Vec<(DeviceId, u64, u64)> {
+    let mut out: Vec<(DeviceId, u64, u64)> = Vec::new();
+    if let Ok(blobs) = result {
+        for blob in blobs {
+            match out.iter_mut().find(|(d, _, _)| *d == blob.sender) {
+                Some(entry) => {
+                    entry.1 = entry.1.max(blob.timestamp_ms);
+                    entry.2 += 1;
+                }
+                None => out.push((blob.sender, blob.timestamp_ms, 1)),
+            }
+        }
+    }
+    out
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn reply_err(reply: PushReply, err: ClientError) {

@@ -137,6 +137,9 @@ pub enum ClientError {
     /// Sealing failed.
     #[error(transparent)]
     Crypto(#[from] sync_crypto::CryptoError),
+    /// An invite could not be sealed for the mailbox.
+    #[error(transparent)]
+    Invite(#[from] sync_core::InviteError),
 }
 
 impl ClientError {

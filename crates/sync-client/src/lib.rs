@@ -26,6 +26,7 @@
 mod client;
 mod driver;
 mod error;
+mod invite;
 mod iroh_transport;
 mod store;
 mod transport;
@@ -36,8 +37,11 @@ mod tests;
 
 pub use client::SyncClient;
 pub use error::{ClientError, StoreError, TransportError};
+pub use invite::{InviteFetchError, fetch_invite};
 pub use iroh_transport::{IrohConfig, IrohTransport};
-pub use store::{STORE_FILE_NAME, Store, StoreLocation, StoreSync, StoredGroup, StoredPush};
+pub use store::{
+    STORE_FILE_NAME, SeenDevice, Store, StoreLocation, StoreSync, StoredGroup, StoredPush,
+};
 pub use transport::{
     BoxFuture, MemoryTransport, Session, SessionCloser, SessionReader, SessionWriter, Transport,
 };

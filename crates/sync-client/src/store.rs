@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use sync_crypto::{DeviceKey, GroupDescriptor, GroupKeys, GroupSecret};
-use sync_types::{BlobId, Cursor, GroupId};
+use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use zeroize::Zeroizing;
 
 use crate::error::StoreError;
@@ -50,6 +50,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload    BLOB NOT NULL,
     ttl_secs   INTEGER NOT NULL,
     created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    group_id     BLOB NOT NULL,
+    device_id    BLOB NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    blobs        INTEGER NOT NULL,
+    PRIMARY KEY (group_id, device_id)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 ";
 
@@ -122,6 +133,19 @@ impl std::fmt::Debug for StoredGroup {
             .field("secret", &"[redacted]")
             .finish()
     }
+}
+
+/// A device seen in a group: a sender of pulled blobs, or this device once the relay acknowledged
+/// one of its pushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenDevice {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its latest activity this device knows of, milliseconds since the Unix epoch (the relay's
+    /// commit time of its latest pulled blob, or the acknowledgement time of an own push).
+    pub last_seen_ms: u64,
+    /// Blobs of it this device pulled or had acknowledged.
+    pub blobs: u64,
 }
 
 /// The local state store (one SQLite connection; not shared between processes at once).
@@ -286,6 +310,83 @@ impl Store {
     /// Stores the device name.
     pub fn set_device_name(&self, name: &str) -> Result<(), StoreError> {
         self.set_meta("device_name", name.as_bytes())
+    }
+
+    /// An application setting (free-form text, e.g. the relay a CLI talks to); `None` if unset.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Stores an application setting (replacing the previous value).
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Records activity of devices in `group` in one transaction: each `(device, at_ms, blobs)`
+    /// raises the device's last activity to `at_ms` (never lowers it) and adds `blobs`.
+    pub fn note_devices(
+        &mut self,
+        group: &GroupId,
+        seen: &[(DeviceId, u64, u64)],
+    ) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO devices (group_id, device_id, last_seen_ms, blobs)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(group_id, device_id) DO UPDATE SET
+                     last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms),
+                     blobs = blobs + excluded.blobs",
+            )?;
+            for (device, at_ms, blobs) in seen {
+                stmt.execute(params![
+                    blob(group.as_bytes()),
+                    blob(device.as_bytes()),
+                    to_i64(*at_ms),
+                    to_i64(*blobs)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The devices seen in `group`, most recently active first.
+    pub fn devices(&self, group: &GroupId) -> Result<Vec<SeenDevice>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT device_id, last_seen_ms, blobs FROM devices WHERE group_id = ?1
+             ORDER BY last_seen_ms DESC, device_id",
+        )?;
+        let rows = stmt.query_map([blob(group.as_bytes())], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, seen, blobs) = row?;
+            out.push(SeenDevice {
+                device_id: DeviceId::from_bytes(array32(&id, "device id")?),
+                last_seen_ms: to_u64(seen),
+                blobs: to_u64(blobs),
+            });
+        }
+        Ok(out)
     }
 
     /// Stores a group (replacing the stored material of the same group) and returns its id.
@@ -570,6 +671,42 @@ mod tests {
         // Saving again keeps the order.
         s.save_group(&group(3)).unwrap();
         assert_eq!(s.group_ids().unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn devices_keep_their_latest_activity_and_count_blobs() {
+        let mut s = Store::open_in_memory().unwrap();
+        let gid = s.save_group(&group(6)).unwrap();
+        let other = s.save_group(&group(7)).unwrap();
+        let (a, b) = (DeviceId::from_bytes([1; 32]), DeviceId::from_bytes([2; 32]));
+        assert!(s.devices(&gid).unwrap().is_empty());
+        s.note_devices(&gid, &[(a, 100, 2), (b, 300, 1)]).unwrap();
+        // An older activity does not lower the last one; counts add up; groups are apart.
+        s.note_devices(&gid, &[(a, 50, 1)]).unwrap();
+        s.note_devices(&other, &[(a, 999, 1)]).unwrap();
+        let seen = s.devices(&gid).unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                SeenDevice {
+                    device_id: b,
+                    last_seen_ms: 300,
+                    blobs: 1
+                },
+                SeenDevice {
+                    device_id: a,
+                    last_seen_ms: 100,
+                    blobs: 3
+                },
+            ]
+        );
+        s.set_setting("relay", "x@127.0.0.1:1").unwrap();
+        s.set_setting("relay", "y@127.0.0.1:2").unwrap();
+        assert_eq!(
+            s.setting("relay").unwrap().as_deref(),
+            Some("y@127.0.0.1:2")
+        );
+        assert_eq!(s.setting("other").unwrap(), None);
     }
 
     #[test]
