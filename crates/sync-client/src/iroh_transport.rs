@@ -17,6 +17,9 @@ use crate::transport::{BoxFuture, Session, Transport};
 /// How long closing a session waits for the relay to close the connection after `Bye`.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
+/// Longest wait for the endpoint to close on shutdown.
+const ENDPOINT_CLOSE_WAIT: Duration = Duration::from_millis(500);
+
 /// Where the relay is and how the device's endpoint binds.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IrohConfig {
@@ -170,7 +173,10 @@ impl Transport for IrohTransport {
         Box::pin(async move {
             let prev = std::mem::replace(&mut *self.endpoint.lock().await, EndpointState::Shutdown);
             if let EndpointState::Bound(ep) = prev {
-                ep.close().await;
+                // A dial that never completed its handshake keeps `close` waiting for the
+                // connection to drain (seconds); nothing is left to deliver, so bound it.
+                let closing = tokio::spawn(async move { ep.close().await });
+                let _ = tokio::time::timeout(ENDPOINT_CLOSE_WAIT, closing).await;
             }
         })
     }

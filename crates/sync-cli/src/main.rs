@@ -1,0 +1,1033 @@
+//! `sync-cli`: a 0k-sync device on the command line — identity, pairing (invite string, QR
+//! code, short code, passphrase), push / pull / watch, status, devices, and an offline outbox.
+//!
+//! Every command works on one data directory (`--data-dir`): a SQLite store, mode 0600 in a
+//! 0700 directory, holding the device key, the group, the relay, the per-relay cursor and the
+//! outbox. See `sync-cli --help` for the exit codes.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod fail;
+mod relay;
+mod secret;
+mod show;
+
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde_json::json;
+use sync_client::{
+    Blob, ClientConfig, ClientError, ClientOptions, GroupChoice, IrohConfig, IrohTransport,
+    STORE_FILE_NAME, Store, StoreLocation, StoreSync, StoredGroup, StreamExt, SyncClient,
+    SyncEvent, Transport,
+};
+use sync_core::{ConnectionStatus, Invite, InviteParams, QR_PREFIX, ShortCode};
+use sync_crypto::{DeviceKey, GroupDescriptor, GroupSecret};
+use sync_types::{Cursor, GroupId};
+use zeroize::Zeroizing;
+
+use crate::fail::{EXIT_CODES, Failure, Kind, from_client, from_fetch, from_invite, from_store};
+use crate::relay::RelayAddr;
+
+/// Store setting holding the relay this device syncs through (`ID@HOST:PORT,…`).
+const RELAY_SETTING: &str = "relay";
+/// Name of the data directory under the platform data dir.
+const DATA_DIR_NAME: &str = "0k-sync";
+/// Longest lifetime of an invite (the relay keeps mailbox entries at most an hour).
+const MAX_INVITE_SECS: u64 = 3600;
+
+/// A 0k-sync device on the command line: end-to-end encrypted sync of small blobs between your
+/// devices through a relay that cannot read them.
+///
+/// Start: `sync-cli init --name laptop`, then `sync-cli pair --create --relay ID@HOST:PORT` on
+/// the first device and `sync-cli pair --join CODE --relay ID@HOST:PORT` on the next one.
+///
+/// Passphrases are never taken from the command line (other users can see it): they are
+/// prompted without echo on a terminal, read from the first line of standard input when it is
+/// not a terminal, or from the first line of --passphrase-file FILE.
+#[derive(Debug, Parser)]
+#[command(name = "sync-cli", version, max_term_width = 100, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Data directory of this device [default: $XDG_DATA_HOME/0k-sync, else
+    /// ~/.local/share/0k-sync].
+    #[arg(long, global = true, env = "SYNC_CLI_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Print data as JSON (one document; `watch` prints one JSON object per line).
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Seconds to try to reach the relay before working offline.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNC_CLI_CONNECT_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 5.0
+    )]
+    connect_timeout: f64,
+
+    /// Seconds to wait for the relay to acknowledge pushes (push, flush, and queued pushes
+    /// sent by any command that connects).
+    #[arg(
+        long,
+        global = true,
+        env = "SYNC_CLI_WAIT",
+        value_name = "SECS",
+        default_value_t = 30.0
+    )]
+    wait: f64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create this device's identity (key and name) in the data directory; again to rename.
+    Init {
+        /// A name for this device (shown by `devices` on this device).
+        #[arg(long)]
+        name: String,
+    },
+    /// Create a group and share it (--create), or join one (--join).
+    #[command(after_help = EXIT_CODES)]
+    Pair(PairArgs),
+    /// A fresh invite and short code for the group this device is in (for one more device).
+    #[command(after_help = EXIT_CODES)]
+    Invite(ShareArgs),
+    /// Seal and send TEXT, or a file (--file F, `-` for standard input). Queued on this device
+    /// when the relay is unreachable, and sent by the next command that connects.
+    #[command(after_help = EXIT_CODES)]
+    Push {
+        /// The text to send.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Send this file's bytes (`-` reads standard input).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print what the other devices sent since the last pull.
+    #[command(after_help = EXIT_CODES)]
+    Pull {
+        /// Re-read everything after this cursor instead (this device's own blobs included); the
+        /// next plain `pull` is not affected.
+        #[arg(long, value_name = "N")]
+        after_cursor: Option<u64>,
+        /// Write only the blobs' bytes, concatenated, to standard output (e.g. a file).
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
+    },
+    /// Print arrivals as they come, until Ctrl-C or SIGTERM (exit 0).
+    #[command(after_help = EXIT_CODES)]
+    Watch,
+    /// Device, group, relay, whether the relay answers now, cursor, pushes waiting to be sent.
+    #[command(after_help = EXIT_CODES)]
+    Status,
+    /// Devices seen in the group (senders of pulled blobs, and this device), last activity.
+    Devices,
+    /// Send the queued pushes now and wait for the relay to acknowledge them.
+    #[command(after_help = EXIT_CODES)]
+    Flush,
+}
+
+#[derive(Debug, Args)]
+struct PairArgs {
+    /// Create a new group on this device and print an invite, a QR code and a short code.
+    #[arg(long, conflicts_with = "join", required_unless_present = "join")]
+    create: bool,
+
+    /// Join the group of an invite string (`0ksync1:…`) or a short code (XXXX-XXXX-XXXX-XXXX;
+    /// needs --relay).
+    #[arg(long, value_name = "INVITE_OR_CODE")]
+    join: Option<String>,
+
+    /// Protect the new group with a passphrase (--create), or give the group's passphrase
+    /// (--join; asked anyway when the invite needs it). Never write the passphrase here: it
+    /// is prompted without echo, or read from standard input / --passphrase-file.
+    #[arg(long, num_args = 0..=1, value_name = "NO_VALUE")]
+    passphrase: Option<Option<String>>,
+
+    /// Read the passphrase from the first line of FILE (`-` = standard input).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    share: ShareArgs,
+}
+
+#[derive(Debug, Args)]
+struct ShareArgs {
+    /// The relay: ENDPOINT_ID@HOST:PORT (as `sync-relay` prints it in its `dial:` lines) or its
+    /// HTTP URL (e.g. http://relay.example:7441). Default: the relay this device uses.
+    #[arg(long, value_name = "RELAY")]
+    relay: Option<String>,
+
+    /// Lifetime of the invite and the short code, in seconds (at most 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    expires_in: u64,
+
+    /// Do not print the QR code.
+    #[arg(long)]
+    no_qr: bool,
+}
+
+/// Settings every command uses.
+struct Ctx {
+    data_dir: PathBuf,
+    json: bool,
+    connect_timeout: Duration,
+    wait: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let ctx = match make_ctx(&cli.global) {
+        Ok(c) => c,
+        Err(f) => return report(&f),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sync-cli: cannot start the async runtime: {e}");
+            return ExitCode::from(Kind::Other.code());
+        }
+    };
+    match runtime.block_on(run(&ctx, cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => report(&f),
+    }
+}
+
+fn report(f: &Failure) -> ExitCode {
+    eprintln!("sync-cli: {}", f.msg);
+    ExitCode::from(f.kind.code())
+}
+
+/// Logs (none by default: every failure is reported as one line; `RUST_LOG=debug` to see them)
+/// go to stderr, never secrets or data.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn secs(what: &str, v: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            Failure::new(
+                Kind::BadInput,
+                format!("--{what} must be a positive number of seconds"),
+            )
+        })
+}
+
+fn make_ctx(g: &Global) -> Result<Ctx, Failure> {
+    Ok(Ctx {
+        data_dir: g.data_dir.clone().unwrap_or_else(default_data_dir),
+        json: g.json,
+        connect_timeout: secs("connect-timeout", g.connect_timeout)?,
+        wait: secs("wait", g.wait)?,
+    })
+}
+
+/// `$XDG_DATA_HOME/0k-sync`, else `$HOME/.local/share/0k-sync`, else `./0k-sync`.
+fn default_data_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = from_env("XDG_DATA_HOME") {
+        return xdg.join(DATA_DIR_NAME);
+    }
+    if let Some(home) = from_env("HOME") {
+        return home.join(".local").join("share").join(DATA_DIR_NAME);
+    }
+    PathBuf::from(DATA_DIR_NAME)
+}
+
+async fn run(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
+    match cmd {
+        Cmd::Init { name } => init(ctx, &name),
+        Cmd::Pair(args) => {
+            if let Some(join) = &args.join {
+                pair_join(ctx, join, &args).await
+            } else {
+                pair_create(ctx, &args).await
+            }
+        }
+        Cmd::Invite(share) => invite(ctx, &share).await,
+        Cmd::Push { text, file } => push(ctx, text, file.as_deref()).await,
+        Cmd::Pull { after_cursor, raw } => pull(ctx, after_cursor, raw).await,
+        Cmd::Watch => watch(ctx).await,
+        Cmd::Status => status(ctx).await,
+        Cmd::Devices => devices(ctx),
+        Cmd::Flush => flush(ctx).await,
+    }
+}
+
+// ----- local state -----
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn rng() -> Result<ChaCha20Rng, Failure> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice())
+        .map_err(|_| Failure::new(Kind::Other, "the OS random number generator failed"))?;
+    Ok(ChaCha20Rng::from_seed(*seed))
+}
+
+fn store_err(e: sync_client::StoreError) -> Failure {
+    from_store(e)
+}
+
+/// The device's store; `NotInitialised` if `init` never ran in this data dir.
+fn open_device(ctx: &Ctx) -> Result<(Store, DeviceKey), Failure> {
+    let not_init = || {
+        Failure::new(
+            Kind::NotInitialised,
+            format!(
+                "no device in {}: run `sync-cli init --name NAME` first (or pass the right --data-dir)",
+                ctx.data_dir.display()
+            ),
+        )
+    };
+    if !ctx.data_dir.join(STORE_FILE_NAME).exists() {
+        return Err(not_init());
+    }
+    let store = Store::open_dir(&ctx.data_dir, StoreSync::Normal).map_err(store_err)?;
+    let device = store
+        .device_key()
+        .map_err(store_err)?
+        .ok_or_else(not_init)?;
+    Ok((store, device))
+}
+
+/// The group of this device (the CLI keeps one).
+fn stored_group(store: &Store) -> Result<(GroupId, StoredGroup), Failure> {
+    let group = store.select_group(None).map_err(store_err)?;
+    Ok((group.keys().group_id(), group))
+}
+
+fn stored_relay(store: &Store) -> Result<RelayAddr, Failure> {
+    match store.setting(RELAY_SETTING).map_err(store_err)? {
+        Some(text) => RelayAddr::parse_dial(&text),
+        None => Err(Failure::new(
+            Kind::NotInitialised,
+            "no relay known on this device: run `sync-cli pair` first",
+        )),
+    }
+}
+
+fn transport(relay: &RelayAddr) -> Result<Arc<IrohTransport>, Failure> {
+    let addrs = relay.socket_addrs()?;
+    let bind = if addrs.iter().all(std::net::SocketAddr::is_ipv6) {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+    };
+    Ok(Arc::new(IrohTransport::new(
+        IrohConfig::new(relay.id, addrs).with_bind_addr(bind),
+    )))
+}
+
+/// Connects to the relay (bounded by --connect-timeout); `online` tells whether a session is up.
+async fn connect(ctx: &Ctx, relay: &RelayAddr) -> Result<(SyncClient, bool), Failure> {
+    let mut options = ClientOptions::default();
+    options.connection.connect_timeout = ctx.connect_timeout;
+    options.connection.handshake_timeout = ctx.connect_timeout;
+    let config = ClientConfig::new(
+        StoreLocation::Dir(ctx.data_dir.clone()),
+        transport(relay)?,
+        GroupChoice::Stored(None),
+    )
+    .with_options(options);
+    let client = SyncClient::connect(config)
+        .await
+        .map_err(|e| from_client(e, &relay.to_string()))?;
+    let online = client.status().connection == ConnectionStatus::Connected;
+    Ok((client, online))
+}
+
+/// Lets queued pushes reach the relay (bounded by --wait), then closes.
+async fn finish(ctx: &Ctx, client: &SyncClient, online: bool) {
+    if online {
+        let _ = client.flush(ctx.wait).await;
+    }
+    client.close().await;
+}
+
+fn unreachable(relay: &RelayAddr) -> Failure {
+    Failure::new(Kind::Unreachable, format!("relay unreachable at {relay}"))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+// ----- commands -----
+
+fn init(ctx: &Ctx, name: &str) -> Result<(), Failure> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 64 {
+        return Err(Failure::new(
+            Kind::BadInput,
+            "the device name must be 1 to 64 characters",
+        ));
+    }
+    let existed = ctx.data_dir.join(STORE_FILE_NAME).exists();
+    let store = Store::open_dir(&ctx.data_dir, StoreSync::Normal).map_err(store_err)?;
+    // An existing directory keeps its mode unless we tighten it: it holds secrets.
+    std::fs::set_permissions(&ctx.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Failure::new(Kind::Other, format!("{}: {e}", ctx.data_dir.display())))?;
+    let created = store.device_key().map_err(store_err)?.is_none();
+    let device = store.device_key_or_create().map_err(store_err)?;
+    store.set_device_name(name).map_err(store_err)?;
+    if ctx.json {
+        print_json(&json!({
+            "device_id": device.device_id().to_string(),
+            "name": name,
+            "data_dir": ctx.data_dir.display().to_string(),
+            "created": created,
+        }));
+    } else if created || !existed {
+        println!("Device \"{name}\" created: {}", device.device_id());
+        println!("Data directory: {}", ctx.data_dir.display());
+        println!(
+            "Next: `sync-cli pair --create --relay RELAY` (first device) or `sync-cli pair --join …`"
+        );
+    } else {
+        println!("Device renamed to \"{name}\": {}", device.device_id());
+    }
+    Ok(())
+}
+
+/// RAM of this machine (for the passphrase KDF tier), 4 GiB if unknown.
+fn ram_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kb| kb.saturating_mul(1024))
+}
+
+fn refuse_argv_passphrase(args: &PairArgs) -> Result<(), Failure> {
+    if matches!(args.passphrase, Some(Some(_))) {
+        return Err(Failure::new(
+            Kind::BadInput,
+            "refusing a passphrase on the command line (other users can read it): write `--passphrase` alone to be prompted, or use --passphrase-file FILE",
+        ));
+    }
+    Ok(())
+}
+
+async fn pair_create(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
+    refuse_argv_passphrase(args)?;
+    let (store, _device) = open_device(ctx)?;
+    if let Some(id) = store.group_ids().map_err(store_err)?.first() {
+        return Err(Failure::new(
+            Kind::BadInput,
+            format!("this device is already in group {id}: use `sync-cli invite` to add a device"),
+        ));
+    }
+    let relay_text = match &args.share.relay {
+        Some(r) => r.clone(),
+        None => store.setting(RELAY_SETTING).map_err(store_err)?.ok_or_else(|| {
+            Failure::new(
+                Kind::BadInput,
+                "--relay is needed: ENDPOINT_ID@HOST:PORT from the relay's `dial:` line, or its http:// URL",
+            )
+        })?,
+    };
+    let relay = relay::resolve(&relay_text, ctx.connect_timeout).await?;
+    check_expiry(args.share.expires_in)?;
+    let mut rng = rng()?;
+    let with_passphrase = args.passphrase.is_some() || args.passphrase_file.is_some();
+    let group = if with_passphrase {
+        let passphrase = secret::read_passphrase(args.passphrase_file.as_deref(), true)?;
+        let descriptor = GroupDescriptor::new_passphrase(&mut rng, ram_bytes());
+        let secret = descriptor
+            .derive_secret(&passphrase)
+            .map_err(|e| Failure::new(Kind::Other, format!("passphrase derivation failed: {e}")))?;
+        StoredGroup { descriptor, secret }
+    } else {
+        StoredGroup {
+            descriptor: GroupDescriptor::Random,
+            secret: GroupSecret::random(&mut rng),
+        }
+    };
+    let group_id = store.save_group(&group).map_err(store_err)?;
+    store
+        .set_setting(RELAY_SETTING, &relay.to_string())
+        .map_err(store_err)?;
+    drop(store);
+    if !ctx.json {
+        let kind = if with_passphrase {
+            "passphrase"
+        } else {
+            "random key"
+        };
+        println!("Group created ({kind}): {group_id}");
+    }
+    share(ctx, &relay, group_id, &group, &args.share, with_passphrase).await
+}
+
+fn check_expiry(secs: u64) -> Result<(), Failure> {
+    if secs == 0 || secs > MAX_INVITE_SECS {
+        return Err(Failure::new(
+            Kind::BadInput,
+            format!("--expires-in must be 1 to {MAX_INVITE_SECS} seconds"),
+        ));
+    }
+    Ok(())
+}
+
+async fn invite(ctx: &Ctx, args: &ShareArgs) -> Result<(), Failure> {
+    check_expiry(args.expires_in)?;
+    let (store, _device) = open_device(ctx)?;
+    let (group_id, group) = stored_group(&store)?;
+    let relay = match &args.relay {
+        Some(r) => relay::resolve(r, ctx.connect_timeout).await?,
+        None => stored_relay(&store)?,
+    };
+    drop(store);
+    let passphrase = matches!(group.descriptor, GroupDescriptor::Passphrase { .. });
+    share(ctx, &relay, group_id, &group, args, passphrase).await
+}
+
+/// Prints an invite string, its QR code and a short code left in the relay's mailbox.
+async fn share(
+    ctx: &Ctx,
+    relay: &RelayAddr,
+    group_id: GroupId,
+    group: &StoredGroup,
+    args: &ShareArgs,
+    passphrase: bool,
+) -> Result<(), Failure> {
+    let mut rng = rng()?;
+    let now = now_ms();
+    let invite = Invite::create(
+        &mut rng,
+        InviteParams {
+            relay_id: relay.id,
+            relay_addrs: relay.addrs.clone(),
+            group_id,
+            group: group.descriptor.clone(),
+            secret: (!passphrase).then(|| group.secret.clone()),
+            ttl: Duration::from_secs(args.expires_in),
+        },
+        now,
+    )
+    .map_err(from_invite)?;
+    let payload = invite.to_qr_payload();
+    let code = ShortCode::random(&mut rng);
+
+    // The short code needs the relay's mailbox.
+    let (client, online) = connect(ctx, relay).await?;
+    let put = if online {
+        client
+            .put_invite(&invite, &code)
+            .await
+            .map_err(|e| from_client(e, &relay.to_string()))
+    } else {
+        Err(unreachable(relay))
+    };
+    finish(ctx, &client, online).await;
+
+    let expires = show::utc(invite.expires_at_ms());
+    let pass_flag = if passphrase { " --passphrase" } else { "" };
+    if ctx.json {
+        print_json(&json!({
+            "group_id": group_id.to_string(),
+            "relay": relay.to_string(),
+            "invite": payload.as_str(),
+            "short_code": put.as_ref().ok().map(|()| code.to_string()),
+            "expires_at_ms": invite.expires_at_ms(),
+            "passphrase": passphrase,
+        }));
+    } else {
+        println!();
+        println!(
+            "Invite (valid until {expires}; any device can use it until then; it {}):",
+            if passphrase {
+                "needs the passphrase too"
+            } else {
+                "holds the group key, share it privately"
+            }
+        );
+        println!("{}", payload.as_str());
+        if !args.no_qr {
+            match show::qr(payload.as_str()) {
+                Some(qr) => print!("\n{qr}"),
+                None => println!("(invite too long for a QR code)"),
+            }
+        }
+        if put.is_ok() {
+            println!();
+            println!("Short code (single use, valid until {expires}): {code}");
+            println!();
+            println!("On the new device:");
+            println!("  sync-cli init --name NAME");
+            println!("  sync-cli pair --join {code} --relay {relay}{pass_flag}");
+            println!("or, with the invite string:");
+            println!("  sync-cli pair --join '{}'{pass_flag}", payload.as_str());
+        }
+    }
+    put.map_err(|f| {
+        Failure::new(
+            f.kind,
+            format!(
+                "{}; no short code was made (the invite string above works without it; `sync-cli invite` makes a new code later)",
+                f.msg
+            ),
+        )
+    })
+}
+
+async fn pair_join(ctx: &Ctx, input: &str, args: &PairArgs) -> Result<(), Failure> {
+    refuse_argv_passphrase(args)?;
+    let (store, device) = open_device(ctx)?;
+    let input = input.trim();
+    let invite = if input.starts_with(QR_PREFIX) {
+        let invite = Invite::from_qr_payload(input).map_err(from_invite)?;
+        invite.check(now_ms()).map_err(from_invite)?;
+        invite
+    } else {
+        let code = ShortCode::parse(input).map_err(|e| {
+            Failure::new(
+                Kind::BadInput,
+                format!(
+                    "`--join` takes an invite (0ksync1:…) or a short code XXXX-XXXX-XXXX-XXXX: {e}"
+                ),
+            )
+        })?;
+        let relay = match &args.share.relay {
+            Some(r) => relay::resolve(r, ctx.connect_timeout).await?,
+            None => stored_relay(&store).map_err(|_| {
+                Failure::new(
+                    Kind::BadInput,
+                    "joining by short code needs --relay (the relay shown on the inviting device)",
+                )
+            })?,
+        };
+        let t = transport(&relay)?;
+        let fetched =
+            sync_client::fetch_invite(t.as_ref(), &device, &code, ctx.connect_timeout * 2).await;
+        t.shutdown().await;
+        fetched.map_err(|e| from_fetch(e, &relay.to_string()))?
+    };
+    let relay = RelayAddr {
+        id: *invite.relay_id(),
+        addrs: invite.relay_addrs().to_vec(),
+    };
+    let group_id = invite.group_id();
+    let secret = match invite.group() {
+        GroupDescriptor::Passphrase { .. } => {
+            let passphrase = secret::read_passphrase(args.passphrase_file.as_deref(), false)?;
+            invite
+                .group_secret(Some(&passphrase))
+                .map_err(from_invite)?
+        }
+        _ => invite.group_secret(None).map_err(from_invite)?,
+    };
+    let existing = store.group_ids().map_err(store_err)?;
+    if existing.iter().any(|g| *g != group_id) {
+        return Err(Failure::new(
+            Kind::BadInput,
+            "this device is already in another group (use another --data-dir for a second group)",
+        ));
+    }
+    store
+        .save_group(&StoredGroup {
+            descriptor: invite.group().clone(),
+            secret,
+        })
+        .map_err(store_err)?;
+    store
+        .set_setting(RELAY_SETTING, &relay.to_string())
+        .map_err(store_err)?;
+    drop(store);
+
+    let (client, online) = connect(ctx, &relay).await?;
+    finish(ctx, &client, online).await;
+    if ctx.json {
+        print_json(&json!({
+            "group_id": group_id.to_string(),
+            "relay": relay.to_string(),
+            "device_id": device.device_id().to_string(),
+            "online": online,
+        }));
+    } else {
+        println!("Joined group {group_id}");
+        if online {
+            println!("Relay {relay}: connected. Try `sync-cli pull` or `sync-cli watch`.");
+        } else {
+            eprintln!(
+                "sync-cli: relay unreachable at {relay} right now; this device syncs once it is reachable"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn read_input(text: Option<String>, file: Option<&Path>) -> Result<Vec<u8>, Failure> {
+    match (text, file) {
+        (Some(t), _) => Ok(t.into_bytes()),
+        (None, Some(f)) if f == Path::new("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::new(Kind::BadInput, format!("standard input: {e}")))?;
+            Ok(buf)
+        }
+        (None, Some(f)) => std::fs::read(f)
+            .map_err(|e| Failure::new(Kind::BadInput, format!("{}: {e}", f.display()))),
+        (None, None) => Err(Failure::new(Kind::BadInput, "give TEXT or --file FILE")),
+    }
+}
+
+/// The device's group and relay, checked before touching the network.
+fn ready(ctx: &Ctx) -> Result<(Store, DeviceKey, GroupId, RelayAddr), Failure> {
+    let (store, device) = open_device(ctx)?;
+    let (group_id, _) = stored_group(&store)?;
+    let relay = stored_relay(&store)?;
+    Ok((store, device, group_id, relay))
+}
+
+async fn push(ctx: &Ctx, text: Option<String>, file: Option<&Path>) -> Result<(), Failure> {
+    let data = read_input(text, file)?;
+    let (store, _device, _group, relay) = ready(ctx)?;
+    drop(store);
+    let (client, online) = connect(ctx, &relay).await?;
+    let result = if online {
+        match tokio::time::timeout(ctx.wait, client.push(&data)).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Err(ClientError::Timeout { blob_id: None }),
+        }
+    } else {
+        client.push_queued(&data).await.map(|_| None)
+    };
+    // Queued blob id, for the message, when not acknowledged.
+    let outcome = match result {
+        Ok(Some(receipt)) => Ok((Some(receipt), 0)),
+        Ok(None) | Err(ClientError::Offline { .. } | ClientError::Timeout { .. }) => {
+            Ok((None, client.status().outbox_len))
+        }
+        Err(e) => Err(from_client(e, &relay.to_string())),
+    };
+    finish(ctx, &client, online).await;
+    let (receipt, queued) = outcome?;
+    match receipt {
+        Some(r) => {
+            if ctx.json {
+                print_json(&json!({
+                    "status": "sent",
+                    "blob_id": r.blob_id.to_string(),
+                    "cursor": r.cursor.get(),
+                    "bytes": data.len(),
+                }));
+            } else {
+                println!(
+                    "sent {} bytes: blob {} at cursor {}",
+                    data.len(),
+                    r.blob_id,
+                    r.cursor
+                );
+            }
+        }
+        None => {
+            let pending = queued;
+            if ctx.json {
+                print_json(&json!({
+                    "status": "queued",
+                    "relay": relay.to_string(),
+                    "pending": pending,
+                    "bytes": data.len(),
+                }));
+            }
+            eprintln!(
+                "sync-cli: queued on this device ({} bytes; {pending} push(es) waiting): relay {} at {relay}; it is sent by the next command that connects (e.g. `sync-cli flush`)",
+                data.len(),
+                if online {
+                    "did not acknowledge in time"
+                } else {
+                    "unreachable"
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_blobs(
+    ctx: &Ctx,
+    blobs: &[Blob],
+    own: sync_types::DeviceId,
+    raw: bool,
+) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    let io = |e: std::io::Error| Failure::new(Kind::Other, format!("standard output: {e}"));
+    for b in blobs {
+        if raw {
+            out.write_all(&b.data).map_err(io)?;
+        } else if ctx.json {
+            writeln!(out, "{}", show::blob_json(b, own)).map_err(io)?;
+        } else {
+            writeln!(out, "{}", show::blob_line(b, own)).map_err(io)?;
+        }
+    }
+    out.flush().map_err(io)
+}
+
+async fn pull(ctx: &Ctx, after: Option<u64>, raw: bool) -> Result<(), Failure> {
+    let (store, device, _group, relay) = ready(ctx)?;
+    drop(store);
+    let (client, online) = connect(ctx, &relay).await?;
+    if !online {
+        finish(ctx, &client, online).await;
+        return Err(Failure::new(
+            Kind::Unreachable,
+            format!("relay unreachable at {relay}; nothing pulled"),
+        ));
+    }
+    let result = match after {
+        Some(n) => client.pull_after(Cursor::new(n)).await,
+        None => client.pull().await,
+    };
+    let resume = client.status().resume_cursor;
+    finish(ctx, &client, online).await;
+    let blobs = result.map_err(|e| from_client(e, &relay.to_string()))?;
+    if ctx.json {
+        let list: Vec<_> = blobs
+            .iter()
+            .map(|b| show::blob_json(b, device.device_id()))
+            .collect();
+        print_json(&json!({ "blobs": list, "resume_cursor": resume.get() }));
+    } else {
+        print_blobs(ctx, &blobs, device.device_id(), raw)?;
+        if !raw && blobs.is_empty() {
+            eprintln!("nothing new");
+        }
+    }
+    Ok(())
+}
+
+async fn watch(ctx: &Ctx) -> Result<(), Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (store, device, group, relay) = ready(ctx)?;
+    drop(store);
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::new(Kind::Other, format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::new(Kind::Other, format!("cannot watch SIGINT: {e}")))?;
+    let (client, online) = connect(ctx, &relay).await?;
+    let mut events = client.subscribe();
+    let own = device.device_id();
+    let mut result = Ok(());
+    if online {
+        result = pull_and_print(ctx, &client, own).await;
+        eprintln!("watching group {group} via {relay} (Ctrl-C to stop)");
+    } else {
+        eprintln!("relay unreachable at {relay}; waiting for it (Ctrl-C to stop)");
+    }
+    while result.is_ok() {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            event = events.next() => match event {
+                Some(SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }) => {
+                    result = pull_and_print(ctx, &client, own).await;
+                }
+                Some(SyncEvent::Connected { .. }) => {
+                    eprintln!("connected to {relay}");
+                    result = pull_and_print(ctx, &client, own).await;
+                }
+                Some(SyncEvent::Disconnected { reason }) => {
+                    eprintln!("disconnected ({reason}); reconnecting");
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    client.close().await;
+    result
+}
+
+async fn pull_and_print(
+    ctx: &Ctx,
+    client: &SyncClient,
+    own: sync_types::DeviceId,
+) -> Result<(), Failure> {
+    match client.pull().await {
+        Ok(blobs) => print_blobs(ctx, &blobs, own, false),
+        // Lost the session mid-pull: the client reconnects and `Connected` pulls again.
+        Err(ClientError::NotConnected) => Ok(()),
+        Err(e) => Err(from_client(e, "the relay")),
+    }
+}
+
+async fn status(ctx: &Ctx) -> Result<(), Failure> {
+    let (store, device) = open_device(ctx)?;
+    let name = store.device_name().map_err(store_err)?.unwrap_or_default();
+    let (group_id, group) = stored_group(&store)?;
+    let relay = stored_relay(&store)?;
+    let stored_cursor = store.cursor(&group_id, &relay.id).map_err(store_err)?;
+    drop(store);
+    let (client, online) = connect(ctx, &relay).await?;
+    let before = client.status();
+    if online {
+        let _ = client.flush(ctx.wait).await;
+    }
+    let after = client.status();
+    client.close().await;
+    let sent_now = before.outbox_len.saturating_sub(after.outbox_len);
+    let resume = if online {
+        after.resume_cursor
+    } else {
+        stored_cursor
+    };
+    let kind = match group.descriptor {
+        GroupDescriptor::Passphrase { .. } => "passphrase",
+        _ => "random key",
+    };
+    if ctx.json {
+        print_json(&json!({
+            "device_id": device.device_id().to_string(),
+            "device_name": name,
+            "group_id": group_id.to_string(),
+            "relay": relay.to_string(),
+            "online": online,
+            "resume_cursor": resume.get(),
+            "relay_max_cursor": online.then(|| after.relay_max_cursor.get()),
+            "pending": after.outbox_len,
+            "sent_now": sent_now,
+        }));
+    } else {
+        println!("device:     {} ({name})", device.device_id());
+        println!("group:      {group_id} ({kind})");
+        println!("relay:      {relay}");
+        if online {
+            println!("connection: online");
+            println!(
+                "cursor:     pulled up to {resume}; relay is at {}",
+                after.relay_max_cursor
+            );
+        } else {
+            println!("connection: offline (relay unreachable at {relay})");
+            println!("cursor:     pulled up to {resume}");
+        }
+        let sent = if sent_now > 0 {
+            format!(" ({sent_now} sent just now)")
+        } else {
+            String::new()
+        };
+        println!(
+            "pending:    {} push(es) in the outbox{sent}",
+            after.outbox_len
+        );
+    }
+    Ok(())
+}
+
+fn devices(ctx: &Ctx) -> Result<(), Failure> {
+    let (store, device) = open_device(ctx)?;
+    let (group_id, _) = stored_group(&store)?;
+    let name = store.device_name().map_err(store_err)?.unwrap_or_default();
+    let seen = store.devices(&group_id).map_err(store_err)?;
+    let own = device.device_id();
+    if ctx.json {
+        let list: Vec<_> = seen
+            .iter()
+            .map(|d| {
+                json!({
+                    "device_id": d.device_id.to_string(),
+                    "this_device": d.device_id == own,
+                    "last_seen_ms": d.last_seen_ms,
+                    "blobs": d.blobs,
+                })
+            })
+            .collect();
+        print_json(&json!({ "group_id": group_id.to_string(), "devices": list }));
+        return Ok(());
+    }
+    println!("group {group_id}");
+    if !seen.iter().any(|d| d.device_id == own) {
+        println!("  {own}  this device ({name}), nothing sent yet");
+    }
+    for d in &seen {
+        let who = if d.device_id == own {
+            format!("this device ({name})")
+        } else {
+            "other device".to_string()
+        };
+        println!(
+            "  {}  {who}, {} blob(s), last active {}",
+            d.device_id,
+            d.blobs,
+            show::utc(d.last_seen_ms)
+        );
+    }
+    if seen.iter().all(|d| d.device_id == own) {
+        println!("(other devices appear here once you have pulled something from them)");
+    }
+    Ok(())
+}
+
+async fn flush(ctx: &Ctx) -> Result<(), Failure> {
+    let (store, _device, _group, relay) = ready(ctx)?;
+    drop(store);
+    let (client, online) = connect(ctx, &relay).await?;
+    let before = client.status().outbox_len;
+    if !online {
+        client.close().await;
+        return Err(Failure::new(
+            Kind::Unreachable,
+            format!("relay unreachable at {relay}; {before} push(es) stay queued"),
+        ));
+    }
+    let result = client.flush(ctx.wait).await;
+    let left = client.status().outbox_len;
+    client.close().await;
+    if ctx.json {
+        print_json(&json!({ "sent": before.saturating_sub(left), "pending": left }));
+    } else {
+        println!(
+            "sent {} queued push(es); {left} pending",
+            before.saturating_sub(left)
+        );
+    }
+    result.map_err(|e| from_client(e, &relay.to_string()))
+}

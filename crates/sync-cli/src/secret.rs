@@ -1,0 +1,60 @@
+//! Reading a passphrase without putting it in argv: prompted without echo on a terminal, else
+//! the first line of standard input, or of `--passphrase-file FILE` (`-` = standard input).
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use crate::fail::{Failure, Kind};
+
+fn first_line(mut text: Zeroizing<String>) -> Zeroizing<String> {
+    let end = text.find(['\n', '\r']).unwrap_or(text.len());
+    text.truncate(end);
+    text
+}
+
+fn read_stdin_line() -> Result<Zeroizing<String>, Failure> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::new(Kind::BadInput, format!("reading the passphrase: {e}")))?;
+    Ok(first_line(line))
+}
+
+fn prompt(text: &str) -> Result<Zeroizing<String>, Failure> {
+    rpassword::prompt_password(text)
+        .map(Zeroizing::new)
+        .map_err(|e| Failure::new(Kind::BadInput, format!("reading the passphrase: {e}")))
+}
+
+/// The passphrase; with `confirm` (a new group, on a terminal) it is asked twice.
+pub(crate) fn read_passphrase(
+    file: Option<&Path>,
+    confirm: bool,
+) -> Result<Zeroizing<String>, Failure> {
+    let passphrase = match file {
+        Some(f) if f == Path::new("-") => read_stdin_line()?,
+        Some(f) => {
+            first_line(Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
+                Failure::new(Kind::BadInput, format!("{}: {e}", f.display()))
+            })?))
+        }
+        None if std::io::stdin().is_terminal() => {
+            let first = prompt("Group passphrase: ")?;
+            if confirm {
+                let again = prompt("Repeat the passphrase: ")?;
+                if *again != *first {
+                    return Err(Failure::new(Kind::BadInput, "the passphrases do not match"));
+                }
+            }
+            first
+        }
+        None => read_stdin_line()?,
+    };
+    if passphrase.is_empty() {
+        return Err(Failure::new(Kind::BadInput, "the passphrase is empty"));
+    }
+    Ok(passphrase)
+}
