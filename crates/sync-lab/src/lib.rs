@@ -9,3 +9,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+pub mod device;
+pub mod events;
+pub mod protocol;
+pub mod report;
+pub mod soak;
+pub mod stats;
