@@ -1,0 +1,452 @@
+//! The real `sync-cli` binary against a real `sync-relay` process on 127.0.0.1: pairing by
+//! invite string, short code and passphrase; text and a 512 KiB file byte for byte; the offline
+//! outbox; SIGKILL mid push; refused codes; truthful status; watch; exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use support::{Device, Proxy, Relay, WAIT, bytes, wait_exit};
+
+const FILE_LEN: usize = 512 * 1024;
+
+fn two_devices(root: &std::path::Path) -> (Device, Device) {
+    let a = Device::new(root, "a");
+    let b = Device::new(root, "b");
+    a.init("laptop");
+    b.init("phone");
+    (a, b)
+}
+
+/// A creates a group on `relay_arg`; returns (invite string, short code).
+fn create(a: &Device, relay_arg: &str) -> (String, String) {
+    let v = a
+        .run(&["pair", "--create", "--relay", relay_arg, "--json"])
+        .ok()
+        .json();
+    (
+        v["invite"].as_str().unwrap().to_string(),
+        v["short_code"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Text one way, a 512 KiB file the other way (from a file, then through stdin), byte for byte.
+fn exchange(a: &Device, b: &Device, tmp: &std::path::Path) {
+    a.run(&["push", "hello from A"]).ok();
+    assert_eq!(b.pull(), vec![b"hello from A".to_vec()]);
+
+    let data = bytes(FILE_LEN, 7);
+    let file = tmp.join("file.bin");
+    std::fs::write(&file, &data).unwrap();
+    b.run(&["push", "--file", file.to_str().unwrap()]).ok();
+    let raw = a.run(&["pull", "--raw"]).ok();
+    assert_eq!(raw.stdout.len(), FILE_LEN);
+    assert!(raw.stdout == data, "file arrives byte for byte");
+
+    let other = bytes(FILE_LEN, 8);
+    b.run_with_stdin(&["push", "--file", "-"], &other).ok();
+    assert!(a.pull() == vec![other], "stdin file arrives byte for byte");
+    assert!(b.pull().is_empty(), "own pushes are not pulled back");
+}
+
+#[test]
+fn pair_by_invite_string_then_exchange_and_a_third_device_reuses_the_invite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    let (invite, _code) = create(&a, &relay.dial);
+    assert!(invite.starts_with("0ksync1:"));
+    b.run(&["pair", "--join", &invite]).ok();
+    exchange(&a, &b, tmp.path());
+
+    // The same invite string admits more devices until it expires (the lab relies on it).
+    let c = Device::new(tmp.path(), "c");
+    c.init("tablet");
+    c.run(&["pair", "--join", &invite]).ok();
+    let got = c.pull();
+    assert_eq!(got.len(), 3, "C sees the whole history");
+    assert_eq!(got[0], b"hello from A");
+}
+
+#[test]
+fn pair_by_short_code_over_the_http_url_then_exchange() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    // --relay as the relay's HTTP URL: the CLI reads /.well-known/0k-sync.
+    let (_invite, code) = create(&a, &relay.http);
+    assert_eq!(code.len(), 19, "XXXX-XXXX-XXXX-XXXX: {code}");
+    let joined = b
+        .run(&["pair", "--join", &code, "--relay", &relay.dial, "--json"])
+        .ok()
+        .json();
+    assert_eq!(joined["online"], true);
+    exchange(&a, &b, tmp.path());
+
+    // `invite` gives the third device a fresh single-use code.
+    let v = a.run(&["invite", "--json"]).ok().json();
+    let code = v["short_code"].as_str().unwrap();
+    let c = Device::new(tmp.path(), "c");
+    c.init("tablet");
+    c.run(&["pair", "--join", code, "--relay", &relay.http])
+        .ok();
+    assert_eq!(c.pull().len(), 3);
+    let devices = a.run(&["devices", "--json"]).ok().json();
+    assert_eq!(devices["devices"].as_array().unwrap().len(), 2, "{devices}");
+}
+
+#[test]
+fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    // Not a terminal: the passphrase is the first line of standard input.
+    let v = a
+        .run_with_stdin(
+            &[
+                "pair",
+                "--create",
+                "--passphrase",
+                "--relay",
+                &relay.dial,
+                "--json",
+            ],
+            b"correct horse battery staple\n",
+        )
+        .ok()
+        .json();
+    assert_eq!(v["passphrase"], true);
+    let code = v["short_code"].as_str().unwrap().to_string();
+    let invite = v["invite"].as_str().unwrap().to_string();
+
+    // The invite alone does not hold the key: a wrong passphrase is refused with code 5.
+    let c = Device::new(tmp.path(), "c");
+    c.init("intruder");
+    let wrong = c.run_with_stdin(
+        &["pair", "--join", &invite, "--passphrase"],
+        b"wrong horse\n",
+    );
+    assert_eq!(wrong.code(), 5, "{}", wrong.stderr);
+    assert!(
+        wrong.stderr.contains("wrong passphrase"),
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(wrong.stderr.lines().count(), 1);
+
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, "correct horse battery staple\n").unwrap();
+    b.run(&[
+        "pair",
+        "--join",
+        &code,
+        "--relay",
+        &relay.dial,
+        "--passphrase-file",
+        pw.to_str().unwrap(),
+    ])
+    .ok();
+    exchange(&a, &b, tmp.path());
+}
+
+#[test]
+fn offline_push_is_queued_then_delivered_exactly_once_when_the_relay_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (mut a, b) = two_devices(tmp.path());
+    let (invite, _) = create(&a, &relay.dial);
+    b.run(&["pair", "--join", &invite]).ok();
+
+    relay.stop();
+    a.env.push(("SYNC_CLI_CONNECT_TIMEOUT".into(), "1".into()));
+    let queued = a.run(&["push", "written offline"]).ok();
+    assert!(queued.stderr.contains("queued"), "{}", queued.stderr);
+    assert!(
+        queued.stderr.contains(&relay.dial),
+        "names the address tried: {}",
+        queued.stderr
+    );
+    let st = a.run(&["status", "--json"]).ok().json();
+    assert_eq!(st["online"], false);
+    assert_eq!(st["pending"], 1);
+    let pull = a.run(&["pull"]);
+    assert_eq!(pull.code(), 4, "{}", pull.stderr);
+    assert!(pull.stderr.contains(&relay.dial), "{}", pull.stderr);
+    a.env.pop();
+
+    relay.restart();
+    // B pulls first: nothing yet, the push is still on A.
+    assert!(b.pull().is_empty());
+    // The next command that connects on A sends it.
+    let st = a.run(&["status", "--json"]).ok().json();
+    assert_eq!(st["online"], true);
+    assert_eq!(st["pending"], 0);
+    assert_eq!(st["sent_now"], 1);
+    assert_eq!(b.pull(), vec![b"written offline".to_vec()]);
+    let flushed = a.run(&["flush", "--json"]).ok().json();
+    assert_eq!(flushed["sent"], 0);
+    assert!(b.pull().is_empty(), "exactly once");
+    let all = b
+        .run(&["pull", "--after-cursor", "0", "--json"])
+        .ok()
+        .json();
+    let written = support::blobs_data(&all)
+        .iter()
+        .filter(|d| d.as_slice() == b"written offline")
+        .count();
+    assert_eq!(written, 1, "stored once on the relay");
+}
+
+#[test]
+fn a_local_push_does_not_make_a_later_pull_skip_earlier_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    let (invite, _) = create(&a, &relay.dial);
+    b.run(&["pair", "--join", &invite]).ok();
+    a.run(&["push", "one"]).ok();
+    a.run(&["push", "two"]).ok();
+    // B pushes (cursor 3) before pulling 1 and 2.
+    b.run(&["push", "three"]).ok();
+    assert_eq!(b.pull(), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert!(b.pull().is_empty());
+    assert_eq!(a.pull(), vec![b"three".to_vec()]);
+    // A re-read does not move the cursor.
+    let again = b
+        .run(&["pull", "--after-cursor", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        support::blobs_data(&again),
+        vec![b"two".to_vec(), b"three".to_vec()]
+    );
+    assert!(b.pull().is_empty());
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn used_and_expired_short_codes_are_refused_with_exit_code_6() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    let (_, code) = create(&a, &relay.dial);
+    b.run(&["pair", "--join", &code, "--relay", &relay.dial])
+        .ok();
+    let c = Device::new(tmp.path(), "c");
+    c.init("late");
+    let used = c.run(&["pair", "--join", &code, "--relay", &relay.dial]);
+    assert_eq!(used.code(), 6, "{}", used.stderr);
+    assert!(used.stderr.contains("already used"), "{}", used.stderr);
+
+    let v = a
+        .run(&["invite", "--expires-in", "1", "--json"])
+        .ok()
+        .json();
+    let code = v["short_code"].as_str().unwrap().to_string();
+    let invite = v["invite"].as_str().unwrap().to_string();
+    // Waiting for the expiry itself: the clock passing the invite's expiry time.
+    let expires = v["expires_at_ms"].as_u64().unwrap();
+    let left = expires.saturating_sub(now_ms()) + 50;
+    assert!(left < 2_000);
+    std::thread::sleep(Duration::from_millis(left));
+    let expired = c.run(&["pair", "--join", &code, "--relay", &relay.dial]);
+    assert_eq!(expired.code(), 6, "{}", expired.stderr);
+    assert!(expired.stderr.contains("expired"), "{}", expired.stderr);
+    let expired = c.run(&["pair", "--join", &invite]);
+    assert_eq!(expired.code(), 6, "{}", expired.stderr);
+    assert!(expired.stderr.contains("expired"), "{}", expired.stderr);
+    // Still in no group.
+    assert_eq!(c.run(&["status"]).code(), 3);
+}
+
+#[test]
+fn status_reports_online_and_offline_truthfully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (mut a, _b) = two_devices(tmp.path());
+    create(&a, &relay.dial);
+    let on = a.run(&["status", "--json"]).ok().json();
+    assert_eq!(on["online"], true);
+    assert_eq!(on["relay"], relay.dial.as_str());
+    let text = a.run(&["status"]).ok().out();
+    assert!(text.contains("connection: online"), "{text}");
+
+    relay.stop();
+    a.env.push(("SYNC_CLI_CONNECT_TIMEOUT".into(), "1".into()));
+    let off = a.run(&["status", "--json"]).ok().json();
+    assert_eq!(off["online"], false);
+    assert_eq!(off["pending"], 0);
+    let text = a.run(&["status"]).ok().out();
+    assert!(text.contains("connection: offline"), "{text}");
+    assert!(text.contains(&relay.dial), "{text}");
+}
+
+#[test]
+fn sigkill_mid_push_then_rerun_delivers_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let proxy = Proxy::start(format!("127.0.0.1:{}", relay.port).parse().unwrap());
+    let via_proxy = format!("{}@{}", relay.id, proxy.addr);
+    let (a, b) = two_devices(tmp.path());
+    let (invite, _) = create(&a, &via_proxy);
+    b.run(&["pair", "--join", &invite]).ok();
+
+    let data = bytes(FILE_LEN, 11);
+    let file = tmp.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    // Cut A off once half the file went up, then SIGKILL it: mid push, no acknowledgement.
+    proxy.arm(FILE_LEN as u64 / 2);
+    let child = a
+        .command(&["push", "--file", file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    proxy.wait_cut(WAIT);
+    let pid = child.id();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = wait_exit(child, WAIT);
+    assert!(!out.status.success(), "killed");
+    assert!(b.pull().is_empty(), "nothing arrived yet");
+
+    // The rerun (any command that connects) sends it; the same blob id lands once.
+    let st = a.run(&["status", "--json"]).ok().json();
+    assert_eq!(st["sent_now"], 1, "{st}");
+    let got = b.pull();
+    assert_eq!(got.len(), 1);
+    assert!(got[0] == data, "byte for byte");
+    a.run(&["flush"]).ok();
+    assert!(b.pull().is_empty(), "exactly once");
+}
+
+#[test]
+fn watch_prints_arrivals_and_exits_0_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    let (invite, _) = create(&a, &relay.dial);
+    b.run(&["pair", "--join", &invite]).ok();
+    a.run(&["push", "before watch"]).ok();
+
+    let mut child = b
+        .command(&["watch", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(format!("out {line}"));
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx2.send(format!("err {line}"));
+        }
+    });
+    let next = || rx.recv_timeout(WAIT).expect("watch output in time");
+    // stdout and stderr are read by two threads: wait for both the initial pull's line and the
+    // "watching" line (printed after subscribing), in whatever order they are read.
+    let (mut texts, mut watching) = (Vec::new(), false);
+    while !watching || texts.is_empty() {
+        let line = next();
+        if let Some(json) = line.strip_prefix("out ") {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            texts.push(v["text"].as_str().unwrap().to_string());
+        } else if line.starts_with("err watching") {
+            watching = true;
+        }
+    }
+    assert_eq!(texts, ["before watch"]);
+    a.run(&["push", "while watching"]).ok();
+    loop {
+        let line = next();
+        if let Some(json) = line.strip_prefix("out ") {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(v["text"], "while watching");
+            break;
+        }
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = wait_exit(child, WAIT);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn errors_are_one_line_with_their_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Device::new(tmp.path(), "a");
+    // Not initialised.
+    let r = a.run(&["push", "x"]);
+    assert_eq!(r.code(), 3, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("sync-cli init"), "{}", r.stderr);
+    a.init("solo");
+    // No group yet.
+    let r = a.run(&["pull"]);
+    assert_eq!(r.code(), 3, "{}", r.stderr);
+    assert!(r.stderr.contains("pair"), "{}", r.stderr);
+    // A passphrase in argv is refused.
+    let r = a.run(&["pair", "--create", "--passphrase=hunter2", "--relay", "x"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+    assert!(!r.stderr.contains("hunter2"), "never echoed: {}", r.stderr);
+    // Not an invite nor a code.
+    let r = a.run(&["pair", "--join", "hello"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+    let r = a.run(&["pair", "--create", "--relay", "nonsense"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+    // Relay unreachable: the address tried is named.
+    let dead = format!("{}@127.0.0.1:9", "ab".repeat(32));
+    let mut b = Device::new(tmp.path(), "b");
+    b.init("b");
+    b.env.push(("SYNC_CLI_CONNECT_TIMEOUT".into(), "1".into()));
+    let r = b.run(&["pair", "--join", "ABCD-EFGH-JKMN-PQRS", "--relay", &dead]);
+    assert_eq!(r.code(), 4, "{}", r.stderr);
+    assert!(r.stderr.contains("127.0.0.1:9"), "{}", r.stderr);
+    // The table of exit codes is in --help.
+    let help = a.run(&["--help"]).ok().out();
+    for code in [
+        "wrong passphrase",
+        "relay unreachable",
+        "quota exceeded",
+        "rate limited",
+    ] {
+        assert!(help.contains(code), "{code} in --help");
+    }
+    // Data dir files are owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&a.dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let db = a.dir.join(sync_client_store_name());
+    let mode = std::fs::metadata(db).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+fn sync_client_store_name() -> &'static str {
+    "client.sqlite3"
+}

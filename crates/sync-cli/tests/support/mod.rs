@@ -1,0 +1,436 @@
+//! Test support: the real `sync-cli` and `sync-relay` binaries as processes on 127.0.0.1, a UDP
+//! proxy that can cut a device off mid-transfer, bounded waits everywhere (no sleeps waiting for
+//! events).
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Longest any single CLI command may take in a test.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for a process to report something or to exit.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub fn cli_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sync-cli"))
+}
+
+/// `sync-relay` next to `sync-cli` (same target dir and profile). Brought up to date once per
+/// test process with `cargo build -p sync-relay` into that target dir and profile (a no-op
+/// when `cargo test --workspace` already built it; builds it under `cargo test -p sync-cli`).
+pub fn relay_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cli = cli_bin();
+        let profile_dir = cli.parent().expect("bin dir").to_path_buf();
+        let bin = profile_dir.join("sync-relay");
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("profile dir name")
+            .to_string();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "-p",
+            "sync-relay",
+            "--bin",
+            "sync-relay",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        match cmd.arg("--quiet").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                let log = String::from_utf8_lossy(&out.stderr);
+                assert!(bin.exists(), "cargo build -p sync-relay failed:\n{log}");
+                eprintln!("cargo build -p sync-relay failed; using the existing binary:\n{log}");
+            }
+            Err(e) => assert!(bin.exists(), "cannot run cargo to build sync-relay: {e}"),
+        }
+        assert!(
+            bin.exists(),
+            "{} still missing after the build",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+fn kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+}
+
+/// Waits for a child to exit, at most `timeout` (then SIGKILL and panic).
+pub fn wait_exit(child: Child, timeout: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            kill(pid, "-KILL");
+            panic!("process {pid} did not exit within {timeout:?}");
+        }
+    }
+}
+
+/// A device: a data directory driven through the real `sync-cli`.
+pub struct Device {
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+/// What a CLI run gave.
+#[derive(Debug)]
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.out(), self.stderr))
+    }
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert!(
+            self.status.success(),
+            "exit {}\nstdout: {}\nstderr: {}",
+            self.code(),
+            self.out(),
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Device {
+    pub fn new(root: &Path, name: &str) -> Device {
+        Device {
+            dir: root.join(name),
+            env: vec![("SYNC_CLI_CONNECT_TIMEOUT".into(), "10".into())],
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(cli_bin());
+        cmd.arg("--data-dir").arg(&self.dir).args(args);
+        cmd.env_remove("RUST_LOG");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a command with `stdin` as standard input, bounded by [`CMD_TIMEOUT`].
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sync-cli");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = wait_exit(child, CMD_TIMEOUT);
+        let _ = writer.join();
+        Run {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, b"")
+    }
+
+    pub fn init(&self, name: &str) {
+        self.run(&["init", "--name", name]).ok();
+    }
+
+    /// Pulls (JSON) and returns the blobs' data, in cursor order.
+    pub fn pull(&self) -> Vec<Vec<u8>> {
+        let v = self.run(&["pull", "--json"]).ok().json();
+        blobs_data(&v)
+    }
+}
+
+pub fn blobs_data(v: &serde_json::Value) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    v["blobs"]
+        .as_array()
+        .expect("blobs")
+        .iter()
+        .map(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b["data_b64"].as_str().expect("data_b64"))
+                .expect("base64")
+        })
+        .collect()
+}
+
+/// A `sync-relay` process on 127.0.0.1.
+pub struct Relay {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub port: u16,
+    /// `ENDPOINT_ID@127.0.0.1:PORT` from its `dial:` line.
+    pub dial: String,
+    pub id: String,
+    /// `http://127.0.0.1:PORT` of its HTTP server.
+    pub http: String,
+}
+
+impl Relay {
+    /// Starts a relay on `port` (0 = any) with its data in `data_dir`; returns once it printed
+    /// its addresses.
+    pub fn start(data_dir: &Path, port: u16) -> Relay {
+        let mut child = Command::new(relay_bin())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--bind",
+                &format!("127.0.0.1:{port}"),
+                "--http-bind",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sync-relay");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx): (Sender<String>, Receiver<String>) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let (mut dial, mut http) = (None, None);
+        while dial.is_none() || http.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(d) = line.strip_prefix("dial:") {
+                        dial.get_or_insert_with(|| d.trim().to_string());
+                    } else if let Some(h) = line.strip_prefix("health:") {
+                        http = Some(h.trim().trim_end_matches("/health").to_string());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("relay did not print its addresses within {WAIT:?}");
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = child.wait();
+                    panic!("relay exited before printing its addresses: {status:?}");
+                }
+            }
+        }
+        let dial = dial.expect("dial");
+        let (id, addr) = dial.split_once('@').expect("dial line");
+        let port = addr
+            .rsplit_once(':')
+            .expect("port")
+            .1
+            .parse()
+            .expect("port");
+        Relay {
+            id: id.to_string(),
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            port,
+            http: http.expect("http"),
+            dial,
+        }
+    }
+
+    /// SIGTERM, and wait (bounded) for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(child) = self.child.take() {
+            kill(child.id(), "-TERM");
+            let out = wait_exit(child, WAIT);
+            assert!(out.status.success(), "relay exit: {:?}", out.status);
+        }
+    }
+
+    /// Starts it again on the same port and data dir (same identity).
+    pub fn restart(&mut self) {
+        self.stop();
+        let again = Relay::start(&self.data_dir.clone(), self.port);
+        assert_eq!(again.dial, self.dial, "same identity and address");
+        *self = again;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A UDP proxy in front of the relay. Once armed with a byte count, the first device whose
+/// upstream traffic passes it is cut off in both directions (as if its network died mid
+/// transfer) and the test is told; devices that connect later pass again.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    arm_bytes: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    cut_rx: Mutex<Receiver<SocketAddr>>,
+}
+
+impl Proxy {
+    pub fn start(relay: SocketAddr) -> Proxy {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind proxy");
+        front
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let addr = front.local_addr().expect("addr");
+        let arm_bytes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cut_tx, cut_rx) = mpsc::channel();
+        let (arm, stopping) = (Arc::clone(&arm_bytes), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            struct Peer {
+                up: UdpSocket,
+                bytes: u64,
+                cut: Arc<AtomicBool>,
+            }
+            let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
+            let mut buf = vec![0u8; 65_536];
+            while !stopping.load(Ordering::Relaxed) {
+                let (n, from) = match front.recv_from(&mut buf) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                let peer = peers.entry(from).or_insert_with(|| {
+                    let up = UdpSocket::bind("127.0.0.1:0").expect("bind upstream");
+                    up.connect(relay).expect("connect upstream");
+                    up.set_read_timeout(Some(Duration::from_millis(50)))
+                        .expect("timeout");
+                    let cut = Arc::new(AtomicBool::new(false));
+                    let (down, back, cut2, stop2) = (
+                        up.try_clone().expect("clone"),
+                        front.try_clone().expect("clone"),
+                        Arc::clone(&cut),
+                        Arc::clone(&stopping),
+                    );
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 65_536];
+                        while !stop2.load(Ordering::Relaxed) {
+                            if let Ok(n) = down.recv(&mut buf)
+                                && !cut2.load(Ordering::Relaxed)
+                            {
+                                let _ = back.send_to(&buf[..n], from);
+                            }
+                        }
+                    });
+                    Peer { up, bytes: 0, cut }
+                });
+                if peer.cut.load(Ordering::Relaxed) {
+                    continue;
+                }
+                peer.bytes += n as u64;
+                let threshold = arm.load(Ordering::Relaxed);
+                if threshold > 0 && peer.bytes >= threshold {
+                    peer.cut.store(true, Ordering::Relaxed);
+                    arm.store(0, Ordering::Relaxed);
+                    let _ = cut_tx.send(from);
+                    continue;
+                }
+                let _ = peer.up.send(&buf[..n]);
+            }
+        });
+        Proxy {
+            addr,
+            arm_bytes,
+            stop,
+            cut_rx: Mutex::new(cut_rx),
+        }
+    }
+
+    /// Cuts off the next device whose upstream bytes reach `bytes`.
+    pub fn arm(&self, bytes: u64) {
+        self.arm_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Waits (bounded) until a device was cut off.
+    pub fn wait_cut(&self, timeout: Duration) -> SocketAddr {
+        self.cut_rx
+            .lock()
+            .expect("lock")
+            .recv_timeout(timeout)
+            .expect("no device was cut off in time")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a failure is reproducible.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
