@@ -9,9 +9,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
-pub mod impair;
 pub mod device;
 pub mod events;
+pub mod impair;
+pub mod loadgen;
 pub mod protocol;
 pub mod report;
 pub mod soak;

@@ -1,0 +1,762 @@
+//! Multi-client load against one relay: many real devices ([`SyncClient`] over iroh), in groups,
+//! pushing at a total rate; fan-out latency per receiver, refusals at the relay's session limit,
+//! and connection churn with a check that the relay's session gauge returns to its baseline.
+//!
+//! Every run is bounded: in clients, in time (`duration` plus a drain timeout) and in messages
+//! (`rate × duration`).
+//!
+//! - [`run_load`]: `clients` devices in groups of `group_size` (each group a fresh random group
+//!   secret), connected with bounded concurrency. A device the relay does not accept on its
+//!   first attempt (e.g. `TooManySessions` above `max_sessions`) is counted as refused and
+//!   closed; the accepted ones push `rate` messages per second in total for `duration`. Each
+//!   message carries its sender, sequence number and send time (Unix ns) inside the
+//!   plaintext; every other accepted member of the group pulls it on notification, and the
+//!   latency is arrival − send time (one clock: all devices run in this process). After the
+//!   pushers flush, receivers wait for everything their group pushed; missing and duplicated
+//!   messages are counted.
+//! - [`run_churn`]: `connections` short-lived devices (each connects, pushes one message,
+//!   stays `lifetime`, closes), a new one every `lifetime / overlap`, so about `overlap` are
+//!   open at once; afterwards the relay's `sync_relay_sessions` gauge (from `/metrics`) must
+//!   return to the value it had before (no ghost sessions).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use serde::Serialize;
+use sync_client::{
+    ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
+    StoreLocation, StreamExt, SyncClient, SyncEvent,
+};
+use sync_core::ConnectionStatus;
+use sync_crypto::{GroupDescriptor, GroupSecret};
+use tokio::sync::watch;
+
+use crate::soak::{fetch_metrics, parse_metric};
+use crate::stats::percentile;
+
+/// The relay's session gauge in `/metrics`.
+pub const SESSIONS_METRIC: &str = "sync_relay_sessions";
+/// The relay's `TooManySessions` refusal counter in `/metrics`.
+pub const TOO_MANY_SESSIONS_METRIC: &str =
+    "sync_relay_rejections_total{reason=\"TooManySessions\"}";
+
+/// Errors of a load or churn run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A parameter is out of range.
+    #[error("invalid load parameter: {0}")]
+    Invalid(String),
+    /// The relay's `/metrics` could not be read (churn needs it).
+    #[error("cannot read the relay's /metrics at {0}")]
+    Metrics(SocketAddr),
+    /// A device could not be set up locally (store, key).
+    #[error("device setup failed: {0}")]
+    Device(String),
+}
+
+/// Where the relay is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayTarget {
+    /// The relay's endpoint id.
+    pub relay_id: [u8; 32],
+    /// Its direct UDP addresses.
+    pub addrs: Vec<SocketAddr>,
+    /// Its HTTP address (for `/metrics`), if reachable.
+    pub http: Option<SocketAddr>,
+}
+
+impl RelayTarget {
+    /// Parses `HEXID@IP:PORT` (the relay binary's `dial:` line).
+    pub fn parse_dial(dial: &str, http: Option<SocketAddr>) -> Result<Self, LoadError> {
+        let (id, addr) = dial
+            .trim()
+            .split_once('@')
+            .ok_or_else(|| LoadError::Invalid(format!("expected HEXID@IP:PORT, got {dial:?}")))?;
+        let id: iroh::EndpointId = id
+            .parse()
+            .map_err(|_| LoadError::Invalid(format!("not a relay id: {id:?}")))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| LoadError::Invalid(format!("not an IP:PORT: {addr:?}")))?;
+        Ok(Self {
+            relay_id: *id.as_bytes(),
+            addrs: vec![addr],
+            http,
+        })
+    }
+
+    fn bind_addr(&self) -> SocketAddr {
+        match self.addrs.first().map(SocketAddr::ip) {
+            Some(IpAddr::V4(ip)) if ip.is_loopback() => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            Some(IpAddr::V6(ip)) if ip.is_loopback() => SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
+            Some(IpAddr::V6(_)) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+            _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        }
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = fetch_metrics(self.http?).await?;
+        parse_metric(&text, name)
+    }
+}
+
+/// Parameters of [`run_load`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    /// Devices (1..=2000).
+    pub clients: usize,
+    /// Messages per second, all pushers together (0..=20000).
+    pub rate: f64,
+    /// How long the pushers push (at most 1 h).
+    pub duration: Duration,
+    /// Devices per group (≥ 1; the last group may be smaller).
+    pub group_size: usize,
+    /// Plaintext size of each message in bytes (≥ 64, ≤ 64 KiB).
+    pub payload: usize,
+    /// Devices connecting at the same time.
+    pub connect_concurrency: usize,
+    /// After the pushers stop, how long flushing and delivery may take.
+    pub drain_timeout: Duration,
+    /// Seed of the group secrets (`None`: from the clock).
+    pub seed: Option<u64>,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            clients: 10,
+            rate: 100.0,
+            duration: Duration::from_secs(10),
+            group_size: 5,
+            payload: 256,
+            connect_concurrency: 16,
+            drain_timeout: Duration::from_secs(30),
+            seed: None,
+        }
+    }
+}
+
+impl LoadConfig {
+    fn validate(&self) -> Result<(), LoadError> {
+        let bad = |m: &str| Err(LoadError::Invalid(m.to_string()));
+        if !(1..=2000).contains(&self.clients) {
+            return bad("clients must be 1 to 2000");
+        }
+        if !(self.rate.is_finite() && (0.0..=20_000.0).contains(&self.rate)) {
+            return bad("rate must be 0 to 20000 messages/s");
+        }
+        if self.duration > Duration::from_secs(3600) {
+            return bad("duration must be at most 1 h");
+        }
+        if self.group_size == 0 {
+            return bad("group size must be at least 1");
+        }
+        if !(64..=65_536).contains(&self.payload) {
+            return bad("payload must be 64 bytes to 64 KiB");
+        }
+        if self.connect_concurrency == 0 {
+            return bad("connect concurrency must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Latency {
+    /// Samples.
+    pub count: usize,
+    /// Median.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// Largest.
+    pub max_ms: Option<f64>,
+}
+
+impl Latency {
+    fn of(mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        let r = |v: Option<f64>| v.map(|x| (x * 100.0).round() / 100.0);
+        Self {
+            count: ms.len(),
+            p50_ms: r(percentile(&ms, 0.50)),
+            p95_ms: r(percentile(&ms, 0.95)),
+            p99_ms: r(percentile(&ms, 0.99)),
+            max_ms: r(ms.last().copied()),
+        }
+    }
+}
+
+/// One receiving device's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReceiverReport {
+    /// Device index (0-based, in connection order).
+    pub device: usize,
+    /// Group index.
+    pub group: usize,
+    /// Messages its group's other members pushed.
+    pub expected: u64,
+    /// Distinct messages received.
+    pub received: u64,
+    /// Messages received more than once (extra copies).
+    pub duplicates: u64,
+    /// Fan-out latency (send → pulled here).
+    pub latency: Latency,
+}
+
+/// The result of [`run_load`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadReport {
+    /// Devices started.
+    pub clients: usize,
+    /// Devices per group.
+    pub group_size: usize,
+    /// Groups.
+    pub groups: usize,
+    /// Devices the relay accepted.
+    pub accepted: usize,
+    /// Devices not accepted on their first attempt (closed at once).
+    pub refused: usize,
+    /// Increase of the relay's `TooManySessions` counter during the connect phase (`None`
+    /// without `/metrics`).
+    pub refused_too_many_sessions: Option<u64>,
+    /// Requested total rate, messages/s.
+    pub rate: f64,
+    /// Push phase length, seconds.
+    pub duration_s: f64,
+    /// Messages queued by the pushers.
+    pub pushed: u64,
+    /// Pushers whose outbox emptied (all acknowledged) within the drain timeout.
+    pub pushers_flushed: usize,
+    /// Deliveries expected (each message × the other accepted members of its group).
+    pub expected_deliveries: u64,
+    /// Distinct deliveries.
+    pub delivered: u64,
+    /// Expected deliveries that did not arrive.
+    pub lost: u64,
+    /// Extra copies delivered.
+    pub duplicates: u64,
+    /// Fan-out latency over all receivers.
+    pub latency: Latency,
+    /// Per receiver.
+    pub receivers: Vec<ReceiverReport>,
+    /// The relay's session gauge before the run and after every device closed (`None` without
+    /// `/metrics`).
+    pub sessions_before: Option<u64>,
+    /// See `sessions_before`.
+    pub sessions_after: Option<u64>,
+    /// Wall time of the whole run, seconds.
+    pub elapsed_s: f64,
+}
+
+impl LoadReport {
+    /// Nothing lost, nothing duplicated, every pusher flushed.
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.duplicates == 0 && self.pushers_flushed == self.accepted
+    }
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn clock_seed() -> u64 {
+    unix_nanos() ^ (u64::from(std::process::id()) << 32)
+}
+
+fn options() -> ClientOptions {
+    ClientOptions::for_tests()
+}
+
+async fn connect(
+    target: &RelayTarget,
+    group: &GroupMaterial,
+    name: String,
+) -> Result<SyncClient, LoadError> {
+    let transport = Arc::new(IrohTransport::new(
+        IrohConfig::new(target.relay_id, target.addrs.clone()).with_bind_addr(target.bind_addr()),
+    ));
+    let cfg = ClientConfig::new(
+        StoreLocation::InMemory,
+        transport,
+        GroupChoice::Use(group.clone()),
+    )
+    .with_device_name(name)
+    .with_options(options());
+    SyncClient::connect(cfg)
+        .await
+        .map_err(|e| LoadError::Device(e.to_string()))
+}
+
+fn material(rng: &mut ChaCha20Rng) -> GroupMaterial {
+    GroupMaterial {
+        descriptor: GroupDescriptor::Random,
+        secret: GroupSecret::random(rng),
+    }
+}
+
+/// `sender:seq:unix_ns:` then padding.
+fn message(sender: usize, seq: u64, size: usize) -> Vec<u8> {
+    let mut m = format!("{sender}:{seq}:{}:", unix_nanos()).into_bytes();
+    if m.len() < size {
+        m.resize(size, b'.');
+    }
+    m
+}
+
+fn parse_message(data: &[u8]) -> Option<(usize, u64, u64)> {
+    let text = std::str::from_utf8(data.get(..data.len().min(64))?).ok()?;
+    let mut parts = text.split(':');
+    let sender = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let sent = parts.next()?.parse().ok()?;
+    Some((sender, seq, sent))
+}
+
+struct Received {
+    unique: HashSet<(usize, u64)>,
+    duplicates: u64,
+    latency_ms: Vec<f64>,
+}
+
+/// Pulls on every notification until `expected` (once known) distinct messages arrived, or the
+/// deadline that comes with it passes.
+async fn receive(
+    client: SyncClient,
+    mut expected: watch::Receiver<Option<(u64, Instant)>>,
+) -> Received {
+    let mut events = client.subscribe();
+    let mut r = Received {
+        unique: HashSet::new(),
+        duplicates: 0,
+        latency_ms: Vec::new(),
+    };
+    let mut pull = true;
+    loop {
+        if pull {
+            pull = false;
+            if let Ok(blobs) = client.pull().await {
+                let now = unix_nanos();
+                for b in blobs {
+                    if let Some((sender, seq, sent)) = parse_message(&b.data) {
+                        if r.unique.insert((sender, seq)) {
+                            r.latency_ms
+                                .push(now.saturating_sub(sent) as f64 / 1_000_000.0);
+                        } else {
+                            r.duplicates += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let target = *expected.borrow();
+        if let Some((want, deadline)) = target {
+            if r.unique.len() as u64 >= want || Instant::now() >= deadline {
+                return r;
+            }
+        }
+        let deadline = target.map(|(_, d)| tokio::time::Instant::from_std(d));
+        tokio::select! {
+            e = events.next() => match e {
+                Some(SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }
+                    | SyncEvent::Connected { .. }) => pull = true,
+                Some(_) => {}
+                None => return r,
+            },
+            changed = expected.changed() => {
+                if changed.is_err() {
+                    return r;
+                }
+                // The pushers are done: pull once more in case a notification was coalesced.
+                pull = true;
+            }
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => pull = true,
+        }
+    }
+}
+
+/// Runs the load described by `config` against `target`; see the module documentation.
+pub async fn run_load(target: &RelayTarget, config: &LoadConfig) -> Result<LoadReport, LoadError> {
+    config.validate()?;
+    let started = Instant::now();
+    let mut rng = ChaCha20Rng::seed_from_u64(config.seed.unwrap_or_else(clock_seed));
+    let groups = config.clients.div_ceil(config.group_size);
+    let materials: Vec<GroupMaterial> = (0..groups).map(|_| material(&mut rng)).collect();
+    let sessions_before = target.metric(SESSIONS_METRIC).await.map(|v| v as u64);
+    let refusals_before = target.metric(TOO_MANY_SESSIONS_METRIC).await;
+
+    // Connect with bounded concurrency; keep connection order stable by index.
+    let sem = Arc::new(tokio::sync::Semaphore::new(config.connect_concurrency));
+    let mut connecting = Vec::with_capacity(config.clients);
+    for i in 0..config.clients {
+        let target = target.clone();
+        let group = materials[i / config.group_size].clone();
+        let sem = Arc::clone(&sem);
+        connecting.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            connect(&target, &group, format!("load-{i}")).await
+        }));
+    }
+    let mut accepted: Vec<(usize, SyncClient)> = Vec::new();
+    let mut refused = 0usize;
+    for (i, task) in connecting.into_iter().enumerate() {
+        let client = task
+            .await
+            .map_err(|e| LoadError::Device(format!("connect task: {e}")))??;
+        if client.status().connection == ConnectionStatus::Connected {
+            accepted.push((i, client));
+        } else {
+            refused += 1;
+            client.close().await;
+        }
+    }
+    let refused_too_many_sessions = match (
+        refusals_before,
+        target.metric(TOO_MANY_SESSIONS_METRIC).await,
+    ) {
+        (Some(a), Some(b)) => Some((b - a).max(0.0) as u64),
+        _ => None,
+    };
+
+    // Receivers subscribe before anything is pushed.
+    let (expected_tx, _) = watch::channel::<Option<(u64, Instant)>>(None);
+    let mut expected_senders = HashMap::new();
+    let mut receivers = Vec::new();
+    for (i, c) in &accepted {
+        let (tx, rx) = watch::channel(None);
+        expected_senders.insert(*i, tx);
+        receivers.push((*i, tokio::spawn(receive(c.clone(), rx))));
+    }
+    drop(expected_tx);
+
+    // Pushers: the total rate split evenly over the accepted devices.
+    let deadline = Instant::now() + config.duration;
+    let mut pushers = Vec::new();
+    for (i, c) in &accepted {
+        let (i, c) = (*i, c.clone());
+        let per_device = config.rate / accepted.len() as f64;
+        let payload = config.payload;
+        let drain = config.drain_timeout;
+        pushers.push(tokio::spawn(async move {
+            let mut pushed = 0u64;
+            if per_device > 0.0 {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_device));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    if c.push_queued(&message(i, pushed, payload)).await.is_ok() {
+                        pushed += 1;
+                    }
+                }
+            }
+            let flushed = c.flush(drain).await.is_ok();
+            (i, pushed, flushed)
+        }));
+    }
+    let mut pushed_by: HashMap<usize, u64> = HashMap::new();
+    let mut pushers_flushed = 0;
+    for p in pushers {
+        let (i, n, flushed) = p
+            .await
+            .map_err(|e| LoadError::Device(format!("pusher task: {e}")))?;
+        pushed_by.insert(i, n);
+        pushers_flushed += usize::from(flushed);
+    }
+    let drain_deadline = Instant::now() + config.drain_timeout;
+    let group_of = |i: usize| i / config.group_size;
+    for (i, tx) in &expected_senders {
+        let want: u64 = pushed_by
+            .iter()
+            .filter(|(j, _)| *j != i && group_of(**j) == group_of(*i))
+            .map(|(_, n)| *n)
+            .sum();
+        let _ = tx.send(Some((want, drain_deadline)));
+    }
+    let mut reports = Vec::new();
+    let mut all_latency = Vec::new();
+    let (mut expected_total, mut delivered, mut duplicates) = (0u64, 0u64, 0u64);
+    for (i, task) in receivers {
+        let r = task
+            .await
+            .map_err(|e| LoadError::Device(format!("receiver task: {e}")))?;
+        let expected = expected_senders
+            .get(&i)
+            .and_then(|tx| *tx.borrow())
+            .map_or(0, |(w, _)| w);
+        // Only messages that were supposed to reach this device count as delivered.
+        let received = r
+            .unique
+            .iter()
+            .filter(|(s, seq)| {
+                *s != i && group_of(*s) == group_of(i) && pushed_by.get(s).is_some_and(|n| seq < n)
+            })
+            .count() as u64;
+        expected_total += expected;
+        delivered += received;
+        duplicates += r.duplicates;
+        all_latency.extend_from_slice(&r.latency_ms);
+        reports.push(ReceiverReport {
+            device: i,
+            group: group_of(i),
+            expected,
+            received,
+            duplicates: r.duplicates,
+            latency: Latency::of(r.latency_ms),
+        });
+    }
+    for (_, c) in &accepted {
+        c.close().await;
+    }
+    let sessions_after = match sessions_before {
+        Some(before) => settle_sessions(target, before, config.drain_timeout).await,
+        None => None,
+    };
+    Ok(LoadReport {
+        clients: config.clients,
+        group_size: config.group_size,
+        groups,
+        accepted: accepted.len(),
+        refused,
+        refused_too_many_sessions,
+        rate: config.rate,
+        duration_s: config.duration.as_secs_f64(),
+        pushed: pushed_by.values().sum(),
+        pushers_flushed,
+        expected_deliveries: expected_total,
+        delivered,
+        lost: expected_total.saturating_sub(delivered),
+        duplicates,
+        latency: Latency::of(all_latency),
+        receivers: reports,
+        sessions_before,
+        sessions_after,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads the session gauge until it is back to `baseline` or `timeout` passes; returns the last
+/// value read.
+async fn settle_sessions(target: &RelayTarget, baseline: u64, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    // The gauge lives in another process (or task): poll it, bounded in time.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        last = target
+            .metric(SESSIONS_METRIC)
+            .await
+            .map(|v| v as u64)
+            .or(last);
+        if last == Some(baseline) || Instant::now() >= deadline {
+            return last;
+        }
+    }
+}
+
+/// Parameters of [`run_churn`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChurnConfig {
+    /// Short-lived devices (1..=5000).
+    pub connections: usize,
+    /// How long each stays connected (at most 10 min).
+    pub lifetime: Duration,
+    /// About how many are open at once (a new one starts every `lifetime / overlap`).
+    pub overlap: usize,
+    /// Devices per group.
+    pub group_size: usize,
+    /// After the last one closed, how long the relay may take to drop its sessions.
+    pub settle_timeout: Duration,
+    /// Seed of the group secrets (`None`: from the clock).
+    pub seed: Option<u64>,
+}
+
+impl Default for ChurnConfig {
+    fn default() -> Self {
+        Self {
+            connections: 50,
+            lifetime: Duration::from_secs(2),
+            overlap: 10,
+            group_size: 5,
+            settle_timeout: Duration::from_secs(10),
+            seed: None,
+        }
+    }
+}
+
+/// The result of [`run_churn`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChurnReport {
+    /// Devices started.
+    pub connections: usize,
+    /// Lifetime of each, milliseconds.
+    pub lifetime_ms: u64,
+    /// Target number open at once.
+    pub overlap: usize,
+    /// Devices the relay accepted.
+    pub connected: usize,
+    /// Devices not accepted on their first attempt.
+    pub refused: usize,
+    /// Pushes acknowledged (one per accepted device).
+    pub pushes_acked: usize,
+    /// The session gauge before the run.
+    pub sessions_baseline: u64,
+    /// The highest session gauge sampled during the run.
+    pub sessions_peak: u64,
+    /// The gauge after the run settled (or the settle timeout passed).
+    pub sessions_final: u64,
+    /// `sessions_final − sessions_baseline` (sessions the relay still holds for devices that
+    /// are gone).
+    pub ghost_sessions: u64,
+    /// Time from the last close to the gauge back at baseline, milliseconds (`None` if it
+    /// never returned).
+    pub settle_ms: Option<u64>,
+    /// Wall time of the whole run, seconds.
+    pub elapsed_s: f64,
+}
+
+/// Runs connection churn against `target` (needs its `/metrics`); see the module documentation.
+pub async fn run_churn(
+    target: &RelayTarget,
+    config: &ChurnConfig,
+) -> Result<ChurnReport, LoadError> {
+    if !(1..=5000).contains(&config.connections)
+        || config.overlap == 0
+        || config.group_size == 0
+        || config.lifetime > Duration::from_secs(600)
+    {
+        return Err(LoadError::Invalid(
+            "churn: 1 to 5000 connections, overlap and group size ≥ 1, lifetime ≤ 10 min".into(),
+        ));
+    }
+    let http = target.http.ok_or_else(|| {
+        LoadError::Invalid("churn needs the relay's HTTP address (/metrics)".into())
+    })?;
+    let started = Instant::now();
+    let baseline = target
+        .metric(SESSIONS_METRIC)
+        .await
+        .ok_or(LoadError::Metrics(http))? as u64;
+    let mut rng = ChaCha20Rng::seed_from_u64(config.seed.unwrap_or_else(clock_seed));
+    let groups = config.connections.div_ceil(config.group_size);
+    let materials: Vec<GroupMaterial> = (0..groups).map(|_| material(&mut rng)).collect();
+
+    // Sample the gauge while the churn runs.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let sampler = {
+        let target = target.clone();
+        tokio::spawn(async move {
+            let mut peak = baseline;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Some(v) = target.metric(SESSIONS_METRIC).await {
+                            peak = peak.max(v as u64);
+                        }
+                    }
+                    _ = stop_rx.changed() => return peak,
+                }
+            }
+        })
+    };
+
+    let spacing = config.lifetime / config.overlap as u32;
+    let mut tick = tokio::time::interval(spacing.max(Duration::from_millis(1)));
+    let mut tasks = Vec::new();
+    for i in 0..config.connections {
+        tick.tick().await;
+        let target = target.clone();
+        let group = materials[i / config.group_size].clone();
+        let lifetime = config.lifetime;
+        tasks.push(tokio::spawn(async move {
+            let born = tokio::time::Instant::now();
+            let client = connect(&target, &group, format!("churn-{i}")).await?;
+            let connected = client.status().connection == ConnectionStatus::Connected;
+            let mut acked = false;
+            if connected {
+                acked = client.push(&message(i, 0, 64)).await.is_ok();
+                // The device's lifetime (the churn's shape, not a wait for an event).
+                tokio::time::sleep_until(born + lifetime).await;
+            }
+            client.close().await;
+            Ok::<_, LoadError>((connected, acked))
+        }));
+    }
+    let (mut connected, mut refused, mut acked) = (0, 0, 0);
+    for t in tasks {
+        let (c, a) = t
+            .await
+            .map_err(|e| LoadError::Device(format!("churn task: {e}")))??;
+        if c {
+            connected += 1;
+        } else {
+            refused += 1;
+        }
+        acked += usize::from(a);
+    }
+    let closed = Instant::now();
+    let last = settle_sessions(target, baseline, config.settle_timeout).await;
+    let settle_ms = (last == Some(baseline)).then(|| closed.elapsed().as_millis() as u64);
+    let _ = stop_tx.send(true);
+    let peak = sampler.await.unwrap_or(baseline);
+    let sessions_final = last.ok_or(LoadError::Metrics(http))?;
+    Ok(ChurnReport {
+        connections: config.connections,
+        lifetime_ms: config.lifetime.as_millis() as u64,
+        overlap: config.overlap,
+        connected,
+        refused,
+        pushes_acked: acked,
+        sessions_baseline: baseline,
+        sessions_peak: peak,
+        sessions_final,
+        ghost_sessions: sessions_final.saturating_sub(baseline),
+        settle_ms,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let m = message(12, 345, 256);
+        assert_eq!(m.len(), 256);
+        let (s, q, t) = parse_message(&m).unwrap();
+        assert_eq!((s, q), (12, 345));
+        assert!(t > 0);
+        assert!(parse_message(b"garbage").is_none());
+    }
+
+    #[test]
+    fn dial_lines_parse() {
+        let id = iroh::SecretKey::from_bytes(&[7; 32]).public();
+        let t = RelayTarget::parse_dial(&format!("{id}@127.0.0.1:7440"), None).unwrap();
+        assert_eq!(t.relay_id, *id.as_bytes());
+        assert_eq!(t.addrs, vec!["127.0.0.1:7440".parse().unwrap()]);
+        assert!(RelayTarget::parse_dial("nope", None).is_err());
+        assert!(RelayTarget::parse_dial("zz@127.0.0.1:1", None).is_err());
+    }
+}

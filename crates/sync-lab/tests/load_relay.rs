@@ -1,0 +1,157 @@
+//! Multi-client load and churn against an in-process relay over real iroh on 127.0.0.1, and the
+//! `sync-stress load` command against the same kind of relay. Every run is bounded in clients,
+//! messages and time; nothing sleeps to wait for an event (the load waits on notifications and
+//! the relay's own session gauge).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use sync_lab::loadgen::{ChurnConfig, LoadConfig, RelayTarget, run_churn, run_load};
+use sync_relay::{RelayConfig, RelayHandle};
+use sync_types::ErrorCode;
+
+const GUARD: Duration = Duration::from_secs(240);
+
+async fn start_relay(dir: &Path, max_sessions: u32) -> RelayHandle {
+    let mut config = RelayConfig::for_tests(dir);
+    config.max_sessions = max_sessions;
+    sync_relay::start(config).await.expect("relay starts")
+}
+
+fn target(relay: &RelayHandle) -> RelayTarget {
+    RelayTarget {
+        relay_id: relay.relay_id(),
+        addrs: relay.direct_addrs(),
+        http: Some(relay.http_addr()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_over_the_session_limit_refuses_cleanly_and_the_others_lose_nothing() {
+    const MAX: u32 = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path(), MAX).await;
+    let config = LoadConfig {
+        clients: 9,
+        rate: 60.0,
+        duration: Duration::from_secs(2),
+        group_size: 3,
+        connect_concurrency: 1,
+        seed: Some(9),
+        ..LoadConfig::default()
+    };
+    let report = tokio::time::timeout(GUARD, run_load(&target(&relay), &config))
+        .await
+        .expect("bounded run")
+        .unwrap();
+    println!("{}", serde_json::to_string(&report).unwrap());
+    assert_eq!(
+        report.accepted, MAX as usize,
+        "exactly max_sessions accepted"
+    );
+    assert_eq!(report.refused, 3);
+    assert!(
+        report.refused_too_many_sessions.unwrap() >= 3,
+        "refused as TooManySessions"
+    );
+    assert!(
+        relay
+            .metrics()
+            .rejections_total
+            .get(ErrorCode::TooManySessions)
+            >= 3
+    );
+    // The accepted devices (two full groups) worked: everything pushed was delivered to every
+    // other member of its group, once.
+    assert!(report.pushed >= 60, "pushed {}", report.pushed);
+    assert_eq!(report.pushers_flushed, MAX as usize);
+    assert_eq!(report.expected_deliveries, 2 * report.pushed);
+    assert_eq!(report.delivered, report.expected_deliveries);
+    assert_eq!((report.lost, report.duplicates), (0, 0));
+    assert_eq!(relay.metrics().pushes_total.get(), report.pushed);
+    assert!(report.clean());
+    assert_eq!(report.latency.count as u64, report.delivered);
+    assert_eq!(report.sessions_after, Some(0), "every session closed");
+    relay.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaves_no_ghost_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path(), 1000).await;
+    let config = ChurnConfig {
+        connections: 50,
+        lifetime: Duration::from_secs(1),
+        overlap: 10,
+        group_size: 5,
+        settle_timeout: Duration::from_secs(20),
+        seed: Some(4),
+    };
+    let report = tokio::time::timeout(GUARD, run_churn(&target(&relay), &config))
+        .await
+        .expect("bounded run")
+        .unwrap();
+    println!("{}", serde_json::to_string(&report).unwrap());
+    assert_eq!(report.connected, 50);
+    assert_eq!(report.pushes_acked, 50);
+    assert_eq!(report.sessions_baseline, 0);
+    assert!(
+        report.sessions_peak >= 2,
+        "connections overlapped: {report:?}"
+    );
+    assert_eq!(report.sessions_final, 0);
+    assert_eq!(report.ghost_sessions, 0);
+    assert_eq!(relay.metrics().sessions.get(), 0);
+    assert_eq!(relay.metrics().sessions_total.get(), 50);
+    relay.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_command_prints_a_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(dir.path(), 1000).await;
+    let dial = format!("{}@{}", relay.endpoint_id(), relay.direct_addrs()[0]);
+    let http = relay.http_addr().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sync-stress"))
+            .args(["load", "--relay", &dial, "--http", &http])
+            .args([
+                "--clients",
+                "4",
+                "--group-size",
+                "2",
+                "--rate",
+                "40",
+                "--duration",
+                "1",
+            ])
+            .args([
+                "--churn",
+                "--churn-connections",
+                "6",
+                "--churn-lifetime",
+                "300ms",
+            ])
+            .args(["--churn-overlap", "3"])
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(GUARD, out).await.unwrap().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    println!("{v}");
+    assert_eq!(v["clean"], true);
+    assert_eq!(v["load"]["accepted"], 4);
+    assert_eq!(v["load"]["lost"], 0);
+    assert_eq!(v["load"]["duplicates"], 0);
+    assert!(v["load"]["latency"]["p99_ms"].is_number());
+    assert_eq!(v["churn"]["connected"], 6);
+    assert_eq!(v["churn"]["ghost_sessions"], 0);
+    relay.shutdown().await.unwrap();
+}
