@@ -1,0 +1,271 @@
+//! `sync-stress campaign --local` end to end: the real binaries (this crate's `sync-stress`,
+//! the `sync-relay` binary), real QUIC on 127.0.0.1, real SQLite files. Short phases; every
+//! wait is on a process exit with a timeout as a guard.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
+const GUARD: Duration = Duration::from_secs(300);
+
+/// The `sync-relay` binary next to `sync-stress`; built once (same target dir and profile) when
+/// missing, as under `cargo test -p sync-lab`.
+fn relay_bin() -> PathBuf {
+    static BUILT: Mutex<()> = Mutex::new(());
+    let _once = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(BIN).parent().unwrap();
+    let relay = dir.join("sync-relay");
+    if relay.is_file() {
+        return relay;
+    }
+    // BIN is <target>/<profile dir>/sync-stress; `cargo test` builds it with the test profile.
+    let target = dir.parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--profile",
+            "test",
+            "-p",
+            "sync-relay",
+            "--bin",
+            "sync-relay",
+        ])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build -p sync-relay");
+    assert!(status.success(), "cargo build -p sync-relay failed");
+    assert!(
+        relay.is_file(),
+        "{} missing after the build",
+        relay.display()
+    );
+    relay
+}
+
+/// Runs `sync-stress` with `args` to completion (bounded by the guard).
+fn run(args: &[&str]) -> Output {
+    let relay = relay_bin();
+    let child = Command::new(BIN)
+        .args(args)
+        .arg("--relay-bin")
+        .arg(&relay)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sync-stress");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(GUARD) {
+        Ok(out) => out.expect("wait for sync-stress"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("sync-stress did not finish within {GUARD:?}");
+        }
+    }
+}
+
+fn events(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL {l:?}: {e}"));
+            assert!(v["phase"].is_string(), "{l}");
+            assert!(v["event"].is_string(), "{l}");
+            assert!(v["elapsed_s"].is_number(), "{l}");
+            v
+        })
+        .collect()
+}
+
+fn of<'a>(evs: &'a [Value], phase: &str, event: &str) -> Vec<&'a Value> {
+    evs.iter()
+        .filter(|v| v["phase"] == phase && v["event"] == event)
+        .collect()
+}
+
+#[test]
+fn local_campaign_passes_and_writes_reports_that_parse() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let started = Instant::now();
+    let o = run(&[
+        "campaign",
+        "--local",
+        "--phase",
+        "all",
+        "--duration",
+        "5",
+        "--ping-count",
+        "5",
+        "--ping-gap-ms",
+        "20",
+        "--burst-rounds",
+        "2",
+        "--burst-size",
+        "20",
+        "--e2e-count",
+        "5",
+        "--rolling-interval",
+        "2",
+        "--sample-interval",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "stderr: {stderr}");
+    eprintln!("campaign took {:?}", started.elapsed());
+
+    // Stdout is the same JSONL as the file.
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let file = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert_eq!(stdout, file);
+
+    let evs = events(&dir);
+    let pings = of(&evs, "ping", "ping");
+    assert_eq!(pings.len(), 5);
+    for p in &pings {
+        assert!(p["rtt_ms"].as_f64().unwrap() > 0.0, "{p}");
+        assert_eq!(p["path"], "direct");
+    }
+    let rounds = of(&evs, "burst", "burst_round");
+    assert_eq!(rounds.len(), 2);
+    for r in &rounds {
+        assert_eq!(r["sent"], 20);
+        assert_eq!(r["acked"], 20);
+        assert_eq!(r["lost"], 0);
+        assert!(r["avg_rtt_ms"].is_number());
+    }
+    let e2e = of(&evs, "e2e", "message");
+    assert_eq!(e2e.len(), 5);
+    for m in &e2e {
+        assert_eq!(m["encrypted"], true, "{m}");
+        assert_eq!(m["signed"], true, "{m}");
+        assert!(m["rtt_ms"].is_number());
+    }
+    let rolling = of(&evs, "endurance", "rolling_stats");
+    assert!(!rolling.is_empty());
+    let sent: u64 = rolling.iter().map(|r| r["sent"].as_u64().unwrap()).sum();
+    let received: u64 = rolling
+        .iter()
+        .map(|r| r["received"].as_u64().unwrap())
+        .sum();
+    assert!(sent >= 4, "endurance sent {sent}");
+    assert_eq!(sent, received);
+    for r in &rolling {
+        for f in ["minute", "loss_pct"] {
+            assert!(r[f].is_number(), "{r}");
+        }
+    }
+    let samples: Vec<&Value> = evs.iter().filter(|v| v["event"] == "soak_sample").collect();
+    assert!(samples.len() >= 3);
+    for s in &samples {
+        assert!(s["rss_kb"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["fds"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["sessions"].as_i64().unwrap() >= 1, "{s}");
+    }
+    assert_eq!(of(&evs, "group", "not_available").len(), 1);
+    assert_eq!(of(&evs, "failover", "not_available").len(), 1);
+    let end = of(&evs, "summary", "campaign_end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0]["status"], "PASS");
+    assert_eq!(end[0]["exit_code"], 0);
+    let stopped = of(&evs, "teardown", "process_stopped");
+    assert_eq!(stopped.len(), 2);
+    for s in stopped {
+        assert_eq!(s["result"], "stopped cleanly (SIGTERM, exit 0)");
+    }
+
+    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    for needle in [
+        "**Result: PASS (exit 0)**",
+        "| Phase | Status | Messages | Loss | Avg RTT | p50 | p95 | p99 | Max |",
+        "| ping | PASS | 5/5 | 0 % |",
+        "| burst | PASS | 40/40 | 0 % |",
+        "| e2e | PASS | 5/5 | 0 % |",
+        "| group | NOT AVAILABLE |",
+        "| failover | NOT AVAILABLE |",
+        "| endurance | PASS |",
+        "## Thresholds",
+        "no plaintext of the 5 messages found",
+        "| Open FDs |",
+    ] {
+        assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
+    }
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(
+        html.matches("<svg").count() >= 3,
+        "RTT, rate and soak charts"
+    );
+    assert!(html.contains("RTT over time"));
+    assert!(!html.contains("<script"));
+    assert!(!html.contains("https://"));
+    assert!(dir.join("relay.log").is_file());
+    assert!(dir.join("responder.log").is_file());
+}
+
+#[test]
+fn an_impossible_threshold_exits_with_the_threshold_code() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let o = run(&[
+        "campaign",
+        "--local",
+        "--phase",
+        "ping",
+        "--ping-count",
+        "3",
+        "--ping-gap-ms",
+        "10",
+        "--max-p99-ms",
+        "0.001",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    assert!(md.contains("| ping | FAIL | 3/3 |"), "{md}");
+    assert!(md.contains("| burst | SKIPPED |"), "{md}");
+    assert!(md.contains("**FAILED**"), "{md}");
+    let evs = events(&dir);
+    let end = of(&evs, "summary", "campaign_end");
+    assert_eq!(end[0]["exit_code"], 3);
+}
+
+#[test]
+fn a_bad_invite_is_a_setup_error_on_one_line() {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["campaign", "--invite", "0ksync1:not-an-invite", "--out"])
+        .arg(out.path().join("run"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("invite"), "{stderr}");
+    assert!(
+        !stderr.contains("not-an-invite"),
+        "the invite is not echoed: {stderr}"
+    );
+}
