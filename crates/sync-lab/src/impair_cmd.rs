@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sync_lab::impair::{
-    DirectionConfig, ImpairConfig, Proxy, ProxyHandle, control, parse_duration,
-    parse_probability, parse_rate,
+    DirectionConfig, ImpairConfig, Proxy, ProxyHandle, control, parse_duration, parse_probability,
+    parse_rate,
 };
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -29,31 +29,31 @@ macro_rules! direction_args {
         #[derive(Debug, Clone, clap::Args)]
         pub(crate) struct $name {
             /// Fixed one-way delay (e.g. 20ms, 0.5s; a bare number is ms).
-            #[arg(long = $delay, value_name = "DURATION", value_parser = duration)]
+            #[arg(long = $delay, id = $delay, value_name = "DURATION", value_parser = duration)]
             delay: Option<Duration>,
             /// Uniform jitter around the delay (delay ± jitter, never below 0).
-            #[arg(long = $jitter, value_name = "DURATION", value_parser = duration)]
+            #[arg(long = $jitter, id = $jitter, value_name = "DURATION", value_parser = duration)]
             jitter: Option<Duration>,
             /// Packet loss probability (5% or 0.05).
-            #[arg(long = $loss, value_name = "P", value_parser = probability)]
+            #[arg(long = $loss, id = $loss, value_name = "P", value_parser = probability)]
             loss: Option<f64>,
             /// Probability that a packet is held back so later ones overtake it.
-            #[arg(long = $reorder, value_name = "P", value_parser = probability)]
+            #[arg(long = $reorder, id = $reorder, value_name = "P", value_parser = probability)]
             reorder: Option<f64>,
             /// How long a reordered packet is held back (default 10ms).
-            #[arg(long = $gap, value_name = "DURATION", value_parser = duration)]
+            #[arg(long = $gap, id = $gap, value_name = "DURATION", value_parser = duration)]
             reorder_gap: Option<Duration>,
             /// Probability that a packet is sent twice.
-            #[arg(long = $dup, value_name = "P", value_parser = probability)]
+            #[arg(long = $dup, id = $dup, value_name = "P", value_parser = probability)]
             duplicate: Option<f64>,
             /// Bandwidth in bytes/s (500k, 2M, 8mbit); unlimited when absent.
-            #[arg(long = $rate, value_name = "RATE", value_parser = rate)]
+            #[arg(long = $rate, id = $rate, value_name = "RATE", value_parser = rate)]
             rate: Option<u64>,
             /// Longest wait for the rate limiter before a packet is tail-dropped (default 500ms).
-            #[arg(long = $queue, value_name = "DURATION", value_parser = duration)]
+            #[arg(long = $queue, id = $queue, value_name = "DURATION", value_parser = duration)]
             queue: Option<Duration>,
             /// Start partitioned (drop everything) until healed through the control.
-            #[arg(long = $part)]
+            #[arg(long = $part, id = $part)]
             partition: bool,
         }
 
