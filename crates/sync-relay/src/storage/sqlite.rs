@@ -117,8 +117,13 @@ pub struct SqliteConfig {
     pub wal_autocheckpoint_pages: u32,
     /// Size the WAL file is truncated to after a checkpoint, in bytes (default 64 MiB).
     pub journal_size_limit_bytes: u64,
-    /// Memory-mapped I/O for the read connections, in bytes (default 256 MiB; 0 disables).
+    /// Memory-mapped I/O for the read connections and the writer, in bytes (default 256 MiB;
+    /// 0 disables).
     pub mmap_size_bytes: u64,
+    /// Page cache of the writer connection, in bytes (default 64 MiB). Pushes insert random
+    /// blob ids into a unique index; a cache that holds the index's hot pages keeps a group of
+    /// a million blobs as fast to write to as an empty one.
+    pub cache_size_bytes: u64,
     /// Read-only connections used concurrently at most (default 4).
     pub readers: usize,
     /// Writes that may wait for the writer before pushers are held back (default 4096).
@@ -137,6 +142,7 @@ impl Default for SqliteConfig {
             wal_autocheckpoint_pages: 8192,
             journal_size_limit_bytes: 64 * 1024 * 1024,
             mmap_size_bytes: 256 * 1024 * 1024,
+            cache_size_bytes: 64 * 1024 * 1024,
             readers: 4,
             queue_capacity: 4096,
             max_batch: 512,
@@ -517,6 +523,13 @@ fn configure_writer(conn: &Connection, config: &SqliteConfig) -> Result<()> {
         clamp_i64(config.journal_size_limit_bytes),
     )?;
     conn.pragma_update(None, "foreign_keys", false)?;
+    conn.pragma_update(None, "mmap_size", clamp_i64(config.mmap_size_bytes))?;
+    // A negative cache_size is in KiB.
+    conn.pragma_update(
+        None,
+        "cache_size",
+        clamp_i64(config.cache_size_bytes / 1024).saturating_neg(),
+    )?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(())
 }
@@ -769,6 +782,48 @@ struct StatsDelta {
 struct BatchCtx {
     limits: StorageLimits,
     delta: StatsDelta,
+    /// Group rows read or changed by this batch's pushes. Their counters change here and are
+    /// written back once per group, just before the commit ([`BatchCtx::flush_groups`]), so a
+    /// batch of N pushes to one group costs one group read and one group write, not N of each.
+    groups: HashMap<GroupId, GroupRow>,
+}
+
+impl BatchCtx {
+    fn new(limits: StorageLimits) -> Self {
+        Self {
+            limits,
+            delta: StatsDelta::default(),
+            groups: HashMap::new(),
+        }
+    }
+
+    /// The group's row as this batch sees it (cached after the first read); `None` if the
+    /// group does not exist yet.
+    fn group(&mut self, conn: &Connection, group: &GroupId) -> rusqlite::Result<Option<GroupRow>> {
+        if let Some(g) = self.groups.get(group) {
+            return Ok(Some(*g));
+        }
+        let row = load_group(conn, group)?;
+        if let Some(g) = row {
+            self.groups.insert(*group, g);
+        }
+        Ok(row)
+    }
+
+    /// Writes the changed group counters back (inside the batch transaction) and forgets the
+    /// cache. Called before the commit, and before any operation that changes group rows
+    /// itself (delete, cleanup), so those see and change the current values.
+    fn flush_groups(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        for g in self.groups.values().filter(|g| g.dirty) {
+            conn.prepare_cached(
+                "UPDATE groups SET last_cursor = ?2, blob_count = ?3, byte_count = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![g.id, g.last_cursor, g.blob_count, g.byte_count])?;
+        }
+        self.groups.clear();
+        Ok(())
+    }
 }
 
 /// One kind of write. The outer `Result` is a database failure (the whole batch rolls back);
@@ -878,10 +933,7 @@ impl Writer {
         if jobs.is_empty() {
             return;
         }
-        let mut ctx = BatchCtx {
-            limits: self.limits,
-            delta: StatsDelta::default(),
-        };
+        let mut ctx = BatchCtx::new(self.limits);
         match apply_batch(&mut self.conn, jobs, &mut ctx) {
             Ok(()) => {
                 self.shared.apply(ctx.delta);
@@ -930,6 +982,7 @@ fn apply_batch(
     for job in jobs.iter_mut() {
         job.apply(&tx, ctx)?;
     }
+    ctx.flush_groups(&tx)?;
     tx.commit()
 }
 
@@ -937,11 +990,14 @@ fn apply_batch(
 // Write operations
 
 /// The group row as the writer sees it.
+#[derive(Clone, Copy)]
 struct GroupRow {
     id: i64,
     last_cursor: i64,
     blob_count: i64,
     byte_count: i64,
+    /// Changed by this batch and not written back yet.
+    dirty: bool,
 }
 
 fn load_group(conn: &Connection, group: &GroupId) -> rusqlite::Result<Option<GroupRow>> {
@@ -954,9 +1010,33 @@ fn load_group(conn: &Connection, group: &GroupId) -> rusqlite::Result<Option<Gro
             last_cursor: r.get(1)?,
             blob_count: r.get(2)?,
             byte_count: r.get(3)?,
+            dirty: false,
         })
     })
     .optional()
+}
+
+/// The original answer for a blob already stored in the group, if it is.
+fn find_original(
+    conn: &Connection,
+    group_ref: i64,
+    blob_id: &BlobId,
+) -> rusqlite::Result<Option<Result<PushOutcome>>> {
+    let original: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT cursor, stored_at FROM blobs WHERE group_ref = ?1 AND blob_id = ?2",
+        )?
+        .query_row(params![group_ref, &blob_id.as_bytes()[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(original.map(|(cursor, stored_at)| {
+        Ok(PushOutcome {
+            cursor: Cursor::new(to_u64(cursor, "cursor")?),
+            duplicate: true,
+            stored_at_ms: to_u64(stored_at, "stored_at")?,
+        })
+    }))
 }
 
 struct PushOp(PushRequest);
@@ -970,116 +1050,75 @@ impl WriteOp for PushOp {
         ctx: &mut BatchCtx,
     ) -> rusqlite::Result<Result<PushOutcome>> {
         let req = &self.0;
-        let group = load_group(conn, &req.group)?;
-
-        // A retry of a stored blob gets the original answer, whatever the limits say now.
-        if let Some(g) = &group {
-            let original: Option<(i64, i64)> = conn
-                .prepare_cached(
-                    "SELECT cursor, stored_at FROM blobs WHERE group_ref = ?1 AND blob_id = ?2",
-                )?
-                .query_row(params![g.id, &req.blob_id.as_bytes()[..]], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            if let Some((cursor, stored_at)) = original {
-                return Ok(to_u64(cursor, "cursor").and_then(|cursor| {
-                    Ok(PushOutcome {
-                        cursor: Cursor::new(cursor),
-                        duplicate: true,
-                        stored_at_ms: to_u64(stored_at, "stored_at")?,
-                    })
-                }));
+        let group = ctx.group(conn, &req.group)?;
+        match check_push(req, group.as_ref(), &ctx.limits) {
+            Ok(()) => {}
+            Err(refusal) => {
+                // A retry of a stored blob gets the original answer, whatever the limits say
+                // now.
+                if let Some(g) = &group
+                    && let Some(original) = find_original(conn, g.id, &req.blob_id)?
+                {
+                    return Ok(original);
+                }
+                return Ok(Err(refusal));
             }
         }
-
-        let limits = &ctx.limits;
-        // A payload in memory is far below i64::MAX bytes.
-        let size = clamp_i64(u64::try_from(req.payload.len()).unwrap_or(u64::MAX));
-        let size_u = size.unsigned_abs();
-        if size_u > limits.max_blob_bytes {
-            return Ok(Err(quota(
-                QuotaKind::BlobSize,
-                limits.max_blob_bytes,
-                size_u,
-            )));
-        }
-        let ttl_ms = u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX);
-        let max_ttl_ms = u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX);
-        if ttl_ms > max_ttl_ms {
-            return Ok(Err(quota(QuotaKind::Ttl, max_ttl_ms, ttl_ms)));
-        }
-        let (last, count, bytes) = group
-            .as_ref()
-            .map_or((0, 0, 0), |g| (g.last_cursor, g.blob_count, g.byte_count));
-        let new_count = count.saturating_add(1);
-        if new_count.unsigned_abs() > limits.max_group_blobs {
-            return Ok(Err(quota(
-                QuotaKind::GroupBlobs,
-                limits.max_group_blobs,
-                new_count.unsigned_abs(),
-            )));
-        }
-        let new_bytes = bytes.saturating_add(size);
-        if new_bytes.unsigned_abs() > limits.max_group_bytes {
-            return Ok(Err(quota(
-                QuotaKind::GroupBytes,
-                limits.max_group_bytes,
-                new_bytes.unsigned_abs(),
-            )));
-        }
-        if count < 0 || bytes < 0 || last < 0 {
-            return Ok(Err(StorageError::Corrupt {
-                what: "negative group counter".into(),
-            }));
-        }
-        let Some(cursor) = last.checked_add(1) else {
-            return Ok(Err(StorageError::Corrupt {
-                what: "group cursor space exhausted".into(),
-            }));
-        };
-
-        let group_ref = match &group {
-            Some(g) => {
-                conn.prepare_cached(
-                    "UPDATE groups SET last_cursor = ?2, blob_count = ?3, byte_count = ?4
-                     WHERE id = ?1",
-                )?
-                .execute(params![g.id, cursor, new_count, new_bytes])?;
-                g.id
-            }
+        let size = payload_size(req);
+        let mut g = match group {
+            Some(g) => g,
             None => {
                 conn.prepare_cached(
                     "INSERT INTO groups (group_id, last_cursor, blob_count, byte_count)
-                     VALUES (?1, ?2, ?3, ?4)",
+                     VALUES (?1, 0, 0, 0)",
                 )?
-                .execute(params![
-                    &req.group.as_bytes()[..],
-                    cursor,
-                    new_count,
-                    new_bytes
-                ])?;
+                .execute([&req.group.as_bytes()[..]])?;
                 ctx.delta.groups = ctx.delta.groups.saturating_add(1);
-                conn.last_insert_rowid()
+                GroupRow {
+                    id: conn.last_insert_rowid(),
+                    last_cursor: 0,
+                    blob_count: 0,
+                    byte_count: 0,
+                    dirty: false,
+                }
             }
         };
+        // check_push made sure this does not overflow.
+        let cursor = g.last_cursor.saturating_add(1);
+        let ttl_ms = u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX);
         let stored_at = clamp_i64(req.now_ms);
         let expires_at = clamp_i64(req.now_ms.saturating_add(ttl_ms));
-        conn.prepare_cached(
-            "INSERT INTO blobs
-                 (group_ref, cursor, blob_id, sender, size, stored_at, expires_at, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            group_ref,
-            cursor,
-            &req.blob_id.as_bytes()[..],
-            &req.sender.as_bytes()[..],
-            size,
-            stored_at,
-            expires_at,
-            &req.payload[..],
-        ])?;
+        // The unique (group_ref, blob_id) index answers "already stored?" as part of the
+        // insert: a retry inserts nothing and is then looked up.
+        let inserted = conn
+            .prepare_cached(
+                "INSERT INTO blobs
+                     (group_ref, cursor, blob_id, sender, size, stored_at, expires_at, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (group_ref, blob_id) DO NOTHING",
+            )?
+            .execute(params![
+                g.id,
+                cursor,
+                &req.blob_id.as_bytes()[..],
+                &req.sender.as_bytes()[..],
+                size,
+                stored_at,
+                expires_at,
+                &req.payload[..],
+            ])?;
+        if inserted == 0 {
+            return Ok(find_original(conn, g.id, &req.blob_id)?.unwrap_or_else(|| {
+                Err(StorageError::Corrupt {
+                    what: "a blob id conflicts but no blob carries it".into(),
+                })
+            }));
+        }
+        g.last_cursor = cursor;
+        g.blob_count = g.blob_count.saturating_add(1);
+        g.byte_count = g.byte_count.saturating_add(size);
+        g.dirty = true;
+        ctx.groups.insert(req.group, g);
         ctx.delta.blobs = ctx.delta.blobs.saturating_add(1);
         ctx.delta.bytes = ctx.delta.bytes.saturating_add(size);
         Ok(Ok(PushOutcome {
@@ -1088,6 +1127,54 @@ impl WriteOp for PushOp {
             stored_at_ms: stored_at.unsigned_abs(),
         }))
     }
+}
+
+/// The payload size as SQLite stores it (a payload in memory is far below `i64::MAX` bytes).
+fn payload_size(req: &PushRequest) -> i64 {
+    clamp_i64(u64::try_from(req.payload.len()).unwrap_or(u64::MAX))
+}
+
+/// Every limit a new blob must respect: size, TTL, the group's quotas, and a sane cursor.
+fn check_push(req: &PushRequest, group: Option<&GroupRow>, limits: &StorageLimits) -> Result<()> {
+    let size = payload_size(req);
+    let size_u = size.unsigned_abs();
+    if size_u > limits.max_blob_bytes {
+        return Err(quota(QuotaKind::BlobSize, limits.max_blob_bytes, size_u));
+    }
+    let ttl_ms = u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX);
+    let max_ttl_ms = u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX);
+    if ttl_ms > max_ttl_ms {
+        return Err(quota(QuotaKind::Ttl, max_ttl_ms, ttl_ms));
+    }
+    let (last, count, bytes) =
+        group.map_or((0, 0, 0), |g| (g.last_cursor, g.blob_count, g.byte_count));
+    let new_count = count.saturating_add(1);
+    if new_count.unsigned_abs() > limits.max_group_blobs {
+        return Err(quota(
+            QuotaKind::GroupBlobs,
+            limits.max_group_blobs,
+            new_count.unsigned_abs(),
+        ));
+    }
+    let new_bytes = bytes.saturating_add(size);
+    if new_bytes.unsigned_abs() > limits.max_group_bytes {
+        return Err(quota(
+            QuotaKind::GroupBytes,
+            limits.max_group_bytes,
+            new_bytes.unsigned_abs(),
+        ));
+    }
+    if count < 0 || bytes < 0 || last < 0 {
+        return Err(StorageError::Corrupt {
+            what: "negative group counter".into(),
+        });
+    }
+    if last == i64::MAX {
+        return Err(StorageError::Corrupt {
+            what: "group cursor space exhausted".into(),
+        });
+    }
+    Ok(())
 }
 
 struct DeleteOp {
@@ -1099,6 +1186,8 @@ impl WriteOp for DeleteOp {
     type Output = bool;
 
     fn apply(&mut self, conn: &Connection, ctx: &mut BatchCtx) -> rusqlite::Result<Result<bool>> {
+        // Group counters change below in SQL: write this batch's pending changes first.
+        ctx.flush_groups(conn)?;
         let found: Option<(i64, i64, i64)> = conn
             .prepare_cached(
                 "SELECT b.id, b.group_ref, b.size FROM blobs b JOIN groups g ON g.id = b.group_ref
@@ -1144,6 +1233,8 @@ impl WriteOp for CleanupOp {
     type Output = u64;
 
     fn apply(&mut self, conn: &Connection, ctx: &mut BatchCtx) -> rusqlite::Result<Result<u64>> {
+        // Group counters change below in SQL: write this batch's pending changes first.
+        ctx.flush_groups(conn)?;
         let now = clamp_i64(self.now_ms);
         let batch = i64::from(self.batch);
         let expired: Vec<(i64, i64, i64)> = conn
@@ -1291,6 +1382,7 @@ mod pragma_tests {
                 wal_autocheckpoint_pages: 1000,
                 journal_size_limit_bytes: 1 << 22,
                 mmap_size_bytes: 1 << 20,
+                cache_size_bytes: 8 << 20,
                 ..SqliteConfig::default()
             };
             let conn = Connection::open(&path).expect("open");
@@ -1312,6 +1404,8 @@ mod pragma_tests {
             assert_eq!(pragma_i64(&conn, "synchronous"), level);
             assert_eq!(pragma_i64(&conn, "wal_autocheckpoint"), 1000);
             assert_eq!(pragma_i64(&conn, "journal_size_limit"), 1 << 22);
+            assert_eq!(pragma_i64(&conn, "mmap_size"), 1 << 20);
+            assert_eq!(pragma_i64(&conn, "cache_size"), -(8 << 10));
             assert_eq!(pragma_i64(&conn, "user_version"), SCHEMA_VERSION);
             assert_eq!(pragma_i64(&conn, "application_id"), APPLICATION_ID);
 

@@ -899,6 +899,102 @@ async fn queued_pushes_commit_together_and_a_rejection_spares_the_rest() {
     );
 }
 
+/// The writer keeps a batch's group counters in memory and writes them back once before the
+/// commit; a delete in the middle of the batch must see (and change) the current counters, and
+/// a group created inside the batch must be counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
+    let (_dir, s) = fresh(StorageLimits {
+        max_group_blobs: 3,
+        ..StorageLimits::default()
+    })
+    .await;
+    let g = group(1);
+    for n in 1..=2 {
+        s.push(push_req(g, n, 10)).await.expect("push");
+    }
+    let before = s.writer_metrics();
+    let release = s.pause_writer().await.expect("pause");
+    let mut handles = Vec::new();
+    // Push 3 fills the group (3 of 3); deleting blob 1 frees one; push 4 then fits; push 5
+    // does not; blob 1, deleted earlier in the batch, is a new blob again and finds the group
+    // full; group 2 is created inside the batch.
+    let plan: [(u8, u64, bool); 6] = [
+        (1, 3, false),
+        (1, 1, true),
+        (1, 4, false),
+        (1, 5, false),
+        (1, 1, false),
+        (2, 6, false),
+    ];
+    for (i, (gn, n, delete)) in plan.into_iter().enumerate() {
+        let s2 = s.clone();
+        handles.push(tokio::spawn(async move {
+            if delete {
+                s2.delete(group(gn), blob(n))
+                    .await
+                    .map(|found| (u64::from(found), false))
+            } else {
+                s2.push(push_req(group(gn), n, 10))
+                    .await
+                    .map(|o| (o.cursor.get(), o.duplicate))
+            }
+        }));
+        until_queued(&s, i + 1).await;
+    }
+    release.send(()).expect("writer waiting");
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.expect("task"));
+    }
+    assert_eq!(s.writer_metrics().commits - before.commits, 1, "one batch");
+    assert_eq!(results[0].as_ref().ok(), Some(&(3, false)));
+    assert_eq!(results[1].as_ref().ok(), Some(&(1, false)), "deleted");
+    assert_eq!(results[2].as_ref().ok(), Some(&(4, false)));
+    assert!(
+        matches!(
+            &results[3],
+            Err(StorageError::QuotaExceeded {
+                kind: QuotaKind::GroupBlobs,
+                ..
+            })
+        ),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(
+            &results[4],
+            Err(StorageError::QuotaExceeded {
+                kind: QuotaKind::GroupBlobs,
+                ..
+            })
+        ),
+        "{:?}",
+        results[4]
+    );
+    assert_eq!(results[5].as_ref().ok(), Some(&(1, false)), "new group");
+    let ids: Vec<_> = pull_all(&s, g, Cursor::ZERO, 100, u64::MAX)
+        .await
+        .iter()
+        .map(|e| e.blob_id)
+        .collect();
+    assert_eq!(ids, [blob(2), blob(3), blob(4)]);
+    assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(4));
+    assert_eq!(
+        s.stats().await.expect("stats"),
+        StorageStats {
+            groups: 2,
+            blobs: 4,
+            bytes: 40
+        }
+    );
+    assert_eq!(
+        s.audit().await.expect("audit"),
+        s.stats().await.expect("stats")
+    );
+}
+
 /// If the batch transaction fails, every caller in it gets the error and nothing of it is
 /// stored (no half-acknowledged batch); retries then succeed with dense cursors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
