@@ -96,50 +96,62 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Reads one frame: the 4-byte header first, the length checked against the maximum before
-/// anything is allocated, then exactly that many body bytes (the buffer grows only as bytes
-/// arrive).
-async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    codec: &FrameCodec,
-    buf: &mut Vec<u8>,
-    ctx: &RelayCtx,
-) -> Result<Message, ReadError> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    let mut got = 0;
-    while let Some(rest) = header.get_mut(got..).filter(|r| !r.is_empty()) {
-        let n = reader.read(rest).await.map_err(|_| ReadError::Io)?;
-        if n == 0 {
-            return Err(if got == 0 {
-                ReadError::Eof
-            } else {
-                ReadError::Frame(FrameError::Decode(DecodeError::Truncated))
-            });
+/// Bytes a read asks the stream for at least (pipelined frames arrive together, and one read
+/// takes all of them).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads frames through one buffer: a read takes whatever has arrived (often many pipelined
+/// frames), and the frames are then decoded from the buffer without reading again. A header's
+/// length is checked against the maximum before its body is waited for, and the buffer grows
+/// only as bytes arrive (by at most [`READ_CHUNK`] beyond them).
+struct FrameReader<R> {
+    reader: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            buf: BytesMut::new(),
         }
-        got += n;
     }
-    let len = match codec.decode_header(&header) {
-        Ok(Some(len)) => len,
-        Ok(None) => return Err(ReadError::Frame(DecodeError::Truncated.into())),
-        Err(e) => return Err(ReadError::Frame(e)),
-    };
-    buf.clear();
-    let read = (&mut *reader)
-        .take(len as u64)
-        .read_to_end(buf)
-        .await
-        .map_err(|_| ReadError::Io)?;
-    if read < len {
-        return Err(ReadError::Frame(DecodeError::Truncated.into()));
+
+    /// The next frame's message.
+    async fn next(&mut self, codec: &FrameCodec, ctx: &RelayCtx) -> Result<Message, ReadError> {
+        loop {
+            let len = codec.decode_header(&self.buf).map_err(ReadError::Frame)?;
+            if let Some(len) = len {
+                let total = FRAME_HEADER_LEN + len;
+                if self.buf.len() >= total {
+                    let frame = self.buf.split_to(total);
+                    ctx.metrics.bytes_in_total.add(total as u64);
+                    let msg = frame
+                        .get(FRAME_HEADER_LEN..)
+                        .ok_or(ReadError::Frame(DecodeError::Truncated.into()))
+                        .and_then(|body| codec.decode_body(body).map_err(ReadError::Frame));
+                    drop(frame);
+                    if self.buf.is_empty() && self.buf.capacity() > KEEP_READ_BUFFER {
+                        self.buf = BytesMut::new();
+                    }
+                    return msg;
+                }
+            }
+            self.buf.reserve(READ_CHUNK);
+            let n = self
+                .reader
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|_| ReadError::Io)?;
+            if n == 0 {
+                return Err(if self.buf.is_empty() {
+                    ReadError::Eof
+                } else {
+                    ReadError::Frame(FrameError::Decode(DecodeError::Truncated))
+                });
+            }
+        }
     }
-    ctx.metrics
-        .bytes_in_total
-        .add((FRAME_HEADER_LEN + len) as u64);
-    let msg = codec.decode_body(buf).map_err(ReadError::Frame);
-    if buf.capacity() > KEEP_READ_BUFFER {
-        *buf = Vec::new();
-    }
-    msg
 }
 
 /// Writes one frame directly (before the writer task exists, and for refusals).
@@ -191,13 +203,12 @@ async fn read_hello<R: AsyncRead + Unpin>(
     ctx: &RelayCtx,
     binding: &[u8; 32],
     peer: &DeviceId,
-    reader: &mut R,
-    buf: &mut Vec<u8>,
+    reader: &mut FrameReader<R>,
 ) -> Result<Hello, Early> {
     let first = tokio::select! {
         r = tokio::time::timeout(
             ctx.config.hello_timeout,
-            read_frame(reader, &ctx.codec, buf, ctx),
+            reader.next(&ctx.codec, ctx),
         ) => r,
         () = ctx.shutdown.cancelled() => {
             return Err(Early::Refuse(
@@ -244,15 +255,15 @@ pub(crate) async fn serve_session<R, W>(
     slot: OwnedSemaphorePermit,
     peer: DeviceId,
     binding: [u8; 32],
-    mut reader: R,
+    reader: R,
     mut writer: W,
 ) -> SessionEnd
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut buf = Vec::new();
-    let hello = match read_hello(&ctx, &binding, &peer, &mut reader, &mut buf).await {
+    let mut reader = FrameReader::new(reader);
+    let hello = match read_hello(&ctx, &binding, &peer, &mut reader).await {
         Ok(hello) => hello,
         Err(early) => {
             drop(slot);
@@ -341,7 +352,7 @@ where
         Arc::clone(&ctx),
         session.cancel.clone(),
     ));
-    let end = session.run(reader, buf).await;
+    let end = session.run(reader).await;
 
     ctx.hub.unregister(&group, id);
     ctx.metrics.sessions.dec();
@@ -516,11 +527,7 @@ enum Next {
 impl Session {
     /// Reads and dispatches frames until the session ends; then finishes unanswered requests
     /// and queues the last frame (`Error` or `Bye`).
-    async fn run<R: AsyncRead + Unpin>(
-        self: &Arc<Self>,
-        mut reader: R,
-        mut buf: Vec<u8>,
-    ) -> SessionEnd {
+    async fn run<R: AsyncRead + Unpin>(self: &Arc<Self>, mut reader: FrameReader<R>) -> SessionEnd {
         let ctx = Arc::clone(&self.ctx);
         let (ack_tx, ack_rx) = mpsc::channel(ctx.config.max_in_flight.max(1) as usize);
         let acks = tokio::spawn(Arc::clone(self).ack_loop(ack_rx));
@@ -536,7 +543,7 @@ impl Session {
             let frame = tokio::select! {
                 r = tokio::time::timeout(
                     ctx.config.idle_timeout,
-                    read_frame(&mut reader, &ctx.codec, &mut buf, &ctx),
+                    reader.next(&ctx.codec, &ctx),
                 ) => r,
                 () = self.cancel.cancelled() => break (SessionEnd::Lost, None),
                 () = ctx.shutdown.cancelled() => break (SessionEnd::Shutdown, None),
