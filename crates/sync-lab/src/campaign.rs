@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 use sync_client::SyncClient;
 use sync_lab::device::{self, Incoming};
 use sync_lab::events::{EventLog, round3};
-use sync_lab::report::{self, PhaseResult, PhaseStatus, Point, Report, ThresholdRow};
+use sync_lab::impair::{self, DirectionConfig, ImpairConfig, Proxy, ProxyHandle, ProxyStats};
+use sync_lab::report::{self, Impairment, PhaseResult, PhaseStatus, Point, Report, ThresholdRow};
 use sync_lab::soak::{self, LeakLimits, Sample, Target};
 use sync_lab::stats::{Summary, round2};
 use sync_types::DeviceId;
@@ -71,6 +72,22 @@ pub(crate) struct Args {
     /// Phase to run.
     #[arg(long, value_enum, default_value_t = PhaseArg::All)]
     phase: PhaseArg,
+    /// With --local: route the campaign device's traffic through the UDP impairment proxy with
+    /// these impairments, both directions, e.g. `loss=5%,delay=20ms`. Keys: delay, jitter, loss,
+    /// reorder, duplicate, rate. The relay then listens on [::1] only and the device on
+    /// 127.0.0.1 only, so iroh cannot migrate to a direct path around the proxy.
+    #[arg(long, value_name = "SPEC", requires = "local")]
+    impair: Option<String>,
+    /// Phases during which --impair applies (comma-separated; default: every phase that
+    /// runs). Outside them the proxy forwards untouched.
+    #[arg(
+        long,
+        value_name = "PHASES",
+        value_enum,
+        value_delimiter = ',',
+        requires = "impair"
+    )]
+    impair_phases: Vec<PhaseArg>,
     /// Length of the endurance phase in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     duration: u64,
@@ -141,6 +158,113 @@ pub(crate) struct Args {
     fd_slack: u64,
 }
 
+/// Parses an impairment spec (`loss=5%,delay=20ms,…`) into one direction's configuration.
+fn parse_impair(spec: &str) -> anyhow::Result<DirectionConfig> {
+    let mut d = DirectionConfig::default();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("--impair: {part:?} is not key=value"))?;
+        let v = v.trim();
+        match k.trim() {
+            "delay" => d.delay = impair::parse_duration(v)?,
+            "jitter" => d.jitter = impair::parse_duration(v)?,
+            "loss" => d.loss = impair::parse_probability(v)?,
+            "reorder" => d.reorder = impair::parse_probability(v)?,
+            "duplicate" => d.duplicate = impair::parse_probability(v)?,
+            "rate" => d.rate = Some(impair::parse_rate(v)?),
+            other => bail!(
+                "--impair: unknown key {other:?} (delay, jitter, loss, reorder, duplicate, rate)"
+            ),
+        }
+    }
+    d.validate()?;
+    Ok(d)
+}
+
+/// The impairment proxy between the campaign device and the relay (`--local --impair`).
+struct Impair {
+    proxy: ProxyHandle,
+    spec: String,
+    config: ImpairConfig,
+    phases: Vec<PhaseArg>,
+    periods: Mutex<Vec<Impairment>>,
+}
+
+/// Counters when an impaired phase began.
+struct ImpairMark {
+    from_s: f64,
+    stats: ProxyStats,
+}
+
+impl Impair {
+    fn applies(&self, phase: PhaseArg) -> bool {
+        self.phases.is_empty()
+            || self.phases.contains(&phase)
+            || self.phases.contains(&PhaseArg::All)
+    }
+}
+
+/// Switches the impairment on for `phase` (when it applies); the mark to end it with.
+fn impair_begin(ctx: &Ctx, phase: PhaseArg, name: &str) -> Option<ImpairMark> {
+    let imp = ctx.impair.as_ref()?;
+    if !imp.applies(phase) {
+        return None;
+    }
+    if let Err(e) = imp.proxy.set_config(imp.config.clone()) {
+        tracing::warn!(error = %e, "cannot apply the impairment");
+        return None;
+    }
+    ctx.emit(name, "impairment_start", &[("spec", json!(imp.spec))]);
+    Some(ImpairMark {
+        from_s: ctx.log.elapsed_s(),
+        stats: imp.proxy.stats(),
+    })
+}
+
+/// Switches the impairment off, records the period and checks that the phase's traffic went
+/// through the proxy (a bypass would make the phase meaningless: it then fails).
+fn impair_end(ctx: &Ctx, mark: Option<ImpairMark>, result: &mut PhaseResult) {
+    let (Some(imp), Some(mark)) = (ctx.impair.as_ref(), mark) else {
+        return;
+    };
+    let _ = imp.proxy.set_config(ImpairConfig::default());
+    let now = imp.proxy.stats();
+    let to_s = ctx.log.elapsed_s();
+    let up = now.up.received - mark.stats.up.received;
+    let down = now.down.received - mark.stats.down.received;
+    let dropped = (now.up.dropped() + now.down.dropped())
+        - (mark.stats.up.dropped() + mark.stats.down.dropped());
+    ctx.emit(
+        &result.name,
+        "impairment_end",
+        &[
+            ("spec", json!(imp.spec)),
+            ("packets_up", json!(up)),
+            ("packets_down", json!(down)),
+            ("dropped", json!(dropped)),
+        ],
+    );
+    if let Ok(mut p) = imp.periods.lock() {
+        p.push(Impairment {
+            from_s: mark.from_s,
+            to_s,
+            spec: imp.spec.clone(),
+        });
+    }
+    result.notes.push(format!(
+        "impaired ({}): the proxy carried {up} packets up and {down} down, dropped {dropped}",
+        imp.spec
+    ));
+    let sent = result.summary.as_ref().map_or(0, |s| s.sent);
+    if sent > 0 && (up == 0 || down == 0) {
+        result.status = PhaseStatus::Fail;
+        result
+            .notes
+            .push("traffic bypassed the impairment proxy: results are not impaired".into());
+    }
+}
+
 /// A message waiting for its answer.
 struct Waiter {
     sent: Instant,
@@ -184,6 +308,7 @@ struct Ctx {
     target: Target,
     reply_timeout: Duration,
     responder: Mutex<Option<DeviceId>>,
+    impair: Option<Impair>,
 }
 
 /// The number in an answer (`PONG:<n>`, `BURST-ACK:<n>`, `ECHO:E2E:<n>:…`).
@@ -1039,6 +1164,14 @@ struct LocalLab {
 impl LocalLab {
     async fn start(args: &Args, out: &Path) -> anyhow::Result<LocalLab> {
         let relay_bin = find_relay(args.relay_bin.as_deref())?;
+        // Behind the impairment proxy the relay (and the responder, which dials it directly)
+        // live on [::1] only, the campaign device on 127.0.0.1 only: no direct path exists for
+        // iroh to migrate to, so every campaign packet crosses the proxy.
+        let relay_bind = if args.impair.is_some() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
         let temp = tempfile::Builder::new()
             .prefix("sync-stress-local-")
             .tempdir()
@@ -1047,7 +1180,9 @@ impl LocalLab {
         let mut cmd = Command::new(&relay_bin);
         cmd.arg("--data-dir")
             .arg(&relay_data)
-            .args(["--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"])
+            .arg("--bind")
+            .arg(relay_bind)
+            .args(["--http-bind", "127.0.0.1:0"])
             .args(["--stats-interval", "1h"])
             .env(
                 "RUST_LOG",
@@ -1078,7 +1213,9 @@ impl LocalLab {
         cmd.arg("responder")
             .arg("--data-dir")
             .arg(temp.path().join("responder"))
-            .args(["--bind", "127.0.0.1:0", "--fast-reconnect"])
+            .arg("--bind")
+            .arg(relay_bind)
+            .arg("--fast-reconnect")
             .env(INVITE_ENV, &invite)
             .env(
                 "RUST_LOG",
@@ -1124,6 +1261,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         bail!("--rate must be a positive number");
     }
+    let impair_dir = args.impair.as_deref().map(parse_impair).transpose()?;
     let out = args.out.clone().unwrap_or_else(default_out);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let started_unix = device::unix_ms() / 1000;
@@ -1196,12 +1334,35 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         device::bind_for(&joined.relay_addrs)
     };
+    let mut impair_state = None;
+    let mut dial = None;
+    if let (Some(dir), Some(spec)) = (&impair_dir, &args.impair) {
+        let upstream = *joined
+            .relay_addrs
+            .first()
+            .context("the relay has no address")?;
+        let proxy = Proxy::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            upstream,
+            ImpairConfig::default(),
+        )
+        .await
+        .context("cannot start the impairment proxy")?;
+        dial = Some(vec![proxy.local_addr()]);
+        impair_state = Some(Impair {
+            proxy,
+            spec: spec.clone(),
+            config: ImpairConfig::symmetric(dir.clone()),
+            phases: args.impair_phases.clone(),
+            periods: Mutex::new(Vec::new()),
+        });
+    }
     let client = tokio::time::timeout(
         CHILD_TIMEOUT,
         device::connect(
             &joined,
             &device_dir,
-            None,
+            dial,
             bind,
             "sync-stress campaign",
             local.is_some(),
@@ -1272,6 +1433,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         target: target.clone(),
         reply_timeout: Duration::from_secs(args.reply_timeout.max(1)),
         responder: Mutex::new(local.as_ref().map(|l| l.responder_id)),
+        impair: impair_state,
     });
 
     let status = client.status();
@@ -1319,18 +1481,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut soak_verdict = None;
     let relay_data = local.as_ref().map(|l| l.relay_data.clone());
     phases.push(if selected(PhaseArg::Ping) {
-        phase_ping(&ctx, &args).await
+        let mark = impair_begin(&ctx, PhaseArg::Ping, "ping");
+        let mut p = phase_ping(&ctx, &args).await;
+        impair_end(&ctx, mark, &mut p);
+        p
     } else {
         skipped("ping")
     });
     phases.push(if selected(PhaseArg::Burst) {
-        phase_burst(&ctx, &args).await
+        let mark = impair_begin(&ctx, PhaseArg::Burst, "burst");
+        let mut p = phase_burst(&ctx, &args).await;
+        impair_end(&ctx, mark, &mut p);
+        p
     } else {
         skipped("burst")
     });
     let mut e2e_check = None;
     phases.push(if selected(PhaseArg::E2e) {
-        let (p, c) = phase_e2e(&ctx, &args, relay_data.as_deref()).await;
+        let mark = impair_begin(&ctx, PhaseArg::E2e, "e2e");
+        let (mut p, c) = phase_e2e(&ctx, &args, relay_data.as_deref()).await;
+        impair_end(&ctx, mark, &mut p);
         e2e_check = Some(c);
         p
     } else {
@@ -1351,7 +1521,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         skipped("failover")
     });
     if selected(PhaseArg::Endurance) {
-        let (p, v) = phase_endurance(&ctx, &args).await;
+        let mark = impair_begin(&ctx, PhaseArg::Endurance, "endurance");
+        let (mut p, v) = phase_endurance(&ctx, &args).await;
+        impair_end(&ctx, mark, &mut p);
         phases.push(p);
         soak_verdict = Some(v);
     } else {
@@ -1359,10 +1531,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     ctx.set_phase("teardown");
     sampler.abort();
+    if let Some(i) = &ctx.impair {
+        let st = i.proxy.stats();
+        log.emit(
+            "teardown",
+            "proxy_stats",
+            &[("up", json!(st.up)), ("down", json!(st.down))],
+        );
+    }
     ctx.sample_now().await;
     receiver.abort();
     client.close().await;
     dispatcher.abort();
+    if let Some(i) = &ctx.impair {
+        i.proxy.shutdown();
+    }
 
     // Stop the local processes (SIGTERM) and note how they went.
     let mut setup_notes = Vec::new();
@@ -1491,6 +1674,29 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         ("mode".to_string(), mode.to_string()),
         (
+            "impairment".to_string(),
+            ctx.impair.as_ref().map_or_else(
+                || "none".to_string(),
+                |i| {
+                    format!(
+                        "`{}` both directions during {}; campaign device (127.0.0.1) → proxy {} → relay {}; the responder dials the relay directly",
+                        i.spec,
+                        if i.phases.is_empty() || i.phases.contains(&PhaseArg::All) {
+                            "every phase".to_string()
+                        } else {
+                            i.phases
+                                .iter()
+                                .map(|p| format!("{p:?}").to_lowercase())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
+                        i.proxy.local_addr(),
+                        i.proxy.upstream()
+                    )
+                },
+            ),
+        ),
+        (
             "relay".to_string(),
             format!(
                 "{} at {}",
@@ -1542,7 +1748,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         samples,
         sampling: target.describe(),
         soak: soak_verdict,
-        impairments: Vec::new(),
+        impairments: ctx
+            .impair
+            .as_ref()
+            .and_then(|i| i.periods.lock().ok().map(|p| p.clone()))
+            .unwrap_or_default(),
         duration_s,
     };
     log.finish().context("cannot write events.jsonl")?;
