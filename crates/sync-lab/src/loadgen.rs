@@ -234,6 +234,8 @@ pub struct LoadReport {
     pub duration_s: f64,
     /// Messages queued by the pushers.
     pub pushed: u64,
+    /// `pushed / duration`: the rate reached (below `rate` when the devices cannot keep up).
+    pub achieved_rate: f64,
     /// Pushers whose outbox emptied (all acknowledged) within the drain timeout.
     pub pushers_flushed: usize,
     /// Deliveries expected (each message × the other accepted members of its group).
@@ -361,10 +363,10 @@ async fn receive(
             }
         }
         let target = *expected.borrow();
-        if let Some((want, deadline)) = target {
-            if r.unique.len() as u64 >= want || Instant::now() >= deadline {
-                return r;
-            }
+        if let Some((want, deadline)) = target
+            && (r.unique.len() as u64 >= want || Instant::now() >= deadline)
+        {
+            return r;
         }
         let deadline = target.map(|(_, d)| tokio::time::Instant::from_std(d));
         tokio::select! {
@@ -540,6 +542,12 @@ pub async fn run_load(target: &RelayTarget, config: &LoadConfig) -> Result<LoadR
         rate: config.rate,
         duration_s: config.duration.as_secs_f64(),
         pushed: pushed_by.values().sum(),
+        achieved_rate: if config.duration.is_zero() {
+            0.0
+        } else {
+            (pushed_by.values().sum::<u64>() as f64 / config.duration.as_secs_f64() * 100.0).round()
+                / 100.0
+        },
         pushers_flushed,
         expected_deliveries: expected_total,
         delivered,

@@ -24,7 +24,10 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_j
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -35,7 +38,16 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sync-stress"))
         .args(["impair", "--listen", "127.0.0.1:0", "--upstream"])
         .arg(server.local_addr().unwrap().to_string())
-        .args(["--up-delay", "5ms", "--down-loss", "0%", "--seed", "1", "--stats-every", "0"])
+        .args([
+            "--up-delay",
+            "5ms",
+            "--down-loss",
+            "0%",
+            "--seed",
+            "1",
+            "--stats-every",
+            "0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -43,7 +55,10 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut field = |prefix: &str| -> String {
         loop {
-            let line = lines.next().expect("the proxy prints its addresses").unwrap();
+            let line = lines
+                .next()
+                .expect("the proxy prints its addresses")
+                .unwrap();
             if let Some(v) = line.strip_prefix(prefix) {
                 return v.trim().to_string();
             }
@@ -82,7 +97,11 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
     assert_eq!(config["down"]["partition"], false);
     client.send_to(b"two", listen).unwrap();
     let (n, _) = server.recv_from(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"two", "the lost and partitioned packets never arrived");
+    assert_eq!(
+        &buf[..n],
+        b"two",
+        "the lost and partitioned packets never arrived"
+    );
     let (_, stats) = http(control, "GET", "/stats", "");
     assert_eq!(stats["up"]["received"], 4);
     assert_eq!(stats["up"]["dropped_loss"], 1);
@@ -104,10 +123,19 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
     assert!(status.success(), "{status}");
     // The bad loopback check of the command line.
     let out = Command::new(env!("CARGO_BIN_EXE_sync-stress"))
-        .args(["impair", "--listen", "0.0.0.0:0", "--upstream", "127.0.0.1:9"])
+        .args([
+            "impair",
+            "--listen",
+            "0.0.0.0:0",
+            "--upstream",
+            "127.0.0.1:9",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("loopback") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("loopback") && err.lines().count() == 1,
+        "{err}"
+    );
 }

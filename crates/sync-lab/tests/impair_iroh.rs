@@ -56,30 +56,63 @@ async fn start_relay(dir: &Path) -> RelayHandle {
     let mut config = RelayConfig::for_tests(dir);
     config.bind = "[::1]:0".parse().unwrap();
     let relay = sync_relay::start(config).await.expect("relay starts");
-    assert!(relay.direct_addrs().iter().all(|a| a.is_ipv6()), "{:?}", relay.direct_addrs());
+    assert!(
+        relay.direct_addrs().iter().all(|a| a.is_ipv6()),
+        "{:?}",
+        relay.direct_addrs()
+    );
     relay
 }
 
-async fn client(relay_id: [u8; 32], addr: SocketAddr, bind: SocketAddr, g: &GroupMaterial) -> SyncClient {
+async fn client(
+    relay_id: [u8; 32],
+    addr: SocketAddr,
+    bind: SocketAddr,
+    g: &GroupMaterial,
+) -> SyncClient {
     let transport = Arc::new(IrohTransport::new(
         IrohConfig::new(relay_id, vec![addr]).with_bind_addr(bind),
     ));
-    let cfg = ClientConfig::new(StoreLocation::InMemory, transport, GroupChoice::Use(g.clone()))
-        .with_options(options());
+    let cfg = ClientConfig::new(
+        StoreLocation::InMemory,
+        transport,
+        GroupChoice::Use(g.clone()),
+    )
+    .with_options(options());
     let c = guard("connect", SyncClient::connect(cfg)).await.unwrap();
     assert_eq!(c.status().connection, ConnectionStatus::Connected);
     c
 }
 
 /// A device behind the proxy (IPv4 only) and a device straight on the relay (IPv6).
-async fn setup(dir: &Path, config: ImpairConfig, seed: u64) -> (RelayHandle, ProxyHandle, SyncClient, SyncClient) {
+async fn setup(
+    dir: &Path,
+    config: ImpairConfig,
+    seed: u64,
+) -> (RelayHandle, ProxyHandle, SyncClient, SyncClient) {
     let relay = start_relay(dir).await;
-    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), relay.direct_addrs()[0], config)
-        .await
-        .unwrap();
+    let proxy = Proxy::start(
+        "127.0.0.1:0".parse().unwrap(),
+        relay.direct_addrs()[0],
+        config,
+    )
+    .await
+    .unwrap();
     let g = material(seed);
-    let behind = client(relay.relay_id(), proxy.local_addr(), "127.0.0.1:0".parse().unwrap(), &g).await;
-    let direct = client(relay.relay_id(), relay.direct_addrs()[0], "[::1]:0".parse().unwrap(), &g).await;
+    let behind = client(
+        relay.relay_id(),
+        proxy.local_addr(),
+        "127.0.0.1:0".parse().unwrap(),
+        &g,
+    )
+    .await;
+    let direct = client(
+        relay.relay_id(),
+        relay.direct_addrs()[0],
+        "[::1]:0".parse().unwrap(),
+        &g,
+    )
+    .await;
     (relay, proxy, behind, direct)
 }
 
@@ -89,7 +122,10 @@ async fn pull_until(c: &SyncClient, want: usize) -> Vec<Blob> {
     let mut got = c.pull().await.unwrap();
     while got.len() < want {
         let e = guard("blobs", events.next()).await.unwrap();
-        if matches!(e, SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }) {
+        if matches!(
+            e,
+            SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }
+        ) {
             got.extend(c.pull().await.unwrap());
         }
     }
@@ -116,9 +152,16 @@ async fn session_goes_through_the_proxy_partition_queues_and_heal_delivers_once(
         1,
     )
     .await;
-    assert_eq!(relay.metrics().sessions.get(), 2, "the relay saw both sessions");
+    assert_eq!(
+        relay.metrics().sessions.get(),
+        2,
+        "the relay saw both sessions"
+    );
     let s0 = proxy.stats();
-    assert!(s0.up.forwarded > 0 && s0.down.forwarded > 0, "the handshake crossed the proxy: {s0:?}");
+    assert!(
+        s0.up.forwarded > 0 && s0.down.forwarded > 0,
+        "the handshake crossed the proxy: {s0:?}"
+    );
     assert_eq!(s0.clients, 1);
 
     // Every push round trip carries the proxy's delay both ways: had iroh found a direct path
@@ -126,50 +169,91 @@ async fn session_goes_through_the_proxy_partition_queues_and_heal_delivers_once(
     let mut rtts = Vec::new();
     for i in 0..30 {
         let t = Instant::now();
-        guard("push", behind.push(format!("before {i}").as_bytes())).await.unwrap();
+        guard("push", behind.push(format!("before {i}").as_bytes()))
+            .await
+            .unwrap();
         rtts.push(t.elapsed());
     }
     let min = *rtts.iter().min().unwrap();
-    println!("push→ack through the proxy (15 ms each way): min {min:?} max {:?}", rtts.iter().max().unwrap());
-    assert!(min >= DELAY * 2, "a push took {min:?}: traffic bypassed the proxy");
+    println!(
+        "push→ack through the proxy (15 ms each way): min {min:?} max {:?}",
+        rtts.iter().max().unwrap()
+    );
+    assert!(
+        min >= DELAY * 2,
+        "a push took {min:?}: traffic bypassed the proxy"
+    );
     let got = guard("pull", pull_until(&direct, 30)).await;
     assert_eq!(got.len(), 30);
     let s1 = proxy.stats();
-    assert!(s1.up.forwarded > s0.up.forwarded + 30, "the pushes crossed the proxy: {s1:?}");
+    assert!(
+        s1.up.forwarded > s0.up.forwarded + 30,
+        "the pushes crossed the proxy: {s1:?}"
+    );
 
     // Partition: the device notices the silence and goes offline; its pushes stay queued and
     // nothing reaches the relay.
     proxy.partition();
     let at_partition = proxy.stats();
-    guard("offline", wait_status(&behind, "offline", |s| *s != ConnectionStatus::Connected)).await;
+    guard(
+        "offline",
+        wait_status(&behind, "offline", |s| *s != ConnectionStatus::Connected),
+    )
+    .await;
     for i in 0..10 {
-        behind.push_queued(format!("during {i}").as_bytes()).await.unwrap();
+        behind
+            .push_queued(format!("during {i}").as_bytes())
+            .await
+            .unwrap();
     }
-    assert_eq!(behind.status().outbox_len, 10, "pushes stay queued while partitioned");
+    assert_eq!(
+        behind.status().outbox_len,
+        10,
+        "pushes stay queued while partitioned"
+    );
     // Let the device retry against the partition for a while: wait for the proxy to drop
     // a good number of its attempts (its counters, not a sleep).
     let s = proxy
-        .wait_for(GUARD, |s| s.up.dropped_partition >= at_partition.up.dropped_partition + 20)
+        .wait_for(GUARD, |s| {
+            s.up.dropped_partition >= at_partition.up.dropped_partition + 20
+        })
         .await
         .unwrap();
-    assert_eq!(s.up.forwarded, at_partition.up.forwarded, "nothing crossed the partition");
+    assert_eq!(
+        s.up.forwarded, at_partition.up.forwarded,
+        "nothing crossed the partition"
+    );
     assert_eq!(s.down.forwarded, at_partition.down.forwarded);
-    assert_eq!(relay.metrics().pushes_total.get(), 30, "no push reached the relay by another path");
+    assert_eq!(
+        relay.metrics().pushes_total.get(),
+        30,
+        "no push reached the relay by another path"
+    );
     assert_eq!(behind.status().outbox_len, 10);
 
     // Heal: the session comes back, the queued pushes land exactly once.
     proxy.heal();
-    guard("reconnect", wait_status(&behind, "reconnect", |s| *s == ConnectionStatus::Connected)).await;
+    guard(
+        "reconnect",
+        wait_status(&behind, "reconnect", |s| *s == ConnectionStatus::Connected),
+    )
+    .await;
     guard("flush", behind.flush(GUARD)).await.unwrap();
     assert_eq!(behind.status().outbox_len, 0);
     let got = guard("pull after heal", pull_until(&direct, 10)).await;
-    let texts: Vec<String> = got.iter().map(|b| String::from_utf8(b.data.clone()).unwrap()).collect();
+    let texts: Vec<String> = got
+        .iter()
+        .map(|b| String::from_utf8(b.data.clone()).unwrap())
+        .collect();
     let want: Vec<String> = (0..10).map(|i| format!("during {i}")).collect();
     assert_eq!(texts, want, "queued pushes land once, in order");
     assert_eq!(relay.metrics().pushes_total.get(), 40);
     assert_eq!(direct.status().resume_cursor.get(), 40);
     let s2 = proxy.stats();
-    assert!(s2.up.forwarded > s.up.forwarded, "the healed session crosses the proxy");
+    assert!(
+        s2.up.forwarded > s.up.forwarded,
+        "the healed session crosses the proxy"
+    );
     println!("proxy counters at the end: {s2:?}");
 
     behind.close().await;
@@ -196,13 +280,19 @@ async fn push_and_pull_at_5_percent_loss_each_way_lose_nothing() {
         let behind = behind.clone();
         tokio::spawn(async move {
             for i in 0..N {
-                behind.push_queued(format!("lossy {i}").as_bytes()).await.unwrap();
+                behind
+                    .push_queued(format!("lossy {i}").as_bytes())
+                    .await
+                    .unwrap();
             }
             behind.flush(GUARD).await.unwrap();
         })
     };
     for i in 0..N {
-        direct.push_queued(format!("clean {i}").as_bytes()).await.unwrap();
+        direct
+            .push_queued(format!("clean {i}").as_bytes())
+            .await
+            .unwrap();
     }
     guard("direct flush", direct.flush(GUARD)).await.unwrap();
     guard("lossy pushes", pusher).await.unwrap();
@@ -210,7 +300,10 @@ async fn push_and_pull_at_5_percent_loss_each_way_lose_nothing() {
     let at_behind = guard("lossy pulls", pull_until(&behind, N)).await;
     for (got, prefix) in [(&at_direct, "lossy"), (&at_behind, "clean")] {
         assert_eq!(got.len(), N, "nothing lost, nothing duplicated");
-        let texts: Vec<String> = got.iter().map(|b| String::from_utf8(b.data.clone()).unwrap()).collect();
+        let texts: Vec<String> = got
+            .iter()
+            .map(|b| String::from_utf8(b.data.clone()).unwrap())
+            .collect();
         let want: Vec<String> = (0..N).map(|i| format!("{prefix} {i}")).collect();
         assert_eq!(texts, want, "per-sender order kept");
         let ids: HashSet<_> = got.iter().map(|b| b.blob_id).collect();
@@ -223,8 +316,14 @@ async fn push_and_pull_at_5_percent_loss_each_way_lose_nothing() {
          down {} received / {} lost",
         s.up.received, s.up.dropped_loss, s.down.received, s.down.dropped_loss
     );
-    assert!(s.up.dropped_loss > 0 && s.down.dropped_loss > 0, "losses happened: {s:?}");
-    assert!(s.up.forwarded > N as u64 / 10, "the traffic crossed the proxy: {s:?}");
+    assert!(
+        s.up.dropped_loss > 0 && s.down.dropped_loss > 0,
+        "losses happened: {s:?}"
+    );
+    assert!(
+        s.up.forwarded > N as u64 / 10,
+        "the traffic crossed the proxy: {s:?}"
+    );
     behind.close().await;
     direct.close().await;
     relay.shutdown().await.unwrap();

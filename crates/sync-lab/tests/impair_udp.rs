@@ -44,9 +44,8 @@ async fn receive(
     let mut buf = vec![0u8; 2048];
     loop {
         let s = proxy.stats();
-        let settled = s.up.received == sent
-            && s.in_flight == 0
-            && got.len() as u64 == s.up.forwarded;
+        let settled =
+            s.up.received == sent && s.in_flight == 0 && got.len() as u64 == s.up.forwarded;
         if settled {
             return got;
         }
@@ -76,7 +75,13 @@ async fn proxy_to(server: &UdpSocket, config: ImpairConfig) -> ProxyHandle {
 }
 
 /// Sends `count` packets paced by `every` (a pacing interval, not a wait for an event).
-async fn send_paced(client: &UdpSocket, to: SocketAddr, count: u64, every: Duration, base: Instant) {
+async fn send_paced(
+    client: &UdpSocket,
+    to: SocketAddr,
+    count: u64,
+    every: Duration,
+    base: Instant,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for seq in 0..count {
@@ -108,7 +113,11 @@ async fn delay_and_jitter_follow_the_configuration() {
         receive(&server, &proxy, N, base),
         send_paced(&client, to, N, Duration::from_micros(500), base)
     );
-    assert_eq!(got.len() as u64, N, "no loss configured: every packet arrives");
+    assert_eq!(
+        got.len() as u64,
+        N,
+        "no loss configured: every packet arrives"
+    );
     let mut d: Vec<Duration> = got.iter().map(|(_, d)| *d).collect();
     d.sort();
     let mean = d.iter().sum::<Duration>() / d.len() as u32;
@@ -128,10 +137,22 @@ async fn delay_and_jitter_follow_the_configuration() {
     // Uniform ±5 ms: p10 ≈ 16 ms, p50 ≈ 20 ms, p90 ≈ 24 ms, plus timer granularity (≤ 1 ms)
     // and scheduling on a shared machine (tolerance 3 ms).
     let tol = Duration::from_millis(3);
-    assert!(p50 >= DELAY - Duration::from_millis(1) && p50 <= DELAY + tol, "p50 {p50:?}");
-    assert!(mean >= DELAY - Duration::from_millis(1) && mean <= DELAY + tol, "mean {mean:?}");
-    assert!(p10 <= DELAY - JITTER / 2 + Duration::from_millis(1), "jitter spreads the low side: p10 {p10:?}");
-    assert!(p90 >= DELAY + JITTER / 2, "jitter spreads the high side: p90 {p90:?}");
+    assert!(
+        p50 >= DELAY - Duration::from_millis(1) && p50 <= DELAY + tol,
+        "p50 {p50:?}"
+    );
+    assert!(
+        mean >= DELAY - Duration::from_millis(1) && mean <= DELAY + tol,
+        "mean {mean:?}"
+    );
+    assert!(
+        p10 <= DELAY - JITTER / 2 + Duration::from_millis(1),
+        "jitter spreads the low side: p10 {p10:?}"
+    );
+    assert!(
+        p90 >= DELAY + JITTER / 2,
+        "jitter spreads the high side: p90 {p90:?}"
+    );
     assert!(p90 <= DELAY + JITTER + tol, "p90 {p90:?}");
     let s = proxy.stats();
     assert_eq!((s.up.received, s.up.forwarded, s.up.dropped()), (N, N, 0));
@@ -158,23 +179,39 @@ async fn loss_rate_over_10k_packets_is_within_tolerance_and_reproducible() {
         let (got, ()) = tokio::join!(receive(&server, &proxy, N, base), async {
             for chunk in 0..N / 100 {
                 for i in 0..100 {
-                    client.send_to(&packet(chunk * 100 + i, base, 100), to).await.unwrap();
+                    client
+                        .send_to(&packet(chunk * 100 + i, base, 100), to)
+                        .await
+                        .unwrap();
                 }
                 proxy
-                    .wait_for(GUARD, |s| s.up.received == (chunk + 1) * 100 && s.in_flight == 0)
+                    .wait_for(GUARD, |s| {
+                        s.up.received == (chunk + 1) * 100 && s.in_flight == 0
+                    })
                     .await
                     .unwrap();
             }
         });
         let s = proxy.stats();
         assert_eq!(s.up.received, N);
-        assert_eq!(s.up.forwarded + s.up.dropped_loss, N, "every packet forwarded or lost");
-        assert_eq!(got.len() as u64, s.up.forwarded, "the counters match what arrived");
+        assert_eq!(
+            s.up.forwarded + s.up.dropped_loss,
+            N,
+            "every packet forwarded or lost"
+        );
+        assert_eq!(
+            got.len() as u64,
+            s.up.forwarded,
+            "the counters match what arrived"
+        );
         (s.up.dropped_loss, got.iter().map(|(seq, _)| *seq).collect())
     }
     let (lost, arrived) = run(42).await;
     let rate = lost as f64 / N as f64;
-    println!("loss 5% over {N} packets: {lost} lost ({:.2} %)", rate * 100.0);
+    println!(
+        "loss 5% over {N} packets: {lost} lost ({:.2} %)",
+        rate * 100.0
+    );
     // Binomial(10k, 0.05): σ ≈ 22 packets; ±1 percentage point is ±4.6 σ.
     assert!((0.04..=0.06).contains(&rate), "loss rate {rate}");
     let (lost_again, arrived_again) = run(42).await;
@@ -224,7 +261,10 @@ async fn duplicates_and_reordering_are_observable() {
     assert_eq!(dups, s.up.duplicated, "duplicates counted as they arrive");
     assert_eq!(got.len() as u64, N + dups);
     assert!((100..=300).contains(&dups), "≈ 10 % duplicated: {dups}");
-    assert!(s.up.reordered > 0 && out_of_order > 0, "later packets overtake held ones");
+    assert!(
+        s.up.reordered > 0 && out_of_order > 0,
+        "later packets overtake held ones"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,9 +283,15 @@ async fn partition_stops_both_directions_and_heal_restores_them() {
     let mut buf = [0u8; 64];
     // Before: a round trip works, the server sees the proxy's per-client socket.
     client.send_to(b"hello", to).await.unwrap();
-    let (_, peer) = tokio::time::timeout(GUARD, server.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (_, peer) = tokio::time::timeout(GUARD, server.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     server.send_to(b"back", peer).await.unwrap();
-    let (n, from) = tokio::time::timeout(GUARD, client.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, from) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((&buf[..n], from), (&b"back"[..], to));
 
     // Packets in flight when the partition starts are dropped too.
@@ -262,7 +308,10 @@ async fn partition_stops_both_directions_and_heal_restores_them() {
         })
         .await
         .unwrap();
-    assert_eq!(s.up.forwarded, 1, "only the packet before the partition crossed");
+    assert_eq!(
+        s.up.forwarded, 1,
+        "only the packet before the partition crossed"
+    );
     assert_eq!(s.down.forwarded, 1);
     assert_eq!((s.up.dropped_partition, s.down.dropped_partition), (11, 10));
     // Nothing is waiting on either socket: this read finds nothing queued.
@@ -271,10 +320,16 @@ async fn partition_stops_both_directions_and_heal_restores_them() {
 
     proxy.heal();
     client.send_to(b"healed", to).await.unwrap();
-    let (n, _) = tokio::time::timeout(GUARD, server.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = tokio::time::timeout(GUARD, server.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"healed");
     server.send_to(b"healed back", peer).await.unwrap();
-    let (n, _) = tokio::time::timeout(GUARD, client.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"healed back");
 }
 
@@ -287,18 +342,29 @@ async fn each_client_gets_its_own_upstream_socket() {
     let mut peers = HashMap::new();
     let mut buf = [0u8; 64];
     for (i, c) in clients.iter().enumerate() {
-        c.send_to(format!("client {i}").as_bytes(), to).await.unwrap();
-        let (n, peer) = tokio::time::timeout(GUARD, server.recv_from(&mut buf)).await.unwrap().unwrap();
+        c.send_to(format!("client {i}").as_bytes(), to)
+            .await
+            .unwrap();
+        let (n, peer) = tokio::time::timeout(GUARD, server.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         peers.insert(peer, String::from_utf8(buf[..n].to_vec()).unwrap());
     }
     assert_eq!(peers.len(), 3, "the upstream sees three distinct peers");
     assert_eq!(proxy.stats().clients, 3);
     // Answers go back to the right client.
     for (peer, text) in &peers {
-        server.send_to(format!("to {text}").as_bytes(), peer).await.unwrap();
+        server
+            .send_to(format!("to {text}").as_bytes(), peer)
+            .await
+            .unwrap();
     }
     for (i, c) in clients.iter().enumerate() {
-        let (n, _) = tokio::time::timeout(GUARD, c.recv_from(&mut buf)).await.unwrap().unwrap();
+        let (n, _) = tokio::time::timeout(GUARD, c.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&buf[..n], format!("to client {i}").as_bytes());
     }
 }
@@ -333,12 +399,18 @@ async fn rate_limit_spaces_packets_and_tail_drops_beyond_the_queue() {
         "rate 100 kB/s, burst of {N} × 1016 B: {} forwarded, {} tail-dropped",
         s.up.forwarded, s.up.dropped_queue
     );
-    assert!(s.up.dropped_queue > 0, "a burst beyond the queue is tail-dropped");
+    assert!(
+        s.up.dropped_queue > 0,
+        "a burst beyond the queue is tail-dropped"
+    );
     assert_eq!(s.up.forwarded + s.up.dropped_queue, N);
     // Packets leave one link-time apart: the last forwarded one waited ≈ forwarded × 10 ms.
     let last = got.iter().map(|(_, d)| *d).max().unwrap();
     let link = Duration::from_secs_f64(1016.0 / 100_000.0);
-    assert!(last >= link * (got.len() as u32 - 1), "last waited {last:?}");
+    assert!(
+        last >= link * (got.len() as u32 - 1),
+        "last waited {last:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,23 +424,37 @@ async fn settings_change_while_traffic_flows_and_bad_ones_are_refused() {
     for seq in 0..100 {
         client.send_to(&packet(seq, base, 10), to).await.unwrap();
     }
-    proxy.wait_for(GUARD, |s| s.up.forwarded == 100).await.unwrap();
+    proxy
+        .wait_for(GUARD, |s| s.up.forwarded == 100)
+        .await
+        .unwrap();
     proxy.update(|c| c.up.loss = 1.0).unwrap();
     for seq in 100..200 {
         client.send_to(&packet(seq, base, 10), to).await.unwrap();
     }
-    let s = proxy.wait_for(GUARD, |s| s.up.received == 200).await.unwrap();
+    let s = proxy
+        .wait_for(GUARD, |s| s.up.received == 200)
+        .await
+        .unwrap();
     assert_eq!((s.up.forwarded, s.up.dropped_loss), (100, 100));
     assert!(proxy.update(|c| c.down.loss = 1.5).is_err());
     assert!(proxy.update(|c| c.up.rate = Some(0)).is_err());
-    assert_eq!(proxy.config().up.loss, 1.0, "a refused change changes nothing");
+    assert_eq!(
+        proxy.config().up.loss,
+        1.0,
+        "a refused change changes nothing"
+    );
     for _ in 0..100 {
         server.try_recv_from(&mut buf).unwrap();
     }
     assert!(
-        Proxy::start("127.0.0.1:0".parse().unwrap(), "10.1.2.3:9".parse().unwrap(), ImpairConfig::default())
-            .await
-            .is_err(),
+        Proxy::start(
+            "127.0.0.1:0".parse().unwrap(),
+            "10.1.2.3:9".parse().unwrap(),
+            ImpairConfig::default()
+        )
+        .await
+        .is_err(),
         "only loopback"
     );
 }

@@ -786,7 +786,7 @@ mod millis {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let ms = f64::deserialize(d)?;
-        if !ms.is_finite() || ms < 0.0 || ms > 3_600_000.0 {
+        if !ms.is_finite() || !(0.0..=3_600_000.0).contains(&ms) {
             return Err(serde::de::Error::custom(
                 "milliseconds must be between 0 and 3600000",
             ));

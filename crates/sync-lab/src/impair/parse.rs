@@ -73,10 +73,12 @@ pub fn parse_rate(text: &str) -> Result<u64, ImpairError> {
         _ => (body.as_str(), 1.0),
     };
     let v: f64 = num.trim().parse().map_err(|_| {
-        ImpairError::Invalid(format!("not a rate: {text:?} (bytes/s, e.g. 500k, 2M, 8mbit)"))
+        ImpairError::Invalid(format!(
+            "not a rate: {text:?} (bytes/s, e.g. 500k, 2M, 8mbit)"
+        ))
     })?;
     let bytes = v * mult / if bits { 8.0 } else { 1.0 };
-    if !bytes.is_finite() || bytes < 1.0 || bytes > 1e12 {
+    if !bytes.is_finite() || !(1.0..=1e12).contains(&bytes) {
         return Err(ImpairError::Invalid(format!("rate out of range: {text:?}")));
     }
     Ok(bytes as u64)
