@@ -517,14 +517,14 @@ fn check_summary(args: &Args, s: &Summary, notes: &mut Vec<String>) -> bool {
         ));
         ok = false;
     }
-    if let Some(p99) = s.p99_ms {
-        if p99 > args.max_p99_ms {
-            notes.push(format!(
-                "p99 RTT {p99:.1} ms above the limit {} ms",
-                args.max_p99_ms
-            ));
-            ok = false;
-        }
+    if let Some(p99) = s.p99_ms
+        && p99 > args.max_p99_ms
+    {
+        notes.push(format!(
+            "p99 RTT {p99:.1} ms above the limit {} ms",
+            args.max_p99_ms
+        ));
+        ok = false;
     }
     ok
 }
@@ -605,10 +605,10 @@ async fn phase_ping(ctx: &Ctx, args: &Args) -> PhaseResult {
 }
 
 fn note_responder(ctx: &Ctx, sender: DeviceId) {
-    if let Ok(mut r) = ctx.responder.lock() {
-        if r.is_none() {
-            *r = Some(sender);
-        }
+    if let Ok(mut r) = ctx.responder.lock()
+        && r.is_none()
+    {
+        *r = Some(sender);
     }
 }
 
@@ -1033,12 +1033,12 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if matches!(child.try_wait(), Ok(None)) {
-                tracing::warn!(name = self.name, "killing a child process left running");
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(mut child) = self.child.take()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            tracing::warn!(name = self.name, "killing a child process left running");
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -1373,7 +1373,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .context("cannot start the campaign device")?;
     if !matches!(
         client.status().connection,
-        sync_core::ConnectionStatus::Connected { .. }
+        sync_core::ConnectionStatus::Connected
     ) {
         client.close().await;
         bail!(

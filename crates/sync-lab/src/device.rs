@@ -195,10 +195,8 @@ pub fn spawn_receiver(
             let mut want_pull = false;
             let handle = |ev: SyncEvent, want_pull: &mut bool| -> bool {
                 match ev {
-                    SyncEvent::BlobsAvailable { sender, .. } => {
-                        if sender != Some(me) {
-                            *want_pull = true;
-                        }
+                    SyncEvent::BlobsAvailable { sender, .. } if sender != Some(me) => {
+                        *want_pull = true;
                     }
                     SyncEvent::Lagged { .. } => *want_pull = true,
                     SyncEvent::Connected { .. } => {

@@ -89,13 +89,11 @@ impl EventLog {
     /// Writes one event now. A write error is kept and reported by [`EventLog::finish`].
     pub fn emit(&self, phase: &str, event: &str, fields: &[(&str, Value)]) {
         let text = line(phase, event, self.elapsed_s(), fields);
-        if let Ok(mut inner) = self.inner.lock() {
-            if inner.error.is_none() {
-                let r = writeln!(inner.file, "{text}");
-                if let Err(e) = r {
-                    inner.error = Some(e);
-                }
-            }
+        if let Ok(mut inner) = self.inner.lock()
+            && inner.error.is_none()
+            && let Err(e) = writeln!(inner.file, "{text}")
+        {
+            inner.error = Some(e);
         }
         (self.echo)(&text);
     }

@@ -269,3 +269,53 @@ fn a_bad_invite_is_a_setup_error_on_one_line() {
         "the invite is not echoed: {stderr}"
     );
 }
+
+#[test]
+fn a_campaign_through_the_impairment_proxy_at_5_percent_loss_loses_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let o = run(&[
+        "campaign",
+        "--local",
+        "--phase",
+        "burst",
+        "--burst-rounds",
+        "1",
+        "--burst-size",
+        "50",
+        "--impair",
+        "loss=5%,delay=10ms",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let evs = events(&dir);
+    let start = of(&evs, "burst", "impairment_start");
+    let end = of(&evs, "burst", "impairment_end");
+    assert_eq!((start.len(), end.len()), (1, 1));
+    // The traffic crossed the proxy (no direct path around it)...
+    assert!(end[0]["packets_up"].as_u64().unwrap() > 0);
+    assert!(end[0]["packets_down"].as_u64().unwrap() > 0);
+    let round = of(&evs, "burst", "burst_round");
+    assert_eq!(round[0]["acked"], 50);
+    assert_eq!(round[0]["lost"], 0);
+    // ...and carried its delay: a round trip crosses the proxy twice each way (≥ 40 ms).
+    assert!(
+        round[0]["avg_rtt_ms"].as_f64().unwrap() >= 40.0,
+        "{}",
+        round[0]
+    );
+    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    assert!(md.contains("## Impairment"), "{md}");
+    assert!(md.contains("| burst | PASS | 50/50 | 0 % |"), "{md}");
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("class=\"impair\""),
+        "impairment period shaded"
+    );
+}

@@ -96,10 +96,10 @@ async fn responder_answers_each_kind_and_nothing_else() {
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("responder ready: device ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-                }
+            if let Some(rest) = line.strip_prefix("responder ready: device ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
             }
         }
     });
