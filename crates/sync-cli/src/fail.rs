@@ -206,3 +206,59 @@ pub(crate) fn from_fetch(e: InviteFetchError, relay: &str) -> Failure {
         other => Failure::new(Kind::Other, other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_and_listed_in_help() {
+        let kinds = [
+            Kind::Other,
+            Kind::BadInput,
+            Kind::NotInitialised,
+            Kind::Unreachable,
+            Kind::WrongPassphrase,
+            Kind::InviteGone,
+            Kind::Quota,
+            Kind::RateLimited,
+            Kind::Refused,
+        ];
+        let mut codes: Vec<u8> = kinds.iter().map(|k| k.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), kinds.len(), "distinct");
+        for code in codes {
+            assert!(
+                EXIT_CODES.contains(&format!("\n  {code} ")),
+                "{code} listed"
+            );
+        }
+    }
+
+    #[test]
+    fn relay_codes_map_to_what_a_person_can_do() {
+        assert_eq!(kind_of_code(ErrorCode::QuotaExceeded), Kind::Quota);
+        assert_eq!(kind_of_code(ErrorCode::RateLimited), Kind::RateLimited);
+        assert_eq!(kind_of_code(ErrorCode::InviteExpired), Kind::InviteGone);
+        assert_eq!(kind_of_code(ErrorCode::TooManyAttempts), Kind::InviteGone);
+        assert_eq!(kind_of_code(ErrorCode::Unauthorized), Kind::Refused);
+        assert_eq!(kind_of_code(ErrorCode::BlobTooLarge), Kind::BadInput);
+        let deferred = from_client(
+            ClientError::Deferred {
+                blob_id: sync_types::BlobId::from_bytes([1; 16]),
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_after: Some(std::time::Duration::from_millis(1500)),
+            },
+            "relay",
+        );
+        assert_eq!(deferred.kind.code(), 8);
+        assert!(deferred.msg.contains("stays queued"), "{}", deferred.msg);
+        let offline = from_client(ClientError::NotConnected, "ID@127.0.0.1:9");
+        assert_eq!(offline.kind, Kind::Unreachable);
+        assert!(offline.msg.contains("127.0.0.1:9"));
+        let wrong = from_invite(InviteError::WrongPassphrase);
+        assert_eq!(wrong.kind.code(), 5);
+    }
+}

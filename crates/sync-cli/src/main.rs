@@ -735,15 +735,34 @@ async fn push(ctx: &Ctx, text: Option<String>, file: Option<&Path>) -> Result<()
     let (store, _device, _group, relay) = ready(ctx)?;
     drop(store);
     let (client, online) = connect(ctx, &relay).await?;
+    let deadline = tokio::time::Instant::now() + ctx.wait;
+    let mut events = client.subscribe();
     let result = if online {
-        match tokio::time::timeout(ctx.wait, client.push(&data)).await {
+        match tokio::time::timeout_at(deadline, client.push(&data)).await {
+            Ok(Err(ClientError::Deferred {
+                blob_id,
+                code,
+                message,
+                retry_after,
+            })) => {
+                // Rate limit or quota: the client re-sends after the relay's hint; wait for the
+                // outcome within --wait before reporting the refusal.
+                match tokio::time::timeout_at(deadline, push_outcome(&mut events, blob_id)).await {
+                    Ok(Some(r)) => r.map(Some),
+                    _ => Err(ClientError::Deferred {
+                        blob_id,
+                        code,
+                        message,
+                        retry_after,
+                    }),
+                }
+            }
             Ok(r) => r.map(Some),
             Err(_) => Err(ClientError::Timeout { blob_id: None }),
         }
     } else {
         client.push_queued(&data).await.map(|_| None)
     };
-    // Queued blob id, for the message, when not acknowledged.
     let outcome = match result {
         Ok(Some(receipt)) => Ok((Some(receipt), 0)),
         Ok(None) | Err(ClientError::Offline { .. } | ClientError::Timeout { .. }) => {
@@ -751,7 +770,12 @@ async fn push(ctx: &Ctx, text: Option<String>, file: Option<&Path>) -> Result<()
         }
         Err(e) => Err(from_client(e, &relay.to_string())),
     };
-    finish(ctx, &client, online).await;
+    if outcome.is_ok() {
+        finish(ctx, &client, online).await;
+    } else {
+        // Refused or deferred past --wait: do not wait again, the outbox keeps what is queued.
+        client.close().await;
+    }
     let (receipt, queued) = outcome?;
     match receipt {
         Some(r) => {
@@ -793,6 +817,35 @@ async fn push(ctx: &Ctx, text: Option<String>, file: Option<&Path>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The relay's final word on a deferred push, from the client's events (`None` if the events
+/// end first).
+async fn push_outcome(
+    events: &mut (impl sync_client::Stream<Item = SyncEvent> + Unpin),
+    blob_id: sync_types::BlobId,
+) -> Option<Result<sync_client::Receipt, ClientError>> {
+    while let Some(event) = events.next().await {
+        match event {
+            SyncEvent::PushAcked { receipt } if receipt.blob_id == blob_id => {
+                return Some(Ok(receipt));
+            }
+            SyncEvent::PushRejected {
+                blob_id: id,
+                code,
+                message,
+            } if id == blob_id => {
+                return Some(Err(ClientError::Rejected {
+                    blob_id: Some(id),
+                    code,
+                    message,
+                    retry_after: None,
+                }));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn print_blobs(

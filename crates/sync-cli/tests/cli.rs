@@ -309,14 +309,27 @@ fn sigkill_mid_push_then_rerun_delivers_exactly_once() {
     std::fs::write(&file, &data).unwrap();
     // Cut A off once half the file went up, then SIGKILL it: mid push, no acknowledgement.
     proxy.arm(FILE_LEN as u64 / 2);
-    let child = a
-        .command(&["push", "--file", file.to_str().unwrap()])
+    let mut child = a
+        .command(&[
+            "--connect-timeout",
+            "60",
+            "push",
+            "--file",
+            file.to_str().unwrap(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    proxy.wait_cut(WAIT);
+    if proxy.wait_cut(&mut child, WAIT).is_none() {
+        let out = wait_exit(child, WAIT);
+        panic!(
+            "the push was not cut off mid transfer: exit {:?}, stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let pid = child.id();
     std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
@@ -395,6 +408,23 @@ fn watch_prints_arrivals_and_exits_0_on_sigterm() {
         .unwrap();
     let out = wait_exit(child, WAIT);
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn quota_exceeded_is_exit_7_and_the_push_stays_queued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start_with(&tmp.path().join("relay"), 0, &["--group-max-blobs", "1"]);
+    let (a, b) = two_devices(tmp.path());
+    let (invite, _) = create(&a, &relay.dial);
+    b.run(&["pair", "--join", &invite]).ok();
+    a.run(&["push", "fits"]).ok();
+    let r = a.run(&["--wait", "2", "push", "over quota"]);
+    assert_eq!(r.code(), 7, "{}", r.stderr);
+    assert!(r.stderr.contains("queued"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(b.pull(), vec![b"fits".to_vec()]);
+    let st = a.run(&["--wait", "1", "status", "--json"]).ok().json();
+    assert_eq!(st["pending"], 1, "kept on the device: {st}");
 }
 
 #[test]

@@ -229,3 +229,24 @@ async fn devices_seen_and_pull_after() {
 fn b_id_group(g: &GroupMaterial) -> sync_types::GroupId {
     sync_crypto::GroupKeys::derive(&g.secret).group_id()
 }
+
+/// A relay that allows no more lookups answers `TooManyAttempts`, which is typed as such.
+#[tokio::test]
+async fn too_many_attempts_is_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = RelayConfig::for_tests(dir.path());
+    config.invite_max_attempts = 0;
+    let relay = sync_relay::start(config).await.unwrap();
+    let g = material(10);
+    let a = client(&relay, &g, StoreLocation::InMemory).await;
+    let invite = invite_for(&relay, &g, now_ms());
+    let code = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(11));
+    guard("put", a.put_invite(&invite, &code)).await.unwrap();
+    let joiner = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(12));
+    let t = transport(&relay);
+    let r = fetch_invite(t.as_ref(), &joiner, &code, FETCH_TIMEOUT).await;
+    assert!(matches!(r, Err(InviteFetchError::TooManyAttempts)), "{r:?}");
+    t.shutdown().await;
+    a.close().await;
+    relay.shutdown().await.unwrap();
+}

@@ -229,6 +229,11 @@ impl Relay {
     /// Starts a relay on `port` (0 = any) with its data in `data_dir`; returns once it printed
     /// its addresses.
     pub fn start(data_dir: &Path, port: u16) -> Relay {
+        Relay::start_with(data_dir, port, &[])
+    }
+
+    /// [`Relay::start`] with extra `sync-relay` flags.
+    pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Relay {
         let mut child = Command::new(relay_bin())
             .arg("--data-dir")
             .arg(data_dir)
@@ -238,6 +243,7 @@ impl Relay {
                 "--http-bind",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -406,13 +412,23 @@ impl Proxy {
         self.arm_bytes.store(bytes, Ordering::Relaxed);
     }
 
-    /// Waits (bounded) until a device was cut off.
-    pub fn wait_cut(&self, timeout: Duration) -> SocketAddr {
-        self.cut_rx
-            .lock()
-            .expect("lock")
-            .recv_timeout(timeout)
-            .expect("no device was cut off in time")
+    /// Waits (bounded) until a device was cut off; `None` if `child` exited first (it then
+    /// never sent enough) or the time ran out.
+    pub fn wait_cut(&self, child: &mut Child, timeout: Duration) -> Option<SocketAddr> {
+        let rx = self.cut_rx.lock().expect("lock");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => return Some(addr),
+                Err(RecvTimeoutError::Timeout) => {
+                    if child.try_wait().ok().flatten().is_some() {
+                        return None;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+        None
     }
 }
 
