@@ -135,8 +135,8 @@ async fn delay_and_jitter_follow_the_configuration() {
     // Never early: the proxy holds each packet at least delay - jitter.
     assert!(min >= DELAY - JITTER, "min {min:?}");
     // Uniform ±5 ms: p10 ≈ 16 ms, p50 ≈ 20 ms, p90 ≈ 24 ms, plus timer granularity (≤ 1 ms)
-    // and scheduling on a shared machine (tolerance 3 ms).
-    let tol = Duration::from_millis(3);
+    // and scheduling on a shared machine (tolerance 5 ms: other builds share the 2 cores).
+    let tol = Duration::from_millis(5);
     assert!(
         p50 >= DELAY - Duration::from_millis(1) && p50 <= DELAY + tol,
         "p50 {p50:?}"
@@ -145,13 +145,14 @@ async fn delay_and_jitter_follow_the_configuration() {
         mean >= DELAY - Duration::from_millis(1) && mean <= DELAY + tol,
         "mean {mean:?}"
     );
+    // Uniform ±5 ms puts 8 ms between p10 and p90 (a common scheduling shift cancels out).
     assert!(
-        p10 <= DELAY - JITTER / 2 + Duration::from_millis(1),
-        "jitter spreads the low side: p10 {p10:?}"
+        p90 - p10 >= JITTER + JITTER / 2,
+        "jitter spreads the delays: p10 {p10:?} p90 {p90:?}"
     );
     assert!(
-        p90 >= DELAY + JITTER / 2,
-        "jitter spreads the high side: p90 {p90:?}"
+        p90 - p10 <= 2 * JITTER + Duration::from_millis(4),
+        "no wider than the jitter: p10 {p10:?} p90 {p90:?}"
     );
     assert!(p90 <= DELAY + JITTER + tol, "p90 {p90:?}");
     let s = proxy.stats();
