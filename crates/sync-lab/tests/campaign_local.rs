@@ -13,40 +13,13 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
 const GUARD: Duration = Duration::from_secs(300);
 
-/// The `sync-relay` binary next to `sync-stress`; built once (same target dir and profile) when
-/// missing, as under `cargo test -p sync-lab`.
+#[path = "../../../testsupport/relay_bin.rs"]
+mod relay_bin;
+
+/// The `sync-relay` binary next to `sync-stress` (same target dir and profile), rebuilt only
+/// when stale.
 fn relay_bin() -> PathBuf {
-    static BUILT: Mutex<()> = Mutex::new(());
-    let _once = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = Path::new(BIN).parent().unwrap();
-    let relay = dir.join("sync-relay");
-    if relay.is_file() {
-        return relay;
-    }
-    // BIN is <target>/<profile dir>/sync-stress; `cargo test` builds it with the test profile.
-    let target = dir.parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--profile",
-            "test",
-            "-p",
-            "sync-relay",
-            "--bin",
-            "sync-relay",
-        ])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build -p sync-relay");
-    assert!(status.success(), "cargo build -p sync-relay failed");
-    assert!(
-        relay.is_file(),
-        "{} missing after the build",
-        relay.display()
-    );
-    relay
+    relay_bin::relay_bin_next_to(Path::new(BIN))
 }
 
 /// Runs `sync-stress` with `args` to completion (bounded by the guard).

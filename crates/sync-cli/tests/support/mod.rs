@@ -28,59 +28,12 @@ pub fn cli_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sync-cli"))
 }
 
-/// `sync-relay` next to `sync-cli` (same target dir and profile). Brought up to date once per
-/// test process with `cargo build -p sync-relay` into that target dir and profile (a no-op
-/// when `cargo test --workspace` already built it; builds it under `cargo test -p sync-cli`).
+#[path = "../../../../testsupport/relay_bin.rs"]
+mod relay_bin;
+
+/// `sync-relay` next to `sync-cli` (same target dir and profile), rebuilt only when stale.
 pub fn relay_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cli = cli_bin();
-        let profile_dir = cli.parent().expect("bin dir").to_path_buf();
-        let bin = profile_dir.join("sync-relay");
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile dir name")
-            .to_string();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-p",
-            "sync-relay",
-            "--bin",
-            "sync-relay",
-            "--target-dir",
-        ])
-        .arg(&target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            other => {
-                cmd.args(["--profile", other]);
-            }
-        }
-        match cmd.arg("--quiet").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                let log = String::from_utf8_lossy(&out.stderr);
-                assert!(bin.exists(), "cargo build -p sync-relay failed:\n{log}");
-                eprintln!("cargo build -p sync-relay failed; using the existing binary:\n{log}");
-            }
-            Err(e) => assert!(bin.exists(), "cannot run cargo to build sync-relay: {e}"),
-        }
-        assert!(
-            bin.exists(),
-            "{} still missing after the build",
-            bin.display()
-        );
-        bin
-    })
-    .clone()
+    relay_bin::relay_bin_next_to(&cli_bin())
 }
 
 fn kill(pid: u32, signal: &str) {
