@@ -27,10 +27,10 @@ fn locate(own_bin: &Path) -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("workspace root");
-    if let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified()) {
-        if newest_source(workspace).is_some_and(|newest| newest <= built) {
-            return bin;
-        }
+    if let Ok(built) = std::fs::metadata(&bin).and_then(|m| m.modified())
+        && newest_source(workspace).is_some_and(|newest| newest <= built)
+    {
+        return bin;
     }
     let target_dir = profile_dir.parent().expect("target dir");
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
