@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -291,4 +290,82 @@ fn a_campaign_through_the_impairment_proxy_at_5_percent_loss_loses_nothing() {
         html.contains("class=\"impair\""),
         "impairment period shaded"
     );
+}
+
+#[test]
+fn a_campaign_that_measures_nothing_does_not_pass() {
+    // Counts that measure nothing are refused before anything starts.
+    for bad in [
+        ["--ping-count", "0"],
+        ["--duration", "0"],
+        ["--rate", "1e9"],
+    ] {
+        let o = Command::new(BIN)
+            .args(["campaign", "--local"])
+            .args(bad)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+    }
+    // Only a phase that is not available: nothing measured, exit 4, never PASS.
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let o = run(&[
+        "campaign",
+        "--local",
+        "--phase",
+        "group",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "stderr: {stderr}");
+    assert!(stderr.contains("NOT MEASURED"), "{stderr}");
+    let evs = events(&dir);
+    assert_eq!(of(&evs, "group", "not_available").len(), 1);
+    let end = of(&evs, "summary", "campaign_end");
+    assert_eq!(end[0]["status"], "NOT MEASURED");
+    assert_eq!(end[0]["exit_code"], 4);
+    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    assert!(md.contains("| group | NOT AVAILABLE |"), "{md}");
+    assert!(
+        md.contains("**Result: NOT MEASURED: no phase that ran measured anything (exit 4)**"),
+        "{md}"
+    );
+    assert!(!md.contains("PASS"), "{md}");
+}
+
+#[test]
+fn pings_through_the_proxy_report_the_proxy_as_their_path() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let o = run(&[
+        "campaign",
+        "--local",
+        "--phase",
+        "ping",
+        "--ping-count",
+        "3",
+        "--ping-gap-ms",
+        "10",
+        "--impair",
+        "delay=5ms",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let evs = events(&dir);
+    let pings = of(&evs, "ping", "ping");
+    assert_eq!(pings.len(), 3);
+    for p in &pings {
+        assert_eq!(p["path"], "impair-proxy", "{p}");
+        // Two crossings of the 5 ms proxy each way at least.
+        assert!(p["rtt_ms"].as_f64().unwrap() >= 20.0, "{p}");
+    }
 }
