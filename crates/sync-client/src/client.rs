@@ -18,10 +18,10 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{Stream, StreamExt};
 use zeroize::Zeroizing;
 
-use crate::driver::{Command, Driver, DriverParts, PushReply};
+use crate::driver::{Command, Driver, DriverParts, PushReply, blobs_senders};
 use crate::error::{ClientError, StoreError};
 use crate::store::{Store, StoredGroup};
-use crate::types::{Blob, ClientConfig, ClientStatus, GroupChoice, Receipt, SyncEvent};
+use crate::types::{Blob, ClientConfig, ClientStatus, GroupChoice, PullBatch, Receipt, SyncEvent};
 
 const DEFAULT_DEVICE_NAME: &str = "device";
 
@@ -280,6 +280,43 @@ impl SyncClient {
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
+    /// Pulls like [`SyncClient::pull`] but records nothing: the blobs come back in a
+    /// [`PullBatch`], and the resume cursor moves over them only when the batch is handed to
+    /// [`SyncClient::commit_pull`] — after the app has stored or shown them. If the app stops
+    /// (or fails to hand them on) before committing, the next pull returns the same blobs:
+    /// at-least-once delivery instead of a lost batch. Pull and commit one batch at a time (two
+    /// uncommitted pulls start from the same cursor and return the same blobs).
+    pub async fn pull_uncommitted(&self) -> Result<PullBatch, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::PullUncommitted { reply: tx })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Records a [`PullBatch`] as handled: the resume cursor advances over it and is persisted
+    /// before this returns (the new resume cursor). Committing twice is harmless. A batch
+    /// pulled from another relay than the current one records nothing (its blobs come again
+    /// from this relay). Fails with [`ClientError::Store`] if the cursor could not be stored.
+    pub async fn commit_pull(&self, batch: &PullBatch) -> Result<Cursor, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::CommitPull {
+                relay: batch.relay,
+                ranges: batch.ranges.clone(),
+                complete: batch.complete,
+                count: batch.blobs.len(),
+                senders: blobs_senders(&batch.blobs),
+                reply: tx,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
     /// Seals `invite` under `code` (Argon2id on the code's second half, so the relay cannot
     /// open it) and leaves it in the relay's invite mailbox under the code's lookup id, for as
     /// long as the invite has left to live (at least a second). Needs a session:
@@ -287,14 +324,23 @@ impl SyncClient {
     /// [`ClientError::Rejected`] (`Conflict` if the lookup id is taken, `TtlTooLong` beyond its
     /// maximum).
     pub async fn put_invite(&self, invite: &Invite, code: &ShortCode) -> Result<(), ClientError> {
-        let sealed = {
+        // Draw the randomness under the lock, then run Argon2id off the async workers.
+        let mut seed = Zeroizing::new([0u8; 32]);
+        {
             let mut rng = self
                 .inner
                 .rng
                 .lock()
                 .map_err(|_| ClientError::Protocol("random generator poisoned".into()))?;
-            seal_for_mailbox(invite, code, &mut *rng)?
-        };
+            rand_core::Rng::fill_bytes(&mut *rng, seed.as_mut_slice());
+        }
+        let (for_kdf, code_for_kdf) = (invite.clone(), code.clone());
+        let sealed = tokio::task::spawn_blocking(move || {
+            let mut rng = ChaCha20Rng::from_seed(*seed);
+            seal_for_mailbox(&for_kdf, &code_for_kdf, &mut rng)
+        })
+        .await
+        .map_err(|e| ClientError::Protocol(format!("invite sealing task failed: {e}")))??;
         let left_ms = invite.expires_at_ms().saturating_sub(unix_ms());
         let ttl_secs = u32::try_from(left_ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX);
         let (tx, rx) = oneshot::channel();

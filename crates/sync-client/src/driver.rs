@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::error::{ClientError, StoreError, TransportError};
 use crate::store::{Store, StoredPush};
 use crate::transport::{Session, SessionCloser, SessionReader, SessionWriter, Transport};
-use crate::types::{Blob, ClientOptions, ClientStatus, Receipt, SyncEvent};
+use crate::types::{Blob, ClientOptions, ClientStatus, PullBatch, Receipt, SyncEvent};
 
 /// How a push's caller wants to hear back.
 pub(crate) enum PushReply {
@@ -62,6 +62,20 @@ pub(crate) enum Command {
     PullAfter {
         after: Cursor,
         reply: oneshot::Sender<Result<Vec<Blob>, ClientError>>,
+    },
+    /// Pull everything not yet delivered; record the cursors only on `CommitPull`.
+    PullUncommitted {
+        reply: oneshot::Sender<Result<PullBatch, ClientError>>,
+    },
+    /// Record the cursors of a `PullUncommitted` batch the app has taken care of, and persist
+    /// the resume cursor.
+    CommitPull {
+        relay: Option<[u8; 32]>,
+        ranges: Vec<(Cursor, Cursor)>,
+        complete: bool,
+        count: usize,
+        senders: Vec<(DeviceId, u64, u64)>,
+        reply: oneshot::Sender<Result<Cursor, ClientError>>,
     },
     /// Leave a sealed invite in the relay's mailbox.
     InvitePut {
@@ -117,15 +131,48 @@ struct PullRound {
     /// `(after, through)` of every page answered so far.
     ranges: Vec<(Cursor, Cursor)>,
     blobs: Vec<Blob>,
-    reply: oneshot::Sender<Result<Vec<Blob>, ClientError>>,
-    /// A normal pull (own blobs skipped, cursor recorded); `false` for `PullAfter`.
-    record: bool,
+    reply: RoundReply,
+}
+
+/// Who waits for a pull round, and what its cursors become.
+enum RoundReply {
+    /// `Pull`: own blobs skipped, cursors recorded once the caller took the blobs.
+    Record(oneshot::Sender<Result<Vec<Blob>, ClientError>>),
+    /// `PullAfter`: own blobs included, nothing recorded.
+    Reread(oneshot::Sender<Result<Vec<Blob>, ClientError>>),
+    /// `PullUncommitted`: own blobs skipped, cursors recorded on `CommitPull`.
+    Batch(oneshot::Sender<Result<PullBatch, ClientError>>),
+}
+
+impl RoundReply {
+    /// Whether the round skips own blobs and starts at the resume cursor.
+    fn skips_own(&self) -> bool {
+        !matches!(self, RoundReply::Reread(_))
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            RoundReply::Record(tx) | RoundReply::Reread(tx) => tx.is_closed(),
+            RoundReply::Batch(tx) => tx.is_closed(),
+        }
+    }
+
+    fn fail(self, e: ClientError) {
+        match self {
+            RoundReply::Record(tx) | RoundReply::Reread(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            RoundReply::Batch(tx) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
 }
 
 /// A pull waiting for its turn: `after` is `Some` for `PullAfter`.
 struct PendingPull {
     after: Option<Cursor>,
-    reply: oneshot::Sender<Result<Vec<Blob>, ClientError>>,
+    reply: RoundReply,
 }
 
 /// What the first connection attempt came to (for `SyncClient::connect`).
@@ -613,7 +660,7 @@ impl Driver {
             self.finish_round(round, Some(ClientError::NotConnected));
         }
         for waiter in self.pull_queue.drain(..) {
-            let _ = waiter.reply.send(Err(ClientError::NotConnected));
+            waiter.reply.fail(ClientError::NotConnected);
         }
         for (_, waiter) in self.invite_requests.drain() {
             let _ = waiter.send(Err(ClientError::NotConnected));
@@ -966,11 +1013,29 @@ impl Driver {
                         Err(e) => reply_err(reply, ClientError::Protocol(e.to_string())),
                     }
                 }
-                Command::Pull { reply } => self.on_pull_request(PendingPull { after: None, reply }),
+                Command::Pull { reply } => self.on_pull_request(PendingPull {
+                    after: None,
+                    reply: RoundReply::Record(reply),
+                }),
                 Command::PullAfter { after, reply } => self.on_pull_request(PendingPull {
                     after: Some(after),
-                    reply,
+                    reply: RoundReply::Reread(reply),
                 }),
+                Command::PullUncommitted { reply } => self.on_pull_request(PendingPull {
+                    after: None,
+                    reply: RoundReply::Batch(reply),
+                }),
+                Command::CommitPull {
+                    relay,
+                    ranges,
+                    complete,
+                    count,
+                    senders,
+                    reply,
+                } => {
+                    let result = self.commit_pull(relay, &ranges, complete, count, senders);
+                    let _ = reply.send(result);
+                }
                 Command::InvitePut {
                     lookup_id,
                     sealed,
@@ -1041,7 +1106,7 @@ impl Driver {
                 self.start_next_pull();
             }
             _ => {
-                let _ = pull.reply.send(Err(ClientError::NotConnected));
+                pull.reply.fail(ClientError::NotConnected);
             }
         }
     }
@@ -1076,7 +1141,6 @@ impl Driver {
         let Some(PendingPull { after, reply }) = self.pull_queue.pop_front() else {
             return;
         };
-        let record = after.is_none();
         let after = after.unwrap_or_else(|| self.tracker.resume_cursor());
         let request_id = self.request_id();
         self.round = Some(PullRound {
@@ -1085,7 +1149,6 @@ impl Driver {
             ranges: Vec::new(),
             blobs: Vec::new(),
             reply,
-            record,
         });
         self.send_pull(request_id, after);
     }
@@ -1123,7 +1186,7 @@ impl Driver {
         self.relay_max = self.relay_max.max(resp.max_cursor).max(prev);
         for entry in resp.entries {
             let own = entry.sender == self.device_id || self.tracker.is_own(entry.cursor);
-            if own && round.record && !self.options.deliver_own {
+            if own && round.reply.skips_own() && !self.options.deliver_own {
                 continue;
             }
             match open(
@@ -1172,52 +1235,101 @@ impl Driver {
     }
 
     /// Hands a round's blobs to its caller and, only if the caller took them, records their
-    /// cursors. With `error` and no blobs collected, reports the error instead.
+    /// cursors (`Pull`), or leaves that to `CommitPull` (`PullUncommitted`). With `error` and no
+    /// blobs collected, reports the error instead.
     fn finish_round(&mut self, round: PullRound, error: Option<ClientError>) {
         let PullRound {
             ranges,
             blobs,
             reply,
-            record,
             ..
         } = round;
-        let complete = error.is_none();
-        let count = blobs.len();
-        let result = match error {
-            Some(e) if blobs.is_empty() && ranges.is_empty() => Err(e),
-            _ => Ok(blobs),
-        };
         if reply.is_closed() {
             // The caller gave up: nothing is delivered, nothing is recorded.
             return;
         }
-        let delivered = result.is_ok();
-        if !record {
-            let _ = reply.send(result);
-            return;
-        }
-        if delivered {
-            for blob in &blobs_senders(&result) {
-                self.device_notes.push(*blob);
+        let complete = error.is_none();
+        let blobs = match error {
+            Some(e) if blobs.is_empty() && ranges.is_empty() => return reply.fail(e),
+            _ => blobs,
+        };
+        match reply {
+            RoundReply::Reread(tx) => {
+                let _ = tx.send(Ok(blobs));
             }
-            for (after, through) in ranges {
-                if let Err(e) = self.tracker.received_range(after, through) {
-                    debug!(error = %e, "pulled range not recorded");
+            RoundReply::Record(tx) => {
+                let count = blobs.len();
+                let senders = blobs_senders(&blobs);
+                let resume = self.record_pulled(&ranges, complete, senders);
+                let _ = tx.send(Ok(blobs));
+                self.emit(SyncEvent::Received {
+                    count,
+                    resume_cursor: resume,
+                });
+            }
+            RoundReply::Batch(tx) => {
+                // What the commit will give, computed on a copy: nothing is recorded yet.
+                let mut preview = self.tracker.clone();
+                for (after, through) in &ranges {
+                    let _ = preview.received_range(*after, *through);
                 }
+                let _ = tx.send(Ok(PullBatch {
+                    blobs,
+                    resume_cursor: preview.resume_cursor(),
+                    relay: self.tracker_relay,
+                    ranges,
+                    complete,
+                }));
             }
-            if complete && self.tracker.resume_cursor() >= self.relay_max {
-                self.status.on_pull_complete();
-            }
-            self.publish_status();
         }
-        let _ = reply.send(result);
-        if !delivered {
-            return;
+    }
+
+    /// Records pulled ranges and their senders' activity; returns the resume cursor.
+    fn record_pulled(
+        &mut self,
+        ranges: &[(Cursor, Cursor)],
+        complete: bool,
+        senders: Vec<(DeviceId, u64, u64)>,
+    ) -> Cursor {
+        self.device_notes.extend(senders);
+        for (after, through) in ranges {
+            if let Err(e) = self.tracker.received_range(*after, *through) {
+                debug!(error = %e, "pulled range not recorded");
+            }
+        }
+        if complete && self.tracker.resume_cursor() >= self.relay_max {
+            self.status.on_pull_complete();
+        }
+        self.publish_status();
+        self.tracker.resume_cursor()
+    }
+
+    /// Records a `PullUncommitted` batch and persists the resume cursor before answering. A
+    /// batch pulled from another relay (the client switched since) records nothing: its blobs
+    /// come again from this relay's log.
+    fn commit_pull(
+        &mut self,
+        relay: Option<[u8; 32]>,
+        ranges: &[(Cursor, Cursor)],
+        complete: bool,
+        count: usize,
+        senders: Vec<(DeviceId, u64, u64)>,
+    ) -> Result<Cursor, ClientError> {
+        if relay.is_none() || relay != self.tracker_relay {
+            return Ok(self.tracker.resume_cursor());
+        }
+        let resume = self.record_pulled(ranges, complete, senders);
+        self.flush_store();
+        if self.persisted_cursor != resume {
+            return Err(ClientError::Store(StoreError::Failed(
+                "the resume cursor could not be stored".into(),
+            )));
         }
         self.emit(SyncEvent::Received {
             count,
-            resume_cursor: self.tracker.resume_cursor(),
+            resume_cursor: resume,
         });
+        Ok(resume)
     }
 
     // ----- bookkeeping -----
@@ -1312,17 +1424,15 @@ impl Driver {
 }
 
 /// `(sender, latest relay timestamp, blob count)` per sender of a pull's blobs.
-fn blobs_senders(result: &Result<Vec<Blob>, ClientError>) -> Vec<(DeviceId, u64, u64)> {
+pub(crate) fn blobs_senders(blobs: &[Blob]) -> Vec<(DeviceId, u64, u64)> {
     let mut out: Vec<(DeviceId, u64, u64)> = Vec::new();
-    if let Ok(blobs) = result {
-        for blob in blobs {
-            match out.iter_mut().find(|(d, _, _)| *d == blob.sender) {
-                Some(entry) => {
-                    entry.1 = entry.1.max(blob.timestamp_ms);
-                    entry.2 += 1;
-                }
-                None => out.push((blob.sender, blob.timestamp_ms, 1)),
+    for blob in blobs {
+        match out.iter_mut().find(|(d, _, _)| *d == blob.sender) {
+            Some(entry) => {
+                entry.1 = entry.1.max(blob.timestamp_ms);
+                entry.2 += 1;
             }
+            None => out.push((blob.sender, blob.timestamp_ms, 1)),
         }
     }
     out

@@ -73,7 +73,11 @@ pub async fn fetch_invite(
         Ok(result) => result?,
         Err(_) => return Err(InviteFetchError::Timeout),
     };
-    let invite = open_from_mailbox(&sealed, code)?;
+    // Argon2id on the code's second half: off the async workers.
+    let code = code.clone();
+    let invite = tokio::task::spawn_blocking(move || open_from_mailbox(&sealed, &code))
+        .await
+        .map_err(|e| InviteFetchError::Protocol(format!("invite opening task failed: {e}")))??;
     match invite.check(unix_ms()) {
         Err(InviteError::Expired { .. }) => Err(InviteFetchError::Expired),
         Err(e) => Err(e.into()),

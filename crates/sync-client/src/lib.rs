@@ -46,7 +46,8 @@ pub use transport::{
     BoxFuture, MemoryTransport, Session, SessionCloser, SessionReader, SessionWriter, Transport,
 };
 pub use types::{
-    Blob, ClientConfig, ClientOptions, ClientStatus, GroupChoice, GroupMaterial, Receipt, SyncEvent,
+    Blob, ClientConfig, ClientOptions, ClientStatus, GroupChoice, GroupMaterial, PullBatch,
+    Receipt, SyncEvent,
 };
 
 /// Re-exported so apps can consume [`SyncClient::subscribe`] without naming the crate.

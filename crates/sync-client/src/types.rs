@@ -177,6 +177,28 @@ pub struct Blob {
     pub timestamp_ms: u64,
 }
 
+/// Blobs pulled by [`SyncClient::pull_uncommitted`](crate::SyncClient::pull_uncommitted) whose
+/// cursors are not recorded yet: the resume cursor moves over them only when the app hands the
+/// batch back to [`SyncClient::commit_pull`](crate::SyncClient::commit_pull), after it has
+/// stored or shown them. Until then (or if the app dies first) the next pull returns them again:
+/// delivery is at least once, never lost. Hand the batch back as pulled: the commit also
+/// records its senders' activity from `blobs`.
+#[derive(Debug, Clone)]
+pub struct PullBatch {
+    /// The blobs, verified and decrypted, in cursor order (own blobs skipped unless
+    /// [`ClientOptions::deliver_own`]).
+    pub blobs: Vec<Blob>,
+    /// The resume cursor the commit gives (as of the pull; own pushes acknowledged meanwhile
+    /// may move it further).
+    pub resume_cursor: Cursor,
+    /// The relay the batch was pulled from (cursors are per relay).
+    pub(crate) relay: Option<[u8; 32]>,
+    /// `(after, through]` of every page answered.
+    pub(crate) ranges: Vec<(Cursor, Cursor)>,
+    /// Every page was answered (the pull was not cut short by an error).
+    pub(crate) complete: bool,
+}
+
 impl fmt::Debug for Blob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Blob")

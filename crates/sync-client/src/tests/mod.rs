@@ -508,3 +508,68 @@ async fn a_silent_relay_is_detected_and_the_client_reconnects() {
     guard(c.push(b"after the hang")).await.unwrap();
     c.close().await;
 }
+
+#[tokio::test]
+async fn uncommitted_pull_moves_the_cursor_only_on_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = FakeRelay::new();
+    relay.set_page_limit(2);
+    let g = material(1);
+    let other = client(&relay, &g).await;
+    for i in 0..3u8 {
+        guard(other.push(&[i])).await.unwrap();
+    }
+    let store = StoreLocation::Dir(dir.path().join("device"));
+
+    // Pulled but never committed (the app died before handing the blobs on): they come again,
+    // after a restart too.
+    let a = guard(SyncClient::connect(config(
+        &relay,
+        store.clone(),
+        GroupChoice::Use(g.clone()),
+    )))
+    .await
+    .unwrap();
+    let batch = guard(a.pull_uncommitted()).await.unwrap();
+    assert_eq!(batch.blobs.len(), 3);
+    assert_eq!(batch.resume_cursor, Cursor::new(3), "what a commit gives");
+    assert_eq!(a.status().resume_cursor, Cursor::ZERO, "nothing recorded");
+    let again = guard(a.pull_uncommitted()).await.unwrap();
+    assert_eq!(again.blobs, batch.blobs);
+    a.close().await;
+
+    let hellos_before = relay.hellos().len();
+    let a = guard(SyncClient::connect(config(
+        &relay,
+        store.clone(),
+        GroupChoice::Stored(None),
+    )))
+    .await
+    .unwrap();
+    assert_eq!(relay.hellos()[hellos_before].1, Cursor::ZERO);
+    let batch = guard(a.pull_uncommitted()).await.unwrap();
+    assert_eq!(batch.blobs.len(), 3, "not lost");
+    // Committed: recorded and stored before commit_pull returns.
+    assert_eq!(guard(a.commit_pull(&batch)).await.unwrap(), Cursor::new(3));
+    assert_eq!(a.status().resume_cursor, Cursor::new(3));
+    assert_eq!(
+        guard(a.commit_pull(&batch)).await.unwrap(),
+        Cursor::new(3),
+        "twice is harmless"
+    );
+    assert!(guard(a.pull_uncommitted()).await.unwrap().blobs.is_empty());
+    a.close().await;
+
+    let hellos_before = relay.hellos().len();
+    let a = guard(SyncClient::connect(config(
+        &relay,
+        store,
+        GroupChoice::Stored(None),
+    )))
+    .await
+    .unwrap();
+    assert_eq!(relay.hellos()[hellos_before].1, Cursor::new(3), "persisted");
+    assert!(guard(a.pull()).await.unwrap().is_empty());
+    a.close().await;
+    other.close().await;
+}
