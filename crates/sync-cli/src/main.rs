@@ -3,7 +3,8 @@
 //!
 //! Every command works on one data directory (`--data-dir`): a SQLite store, mode 0600 in a
 //! 0700 directory, holding the device key, the group, the relay, the per-relay cursor and the
-//! outbox. See `sync-cli --help` for the exit codes.
+//! outbox, used by one `sync-cli` process at a time (a lock file, see `lock`). See
+//! `sync-cli --help` for the exit codes.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -11,12 +12,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod fail;
+mod lock;
+mod out;
 mod relay;
 mod secret;
 mod show;
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::{IsTerminal as _, Read as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,15 +31,19 @@ use rand_core::SeedableRng;
 use serde_json::json;
 use sync_client::{
     Blob, ClientConfig, ClientError, ClientOptions, GroupChoice, IrohConfig, IrohTransport,
-    STORE_FILE_NAME, Store, StoreLocation, StoreSync, StoredGroup, StreamExt, SyncClient,
-    SyncEvent, Transport,
+    PullBatch, STORE_FILE_NAME, Store, StoreLocation, StoreSync, StoredGroup, StreamExt,
+    SyncClient, SyncEvent, Transport,
 };
 use sync_core::{ConnectionStatus, Invite, InviteParams, QR_PREFIX, ShortCode};
 use sync_crypto::{DeviceKey, GroupDescriptor, GroupSecret};
 use sync_types::{Cursor, GroupId};
 use zeroize::Zeroizing;
 
-use crate::fail::{EXIT_CODES, Failure, Kind, from_client, from_fetch, from_invite, from_store};
+use crate::fail::{
+    About, EXIT_CODES, Failure, Kind, from_client, from_client_about, from_fetch, from_invite,
+    from_store,
+};
+use crate::out::{note, outln};
 use crate::relay::RelayAddr;
 
 /// Store setting holding the relay this device syncs through (`ID@HOST:PORT,…`).
@@ -45,16 +52,23 @@ const RELAY_SETTING: &str = "relay";
 const DATA_DIR_NAME: &str = "0k-sync";
 /// Longest lifetime of an invite (the relay keeps mailbox entries at most an hour).
 const MAX_INVITE_SECS: u64 = 3600;
+/// Longest --connect-timeout / --wait accepted: a day (larger values would overflow the
+/// clock arithmetic, and no command should wait that long anyway).
+const MAX_WAIT_SECS: f64 = 86_400.0;
 
 /// A 0k-sync device on the command line: end-to-end encrypted sync of small blobs between your
 /// devices through a relay that cannot read them.
 ///
 /// Start: `sync-cli init --name laptop`, then `sync-cli pair --create --relay ID@HOST:PORT` on
-/// the first device and `sync-cli pair --join CODE --relay ID@HOST:PORT` on the next one.
+/// the first device and `sync-cli pair --join - --relay ID@HOST:PORT` on the next one (it asks
+/// for the short code or invite without echoing it).
 ///
 /// Passphrases are never taken from the command line (other users can see it): they are
 /// prompted without echo on a terminal, read from the first line of standard input when it is
 /// not a terminal, or from the first line of --passphrase-file FILE.
+///
+/// One sync-cli process at a time per data directory: while one runs (e.g. `watch`), another
+/// command on the same directory exits 10 at once (`devices` excepted, it only reads).
 #[derive(Debug, Parser)]
 #[command(name = "sync-cli", version, max_term_width = 100, after_help = EXIT_CODES)]
 struct Cli {
@@ -75,7 +89,7 @@ struct Global {
     #[arg(long, global = true)]
     json: bool,
 
-    /// Seconds to try to reach the relay before working offline.
+    /// Seconds to try to reach the relay before working offline (at most 86400).
     #[arg(
         long,
         global = true,
@@ -85,8 +99,9 @@ struct Global {
     )]
     connect_timeout: f64,
 
-    /// Seconds to wait for the relay to acknowledge pushes (push, flush, and queued pushes
-    /// sent by any command that connects).
+    /// Seconds to wait for the relay: to acknowledge pushes (push, flush, and queued pushes
+    /// sent by any command that connects), to answer a pull or take a short code (at most
+    /// 86400).
     #[arg(
         long,
         global = true,
@@ -100,6 +115,7 @@ struct Global {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Create this device's identity (key and name) in the data directory; again to rename.
+    #[command(after_help = EXIT_CODES)]
     Init {
         /// A name for this device (shown by `devices` on this device).
         #[arg(long)]
@@ -140,6 +156,8 @@ enum Cmd {
     #[command(after_help = EXIT_CODES)]
     Status,
     /// Devices seen in the group (senders of pulled blobs, and this device), last activity.
+    /// Only reads: it works while another sync-cli (e.g. `watch`) uses the data directory.
+    #[command(after_help = EXIT_CODES)]
     Devices,
     /// Send the queued pushes now and wait for the relay to acknowledge them.
     #[command(after_help = EXIT_CODES)]
@@ -153,8 +171,16 @@ struct PairArgs {
     create: bool,
 
     /// Join the group of an invite string (`0ksync1:…`) or a short code (XXXX-XXXX-XXXX-XXXX;
-    /// needs --relay).
-    #[arg(long, value_name = "INVITE_OR_CODE")]
+    /// needs --relay). Write `--join -` (or `--join` alone) to keep it off the command line:
+    /// it is then prompted without echo on a terminal, or read from the first line of standard
+    /// input. An invite of a group without passphrase holds the group key: an invite given
+    /// here is visible to other users (`ps`) and kept in the shell history.
+    #[arg(
+        long,
+        value_name = "INVITE_OR_CODE",
+        num_args = 0..=1,
+        default_missing_value = "-"
+    )]
     join: Option<String>,
 
     /// Protect the new group with a passphrase (--create), or give the group's passphrase
@@ -209,7 +235,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("sync-cli: cannot start the async runtime: {e}");
+            note!("sync-cli: cannot start the async runtime: {e}");
             return ExitCode::from(Kind::Other.code());
         }
     };
@@ -220,7 +246,10 @@ fn main() -> ExitCode {
 }
 
 fn report(f: &Failure) -> ExitCode {
-    eprintln!("sync-cli: {}", f.msg);
+    // A reader that went away (`| head`) wants no more output, not even an error line.
+    if f.kind != Kind::OutputClosed {
+        note!("sync-cli: {}", f.msg);
+    }
     ExitCode::from(f.kind.code())
 }
 
@@ -237,13 +266,16 @@ fn init_logging() {
 }
 
 fn secs(what: &str, v: f64) -> Result<Duration, Failure> {
-    Duration::try_from_secs_f64(v)
-        .ok()
+    Some(v)
+        .filter(|v| *v <= MAX_WAIT_SECS)
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| {
             Failure::new(
                 Kind::BadInput,
-                format!("--{what} must be a positive number of seconds"),
+                format!(
+                    "--{what} must be a positive number of seconds, at most {MAX_WAIT_SECS} (a day)"
+                ),
             )
         })
 }
@@ -275,6 +307,13 @@ fn default_data_dir() -> PathBuf {
 }
 
 async fn run(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
+    // Held until the command is done. `init` locks once it has made the directory; `devices`
+    // only reads; without a store the command fails as "not initialised" anyway.
+    let _lock = match cmd {
+        Cmd::Init { .. } | Cmd::Devices => None,
+        _ if ctx.data_dir.join(STORE_FILE_NAME).exists() => Some(lock::lock(&ctx.data_dir)?),
+        _ => None,
+    };
     match cmd {
         Cmd::Init { name } => init(ctx, &name),
         Cmd::Pair(args) => {
@@ -351,8 +390,9 @@ fn stored_relay(store: &Store) -> Result<RelayAddr, Failure> {
     }
 }
 
-fn transport(relay: &RelayAddr) -> Result<Arc<IrohTransport>, Failure> {
-    let addrs = relay.socket_addrs()?;
+/// The transport to `relay`; resolving its addresses is bounded by --connect-timeout.
+async fn transport(ctx: &Ctx, relay: &RelayAddr) -> Result<Arc<IrohTransport>, Failure> {
+    let addrs = relay.socket_addrs(ctx.connect_timeout).await?;
     let bind = if addrs.iter().all(std::net::SocketAddr::is_ipv6) {
         std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     } else {
@@ -370,7 +410,7 @@ async fn connect(ctx: &Ctx, relay: &RelayAddr) -> Result<(SyncClient, bool), Fai
     options.connection.handshake_timeout = ctx.connect_timeout;
     let config = ClientConfig::new(
         StoreLocation::Dir(ctx.data_dir.clone()),
-        transport(relay)?,
+        transport(ctx, relay).await?,
         GroupChoice::Stored(None),
     )
     .with_options(options);
@@ -393,8 +433,8 @@ fn unreachable(relay: &RelayAddr) -> Failure {
     Failure::new(Kind::Unreachable, format!("relay unreachable at {relay}"))
 }
 
-fn print_json(v: &serde_json::Value) {
-    println!("{v}");
+fn print_json(v: &serde_json::Value) -> Result<(), Failure> {
+    outln!("{v}")
 }
 
 // ----- commands -----
@@ -408,6 +448,12 @@ fn init(ctx: &Ctx, name: &str) -> Result<(), Failure> {
         ));
     }
     let existed = ctx.data_dir.join(STORE_FILE_NAME).exists();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&ctx.data_dir)
+        .map_err(|e| Failure::new(Kind::Other, format!("{}: {e}", ctx.data_dir.display())))?;
+    let _lock = lock::lock(&ctx.data_dir)?;
     let store = Store::open_dir(&ctx.data_dir, StoreSync::Normal).map_err(store_err)?;
     // An existing directory keeps its mode unless we tighten it: it holds secrets.
     std::fs::set_permissions(&ctx.data_dir, std::fs::Permissions::from_mode(0o700))
@@ -421,15 +467,15 @@ fn init(ctx: &Ctx, name: &str) -> Result<(), Failure> {
             "name": name,
             "data_dir": ctx.data_dir.display().to_string(),
             "created": created,
-        }));
+        }))?;
     } else if created || !existed {
-        println!("Device \"{name}\" created: {}", device.device_id());
-        println!("Data directory: {}", ctx.data_dir.display());
-        println!(
+        outln!("Device \"{name}\" created: {}", device.device_id())?;
+        outln!("Data directory: {}", ctx.data_dir.display())?;
+        outln!(
             "Next: `sync-cli pair --create --relay RELAY` (first device) or `sync-cli pair --join …`"
-        );
+        )?;
     } else {
-        println!("Device renamed to \"{name}\": {}", device.device_id());
+        outln!("Device renamed to \"{name}\": {}", device.device_id())?;
     }
     Ok(())
 }
@@ -503,7 +549,7 @@ async fn pair_create(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
         } else {
             "random key"
         };
-        println!("Group created ({kind}): {group_id}");
+        outln!("Group created ({kind}): {group_id}")?;
     }
     share(ctx, &relay, group_id, &group, &args.share, with_passphrase).await
 }
@@ -561,10 +607,16 @@ async fn share(
     // The short code needs the relay's mailbox.
     let (client, online) = connect(ctx, relay).await?;
     let put = if online {
-        client
-            .put_invite(&invite, &code)
-            .await
-            .map_err(|e| from_client(e, &relay.to_string()))
+        match tokio::time::timeout(ctx.wait, client.put_invite(&invite, &code)).await {
+            Ok(r) => r.map_err(|e| from_client_about(e, &relay.to_string(), About::Invite)),
+            Err(_) => Err(Failure::new(
+                Kind::Unreachable,
+                format!(
+                    "relay at {relay} did not take the short code within --wait {}s",
+                    ctx.wait.as_secs_f64()
+                ),
+            )),
+        }
     } else {
         Err(unreachable(relay))
     };
@@ -580,33 +632,34 @@ async fn share(
             "short_code": put.as_ref().ok().map(|()| code.to_string()),
             "expires_at_ms": invite.expires_at_ms(),
             "passphrase": passphrase,
-        }));
+        }))?;
     } else {
-        println!();
-        println!(
+        outln!()?;
+        outln!(
             "Invite (valid until {expires}; any device can use it until then; it {}):",
             if passphrase {
                 "needs the passphrase too"
             } else {
                 "holds the group key, share it privately"
             }
-        );
-        println!("{}", payload.as_str());
+        )?;
+        outln!("{}", payload.as_str())?;
         if !args.no_qr {
             match show::qr(payload.as_str()) {
-                Some(qr) => print!("\n{qr}"),
-                None => println!("(invite too long for a QR code)"),
+                Some(qr) => outln!("\n{}", qr.trim_end_matches('\n'))?,
+                None => outln!("(invite too long for a QR code)")?,
             }
         }
         if put.is_ok() {
-            println!();
-            println!("Short code (single use, valid until {expires}): {code}");
-            println!();
-            println!("On the new device:");
-            println!("  sync-cli init --name NAME");
-            println!("  sync-cli pair --join {code} --relay {relay}{pass_flag}");
-            println!("or, with the invite string:");
-            println!("  sync-cli pair --join '{}'{pass_flag}", payload.as_str());
+            outln!()?;
+            outln!("Short code (single use, valid until {expires}): {code}")?;
+            outln!()?;
+            outln!("On the new device (`--join -` asks for the code without echoing it):")?;
+            outln!("  sync-cli init --name NAME")?;
+            outln!("  sync-cli pair --join - --relay {relay}{pass_flag}")?;
+            outln!(
+                "or paste the invite string at the same prompt: sync-cli pair --join -{pass_flag}"
+            )?;
         }
     }
     put.map_err(|f| {
@@ -620,14 +673,46 @@ async fn share(
     })
 }
 
-async fn pair_join(ctx: &Ctx, input: &str, args: &PairArgs) -> Result<(), Failure> {
+/// The invite or short code: from argv, or (`-`) from a hidden prompt / standard input.
+fn join_input(arg: &str) -> Result<Zeroizing<String>, Failure> {
+    if arg.trim() == "-" {
+        return secret::read_join_input();
+    }
+    if arg.trim().starts_with(QR_PREFIX) {
+        note!(
+            "sync-cli: warning: an invite on the command line is visible to other users (ps) and kept in the shell history; use `--join -` to paste it at a hidden prompt"
+        );
+    }
+    Ok(Zeroizing::new(arg.to_string()))
+}
+
+async fn pair_join(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure> {
     refuse_argv_passphrase(args)?;
     let (store, device) = open_device(ctx)?;
+    let input = join_input(arg)?;
     let input = input.trim();
-    let invite = if input.starts_with(QR_PREFIX) {
-        let invite = Invite::from_qr_payload(input).map_err(from_invite)?;
-        invite.check(now_ms()).map_err(from_invite)?;
-        invite
+    let in_group = |group_id: Option<GroupId>| -> Result<(), Failure> {
+        let existing = store.group_ids().map_err(store_err)?;
+        match existing.iter().find(|g| Some(**g) != group_id) {
+            Some(other) => Err(Failure::new(
+                Kind::BadInput,
+                format!(
+                    "this device is already in group {other} (use another --data-dir for a second group){}",
+                    if group_id.is_none() {
+                        "; the short code was not used"
+                    } else {
+                        ""
+                    }
+                ),
+            )),
+            None => Ok(()),
+        }
+    };
+    // Everything local comes first (the group check, a requested passphrase): a short code is
+    // single use, and fetching it uses it up.
+    let invite_text = input.starts_with(QR_PREFIX);
+    let code = if invite_text {
+        None
     } else {
         let code = ShortCode::parse(input).map_err(|e| {
             Failure::new(
@@ -637,42 +722,59 @@ async fn pair_join(ctx: &Ctx, input: &str, args: &PairArgs) -> Result<(), Failur
                 ),
             )
         })?;
-        let relay = match &args.share.relay {
-            Some(r) => relay::resolve(r, ctx.connect_timeout).await?,
-            None => stored_relay(&store).map_err(|_| {
-                Failure::new(
-                    Kind::BadInput,
-                    "joining by short code needs --relay (the relay shown on the inviting device)",
-                )
-            })?,
-        };
-        let t = transport(&relay)?;
-        let fetched =
-            sync_client::fetch_invite(t.as_ref(), &device, &code, ctx.connect_timeout * 2).await;
-        t.shutdown().await;
-        fetched.map_err(|e| from_fetch(e, &relay.to_string()))?
+        in_group(None)?;
+        Some(code)
+    };
+    let mut passphrase = if args.passphrase.is_some() || args.passphrase_file.is_some() {
+        Some(secret::read_passphrase(
+            args.passphrase_file.as_deref(),
+            false,
+        )?)
+    } else {
+        None
+    };
+    let invite = match code {
+        None => {
+            let invite = Invite::from_qr_payload(input).map_err(from_invite)?;
+            invite.check(now_ms()).map_err(from_invite)?;
+            invite
+        }
+        Some(code) => {
+            let relay = match &args.share.relay {
+                Some(r) => relay::resolve(r, ctx.connect_timeout).await?,
+                None => stored_relay(&store).map_err(|_| {
+                    Failure::new(
+                        Kind::BadInput,
+                        "joining by short code needs --relay (the relay shown on the inviting device)",
+                    )
+                })?,
+            };
+            let t = transport(ctx, &relay).await?;
+            let fetched =
+                sync_client::fetch_invite(t.as_ref(), &device, &code, ctx.connect_timeout * 2)
+                    .await;
+            t.shutdown().await;
+            fetched.map_err(|e| from_fetch(e, &relay.to_string()))?
+        }
     };
     let relay = RelayAddr {
         id: *invite.relay_id(),
         addrs: invite.relay_addrs().to_vec(),
     };
     let group_id = invite.group_id();
+    in_group(Some(group_id))?;
     let secret = match invite.group() {
         GroupDescriptor::Passphrase { .. } => {
-            let passphrase = secret::read_passphrase(args.passphrase_file.as_deref(), false)?;
+            let passphrase = match passphrase.take() {
+                Some(p) => p,
+                None => secret::read_passphrase(args.passphrase_file.as_deref(), false)?,
+            };
             invite
                 .group_secret(Some(&passphrase))
                 .map_err(from_invite)?
         }
         _ => invite.group_secret(None).map_err(from_invite)?,
     };
-    let existing = store.group_ids().map_err(store_err)?;
-    if existing.iter().any(|g| *g != group_id) {
-        return Err(Failure::new(
-            Kind::BadInput,
-            "this device is already in another group (use another --data-dir for a second group)",
-        ));
-    }
     store
         .save_group(&StoredGroup {
             descriptor: invite.group().clone(),
@@ -692,13 +794,13 @@ async fn pair_join(ctx: &Ctx, input: &str, args: &PairArgs) -> Result<(), Failur
             "relay": relay.to_string(),
             "device_id": device.device_id().to_string(),
             "online": online,
-        }));
+        }))?;
     } else {
-        println!("Joined group {group_id}");
+        outln!("Joined group {group_id}")?;
         if online {
-            println!("Relay {relay}: connected. Try `sync-cli pull` or `sync-cli watch`.");
+            outln!("Relay {relay}: connected. Try `sync-cli pull` or `sync-cli watch`.")?;
         } else {
-            eprintln!(
+            note!(
                 "sync-cli: relay unreachable at {relay} right now; this device syncs once it is reachable"
             );
         }
@@ -785,14 +887,14 @@ async fn push(ctx: &Ctx, text: Option<String>, file: Option<&Path>) -> Result<()
                     "blob_id": r.blob_id.to_string(),
                     "cursor": r.cursor.get(),
                     "bytes": data.len(),
-                }));
+                }))?;
             } else {
-                println!(
+                outln!(
                     "sent {} bytes: blob {} at cursor {}",
                     data.len(),
                     r.blob_id,
                     r.cursor
-                );
+                )?;
             }
         }
         None => {
@@ -803,9 +905,9 @@ async fn push(ctx: &Ctx, text: Option<String>, file: Option<&Path>) -> Result<()
                     "relay": relay.to_string(),
                     "pending": pending,
                     "bytes": data.len(),
-                }));
+                }))?;
             }
-            eprintln!(
+            note!(
                 "sync-cli: queued on this device ({} bytes; {pending} push(es) waiting): relay {} at {relay}; it is sent by the next command that connects (e.g. `sync-cli flush`)",
                 data.len(),
                 if online {
@@ -848,24 +950,87 @@ async fn push_outcome(
     None
 }
 
+/// Writes blobs to standard output and flushes it: once this returns `Ok`, they were handed to
+/// the reader.
 fn print_blobs(
     ctx: &Ctx,
     blobs: &[Blob],
     own: sync_types::DeviceId,
     raw: bool,
 ) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    let io = |e: std::io::Error| Failure::new(Kind::Other, format!("standard output: {e}"));
     for b in blobs {
         if raw {
-            out.write_all(&b.data).map_err(io)?;
+            out::bytes(&b.data)?;
         } else if ctx.json {
-            writeln!(out, "{}", show::blob_json(b, own)).map_err(io)?;
+            outln!("{}", show::blob_json(b, own))?;
         } else {
-            writeln!(out, "{}", show::blob_line(b, own)).map_err(io)?;
+            outln!("{}", show::blob_line(b, own))?;
         }
     }
-    out.flush().map_err(io)
+    out::flush()
+}
+
+/// A pull that did not answer within --wait.
+fn pull_timeout(ctx: &Ctx, relay: &RelayAddr) -> Failure {
+    Failure::new(
+        Kind::Unreachable,
+        format!(
+            "relay at {relay} did not answer the pull within --wait {}s; nothing pulled",
+            ctx.wait.as_secs_f64()
+        ),
+    )
+}
+
+/// Pulls, prints, and only then moves the cursor (plain `pull`): blobs that did not reach
+/// standard output come again with the next pull.
+async fn pull_print_commit(
+    ctx: &Ctx,
+    client: &SyncClient,
+    relay: &RelayAddr,
+    own: sync_types::DeviceId,
+    after: Option<u64>,
+    raw: bool,
+) -> Result<(), Failure> {
+    enum Pulled {
+        Reread(Vec<Blob>),
+        Batch(PullBatch),
+    }
+    let pulled = match tokio::time::timeout(ctx.wait, async {
+        match after {
+            Some(n) => client.pull_after(Cursor::new(n)).await.map(Pulled::Reread),
+            None => client.pull_uncommitted().await.map(Pulled::Batch),
+        }
+    })
+    .await
+    {
+        Ok(r) => r.map_err(|e| from_client(e, &relay.to_string()))?,
+        Err(_) => return Err(pull_timeout(ctx, relay)),
+    };
+    let (blobs, resume) = match &pulled {
+        Pulled::Reread(blobs) => (blobs.as_slice(), client.status().resume_cursor),
+        Pulled::Batch(batch) => (batch.blobs.as_slice(), batch.resume_cursor),
+    };
+    if ctx.json {
+        let list: Vec<_> = blobs.iter().map(|b| show::blob_json(b, own)).collect();
+        print_json(&json!({ "blobs": list, "resume_cursor": resume.get() }))?;
+    } else {
+        print_blobs(ctx, blobs, own, raw)?;
+        if !raw && blobs.is_empty() {
+            note!("nothing new");
+        }
+    }
+    if let Pulled::Batch(batch) = &pulled {
+        client.commit_pull(batch).await.map_err(|e| {
+            Failure::new(
+                Kind::Other,
+                format!(
+                    "the blobs were printed but the cursor could not be saved ({}); the next pull prints them again",
+                    from_client(e, &relay.to_string()).msg
+                ),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 async fn pull(ctx: &Ctx, after: Option<u64>, raw: bool) -> Result<(), Failure> {
@@ -879,27 +1044,36 @@ async fn pull(ctx: &Ctx, after: Option<u64>, raw: bool) -> Result<(), Failure> {
             format!("relay unreachable at {relay}; nothing pulled"),
         ));
     }
-    let result = match after {
-        Some(n) => client.pull_after(Cursor::new(n)).await,
-        None => client.pull().await,
-    };
-    let resume = client.status().resume_cursor;
-    finish(ctx, &client, online).await;
-    let blobs = result.map_err(|e| from_client(e, &relay.to_string()))?;
-    if ctx.json {
-        let list: Vec<_> = blobs
-            .iter()
-            .map(|b| show::blob_json(b, device.device_id()))
-            .collect();
-        print_json(&json!({ "blobs": list, "resume_cursor": resume.get() }));
+    let result = pull_print_commit(ctx, &client, &relay, device.device_id(), after, raw).await;
+    if result.is_ok() {
+        // Printed and committed: now let queued pushes go out (bounded by --wait).
+        finish(ctx, &client, online).await;
     } else {
-        print_blobs(ctx, &blobs, device.device_id(), raw)?;
-        if !raw && blobs.is_empty() {
-            eprintln!("nothing new");
-        }
+        client.close().await;
     }
-    Ok(())
+    result
 }
+
+/// Whether a failed pull is worth retrying while watching (the session dropped, the relay was
+/// slow, busy or rate limiting), and after how long at least.
+fn transient(e: &ClientError) -> Option<Option<Duration>> {
+    match e {
+        ClientError::NotConnected
+        | ClientError::Timeout { .. }
+        | ClientError::Transport(_)
+        | ClientError::Offline { .. } => Some(None),
+        ClientError::Rejected {
+            code, retry_after, ..
+        }
+        | ClientError::Deferred {
+            code, retry_after, ..
+        } if code.is_retryable() || retry_after.is_some() => Some(*retry_after),
+        _ => None,
+    }
+}
+
+/// Longest pause between retries of a failed pull while watching.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
 
 async fn watch(ctx: &Ctx) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -912,27 +1086,38 @@ async fn watch(ctx: &Ctx) -> Result<(), Failure> {
     let (client, online) = connect(ctx, &relay).await?;
     let mut events = client.subscribe();
     let own = device.device_id();
+    let mut w = Watcher {
+        ctx,
+        client: &client,
+        own,
+        retry_at: None,
+        backoff: Duration::from_secs(1),
+    };
     let mut result = Ok(());
     if online {
-        result = pull_and_print(ctx, &client, own).await;
-        eprintln!("watching group {group} via {relay} (Ctrl-C to stop)");
+        result = w.pull().await;
+        note!("watching group {group} via {relay} (Ctrl-C to stop)");
     } else {
-        eprintln!("relay unreachable at {relay}; waiting for it (Ctrl-C to stop)");
+        note!("relay unreachable at {relay}; waiting for it (Ctrl-C to stop)");
     }
     while result.is_ok() {
+        let retry_at = w.retry_at;
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            () = sleep_until(retry_at), if retry_at.is_some() => {
+                result = w.pull().await;
+            }
             event = events.next() => match event {
                 Some(SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }) => {
-                    result = pull_and_print(ctx, &client, own).await;
+                    result = w.pull().await;
                 }
                 Some(SyncEvent::Connected { .. }) => {
-                    eprintln!("connected to {relay}");
-                    result = pull_and_print(ctx, &client, own).await;
+                    note!("connected to {relay}");
+                    result = w.pull().await;
                 }
                 Some(SyncEvent::Disconnected { reason }) => {
-                    eprintln!("disconnected ({reason}); reconnecting");
+                    note!("disconnected ({reason}); reconnecting");
                 }
                 Some(_) => {}
                 None => break,
@@ -943,16 +1128,59 @@ async fn watch(ctx: &Ctx) -> Result<(), Failure> {
     result
 }
 
-async fn pull_and_print(
-    ctx: &Ctx,
-    client: &SyncClient,
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `watch`'s pulls: printed, then committed; transient failures are retried with backoff.
+struct Watcher<'a> {
+    ctx: &'a Ctx,
+    client: &'a SyncClient,
     own: sync_types::DeviceId,
-) -> Result<(), Failure> {
-    match client.pull().await {
-        Ok(blobs) => print_blobs(ctx, &blobs, own, false),
-        // Lost the session mid-pull: the client reconnects and `Connected` pulls again.
-        Err(ClientError::NotConnected) => Ok(()),
-        Err(e) => Err(from_client(e, "the relay")),
+    /// When to pull again after a transient failure.
+    retry_at: Option<tokio::time::Instant>,
+    backoff: Duration,
+}
+
+impl Watcher<'_> {
+    async fn pull(&mut self) -> Result<(), Failure> {
+        self.retry_at = None;
+        let pulled = tokio::time::timeout(self.ctx.wait, self.client.pull_uncommitted())
+            .await
+            .unwrap_or(Err(ClientError::Timeout { blob_id: None }));
+        let batch = match pulled {
+            Ok(batch) => batch,
+            Err(e) => {
+                return match transient(&e) {
+                    Some(hint) => {
+                        // The client reconnects by itself; `Connected` (or the retry) pulls again.
+                        if !matches!(e, ClientError::NotConnected) {
+                            let wait = hint.unwrap_or(self.backoff).max(self.backoff);
+                            note!("pull failed ({e}); retrying in {:.0}s", wait.as_secs_f64());
+                            self.retry_at = Some(tokio::time::Instant::now() + wait);
+                            self.backoff = (self.backoff * 2).min(WATCH_RETRY_MAX);
+                        }
+                        Ok(())
+                    }
+                    None => Err(from_client(e, "the relay")),
+                };
+            }
+        };
+        self.backoff = Duration::from_secs(1);
+        print_blobs(self.ctx, &batch.blobs, self.own, false)?;
+        self.client.commit_pull(&batch).await.map_err(|e| {
+            Failure::new(
+                Kind::Other,
+                format!(
+                    "the cursor could not be saved ({}); the blobs printed last come again next time",
+                    from_client(e, "the relay").msg
+                ),
+            )
+        })?;
+        Ok(())
     }
 }
 
@@ -991,30 +1219,30 @@ async fn status(ctx: &Ctx) -> Result<(), Failure> {
             "relay_max_cursor": online.then(|| after.relay_max_cursor.get()),
             "pending": after.outbox_len,
             "sent_now": sent_now,
-        }));
+        }))?;
     } else {
-        println!("device:     {} ({name})", device.device_id());
-        println!("group:      {group_id} ({kind})");
-        println!("relay:      {relay}");
+        outln!("device:     {} ({name})", device.device_id())?;
+        outln!("group:      {group_id} ({kind})")?;
+        outln!("relay:      {relay}")?;
         if online {
-            println!("connection: online");
-            println!(
+            outln!("connection: online")?;
+            outln!(
                 "cursor:     pulled up to {resume}; relay is at {}",
                 after.relay_max_cursor
-            );
+            )?;
         } else {
-            println!("connection: offline (relay unreachable at {relay})");
-            println!("cursor:     pulled up to {resume}");
+            outln!("connection: offline (relay unreachable at {relay})")?;
+            outln!("cursor:     pulled up to {resume}")?;
         }
         let sent = if sent_now > 0 {
             format!(" ({sent_now} sent just now)")
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "pending:    {} push(es) in the outbox{sent}",
             after.outbox_len
-        );
+        )?;
     }
     Ok(())
 }
@@ -1037,12 +1265,12 @@ fn devices(ctx: &Ctx) -> Result<(), Failure> {
                 })
             })
             .collect();
-        print_json(&json!({ "group_id": group_id.to_string(), "devices": list }));
+        print_json(&json!({ "group_id": group_id.to_string(), "devices": list }))?;
         return Ok(());
     }
-    println!("group {group_id}");
+    outln!("group {group_id}")?;
     if !seen.iter().any(|d| d.device_id == own) {
-        println!("  {own}  this device ({name}), nothing sent yet");
+        outln!("  {own}  this device ({name}), nothing sent yet")?;
     }
     for d in &seen {
         let who = if d.device_id == own {
@@ -1050,15 +1278,15 @@ fn devices(ctx: &Ctx) -> Result<(), Failure> {
         } else {
             "other device".to_string()
         };
-        println!(
+        outln!(
             "  {}  {who}, {} blob(s), last active {}",
             d.device_id,
             d.blobs,
             show::utc(d.last_seen_ms)
-        );
+        )?;
     }
     if seen.iter().all(|d| d.device_id == own) {
-        println!("(other devices appear here once you have pulled something from them)");
+        outln!("(other devices appear here once you have pulled something from them)")?;
     }
     Ok(())
 }
@@ -1079,12 +1307,62 @@ async fn flush(ctx: &Ctx) -> Result<(), Failure> {
     let left = client.status().outbox_len;
     client.close().await;
     if ctx.json {
-        print_json(&json!({ "sent": before.saturating_sub(left), "pending": left }));
+        print_json(&json!({ "sent": before.saturating_sub(left), "pending": left }))?;
     } else {
-        println!(
+        outln!(
             "sent {} queued push(es); {left} pending",
             before.saturating_sub(left)
-        );
+        )?;
     }
     result.map_err(|e| from_client(e, &relay.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_types::ErrorCode;
+
+    #[test]
+    fn timeouts_are_positive_and_at_most_a_day() {
+        assert_eq!(secs("wait", 1.5).unwrap(), Duration::from_millis(1500));
+        assert_eq!(secs("wait", 86_400.0).unwrap(), Duration::from_secs(86_400));
+        for bad in [0.0, -1.0, 86_400.5, 1e19, f64::INFINITY, f64::NAN] {
+            let e = secs("wait", bad).unwrap_err();
+            assert_eq!(e.kind, Kind::BadInput, "{bad}");
+            assert!(e.msg.contains("--wait"), "{}", e.msg);
+        }
+    }
+
+    #[test]
+    fn watch_retries_transient_pull_failures_only() {
+        let rejected = |code, retry_after| ClientError::Rejected {
+            blob_id: None,
+            code,
+            message: String::new(),
+            retry_after,
+        };
+        assert_eq!(transient(&ClientError::NotConnected), Some(None));
+        assert_eq!(
+            transient(&ClientError::Timeout { blob_id: None }),
+            Some(None)
+        );
+        for code in [
+            ErrorCode::RateLimited,
+            ErrorCode::TooManyInFlight,
+            ErrorCode::Internal,
+            ErrorCode::IdleTimeout,
+            ErrorCode::ShuttingDown,
+        ] {
+            assert_eq!(transient(&rejected(code, None)), Some(None), "{code}");
+        }
+        let hint = Some(Duration::from_secs(3));
+        assert_eq!(
+            transient(&rejected(ErrorCode::RateLimited, hint)),
+            Some(hint)
+        );
+        for code in [ErrorCode::Unauthorized, ErrorCode::DeviceRevoked] {
+            assert_eq!(transient(&rejected(code, None)), None, "{code}");
+        }
+        assert_eq!(transient(&ClientError::Closed), None);
+    }
 }

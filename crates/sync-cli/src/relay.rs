@@ -2,7 +2,7 @@
 //! `/.well-known/0k-sync` document names the id and the addresses).
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,21 +63,33 @@ impl RelayAddr {
         Ok(RelayAddr { id, addrs })
     }
 
-    /// Resolves the addresses to socket addresses (host names through the system resolver).
-    pub(crate) fn socket_addrs(&self) -> Result<Vec<SocketAddr>, Failure> {
-        let mut out = Vec::new();
-        for a in &self.addrs {
-            match a.to_socket_addrs() {
-                Ok(found) => out.extend(found),
-                Err(e) => {
-                    return Err(Failure::new(
-                        Kind::Unreachable,
-                        format!("relay address {a} does not resolve: {e}"),
-                    ));
+    /// Resolves the addresses to socket addresses (host names through the system resolver,
+    /// on tokio's blocking pool), all within `timeout`.
+    pub(crate) async fn socket_addrs(&self, timeout: Duration) -> Result<Vec<SocketAddr>, Failure> {
+        let lookups = async {
+            let mut out = Vec::new();
+            for a in &self.addrs {
+                match tokio::net::lookup_host(a.as_str()).await {
+                    Ok(found) => out.extend(found),
+                    Err(e) => {
+                        return Err(Failure::new(
+                            Kind::Unreachable,
+                            format!("relay address {a} does not resolve: {e}"),
+                        ));
+                    }
                 }
             }
+            Ok(out)
+        };
+        match tokio::time::timeout(timeout, lookups).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::new(
+                Kind::Unreachable,
+                format!(
+                    "relay unreachable at {self}: its address did not resolve within {timeout:?}"
+                ),
+            )),
         }
-        Ok(out)
     }
 }
 
@@ -209,8 +221,8 @@ async fn fetch_well_known(url: &str) -> Result<RelayAddr, Failure> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn dial_strings() {
+    #[tokio::test]
+    async fn dial_strings() {
         let id = "ab".repeat(32);
         let r = RelayAddr::parse_dial(&format!("{id}@127.0.0.1:7440, [::1]:7440")).unwrap();
         assert_eq!(r.id, [0xab; 32]);
@@ -220,7 +232,8 @@ mod tests {
             r,
             "display round-trips"
         );
-        assert_eq!(r.socket_addrs().unwrap().len(), 2);
+        let resolved = r.socket_addrs(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(resolved.len(), 2);
         for badly in [
             "127.0.0.1:7440".to_string(),
             format!("{id}@"),

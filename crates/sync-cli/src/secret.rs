@@ -58,3 +58,27 @@ pub(crate) fn read_passphrase(
     }
     Ok(passphrase)
 }
+
+/// The invite or short code for `pair --join -`: prompted without echo on a terminal, else the
+/// first line of standard input (so it never appears in argv, `ps` or the shell history).
+pub(crate) fn read_join_input() -> Result<Zeroizing<String>, Failure> {
+    let text = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Invite or short code (hidden): ")
+            .map(Zeroizing::new)
+            .map_err(|e| Failure::new(Kind::BadInput, format!("reading the invite: {e}")))?
+    } else {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Failure::new(Kind::BadInput, format!("reading the invite: {e}")))?;
+        first_line(line)
+    };
+    if text.trim().is_empty() {
+        return Err(Failure::new(
+            Kind::BadInput,
+            "`--join -` read no invite or short code (give it on standard input or at the prompt)",
+        ));
+    }
+    Ok(text)
+}

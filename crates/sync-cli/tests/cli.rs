@@ -126,9 +126,10 @@ fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
     // The invite alone does not hold the key: a wrong passphrase is refused with code 5.
     let c = Device::new(tmp.path(), "c");
     c.init("intruder");
+    // The invite and then the passphrase, both from standard input.
     let wrong = c.run_with_stdin(
-        &["pair", "--join", &invite, "--passphrase"],
-        b"wrong horse\n",
+        &["pair", "--join", "-", "--passphrase"],
+        format!("{invite}\nwrong horse\n").as_bytes(),
     );
     assert_eq!(wrong.code(), 5, "{}", wrong.stderr);
     assert!(
@@ -140,15 +141,19 @@ fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
 
     let pw = tmp.path().join("pw");
     std::fs::write(&pw, "correct horse battery staple\n").unwrap();
-    b.run(&[
-        "pair",
-        "--join",
-        &code,
-        "--relay",
-        &relay.dial,
-        "--passphrase-file",
-        pw.to_str().unwrap(),
-    ])
+    // The code from standard input (`--join -`), the passphrase from a file.
+    b.run_with_stdin(
+        &[
+            "pair",
+            "--join",
+            "-",
+            "--relay",
+            &relay.dial,
+            "--passphrase-file",
+            pw.to_str().unwrap(),
+        ],
+        format!("{code}\n").as_bytes(),
+    )
     .ok();
     exchange(&a, &b, tmp.path());
 }
@@ -479,4 +484,219 @@ fn errors_are_one_line_with_their_exit_codes() {
 
 fn sync_client_store_name() -> &'static str {
     "client.sqlite3"
+}
+
+/// Stops a child with SIGTERM and waits for it (bounded).
+fn term(child: std::process::Child) -> std::process::Output {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_exit(child, WAIT)
+}
+
+#[test]
+fn join_reads_the_code_or_invite_from_stdin_and_warns_about_an_invite_in_argv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    let (invite, code) = create(&a, &relay.dial);
+    // The hints name the safe form.
+    let v = a.run(&["invite"]).ok().out();
+    assert!(v.contains("pair --join - --relay"), "{v}");
+    assert!(!v.contains("--join '0ksync1"), "{v}");
+
+    // Short code on standard input: nothing secret in argv, no warning.
+    let joined = b.run_with_stdin(
+        &["pair", "--join", "-", "--relay", &relay.dial, "--json"],
+        format!("{code}\n").as_bytes(),
+    );
+    let joined = joined.ok();
+    assert!(joined.stderr.is_empty(), "{}", joined.stderr);
+    assert_eq!(joined.json()["online"], true);
+
+    // `--join` alone, the invite string on standard input.
+    let c = Device::new(tmp.path(), "c");
+    c.init("tablet");
+    let r = c
+        .run_with_stdin(&["pair", "--join"], format!("{invite}\n").as_bytes())
+        .ok();
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    a.run(&["push", "to both"]).ok();
+    assert_eq!(b.pull(), vec![b"to both".to_vec()]);
+    assert_eq!(c.pull(), vec![b"to both".to_vec()]);
+
+    // The invite in argv still works, with a one-line warning.
+    let d = Device::new(tmp.path(), "d");
+    d.init("old habits");
+    let r = d.run(&["pair", "--join", &invite]).ok();
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("warning"), "{}", r.stderr);
+    assert!(r.stderr.contains("--join -"), "{}", r.stderr);
+    assert!(!r.stderr.contains(&invite), "never echoed: {}", r.stderr);
+
+    // Nothing on standard input: a readable refusal.
+    let e = Device::new(tmp.path(), "e");
+    e.init("empty");
+    let r = e.run(&["pair", "--join", "-"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+}
+
+#[test]
+fn a_device_in_a_group_does_not_use_up_a_short_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    let (_, code) = create(&a, &relay.dial);
+    // A (already in the group) tries the code: refused locally, before the relay sees it.
+    let r = a.run(&["pair", "--join", &code, "--relay", &relay.dial]);
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+    assert!(r.stderr.contains("already in group"), "{}", r.stderr);
+    assert!(r.stderr.contains("not used"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    // The code still works for B.
+    b.run(&["pair", "--join", &code, "--relay", &relay.dial])
+        .ok();
+    a.run(&["push", "welcome"]).ok();
+    assert_eq!(b.pull(), vec![b"welcome".to_vec()]);
+}
+
+#[test]
+fn absurd_timeouts_are_bad_input_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Device::new(tmp.path(), "a");
+    a.init("solo");
+    for args in [
+        ["--connect-timeout", "1e19", "status"],
+        ["--wait", "1e19", "status"],
+        ["--wait", "86401", "pull"],
+        ["--wait", "inf", "flush"],
+        ["--wait", "NaN", "flush"],
+        ["--connect-timeout", "0", "status"],
+    ] {
+        let r = a.run(&args);
+        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    }
+    // A day is still accepted (the command then fails for its own reason: no group).
+    let r = a.run(&["--wait", "86400", "--connect-timeout", "86400", "status"]);
+    assert_eq!(r.code(), 3, "{}", r.stderr);
+}
+
+/// Runs `args` on `device` with its standard output closed before anything is written; returns
+/// the exit code and stderr.
+fn run_with_stdout_closed(device: &Device, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = device
+        .command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away at once (like `| head -c1` after its byte).
+    drop(child.stdout.take());
+    let out = wait_exit(child, WAIT);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn closed_stdout_is_a_quiet_exit_and_the_pull_cursor_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    let (invite, _) = create(&a, &relay.dial);
+    b.run(&["pair", "--join", &invite]).ok();
+    // More than a pipe buffer of output, so the writes fail however the race goes.
+    let big = bytes(FILE_LEN, 3);
+    a.run_with_stdin(&["push", "--file", "-"], &big).ok();
+    a.run(&["push", "small"]).ok();
+
+    for args in [
+        &["pull", "--json"][..],
+        &["pull", "--raw"][..],
+        &["pull", "--after-cursor", "0", "--raw"][..],
+    ] {
+        let (code, stderr) = run_with_stdout_closed(&b, args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(code, Some(101), "{args:?}: {stderr}");
+        assert_eq!(code, Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "quiet: {args:?}: {stderr}");
+    }
+    // Nothing reached a reader: the next pull still returns both blobs, then the cursor moves.
+    let got = b.pull();
+    assert_eq!(got.len(), 2);
+    assert!(got[0] == big, "byte for byte");
+    assert_eq!(got[1], b"small");
+    assert!(b.pull().is_empty());
+    // Other commands with data output too.
+    for args in [&["status"][..], &["devices"][..], &["invite", "--json"][..]] {
+        let (code, stderr) = run_with_stdout_closed(&a, args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(code, Some(101), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn one_process_per_data_dir_a_second_one_exits_10() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let (a, b) = two_devices(tmp.path());
+    let (invite, _) = create(&a, &relay.dial);
+    b.run(&["pair", "--join", &invite]).ok();
+
+    let mut child = b
+        .command(&["watch"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until watch is watching: it holds the lock by then.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx.recv_timeout(WAIT).expect("watch starts in time");
+        if line.starts_with("watching") {
+            break;
+        }
+    }
+    for args in [
+        &["push", "x"][..],
+        &["pull"][..],
+        &["status"][..],
+        &["init", "--name", "x"][..],
+    ] {
+        let r = b.run(args);
+        assert_eq!(r.code(), 10, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("another sync-cli"), "{}", r.stderr);
+    }
+    // `devices` only reads.
+    b.run(&["devices"]).ok();
+    let out = term(child);
+    assert_eq!(out.status.code(), Some(0));
+    // The lock went with the process.
+    b.run(&["push", "after watch"]).ok();
+    assert_eq!(a.pull(), vec![b"after watch".to_vec()]);
+}
+
+#[test]
+fn init_and_devices_help_list_the_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Device::new(tmp.path(), "a");
+    for cmd in ["init", "devices", "pull", "pair"] {
+        let help = a.run(&[cmd, "--help"]).ok().out();
+        assert!(help.contains("Exit codes"), "{cmd}: {help}");
+        assert!(help.contains("NOT queued"), "{cmd}: {help}");
+        assert!(help.contains("141"), "{cmd}: {help}");
+    }
 }
