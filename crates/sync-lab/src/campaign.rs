@@ -2,8 +2,10 @@
 //! `events.jsonl`, `campaign-report.md` and `report.html`, and sets the exit code from the
 //! thresholds.
 //!
-//! Exit codes: 0 every phase that ran met its thresholds; 3 a threshold was missed; 1 setup or
-//! runtime error (relay unreachable, responder silent, files not writable); 2 bad command line.
+//! Exit codes: 0 every phase that ran met its thresholds and at least one measured something;
+//! 3 a threshold was missed; 4 nothing was measured (only phases that are not available ran);
+//! 1 setup or runtime error (relay unreachable, responder silent, files not writable); 2 bad
+//! command line.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, IsTerminal as _, Write as _};
@@ -31,6 +33,44 @@ use crate::responder::INVITE_ENV;
 
 /// Exit code when a threshold is missed.
 const EXIT_THRESHOLD: u8 = 3;
+/// Exit code when no phase that ran measured anything (e.g. `--phase group`): not a pass.
+const EXIT_NOTHING_MEASURED: u8 = 4;
+/// Fastest endurance rate: one message per millisecond (a shorter period is no period at all
+/// for the timer).
+const MAX_RATE: f64 = 1000.0;
+/// Slowest endurance rate.
+const MIN_RATE: f64 = 0.001;
+
+/// `--rate`: messages per second, from [`MIN_RATE`] to [`MAX_RATE`].
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !(r.is_finite() && (MIN_RATE..=MAX_RATE).contains(&r)) {
+        return Err(format!(
+            "must be {MIN_RATE} to {MAX_RATE} messages/s (a period of at least 1 ms)"
+        ));
+    }
+    Ok(r)
+}
+
+/// A threshold: a finite number ≥ 0 (NaN would make every comparison pass).
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err("must be a finite number ≥ 0".into());
+    }
+    Ok(v)
+}
+
+/// Shown after `--help`.
+const AFTER_HELP: &str = "Exit codes: 0 every phase that ran passed and at least one measured \
+something; 3 a threshold was missed; 4 nothing was measured (only phases that are not \
+available, e.g. --phase group or --phase failover); 1 setup or runtime error; 2 bad command line.";
 /// How long the local relay and responder get to start and to stop.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -55,6 +95,7 @@ pub(crate) enum PhaseArg {
 
 /// Arguments of `sync-stress campaign`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
 #[allow(clippy::struct_excessive_bools)]
 pub(crate) struct Args {
     /// Invite string (`0ksync1:…`) of the group the responder answers in. Prefer the
@@ -88,8 +129,9 @@ pub(crate) struct Args {
         requires = "impair"
     )]
     impair_phases: Vec<PhaseArg>,
-    /// Length of the endurance phase in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    /// Length of the endurance phase in seconds (1 to 2592000, 30 days).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     duration: u64,
     /// Output directory (created). Default: `campaign-<UTC date>-<time>`.
     #[arg(long, value_name = "DIR")]
@@ -108,43 +150,50 @@ pub(crate) struct Args {
     #[arg(long, value_name = "TEXT")]
     setup: Option<String>,
 
-    /// Messages in the ping phase.
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    /// Messages in the ping phase (1 to 1,000,000).
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     ping_count: u32,
     /// Pause between pings, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     ping_gap_ms: u64,
-    /// Rounds in the burst phase.
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Rounds in the burst phase (1 to 10,000).
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     burst_rounds: u32,
-    /// Messages per burst round (sent back to back).
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    /// Messages per burst round, sent back to back (1 to 100,000).
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
     burst_size: u32,
-    /// Messages in the e2e phase.
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    /// Messages in the e2e phase (1 to 1,000,000).
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     e2e_count: u32,
-    /// Messages per second in the endurance phase.
-    #[arg(long, value_name = "RATE", default_value_t = 1.0)]
+    /// Messages per second in the endurance phase (0.001 to 1000).
+    #[arg(long, value_name = "RATE", default_value_t = 1.0, value_parser = parse_rate)]
     rate: f64,
-    /// Length of an endurance rolling-stats window, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    /// Length of an endurance rolling-stats window, in seconds (1 to 86400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     rolling_interval: u64,
-    /// Interval between relay samples (RSS, FDs, sessions), in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    /// Interval between relay samples (RSS, FDs, sessions), in seconds (1 to 86400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     sample_interval: u64,
-    /// A message not answered within this many seconds counts as lost.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    /// A message not answered within this many seconds counts as lost (1 to 86400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     reply_timeout: u64,
 
     /// Threshold: largest loss of any phase, percent.
-    #[arg(long, value_name = "PCT", default_value_t = 0.0)]
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = parse_threshold)]
     max_loss_pct: f64,
     /// Threshold: largest p99 RTT of any phase, milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 2000.0)]
+    #[arg(long, value_name = "MS", default_value_t = 2000.0, value_parser = parse_threshold)]
     max_p99_ms: f64,
     /// Threshold: largest relay RSS growth after warm-up in the endurance phase, percent per
     /// hour (judged only over at least --min-soak-window seconds).
-    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = parse_threshold)]
     max_rss_growth: f64,
     /// Endurance seconds not used for RSS growth (warm-up).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
@@ -322,6 +371,18 @@ fn answer_number(data: &[u8]) -> Option<u64> {
 }
 
 impl Ctx {
+    /// The path the campaign device's packets take, as far as this command knows it: it dials
+    /// the relay at its direct address with iroh relay servers and discovery disabled
+    /// (`direct`), or the impairment proxy in front of the relay (`impair-proxy`, with
+    /// `--impair`, whether or not the current phase is impaired).
+    fn path(&self) -> &'static str {
+        if self.impair.is_some() {
+            "impair-proxy"
+        } else {
+            "direct"
+        }
+    }
+
     fn set_phase(&self, name: &str) {
         if let Ok(mut p) = self.phase.lock() {
             *p = name.to_string();
@@ -506,6 +567,10 @@ fn summarize(outcomes: &[Outcome]) -> Summary {
 /// Checks loss and p99 of a phase against the thresholds; failures as notes.
 fn check_summary(args: &Args, s: &Summary, notes: &mut Vec<String>) -> bool {
     let mut ok = true;
+    if s.sent == 0 {
+        notes.push("nothing was sent: the phase measured nothing".into());
+        ok = false;
+    }
     if s.sent > 0 && s.received == 0 {
         notes.push("no answer at all (is the responder running in this group?)".into());
         ok = false;
@@ -571,14 +636,13 @@ async fn phase_ping(ctx: &Ctx, args: &Args) -> PhaseResult {
         match &o.answer {
             Some(a) => {
                 note_responder(ctx, a.sender);
-                // The device's transport has iroh relay servers disabled: every path is direct.
                 ctx.emit(
                     "ping",
                     "ping",
                     &[
                         ("seq", json!(seq)),
                         ("rtt_ms", json!(round3(a.rtt_ms))),
-                        ("path", json!("direct")),
+                        ("path", json!(ctx.path())),
                     ],
                 );
             }
@@ -679,20 +743,45 @@ fn random_hex(len: usize) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The scan of the relay's storage for the e2e phase's plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PlaintextScan {
+    /// Remote relay: its storage is not on this machine (not a failure, and said so).
+    NotScanned,
+    /// Scanned: how many of the messages' plaintexts were found (must be 0).
+    Found(usize),
+    /// The scan was due (`--local`) but could not be done: the check fails.
+    Failed(String),
+}
+
+impl PlaintextScan {
+    fn ok(&self) -> bool {
+        matches!(self, PlaintextScan::NotScanned | PlaintextScan::Found(0))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PlaintextScan::NotScanned => "not scanned (remote relay)".into(),
+            PlaintextScan::Found(n) => n.to_string(),
+            PlaintextScan::Failed(e) => format!("scan FAILED ({e})"),
+        }
+    }
+}
+
 /// What the e2e phase verified.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone)]
 struct E2eCheck {
     /// Answers whose content, signer or decryption did not check out.
     failed: u32,
     /// Blobs the client rejected (signature or AEAD) during the phase.
     rejected: u64,
-    /// Messages whose plaintext was found in the relay's storage (`None`: not scanned).
-    plaintext: Option<usize>,
+    /// The relay storage scan.
+    plaintext: PlaintextScan,
 }
 
 impl E2eCheck {
     fn ok(&self) -> bool {
-        self.failed == 0 && self.rejected == 0 && self.plaintext.unwrap_or(0) == 0
+        self.failed == 0 && self.rejected == 0 && self.plaintext.ok()
     }
 }
 
@@ -758,56 +847,96 @@ async fn phase_e2e(ctx: &Ctx, args: &Args, relay_data: Option<&Path>) -> (PhaseR
     let mut check = E2eCheck {
         failed: bad,
         rejected,
-        plaintext: None,
+        plaintext: PlaintextScan::NotScanned,
     };
     if let Some(dir) = relay_data {
-        let scan = plaintext_in(dir, &markers);
-        if let Ok(found) = &scan {
-            check.plaintext = Some(*found);
-        }
-        match scan {
-            Ok(0) => notes.push(format!(
-                "relay storage scanned ({}): no plaintext of the {} messages found",
-                dir.display(),
-                markers.len()
-            )),
-            Ok(found) => {
-                notes.push(format!(
-                    "PLAINTEXT of {found} messages found in the relay's storage"
-                ));
+        // Reads the whole database: off the async workers.
+        let (owned_dir, count) = (dir.to_path_buf(), markers.len());
+        let scan = tokio::task::spawn_blocking(move || plaintext_in(&owned_dir, &markers))
+            .await
+            .map_err(|e| format!("scan task: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        check.plaintext = match scan {
+            Ok(Scanned {
+                files,
+                bytes,
+                found,
+            }) => {
+                if found == 0 {
+                    notes.push(format!(
+                        "relay storage scanned ({}, {files} files, {bytes} bytes): no plaintext of the {count} messages found",
+                        dir.display(),
+                    ));
+                } else {
+                    notes.push(format!(
+                        "PLAINTEXT of {found} messages found in the relay's storage"
+                    ));
+                }
+                PlaintextScan::Found(found)
             }
-            Err(e) => notes.push(format!("relay storage not scanned: {e}")),
-        }
+            Err(e) => {
+                notes.push(format!(
+                    "relay storage scan FAILED ({}): {e}",
+                    dir.display()
+                ));
+                PlaintextScan::Failed(e)
+            }
+        };
     }
     ctx.emit(
         "e2e",
         "verification",
-        &[("failed", json!(bad)), ("rejected", json!(rejected))],
+        &[
+            ("failed", json!(bad)),
+            ("rejected", json!(rejected)),
+            ("plaintext", json!(check.plaintext.describe())),
+        ],
     );
     let summary = summarize(&outcomes);
+    let ok = check.ok();
     (
-        finish_phase(ctx, args, "e2e", start, summary, notes, check.ok()),
+        finish_phase(ctx, args, "e2e", start, summary, notes, ok),
         check,
     )
 }
 
-/// How many of `markers` occur in any file under `dir` (the relay's database and WAL).
-fn plaintext_in(dir: &Path, markers: &[String]) -> std::io::Result<usize> {
+/// What [`plaintext_in`] read and found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Scanned {
+    files: usize,
+    bytes: usize,
+    found: usize,
+}
+
+/// How many of `markers` occur in any file under `dir` (the relay's database and WAL). An
+/// empty directory is an error: finding nothing in nothing proves nothing.
+fn plaintext_in(dir: &Path, markers: &[String]) -> std::io::Result<Scanned> {
     let mut haystack = Vec::new();
+    let mut files = 0;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_file() {
             haystack.extend(std::fs::read(&path)?);
+            files += 1;
         }
     }
-    Ok(markers
+    if haystack.is_empty() {
+        return Err(std::io::Error::other(
+            "no relay storage found (no file with any content)",
+        ));
+    }
+    let found = markers
         .iter()
         .filter(|m| {
-            haystack
-                .windows(m.len().min(64))
-                .any(|w| w == &m.as_bytes()[..m.len().min(64)])
+            let needle = &m.as_bytes()[..m.len().min(64)];
+            !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
         })
-        .count())
+        .count();
+    Ok(Scanned {
+        files,
+        bytes: haystack.len(),
+        found,
+    })
 }
 
 async fn phase_endurance(ctx: &Arc<Ctx>, args: &Args) -> (PhaseResult, soak::Verdict) {
@@ -824,7 +953,9 @@ async fn phase_endurance(ctx: &Arc<Ctx>, args: &Args) -> (PhaseResult, soak::Ver
     let first_sample = ctx.samples.lock().map(|v| v.len()).unwrap_or(0);
     ctx.sample_now().await;
     let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
-    let period = Duration::from_secs_f64(1.0 / args.rate.max(0.001));
+    // --rate is 0.001..=1000 (parse_rate): the period is 1 ms to 1000 s, never zero.
+    let period = Duration::from_secs_f64(1.0 / args.rate.clamp(MIN_RATE, MAX_RATE))
+        .max(Duration::from_millis(1));
     let total = Duration::from_secs(args.duration);
     let sender = {
         let ctx = Arc::clone(ctx);
@@ -1205,7 +1336,8 @@ impl LocalLab {
         let invite = device::new_group_invite(
             *relay_id.as_bytes(),
             &[relay_addr],
-            Duration::from_secs(24 * 3600).min(Duration::from_secs(args.duration + 3600)),
+            Duration::from_secs(24 * 3600)
+                .min(Duration::from_secs(args.duration.saturating_add(3600))),
         )
         .context("cannot create the group invite")?;
         let exe = std::env::current_exe().context("cannot find this executable")?;
@@ -1258,9 +1390,6 @@ fn default_out() -> PathBuf {
 #[allow(clippy::too_many_lines)]
 pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::responder::init_logging();
-    if !(args.rate > 0.0 && args.rate.is_finite()) {
-        bail!("--rate must be a positive number");
-    }
     let impair_dir = args.impair.as_deref().map(parse_impair).transpose()?;
     let out = args.out.clone().unwrap_or_else(default_out);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -1604,13 +1733,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             name: "e2e: answers failing verification, blobs rejected, plaintext at the relay"
                 .into(),
             limit: "0, 0, 0".into(),
-            observed: format!(
-                "{}, {}, {}",
-                c.failed,
-                c.rejected,
-                c.plaintext
-                    .map_or("not scanned (remote relay)".to_string(), |n| n.to_string())
-            ),
+            observed: format!("{}, {}, {}", c.failed, c.rejected, c.plaintext.describe()),
             ok: c.ok(),
         });
     }
@@ -1632,10 +1755,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     let any_fail = phases.iter().any(|p| p.status == PhaseStatus::Fail);
-    let (verdict, code) = if any_fail {
-        ("FAIL: a threshold was missed".to_string(), EXIT_THRESHOLD)
+    // A campaign passes only on what it measured: phases that are not available (or sent
+    // nothing) never make a PASS on their own.
+    let measured = phases
+        .iter()
+        .any(|p| p.summary.as_ref().is_some_and(|s| s.sent > 0));
+    let (end_status, verdict, code) = if any_fail {
+        ("FAIL", "FAIL: a threshold was missed", EXIT_THRESHOLD)
+    } else if !measured {
+        (
+            "NOT MEASURED",
+            "NOT MEASURED: no phase that ran measured anything",
+            EXIT_NOTHING_MEASURED,
+        )
     } else {
-        ("PASS".to_string(), 0)
+        ("PASS", "PASS", 0)
     };
     let verdict = format!("{verdict} (exit {code})");
     let duration_s = log.elapsed_s();
@@ -1643,7 +1777,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "summary",
         "campaign_end",
         &[
-            ("status", json!(if code == 0 { "PASS" } else { "FAIL" })),
+            ("status", json!(end_status)),
             ("exit_code", json!(code)),
             ("duration_s", json!(round3(duration_s))),
             (
@@ -1775,6 +1909,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -1785,6 +1920,82 @@ mod tests {
         assert_eq!(answer_number(b"ECHO:E2E:9:abcd"), Some(9));
         assert_eq!(answer_number(b"ECHO:hello"), None);
         assert_eq!(answer_number(b"PING:1"), None);
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser as _;
+        let mut argv = vec!["campaign", "--local"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn counts_that_measure_nothing_and_rates_without_a_period_are_refused() {
+        assert!(parse(&[]).is_ok());
+        for bad in [
+            &["--ping-count", "0"][..],
+            &["--e2e-count", "0"],
+            &["--burst-size", "0"],
+            &["--burst-rounds", "0"],
+            &["--duration", "0"],
+            &["--rate", "0"],
+            &["--rate", "1e9"],
+            &["--rate", "1000.5"],
+            &["--rate", "NaN"],
+            &["--rate", "inf"],
+            &["--reply-timeout", "18446744073709551615"],
+            &["--max-loss-pct", "NaN"],
+            &["--max-p99-ms", "-1"],
+        ] {
+            let e = parse(bad).expect_err(&format!("{bad:?} must be refused"));
+            assert_eq!(e.exit_code(), 2, "{bad:?}: a bad command line");
+        }
+        let a = parse(&["--rate", "1000", "--duration", "5"]).unwrap();
+        assert!((a.rate - 1000.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_phase_that_sent_nothing_fails() {
+        let args = parse(&[]).unwrap();
+        let mut notes = Vec::new();
+        assert!(!check_summary(&args, &Summary::new(0, 0, &[]), &mut notes));
+        assert!(notes[0].contains("measured nothing"), "{notes:?}");
+        let mut notes = Vec::new();
+        assert!(check_summary(
+            &args,
+            &Summary::new(2, 0, &[1.0, 2.0]),
+            &mut notes
+        ));
+    }
+
+    #[test]
+    fn the_plaintext_scan_finds_markers_and_a_failed_scan_fails_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let markers = vec!["aaaa1111".to_string(), "bbbb2222".to_string()];
+        // Nothing to scan is an error, not a clean result.
+        assert!(plaintext_in(dir.path(), &markers).is_err());
+        assert!(plaintext_in(&dir.path().join("missing"), &markers).is_err());
+        std::fs::write(dir.path().join("relay.db"), b"xx aaaa1111 yy").unwrap();
+        let s = plaintext_in(dir.path(), &markers).unwrap();
+        assert_eq!((s.files, s.found), (1, 1));
+
+        let check = |plaintext| E2eCheck {
+            failed: 0,
+            rejected: 0,
+            plaintext,
+        };
+        assert!(check(PlaintextScan::NotScanned).ok());
+        assert!(check(PlaintextScan::Found(0)).ok());
+        assert!(!check(PlaintextScan::Found(1)).ok());
+        let failed = PlaintextScan::Failed("permission denied".into());
+        assert!(failed.describe().contains("FAILED"));
+        assert!(!check(failed).ok(), "with --local a scan error fails e2e");
     }
 
     #[test]

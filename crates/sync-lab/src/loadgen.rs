@@ -17,7 +17,12 @@
 //! - [`run_churn`]: `connections` short-lived devices (each connects, pushes one message,
 //!   stays `lifetime`, closes), a new one every `lifetime / overlap`, so about `overlap` are
 //!   open at once; afterwards the relay's `sync_relay_sessions` gauge (from `/metrics`) must
-//!   return to the value it had before (no ghost sessions).
+//!   return to the value it had before (no ghost sessions) and, when the relay's pid is known
+//!   (same machine), its open file descriptors (`/proc/<pid>/fd`) must return to within a
+//!   slack of theirs.
+//!
+//! A run that measured nothing is not clean: no device accepted, nothing pushed or no delivery
+//! expected (groups of one) for the load; no device connected for the churn.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -35,7 +40,7 @@ use sync_core::ConnectionStatus;
 use sync_crypto::{GroupDescriptor, GroupSecret};
 use tokio::sync::watch;
 
-use crate::soak::{fetch_metrics, parse_metric};
+use crate::soak::{fetch_metrics, parse_metric, read_fd_count};
 use crate::stats::percentile;
 
 /// The relay's session gauge in `/metrics`.
@@ -57,6 +62,9 @@ pub enum LoadError {
     /// A device could not be set up locally (store, key).
     #[error("device setup failed: {0}")]
     Device(String),
+    /// The relay's open file descriptors could not be read.
+    #[error("cannot read /proc/{0}/fd (is the relay running on this machine with that pid?)")]
+    Proc(u32),
 }
 
 /// Where the relay is.
@@ -122,6 +130,9 @@ pub struct LoadConfig {
     pub connect_concurrency: usize,
     /// After the pushers stop, how long flushing and delivery may take.
     pub drain_timeout: Duration,
+    /// How long a device's dial, and then its handshake, may take (a relay that does not
+    /// answer within it leaves the device unaccepted).
+    pub connect_timeout: Duration,
     /// Seed of the group secrets (`None`: from the clock).
     pub seed: Option<u64>,
 }
@@ -136,6 +147,7 @@ impl Default for LoadConfig {
             payload: 256,
             connect_concurrency: 16,
             drain_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             seed: None,
         }
     }
@@ -162,9 +174,23 @@ impl LoadConfig {
         if self.connect_concurrency == 0 {
             return bad("connect concurrency must be at least 1");
         }
+        if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&self.connect_timeout)
+            || self.drain_timeout > MAX_TIMEOUT
+        {
+            return bad("connect timeout must be 10 ms to 1 h, drain timeout at most 1 h");
+        }
         Ok(())
     }
 }
+
+/// Shortest connect timeout accepted.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest connect, drain, push or settle timeout accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Shortest period between two pushes of one device: the timer's resolution. A device asked
+/// for more than 1000 messages/s (e.g. when refusals leave fewer devices to share the rate)
+/// pushes at this pace, and `achieved_rate` says so.
+const MIN_PUSH_PERIOD: Duration = Duration::from_millis(1);
 
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -260,9 +286,36 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    /// Nothing lost, nothing duplicated, every pusher flushed.
+    /// What makes this run not clean, in words (empty when clean).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.accepted == 0 {
+            p.push("no device was accepted by the relay: nothing was measured".into());
+        } else if self.pushed == 0 {
+            p.push("nothing was pushed: nothing was measured".into());
+        } else if self.expected_deliveries == 0 {
+            p.push("no delivery was expected (groups of one device?): nothing was measured".into());
+        }
+        if self.lost > 0 {
+            p.push(format!("{} deliveries lost", self.lost));
+        }
+        if self.duplicates > 0 {
+            p.push(format!("{} duplicate deliveries", self.duplicates));
+        }
+        if self.pushers_flushed != self.accepted {
+            p.push(format!(
+                "{} of {} pushers did not flush within the drain timeout",
+                self.accepted - self.pushers_flushed.min(self.accepted),
+                self.accepted
+            ));
+        }
+        p
+    }
+
+    /// Something was measured (devices accepted, messages pushed, deliveries expected), and
+    /// nothing was lost or duplicated, every pusher flushed.
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.duplicates == 0 && self.pushers_flushed == self.accepted
+        self.problems().is_empty()
     }
 }
 
@@ -277,14 +330,18 @@ fn clock_seed() -> u64 {
     unix_nanos() ^ (u64::from(std::process::id()) << 32)
 }
 
-fn options() -> ClientOptions {
-    ClientOptions::for_tests()
+fn options(connect_timeout: Duration) -> ClientOptions {
+    let mut o = ClientOptions::for_tests();
+    o.connection.connect_timeout = connect_timeout;
+    o.connection.handshake_timeout = connect_timeout;
+    o
 }
 
 async fn connect(
     target: &RelayTarget,
     group: &GroupMaterial,
     name: String,
+    connect_timeout: Duration,
 ) -> Result<SyncClient, LoadError> {
     let transport = Arc::new(IrohTransport::new(
         IrohConfig::new(target.relay_id, target.addrs.clone()).with_bind_addr(target.bind_addr()),
@@ -295,7 +352,7 @@ async fn connect(
         GroupChoice::Use(group.clone()),
     )
     .with_device_name(name)
-    .with_options(options());
+    .with_options(options(connect_timeout));
     SyncClient::connect(cfg)
         .await
         .map_err(|e| LoadError::Device(e.to_string()))
@@ -410,9 +467,10 @@ pub async fn run_load(target: &RelayTarget, config: &LoadConfig) -> Result<LoadR
         let target = target.clone();
         let group = materials[i / config.group_size].clone();
         let sem = Arc::clone(&sem);
+        let timeout = config.connect_timeout;
         connecting.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
-            connect(&target, &group, format!("load-{i}")).await
+            connect(&target, &group, format!("load-{i}"), timeout).await
         }));
     }
     let mut accepted: Vec<(usize, SyncClient)> = Vec::new();
@@ -455,10 +513,16 @@ pub async fn run_load(target: &RelayTarget, config: &LoadConfig) -> Result<LoadR
         let per_device = config.rate / accepted.len() as f64;
         let payload = config.payload;
         let drain = config.drain_timeout;
+        let config_duration = config.duration;
         pushers.push(tokio::spawn(async move {
             let mut pushed = 0u64;
             if per_device > 0.0 {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_device));
+                // At least the timer's resolution (never a zero period, which panics), at most
+                // past the deadline (one push at the start; a huge period would overflow).
+                let period = Duration::try_from_secs_f64(1.0 / per_device)
+                    .unwrap_or(Duration::MAX)
+                    .clamp(MIN_PUSH_PERIOD, MIN_PUSH_PERIOD + config_duration);
+                let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
@@ -588,12 +652,23 @@ pub struct ChurnConfig {
     pub connections: usize,
     /// How long each stays connected (at most 10 min).
     pub lifetime: Duration,
-    /// About how many are open at once (a new one starts every `lifetime / overlap`).
+    /// About how many are open at once (1..=5000; a new one starts every `lifetime / overlap`).
     pub overlap: usize,
     /// Devices per group.
     pub group_size: usize,
-    /// After the last one closed, how long the relay may take to drop its sessions.
+    /// After the last one closed, how long the relay may take to drop its sessions (and,
+    /// separately, to close its file descriptors).
     pub settle_timeout: Duration,
+    /// How long a device's dial, and then its handshake, may take.
+    pub connect_timeout: Duration,
+    /// How long a device's push may wait for its acknowledgement; a push not acknowledged in
+    /// time counts as failed (a stalled relay never hangs the run).
+    pub push_timeout: Duration,
+    /// The relay's process id when it runs on this machine: its open file descriptors
+    /// (`/proc/<pid>/fd`) are sampled before, during and after the churn.
+    pub relay_pid: Option<u32>,
+    /// Open FDs after the churn may exceed those before it by this many.
+    pub fd_slack: u64,
     /// Seed of the group secrets (`None`: from the clock).
     pub seed: Option<u64>,
 }
@@ -606,8 +681,37 @@ impl Default for ChurnConfig {
             overlap: 10,
             group_size: 5,
             settle_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            push_timeout: Duration::from_secs(10),
+            relay_pid: None,
+            fd_slack: 2,
             seed: None,
         }
+    }
+}
+
+/// The relay's open file descriptors around a churn run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FdReport {
+    /// The relay's pid.
+    pub pid: u32,
+    /// Open FDs before the churn.
+    pub baseline: u64,
+    /// The most sampled during the churn (every 100 ms).
+    pub peak: u64,
+    /// Open FDs after the churn settled (or the settle timeout passed).
+    pub end: u64,
+    /// Allowed excess of `end` over `baseline`.
+    pub slack: u64,
+    /// Time from the last close until `end` was within the slack, milliseconds (`None` if it
+    /// never was).
+    pub settle_ms: Option<u64>,
+}
+
+impl FdReport {
+    /// Back within the slack of the baseline.
+    pub fn ok(&self) -> bool {
+        self.end <= self.baseline.saturating_add(self.slack)
     }
 }
 
@@ -626,6 +730,8 @@ pub struct ChurnReport {
     pub refused: usize,
     /// Pushes acknowledged (one per accepted device).
     pub pushes_acked: usize,
+    /// Accepted devices whose push failed or was not acknowledged within the push timeout.
+    pub push_failures: usize,
     /// The session gauge before the run.
     pub sessions_baseline: u64,
     /// The highest session gauge sampled during the run.
@@ -638,8 +744,61 @@ pub struct ChurnReport {
     /// Time from the last close to the gauge back at baseline, milliseconds (`None` if it
     /// never returned).
     pub settle_ms: Option<u64>,
+    /// The relay's open file descriptors (`None` when its pid is not known).
+    pub relay_fds: Option<FdReport>,
     /// Wall time of the whole run, seconds.
     pub elapsed_s: f64,
+}
+
+impl ChurnReport {
+    /// What makes this run not clean, in words (empty when clean).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.connected == 0 {
+            p.push("no churn device was accepted by the relay: nothing was measured".into());
+        }
+        if self.push_failures > 0 {
+            p.push(format!(
+                "{} churn pushes failed or were not acknowledged in time",
+                self.push_failures
+            ));
+        }
+        if self.ghost_sessions > 0 {
+            p.push(format!("{} ghost sessions", self.ghost_sessions));
+        }
+        if let Some(f) = &self.relay_fds
+            && !f.ok()
+        {
+            p.push(format!(
+                "relay open FDs did not return to baseline: {} → {} (slack {})",
+                f.baseline, f.end, f.slack
+            ));
+        }
+        p
+    }
+
+    /// Devices connected, each push acknowledged, no ghost sessions, FDs back to baseline
+    /// (when sampled).
+    pub fn clean(&self) -> bool {
+        self.problems().is_empty()
+    }
+}
+
+/// Reads the relay's open FDs until they are within `slack` of `baseline` or `timeout`
+/// passes; the last value read and whether it got there.
+async fn settle_fds(pid: u32, baseline: u64, slack: u64, timeout: Duration) -> (Option<u64>, bool) {
+    let deadline = Instant::now() + timeout;
+    // Another process's descriptors: poll them, bounded in time.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        last = read_fd_count(pid).or(last);
+        let back = last.is_some_and(|n| n <= baseline.saturating_add(slack));
+        if back || Instant::now() >= deadline {
+            return (last, back);
+        }
+    }
 }
 
 /// Runs connection churn against `target` (needs its `/metrics`); see the module documentation.
@@ -648,12 +807,21 @@ pub async fn run_churn(
     config: &ChurnConfig,
 ) -> Result<ChurnReport, LoadError> {
     if !(1..=5000).contains(&config.connections)
-        || config.overlap == 0
+        || !(1..=5000).contains(&config.overlap)
         || config.group_size == 0
         || config.lifetime > Duration::from_secs(600)
     {
         return Err(LoadError::Invalid(
-            "churn: 1 to 5000 connections, overlap and group size ≥ 1, lifetime ≤ 10 min".into(),
+            "churn: 1 to 5000 connections, overlap 1 to 5000, group size ≥ 1, lifetime ≤ 10 min"
+                .into(),
+        ));
+    }
+    if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&config.connect_timeout)
+        || !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&config.push_timeout)
+        || config.settle_timeout > MAX_TIMEOUT
+    {
+        return Err(LoadError::Invalid(
+            "churn: connect and push timeouts 10 ms to 1 h, settle timeout at most 1 h".into(),
         ));
     }
     let http = target.http.ok_or_else(|| {
@@ -664,16 +832,21 @@ pub async fn run_churn(
         .metric(SESSIONS_METRIC)
         .await
         .ok_or(LoadError::Metrics(http))? as u64;
+    let fd_baseline = match config.relay_pid {
+        Some(pid) => Some((pid, read_fd_count(pid).ok_or(LoadError::Proc(pid))?)),
+        None => None,
+    };
     let mut rng = ChaCha20Rng::seed_from_u64(config.seed.unwrap_or_else(clock_seed));
     let groups = config.connections.div_ceil(config.group_size);
     let materials: Vec<GroupMaterial> = (0..groups).map(|_| material(&mut rng)).collect();
 
-    // Sample the gauge while the churn runs.
+    // Sample the gauge (and the relay's FDs) while the churn runs.
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let sampler = {
         let target = target.clone();
         tokio::spawn(async move {
             let mut peak = baseline;
+            let mut fd_peak = fd_baseline.map_or(0, |(_, n)| n);
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tokio::select! {
@@ -681,28 +854,37 @@ pub async fn run_churn(
                         if let Some(v) = target.metric(SESSIONS_METRIC).await {
                             peak = peak.max(v as u64);
                         }
+                        if let Some(n) = fd_baseline.and_then(|(pid, _)| read_fd_count(pid)) {
+                            fd_peak = fd_peak.max(n);
+                        }
                     }
-                    _ = stop_rx.changed() => return peak,
+                    _ = stop_rx.changed() => return (peak, fd_peak),
                 }
             }
         })
     };
 
-    let spacing = config.lifetime / config.overlap as u32;
+    // `overlap` is 1..=5000 (checked above): the conversion and the division cannot fail.
+    let overlap = u32::try_from(config.overlap).unwrap_or(u32::MAX).max(1);
+    let spacing = config.lifetime / overlap;
     let mut tick = tokio::time::interval(spacing.max(Duration::from_millis(1)));
     let mut tasks = Vec::new();
     for i in 0..config.connections {
         tick.tick().await;
         let target = target.clone();
         let group = materials[i / config.group_size].clone();
-        let lifetime = config.lifetime;
+        let (lifetime, connect_timeout, push_timeout) =
+            (config.lifetime, config.connect_timeout, config.push_timeout);
         tasks.push(tokio::spawn(async move {
             let born = tokio::time::Instant::now();
-            let client = connect(&target, &group, format!("churn-{i}")).await?;
+            let client = connect(&target, &group, format!("churn-{i}"), connect_timeout).await?;
             let connected = client.status().connection == ConnectionStatus::Connected;
             let mut acked = false;
             if connected {
-                acked = client.push(&message(i, 0, 64)).await.is_ok();
+                // Bounded: a relay that stalls makes this push a failure, not a hang.
+                acked = tokio::time::timeout(push_timeout, client.push(&message(i, 0, 64)))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
                 // The device's lifetime (the churn's shape, not a wait for an event).
                 tokio::time::sleep_until(born + lifetime).await;
             }
@@ -710,13 +892,16 @@ pub async fn run_churn(
             Ok::<_, LoadError>((connected, acked))
         }));
     }
-    let (mut connected, mut refused, mut acked) = (0, 0, 0);
+    let (mut connected, mut refused, mut acked, mut push_failures) = (0, 0, 0, 0);
     for t in tasks {
         let (c, a) = t
             .await
             .map_err(|e| LoadError::Device(format!("churn task: {e}")))??;
         if c {
             connected += 1;
+            if !a {
+                push_failures += 1;
+            }
         } else {
             refused += 1;
         }
@@ -725,8 +910,18 @@ pub async fn run_churn(
     let closed = Instant::now();
     let last = settle_sessions(target, baseline, config.settle_timeout).await;
     let settle_ms = (last == Some(baseline)).then(|| closed.elapsed().as_millis() as u64);
+    let relay_fds = match fd_baseline {
+        Some((pid, base)) => {
+            let (end, back) = settle_fds(pid, base, config.fd_slack, config.settle_timeout).await;
+            Some((pid, base, end.ok_or(LoadError::Proc(pid))?, back))
+        }
+        None => None,
+    };
+    let fds_settled = closed.elapsed().as_millis() as u64;
     let _ = stop_tx.send(true);
-    let peak = sampler.await.unwrap_or(baseline);
+    let (peak, fd_peak) = sampler
+        .await
+        .unwrap_or((baseline, fd_baseline.map_or(0, |(_, n)| n)));
     let sessions_final = last.ok_or(LoadError::Metrics(http))?;
     Ok(ChurnReport {
         connections: config.connections,
@@ -735,11 +930,20 @@ pub async fn run_churn(
         connected,
         refused,
         pushes_acked: acked,
+        push_failures,
         sessions_baseline: baseline,
         sessions_peak: peak,
         sessions_final,
         ghost_sessions: sessions_final.saturating_sub(baseline),
         settle_ms,
+        relay_fds: relay_fds.map(|(pid, baseline, end, back)| FdReport {
+            pid,
+            baseline,
+            peak: fd_peak.max(baseline).max(end),
+            end,
+            slack: config.fd_slack,
+            settle_ms: back.then_some(fds_settled),
+        }),
         elapsed_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -756,6 +960,84 @@ mod tests {
         assert_eq!((s, q), (12, 345));
         assert!(t > 0);
         assert!(parse_message(b"garbage").is_none());
+    }
+
+    fn load_report(accepted: usize, pushed: u64, expected: u64, delivered: u64) -> LoadReport {
+        LoadReport {
+            clients: accepted,
+            group_size: 2,
+            groups: 1,
+            accepted,
+            refused: 0,
+            refused_too_many_sessions: None,
+            rate: 10.0,
+            duration_s: 1.0,
+            pushed,
+            achieved_rate: 10.0,
+            pushers_flushed: accepted,
+            expected_deliveries: expected,
+            delivered,
+            lost: expected.saturating_sub(delivered),
+            duplicates: 0,
+            latency: Latency::default(),
+            receivers: Vec::new(),
+            sessions_before: None,
+            sessions_after: None,
+            elapsed_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_load_that_measured_nothing_is_not_clean() {
+        assert!(load_report(2, 10, 10, 10).clean());
+        assert!(!load_report(2, 10, 10, 9).clean(), "a loss");
+        for (r, why) in [
+            (load_report(0, 0, 0, 0), "no device was accepted"),
+            (load_report(2, 0, 0, 0), "nothing was pushed"),
+            (load_report(2, 10, 0, 0), "no delivery was expected"),
+        ] {
+            assert!(!r.clean());
+            assert!(r.problems()[0].contains(why), "{:?}", r.problems());
+        }
+    }
+
+    #[test]
+    fn churn_needs_connections_acks_no_ghosts_and_fds_back() {
+        let fds = |end| FdReport {
+            pid: 1,
+            baseline: 20,
+            peak: 30,
+            end,
+            slack: 2,
+            settle_ms: None,
+        };
+        let report = |connected, acked, ghosts, relay_fds| ChurnReport {
+            connections: 10,
+            lifetime_ms: 100,
+            overlap: 2,
+            connected,
+            refused: 10 - connected,
+            pushes_acked: acked,
+            push_failures: connected - acked,
+            sessions_baseline: 0,
+            sessions_peak: 2,
+            sessions_final: ghosts,
+            ghost_sessions: ghosts,
+            settle_ms: None,
+            relay_fds,
+            elapsed_s: 1.0,
+        };
+        assert!(report(10, 10, 0, None).clean());
+        assert!(report(10, 10, 0, Some(fds(22))).clean());
+        assert!(!report(10, 10, 0, Some(fds(23))).clean(), "FDs leaked");
+        assert!(!report(0, 0, 0, None).clean(), "nothing connected");
+        assert!(!report(10, 9, 0, None).clean(), "a push timed out");
+        assert!(!report(10, 10, 1, None).clean(), "a ghost session");
+        let huge = FdReport {
+            slack: u64::MAX,
+            ..fds(u64::MAX)
+        };
+        assert!(huge.ok(), "no overflow");
     }
 
     #[test]

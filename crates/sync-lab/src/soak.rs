@@ -284,7 +284,7 @@ pub fn judge(samples: &[Sample], limits: &LeakLimits) -> Verdict {
                 "open FDs baseline {baseline}, peak {peak}, end {end} (slack {})",
                 limits.fd_slack
             );
-            if end > baseline + limits.fd_slack {
+            if end > baseline.saturating_add(limits.fd_slack) {
                 Check::Fail { detail }
             } else {
                 Check::Pass { detail }
@@ -366,6 +366,12 @@ mod tests {
             .map(|(i, &f)| s(i as f64, 1000, f))
             .collect();
         assert!(judge(&leak, &limits).fds.failed());
+        // A huge slack saturates instead of overflowing.
+        let lenient = LeakLimits {
+            fd_slack: u64::MAX,
+            ..limits
+        };
+        assert!(!judge(&leak, &lenient).fds.failed());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! the relay's own session gauge).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use sync_lab::loadgen::{ChurnConfig, LoadConfig, RelayTarget, run_churn, run_load};
@@ -12,6 +13,40 @@ use sync_relay::{RelayConfig, RelayHandle};
 use sync_types::ErrorCode;
 
 const GUARD: Duration = Duration::from_secs(240);
+const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
+
+#[path = "../../../testsupport/relay_bin.rs"]
+mod relay_bin;
+
+/// The `sync-relay` binary next to `sync-stress` (same target dir and profile), rebuilt only
+/// when stale.
+fn relay_bin() -> PathBuf {
+    relay_bin::relay_bin_next_to(Path::new(BIN))
+}
+
+/// Runs `sync-stress` with `args` to completion (killed if it outlives the guard).
+fn run_bin(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sync-stress");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(GUARD) {
+        Ok(out) => out.expect("wait for sync-stress"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("sync-stress did not finish within {GUARD:?}");
+        }
+    }
+}
 
 async fn start_relay(dir: &Path, max_sessions: u32) -> RelayHandle {
     let mut config = RelayConfig::for_tests(dir);
@@ -87,6 +122,7 @@ async fn churn_leaves_no_ghost_sessions() {
         group_size: 5,
         settle_timeout: Duration::from_secs(20),
         seed: Some(4),
+        ..ChurnConfig::default()
     };
     let report = tokio::time::timeout(GUARD, run_churn(&target(&relay), &config))
         .await
@@ -95,6 +131,8 @@ async fn churn_leaves_no_ghost_sessions() {
     println!("{}", serde_json::to_string(&report).unwrap());
     assert_eq!(report.connected, 50);
     assert_eq!(report.pushes_acked, 50);
+    assert_eq!(report.push_failures, 0);
+    assert!(report.clean(), "{:?}", report.problems());
     assert_eq!(report.sessions_baseline, 0);
     assert!(
         report.sessions_peak >= 2,
@@ -154,4 +192,109 @@ async fn the_load_command_prints_a_json_summary() {
     assert_eq!(v["churn"]["connected"], 6);
     assert_eq!(v["churn"]["ghost_sessions"], 0);
     relay.shutdown().await.unwrap();
+}
+
+#[test]
+fn an_unreachable_relay_is_an_error_not_a_clean_run() {
+    // A port nobody listens on: bind one, note it, close it.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let id = iroh::SecretKey::from_bytes(&[9; 32]).public();
+    let dial = format!("{id}@127.0.0.1:{port}");
+    let o = run_bin(&[
+        "load",
+        "--relay",
+        &dial,
+        "--clients",
+        "2",
+        "--group-size",
+        "2",
+        "--rate",
+        "10",
+        "--duration",
+        "1",
+        "--connect-timeout",
+        "300ms",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("accepted none of the 2 devices"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["clean"], false);
+    assert_eq!(v["load"]["accepted"], 0);
+    assert_eq!(v["load"]["refused"], 2);
+}
+
+#[test]
+fn rates_without_a_period_are_a_bad_command_line() {
+    let dial = format!(
+        "{}@127.0.0.1:9",
+        iroh::SecretKey::from_bytes(&[9; 32]).public()
+    );
+    for args in [
+        &["--rate", "1e9"][..],
+        &["--rate", "0"],
+        &["--rate", "NaN"],
+        &["--duration", "0"],
+        &["--clients", "1", "--rate", "5000"],
+    ] {
+        let mut argv = vec!["load", "--relay", &dial];
+        argv.extend_from_slice(args);
+        let o = run_bin(&argv);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
+fn local_churn_samples_the_relay_fds_and_they_return_to_baseline() {
+    let relay = relay_bin();
+    let o = run_bin(&[
+        "load",
+        "--local",
+        "--relay-bin",
+        relay.to_str().unwrap(),
+        "--clients",
+        "0",
+        "--churn",
+        "--churn-connections",
+        "20",
+        "--churn-lifetime",
+        "300ms",
+        "--churn-overlap",
+        "5",
+        "--seed",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "stderr: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    println!("{v}");
+    eprintln!("{stderr}");
+    assert_eq!(v["clean"], true);
+    let churn = &v["churn"];
+    assert_eq!(churn["connected"], 20);
+    assert_eq!(churn["pushes_acked"], 20);
+    assert_eq!(churn["ghost_sessions"], 0);
+    let fds = &churn["relay_fds"];
+    let (baseline, peak, end) = (
+        fds["baseline"].as_u64().unwrap(),
+        fds["peak"].as_u64().unwrap(),
+        fds["end"].as_u64().unwrap(),
+    );
+    assert!(baseline > 0, "{fds}");
+    assert!(peak >= baseline && peak >= end, "{fds}");
+    assert!(end <= baseline + fds["slack"].as_u64().unwrap(), "{fds}");
+    assert!(fds["pid"].as_u64().unwrap() > 0);
+    assert!(stderr.contains("relay open FDs"), "text summary: {stderr}");
 }
