@@ -466,10 +466,16 @@ pub async fn run_load(target: &RelayTarget, config: &LoadConfig) -> Result<LoadR
     for i in 0..config.clients {
         let target = target.clone();
         let group = materials[i / config.group_size].clone();
-        let sem = Arc::clone(&sem);
         let timeout = config.connect_timeout;
+        // The permit is taken here, in index order, not inside the task: spawned tasks start in
+        // any order, and with a concurrency of 1 the devices must connect in index order (the
+        // first `max_sessions` are the accepted ones, so groups fill up in order).
+        let permit = Arc::clone(&sem)
+            .acquire_owned()
+            .await
+            .map_err(|e| LoadError::Device(format!("connect limiter: {e}")))?;
         connecting.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await;
+            let _permit = permit;
             connect(&target, &group, format!("load-{i}"), timeout).await
         }));
     }
