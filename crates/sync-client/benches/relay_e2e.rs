@@ -72,6 +72,10 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -643,7 +647,8 @@ fn seal_pushes(
     (0..n)
         .map(|i| {
             plain[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            let blob_id = BlobId::random(&mut rng);
+            // As `SyncClient` makes them: time-ordered to the second.
+            let blob_id = BlobId::time_ordered(&mut rng, now_secs());
             let sealed =
                 sync_crypto::seal(&mut rng, &key, &g.id, dev, &blob_id, &plain).expect("seal");
             assert_eq!(sealed.len(), SEALED);
@@ -849,8 +854,8 @@ fn raw_sqlite(dir: &Path, rows: usize) -> (f64, f64) {
                 .unwrap();
             for _ in 0..n {
                 cursor += 1;
-                let mut blob_id = [0u8; 16];
-                rng.fill_bytes(&mut blob_id);
+                // Blob ids as devices make them (time-ordered), as in the relay runs.
+                let blob_id = *BlobId::time_ordered(&mut rng, now_secs()).as_bytes();
                 let mut payload = vec![0u8; SEALED];
                 rng.fill_bytes(&mut payload);
                 st.execute(rusqlite::params![
@@ -972,13 +977,16 @@ async fn preload(dir: &Path, group: GroupId, count: usize) -> f64 {
     let now = now_ms();
     let start = Instant::now();
     let mut window = VecDeque::new();
-    for _ in 0..count {
-        let mut id = [0u8; 16];
-        rng.fill_bytes(&mut id);
+    // A group that filled up over the past week: device ids (time-ordered) from a week ago to
+    // a second ago, in the order they arrived.
+    let week = TTL.as_secs();
+    let start_secs = now_secs().saturating_sub(week);
+    for i in 0..count {
+        let secs = start_secs + (i as u64 * (week - 1)) / count.max(1) as u64;
         let reply = storage
             .push_queued(PushRequest {
                 group,
-                blob_id: BlobId::from_random_bytes(id),
+                blob_id: BlobId::time_ordered(&mut rng, secs),
                 sender,
                 payload: payload.clone(),
                 ttl: TTL,

@@ -197,7 +197,11 @@ impl SyncClient {
             .rng
             .lock()
             .map_err(|_| ClientError::Protocol("random generator poisoned".into()))?;
-        let blob_id = BlobId::random(&mut *rng);
+        // Time-ordered, so the relay's index of the group's blob ids grows at its end.
+        let unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let blob_id = BlobId::time_ordered(&mut *rng, unix_secs);
         let sealed = seal(
             &mut *rng,
             &key,

@@ -131,7 +131,12 @@ key_id!(
     GroupId
 );
 
-/// A blob: a UUID v4 picked by the pushing device, stable across retries of the same push.
+/// A blob: a UUID picked by the pushing device, stable across retries of the same push.
+///
+/// Devices pick time-ordered ids ([`BlobId::time_ordered`], UUID v7 to the second) so the relay's
+/// `(group, blob id)` uniqueness index grows at its end instead of at random places: random ids
+/// dirty one index page per push, which costs a large group half its push throughput. The relay
+/// accepts any 16 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlobId(uuid::Uuid);
 
@@ -144,6 +149,20 @@ impl BlobId {
         let mut bytes = [0u8; 16];
         rng.fill_bytes(&mut bytes);
         Self::from_random_bytes(bytes)
+    }
+
+    /// A time-ordered (version 7) blob id: `unix_secs` in the 48-bit timestamp field (whole
+    /// seconds, the milliseconds left at zero) and 74 random bits. Ids made in a later second
+    /// sort after earlier ones; within a second they are random.
+    ///
+    /// The second is metadata the relay could read; it learns no more than the time the push
+    /// arrives, except for a push queued while offline, whose creation second it learns.
+    pub fn time_ordered<R: rand_core::CryptoRng + ?Sized>(rng: &mut R, unix_secs: u64) -> Self {
+        let mut random = [0u8; 10];
+        rng.fill_bytes(&mut random);
+        // 48 bits of milliseconds hold any second before the year 10889.
+        let millis = unix_secs.saturating_mul(1000) & 0xffff_ffff_ffff;
+        Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
     }
 
     /// A version 4 blob id built from 16 random bytes (version and variant bits are set).
@@ -273,6 +292,24 @@ mod tests {
         assert_eq!(x, BlobId::random(&mut b));
         assert_eq!(x.0.get_version_num(), 4);
         assert_eq!(x.to_string().parse::<BlobId>(), Ok(x));
+    }
+
+    #[test]
+    fn time_ordered_blob_ids_are_v7_sort_by_second_and_differ_within_one() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let secs = 1_790_000_000; // 2026
+        let a = BlobId::time_ordered(&mut rng, secs);
+        let b = BlobId::time_ordered(&mut rng, secs);
+        let later = BlobId::time_ordered(&mut rng, secs + 1);
+        assert_eq!(a.0.get_version_num(), 7);
+        assert_eq!(a.0.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(a, b);
+        assert!(a < later && b < later, "{a} {b} {later}");
+        let (ts_secs, ts_nanos) = a.0.get_timestamp().expect("v7 timestamp").to_unix();
+        assert_eq!((ts_secs, ts_nanos), (secs, 0));
+        // Every second a device can hold sorts in order, up to the last one that fits 48 bits.
+        let max = (1u64 << 48) / 1000 - 1;
+        assert!(BlobId::time_ordered(&mut rng, max - 1) < BlobId::time_ordered(&mut rng, max));
     }
 
     #[test]
