@@ -24,11 +24,17 @@ fn relay_bin() -> PathBuf {
 /// Runs `sync-stress` with `args` to completion (bounded by the guard).
 fn run(args: &[&str]) -> Output {
     let relay = relay_bin();
-    let child = Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
         .arg("--relay-bin")
         .arg(&relay)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    guarded(cmd)
+}
+
+/// Runs `cmd` to completion, killing it and failing the test after [`GUARD`].
+fn guarded(mut cmd: Command) -> Output {
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -226,12 +232,11 @@ fn an_impossible_threshold_exits_with_the_threshold_code() {
 #[test]
 fn a_bad_invite_is_a_setup_error_on_one_line() {
     let out = tempfile::tempdir().unwrap();
-    let o = Command::new(BIN)
-        .args(["campaign", "--invite", "0ksync1:not-an-invite", "--out"])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["campaign", "--invite", "0ksync1:not-an-invite", "--out"])
         .arg(out.path().join("run"))
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
+        .env("RUST_LOG", "off");
+    let o = guarded(cmd);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -300,12 +305,11 @@ fn a_campaign_that_measures_nothing_does_not_pass() {
         ["--duration", "0"],
         ["--rate", "1e9"],
     ] {
-        let o = Command::new(BIN)
-            .args(["campaign", "--local"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["campaign", "--local"])
             .args(bad)
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
+            .env("RUST_LOG", "off");
+        let o = guarded(cmd);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
     }
     // Only a phase that is not available: nothing measured, exit 4, never PASS.

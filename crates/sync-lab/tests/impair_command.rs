@@ -30,6 +30,22 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_j
     )
 }
 
+/// Polls `/stats` until the upstream counter `name` reaches `n` (bounded by [`GUARD`]).
+fn wait_until_counted(control: SocketAddr, name: &str, n: u64) {
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let (_, stats) = http(control, "GET", "/stats", "");
+        if stats["up"][name].as_u64() >= Some(n) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never counted {n} {name}: {stats}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -88,11 +104,15 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
     assert_eq!(status, 400, "{err}");
     assert!(err["error"].as_str().unwrap().contains("loss"));
     client.send_to(b"lost", listen).unwrap();
+    // The proxy reads its socket on its own task: the packet must have been judged under the
+    // loss setting before the setting changes back, or it would be forwarded after all.
+    wait_until_counted(control, "dropped_loss", 1);
     let (status, _) = http(control, "POST", "/config", r#"{"up": {"loss": 0}}"#);
     assert_eq!(status, 200);
     let (_, config) = http(control, "POST", "/partition", "");
     assert_eq!(config["up"]["partition"], true);
     client.send_to(b"partitioned", listen).unwrap();
+    wait_until_counted(control, "dropped_partition", 1);
     let (_, config) = http(control, "POST", "/heal", "");
     assert_eq!(config["down"]["partition"], false);
     client.send_to(b"two", listen).unwrap();
