@@ -328,6 +328,7 @@ pub trait Storage: Clone + Send + Sync + 'static {
 
     /// Removes up to `batch` blobs whose TTL ran out at `now_ms` (and up to `batch` expired
     /// invites); returns how many blobs were removed. Call again while it returns `batch`.
+    /// The relay calls it every `cleanup_interval`, so a backend may also release caches here.
     fn cleanup_expired(
         &self,
         now_ms: u64,

@@ -428,7 +428,14 @@ impl Storage for SqliteStorage {
     }
 
     async fn cleanup_expired(&self, now_ms: u64, batch: u32) -> Result<u64> {
-        self.write(CleanupOp { now_ms, batch }).await
+        let removed = self.write(CleanupOp { now_ms, batch }).await?;
+        // Periodic maintenance is also when cold page caches go back to the allocator.
+        self.control(Command::ReleaseMemory).await?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.readers.release_idle())
+            .await
+            .map_err(|_| StorageError::TaskFailed)?;
+        Ok(removed)
     }
 
     async fn stats(&self) -> Result<StorageStats> {
@@ -605,6 +612,16 @@ impl ReaderPool {
             .push(conn);
     }
 
+    /// Frees the page caches of the idle readers (each up to SQLite's default 2 MiB).
+    fn release_idle(&self) {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        for conn in idle.iter() {
+            if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
+                tracing::debug!(error = %e, "reader shrink_memory failed");
+            }
+        }
+    }
+
     fn open(&self) -> Result<Connection> {
         let conn = Connection::open_with_flags(
             &self.path,
@@ -752,6 +769,8 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 enum Command {
     Write(Box<dyn Job>),
     Checkpoint(Reply<()>),
+    /// Hand the writer connection's page cache back to the allocator (`PRAGMA shrink_memory`).
+    ReleaseMemory(Reply<()>),
     Close(Reply<()>),
     #[cfg(test)]
     Pause(oneshot::Sender<()>, std::sync::mpsc::Receiver<()>),
@@ -761,7 +780,7 @@ impl Command {
     fn refuse(self, err: &StorageError) {
         match self {
             Self::Write(job) => job.finish(Some(err)),
-            Self::Checkpoint(reply) | Self::Close(reply) => {
+            Self::Checkpoint(reply) | Self::ReleaseMemory(reply) | Self::Close(reply) => {
                 let _ = reply.send(Err(err.clone()));
             }
             #[cfg(test)]
@@ -890,6 +909,10 @@ impl Writer {
                         self.commit(&mut jobs);
                         let _ = reply.send(self.checkpoint());
                     }
+                    Command::ReleaseMemory(reply) => {
+                        self.commit(&mut jobs);
+                        let _ = reply.send(self.release_memory());
+                    }
                     Command::Close(reply) => {
                         self.commit(&mut jobs);
                         close_reply = Some(reply);
@@ -954,6 +977,15 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Frees the pages this connection caches. Pushes append at the right edge of each index, so
+    /// the cache fills with pages that are never written again: without this it grows with the
+    /// data up to `cache_size` (64 MiB by default), which a soak reads as a leak. The pages the
+    /// next commit needs come back from the memory-mapped file or the WAL.
+    fn release_memory(&self) -> Result<()> {
+        self.conn.execute_batch("PRAGMA shrink_memory")?;
+        Ok(())
     }
 
     fn checkpoint(&self) -> Result<()> {
