@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const GUARD: Duration = Duration::from_secs(30);
@@ -30,6 +30,17 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_j
     )
 }
 
+/// Kills the proxy when the test ends early (a failed assertion): an orphaned proxy would run
+/// forever.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Polls `/stats` until the upstream counter `name` reaches `n` (bounded by [`GUARD`]).
 fn wait_until_counted(control: SocketAddr, name: &str, n: u64) {
     let deadline = std::time::Instant::now() + GUARD;
@@ -51,7 +62,7 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     server.set_read_timeout(Some(GUARD)).unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sync-stress"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sync-stress"))
         .args(["impair", "--listen", "127.0.0.1:0", "--upstream"])
         .arg(server.local_addr().unwrap().to_string())
         .args([
@@ -65,10 +76,12 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
             "0",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        // Not inherited: a proxy left behind must not hold the test harness's output open.
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut field = |prefix: &str| -> String {
         loop {
             let line = lines
@@ -129,7 +142,7 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
 
     // Ctrl-C: final counters, exit 0.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
@@ -139,7 +152,7 @@ fn the_impair_command_forwards_is_controlled_over_http_and_reports_on_ctrl_c() {
         .expect("final counters");
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
     assert_eq!(v["stats"]["up"]["forwarded"], 2);
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status}");
     // The bad loopback check of the command line.
     let out = Command::new(env!("CARGO_BIN_EXE_sync-stress"))
