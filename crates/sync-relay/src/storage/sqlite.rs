@@ -429,12 +429,15 @@ impl Storage for SqliteStorage {
 
     async fn cleanup_expired(&self, now_ms: u64, batch: u32) -> Result<u64> {
         let removed = self.write(CleanupOp { now_ms, batch }).await?;
-        // Periodic maintenance is also when cold page caches go back to the allocator.
-        self.control(Command::ReleaseMemory).await?;
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.readers.release_idle())
-            .await
-            .map_err(|_| StorageError::TaskFailed)?;
+        // Periodic maintenance is also when cold page caches go back to the allocator: once
+        // per round, on its last call (a full batch means the caller calls again).
+        if removed < u64::from(batch) {
+            self.control(Command::ReleaseMemory).await?;
+            let inner = Arc::clone(&self.inner);
+            tokio::task::spawn_blocking(move || inner.readers.release_idle())
+                .await
+                .map_err(|_| StorageError::TaskFailed)?;
+        }
         Ok(removed)
     }
 
