@@ -431,12 +431,13 @@ impl Storage for SqliteStorage {
         let removed = self.write(CleanupOp { now_ms, batch }).await?;
         // Periodic maintenance is also when cold page caches go back to the allocator: once
         // per round, on its last call (a full batch means the caller calls again).
+        // The rows are gone either way: a failed release is logged, not the cleanup's error.
         if removed < u64::from(batch) {
-            self.control(Command::ReleaseMemory).await?;
+            if let Err(e) = self.control(Command::ReleaseMemory).await {
+                tracing::debug!(error = %e, "writer shrink_memory failed");
+            }
             let inner = Arc::clone(&self.inner);
-            tokio::task::spawn_blocking(move || inner.readers.release_idle())
-                .await
-                .map_err(|_| StorageError::TaskFailed)?;
+            let _ = tokio::task::spawn_blocking(move || inner.readers.release_idle()).await;
         }
         Ok(removed)
     }
