@@ -1,8 +1,10 @@
 //! Wire format of 0k-sync: identifiers, messages, error codes and the frame codec.
 //!
-//! This crate is pure data: no I/O, no async runtime, no cryptography, no clock. Every byte that
-//! travels between a device and a relay is defined here, and every decoder here returns a typed
-//! error on bad input instead of panicking. `sync-core`, `sync-client` and `sync-relay` build on
+//! This crate is pure data: no I/O, no async runtime, no cryptography. Every byte that travels
+//! between a device and a relay is defined here, and every decoder here returns a typed error on
+//! bad input instead of panicking. The one wall-clock read of the workspace, [`unix_ms`], lives
+//! here too so that every shell (client, relay, CLI, lab) reads time the same way; nothing in
+//! this crate calls it. `sync-core`, `sync-client` and `sync-relay` build on
 //! it; it depends on nothing of theirs.
 //!
 //! - [`Message`] is what one frame carries (encoding on [`Message`], type bytes on
@@ -16,14 +18,17 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod clock;
 mod codec;
 mod error;
 mod ids;
 mod limits;
 mod messages;
 mod payload;
+mod relay;
 mod wire;
 
+pub use clock::unix_ms;
 pub use codec::{FRAME_HEADER_LEN, FrameCodec, FrameError};
 pub use error::{DecodeError, EncodeError, ErrorCode};
 pub use ids::{BlobId, Cursor, DeviceId, GroupId, IdParseError};
@@ -39,3 +44,4 @@ pub use messages::{
     WireError,
 };
 pub use payload::Payload;
+pub use relay::{RelayAddr, RelayAddrError, RelayId, bind_addr_for};
