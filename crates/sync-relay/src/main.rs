@@ -30,6 +30,12 @@ struct Cli {
     #[arg(long)]
     print_config: bool,
 
+    /// Once ready, print one JSON object on a line of stdout instead of the text banner:
+    /// `relay_id` (hex), `addrs` (dialable `ip:port`), `dial` (`ID@ADDR,…`), `http` (`ip:port`),
+    /// `pid`, `data_dir`, `version`. For scripts and test harnesses.
+    #[arg(long)]
+    ready_json: bool,
+
     #[command(flatten)]
     overrides: ConfigOverrides,
 }
@@ -58,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, cli.ready_json)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sync-relay: {}", one_line(&e));
@@ -97,7 +103,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(config: RelayConfig) -> anyhow::Result<()> {
+async fn run(config: RelayConfig, ready_json: bool) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let relay = sync_relay::start(config)
         .await
@@ -105,20 +111,40 @@ async fn run(config: RelayConfig) -> anyhow::Result<()> {
 
     let id = relay.endpoint_id();
     let addrs = relay.direct_addrs();
-    let mut out = std::io::stdout().lock();
     let listed = addrs
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(", ");
-    let _ = writeln!(out, "relay id:   {id}");
-    let _ = writeln!(out, "addresses:  {listed}");
-    for addr in &addrs {
-        let _ = writeln!(out, "dial:       {id}@{addr}");
-    }
-    let _ = writeln!(out, "health:     http://{}/health", relay.http_addr());
-    let _ = writeln!(out, "data dir:   {}", data_dir.display());
-    let _ = out.flush();
+        .join(",");
+    let banner = if ready_json {
+        let ready = serde_json::json!({
+            "relay_id": id.to_string(),
+            "addrs": addrs,
+            "dial": format!("{id}@{listed}"),
+            "http": relay.http_addr(),
+            "pid": std::process::id(),
+            "data_dir": data_dir,
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        format!("{ready}\n")
+    } else {
+        let mut text = format!(
+            "relay id:   {id}\naddresses:  {}\n",
+            listed.replace(',', ", ")
+        );
+        for addr in &addrs {
+            text.push_str(&format!("dial:       {id}@{addr}\n"));
+        }
+        text.push_str(&format!(
+            "health:     http://{}/health\n",
+            relay.http_addr()
+        ));
+        text.push_str(&format!("data dir:   {}\n", data_dir.display()));
+        text
+    };
+    // A closed stdout (a supervisor that does not read it) is not a reason to stop serving.
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
 
     wait_for_signal().await?;
