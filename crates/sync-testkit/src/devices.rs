@@ -1,0 +1,95 @@
+//! Test devices: real [`SyncClient`]s over real iroh QUIC on loopback, and groups made from a
+//! seed so a failure can be replayed.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sync_client::{
+    Blob, ClientConfig, ClientOptions, GroupChoice, IrohConfig, IrohTransport, StoreLocation,
+    StreamExt, SyncClient, SyncEvent,
+};
+use sync_core::GroupMaterial;
+use sync_types::RelayAddr;
+
+use crate::guard;
+
+/// A random-secret group drawn from `seed` (the same seed gives the same group).
+pub fn group(seed: u64) -> GroupMaterial {
+    GroupMaterial::random(&mut ChaCha20Rng::seed_from_u64(seed))
+}
+
+/// An iroh transport to `relay` whose endpoint binds the loopback address of the relay's
+/// family (`[::1]:0` when every relay address is IPv6, else `127.0.0.1:0`).
+pub fn loopback_transport(relay: &RelayAddr) -> Arc<IrohTransport> {
+    let addrs = relay.socket_addrs();
+    let bind = if !addrs.is_empty() && addrs.iter().all(SocketAddr::is_ipv6) {
+        SocketAddr::from((Ipv6Addr::LOCALHOST, 0))
+    } else {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+    };
+    Arc::new(IrohTransport::new(
+        IrohConfig::new(relay.id, addrs).with_bind_addr(bind),
+    ))
+}
+
+/// The configuration of a test device of `group` at `relay` with its state in `store`
+/// ([`ClientOptions::for_tests`]: fast reconnects). Adjust it before connecting.
+pub fn config(relay: &RelayAddr, group: &GroupMaterial, store: StoreLocation) -> ClientConfig {
+    ClientConfig::new(
+        store,
+        loopback_transport(relay),
+        GroupChoice::Use(group.clone()),
+    )
+    .with_options(ClientOptions::for_tests())
+}
+
+/// A test device of `group`, connected to `relay` (see [`config`]).
+///
+/// # Panics
+/// When it cannot connect within the guard: this is for tests.
+#[allow(clippy::panic)]
+pub async fn connect(relay: &RelayAddr, group: &GroupMaterial, store: StoreLocation) -> SyncClient {
+    guard(
+        "a device to connect",
+        SyncClient::connect(config(relay, group, store)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("device did not connect: {e}"))
+}
+
+/// Pulls until `want` blobs were delivered (pulling again on every announcement), and returns
+/// them in the order they were delivered.
+///
+/// # Panics
+/// When they do not all arrive within the guard, or a pull fails.
+#[allow(clippy::panic)]
+pub async fn pull_until(client: &SyncClient, want: usize) -> Vec<Blob> {
+    let mut events = client.subscribe();
+    let mut got = Vec::new();
+    guard("blobs to arrive", async {
+        loop {
+            got.extend(
+                client
+                    .pull()
+                    .await
+                    .unwrap_or_else(|e| panic!("pull failed: {e}")),
+            );
+            if got.len() >= want {
+                return;
+            }
+            // Wait for a hint that more is there (events are hints; a lagged stream pulls too).
+            while let Some(event) = events.next().await {
+                if matches!(
+                    event,
+                    SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }
+                ) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    got
+}
