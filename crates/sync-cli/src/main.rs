@@ -23,20 +23,20 @@ use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use serde_json::json;
 use sync_client::{
-    Blob, ClientConfig, ClientError, ClientOptions, GroupChoice, IrohConfig, IrohTransport,
-    PullBatch, STORE_FILE_NAME, Store, StoreLocation, StoreSync, StoredGroup, StreamExt,
-    SyncClient, SyncEvent, Transport,
+    Blob, ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, IrohConfig,
+    IrohTransport, PullBatch, STORE_FILE_NAME, Store, StoreLocation, StoreSync, StreamExt,
+    SyncClient, SyncEvent, Transport, WatchEvent, WatchOptions,
 };
 use sync_core::{ConnectionStatus, Invite, InviteParams, QR_PREFIX, ShortCode};
 use sync_crypto::{DeviceKey, GroupDescriptor, GroupSecret};
-use sync_types::{Cursor, GroupId};
+use sync_types::{Cursor, GroupId, unix_ms};
 use zeroize::Zeroizing;
 
 use crate::fail::{
@@ -335,12 +335,6 @@ async fn run(ctx: &Ctx, cmd: Cmd) -> Result<(), Failure> {
 
 // ----- local state -----
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn rng() -> Result<ChaCha20Rng, Failure> {
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::fill(seed.as_mut_slice())
@@ -375,14 +369,19 @@ fn open_device(ctx: &Ctx) -> Result<(Store, DeviceKey), Failure> {
 }
 
 /// The group of this device (the CLI keeps one).
-fn stored_group(store: &Store) -> Result<(GroupId, StoredGroup), Failure> {
+fn stored_group(store: &Store) -> Result<(GroupId, GroupMaterial), Failure> {
     let group = store.select_group(None).map_err(store_err)?;
     Ok((group.keys().group_id(), group))
 }
 
 fn stored_relay(store: &Store) -> Result<RelayAddr, Failure> {
     match store.setting(RELAY_SETTING).map_err(store_err)? {
-        Some(text) => RelayAddr::parse_dial(&text),
+        Some(text) => text.parse().map_err(|e| {
+            Failure::new(
+                Kind::BadInput,
+                format!("the relay stored on this device (`{text}`) is not valid: {e}"),
+            )
+        }),
         None => Err(Failure::new(
             Kind::NotInitialised,
             "no relay known on this device: run `sync-cli pair` first",
@@ -392,15 +391,10 @@ fn stored_relay(store: &Store) -> Result<RelayAddr, Failure> {
 
 /// The transport to `relay`; resolving its addresses is bounded by --connect-timeout.
 async fn transport(ctx: &Ctx, relay: &RelayAddr) -> Result<Arc<IrohTransport>, Failure> {
-    let addrs = relay.socket_addrs(ctx.connect_timeout).await?;
-    let bind = if addrs.iter().all(std::net::SocketAddr::is_ipv6) {
-        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-    } else {
-        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
-    };
-    Ok(Arc::new(IrohTransport::new(
-        IrohConfig::new(relay.id, addrs).with_bind_addr(bind),
-    )))
+    let addrs = relay::socket_addrs(relay, ctx.connect_timeout).await?;
+    Ok(Arc::new(IrohTransport::new(IrohConfig::new(
+        relay.id, addrs,
+    ))))
 }
 
 /// Connects to the relay (bounded by --connect-timeout); `online` tells whether a session is up.
@@ -531,9 +525,9 @@ async fn pair_create(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
         let secret = descriptor
             .derive_secret(&passphrase)
             .map_err(|e| Failure::new(Kind::Other, format!("passphrase derivation failed: {e}")))?;
-        StoredGroup { descriptor, secret }
+        GroupMaterial { descriptor, secret }
     } else {
-        StoredGroup {
+        GroupMaterial {
             descriptor: GroupDescriptor::Random,
             secret: GroupSecret::random(&mut rng),
         }
@@ -582,16 +576,16 @@ async fn share(
     ctx: &Ctx,
     relay: &RelayAddr,
     group_id: GroupId,
-    group: &StoredGroup,
+    group: &GroupMaterial,
     args: &ShareArgs,
     passphrase: bool,
 ) -> Result<(), Failure> {
     let mut rng = rng()?;
-    let now = now_ms();
+    let now = unix_ms();
     let invite = Invite::create(
         &mut rng,
         InviteParams {
-            relay_id: relay.id,
+            relay_id: *relay.id.as_bytes(),
             relay_addrs: relay.addrs.clone(),
             group_id,
             group: group.descriptor.clone(),
@@ -736,7 +730,7 @@ async fn pair_join(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure>
     let invite = match code {
         None => {
             let invite = Invite::from_qr_payload(input).map_err(from_invite)?;
-            invite.check(now_ms()).map_err(from_invite)?;
+            invite.check(unix_ms()).map_err(from_invite)?;
             invite
         }
         Some(code) => {
@@ -757,30 +751,19 @@ async fn pair_join(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure>
             fetched.map_err(|e| from_fetch(e, &relay.to_string()))?
         }
     };
-    let relay = RelayAddr {
-        id: *invite.relay_id(),
-        addrs: invite.relay_addrs().to_vec(),
-    };
     let group_id = invite.group_id();
     in_group(Some(group_id))?;
-    let secret = match invite.group() {
-        GroupDescriptor::Passphrase { .. } => {
-            let passphrase = match passphrase.take() {
-                Some(p) => p,
-                None => secret::read_passphrase(args.passphrase_file.as_deref(), false)?,
-            };
-            invite
-                .group_secret(Some(&passphrase))
-                .map_err(from_invite)?
-        }
-        _ => invite.group_secret(None).map_err(from_invite)?,
-    };
-    store
-        .save_group(&StoredGroup {
-            descriptor: invite.group().clone(),
-            secret,
-        })
-        .map_err(store_err)?;
+    if matches!(invite.group(), GroupDescriptor::Passphrase { .. }) && passphrase.is_none() {
+        passphrase = Some(secret::read_passphrase(
+            args.passphrase_file.as_deref(),
+            false,
+        )?);
+    }
+    let joined = invite
+        .into_group(passphrase.as_deref().map(|p| p.as_str()), unix_ms())
+        .map_err(from_invite)?;
+    let relay = joined.relay;
+    store.save_group(&joined.group).map_err(store_err)?;
     store
         .set_setting(RELAY_SETTING, &relay.to_string())
         .map_err(store_err)?;
@@ -1054,27 +1037,6 @@ async fn pull(ctx: &Ctx, after: Option<u64>, raw: bool) -> Result<(), Failure> {
     result
 }
 
-/// Whether a failed pull is worth retrying while watching (the session dropped, the relay was
-/// slow, busy or rate limiting), and after how long at least.
-fn transient(e: &ClientError) -> Option<Option<Duration>> {
-    match e {
-        ClientError::NotConnected
-        | ClientError::Timeout { .. }
-        | ClientError::Transport(_)
-        | ClientError::Offline { .. } => Some(None),
-        ClientError::Rejected {
-            code, retry_after, ..
-        }
-        | ClientError::Deferred {
-            code, retry_after, ..
-        } if code.is_retryable() || retry_after.is_some() => Some(*retry_after),
-        _ => None,
-    }
-}
-
-/// Longest pause between retries of a failed pull while watching.
-const WATCH_RETRY_MAX: Duration = Duration::from_secs(30);
-
 async fn watch(ctx: &Ctx) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     let (store, device, group, relay) = ready(ctx)?;
@@ -1084,104 +1046,64 @@ async fn watch(ctx: &Ctx) -> Result<(), Failure> {
     let mut int = signal(SignalKind::interrupt())
         .map_err(|e| Failure::new(Kind::Other, format!("cannot watch SIGINT: {e}")))?;
     let (client, online) = connect(ctx, &relay).await?;
-    let mut events = client.subscribe();
+    let mut watcher = client.watch(WatchOptions {
+        pull_timeout: ctx.wait,
+        ..WatchOptions::default()
+    });
     let own = device.device_id();
-    let mut w = Watcher {
-        ctx,
-        client: &client,
-        own,
-        retry_at: None,
-        backoff: Duration::from_secs(1),
-    };
-    let mut result = Ok(());
     if online {
-        result = w.pull().await;
         note!("watching group {group} via {relay} (Ctrl-C to stop)");
     } else {
         note!("relay unreachable at {relay}; waiting for it (Ctrl-C to stop)");
     }
+    let mut result = Ok(());
     while result.is_ok() {
-        let retry_at = w.retry_at;
-        tokio::select! {
+        let event = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            () = sleep_until(retry_at), if retry_at.is_some() => {
-                result = w.pull().await;
+            event = watcher.next() => event,
+        };
+        result = match event {
+            // Printed first, committed after: a batch cut short by a signal comes again.
+            Some(WatchEvent::Batch(batch)) => print_blobs(ctx, &batch.blobs, own, false)
+                .and(client.commit_pull(&batch).await.map(drop).map_err(|e| {
+                    Failure::new(
+                        Kind::Other,
+                        format!(
+                            "the cursor could not be saved ({}); the blobs printed last come again next time",
+                            from_client(e, "the relay").msg
+                        ),
+                    )
+                })),
+            Some(WatchEvent::Connected { .. }) => {
+                note!("connected to {relay}");
+                Ok(())
             }
-            event = events.next() => match event {
-                Some(SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }) => {
-                    result = w.pull().await;
-                }
-                Some(SyncEvent::Connected { .. }) => {
-                    note!("connected to {relay}");
-                    result = w.pull().await;
-                }
-                Some(SyncEvent::Disconnected { reason }) => {
-                    note!("disconnected ({reason}); reconnecting");
-                }
-                Some(_) => {}
-                None => break,
-            },
-        }
+            Some(WatchEvent::Disconnected { reason }) => {
+                note!("disconnected ({reason}); reconnecting");
+                Ok(())
+            }
+            Some(WatchEvent::Rejected { cursor, sender, error, .. }) => {
+                note!(
+                    "warning: blob at cursor {cursor} from device {} failed verification ({error}); not shown",
+                    sender.short()
+                );
+                Ok(())
+            }
+            Some(WatchEvent::PullFailed { error, retry_in }) => {
+                note!(
+                    "pull failed ({error}); retrying in {:.0}s",
+                    retry_in.as_secs_f64()
+                );
+                Ok(())
+            }
+            Some(WatchEvent::Failed(e)) => Err(from_client(e, "the relay")),
+            Some(_) => Ok(()),
+            None => break,
+        };
     }
     client.close().await;
     result
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// `watch`'s pulls: printed, then committed; transient failures are retried with backoff.
-struct Watcher<'a> {
-    ctx: &'a Ctx,
-    client: &'a SyncClient,
-    own: sync_types::DeviceId,
-    /// When to pull again after a transient failure.
-    retry_at: Option<tokio::time::Instant>,
-    backoff: Duration,
-}
-
-impl Watcher<'_> {
-    async fn pull(&mut self) -> Result<(), Failure> {
-        self.retry_at = None;
-        let pulled = tokio::time::timeout(self.ctx.wait, self.client.pull_uncommitted())
-            .await
-            .unwrap_or(Err(ClientError::Timeout { blob_id: None }));
-        let batch = match pulled {
-            Ok(batch) => batch,
-            Err(e) => {
-                return match transient(&e) {
-                    Some(hint) => {
-                        // The client reconnects by itself; `Connected` (or the retry) pulls again.
-                        if !matches!(e, ClientError::NotConnected) {
-                            let wait = hint.unwrap_or(self.backoff).max(self.backoff);
-                            note!("pull failed ({e}); retrying in {:.0}s", wait.as_secs_f64());
-                            self.retry_at = Some(tokio::time::Instant::now() + wait);
-                            self.backoff = (self.backoff * 2).min(WATCH_RETRY_MAX);
-                        }
-                        Ok(())
-                    }
-                    None => Err(from_client(e, "the relay")),
-                };
-            }
-        };
-        self.backoff = Duration::from_secs(1);
-        print_blobs(self.ctx, &batch.blobs, self.own, false)?;
-        self.client.commit_pull(&batch).await.map_err(|e| {
-            Failure::new(
-                Kind::Other,
-                format!(
-                    "the cursor could not be saved ({}); the blobs printed last come again next time",
-                    from_client(e, "the relay").msg
-                ),
-            )
-        })?;
-        Ok(())
-    }
 }
 
 async fn status(ctx: &Ctx) -> Result<(), Failure> {
@@ -1320,7 +1242,6 @@ async fn flush(ctx: &Ctx) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sync_types::ErrorCode;
 
     #[test]
     fn timeouts_are_positive_and_at_most_a_day() {
@@ -1331,38 +1252,5 @@ mod tests {
             assert_eq!(e.kind, Kind::BadInput, "{bad}");
             assert!(e.msg.contains("--wait"), "{}", e.msg);
         }
-    }
-
-    #[test]
-    fn watch_retries_transient_pull_failures_only() {
-        let rejected = |code, retry_after| ClientError::Rejected {
-            blob_id: None,
-            code,
-            message: String::new(),
-            retry_after,
-        };
-        assert_eq!(transient(&ClientError::NotConnected), Some(None));
-        assert_eq!(
-            transient(&ClientError::Timeout { blob_id: None }),
-            Some(None)
-        );
-        for code in [
-            ErrorCode::RateLimited,
-            ErrorCode::TooManyInFlight,
-            ErrorCode::Internal,
-            ErrorCode::IdleTimeout,
-            ErrorCode::ShuttingDown,
-        ] {
-            assert_eq!(transient(&rejected(code, None)), Some(None), "{code}");
-        }
-        let hint = Some(Duration::from_secs(3));
-        assert_eq!(
-            transient(&rejected(ErrorCode::RateLimited, hint)),
-            Some(hint)
-        );
-        for code in [ErrorCode::Unauthorized, ErrorCode::DeviceRevoked] {
-            assert_eq!(transient(&rejected(code, None)), None, "{code}");
-        }
-        assert_eq!(transient(&ClientError::Closed), None);
     }
 }

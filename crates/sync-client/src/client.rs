@@ -1,7 +1,7 @@
 //! [`SyncClient`]: the app's handle (SPEC §6).
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rand_chacha::ChaCha20Rng;
@@ -10,7 +10,7 @@ use sync_core::{
     ConnectionStatus, Invite, Outbox, OutboxLimits, ShortCode, SyncStatusTracker, seal_for_mailbox,
 };
 use sync_crypto::{DeviceKey, GroupKeys, seal};
-use sync_types::{BlobId, Cursor, GroupId};
+use sync_types::{BlobId, Cursor, GroupId, unix_ms};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::BroadcastStream;
@@ -20,8 +20,9 @@ use zeroize::Zeroizing;
 
 use crate::driver::{Command, Driver, DriverParts, PushReply, blobs_senders};
 use crate::error::{ClientError, StoreError};
-use crate::store::{Store, StoredGroup};
+use crate::store::Store;
 use crate::types::{Blob, ClientConfig, ClientStatus, GroupChoice, PullBatch, Receipt, SyncEvent};
+use sync_core::GroupMaterial;
 
 const DEFAULT_DEVICE_NAME: &str = "device";
 
@@ -29,12 +30,6 @@ fn os_seeded_rng() -> Result<ChaCha20Rng, StoreError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::fill(seed.as_mut_slice()).map_err(|_| StoreError::Random)?;
     Ok(ChaCha20Rng::from_seed(*seed))
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 struct Inner {
@@ -97,7 +92,7 @@ impl SyncClient {
         let group = match group {
             GroupChoice::Stored(id) => store.select_group(id.as_ref())?,
             GroupChoice::Use(material) => {
-                let group = StoredGroup {
+                let group = GroupMaterial {
                     descriptor: material.descriptor,
                     secret: material.secret,
                 };
@@ -198,9 +193,7 @@ impl SyncClient {
             .lock()
             .map_err(|_| ClientError::Protocol("random generator poisoned".into()))?;
         // Time-ordered, so the relay's index of the group's blob ids grows at its end.
-        let unix_secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let unix_secs = unix_ms() / 1000;
         let blob_id = BlobId::time_ordered(&mut *rng, unix_secs);
         let sealed = seal(
             &mut *rng,

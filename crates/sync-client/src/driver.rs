@@ -22,8 +22,8 @@ use sync_core::{
 use sync_crypto::{DeviceKey, GroupKeys, HelloChallenge, open};
 use sync_types::{
     BlobId, Bye, Cursor, DEFAULT_MAX_FRAME, DeviceId, FRAME_HEADER_LEN, FrameCodec, GroupId, Hello,
-    InvitePut, Limits, Message, PROTOCOL_VERSION, Ping, Pull, PullResponse, Push, PushAck,
-    WireError,
+    InvitePut, Limits, Message, PROTOCOL_VERSION, Ping, Pull, PullResponse, Push, PushAck, RelayId,
+    WireError, unix_ms,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -70,7 +70,7 @@ pub(crate) enum Command {
     /// Record the cursors of a `PullUncommitted` batch the app has taken care of, and persist
     /// the resume cursor.
     CommitPull {
-        relay: Option<[u8; 32]>,
+        relay: Option<RelayId>,
         ranges: Vec<(Cursor, Cursor)>,
         complete: bool,
         count: usize,
@@ -115,7 +115,7 @@ enum WriterMsg {
 
 struct ActiveSession {
     id: u64,
-    relay_id: [u8; 32],
+    relay_id: RelayId,
     binding: [u8; 32],
     writer: mpsc::UnboundedSender<WriterMsg>,
     writer_task: JoinHandle<()>,
@@ -201,7 +201,7 @@ pub(crate) struct Driver {
     outbox: Outbox,
     tracker: CursorTracker,
     /// The relay the tracker (and its persisted cursor) belongs to.
-    tracker_relay: Option<[u8; 32]>,
+    tracker_relay: Option<RelayId>,
     status: SyncStatusTracker,
     connection_status: ConnectionStatus,
     store: Store,
@@ -559,7 +559,7 @@ impl Driver {
     }
 
     /// Switches the cursor tracker to `relay` (cursors are per relay).
-    fn load_tracker(&mut self, relay: [u8; 32]) {
+    fn load_tracker(&mut self, relay: RelayId) {
         if self.tracker_relay == Some(relay) {
             return;
         }
@@ -585,7 +585,7 @@ impl Driver {
         };
         let challenge = HelloChallenge::new(
             &session.binding,
-            &session.relay_id,
+            session.relay_id.as_bytes(),
             &self.device_id,
             &self.group_id,
         );
@@ -756,7 +756,7 @@ impl Driver {
                 let relay_ok = self
                     .session
                     .as_ref()
-                    .is_some_and(|s| s.relay_id == w.relay_id);
+                    .is_some_and(|s| *s.relay_id.as_bytes() == w.relay_id);
                 if !relay_ok {
                     return self.session_failed("Welcome names another relay".into(), true);
                 }
@@ -782,7 +782,7 @@ impl Driver {
                 }
                 if let Some(relay) = self.session.as_ref().map(|s| s.relay_id) {
                     self.emit(SyncEvent::Connected {
-                        relay_id: DeviceId::from_bytes(relay),
+                        relay_id: relay,
                         max_cursor: w.max_cursor,
                     });
                 }
@@ -1309,7 +1309,7 @@ impl Driver {
     /// come again from this relay's log.
     fn commit_pull(
         &mut self,
-        relay: Option<[u8; 32]>,
+        relay: Option<RelayId>,
         ranges: &[(Cursor, Cursor)],
         complete: bool,
         count: usize,
@@ -1436,12 +1436,6 @@ pub(crate) fn blobs_senders(blobs: &[Blob]) -> Vec<(DeviceId, u64, u64)> {
         }
     }
     out
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn reply_err(reply: PushReply, err: ClientError) {

@@ -159,4 +159,66 @@ impl ClientError {
     pub fn is_queued(&self) -> bool {
         self.queued_blob_id().is_some()
     }
+
+    /// Whether the same request may succeed if tried again later: no session, a timeout, a
+    /// transport failure, or a relay that is busy, rate limiting, restarting or asked for a
+    /// retry. Refusals for good (unauthorized, revoked, too large, …) and local faults are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::NotConnected
+            | ClientError::Timeout { .. }
+            | ClientError::Transport(_)
+            | ClientError::Offline { .. } => true,
+            ClientError::Rejected {
+                code, retry_after, ..
+            }
+            | ClientError::Deferred {
+                code, retry_after, ..
+            } => code.is_retryable() || retry_after.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The relay's hint of how long to wait before trying again, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Rejected { retry_after, .. }
+            | ClientError::Deferred { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_are_told_from_refusals_for_good() {
+        let rejected = |code, retry_after| ClientError::Rejected {
+            blob_id: None,
+            code,
+            message: String::new(),
+            retry_after,
+        };
+        assert!(ClientError::NotConnected.is_transient());
+        assert!(ClientError::Timeout { blob_id: None }.is_transient());
+        for code in [
+            ErrorCode::RateLimited,
+            ErrorCode::TooManyInFlight,
+            ErrorCode::Internal,
+            ErrorCode::IdleTimeout,
+            ErrorCode::ShuttingDown,
+        ] {
+            let e = rejected(code, None);
+            assert!(e.is_transient(), "{code}");
+            assert_eq!(e.retry_after(), None);
+        }
+        let hint = Some(Duration::from_secs(3));
+        assert_eq!(rejected(ErrorCode::RateLimited, hint).retry_after(), hint);
+        for code in [ErrorCode::Unauthorized, ErrorCode::DeviceRevoked] {
+            assert!(!rejected(code, None).is_transient(), "{code}");
+        }
+        assert!(!ClientError::Closed.is_transient());
+    }
 }

@@ -5,12 +5,12 @@
 //! device, already a member, leaves the sealed invite with
 //! [`SyncClient::put_invite`](crate::SyncClient::put_invite).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use sync_core::{Invite, InviteError, ShortCode, open_from_mailbox};
 use sync_crypto::DeviceKey;
-use sync_types::{ErrorCode, FRAME_HEADER_LEN, FrameCodec, InviteGet, Message};
+use sync_types::{ErrorCode, FRAME_HEADER_LEN, FrameCodec, InviteGet, Message, unix_ms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::TransportError;
@@ -51,12 +51,6 @@ pub enum InviteFetchError {
     /// holds no valid invite.
     #[error("the invite could not be opened with this code: {0}")]
     Invalid(#[from] InviteError),
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Takes the invite stored under `code` from the relay reached by `transport` (the mailbox

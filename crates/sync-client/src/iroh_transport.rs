@@ -8,7 +8,7 @@ use std::time::Duration;
 use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
 use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
 use sync_crypto::DeviceKey;
-use sync_types::HELLO_BINDING_LABEL;
+use sync_types::{HELLO_BINDING_LABEL, RelayId, bind_addr_for};
 use tokio::sync::Mutex;
 
 use crate::error::TransportError;
@@ -24,7 +24,7 @@ const ENDPOINT_CLOSE_WAIT: Duration = Duration::from_millis(500);
 #[derive(Clone, PartialEq, Eq)]
 pub struct IrohConfig {
     /// The relay's iroh endpoint id (its identity; TLS checks it).
-    pub relay_id: [u8; 32],
+    pub relay_id: RelayId,
     /// The relay's direct UDP addresses; at least one.
     pub relay_addrs: Vec<SocketAddr>,
     /// Local address to bind the device's endpoint to (port 0 = any).
@@ -32,12 +32,13 @@ pub struct IrohConfig {
 }
 
 impl IrohConfig {
-    /// Dial `relay_id` at `relay_addrs`, binding locally to `0.0.0.0:0`.
-    pub fn new(relay_id: [u8; 32], relay_addrs: Vec<SocketAddr>) -> Self {
+    /// Dial `relay_id` at `relay_addrs`, binding locally to the unspecified address of the
+    /// relay's family ([`bind_addr_for`]).
+    pub fn new(relay_id: RelayId, relay_addrs: Vec<SocketAddr>) -> Self {
         Self {
             relay_id,
+            bind_addr: bind_addr_for(&relay_addrs),
             relay_addrs,
-            bind_addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         }
     }
 
@@ -51,7 +52,7 @@ impl IrohConfig {
 impl fmt::Debug for IrohConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IrohConfig")
-            .field("relay_id", &sync_types::DeviceId::from_bytes(self.relay_id))
+            .field("relay_id", &self.relay_id)
             .field("relay_addrs", &self.relay_addrs)
             .field("bind_addr", &self.bind_addr)
             .finish()
@@ -125,7 +126,7 @@ impl IrohTransport {
 
     async fn open(&self, device: &DeviceKey) -> Result<Session, TransportError> {
         let ep = self.endpoint(device).await?;
-        let relay = EndpointId::from_bytes(&self.config.relay_id)
+        let relay = EndpointId::from_bytes(self.config.relay_id.as_bytes())
             .map_err(|e| TransportError::Setup(format!("relay id: {e}")))?;
         if self.config.relay_addrs.is_empty() {
             return Err(TransportError::Setup("no relay address configured".into()));
@@ -146,7 +147,7 @@ impl IrohTransport {
             .open_bi()
             .await
             .map_err(|e| TransportError::Session(e.to_string()))?;
-        let relay_id = *conn.remote_id().as_bytes();
+        let relay_id = RelayId::from_bytes(*conn.remote_id().as_bytes());
         let closer = conn.clone();
         Ok(
             Session::new(recv, send, binding, relay_id).with_closer(Box::new(move || {
@@ -211,7 +212,7 @@ mod tests {
     async fn session_is_bound_to_the_connection_and_the_device_identity() {
         let server = server().await;
         let addr = server.bound_sockets()[0];
-        let relay_id = *server.id().as_bytes();
+        let relay_id = RelayId::from_bytes(*server.id().as_bytes());
         let s2 = server.clone();
         let accept = tokio::spawn(async move {
             let conn = s2.accept().await.unwrap().await.unwrap();
@@ -262,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn unreachable_relay_is_a_connect_error() {
         let device = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(4));
-        let transport = IrohTransport::new(IrohConfig::new([1; 32], vec![]));
+        let transport = IrohTransport::new(IrohConfig::new(RelayId::from_bytes([1; 32]), vec![]));
         assert!(matches!(
             transport.connect(&device).await,
             Err(TransportError::Setup(_))

@@ -28,9 +28,11 @@ mod driver;
 mod error;
 mod invite;
 mod iroh_transport;
+mod relay;
 mod store;
 mod transport;
 mod types;
+mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -39,16 +41,16 @@ pub use client::SyncClient;
 pub use error::{ClientError, StoreError, TransportError};
 pub use invite::{InviteFetchError, fetch_invite};
 pub use iroh_transport::{IrohConfig, IrohTransport};
-pub use store::{
-    STORE_FILE_NAME, SeenDevice, Store, StoreLocation, StoreSync, StoredGroup, StoredPush,
-};
+pub use relay::{ResolveError, lookup_relay, resolve_relay};
+pub use store::{STORE_FILE_NAME, SeenDevice, Store, StoreLocation, StoreSync, StoredPush};
+pub use sync_core::{GroupMaterial, InvitedGroup};
 pub use transport::{
     BoxFuture, MemoryTransport, Session, SessionCloser, SessionReader, SessionWriter, Transport,
 };
 pub use types::{
-    Blob, ClientConfig, ClientOptions, ClientStatus, GroupChoice, GroupMaterial, PullBatch,
-    Receipt, SyncEvent,
+    Blob, ClientConfig, ClientOptions, ClientStatus, GroupChoice, PullBatch, Receipt, SyncEvent,
 };
+pub use watch::{WatchEvent, WatchOptions, Watcher};
 
 /// Re-exported so apps can consume [`SyncClient::subscribe`] without naming the crate.
 pub use tokio_stream::{Stream, StreamExt};

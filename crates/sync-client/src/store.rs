@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
-use sync_crypto::{DeviceKey, GroupDescriptor, GroupKeys, GroupSecret};
-use sync_types::{BlobId, Cursor, DeviceId, GroupId};
+use sync_core::GroupMaterial;
+use sync_crypto::{DeviceKey, GroupDescriptor, GroupSecret};
+use sync_types::{BlobId, Cursor, DeviceId, GroupId, RelayId};
 use zeroize::Zeroizing;
 
 use crate::error::StoreError;
@@ -106,31 +107,6 @@ impl std::fmt::Debug for StoredPush {
             .field("payload_len", &self.payload.len())
             .field("ttl_secs", &self.ttl_secs)
             .field("created_ms", &self.created_ms)
-            .finish()
-    }
-}
-
-/// A group as stored: how its secret came to be, and the secret.
-#[derive(Clone)]
-pub struct StoredGroup {
-    /// Public description (random or passphrase parameters).
-    pub descriptor: GroupDescriptor,
-    /// The group secret.
-    pub secret: GroupSecret,
-}
-
-impl StoredGroup {
-    /// Derives the group's keys.
-    pub fn keys(&self) -> GroupKeys {
-        GroupKeys::derive(&self.secret)
-    }
-}
-
-impl std::fmt::Debug for StoredGroup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredGroup")
-            .field("descriptor", &self.descriptor)
-            .field("secret", &"[redacted]")
             .finish()
     }
 }
@@ -390,7 +366,7 @@ impl Store {
     }
 
     /// Stores a group (replacing the stored material of the same group) and returns its id.
-    pub fn save_group(&self, group: &StoredGroup) -> Result<GroupId, StoreError> {
+    pub fn save_group(&self, group: &GroupMaterial) -> Result<GroupId, StoreError> {
         let group_id = group.keys().group_id();
         let descriptor = rmp_serde::to_vec(&group.descriptor).map_err(|_| StoreError::Corrupt {
             what: "group descriptor",
@@ -423,7 +399,7 @@ impl Store {
     }
 
     /// The stored group `group_id`.
-    pub fn group(&self, group_id: &GroupId) -> Result<Option<StoredGroup>, StoreError> {
+    pub fn group(&self, group_id: &GroupId) -> Result<Option<GroupMaterial>, StoreError> {
         let row: Option<(Vec<u8>, Vec<u8>)> = self
             .conn
             .query_row(
@@ -441,7 +417,7 @@ impl Store {
                 what: "group descriptor",
             })?;
         let secret = GroupSecret::from_bytes(*Zeroizing::new(array32(&secret, "group secret")?));
-        let group = StoredGroup { descriptor, secret };
+        let group = GroupMaterial { descriptor, secret };
         if group.keys().group_id() != *group_id {
             return Err(StoreError::Corrupt {
                 what: "group secret",
@@ -451,7 +427,7 @@ impl Store {
     }
 
     /// The only stored group, or the one named; errors if none, or several and none named.
-    pub fn select_group(&self, group_id: Option<&GroupId>) -> Result<StoredGroup, StoreError> {
+    pub fn select_group(&self, group_id: Option<&GroupId>) -> Result<GroupMaterial, StoreError> {
         let id = match group_id {
             Some(id) => *id,
             None => {
@@ -467,12 +443,12 @@ impl Store {
     }
 
     /// The resume cursor of `group` on relay `relay_id` (0 if never stored).
-    pub fn cursor(&self, group: &GroupId, relay_id: &[u8; 32]) -> Result<Cursor, StoreError> {
+    pub fn cursor(&self, group: &GroupId, relay_id: &RelayId) -> Result<Cursor, StoreError> {
         let v: Option<i64> = self
             .conn
             .query_row(
                 "SELECT resume FROM cursors WHERE group_id = ?1 AND relay_id = ?2",
-                params![blob(group.as_bytes()), blob(relay_id)],
+                params![blob(group.as_bytes()), blob(relay_id.as_bytes())],
                 |r| r.get(0),
             )
             .optional()?;
@@ -483,13 +459,17 @@ impl Store {
     pub fn set_cursor(
         &self,
         group: &GroupId,
-        relay_id: &[u8; 32],
+        relay_id: &RelayId,
         cursor: Cursor,
     ) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO cursors (group_id, relay_id, resume) VALUES (?1, ?2, ?3)
              ON CONFLICT(group_id, relay_id) DO UPDATE SET resume = excluded.resume",
-            params![blob(group.as_bytes()), blob(relay_id), to_i64(cursor.get())],
+            params![
+                blob(group.as_bytes()),
+                blob(relay_id.as_bytes()),
+                to_i64(cursor.get())
+            ],
         )?;
         Ok(())
     }
@@ -554,7 +534,7 @@ impl Store {
     pub fn settle(
         &mut self,
         removed: &[BlobId],
-        cursor: Option<(&GroupId, &[u8; 32], Cursor)>,
+        cursor: Option<(&GroupId, &RelayId, Cursor)>,
     ) -> Result<(), StoreError> {
         if removed.is_empty() && cursor.is_none() {
             return Ok(());
@@ -570,7 +550,11 @@ impl Store {
             tx.execute(
                 "INSERT INTO cursors (group_id, relay_id, resume) VALUES (?1, ?2, ?3)
                  ON CONFLICT(group_id, relay_id) DO UPDATE SET resume = excluded.resume",
-                params![blob(group.as_bytes()), blob(relay), to_i64(c.get())],
+                params![
+                    blob(group.as_bytes()),
+                    blob(relay.as_bytes()),
+                    to_i64(c.get())
+                ],
             )?;
         }
         tx.commit()?;
@@ -584,9 +568,9 @@ mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
-    fn group(seed: u64) -> StoredGroup {
+    fn group(seed: u64) -> GroupMaterial {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        StoredGroup {
+        GroupMaterial {
             descriptor: GroupDescriptor::Random,
             secret: GroupSecret::random(&mut rng),
         }
@@ -611,11 +595,12 @@ mod tests {
             let key = s.device_key_or_create().unwrap();
             s.set_device_name("laptop").unwrap();
             let gid = s.save_group(&g).unwrap();
-            s.set_cursor(&gid, &[9; 32], Cursor::new(41)).unwrap();
+            s.set_cursor(&gid, &RelayId::from_bytes([9; 32]), Cursor::new(41))
+                .unwrap();
             s.insert_pushes(&gid, &[push(1), push(2), push(3)]).unwrap();
             s.settle(
                 &[BlobId::from_bytes([2; 16])],
-                Some((&gid, &[9; 32], Cursor::new(42))),
+                Some((&gid, &RelayId::from_bytes([9; 32]), Cursor::new(42))),
             )
             .unwrap();
             (key.device_id(), gid)
@@ -636,8 +621,14 @@ mod tests {
         let loaded = s.select_group(None).unwrap();
         assert_eq!(loaded.keys().group_id(), group_id);
         assert_eq!(loaded.descriptor, GroupDescriptor::Random);
-        assert_eq!(s.cursor(&group_id, &[9; 32]).unwrap(), Cursor::new(42));
-        assert_eq!(s.cursor(&group_id, &[8; 32]).unwrap(), Cursor::ZERO);
+        assert_eq!(
+            s.cursor(&group_id, &RelayId::from_bytes([9; 32])).unwrap(),
+            Cursor::new(42)
+        );
+        assert_eq!(
+            s.cursor(&group_id, &RelayId::from_bytes([8; 32])).unwrap(),
+            Cursor::ZERO
+        );
         let outbox = s.outbox(&group_id).unwrap();
         assert_eq!(
             outbox,

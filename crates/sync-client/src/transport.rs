@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use sync_crypto::DeviceKey;
+use sync_types::RelayId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::TransportError;
@@ -35,7 +36,7 @@ pub struct Session {
     /// QUIC); the `Hello` signature covers them, so it cannot be replayed elsewhere.
     pub binding: [u8; 32],
     /// The relay's identity (its iroh endpoint id), authenticated by the transport.
-    pub relay_id: [u8; 32],
+    pub relay_id: RelayId,
     closer: Option<SessionCloser>,
 }
 
@@ -45,7 +46,7 @@ impl Session {
         reader: impl AsyncRead + Send + Unpin + 'static,
         writer: impl AsyncWrite + Send + Unpin + 'static,
         binding: [u8; 32],
-        relay_id: [u8; 32],
+        relay_id: RelayId,
     ) -> Self {
         Self {
             reader: Box::new(reader),
@@ -71,7 +72,7 @@ impl Session {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("relay_id", &sync_types::DeviceId::from_bytes(self.relay_id))
+            .field("relay_id", &self.relay_id)
             .field("binding", &"[redacted]")
             .finish_non_exhaustive()
     }

@@ -4,9 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sync_core::{BackoffConfig, ConnectionConfig, ConnectionStatus, OutboxLimits, SyncStatus};
-use sync_crypto::{GroupDescriptor, GroupSecret, OpenError};
-use sync_types::{BlobId, Cursor, DeviceId, ErrorCode, GroupId};
+use sync_core::{
+    BackoffConfig, ConnectionConfig, ConnectionStatus, GroupMaterial, OutboxLimits, SyncStatus,
+};
+use sync_crypto::OpenError;
+use sync_types::{BlobId, Cursor, DeviceId, ErrorCode, GroupId, RelayId};
 
 use crate::store::{StoreLocation, StoreSync};
 use crate::transport::Transport;
@@ -71,24 +73,6 @@ impl ClientOptions {
         options.outbox.max_entries = 100_000;
         options.outbox.max_bytes = 512 << 20;
         options
-    }
-}
-
-/// Group material handed to the client: stored (replacing the stored copy) and used.
-#[derive(Clone)]
-pub struct GroupMaterial {
-    /// How the secret came to be (public).
-    pub descriptor: GroupDescriptor,
-    /// The group secret.
-    pub secret: GroupSecret,
-}
-
-impl fmt::Debug for GroupMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GroupMaterial")
-            .field("descriptor", &self.descriptor)
-            .field("secret", &"[redacted]")
-            .finish()
     }
 }
 
@@ -192,7 +176,7 @@ pub struct PullBatch {
     /// may move it further).
     pub resume_cursor: Cursor,
     /// The relay the batch was pulled from (cursors are per relay).
-    pub(crate) relay: Option<[u8; 32]>,
+    pub(crate) relay: Option<RelayId>,
     /// `(after, through]` of every page answered.
     pub(crate) ranges: Vec<(Cursor, Cursor)>,
     /// Every page was answered (the pull was not cut short by an error).
@@ -272,7 +256,7 @@ pub enum SyncEvent {
     /// A session was established.
     Connected {
         /// The relay's identity.
-        relay_id: DeviceId,
+        relay_id: RelayId,
         /// The relay's highest cursor at the handshake.
         max_cursor: Cursor,
     },

@@ -3,60 +3,34 @@
 //! in-process `sync-relay`. No sleeps: every wait is on a result, under a guard timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_client::{
-    ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, InviteFetchError,
-    IrohConfig, IrohTransport, Store, StoreLocation, StoreSync, SyncClient, Transport,
-    TransportError, fetch_invite,
+    ClientError, GroupMaterial, InviteFetchError, IrohTransport, Store, StoreLocation, StoreSync,
+    SyncClient, Transport, TransportError, fetch_invite,
 };
 use sync_core::{DEFAULT_INVITE_TTL, Invite, InviteParams, ShortCode};
-use sync_crypto::{DeviceKey, GroupDescriptor, GroupSecret};
+use sync_crypto::{DeviceKey, GroupDescriptor};
 use sync_relay::{RelayConfig, RelayHandle};
-use sync_types::{Cursor, ErrorCode};
+use sync_testkit::devices::{connect, group, loopback_transport};
+use sync_testkit::guard;
+use sync_types::{Cursor, ErrorCode, RelayAddr, RelayId, unix_ms};
 
-const GUARD: Duration = Duration::from_secs(120);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
-async fn guard<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(GUARD, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out (guard) waiting for {what}"),
-    }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
-fn material(seed: u64) -> GroupMaterial {
-    GroupMaterial {
-        descriptor: GroupDescriptor::Random,
-        secret: GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(seed)),
-    }
+fn relay_addr(relay: &RelayHandle) -> RelayAddr {
+    RelayAddr::new(RelayId::from_bytes(relay.relay_id()), &relay.direct_addrs())
 }
 
 fn transport(relay: &RelayHandle) -> Arc<IrohTransport> {
-    Arc::new(IrohTransport::new(
-        IrohConfig::new(*relay.endpoint_id().as_bytes(), relay.direct_addrs())
-            .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0))),
-    ))
+    loopback_transport(&relay_addr(relay))
 }
 
 async fn client(relay: &RelayHandle, group: &GroupMaterial, store: StoreLocation) -> SyncClient {
-    let cfg = ClientConfig::new(store, transport(relay), GroupChoice::Use(group.clone()))
-        .with_options(ClientOptions::for_tests());
-    guard("connect", SyncClient::connect(cfg)).await.unwrap()
+    connect(&relay_addr(relay), group, store).await
 }
 
 fn invite_for(relay: &RelayHandle, group: &GroupMaterial, now: u64) -> Invite {
@@ -88,9 +62,9 @@ async fn invite_put_then_fetch_once() {
     let relay = sync_relay::start(RelayConfig::for_tests(dir.path()))
         .await
         .unwrap();
-    let g = material(1);
+    let g = group(1);
     let a = client(&relay, &g, StoreLocation::InMemory).await;
-    let invite = invite_for(&relay, &g, now_ms());
+    let invite = invite_for(&relay, &g, unix_ms());
     let code = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(2));
     guard("put", a.put_invite(&invite, &code)).await.unwrap();
     // The lookup id is taken now.
@@ -143,20 +117,20 @@ async fn expired_wrong_code_and_unreachable() {
     let relay = sync_relay::start(RelayConfig::for_tests(dir.path()))
         .await
         .unwrap();
-    let g = material(5);
+    let g = group(5);
     let a = client(&relay, &g, StoreLocation::InMemory).await;
     let joiner = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(6));
     let t = transport(&relay);
 
     // Created 11 minutes ago with a 10-minute lifetime: expired; the relay keeps it 1 s.
-    let old = invite_for(&relay, &g, now_ms() - 11 * 60 * 1000);
+    let old = invite_for(&relay, &g, unix_ms() - 11 * 60 * 1000);
     let code = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(7));
     guard("put", a.put_invite(&old, &code)).await.unwrap();
     let r = fetch_invite(t.as_ref(), &joiner, &code, FETCH_TIMEOUT).await;
     assert!(matches!(r, Err(InviteFetchError::Expired)), "{r:?}");
 
     // Right lookup half, wrong key half: the relay hands the entry out, it does not open.
-    let invite = invite_for(&relay, &g, now_ms());
+    let invite = invite_for(&relay, &g, unix_ms());
     let code = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(8));
     guard("put", a.put_invite(&invite, &code)).await.unwrap();
     let text = code.to_string();
@@ -190,7 +164,7 @@ async fn devices_seen_and_pull_after() {
     let relay = sync_relay::start(RelayConfig::for_tests(dir.path()))
         .await
         .unwrap();
-    let g = material(9);
+    let g = group(9);
     let a_dir = dir.path().join("a");
     let b_dir = dir.path().join("b");
     let a = client(&relay, &g, StoreLocation::Dir(a_dir.clone())).await;
@@ -237,9 +211,9 @@ async fn too_many_attempts_is_typed() {
     let mut config = RelayConfig::for_tests(dir.path());
     config.invite_max_attempts = 0;
     let relay = sync_relay::start(config).await.unwrap();
-    let g = material(10);
+    let g = group(10);
     let a = client(&relay, &g, StoreLocation::InMemory).await;
-    let invite = invite_for(&relay, &g, now_ms());
+    let invite = invite_for(&relay, &g, unix_ms());
     let code = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(11));
     guard("put", a.put_invite(&invite, &code)).await.unwrap();
     let joiner = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(12));

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,29 +12,14 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use sync_client::{
-    Blob, ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
-    MemoryTransport, Session, StoreLocation, StreamExt, SyncClient, SyncEvent,
+    Blob, ClientConfig, ClientOptions, GroupChoice, GroupMaterial, MemoryTransport, Session,
+    StoreLocation, StreamExt, SyncClient, SyncEvent,
 };
 use sync_core::ConnectionStatus;
-use sync_crypto::{GroupDescriptor, GroupSecret, SEAL_OVERHEAD};
+use sync_crypto::SEAL_OVERHEAD;
 use sync_relay::{RelayConfig, RelayHandle};
-use sync_types::{BlobId, DeviceId};
-
-const GUARD: Duration = Duration::from_secs(300);
-
-async fn guard<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(GUARD, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out (guard) waiting for {what}"),
-    }
-}
-
-fn material(seed: u64) -> GroupMaterial {
-    GroupMaterial {
-        descriptor: GroupDescriptor::Random,
-        secret: GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(seed)),
-    }
-}
+use sync_testkit::{GUARD, guard};
+use sync_types::{BlobId, DeviceId, RelayAddr, RelayId};
 
 fn options() -> ClientOptions {
     ClientOptions::for_tests()
@@ -47,10 +31,8 @@ async fn start_relay(dir: &Path, tune: impl FnOnce(&mut RelayConfig)) -> RelayHa
     sync_relay::start(config).await.expect("relay starts")
 }
 
-fn iroh_transport(relay_id: [u8; 32], addrs: Vec<SocketAddr>) -> Arc<IrohTransport> {
-    Arc::new(IrohTransport::new(
-        IrohConfig::new(relay_id, addrs).with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0))),
-    ))
+fn relay_addr(relay: &RelayHandle) -> RelayAddr {
+    RelayAddr::new(RelayId::from_bytes(relay.relay_id()), &relay.direct_addrs())
 }
 
 async fn iroh_client(
@@ -58,28 +40,15 @@ async fn iroh_client(
     group: &GroupMaterial,
     store: StoreLocation,
 ) -> SyncClient {
-    iroh_client_at(
-        *relay.endpoint_id().as_bytes(),
-        relay.direct_addrs(),
-        group,
-        store,
-    )
-    .await
+    iroh_client_at(&relay_addr(relay), group, store).await
 }
 
 async fn iroh_client_at(
-    relay_id: [u8; 32],
-    addrs: Vec<SocketAddr>,
+    relay: &RelayAddr,
     group: &GroupMaterial,
     store: StoreLocation,
 ) -> SyncClient {
-    let cfg = ClientConfig::new(
-        store,
-        iroh_transport(relay_id, addrs),
-        GroupChoice::Use(group.clone()),
-    )
-    .with_options(options());
-    let c = guard("connect", SyncClient::connect(cfg)).await.unwrap();
+    let c = sync_testkit::devices::connect(relay, group, store).await;
     assert_eq!(c.status().connection, ConnectionStatus::Connected);
     c
 }
@@ -103,7 +72,7 @@ async fn pull_until(c: &SyncClient, want: usize) -> Vec<Blob> {
 async fn converge(devices: usize, per_device: usize) {
     let dir = tempfile::tempdir().unwrap();
     let relay = start_relay(dir.path(), |_| {}).await;
-    let g = material(devices as u64);
+    let g = sync_testkit::devices::group(devices as u64);
     let mut clients = Vec::new();
     for _ in 0..devices {
         clients.push(iroh_client(&relay, &g, StoreLocation::InMemory).await);
@@ -171,7 +140,7 @@ async fn four_pushers_and_a_puller_miss_nothing_and_duplicate_nothing() {
         c.global_push_rate = 0;
     })
     .await;
-    let g = material(20_000);
+    let g = sync_testkit::devices::group(20_000);
     let reader = iroh_client(&relay, &g, StoreLocation::InMemory).await;
     let mut events = reader.subscribe();
     let mut pushers = Vec::new();
@@ -241,7 +210,7 @@ async fn four_pushers_and_a_puller_miss_nothing_and_duplicate_nothing() {
 async fn mixed_sizes_up_to_the_maximum_always_pull_completely() {
     let dir = tempfile::tempdir().unwrap();
     let relay = start_relay(dir.path(), |_| {}).await;
-    let g = material(7);
+    let g = sync_testkit::devices::group(7);
     let a = iroh_client(&relay, &g, StoreLocation::InMemory).await;
     let b = iroh_client(&relay, &g, StoreLocation::InMemory).await;
     let max_plain = (1usize << 20) - SEAL_OVERHEAD;
@@ -293,14 +262,13 @@ async fn relay_restart_mid_burst_loses_nothing_and_duplicates_nothing() {
         c.drain_timeout = Duration::ZERO; // cut sessions at once: pushes stay unacked
     })
     .await;
-    let relay_id = *relay.endpoint_id().as_bytes();
-    let addrs = relay.direct_addrs();
-    let bound = addrs[0];
-    let g = material(3);
+    let dial = relay_addr(&relay);
+    let bound = relay.direct_addrs()[0];
+    let g = sync_testkit::devices::group(3);
     let a_store = StoreLocation::Dir(devices.path().join("a"));
     let b_store = StoreLocation::Dir(devices.path().join("b"));
-    let a = iroh_client_at(relay_id, addrs.clone(), &g, a_store).await;
-    let b = iroh_client_at(relay_id, addrs.clone(), &g, b_store).await;
+    let a = iroh_client_at(&dial, &g, a_store).await;
+    let b = iroh_client_at(&dial, &g, b_store).await;
     let mut a_events = a.subscribe();
 
     let pusher = a.clone();
@@ -345,9 +313,9 @@ async fn relay_restart_mid_burst_loses_nothing_and_duplicates_nothing() {
     })
     .await;
     assert_eq!(
-        *relay.endpoint_id().as_bytes(),
-        relay_id,
-        "identity survives restarts"
+        relay_addr(&relay),
+        dial,
+        "identity and address survive restarts"
     );
     guard("flush after restart", a.flush(GUARD)).await.unwrap();
     let got = guard("pull after restart", pull_until(&b, all.len())).await;
@@ -388,7 +356,7 @@ async fn rate_limited_burst_lands_exactly_once() {
         c.session_push_burst = 50;
     })
     .await;
-    let g = material(11);
+    let g = sync_testkit::devices::group(11);
     let a = iroh_client(&relay, &g, StoreLocation::InMemory).await;
     let b = iroh_client(&relay, &g, StoreLocation::InMemory).await;
     let mut events = a.subscribe();
@@ -430,13 +398,18 @@ async fn rate_limited_burst_lands_exactly_once() {
 async fn memory_transport_against_the_real_relay() {
     let dir = tempfile::tempdir().unwrap();
     let relay = start_relay(dir.path(), |_| {}).await;
-    let g = material(5);
+    let g = sync_testkit::devices::group(5);
     let mk = |relay: RelayHandle| {
         MemoryTransport::new(move |device| {
             let s = relay
                 .connect_in_memory(device.device_id())
                 .map_err(|e| sync_client::TransportError::Connect(e.to_string()))?;
-            Ok(Session::new(s.reader, s.writer, s.binding, s.relay_id))
+            Ok(Session::new(
+                s.reader,
+                s.writer,
+                s.binding,
+                RelayId::from_bytes(s.relay_id),
+            ))
         })
     };
     let cfg = |t: MemoryTransport| {

@@ -36,6 +36,7 @@
 mod backoff;
 mod connection;
 mod cursor;
+mod group;
 mod invite;
 mod outbox;
 mod status;
@@ -46,6 +47,7 @@ pub use connection::{
     EventKind, StateKind, UnexpectedEvent,
 };
 pub use cursor::{CursorError, CursorTracker, DEFAULT_MAX_RANGES, MAX_MISSING_LISTED, Recorded};
+pub use group::{GroupMaterial, InvitedGroup};
 pub use invite::{
     DEFAULT_INVITE_TTL, INVITE_VERSION, Invite, InviteError, InviteLedger, InviteParams,
     MAX_INVITE_BYTES, MAX_QR_PAYLOAD_LEN, MAX_RELAY_ADDR_LEN, MAX_RELAY_ADDRS, QR_PREFIX,

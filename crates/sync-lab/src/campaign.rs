@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +26,8 @@ use sync_lab::impair::{self, DirectionConfig, ImpairConfig, Proxy, ProxyHandle, 
 use sync_lab::report::{self, Impairment, PhaseResult, PhaseStatus, Point, Report, ThresholdRow};
 use sync_lab::soak::{self, LeakLimits, Sample, Target};
 use sync_lab::stats::{Summary, round2};
-use sync_types::DeviceId;
+use sync_testkit::{ChildProcess, RelayProcess, find_relay_bin};
+use sync_types::{DeviceId, bind_addr_for, unix_ms};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::responder::INVITE_ENV;
@@ -1113,73 +1114,12 @@ fn utc(secs: u64) -> (String, String) {
     )
 }
 
-/// A child process that is SIGKILLed if dropped while still running.
-struct ChildGuard {
-    name: &'static str,
-    child: Option<Child>,
-}
-
-impl ChildGuard {
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// SIGTERM, then wait (bounded); SIGKILL if it does not exit in time. The exit status as
-    /// text.
-    async fn stop(&mut self) -> String {
-        let Some(mut child) = self.child.take() else {
-            return "not running".into();
-        };
-        if let Ok(Some(status)) = child.try_wait() {
-            return format!("had already exited ({status})");
-        }
-        #[allow(clippy::cast_possible_wrap)]
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let waited = tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + CHILD_TIMEOUT;
-            loop {
-                match child.try_wait() {
-                    Ok(Some(status)) => return Ok(status),
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Ok(None) => {
-                        let _ = child.kill();
-                        return Err(child.wait().map(|s| s.to_string()).unwrap_or_default());
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        })
-        .await;
-        match waited {
-            Ok(Ok(status)) if status.success() => "stopped cleanly (SIGTERM, exit 0)".into(),
-            Ok(Ok(status)) => format!("stopped by SIGTERM with {status}"),
-            Ok(Err(e)) => format!("did not stop within {CHILD_TIMEOUT:?} of SIGTERM; killed ({e})"),
-            Err(e) => format!("could not be waited for: {e}"),
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take()
-            && matches!(child.try_wait(), Ok(None))
-        {
-            tracing::warn!(name = self.name, "killing a child process left running");
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Spawns `cmd` with stdout piped (stderr to `log`) and returns the guard and its stdout lines.
 fn spawn_with_lines(
     name: &'static str,
     mut cmd: Command,
     log: &Path,
-) -> anyhow::Result<(ChildGuard, mpsc::UnboundedReceiver<String>)> {
+) -> anyhow::Result<(ChildProcess, mpsc::UnboundedReceiver<String>)> {
     let err =
         std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut child = cmd
@@ -1198,13 +1138,7 @@ fn spawn_with_lines(
             }
         });
     }
-    Ok((
-        ChildGuard {
-            name,
-            child: Some(child),
-        },
-        rx,
-    ))
+    Ok((ChildProcess::new(name, child), rx))
 }
 
 /// Waits for the first stdout line with `prefix`; its remainder, trimmed.
@@ -1249,44 +1183,11 @@ fn last_line(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The relay binary: `explicit`, else `sync-relay` next to this executable, else on PATH.
-fn find_relay(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        if p.is_file() {
-            return Ok(p.to_path_buf());
-        }
-        bail!("relay binary {} not found", p.display());
-    }
-    let name = "sync-relay";
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        let p = dir.join(name);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    bail!(
-        "no sync-relay binary next to sync-stress or on PATH (build it with `cargo build -p sync-relay`, or pass --relay-bin)"
-    )
-}
-
 /// The relay and responder of `--local`.
 struct LocalLab {
     _temp: tempfile::TempDir,
-    relay: ChildGuard,
-    responder: ChildGuard,
-    relay_data: PathBuf,
-    relay_http: SocketAddr,
+    relay: RelayProcess,
+    responder: ChildProcess,
     relay_bin: PathBuf,
     invite: String,
     responder_id: DeviceId,
@@ -1294,48 +1195,34 @@ struct LocalLab {
 
 impl LocalLab {
     async fn start(args: &Args, out: &Path) -> anyhow::Result<LocalLab> {
-        let relay_bin = find_relay(args.relay_bin.as_deref())?;
+        let relay_bin = find_relay_bin(args.relay_bin.as_deref())?;
         // Behind the impairment proxy the relay (and the responder, which dials it directly)
         // live on [::1] only, the campaign device on 127.0.0.1 only: no direct path exists for
         // iroh to migrate to, so every campaign packet crosses the proxy.
-        let relay_bind = if args.impair.is_some() {
-            "[::1]:0"
+        let relay_bind: SocketAddr = if args.impair.is_some() {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
         } else {
-            "127.0.0.1:0"
+            SocketAddr::from(([127, 0, 0, 1], 0))
         };
         let temp = tempfile::Builder::new()
             .prefix("sync-stress-local-")
             .tempdir()
             .context("cannot create a temporary directory")?;
-        let relay_data = temp.path().join("relay");
-        let mut cmd = Command::new(&relay_bin);
-        cmd.arg("--data-dir")
-            .arg(&relay_data)
-            .arg("--bind")
-            .arg(relay_bind)
-            .args(["--http-bind", "127.0.0.1:0"])
+        let relay = RelayProcess::builder()
+            .bin(&relay_bin)
+            .data_dir(temp.path().join("relay"))
+            .bind(relay_bind)
             .args(["--stats-interval", "1h"])
             .env(
                 "RUST_LOG",
                 std::env::var("SYNC_STRESS_RELAY_LOG").unwrap_or_else(|_| "info".into()),
-            );
-        let relay_log = out.join("relay.log");
-        let (relay, mut lines) = spawn_with_lines("relay", cmd, &relay_log)?;
-        let dial = wait_line("relay", &mut lines, "dial:", &relay_log).await?;
-        let health = wait_line("relay", &mut lines, "health:", &relay_log).await?;
-        let (id, addr) = dial
-            .split_once('@')
-            .context("unexpected relay output (dial line)")?;
-        let relay_id: iroh::EndpointId = id.parse().context("unexpected relay id")?;
-        let relay_addr: SocketAddr = addr.parse().context("unexpected relay address")?;
-        let relay_http: SocketAddr = health
-            .trim_start_matches("http://")
-            .trim_end_matches("/health")
-            .parse()
-            .context("unexpected relay health address")?;
+            )
+            .log(out.join("relay.log"));
+        let relay = tokio::task::spawn_blocking(move || relay.start())
+            .await
+            .context("the relay start was cancelled")??;
         let invite = device::new_group_invite(
-            *relay_id.as_bytes(),
-            &[relay_addr],
+            &relay.relay_addr(),
             Duration::from_secs(24 * 3600)
                 .min(Duration::from_secs(args.duration.saturating_add(3600))),
         )
@@ -1346,7 +1233,7 @@ impl LocalLab {
             .arg("--data-dir")
             .arg(temp.path().join("responder"))
             .arg("--bind")
-            .arg(relay_bind)
+            .arg(relay_bind.to_string())
             .arg("--fast-reconnect")
             .env(INVITE_ENV, &invite)
             .env(
@@ -1371,8 +1258,6 @@ impl LocalLab {
             _temp: temp,
             relay,
             responder,
-            relay_data,
-            relay_http,
             relay_bin,
             invite,
             responder_id,
@@ -1381,7 +1266,7 @@ impl LocalLab {
 }
 
 fn default_out() -> PathBuf {
-    let secs = device::unix_ms() / 1000;
+    let secs = unix_ms() / 1000;
     let (d, t) = utc(secs);
     PathBuf::from(format!("campaign-{d}-{}", t.replace(':', "")))
 }
@@ -1393,7 +1278,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let impair_dir = args.impair.as_deref().map(parse_impair).transpose()?;
     let out = args.out.clone().unwrap_or_else(default_out);
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let started_unix = device::unix_ms() / 1000;
+    let started_unix = unix_ms() / 1000;
     let t0 = Instant::now();
 
     let mut local = if args.local {
@@ -1414,7 +1299,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let target = match &local {
         Some(l) => Target {
             pid: l.relay.pid(),
-            http: Some(l.relay_http),
+            http: Some(l.relay.http_addr()),
         },
         None => Target {
             pid: args.relay_pid,
@@ -1461,13 +1346,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bind = if local.is_some() {
         SocketAddr::from(([127, 0, 0, 1], 0))
     } else {
-        device::bind_for(&joined.relay_addrs)
+        bind_addr_for(&joined.relay.socket_addrs())
     };
     let mut impair_state = None;
     let mut dial = None;
     if let (Some(dir), Some(spec)) = (&impair_dir, &args.impair) {
         let upstream = *joined
-            .relay_addrs
+            .relay
+            .socket_addrs()
             .first()
             .context("the relay has no address")?;
         let proxy = Proxy::start(
@@ -1506,8 +1392,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     ) {
         client.close().await;
         bail!(
-            "cannot reach the relay at {:?} (connection {:?})",
-            joined.relay_addrs,
+            "cannot reach the relay at {} (connection {:?})",
+            joined.relay.addrs.join(", "),
             client.status().connection
         );
     }
@@ -1576,16 +1462,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "campaign_start",
         &[
             ("mode", json!(mode)),
-            (
-                "relay_addrs",
-                json!(
-                    joined
-                        .relay_addrs
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                ),
-            ),
+            ("relay_addrs", json!(joined.relay.addrs)),
             ("device", json!(status.device_id.short())),
             ("group", json!(status.group_id.short())),
             ("phase", json!(format!("{:?}", args.phase).to_lowercase())),
@@ -1608,7 +1485,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut phases = Vec::new();
     let mut soak_verdict = None;
-    let relay_data = local.as_ref().map(|l| l.relay_data.clone());
+    let relay_data = local.as_ref().map(|l| l.relay.data_dir().to_path_buf());
     phases.push(if selected(PhaseArg::Ping) {
         let mark = impair_begin(&ctx, PhaseArg::Ping, "ping");
         let mut p = phase_ping(&ctx, &args).await;
@@ -1680,9 +1557,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut setup_notes = Vec::new();
     let mut stop_ok = true;
     if let Some(l) = local.as_mut() {
-        for (name, guard) in [("responder", &mut l.responder), ("relay", &mut l.relay)] {
-            let how = guard.stop().await;
-            stop_ok &= how.starts_with("stopped cleanly");
+        let stopped = tokio::task::block_in_place(|| {
+            [
+                ("responder", l.responder.stop(CHILD_TIMEOUT)),
+                ("relay", l.relay.stop()),
+            ]
+        });
+        for (name, outcome) in stopped {
+            stop_ok &= outcome.is_clean();
+            let how = outcome.to_string();
             log.emit(
                 "teardown",
                 "process_stopped",
@@ -1834,8 +1717,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "relay".to_string(),
             format!(
                 "{} at {}",
-                DeviceId::from_bytes(joined.relay_id).short(),
-                joined.relay_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                joined.relay.id.short(),
+                joined.relay.addrs.join(", ")
             ),
         ),
         ("campaign device".to_string(), status.device_id.short()),

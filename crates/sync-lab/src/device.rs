@@ -4,17 +4,16 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_client::{
-    Blob, ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, IrohConfig,
-    IrohTransport, StoreLocation, StreamExt, SyncClient, SyncEvent,
+    Blob, ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, InvitedGroup,
+    IrohConfig, IrohTransport, StoreLocation, SyncClient, WatchEvent, WatchOptions,
 };
 use sync_core::{Invite, InviteError, InviteParams};
-use sync_crypto::{GroupDescriptor, GroupKeys, GroupSecret};
-use sync_types::DeviceId;
+use sync_types::{DeviceId, RelayAddr, unix_ms};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -39,45 +38,23 @@ pub enum JoinError {
     Client(#[from] ClientError),
 }
 
-/// What a device needs from an invite: where the relay is and the group material.
-#[derive(Debug, Clone)]
-pub struct Joined {
-    /// The relay's endpoint id.
-    pub relay_id: [u8; 32],
-    /// The relay's direct addresses.
-    pub relay_addrs: Vec<SocketAddr>,
-    /// The group (descriptor and secret; `Debug` redacts the secret).
-    pub group: GroupMaterial,
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Decodes and checks (expiry) an invite string. Passphrase groups are not supported by the
-/// lab (it has no passphrase to type).
-pub fn parse_invite(text: &str) -> Result<Joined, JoinError> {
-    let invite = Invite::from_qr_payload(text.trim())?;
-    invite.check(unix_ms())?;
-    let secret = invite.group_secret(None)?;
-    let mut relay_addrs = Vec::new();
-    for a in invite.relay_addrs() {
-        relay_addrs.push(a.parse().map_err(|_| JoinError::BadAddr(a.clone()))?);
+/// Decodes and opens an invite string (expiry checked). Passphrase groups are not supported by
+/// the lab (it has no passphrase to type), and the relay addresses must be `ip:port` (the lab
+/// resolves no host names).
+pub fn parse_invite(text: &str) -> Result<InvitedGroup, JoinError> {
+    let joined = Invite::from_qr_payload(text.trim())?.into_group(None, unix_ms())?;
+    if let Some(bad) = joined
+        .relay
+        .addrs
+        .iter()
+        .find(|a| a.parse::<SocketAddr>().is_err())
+    {
+        return Err(JoinError::BadAddr(bad.clone()));
     }
-    if relay_addrs.is_empty() {
+    if joined.relay.addrs.is_empty() {
         return Err(JoinError::NoAddr);
     }
-    Ok(Joined {
-        relay_id: *invite.relay_id(),
-        relay_addrs,
-        group: GroupMaterial {
-            descriptor: invite.group().clone(),
-            secret,
-        },
-    })
+    Ok(joined)
 }
 
 /// A generator seeded from the operating system.
@@ -87,24 +64,19 @@ pub fn os_rng() -> Result<ChaCha20Rng, JoinError> {
     Ok(ChaCha20Rng::from_seed(seed))
 }
 
-/// A new random-secret group on the relay `relay_id` at `relay_addrs`, as an invite string
+/// A new random-secret group on `relay`, as an invite string
 /// valid for `ttl`. Holds the group secret: keep it out of logs.
-pub fn new_group_invite(
-    relay_id: [u8; 32],
-    relay_addrs: &[SocketAddr],
-    ttl: Duration,
-) -> Result<String, JoinError> {
+pub fn new_group_invite(relay: &RelayAddr, ttl: Duration) -> Result<String, JoinError> {
     let mut rng = os_rng()?;
-    let secret = GroupSecret::random(&mut rng);
-    let group_id = GroupKeys::derive(&secret).group_id();
+    let group = GroupMaterial::random(&mut rng);
     let invite = Invite::create(
         &mut rng,
         InviteParams {
-            relay_id,
-            relay_addrs: relay_addrs.iter().map(ToString::to_string).collect(),
-            group_id,
-            group: GroupDescriptor::Random,
-            secret: Some(secret),
+            relay_id: *relay.id.as_bytes(),
+            relay_addrs: relay.addrs.clone(),
+            group_id: group.keys().group_id(),
+            group: group.descriptor,
+            secret: Some(group.secret),
             ttl,
         },
         unix_ms(),
@@ -117,16 +89,16 @@ pub fn new_group_invite(
 /// endpoint to `bind`. `fast_reconnect` uses the loopback backoff of
 /// [`ClientOptions::for_tests`].
 pub async fn connect(
-    joined: &Joined,
+    joined: &InvitedGroup,
     data_dir: &Path,
     dial: Option<Vec<SocketAddr>>,
     bind: SocketAddr,
     name: &str,
     fast_reconnect: bool,
 ) -> Result<SyncClient, JoinError> {
-    let addrs = dial.unwrap_or_else(|| joined.relay_addrs.clone());
+    let addrs = dial.unwrap_or_else(|| joined.relay.socket_addrs());
     let transport = Arc::new(IrohTransport::new(
-        IrohConfig::new(joined.relay_id, addrs).with_bind_addr(bind),
+        IrohConfig::new(joined.relay.id, addrs).with_bind_addr(bind),
     ));
     let options = if fast_reconnect {
         ClientOptions::for_tests()
@@ -141,15 +113,6 @@ pub async fn connect(
     .with_device_name(name)
     .with_options(options);
     Ok(SyncClient::connect(config).await?)
-}
-
-/// The local address a device should bind to for reaching `relay`: the unspecified address of
-/// the same family, port 0.
-pub fn bind_for(relay: &[SocketAddr]) -> SocketAddr {
-    match relay.first() {
-        Some(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
-        _ => SocketAddr::from(([0, 0, 0, 0], 0)),
-    }
 }
 
 /// What a device's receiver task reports.
@@ -177,80 +140,51 @@ pub enum Incoming {
     },
 }
 
-/// Starts a task that pulls whenever the relay announces blobs from another device, after each
-/// (re)connect, after a lagged event stream and every `poll` (a safety net: events are hints),
-/// and sends every blob from other devices, in cursor order, to `tx`. Bursts of announcements
-/// are coalesced into one pull. Abort the handle to stop it.
+/// Starts a task that follows the group ([`SyncClient::watch`]: a pull on every announcement
+/// from another device, after each (re)connect, after a lagged event stream and every `poll`,
+/// a safety net) and sends every blob from other devices, in cursor order, to `tx`. Each batch
+/// is committed once forwarded. Abort the handle to stop it.
 pub fn spawn_receiver(
     client: SyncClient,
     tx: mpsc::UnboundedSender<Incoming>,
     poll: Duration,
 ) -> JoinHandle<()> {
-    let mut events = client.subscribe();
+    let mut watcher = client.watch(WatchOptions {
+        poll: Some(poll),
+        ..WatchOptions::default()
+    });
     tokio::spawn(async move {
         let me = client.device_id();
-        let mut ticker = tokio::time::interval(poll);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let mut want_pull = false;
-            let handle = |ev: SyncEvent, want_pull: &mut bool| -> bool {
-                match ev {
-                    SyncEvent::BlobsAvailable { sender, .. } if sender != Some(me) => {
-                        *want_pull = true;
+        while let Some(event) = watcher.next().await {
+            let sent = match event {
+                WatchEvent::Batch(batch) => {
+                    let forwarded = batch
+                        .blobs
+                        .iter()
+                        .filter(|b| b.sender != me)
+                        .all(|b| tx.send(Incoming::Blob(b.clone())).is_ok());
+                    if forwarded && let Err(e) = client.commit_pull(&batch).await {
+                        let reason = format!("cursor not saved: {e}");
+                        let _ = tx.send(Incoming::PullFailed { reason });
                     }
-                    SyncEvent::Lagged { .. } => *want_pull = true,
-                    SyncEvent::Connected { .. } => {
-                        *want_pull = true;
-                        return tx.send(Incoming::Connected).is_ok();
-                    }
-                    SyncEvent::Disconnected { reason } => {
-                        return tx.send(Incoming::Disconnected { reason }).is_ok();
-                    }
-                    SyncEvent::BlobRejected { sender, .. } => {
-                        return tx.send(Incoming::Rejected { sender }).is_ok();
-                    }
-                    _ => {}
+                    forwarded
                 }
-                true
+                WatchEvent::Rejected { sender, .. } => {
+                    tx.send(Incoming::Rejected { sender }).is_ok()
+                }
+                WatchEvent::Connected { .. } => tx.send(Incoming::Connected).is_ok(),
+                WatchEvent::Disconnected { reason } => {
+                    tx.send(Incoming::Disconnected { reason }).is_ok()
+                }
+                WatchEvent::PullFailed { error, .. } | WatchEvent::Failed(error) => tx
+                    .send(Incoming::PullFailed {
+                        reason: error.to_string(),
+                    })
+                    .is_ok(),
+                _ => true,
             };
-            tokio::select! {
-                ev = events.next() => {
-                    let Some(ev) = ev else { return };
-                    if !handle(ev, &mut want_pull) {
-                        return;
-                    }
-                    // Coalesce whatever else is already waiting into the same pull.
-                    while let Ok(Some(ev)) =
-                        tokio::time::timeout(Duration::ZERO, events.next()).await
-                    {
-                        if !handle(ev, &mut want_pull) {
-                            return;
-                        }
-                    }
-                }
-                _ = ticker.tick() => want_pull = true,
-            }
-            if !want_pull {
-                continue;
-            }
-            match client.pull().await {
-                Ok(blobs) => {
-                    for blob in blobs {
-                        if blob.sender != me && tx.send(Incoming::Blob(blob)).is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    if tx
-                        .send(Incoming::PullFailed {
-                            reason: e.to_string(),
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+            if !sent {
+                return;
             }
         }
     })
@@ -263,11 +197,11 @@ mod tests {
     #[test]
     fn a_created_invite_parses_back() {
         let addr: SocketAddr = "127.0.0.1:7440".parse().unwrap();
-        let text = new_group_invite([7; 32], &[addr], Duration::from_secs(60)).unwrap();
+        let relay = RelayAddr::new(sync_types::RelayId::from_bytes([7; 32]), &[addr]);
+        let text = new_group_invite(&relay, Duration::from_secs(60)).unwrap();
         assert!(text.starts_with("0ksync1:"));
         let joined = parse_invite(&text).unwrap();
-        assert_eq!(joined.relay_id, [7; 32]);
-        assert_eq!(joined.relay_addrs, vec![addr]);
+        assert_eq!(joined.relay, relay);
         assert!(!format!("{joined:?}").contains(&text[8..20]));
     }
 

@@ -7,19 +7,15 @@
 //! sessions, failed pushes or more open FDs than before; 1 on errors (relay not reachable: no
 //! device accepted; /metrics or /proc not readable); 2 bad command line.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use sync_lab::impair::parse_duration;
-use sync_lab::loadgen::{ChurnConfig, LoadConfig, RelayTarget, run_churn, run_load};
-use tokio::sync::mpsc;
-
-/// How long the relay child may take to start or stop.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+use sync_lab::loadgen::{ChurnConfig, LoadConfig, LoadTarget, run_churn, run_load};
+use sync_testkit::{RelayProcess, find_relay_bin};
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
@@ -143,134 +139,26 @@ pub(crate) struct Args {
     seed: Option<u64>,
 }
 
-/// The relay child of `--local`; stopped (SIGTERM, then SIGKILL) when dropped or stopped.
-struct LocalRelay {
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl LocalRelay {
-    async fn start(bin: &Path, max_sessions: u32) -> anyhow::Result<(LocalRelay, RelayTarget)> {
-        let dir = tempfile::Builder::new()
-            .prefix("sync-stress-load-")
-            .tempdir()
-            .context("cannot create a temporary directory")?;
-        let log = dir.path().join("relay.log");
-        let err = std::fs::File::create(&log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = Command::new(bin)
-            .arg("--data-dir")
-            .arg(dir.path().join("relay"))
-            .args(["--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"])
+/// Starts the relay of `--local` (loopback, free ports, a temporary data dir) and waits until
+/// it reports ready.
+async fn start_local_relay(
+    bin: Option<&std::path::Path>,
+    max_sessions: u32,
+) -> anyhow::Result<(RelayProcess, LoadTarget)> {
+    let bin = find_relay_bin(bin)?;
+    let relay = tokio::task::spawn_blocking(move || {
+        RelayProcess::builder()
+            .bin(bin)
             .args(["--max-sessions", &max_sessions.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(err))
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        if let Some(out) = child.stdout.take() {
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut relay = LocalRelay {
-            child: Some(child),
-            _dir: dir,
-        };
-        let lines = tokio::time::timeout(CHILD_TIMEOUT, async {
-            let (mut dial, mut health) = (None, None);
-            while let Some(line) = rx.recv().await {
-                if let Some(v) = line.strip_prefix("dial:") {
-                    dial.get_or_insert_with(|| v.trim().to_string());
-                }
-                if let Some(v) = line.strip_prefix("health:") {
-                    health = Some(v.trim().to_string());
-                }
-                if dial.is_some() && health.is_some() {
-                    break;
-                }
-            }
-            (dial, health)
-        })
-        .await;
-        let Ok((Some(dial), Some(health))) = lines else {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let last = tail.lines().last().unwrap_or("").to_string();
-            relay.stop().await;
-            bail!("the relay did not start (no dial/health line): {last}");
-        };
-        let http: SocketAddr = health
-            .trim_start_matches("http://")
-            .trim_end_matches("/health")
-            .parse()
-            .context("unexpected relay health line")?;
-        let target = RelayTarget::parse_dial(&dial, Some(http))?;
-        Ok((relay, target))
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        #[allow(clippy::cast_possible_wrap)]
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + CHILD_TIMEOUT;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        })
-        .await;
-    }
-}
-
-impl Drop for LocalRelay {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The relay binary: `explicit`, else `sync-relay` next to this executable, else on PATH.
-fn find_relay(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        if p.is_file() {
-            return Ok(p.to_path_buf());
-        }
-        bail!("relay binary {} not found", p.display());
-    }
-    let mut dirs: Vec<PathBuf> = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-        .into_iter()
-        .collect();
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter()
-        .map(|d| d.join("sync-relay"))
-        .find(|p| p.is_file())
-        .context(
-            "no sync-relay binary next to sync-stress or on PATH (build it with `cargo build -p sync-relay`, or pass --relay-bin)",
-        )
+            .start()
+    })
+    .await
+    .context("the relay start was cancelled")??;
+    let target = LoadTarget {
+        relay: relay.relay_addr(),
+        http: Some(relay.http_addr()),
+    };
+    Ok((relay, target))
 }
 
 /// Runs the load (and churn) and prints the JSON summary.
@@ -289,8 +177,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut local = None;
     let (target, relay_pid) = if args.local {
-        let bin = find_relay(args.relay_bin.as_deref())?;
-        let (relay, target) = LocalRelay::start(&bin, args.max_sessions).await?;
+        let (relay, target) =
+            start_local_relay(args.relay_bin.as_deref(), args.max_sessions).await?;
         let pid = relay.pid();
         local = Some(relay);
         (target, pid)
@@ -299,11 +187,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .relay
             .as_deref()
             .context("--relay or --local is required")?;
-        (RelayTarget::parse_dial(dial, args.http)?, args.relay_pid)
+        (LoadTarget::parse_dial(dial, args.http)?, args.relay_pid)
     };
     let outcome = run_with(&args, &target, relay_pid).await;
     if let Some(mut relay) = local {
-        relay.stop().await;
+        tokio::task::block_in_place(|| relay.stop());
     }
     let outcome = outcome?;
     println!("{}", outcome.summary);
@@ -338,18 +226,13 @@ fn ms(v: Option<f64>) -> String {
 
 async fn run_with(
     args: &Args,
-    target: &RelayTarget,
+    target: &LoadTarget,
     relay_pid: Option<u32>,
 ) -> anyhow::Result<Outcome> {
     let mut summary = serde_json::Map::new();
     let mut problems = Vec::new();
     let mut text = Vec::new();
-    let addrs = target
-        .addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let addrs = target.relay.addrs.join(", ");
     if args.clients > 0 {
         let config = LoadConfig {
             clients: args.clients,

@@ -25,7 +25,7 @@
 //! expected (groups of one) for the load; no device connected for the churn.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,7 +37,7 @@ use sync_client::{
     StoreLocation, StreamExt, SyncClient, SyncEvent,
 };
 use sync_core::ConnectionStatus;
-use sync_crypto::{GroupDescriptor, GroupSecret};
+use sync_types::RelayAddr;
 use tokio::sync::watch;
 
 use crate::soak::{fetch_metrics, parse_metric, read_fd_count};
@@ -67,44 +67,28 @@ pub enum LoadError {
     Proc(u32),
 }
 
-/// Where the relay is.
+/// The relay a load runs against: where devices reach it, and its HTTP address for
+/// `/metrics` when reachable (sessions gauge and refusal counters are read there).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayTarget {
-    /// The relay's endpoint id.
-    pub relay_id: [u8; 32],
-    /// Its direct UDP addresses.
-    pub addrs: Vec<SocketAddr>,
-    /// Its HTTP address (for `/metrics`), if reachable.
+pub struct LoadTarget {
+    /// The relay.
+    pub relay: RelayAddr,
+    /// Its HTTP address, if reachable.
     pub http: Option<SocketAddr>,
 }
 
-impl RelayTarget {
-    /// Parses `HEXID@IP:PORT` (the relay binary's `dial:` line).
+impl LoadTarget {
+    /// Parses the relay's dial string `ID@IP:PORT[,IP:PORT…]` (host names are not resolved).
     pub fn parse_dial(dial: &str, http: Option<SocketAddr>) -> Result<Self, LoadError> {
-        let (id, addr) = dial
-            .trim()
-            .split_once('@')
-            .ok_or_else(|| LoadError::Invalid(format!("expected HEXID@IP:PORT, got {dial:?}")))?;
-        let id: iroh::EndpointId = id
+        let relay: RelayAddr = dial
             .parse()
-            .map_err(|_| LoadError::Invalid(format!("not a relay id: {id:?}")))?;
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|_| LoadError::Invalid(format!("not an IP:PORT: {addr:?}")))?;
-        Ok(Self {
-            relay_id: *id.as_bytes(),
-            addrs: vec![addr],
-            http,
-        })
-    }
-
-    fn bind_addr(&self) -> SocketAddr {
-        match self.addrs.first().map(SocketAddr::ip) {
-            Some(IpAddr::V4(ip)) if ip.is_loopback() => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            Some(IpAddr::V6(ip)) if ip.is_loopback() => SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
-            Some(IpAddr::V6(_)) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-            _ => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            .map_err(|e| LoadError::Invalid(format!("relay {dial:?}: {e}")))?;
+        if relay.socket_addrs().len() != relay.addrs.len() {
+            return Err(LoadError::Invalid(format!(
+                "relay {dial:?}: addresses must be IP:PORT"
+            )));
         }
+        Ok(Self { relay, http })
     }
 
     async fn metric(&self, name: &str) -> Option<f64> {
@@ -338,14 +322,15 @@ fn options(connect_timeout: Duration) -> ClientOptions {
 }
 
 async fn connect(
-    target: &RelayTarget,
+    target: &LoadTarget,
     group: &GroupMaterial,
     name: String,
     connect_timeout: Duration,
 ) -> Result<SyncClient, LoadError> {
-    let transport = Arc::new(IrohTransport::new(
-        IrohConfig::new(target.relay_id, target.addrs.clone()).with_bind_addr(target.bind_addr()),
-    ));
+    let transport = Arc::new(IrohTransport::new(IrohConfig::new(
+        target.relay.id,
+        target.relay.socket_addrs(),
+    )));
     let cfg = ClientConfig::new(
         StoreLocation::InMemory,
         transport,
@@ -359,10 +344,7 @@ async fn connect(
 }
 
 fn material(rng: &mut ChaCha20Rng) -> GroupMaterial {
-    GroupMaterial {
-        descriptor: GroupDescriptor::Random,
-        secret: GroupSecret::random(rng),
-    }
+    GroupMaterial::random(rng)
 }
 
 /// `sender:seq:unix_ns:` then padding.
@@ -451,7 +433,7 @@ async fn receive(
 }
 
 /// Runs the load described by `config` against `target`; see the module documentation.
-pub async fn run_load(target: &RelayTarget, config: &LoadConfig) -> Result<LoadReport, LoadError> {
+pub async fn run_load(target: &LoadTarget, config: &LoadConfig) -> Result<LoadReport, LoadError> {
     config.validate()?;
     let started = Instant::now();
     let mut rng = ChaCha20Rng::seed_from_u64(config.seed.unwrap_or_else(clock_seed));
@@ -633,7 +615,7 @@ pub async fn run_load(target: &RelayTarget, config: &LoadConfig) -> Result<LoadR
 
 /// Reads the session gauge until it is back to `baseline` or `timeout` passes; returns the last
 /// value read.
-async fn settle_sessions(target: &RelayTarget, baseline: u64, timeout: Duration) -> Option<u64> {
+async fn settle_sessions(target: &LoadTarget, baseline: u64, timeout: Duration) -> Option<u64> {
     let deadline = Instant::now() + timeout;
     // The gauge lives in another process (or task): poll it, bounded in time.
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -809,7 +791,7 @@ async fn settle_fds(pid: u32, baseline: u64, slack: u64, timeout: Duration) -> (
 
 /// Runs connection churn against `target` (needs its `/metrics`); see the module documentation.
 pub async fn run_churn(
-    target: &RelayTarget,
+    target: &LoadTarget,
     config: &ChurnConfig,
 ) -> Result<ChurnReport, LoadError> {
     if !(1..=5000).contains(&config.connections)
@@ -1049,10 +1031,14 @@ mod tests {
     #[test]
     fn dial_lines_parse() {
         let id = iroh::SecretKey::from_bytes(&[7; 32]).public();
-        let t = RelayTarget::parse_dial(&format!("{id}@127.0.0.1:7440"), None).unwrap();
-        assert_eq!(t.relay_id, *id.as_bytes());
-        assert_eq!(t.addrs, vec!["127.0.0.1:7440".parse().unwrap()]);
-        assert!(RelayTarget::parse_dial("nope", None).is_err());
-        assert!(RelayTarget::parse_dial("zz@127.0.0.1:1", None).is_err());
+        let t = LoadTarget::parse_dial(&format!("{id}@127.0.0.1:7440"), None).unwrap();
+        assert_eq!(t.relay.id.as_bytes(), id.as_bytes());
+        assert_eq!(
+            t.relay.socket_addrs(),
+            vec!["127.0.0.1:7440".parse().unwrap()]
+        );
+        assert!(LoadTarget::parse_dial("nope", None).is_err());
+        assert!(LoadTarget::parse_dial(&format!("{id}@relay.example:1"), None).is_err());
+        assert!(LoadTarget::parse_dial("zz@127.0.0.1:1", None).is_err());
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sync_lab::device::{self, Incoming};
 use sync_lab::protocol::{self, Kind};
-use sync_types::Cursor;
+use sync_types::{Cursor, bind_addr_for};
 use tokio::sync::mpsc;
 
 /// Environment variable that can carry the invite (keeps it out of the process list).
@@ -96,7 +96,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let bind = args
         .bind
-        .unwrap_or_else(|| device::bind_for(&joined.relay_addrs));
+        .unwrap_or_else(|| bind_addr_for(&joined.relay.socket_addrs()));
     // Watch the signals before connecting so a stop during the connect is not lost.
     let stop = stop_signal();
     tokio::pin!(stop);
@@ -122,7 +122,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!(
         device = %me.short(),
         group = %status.group_id.short(),
-        relays = ?joined.relay_addrs,
+        relays = ?joined.relay.addrs,
         connection = ?status.connection,
         history_end = %history_end,
         "responder started"

@@ -3,55 +3,29 @@
 //! wait is on a process exit with a timeout as a guard.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sync_testkit::{relay_bin, run_bounded};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
 const GUARD: Duration = Duration::from_secs(300);
 
-#[path = "../../../testsupport/relay_bin.rs"]
-mod relay_bin;
-
-/// The `sync-relay` binary next to `sync-stress` (same target dir and profile), rebuilt only
-/// when stale.
-fn relay_bin() -> PathBuf {
-    relay_bin::relay_bin_next_to(Path::new(BIN))
-}
-
 /// Runs `sync-stress` with `args` to completion (bounded by the guard).
 fn run(args: &[&str]) -> Output {
-    let relay = relay_bin();
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .arg("--relay-bin")
-        .arg(&relay)
+        .arg(relay_bin())
         .env("RUST_LOG", "warn");
     guarded(cmd)
 }
 
 /// Runs `cmd` to completion, killing it and failing the test after [`GUARD`].
 fn guarded(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sync-stress");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(GUARD) {
-        Ok(out) => out.expect("wait for sync-stress"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("sync-stress did not finish within {GUARD:?}");
-        }
-    }
+    run_bounded(&mut cmd, GUARD)
 }
 
 fn events(dir: &Path) -> Vec<Value> {

@@ -20,32 +20,15 @@ use std::time::{Duration, Instant};
 
 use iroh::endpoint::{Connection, NetReportConfig, PortmapperConfig, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 use sync_client::{
     Blob, ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
     StoreLocation, StreamExt, SyncClient, SyncEvent,
 };
 use sync_core::ConnectionStatus;
-use sync_crypto::{GroupDescriptor, GroupSecret};
 use sync_lab::impair::{DirectionConfig, ImpairConfig, Proxy, ProxyHandle};
 use sync_relay::{RelayConfig, RelayHandle};
-
-const GUARD: Duration = Duration::from_secs(120);
-
-async fn guard<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(GUARD, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out (guard) waiting for {what}"),
-    }
-}
-
-fn material(seed: u64) -> GroupMaterial {
-    GroupMaterial {
-        descriptor: GroupDescriptor::Random,
-        secret: GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(seed)),
-    }
-}
+use sync_testkit::{GUARD, guard};
+use sync_types::RelayId;
 
 fn options() -> ClientOptions {
     let mut o = ClientOptions::for_tests();
@@ -76,7 +59,7 @@ async fn client(
     g: &GroupMaterial,
 ) -> SyncClient {
     let transport = Arc::new(IrohTransport::new(
-        IrohConfig::new(relay_id, vec![addr]).with_bind_addr(bind),
+        IrohConfig::new(RelayId::from_bytes(relay_id), vec![addr]).with_bind_addr(bind),
     ));
     let cfg = ClientConfig::new(
         StoreLocation::InMemory,
@@ -103,7 +86,7 @@ async fn setup(
     )
     .await
     .unwrap();
-    let g = material(seed);
+    let g = sync_testkit::devices::group(seed);
     let behind = client(
         relay.relay_id(),
         proxy.local_addr(),

@@ -4,48 +4,21 @@
 //! the relay's own session gauge).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use sync_lab::loadgen::{ChurnConfig, LoadConfig, RelayTarget, run_churn, run_load};
+use sync_lab::loadgen::{ChurnConfig, LoadConfig, LoadTarget, run_churn, run_load};
 use sync_relay::{RelayConfig, RelayHandle};
-use sync_types::ErrorCode;
+use sync_testkit::{relay_bin, run_bounded};
+use sync_types::{ErrorCode, RelayAddr, RelayId};
 
 const GUARD: Duration = Duration::from_secs(240);
 const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
 
-#[path = "../../../testsupport/relay_bin.rs"]
-mod relay_bin;
-
-/// The `sync-relay` binary next to `sync-stress` (same target dir and profile), rebuilt only
-/// when stale.
-fn relay_bin() -> PathBuf {
-    relay_bin::relay_bin_next_to(Path::new(BIN))
-}
-
 /// Runs `sync-stress` with `args` to completion (killed if it outlives the guard).
 fn run_bin(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sync-stress");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(GUARD) {
-        Ok(out) => out.expect("wait for sync-stress"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("sync-stress did not finish within {GUARD:?}");
-        }
-    }
+    run_bounded(Command::new(BIN).args(args).env("RUST_LOG", "warn"), GUARD)
 }
 
 async fn start_relay(dir: &Path, max_sessions: u32) -> RelayHandle {
@@ -54,10 +27,9 @@ async fn start_relay(dir: &Path, max_sessions: u32) -> RelayHandle {
     sync_relay::start(config).await.expect("relay starts")
 }
 
-fn target(relay: &RelayHandle) -> RelayTarget {
-    RelayTarget {
-        relay_id: relay.relay_id(),
-        addrs: relay.direct_addrs(),
+fn target(relay: &RelayHandle) -> LoadTarget {
+    LoadTarget {
+        relay: RelayAddr::new(RelayId::from_bytes(relay.relay_id()), &relay.direct_addrs()),
         http: Some(relay.http_addr()),
     }
 }

@@ -12,18 +12,10 @@ use std::time::Duration;
 use sync_client::{StreamExt, SyncClient, SyncEvent};
 use sync_lab::device;
 use sync_relay::RelayConfig;
-use sync_types::DeviceId;
+use sync_testkit::{ChildProcess, GUARD, guard};
+use sync_types::{DeviceId, RelayAddr, RelayId};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
-const GUARD: Duration = Duration::from_secs(120);
-
-async fn guard<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(GUARD, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out (guard) waiting for {what}"),
-    }
-}
-
 /// Pulls until `n` blobs from other devices arrived (waiting on events between pulls).
 async fn pull_n(client: &SyncClient, n: usize) -> Vec<(DeviceId, Vec<u8>)> {
     let mut events = client.subscribe();
@@ -53,8 +45,7 @@ async fn responder_answers_each_kind_and_nothing_else() {
         .unwrap();
     let addrs: Vec<SocketAddr> = relay.direct_addrs();
     let invite = device::new_group_invite(
-        *relay.endpoint_id().as_bytes(),
-        &addrs,
+        &RelayAddr::new(RelayId::from_bytes(relay.relay_id()), &addrs),
         Duration::from_secs(600),
     )
     .unwrap();
@@ -92,6 +83,8 @@ async fn responder_answers_each_kind_and_nothing_else() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    // Killed whatever happens below; stopped with SIGTERM at the end.
+    let mut child = ChildProcess::new("responder", child);
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
@@ -138,15 +131,10 @@ async fn responder_answers_each_kind_and_nothing_else() {
     assert!(got.iter().all(|(s, _)| *s == responder_id));
 
     // SIGTERM: exit 0.
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = guard(
-        "the responder's exit",
-        tokio::task::spawn_blocking(move || child.wait().unwrap()),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status.code(), Some(0));
+    let outcome = tokio::task::spawn_blocking(move || child.stop(GUARD))
+        .await
+        .unwrap();
+    assert!(outcome.is_clean(), "responder: {outcome}");
 
     let log = std::fs::read_to_string(&err_log).unwrap();
     assert!(log.contains("responder started"), "{log}");

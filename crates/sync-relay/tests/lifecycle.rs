@@ -3,11 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read as _};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use common::*;
+use sync_testkit::{ChildProcess, RelayProcess};
 use sync_types::{Bye, Cursor, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -227,47 +228,17 @@ fn a_startup_failure_is_one_readable_line_and_exit_code_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_sessions_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(BIN)
-        .args(["--data-dir", dir.path().to_str().expect("path")])
-        .args(["--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"])
+    let mut process = RelayProcess::builder()
+        .data_dir(dir.path())
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sync-relay");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let logs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    // The relay prints `dial: <id>@<addr>`; wait for that line (the event), not a delay.
-    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut printed = Vec::new();
-    let dial = loop {
-        let line = guard("the dial line", lines_rx.recv())
-            .await
-            .expect("relay printed its address");
-        printed.push(line.clone());
-        if let Some(rest) = line.strip_prefix("dial:") {
-            break rest.trim().to_string();
-        }
-    };
-    assert!(
-        printed.iter().any(|l| l.starts_with("relay id:")),
-        "{printed:?}"
-    );
-    let (id, addr) = dial.split_once('@').expect("id@addr");
-    let id: iroh::EndpointId = id.parse().expect("endpoint id");
-    let addr: SocketAddr = addr.parse().expect("socket addr");
+        .start()
+        .expect("relay starts");
+    let ready = process.ready().clone();
+    assert_eq!(ready.data_dir, dir.path());
+    assert_eq!(ready.version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(Some(ready.pid), process.pid());
+    let id = iroh::EndpointId::from_bytes(ready.relay_id.as_bytes()).expect("endpoint id");
+    let addr = ready.addrs[0];
 
     let mut c = Client::connect_to(id, addr).await;
     assert!(matches!(c.hello(&keys(1)).await, Message::Welcome(_)));
@@ -277,23 +248,20 @@ async fn sigterm_drains_sessions_and_exits_zero() {
         Message::PushAck(_)
     ));
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    // SIGTERM: the session is drained with Bye, then the process exits 0.
+    let stopping = tokio::task::spawn_blocking(move || {
+        let outcome = process.stop();
+        (process, outcome)
+    });
     let rest = c.rx.until_end().await;
     assert!(
         matches!(rest.as_slice(), [Message::Bye(_)]),
         "drained with Bye: {rest:?}"
     );
     c.close().await;
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert_eq!(exit.code(), Some(0), "clean exit after SIGTERM");
-    let logs = logs.join().expect("logs");
+    let (process, outcome) = guard("the relay to exit", stopping).await.expect("join");
+    assert!(outcome.is_clean(), "clean exit after SIGTERM: {outcome}");
+    let logs = std::fs::read_to_string(process.log_path()).expect("relay log");
     assert!(logs.contains("session_open"), "audit log: {logs}");
     assert!(logs.contains("relay stopped"), "{logs}");
     assert!(!logs.contains("PAYLOAD-MUST-NOT-BE-LOGGED"));
@@ -316,4 +284,66 @@ async fn sigterm_drains_sessions_and_exits_zero() {
     }
     c.close().await;
     relay.handle.shutdown().await.expect("shutdown");
+}
+
+/// Without `--ready-json` the relay prints a banner for people: its id, addresses, one `dial:`
+/// line per address and the health URL, agreeing with what it reports to scripts.
+#[test]
+fn the_text_banner_names_the_same_relay_as_the_readiness_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = RelayProcess::builder()
+        .data_dir(dir.path())
+        .start()
+        .expect("relay starts");
+    let ready = first.ready().clone();
+    assert!(first.stop().is_clean());
+
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", dir.path().to_str().expect("path")])
+        .args(["--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sync-relay");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut process = ChildProcess::new("sync-relay", child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    while !banner.iter().any(|l: &String| l.starts_with("data dir:")) {
+        banner.push(rx.recv_timeout(GUARD).expect("a banner line"));
+    }
+    assert!(process.stop(GUARD).is_clean());
+    let field = |name: &str| -> Vec<String> {
+        banner
+            .iter()
+            .filter_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .collect()
+    };
+    assert_eq!(
+        field("relay id:"),
+        [ready.relay_id.to_string()],
+        "{banner:?}"
+    );
+    let dial = field("dial:");
+    assert_eq!(dial.len(), 1, "one dial line per address: {banner:?}");
+    let (id, addr) = dial[0].split_once('@').expect("ID@ADDR");
+    assert_eq!(id, ready.relay_id.to_string());
+    assert!(
+        addr.parse::<SocketAddr>()
+            .expect("ip:port")
+            .ip()
+            .is_loopback()
+    );
+    assert!(
+        field("health:")[0].starts_with("http://127.0.0.1:"),
+        "{banner:?}"
+    );
+    assert_eq!(field("data dir:"), [dir.path().display().to_string()]);
 }

@@ -7,100 +7,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-use sync_client::{
-    ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
-    StoreLocation, StreamExt, SyncClient, SyncEvent,
-};
-use sync_crypto::{GroupDescriptor, GroupSecret};
+use sync_client::{StoreLocation, StreamExt, SyncEvent};
+use sync_testkit::devices::{self, pull_until};
+use sync_testkit::{GUARD, RelayProcess, guard};
 use sync_types::{BlobId, Cursor};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sync-relay");
-const GUARD: Duration = Duration::from_secs(300);
 const BURST: usize = 5_000;
 
-async fn guard<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(GUARD, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out (guard) waiting for {what}"),
-    }
-}
-
-/// Starts the relay binary and waits for its `dial: ID@ADDR` line.
-async fn spawn_relay(data_dir: &Path, bind: SocketAddr) -> (Child, [u8; 32], SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["--data-dir", data_dir.to_str().unwrap()])
-        .args(["--bind", &bind.to_string(), "--http-bind", "127.0.0.1:0"])
-        // Pushes are the thing under test here, not the rate limiter.
+/// The relay binary with its push rate limits off: pushes are the thing under test here.
+fn start_relay() -> RelayProcess {
+    RelayProcess::builder()
         .args(["--session-push-rate", "0", "--global-push-rate", "0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sync-relay");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let dial = loop {
-        let line = guard("the dial line", rx.recv())
-            .await
-            .expect("relay printed its address");
-        if let Some(rest) = line.strip_prefix("dial:") {
-            break rest.trim().to_string();
-        }
-    };
-    let (id, addr) = dial.split_once('@').unwrap();
-    let id: iroh::EndpointId = id.parse().unwrap();
-    (child, *id.as_bytes(), addr.parse().unwrap())
-}
-
-async fn client(
-    relay_id: [u8; 32],
-    addr: SocketAddr,
-    group: &GroupMaterial,
-    dir: &Path,
-) -> SyncClient {
-    let transport = Arc::new(IrohTransport::new(
-        IrohConfig::new(relay_id, vec![addr]).with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0))),
-    ));
-    let config = ClientConfig::new(
-        StoreLocation::Dir(dir.to_path_buf()),
-        transport,
-        GroupChoice::Use(group.clone()),
-    )
-    .with_options(ClientOptions::for_tests());
-    guard("connect", SyncClient::connect(config)).await.unwrap()
+        .start()
+        .expect("relay starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_burst_keeps_every_acked_push_once_and_lands_the_rest_once() {
-    let data = tempfile::tempdir().unwrap();
-    let devices = tempfile::tempdir().unwrap();
-    // A fixed port for both runs, so the device dials the restarted relay where it dialed before.
-    let bind = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let (mut relay, relay_id, addr) = spawn_relay(data.path(), bind).await;
-    let group = GroupMaterial {
-        descriptor: GroupDescriptor::Random,
-        secret: GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(7)),
-    };
-    let a = client(relay_id, addr, &group, &devices.path().join("a")).await;
+    let stores = tempfile::tempdir().unwrap();
+    let mut relay = start_relay();
+    let dial = relay.relay_addr();
+    let group = devices::group(7);
+    let a = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("a"))).await;
     let mut events = a.subscribe();
 
     let pusher = a.clone();
@@ -126,8 +55,7 @@ async fn sigkill_mid_burst_keeps_every_acked_push_once_and_lands_the_rest_once()
         }
     })
     .await;
-    relay.kill().expect("SIGKILL the relay");
-    relay.wait().expect("reap");
+    relay.kill();
     // Acks already on the way before the kill still count: drain events until the disconnect.
     guard("the disconnect", async {
         loop {
@@ -151,24 +79,18 @@ async fn sigkill_mid_burst_keeps_every_acked_push_once_and_lands_the_rest_once()
         "every push is either acked or still queued"
     );
 
-    let (mut relay, restarted_id, _) = spawn_relay(data.path(), bind).await;
-    assert_eq!(restarted_id, relay_id, "identity survives the kill");
+    // Same data dir and address, so the device dials the restarted relay where it dialed before.
+    relay.restart().expect("relay restarts");
+    assert_eq!(
+        relay.relay_addr(),
+        dial,
+        "identity and address survive the kill"
+    );
     guard("flush after restart", a.flush(GUARD)).await.unwrap();
 
     // A second device pulls the whole group.
-    let b = client(relay_id, addr, &group, &devices.path().join("b")).await;
-    let mut got = Vec::new();
-    let mut b_events = b.subscribe();
-    got.extend(b.pull().await.unwrap());
-    while got.len() < BURST {
-        let e = guard("blobs on b", b_events.next()).await.unwrap();
-        if matches!(
-            e,
-            SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }
-        ) {
-            got.extend(b.pull().await.unwrap());
-        }
-    }
+    let b = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("b"))).await;
+    let got = pull_until(&b, BURST).await;
     assert_eq!(got.len(), BURST, "nothing pulled twice");
     let ids: HashSet<BlobId> = got.iter().map(|b| b.blob_id).collect();
     assert_eq!(ids.len(), BURST, "no duplicates");
@@ -200,6 +122,5 @@ async fn sigkill_mid_burst_keeps_every_acked_push_once_and_lands_the_rest_once()
 
     a.close().await;
     b.close().await;
-    relay.kill().ok();
-    relay.wait().ok();
+    assert!(relay.stop().is_clean(), "the restarted relay stops cleanly");
 }

@@ -10,14 +10,16 @@
 )]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use sync_testkit::RelayProcess;
 
 /// Longest any single CLI command may take in a test.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -28,34 +30,11 @@ pub fn cli_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sync-cli"))
 }
 
-#[path = "../../../../testsupport/relay_bin.rs"]
-mod relay_bin;
-
-/// `sync-relay` next to `sync-cli` (same target dir and profile), rebuilt only when stale.
-pub fn relay_bin() -> PathBuf {
-    relay_bin::relay_bin_next_to(&cli_bin())
-}
-
-fn kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status();
-}
-
 /// Waits for a child to exit, at most `timeout` (then SIGKILL and panic).
 pub fn wait_exit(child: Child, timeout: Duration) -> Output {
     let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            kill(pid, "-KILL");
-            panic!("process {pid} did not exit within {timeout:?}");
-        }
-    }
+    sync_testkit::wait_exit(child, timeout)
+        .unwrap_or_else(|| panic!("process {pid} did not exit within {timeout:?}"))
 }
 
 /// A device: a data directory driven through the real `sync-cli`.
@@ -166,117 +145,59 @@ pub fn blobs_data(v: &serde_json::Value) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A `sync-relay` process on 127.0.0.1.
+/// A `sync-relay` process on 127.0.0.1 (the test kit's [`RelayProcess`]), with the strings the
+/// CLI is given.
 pub struct Relay {
-    child: Option<Child>,
-    pub data_dir: PathBuf,
-    pub port: u16,
-    /// `ENDPOINT_ID@127.0.0.1:PORT` from its `dial:` line.
+    process: RelayProcess,
+    /// `ENDPOINT_ID@127.0.0.1:PORT`.
     pub dial: String,
+    /// The relay id (hex).
     pub id: String,
     /// `http://127.0.0.1:PORT` of its HTTP server.
     pub http: String,
+    /// Its UDP port.
+    pub port: u16,
 }
 
 impl Relay {
-    /// Starts a relay on `port` (0 = any) with its data in `data_dir`; returns once it printed
-    /// its addresses.
+    /// Starts a relay on `port` (0 = any) with its data in `data_dir`; returns once it reported
+    /// ready.
     pub fn start(data_dir: &Path, port: u16) -> Relay {
         Relay::start_with(data_dir, port, &[])
     }
 
     /// [`Relay::start`] with extra `sync-relay` flags.
     pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> Relay {
-        let mut child = Command::new(relay_bin())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--http-bind",
-                "127.0.0.1:0",
-            ])
+        let process = RelayProcess::builder()
+            .data_dir(data_dir)
+            .bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sync-relay");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx): (Sender<String>, Receiver<String>) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        let (mut dial, mut http) = (None, None);
-        while dial.is_none() || http.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(d) = line.strip_prefix("dial:") {
-                        dial.get_or_insert_with(|| d.trim().to_string());
-                    } else if let Some(h) = line.strip_prefix("health:") {
-                        http = Some(h.trim().trim_end_matches("/health").to_string());
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = child.kill();
-                    panic!("relay did not print its addresses within {WAIT:?}");
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = child.wait();
-                    panic!("relay exited before printing its addresses: {status:?}");
-                }
-            }
-        }
-        let dial = dial.expect("dial");
-        let (id, addr) = dial.split_once('@').expect("dial line");
-        let port = addr
-            .rsplit_once(':')
-            .expect("port")
-            .1
-            .parse()
-            .expect("port");
+            .start()
+            .expect("relay starts");
+        Relay::from_process(process)
+    }
+
+    fn from_process(process: RelayProcess) -> Relay {
         Relay {
-            id: id.to_string(),
-            child: Some(child),
-            data_dir: data_dir.to_path_buf(),
-            port,
-            http: http.expect("http"),
-            dial,
+            dial: process.relay_addr().to_string(),
+            id: process.id().to_string(),
+            http: process.http_url(),
+            port: process.addrs()[0].port(),
+            process,
         }
     }
 
     /// SIGTERM, and wait (bounded) for a clean exit.
     pub fn stop(&mut self) {
-        if let Some(child) = self.child.take() {
-            kill(child.id(), "-TERM");
-            let out = wait_exit(child, WAIT);
-            assert!(out.status.success(), "relay exit: {:?}", out.status);
-        }
+        let outcome = self.process.stop();
+        assert!(outcome.is_clean(), "relay: {outcome}");
     }
 
     /// Starts it again on the same port and data dir (same identity).
     pub fn restart(&mut self) {
-        self.stop();
-        let again = Relay::start(&self.data_dir.clone(), self.port);
-        assert_eq!(again.dial, self.dial, "same identity and address");
-        *self = again;
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.restart().expect("relay restarts");
+        let dial = self.process.relay_addr().to_string();
+        assert_eq!(dial, self.dial, "same identity and address");
     }
 }
 

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use sync_crypto::{HelloChallenge, HelloSignature, verify_hello};
 use sync_types::{
     BlobId, Cursor, DeviceId, ErrorCode, FrameCodec, GroupId, Limits, Message, Notify, Payload,
-    Pong, PullEntry, PullResponse, PushAck, Welcome, WireError,
+    Pong, PullEntry, PullResponse, PushAck, RelayId, Welcome, WireError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -51,7 +51,7 @@ struct State {
 pub(crate) struct FakeRelay {
     state: Arc<Mutex<State>>,
     byes: Arc<tokio::sync::watch::Sender<usize>>,
-    relay_id: [u8; 32],
+    relay_id: RelayId,
 }
 
 impl FakeRelay {
@@ -63,7 +63,7 @@ impl FakeRelay {
                 limits: Limits::DEFAULT,
                 ..State::default()
             })),
-            relay_id: [0xAB; 32],
+            relay_id: RelayId::from_bytes([0xAB; 32]),
             byes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
@@ -194,7 +194,8 @@ impl FakeRelay {
             let Some(msg) = msg else { break };
             if !hello_done {
                 let Message::Hello(h) = msg else { break };
-                let challenge = HelloChallenge::new(&binding, &self.relay_id, &device, &h.group_id);
+                let challenge =
+                    HelloChallenge::new(&binding, self.relay_id.as_bytes(), &device, &h.group_id);
                 let refusal = self.with(|s| {
                     s.hellos
                         .push((device, h.last_cursor, h.device_name.clone()));
@@ -219,7 +220,7 @@ impl FakeRelay {
                     s.sessions.push((id, device, tx.clone()));
                     Welcome {
                         request_id: h.request_id,
-                        relay_id: self.relay_id,
+                        relay_id: *self.relay_id.as_bytes(),
                         max_cursor: max_cursor(s),
                         limits: s.limits,
                     }
