@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 use sync_types::Cursor;
 
+#[cfg(doc)]
+use super::{Connection, ConnectionEvent};
+
 /// What the connection looks like to the app; published with [`Action::EmitStatus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use sync_types::Cursor;
 
+#[cfg(doc)]
+use super::Connection;
 use super::state::StateKind;
 
 /// An input to the state machine.

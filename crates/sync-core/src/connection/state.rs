@@ -5,6 +5,9 @@ use std::time::Instant;
 
 use sync_types::Cursor;
 
+#[cfg(doc)]
+use super::Connection;
+
 /// Where the connection is. Read it with [`Connection::state`]; only events change it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionState {
