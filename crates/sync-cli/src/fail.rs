@@ -214,7 +214,6 @@ pub(crate) fn from_invite(e: InviteError) -> Failure {
             Kind::InviteGone,
             "this invite has expired; ask for a fresh one (`sync-cli invite` on a device of the group)",
         ),
-        InviteError::AlreadyUsed => Failure::new(Kind::InviteGone, "this invite was already used"),
         InviteError::PassphraseRequired => Failure::new(
             Kind::BadInput,
             "this group is protected by a passphrase: add --passphrase",

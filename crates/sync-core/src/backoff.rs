@@ -20,7 +20,7 @@ pub struct BackoffConfig {
 }
 
 impl BackoffConfig {
-    /// 1 s base, 30 s cap, 0–5 s jitter (SPEC §6).
+    /// 1 s base, 30 s cap, 0–5 s jitter.
     pub const DEFAULT: BackoffConfig = BackoffConfig {
         base: Duration::from_secs(1),
         cap: Duration::from_secs(30),

@@ -4,8 +4,8 @@
 //! cursor `1..=resume` was either pulled or is one of its own acknowledged pushes. Cursors seen
 //! above that point (out-of-order pulls, own pushes acked while other devices' earlier blobs are
 //! still unpulled) are remembered as ranges, so a gap is visible and the resume cursor never
-//! skips a blob another device pushed earlier (SPEC §10). Memory is bounded: ranges, not
-//! individual cursors, and at most a fixed number of them.
+//! skips a blob another device pushed earlier. Memory is bounded: ranges, not individual
+//! cursors, and at most a fixed number of them.
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -87,6 +87,21 @@ impl RangeSet {
             new_end = new_end.max(e);
         }
         self.ranges.insert(new_start, new_end);
+    }
+
+    /// Inserts `[start, end]`, refusing (and changing nothing) if that needs a new range while
+    /// `max_ranges` are already held.
+    fn insert_within(
+        &mut self,
+        start: u64,
+        end: u64,
+        max_ranges: usize,
+    ) -> Result<(), CursorError> {
+        if !self.touches(start, end) && self.len() >= max_ranges {
+            return Err(CursorError::TooManyGaps { max_ranges });
+        }
+        self.insert(start, end);
+        Ok(())
     }
 
     /// Drops every value `<= x`.
@@ -207,12 +222,7 @@ impl CursorTracker {
         if self.has(c) {
             return Ok(Recorded::Duplicate);
         }
-        if !self.own.touches(c, c) && self.own.len() >= self.max_ranges {
-            return Err(CursorError::TooManyGaps {
-                max_ranges: self.max_ranges,
-            });
-        }
-        self.own.insert(c, c);
+        self.own.insert_within(c, c, self.max_ranges)?;
         self.advance();
         Ok(Recorded::New)
     }
@@ -223,14 +233,8 @@ impl CursorTracker {
         self.own.contains(cursor.get())
     }
 
-    /// Whether any cursor between the resume cursor and [`highest_seen`](Self::highest_seen)
-    /// is missing.
-    pub fn has_gaps(&self) -> bool {
-        self.pulled.len() > 0 || self.own.len() > 0
-    }
-
     /// The missing cursors as inclusive ranges, in order.
-    pub fn missing_ranges(&self) -> Vec<RangeInclusive<Cursor>> {
+    fn missing_ranges(&self) -> Vec<RangeInclusive<Cursor>> {
         let mut covered: Vec<(u64, u64)> = self.pulled.iter().chain(self.own.iter()).collect();
         covered.sort_unstable();
         let mut gaps = Vec::new();
@@ -257,8 +261,8 @@ impl CursorTracker {
             .fold(0u64, u64::saturating_add)
     }
 
-    /// The first [`MAX_MISSING_LISTED`] missing cursors, in order (use
-    /// [`missing_ranges`](Self::missing_ranges) for the full picture).
+    /// The first [`MAX_MISSING_LISTED`] missing cursors, in order (see
+    /// [`missing_count`](Self::missing_count) for how many there are in all).
     pub fn missing(&self) -> Vec<Cursor> {
         let mut out = Vec::new();
         for range in self.missing_ranges() {
@@ -277,12 +281,7 @@ impl CursorTracker {
     }
 
     fn insert_pulled(&mut self, start: u64, end: u64) -> Result<(), CursorError> {
-        if !self.pulled.touches(start, end) && self.pulled.len() >= self.max_ranges {
-            return Err(CursorError::TooManyGaps {
-                max_ranges: self.max_ranges,
-            });
-        }
-        self.pulled.insert(start, end);
+        self.pulled.insert_within(start, end, self.max_ranges)?;
         self.advance();
         Ok(())
     }
@@ -315,12 +314,21 @@ mod tests {
         Cursor::new(v)
     }
 
+    /// A fresh tracker that pulled `cursors`, in this order.
+    fn pulled(cursors: &[u64]) -> CursorTracker {
+        let mut t = CursorTracker::new();
+        for &v in cursors {
+            t.received(c(v)).expect("ok");
+        }
+        t
+    }
+
     #[test]
     fn starts_at_zero_without_gaps() {
         let t = CursorTracker::new();
         assert_eq!(t.resume_cursor(), Cursor::ZERO);
         assert_eq!(t.highest_seen(), Cursor::ZERO);
-        assert!(!t.has_gaps());
+        assert_eq!(t.missing_count(), 0);
         assert!(t.missing().is_empty());
     }
 
@@ -331,16 +339,13 @@ mod tests {
             assert_eq!(t.received(c(v)), Ok(Recorded::New));
         }
         assert_eq!(t.resume_cursor(), c(5));
-        assert!(!t.has_gaps());
+        assert_eq!(t.missing_count(), 0);
     }
 
     #[test]
-    fn detects_gaps_like_the_seed() {
-        let mut t = CursorTracker::new();
-        t.received(c(1)).expect("ok");
-        t.received(c(2)).expect("ok");
-        t.received(c(5)).expect("ok");
-        assert!(t.has_gaps());
+    fn detects_gaps() {
+        let t = pulled(&[1, 2, 5]);
+        assert!(t.missing_count() > 0);
         assert_eq!(t.missing(), vec![c(3), c(4)]);
         assert_eq!(t.resume_cursor(), c(2));
         assert_eq!(t.highest_seen(), c(5));
@@ -348,10 +353,7 @@ mod tests {
 
     #[test]
     fn out_of_order_pulls_fill_gaps() {
-        let mut t = CursorTracker::new();
-        t.received(c(5)).expect("ok");
-        t.received(c(3)).expect("ok");
-        t.received(c(7)).expect("ok");
+        let mut t = pulled(&[5, 3, 7]);
         assert_eq!(t.highest_seen(), c(7));
         assert_eq!(t.resume_cursor(), Cursor::ZERO);
         assert_eq!(t.missing(), vec![c(1), c(2), c(4), c(6)]);
@@ -359,7 +361,7 @@ mod tests {
             t.received(c(v)).expect("ok");
         }
         assert_eq!(t.resume_cursor(), c(7));
-        assert!(!t.has_gaps());
+        assert_eq!(t.missing_count(), 0);
     }
 
     #[test]
@@ -384,7 +386,7 @@ mod tests {
             t.received(c(v)).expect("ok");
         }
         assert_eq!(t.resume_cursor(), c(10));
-        assert!(!t.has_gaps());
+        assert_eq!(t.missing_count(), 0);
         // The pull may well return our own blob too: it is a duplicate.
         assert_eq!(t.received(c(10)), Ok(Recorded::Duplicate));
     }
@@ -501,7 +503,7 @@ mod tests {
                 let top = have.iter().next_back().copied().unwrap_or(0);
                 let missing: Vec<Cursor> =
                     (resume + 1..=top).filter(|x| !have.contains(x)).map(c).collect();
-                prop_assert_eq!(t.has_gaps(), top > resume);
+                prop_assert_eq!(t.missing_count() > 0, top > resume);
                 prop_assert_eq!(t.missing(), missing.clone());
                 prop_assert_eq!(t.missing_count(), missing.len() as u64);
                 prop_assert_eq!(t.highest_seen(), c(top));

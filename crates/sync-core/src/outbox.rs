@@ -71,7 +71,7 @@ impl OutboxEntry {
     }
 }
 
-/// Why [`Outbox::enqueue`] or [`Outbox::mark_in_flight`] refused.
+/// Why [`Outbox::enqueue`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OutboxError {
@@ -94,12 +94,6 @@ pub enum OutboxError {
     /// An entry with this blob id is already queued.
     #[error("blob {blob_id} is already queued")]
     Duplicate {
-        /// The blob id.
-        blob_id: BlobId,
-    },
-    /// No entry with this blob id is queued.
-    #[error("blob {blob_id} is not queued")]
-    Unknown {
         /// The blob id.
         blob_id: BlobId,
     },
@@ -252,30 +246,15 @@ impl Outbox {
         self.pending.first().and_then(|seq| self.entries.get(seq))
     }
 
-    /// Marks an entry as sent on the current connection (counts an attempt). Marking an entry
-    /// that is already in flight changes nothing.
-    pub fn mark_in_flight(&mut self, blob_id: &BlobId) -> Result<(), OutboxError> {
-        let entry = self
-            .index
-            .get(blob_id)
-            .and_then(|seq| self.entries.get_mut(seq).map(|e| (*seq, e)));
-        let Some((seq, entry)) = entry else {
-            return Err(OutboxError::Unknown { blob_id: *blob_id });
-        };
-        if !entry.in_flight {
-            entry.in_flight = true;
-            entry.attempts = entry.attempts.saturating_add(1);
-            self.pending.remove(&seq);
-        }
-        Ok(())
-    }
-
-    /// [`next_to_send`](Self::next_to_send) and [`mark_in_flight`](Self::mark_in_flight) in one
-    /// step: returns a copy of the entry to put on the wire (payload clones are cheap).
+    /// Takes the oldest entry that is not in flight ([`next_to_send`](Self::next_to_send)) and
+    /// marks it as sent on the current connection, counting an attempt. Returns a copy to put
+    /// on the wire (payload clones are cheap).
     pub fn send_next(&mut self) -> Option<OutboxEntry> {
-        let blob_id = self.next_to_send()?.blob_id;
-        self.mark_in_flight(&blob_id).ok()?;
-        self.get(&blob_id).cloned()
+        let seq = self.pending.pop_first()?;
+        let entry = self.entries.get_mut(&seq)?;
+        entry.in_flight = true;
+        entry.attempts = entry.attempts.saturating_add(1);
+        Some(entry.clone())
     }
 
     /// The relay stored `blob_id` at `cursor`: removes exactly that entry (whether in flight or
@@ -375,21 +354,17 @@ mod tests {
     }
 
     #[test]
-    fn next_to_send_then_mark_in_flight() {
+    fn send_next_marks_the_entry_in_flight_once() {
         let (mut outbox, ids) = filled(2);
         let first = outbox.next_to_send().map(OutboxEntry::blob_id);
         assert_eq!(first, Some(ids[0]));
-        outbox.mark_in_flight(&ids[0]).expect("queued");
-        outbox.mark_in_flight(&ids[0]).expect("idempotent");
+        let sent = outbox.send_next().expect("queued");
+        assert_eq!(sent.blob_id(), ids[0]);
+        assert!(sent.is_in_flight());
         assert_eq!(outbox.get(&ids[0]).map(OutboxEntry::attempts), Some(1));
         assert_eq!(
             outbox.next_to_send().map(OutboxEntry::blob_id),
             Some(ids[1])
-        );
-        let stranger = BlobId::from_bytes([0xEE; 16]);
-        assert_eq!(
-            outbox.mark_in_flight(&stranger),
-            Err(OutboxError::Unknown { blob_id: stranger })
         );
     }
 

@@ -1,12 +1,12 @@
-//! The sync status a user sees ("saved locally", "synced", …), derived from what really
-//! happened: connection, pending pushes, failures, pulls.
+//! The sync status (offline, connected, synced, pending, failed), derived from what really
+//! happened: connection, pending pushes, failures, pulls. The state only: how to word it for a
+//! person is the app's choice.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use sync_types::BlobId;
 
-/// What the app shows the user about sync.
+/// Where sync stands, for the app to show the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SyncStatus {
@@ -21,36 +21,6 @@ pub enum SyncStatus {
     /// Something could not be synced and will not be retried (a push was refused for good, or
     /// the relay refused this device); the user or app must act.
     SyncFailed,
-}
-
-impl SyncStatus {
-    /// A sentence for the user.
-    pub fn user_message(self) -> &'static str {
-        match self {
-            Self::Offline => "Offline. Changes are saved on this device.",
-            Self::Connected => "Connected. Checking for changes…",
-            Self::Synced => "All changes synced.",
-            Self::PendingSync => "Changes saved locally. Will sync when connection restored.",
-            Self::SyncFailed => "Some changes could not be synced. Action needed.",
-        }
-    }
-
-    /// A compact indicator for status bars.
-    pub fn emoji(self) -> &'static str {
-        match self {
-            Self::Offline => "📴",
-            Self::Connected => "☁️",
-            Self::Synced => "☁️✓",
-            Self::PendingSync => "☁️⏳",
-            Self::SyncFailed => "☁️✗",
-        }
-    }
-}
-
-impl fmt::Display for SyncStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.user_message())
-    }
 }
 
 /// Folds sync events into a [`SyncStatus`].
@@ -180,7 +150,6 @@ mod tests {
 
     #[test]
     fn sync_status_reflects_actual_state() {
-        // The seed's test, step by step.
         let mut tracker = SyncStatusTracker::new();
         assert_eq!(tracker.status(), SyncStatus::Offline);
         tracker.on_connected();
@@ -255,31 +224,5 @@ mod tests {
         assert_eq!(t.status(), SyncStatus::SyncFailed);
         t.on_connected();
         assert_eq!(t.status(), SyncStatus::Connected);
-    }
-
-    #[test]
-    fn status_emoji_mapping() {
-        assert_eq!(SyncStatus::Synced.emoji(), "\u{2601}\u{fe0f}\u{2713}");
-        assert_eq!(SyncStatus::PendingSync.emoji(), "\u{2601}\u{fe0f}\u{23f3}");
-        assert_eq!(SyncStatus::SyncFailed.emoji(), "\u{2601}\u{fe0f}\u{2717}");
-        assert_eq!(SyncStatus::Offline.emoji(), "\u{1f4f4}");
-        assert_eq!(SyncStatus::Connected.emoji(), "\u{2601}\u{fe0f}");
-    }
-
-    #[test]
-    fn status_user_message() {
-        assert_eq!(
-            SyncStatus::PendingSync.user_message(),
-            "Changes saved locally. Will sync when connection restored."
-        );
-        for s in [
-            SyncStatus::Offline,
-            SyncStatus::Connected,
-            SyncStatus::Synced,
-            SyncStatus::SyncFailed,
-        ] {
-            assert!(!s.user_message().is_empty());
-            assert_eq!(s.to_string(), s.user_message());
-        }
     }
 }

@@ -55,10 +55,8 @@ impl fmt::Debug for DeviceKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::assert_redacted;
+    use crate::test_util::{assert_redacted, assert_seeded};
     use ed25519_dalek::Verifier;
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
 
     #[test]
     fn seed_round_trips_and_id_is_public_key() {
@@ -76,11 +74,7 @@ mod tests {
 
     #[test]
     fn random_is_seeded() {
-        let a = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(3));
-        let b = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(3));
-        let c = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(4));
-        assert_eq!(a.device_id(), b.device_id());
-        assert_ne!(a.device_id(), c.device_id());
+        assert_seeded(|rng| DeviceKey::random(rng).device_id());
     }
 
     #[test]

@@ -104,6 +104,14 @@ mod tests {
         HelloChallenge::new(&[1; 32], &[2; 32], &DeviceId::from_bytes([3; 32]), group)
     }
 
+    /// Asserts that `sig` does not prove membership of `group` for `ch`.
+    fn assert_bad_signature(group: &GroupId, ch: &HelloChallenge, sig: &HelloSignature) {
+        assert_eq!(
+            verify_hello(group, ch, sig),
+            Err(CryptoError::BadHelloSignature)
+        );
+    }
+
     #[test]
     fn transcript_layout() {
         let group = GroupId::from_bytes([4; 32]);
@@ -135,10 +143,7 @@ mod tests {
             HelloChallenge::new(&[1; 32], &[9; 32], &d, &g), // another relay
             HelloChallenge::new(&[1; 32], &[2; 32], &other_d, &g), // another device
         ] {
-            assert_eq!(
-                verify_hello(&g, &ch, &sig),
-                Err(CryptoError::BadHelloSignature)
-            );
+            assert_bad_signature(&g, &ch, &sig);
         }
     }
 
@@ -162,16 +167,10 @@ mod tests {
         let g = member.group_id();
         let ch = challenge(&g);
         let forged = outsider.sign_hello(&ch);
-        assert_eq!(
-            verify_hello(&g, &ch, &forged),
-            Err(CryptoError::BadHelloSignature)
-        );
+        assert_bad_signature(&g, &ch, &forged);
         // A valid signature for the outsider's own group does not open the member's group.
         let own = outsider.sign_hello(&challenge(&outsider.group_id()));
-        assert_eq!(
-            verify_hello(&g, &ch, &own),
-            Err(CryptoError::BadHelloSignature)
-        );
+        assert_bad_signature(&g, &ch, &own);
     }
 
     #[test]
@@ -203,10 +202,7 @@ mod tests {
             carry = sum >> 8;
         }
         assert_eq!(carry, 0, "s + L fits in 256 bits");
-        assert_eq!(
-            verify_hello(&k.group_id(), &ch, &sig),
-            Err(CryptoError::BadHelloSignature)
-        );
+        assert_bad_signature(&k.group_id(), &ch, &sig);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use sync_types::BlobId;
 
+use crate::test_util::CountingRng;
 use crate::*;
 
 fn seq<const N: usize>(start: u8) -> [u8; N] {
@@ -34,13 +35,18 @@ fn hex32(h: &str) -> [u8; 32] {
     hex::decode(h).unwrap().try_into().unwrap()
 }
 
+fn assert_hex(bytes: impl AsRef<[u8]>, expected: &str) {
+    assert_eq!(hex::encode(bytes), expected);
+}
+
 const SYNC_KEY: &str = "ebc420e3a6c8afb0e5743f329a6af5b0ffe01ae9f6a6bcf51bafa66dc38a0f58";
 const GROUP_ID: &str = "0bedb0c2595437dbdb2af45069a30152a472a4449ec79c1a32eb26bd5d9db58f";
 const CONTENT_KEY: &str = "82fadad5f63d5486dfcc5ae95927b544482b2e6abe50bb8e77dcf4041af0f8b2";
 const DEVICE_ID: &str = "29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7";
 const HELLO_SIG: &str = "fa82b7e57c960a8c4efe04a1fb6b278573907d823dad0395138fa8a26a1d7ba4\
                          c8f0a4891460861906746f1152bb4928bcda13c6c5e0781eee0e159eda7c110d";
-/// `seal(sync_key, group, device, blob, b"hello 0k-sync")` with nonce 40 41 … 57.
+/// `seal(sync_key, group, device, blob, b"hello 0k-sync")` with nonce 40 41 … 57 (the bytes
+/// `CountingRng(0x40)` yields).
 const SEALED: &str = "01\
                       00000000\
                       29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7\
@@ -58,23 +64,23 @@ const MAILBOX_KEY: &str = "49c38cb0a21e869290e5761a61f6fbf4b3facb71217bd84ffa7a9
 fn kat_sync_key_is_epoch_zero_key() {
     let key = kat_keys().epoch_key(KeyEpoch(0)).unwrap();
     assert_eq!(key.epoch(), KeyEpoch(0));
-    assert_eq!(hex::encode(key.expose_bytes()), SYNC_KEY);
+    assert_hex(key.expose_bytes(), SYNC_KEY);
 }
 
 #[test]
 fn kat_group_id_is_auth_public_key() {
-    assert_eq!(hex::encode(kat_keys().group_id().as_bytes()), GROUP_ID);
+    assert_hex(kat_keys().group_id().as_bytes(), GROUP_ID);
 }
 
 #[test]
 fn kat_content_key() {
     let key = kat_keys().content_key(&kat_blob());
-    assert_eq!(hex::encode(key.expose_bytes()), CONTENT_KEY);
+    assert_hex(key.expose_bytes(), CONTENT_KEY);
 }
 
 #[test]
 fn kat_device_id() {
-    assert_eq!(hex::encode(kat_device().device_id().as_bytes()), DEVICE_ID);
+    assert_hex(kat_device().device_id().as_bytes(), DEVICE_ID);
 }
 
 #[test]
@@ -87,15 +93,15 @@ fn kat_hello_signature() {
         &keys.group_id(),
     );
     let sig = keys.sign_hello(&challenge);
-    assert_eq!(hex::encode(sig.0), HELLO_SIG);
+    assert_hex(sig.0, HELLO_SIG);
     verify_hello(&keys.group_id(), &challenge, &sig).unwrap();
 }
 
 #[test]
 fn kat_sealed_blob() {
     let keys = kat_keys();
-    let sealed = crate::seal::seal_with_nonce(
-        &seq(0x40),
+    let sealed = seal(
+        &mut CountingRng(0x40),
         &keys.epoch_key(KeyEpoch(0)).unwrap(),
         &keys.group_id(),
         &kat_device(),
@@ -103,7 +109,7 @@ fn kat_sealed_blob() {
         b"hello 0k-sync",
     )
     .unwrap();
-    assert_eq!(hex::encode(&sealed), SEALED);
+    assert_hex(&sealed, SEALED);
     assert_eq!(sealed.len(), 13 + SEAL_OVERHEAD);
     // The hard-coded bytes also open (guards the reader as well as the writer).
     let opened = open(
@@ -133,5 +139,5 @@ fn kat_group_secret_from_passphrase() {
 fn kat_mailbox_key() {
     // Normalization: case, `-` and spaces do not matter.
     let key = MailboxKey::from_code_half("abcd-efgh", "IJKL MNOP").unwrap();
-    assert_eq!(hex::encode(key.expose_bytes()), MAILBOX_KEY);
+    assert_hex(key.expose_bytes(), MAILBOX_KEY);
 }

@@ -52,7 +52,7 @@ impl KdfParams {
     /// Most lanes a joining device accepts.
     pub const MAX_PARALLELISM: u32 = 16;
 
-    /// Parameters for a group created on a device with `ram_bytes` of RAM (SPEC §3):
+    /// Parameters for a group created on a device with `ram_bytes` of RAM:
     /// < 4 GiB → 19 MiB/t=2; 4–8 GiB → 46 MiB/t=1; ≥ 8 GiB → 64 MiB/t=3; always p=1.
     pub fn for_ram_bytes(ram_bytes: u64) -> Self {
         if ram_bytes >= 8 * GIB {

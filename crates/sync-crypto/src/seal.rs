@@ -83,19 +83,6 @@ pub fn seal<R: CryptoRng + ?Sized>(
 ) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; 24];
     rng.fill_bytes(&mut nonce);
-    seal_with_nonce(&nonce, key, group, device, blob_id, plaintext)
-}
-
-/// [`seal`] with an explicit nonce: for known-answer tests only (a repeated nonce under one
-/// key breaks confidentiality).
-pub(crate) fn seal_with_nonce(
-    nonce: &[u8; 24],
-    key: &EpochKey,
-    group: &GroupId,
-    device: &DeviceKey,
-    blob_id: &BlobId,
-    plaintext: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
     let total = plaintext
         .len()
         .checked_add(SEAL_OVERHEAD)
@@ -107,14 +94,14 @@ pub(crate) fn seal_with_nonce(
     out.push(SEAL_VERSION);
     out.extend_from_slice(&epoch.0.to_be_bytes());
     out.extend_from_slice(sender.as_bytes());
-    out.extend_from_slice(nonce);
+    out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
 
     let cipher = XChaCha20Poly1305::new(<&Key>::from(key.expose_bytes()));
     let aad = aad(group, &sender, blob_id, epoch);
     let tag = match out.get_mut(HEADER_LEN..) {
         Some(body) => cipher
-            .encrypt_inout_detached(<&XNonce>::from(nonce), &aad, body.into())
+            .encrypt_inout_detached(<&XNonce>::from(&nonce), &aad, body.into())
             .map_err(|_| CryptoError::PlaintextTooLarge)?,
         None => return Err(CryptoError::PlaintextTooLarge),
     };

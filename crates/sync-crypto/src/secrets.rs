@@ -80,17 +80,11 @@ impl<'de> Visitor<'de> for SecretBytesVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::assert_redacted;
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
+    use crate::test_util::{assert_redacted, assert_seeded};
 
     #[test]
     fn random_is_seeded_and_distinct() {
-        let a = GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(1));
-        let b = GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(1));
-        let c = GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(2));
-        assert_eq!(a.expose_bytes(), b.expose_bytes());
-        assert_ne!(a.expose_bytes(), c.expose_bytes());
+        assert_seeded(|rng| *GroupSecret::random(rng).expose_bytes());
     }
 
     #[test]

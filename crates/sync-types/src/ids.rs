@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::wire::fixed_bin;
 
 /// Why a textual or binary identifier could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,25 +24,6 @@ pub enum IdParseError {
         /// Bytes found.
         got: usize,
     },
-}
-
-/// A serde visitor for fixed-size byte identifiers (MessagePack `bin`).
-struct FixedBytesVisitor<const N: usize>;
-
-impl<'de, const N: usize> Visitor<'de> for FixedBytesVisitor<N> {
-    type Value = [u8; N];
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{N} bytes")
-    }
-
-    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
-        <[u8; N]>::try_from(v).map_err(|_| E::invalid_length(v.len(), &self))
-    }
-}
-
-fn deserialize_fixed<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
-    d.deserialize_bytes(FixedBytesVisitor::<N>)
 }
 
 macro_rules! key_id {
@@ -112,7 +94,7 @@ macro_rules! key_id {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                deserialize_fixed::<D, 32>(d).map(Self)
+                fixed_bin::deserialize::<D, 32>(d).map(Self)
             }
         }
     };
@@ -214,7 +196,7 @@ impl Serialize for BlobId {
 
 impl<'de> Deserialize<'de> for BlobId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_fixed::<D, 16>(d).map(Self::from_bytes)
+        fixed_bin::deserialize::<D, 16>(d).map(Self::from_bytes)
     }
 }
 

@@ -89,11 +89,6 @@ pub const fn pull_entry_budget(max_frame: usize) -> usize {
     max_frame.saturating_sub(PULL_RESPONSE_OVERHEAD)
 }
 
-/// Largest encoding of one `PullEntry` minus its payload length; see [`PULL_ENTRY_OVERHEAD`].
-pub const fn pull_entry_overhead() -> usize {
-    PULL_ENTRY_OVERHEAD
-}
-
 /// Limits the relay enforces, announced in `Welcome` so a client can size its requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Limits {
@@ -131,25 +126,15 @@ impl Limits {
 
     /// Exact size of the MessagePack encoding.
     pub fn encoded_len(&self) -> usize {
-        let Limits {
-            max_blob_bytes,
-            max_frame_bytes,
-            max_pull_count,
-            max_pull_bytes,
-            default_ttl_secs,
-            max_ttl_secs,
-            idle_timeout_secs,
-            max_in_flight,
-        } = *self;
         let fields = [
-            max_blob_bytes,
-            max_frame_bytes,
-            max_pull_count,
-            max_pull_bytes,
-            default_ttl_secs,
-            max_ttl_secs,
-            idle_timeout_secs,
-            max_in_flight,
+            self.max_blob_bytes,
+            self.max_frame_bytes,
+            self.max_pull_count,
+            self.max_pull_bytes,
+            self.default_ttl_secs,
+            self.max_ttl_secs,
+            self.idle_timeout_secs,
+            self.max_in_flight,
         ];
         fields
             .iter()
@@ -158,6 +143,9 @@ impl Limits {
             })
     }
 }
+
+// `Limits::encoded_len` lists every field: a new field makes this fail until it is listed there.
+const _: () = assert!(size_of::<Limits>() == size_of::<[u32; 8]>());
 
 impl Default for Limits {
     fn default() -> Self {

@@ -240,18 +240,11 @@ mod tests {
 
     #[test]
     fn uint_len_matches_rmp_serde_at_every_boundary() {
-        for v in [
-            0u64,
-            0x7f,
-            0x80,
-            0xff,
-            0x100,
-            0xffff,
-            0x1_0000,
-            0xffff_ffff,
-            0x1_0000_0000,
-            u64::MAX,
-        ] {
+        // Both sides of every width change (positive fixint, uint8, uint16, uint32), and the ends.
+        let edges = [7u32, 8, 16, 32]
+            .into_iter()
+            .flat_map(|bits| [(1u64 << bits) - 1, 1u64 << bits]);
+        for v in [0, u64::MAX].into_iter().chain(edges) {
             assert_eq!(len::uint(v), enc(&v).len(), "value {v}");
         }
     }

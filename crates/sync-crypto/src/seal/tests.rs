@@ -33,13 +33,23 @@ impl Fixture {
     }
 
     fn open(&self, sealed: &[u8]) -> Result<Opened, OpenError> {
+        self.open_with(&self.keys, sealed)
+    }
+
+    /// Opens with other group keys (their own group id), as the fixture's device and blob.
+    fn open_with(&self, keys: &GroupKeys, sealed: &[u8]) -> Result<Opened, OpenError> {
         open(
-            &self.keys,
-            &self.keys.group_id(),
+            keys,
+            &keys.group_id(),
             &self.blob,
             &self.device.device_id(),
             sealed,
         )
+    }
+
+    /// Seals `PLAINTEXT` under another key, as the fixture's group, device and blob.
+    fn seal_under(&self, key: &EpochKey) -> Vec<u8> {
+        self.seal_as(key, &self.keys.group_id(), &self.device)
     }
 
     /// Seals `PLAINTEXT` with an arbitrary key, group and device under the fixture's blob id.
@@ -87,11 +97,7 @@ fn layout_is_as_documented() {
 #[test]
 fn nonces_are_fresh() {
     let f = Fixture::new();
-    let other = f.seal_as(
-        &f.keys.epoch_key(KeyEpoch(0)).unwrap(),
-        &f.keys.group_id(),
-        &f.device,
-    );
+    let other = f.seal_under(&f.keys.epoch_key(KeyEpoch(0)).unwrap());
     assert_ne!(other[37..61], f.sealed[37..61]);
     assert_ne!(other, f.sealed);
     assert_eq!(f.open(&other).unwrap().plaintext, PLAINTEXT);
@@ -139,14 +145,10 @@ fn wrong_group_is_rejected() {
     let f = Fixture::new();
     let other = GroupKeys::derive(&GroupSecret::from_bytes([0xaa; 32]));
     // A blob of group A delivered into group B: the signature covers the group id.
-    let err = open(
-        &other,
-        &other.group_id(),
-        &f.blob,
-        &f.device.device_id(),
-        &f.sealed,
+    assert_eq!(
+        f.open_with(&other, &f.sealed).unwrap_err(),
+        OpenError::BadSignature
     );
-    assert_eq!(err.unwrap_err(), OpenError::BadSignature);
     // Caller passes keys of one group and the id of another.
     let err = open(
         &f.keys,
@@ -159,7 +161,7 @@ fn wrong_group_is_rejected() {
     // A member of both groups re-labels group B's ciphertext as group A's: it signs, but the
     // AEAD (other key, other AAD) refuses.
     let b_key = other.epoch_key(KeyEpoch(0)).unwrap();
-    let relabelled = f.seal_as(&b_key, &f.keys.group_id(), &f.device);
+    let relabelled = f.seal_under(&b_key);
     assert_eq!(f.open(&relabelled).unwrap_err(), OpenError::Decrypt);
 }
 
@@ -167,7 +169,7 @@ fn wrong_group_is_rejected() {
 fn unknown_epoch_is_rejected() {
     let f = Fixture::new();
     let future = EpochKey::from_bytes(KeyEpoch(7), [3; 32]);
-    let sealed = f.seal_as(&future, &f.keys.group_id(), &f.device);
+    let sealed = f.seal_under(&future);
     assert_eq!(
         f.open(&sealed).unwrap_err(),
         OpenError::UnknownEpoch(KeyEpoch(7))
@@ -178,7 +180,7 @@ fn unknown_epoch_is_rejected() {
 fn wrong_key_for_epoch_is_rejected() {
     let f = Fixture::new();
     let impostor = EpochKey::from_bytes(KeyEpoch(0), [3; 32]);
-    let sealed = f.seal_as(&impostor, &f.keys.group_id(), &f.device);
+    let sealed = f.seal_under(&impostor);
     assert_eq!(f.open(&sealed).unwrap_err(), OpenError::Decrypt);
 }
 
@@ -186,36 +188,20 @@ fn wrong_key_for_epoch_is_rejected() {
 fn rotated_epochs_open_once_known() {
     let f = Fixture::new();
     let rotated = EpochKey::from_bytes(KeyEpoch(1), [8; 32]);
-    let sealed = f.seal_as(&rotated, &f.keys.group_id(), &f.device);
+    let sealed = f.seal_under(&rotated);
     assert_eq!(
         f.open(&sealed).unwrap_err(),
         OpenError::UnknownEpoch(KeyEpoch(1))
     );
     let mut keys = f.keys.clone();
     keys.insert_epoch_key(rotated);
-    let opened = open(
-        &keys,
-        &keys.group_id(),
-        &f.blob,
-        &f.device.device_id(),
-        &sealed,
-    )
-    .unwrap();
+    let opened = f.open_with(&keys, &sealed).unwrap();
     assert_eq!(
         (opened.epoch, opened.plaintext.as_slice()),
         (KeyEpoch(1), PLAINTEXT)
     );
     // Old epochs stay readable.
-    assert!(
-        open(
-            &keys,
-            &keys.group_id(),
-            &f.blob,
-            &f.device.device_id(),
-            &f.sealed
-        )
-        .is_ok()
-    );
+    assert!(f.open_with(&keys, &f.sealed).is_ok());
 }
 
 #[test]

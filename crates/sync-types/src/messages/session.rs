@@ -1,0 +1,133 @@
+//! Opening, keeping and ending a session: `Hello` / `Challenge` / `Welcome`, the `Ping` / `Pong`
+//! heartbeat and `Bye`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{Cursor, GroupId};
+use crate::limits::Limits;
+use crate::payload::Payload;
+use crate::wire::{fixed_bin, len};
+
+/// First frame of a session, client → relay: who this device is, which group it wants, and the
+/// proof that it holds the group's auth key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Client-chosen id, echoed by `Welcome` or `Error`.
+    pub request_id: u64,
+    /// Protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// Human-readable device name (shown in device lists; not secret, not authenticated).
+    pub device_name: String,
+    /// The group to join.
+    pub group_id: GroupId,
+    /// The last cursor this device has pulled from this relay.
+    pub last_cursor: Cursor,
+    /// Signature by the group auth key over the connection's hello challenge transcript.
+    #[serde(with = "fixed_bin")]
+    pub auth_signature: [u8; 64],
+    /// Operator-issued admission token, for relays that require one.
+    pub admission_token: Option<Payload>,
+}
+
+impl Hello {
+    /// Exact size of the body's encoding.
+    pub fn encoded_len(&self) -> usize {
+        len::sum(&[
+            len::array_header(7),
+            len::uint(self.request_id),
+            len::uint(u64::from(self.version)),
+            len::str(self.device_name.len()),
+            len::ID32,
+            len::uint(self.last_cursor.get()),
+            len::SIG64,
+            self.admission_token
+                .as_ref()
+                .map_or(len::NIL, |t| len::bin(t.len())),
+        ])
+    }
+}
+
+/// Relay → client: the session is open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Echo of `Hello.request_id`.
+    pub request_id: u64,
+    /// The relay's identity (its iroh endpoint id).
+    #[serde(with = "fixed_bin")]
+    pub relay_id: [u8; 32],
+    /// Highest cursor committed in the group when the session opened.
+    pub max_cursor: Cursor,
+    /// Limits the relay enforces on this session.
+    pub limits: Limits,
+}
+
+impl Welcome {
+    /// Exact size of the body's encoding.
+    pub fn encoded_len(&self) -> usize {
+        len::sum(&[
+            len::array_header(4),
+            len::uint(self.request_id),
+            len::ID32,
+            len::uint(self.max_cursor.get()),
+            self.limits.encoded_len(),
+        ])
+    }
+}
+
+/// Relay → client, optional first frame: a fresh nonce that binds `Hello` to this connection
+/// when the QUIC TLS exporter is not available.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// 32 random bytes, used once.
+    #[serde(with = "fixed_bin")]
+    pub nonce: [u8; 32],
+}
+
+impl Challenge {
+    /// Exact size of the body's encoding.
+    pub fn encoded_len(&self) -> usize {
+        len::array_header(1) + len::ID32
+    }
+}
+
+/// Client → relay heartbeat: keeps the session alive and measures round-trip time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// Client-chosen id, echoed by `Pong`.
+    pub request_id: u64,
+}
+
+impl Ping {
+    /// Exact size of the body's encoding.
+    pub fn encoded_len(&self) -> usize {
+        len::array_header(1) + len::uint(self.request_id)
+    }
+}
+
+/// Relay → client: answer to `Ping`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// Echo of `Ping.request_id`.
+    pub request_id: u64,
+}
+
+impl Pong {
+    /// Exact size of the body's encoding.
+    pub fn encoded_len(&self) -> usize {
+        len::array_header(1) + len::uint(self.request_id)
+    }
+}
+
+/// Either side: the session is ending normally.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bye {
+    /// Why, for logs.
+    pub reason: Option<String>,
+}
+
+impl Bye {
+    /// Exact size of the body's encoding.
+    pub fn encoded_len(&self) -> usize {
+        len::array_header(1) + len::opt_str(self.reason.as_deref())
+    }
+}
