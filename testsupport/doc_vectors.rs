@@ -236,6 +236,11 @@ impl Vectors {
     }
 }
 
+/// Lower-case hex, for comparing bytes in assertion messages.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Drops a `#` comment (outside quoted text).
 fn strip_comment(line: &str) -> &str {
     let mut quoted = false;

@@ -9,14 +9,10 @@ mod doc_vectors;
 
 use std::time::Duration;
 
-use doc_vectors::{FixedBytes, Vectors};
+use doc_vectors::{FixedBytes, Vectors, hex};
 use sync_core::*;
 use sync_crypto::{GroupDescriptor, GroupSecret, KdfParams};
 use sync_types::GroupId;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The document's short code, drawn from its fixed random bytes.
 fn short_code(v: &Vectors) -> ShortCode {

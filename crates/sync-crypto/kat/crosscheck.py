@@ -145,20 +145,20 @@ check("keys.sync_key", hkdf(secret, b"0k-sync/v1/sync-key"))
 check("keys.auth_seed", auth_seed)
 check("keys.group_id", pub(auth_seed))
 check("keys.content_key", hkdf(secret, b"0k-sync/v1/content-key" + vb("keys.content_blob_id")))
-check("device.id", pub(vb("device.seed")))
+check("device.id", pub(vb("device.secret_key")))
 transcript = b"0k-sync/v1/hello" + vb("hello.binding") + vb("hello.relay_id") + vb("hello.device") + vb("hello.group_id")
 check("hello.transcript", transcript)
 check("hello.signature", sign(auth_seed, transcript))
 
 # Sealing.
-s_seed, s_group, s_blob, s_nonce = vb("seal.sender_seed"), vb("seal.group_id"), vb("seal.blob_id"), vb("seal.nonce")
-s_sender, s_epoch = pub(s_seed), struct.pack(">I", vu("seal.epoch"))
+s_secret_key, s_group, s_blob, s_nonce = vb("seal.sender_secret_key"), vb("seal.group_id"), vb("seal.blob_id"), vb("seal.nonce")
+s_sender, s_epoch = pub(s_secret_key), struct.pack(">I", vu("seal.epoch"))
 s_aad = b"\x01" + s_group + s_sender + s_blob + s_epoch
 check("seal.aad", s_aad)
 s_body = b"\x01" + s_epoch + s_sender + s_nonce + xchacha_encrypt(vb("seal.key"), s_nonce, vt("seal.plaintext").encode(), s_aad)
 s_signed = b"0k-sync/v1/seal-sig" + s_group + s_blob + s_body
 check("seal.signed_message", s_signed)
-check("seal.sealed", s_body + sign(s_seed, s_signed))
+check("seal.sealed", s_body + sign(s_secret_key, s_signed))
 
 # Short code (Crockford-like base32, 5 bits per symbol, most significant first).
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -11,17 +11,13 @@ mod doc_vectors;
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
-use doc_vectors::{FixedBytes, Vectors};
+use doc_vectors::{FixedBytes, Vectors, hex};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sync_crypto::*;
 use sync_types::{BlobId, DeviceId, GroupId};
 
 /// Version, epoch, sender and nonce: the bytes before the ciphertext of a sealed blob.
 const SEALED_HEADER_LEN: usize = 1 + 4 + 32 + 24;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Compares a computed value with the document's.
 fn assert_doc(v: &Vectors, name: &str, computed: &[u8]) {
@@ -56,7 +52,7 @@ fn key_schedule(v: &Vectors) {
         keys.content_key(&blob).expose_bytes(),
     );
 
-    let device = DeviceKey::from_secret_bytes(v.array("device.seed"));
+    let device = DeviceKey::from_secret_bytes(v.array("device.secret_key"));
     assert_doc(v, "device.id", device.device_id().as_bytes());
 }
 
@@ -97,7 +93,7 @@ fn sealed_blob(v: &Vectors) {
     let epoch = KeyEpoch(v.u32("seal.epoch"));
     let key = keys.epoch_key(epoch).expect("the document's epoch exists");
     assert_doc(v, "seal.key", key.expose_bytes());
-    let device = DeviceKey::from_secret_bytes(v.array("seal.sender_seed"));
+    let device = DeviceKey::from_secret_bytes(v.array("seal.sender_secret_key"));
     let blob = BlobId::from_bytes(v.array("seal.blob_id"));
     let plaintext = v.text("seal.plaintext");
     let nonce: [u8; 24] = v.array("seal.nonce");

@@ -7,7 +7,7 @@
 mod doc_vectors;
 
 use bytes::BytesMut;
-use doc_vectors::Vectors;
+use doc_vectors::{Vectors, hex};
 use sync_types::*;
 
 /// Encodes `msg` into one frame, compares it with `frame.<name>`, and decodes the document's
@@ -26,10 +26,6 @@ fn check_frame(v: &Vectors, name: &str, msg: Message) {
     let mut buf = BytesMut::from(doc.as_slice());
     assert_eq!(codec.decode(&mut buf), Ok(Some(msg)), "{key}: decoding");
     assert!(buf.is_empty(), "{key}: one frame, nothing after it");
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The name of a field vector of message `msg`.
