@@ -4,12 +4,9 @@
 //! entry of the document opens with the document's short code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "../../../testsupport/doc_vectors.rs"]
-mod doc_vectors;
-
 use std::time::Duration;
 
-use doc_vectors::{FixedBytes, Vectors, hex};
+use sync_testkit::doc_vectors::{FixedBytes, Vectors, hex};
 use sync_core::*;
 use sync_crypto::{GroupDescriptor, GroupSecret, KdfParams};
 use sync_types::GroupId;

@@ -5,13 +5,10 @@
 //! the document's value must reproduce what the code produced.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "../../../testsupport/doc_vectors.rs"]
-mod doc_vectors;
-
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
-use doc_vectors::{FixedBytes, Vectors, hex};
+use sync_testkit::doc_vectors::{FixedBytes, Vectors, hex};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sync_crypto::*;
 use sync_types::{BlobId, DeviceId, GroupId};

@@ -11,6 +11,8 @@
 //! - [`guard`]: a bounded wait for an event, so a hung test fails instead of holding CI.
 //! - With the `devices` feature: [`devices`], test devices (`SyncClient`s over real iroh on
 //!   loopback) and groups.
+//! - [`doc_vectors`]: the test vectors of `docs/PROTOCOL.md`, read from the document so the
+//!   tests that check them keep it true.
 //!
 //! It is not part of the product: nothing in the relay or the client depends on it.
 #![cfg_attr(
@@ -21,6 +23,7 @@
 mod bin;
 #[cfg(feature = "devices")]
 pub mod devices;
+pub mod doc_vectors;
 mod guard;
 mod process;
 mod relay;

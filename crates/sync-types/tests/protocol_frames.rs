@@ -3,11 +3,8 @@
 //! document's frame; the document's frame decodes back to the same message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "../../../testsupport/doc_vectors.rs"]
-mod doc_vectors;
-
 use bytes::BytesMut;
-use doc_vectors::{Vectors, hex};
+use sync_testkit::doc_vectors::{Vectors, hex};
 use sync_types::*;
 
 /// Encodes `msg` into one frame, compares it with `frame.<name>`, and decodes the document's

@@ -14,7 +14,7 @@
 //! Every read marks the name as checked; [`Vectors::assert_checked`] then proves that no value
 //! of a crate's sections is left unchecked, and that every name in the document belongs to a
 //! section some crate checks.
-#![allow(dead_code)]
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use rand_core::{TryCryptoRng, TryRng};
 
 /// Name prefixes of the document's sections, and the crate whose tests check them.
-pub(crate) const SECTIONS: &[(&str, &str)] = &[
+pub const SECTIONS: &[(&str, &str)] = &[
     ("keys.", "sync-crypto"),
     ("device.", "sync-crypto"),
     ("hello.", "sync-crypto"),
@@ -37,21 +37,22 @@ pub(crate) const SECTIONS: &[(&str, &str)] = &[
 
 /// The vectors of one document, and which of them were read.
 #[derive(Debug)]
-pub(crate) struct Vectors {
+pub struct Vectors {
     values: BTreeMap<String, String>,
     checked: Mutex<BTreeSet<String>>,
 }
 
 impl Vectors {
     /// The vectors of `docs/PROTOCOL.md` (the workspace's, seen from the crate under test).
-    pub(crate) fn load() -> Vectors {
+    pub fn load() -> Vectors {
+        // The workspace's document, seen from this crate (crates/sync-testkit).
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROTOCOL.md");
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         Vectors::parse(&text).unwrap_or_else(|e| panic!("docs/PROTOCOL.md: {e}"))
     }
 
     /// Parses every `vector` block of a Markdown text.
-    pub(crate) fn parse(text: &str) -> Result<Vectors, String> {
+    pub fn parse(text: &str) -> Result<Vectors, String> {
         let mut values: BTreeMap<String, String> = BTreeMap::new();
         let mut in_block = false;
         let mut current: Option<String> = None;
@@ -103,7 +104,7 @@ impl Vectors {
     }
 
     /// Whether the document defines `name` (does not mark it as checked).
-    pub(crate) fn contains(&self, name: &str) -> bool {
+    pub fn contains(&self, name: &str) -> bool {
         self.values.contains_key(name)
     }
 
@@ -130,7 +131,7 @@ impl Vectors {
     }
 
     /// A hex value.
-    pub(crate) fn bytes(&self, name: &str) -> Vec<u8> {
+    pub fn bytes(&self, name: &str) -> Vec<u8> {
         let digits: Vec<u8> = self
             .raw(name)
             .bytes()
@@ -151,19 +152,19 @@ impl Vectors {
     }
 
     /// A hex value of exactly `N` bytes.
-    pub(crate) fn array<const N: usize>(&self, name: &str) -> [u8; N] {
+    pub fn array<const N: usize>(&self, name: &str) -> [u8; N] {
         let bytes = self.bytes(name);
         <[u8; N]>::try_from(bytes.as_slice())
             .unwrap_or_else(|_| panic!("vector {name}: {} bytes, expected {N}", bytes.len()))
     }
 
     /// A hex value, or `nil`.
-    pub(crate) fn opt_bytes(&self, name: &str) -> Option<Vec<u8>> {
+    pub fn opt_bytes(&self, name: &str) -> Option<Vec<u8>> {
         (self.raw(name) != "nil").then(|| self.bytes(name))
     }
 
     /// `true` or `false`.
-    pub(crate) fn flag(&self, name: &str) -> bool {
+    pub fn flag(&self, name: &str) -> bool {
         match self.raw(name) {
             "true" => true,
             "false" => false,
@@ -172,7 +173,7 @@ impl Vectors {
     }
 
     /// A quoted text value.
-    pub(crate) fn text(&self, name: &str) -> String {
+    pub fn text(&self, name: &str) -> String {
         let raw = self.raw(name);
         raw.strip_prefix('"')
             .and_then(|r| r.strip_suffix('"'))
@@ -181,12 +182,12 @@ impl Vectors {
     }
 
     /// A quoted text value, or `nil`.
-    pub(crate) fn opt_text(&self, name: &str) -> Option<String> {
+    pub fn opt_text(&self, name: &str) -> Option<String> {
         (self.raw(name) != "nil").then(|| self.text(name))
     }
 
     /// A decimal unsigned integer.
-    pub(crate) fn uint(&self, name: &str) -> u64 {
+    pub fn uint(&self, name: &str) -> u64 {
         let raw = self.raw(name);
         raw.replace('_', "")
             .parse()
@@ -194,19 +195,19 @@ impl Vectors {
     }
 
     /// A decimal unsigned integer that must fit a `u32`.
-    pub(crate) fn u32(&self, name: &str) -> u32 {
+    pub fn u32(&self, name: &str) -> u32 {
         let v = self.uint(name);
         u32::try_from(v).unwrap_or_else(|_| panic!("vector {name}: {v} does not fit a u32"))
     }
 
     /// A decimal unsigned integer, or `nil`.
-    pub(crate) fn opt_uint(&self, name: &str) -> Option<u64> {
+    pub fn opt_uint(&self, name: &str) -> Option<u64> {
         (self.raw(name) != "nil").then(|| self.uint(name))
     }
 
     /// Every name in the document belongs to a known section, and every name of the sections
     /// checked by `krate` was read.
-    pub(crate) fn assert_checked(&self, krate: &str) {
+    pub fn assert_checked(&self, krate: &str) {
         let checked = self
             .checked
             .lock()
@@ -237,7 +238,7 @@ impl Vectors {
 }
 
 /// Lower-case hex, for comparing bytes in assertion messages.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -257,19 +258,19 @@ fn strip_comment(line: &str) -> &str {
 /// A "random" source that yields fixed bytes, so code that draws its nonce or id from an RNG
 /// produces the document's values. Drawing more than it holds is a test failure.
 #[derive(Debug)]
-pub(crate) struct FixedBytes {
+pub struct FixedBytes {
     bytes: Vec<u8>,
     at: usize,
 }
 
 impl FixedBytes {
     /// Yields `bytes`, then fails.
-    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+    pub fn new(bytes: Vec<u8>) -> Self {
         Self { bytes, at: 0 }
     }
 
     /// Whether every byte was drawn.
-    pub(crate) fn is_spent(&self) -> bool {
+    pub fn is_spent(&self) -> bool {
         self.at == self.bytes.len()
     }
 }
