@@ -75,7 +75,7 @@ import base64, os, sys
 DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "docs", "PROTOCOL.md")
 
 def load_vectors(path):
-    """name -> raw value, from the ```vector blocks (same rules as testsupport/doc_vectors.rs)."""
+    """name -> raw value, from the ```vector blocks (same rules as crates/sync-testkit/src/doc_vectors.rs)."""
     values, in_block, current = {}, False, None
     for raw in open(path, encoding="utf-8").read().splitlines():
         if not in_block:
