@@ -52,6 +52,27 @@ pub enum ConfigError {
     },
 }
 
+/// How durable a commit is, as the configuration spells it (`normal` or `full`); the storage
+/// maps it onto SQLite's `synchronous` pragma.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a commit survives a crash of the relay process (WAL default).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a commit also survives power loss (one fsync per commit).
+    Full,
+}
+
+impl From<Durability> for Synchronous {
+    fn from(d: Durability) -> Self {
+        match d {
+            Durability::Normal => Self::Normal,
+            Durability::Full => Self::Full,
+        }
+    }
+}
+
 /// Whether log lines are human-readable text or one JSON object per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -156,7 +177,7 @@ config_keys! {
     /// SQLite durability: `normal` (a commit survives a crash of the relay process) or `full`
     /// (it also survives power loss; one fsync per commit). Default `normal`.
     #[arg(value_name = "MODE", value_enum)]
-    synchronous: Synchronous = Synchronous::Normal, env "SYNC_RELAY_SYNCHRONOUS";
+    synchronous: Durability = Durability::Normal, env "SYNC_RELAY_SYNCHRONOUS";
 
     /// Most concurrent sessions; further connections are refused with `TooManySessions` and a
     /// retry hint. Default 10000.
@@ -543,7 +564,7 @@ mod tests {
         let err = RelayConfig::from_toml("synchronous = \"sometimes\"").expect_err("bad");
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
         let ok = RelayConfig::from_toml("synchronous = \"full\"\nhello_timeout = 3").expect("ok");
-        assert_eq!(ok.synchronous, Synchronous::Full);
+        assert_eq!(ok.synchronous, Durability::Full);
         assert_eq!(ok.hello_timeout, Duration::from_secs(3));
     }
 

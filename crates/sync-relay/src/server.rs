@@ -196,7 +196,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     let storage = SqliteStorage::open(
         &config.data_dir,
         SqliteConfig {
-            synchronous: config.synchronous,
+            synchronous: config.synchronous.into(),
             limits: StorageLimits {
                 max_blob_bytes: u64::from(config.max_blob_bytes),
                 max_group_bytes: config.group_max_bytes,

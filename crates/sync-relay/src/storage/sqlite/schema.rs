@@ -45,19 +45,8 @@ CREATE TABLE invites (
 CREATE INDEX invites_by_expiry ON invites (expires_at);
 ";
 
-/// How hard SQLite works to make a commit durable (`normal` or `full` in the configuration).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
+/// How hard SQLite works to make a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Synchronous {
     /// `synchronous=NORMAL`: a commit survives a crash of the relay process (WAL default).
     #[default]
