@@ -29,9 +29,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sync_crypto::{HelloChallenge, HelloSignature, verify_hello};
 use sync_types::{
     BlobId, Bye, DecodeError, DeleteAck, DeviceId, ErrorCode, FRAME_HEADER_LEN, FrameCodec,
-    FrameError, GroupId, Hello, InviteFound, InviteStored, Limits, Message, Notify,
-    PROTOCOL_VERSION, Payload, Pong, PullEntry, PullResponse, PushAck, Welcome, WireError,
-    pull_entry_budget,
+    FrameError, GroupId, Hello, InviteFound, InviteStored, Message, Notify, PROTOCOL_VERSION,
+    Payload, Pong, PullEntry, PullResponse, PushAck, Welcome, WireError, pull_entry_budget,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -985,20 +984,5 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let _ = tokio::time::timeout(stall, writer.shutdown()).await;
             return;
         }
-    }
-}
-
-/// Limits announced in `Welcome`, from the configuration.
-pub(crate) fn wire_limits(config: &crate::RelayConfig, max_frame: usize) -> Limits {
-    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-    Limits {
-        max_blob_bytes: config.max_blob_bytes,
-        max_frame_bytes: u32::try_from(max_frame).unwrap_or(u32::MAX),
-        max_pull_count: config.max_pull_count,
-        max_pull_bytes: config.max_pull_bytes,
-        default_ttl_secs: secs(config.default_ttl),
-        max_ttl_secs: secs(config.max_ttl),
-        idle_timeout_secs: secs(config.idle_timeout),
-        max_in_flight: config.max_in_flight,
     }
 }
