@@ -95,17 +95,6 @@ async fn pull_all<S: Storage>(
     }
 }
 
-/// Waits (without sleeping) until `n` commands wait in the writer's queue.
-async fn until_queued(s: &SqliteStorage, n: usize) {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while s.queued() < n {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("pushes were queued");
-}
-
 fn is_quota(r: &Result<PushOutcome, StorageError>, want: QuotaKind) -> bool {
     matches!(r, Err(StorageError::QuotaExceeded { kind, .. }) if *kind == want)
 }
@@ -841,7 +830,7 @@ async fn queued_pushes_commit_together_and_a_rejection_spares_the_rest() {
     .await;
     let g = group(1);
     let before = s.writer_metrics();
-    let release = s.pause_writer().await.expect("pause");
+    let pause = s.pause_writer().await.expect("pause");
 
     let plan: [(u64, usize); 6] = [(1, 10), (2, 10), (3, 101), (4, 10), (1, 10), (5, 10)];
     let mut handles = Vec::new();
@@ -851,9 +840,9 @@ async fn queued_pushes_commit_together_and_a_rejection_spares_the_rest() {
             s2.push(push_req(group(1), n, len)).await
         }));
         // Queue in plan order: the next push starts only once this one waits in the queue.
-        until_queued(&s, i + 1).await;
+        pause.until_queued(i + 1).await;
     }
-    release.send(()).expect("writer waiting");
+    pause.release();
     let mut results = Vec::new();
     for h in handles {
         results.push(h.await.expect("task"));
@@ -914,7 +903,7 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
         s.push(push_req(g, n, 10)).await.expect("push");
     }
     let before = s.writer_metrics();
-    let release = s.pause_writer().await.expect("pause");
+    let pause = s.pause_writer().await.expect("pause");
     let mut handles = Vec::new();
     // Push 3 fills the group (3 of 3); deleting blob 1 frees one; push 4 then fits; push 5
     // does not; blob 1, deleted earlier in the batch, is a new blob again and finds the group
@@ -940,9 +929,9 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
                     .map(|o| (o.cursor.get(), o.duplicate))
             }
         }));
-        until_queued(&s, i + 1).await;
+        pause.until_queued(i + 1).await;
     }
-    release.send(()).expect("writer waiting");
+    pause.release();
     let mut results = Vec::new();
     for h in handles {
         results.push(h.await.expect("task"));
@@ -1010,7 +999,7 @@ async fn a_failed_commit_fails_every_push_in_the_batch() {
     )
     .expect("trigger");
 
-    let release = s.pause_writer().await.expect("pause");
+    let pause = s.pause_writer().await.expect("pause");
     let sizes = [10usize, 11, 13, 12];
     let mut handles = Vec::new();
     for (i, len) in sizes.into_iter().enumerate() {
@@ -1018,9 +1007,9 @@ async fn a_failed_commit_fails_every_push_in_the_batch() {
         handles.push(tokio::spawn(async move {
             s2.push(push_req(group(1), i as u64, len)).await
         }));
-        until_queued(&s, i + 1).await;
+        pause.until_queued(i + 1).await;
     }
-    release.send(()).expect("writer waiting");
+    pause.release();
     for h in handles {
         let r = h.await.expect("task");
         assert!(
@@ -1334,16 +1323,18 @@ async fn a_batch_never_exceeds_max_batch() {
     };
     let s = SqliteStorage::open(dir.path(), config).await.expect("open");
     let before = s.writer_metrics();
-    let release = s.pause_writer().await.expect("pause");
+    let pause = s.pause_writer().await.expect("pause");
     let mut handles = Vec::new();
     for n in 0..5u64 {
         let s2 = s.clone();
         handles.push(tokio::spawn(async move {
             s2.push(push_req(group(1), n, 10)).await
         }));
-        until_queued(&s, usize::try_from(n).expect("small") + 1).await;
+        pause
+            .until_queued(usize::try_from(n).expect("small") + 1)
+            .await;
     }
-    release.send(()).expect("writer waiting");
+    pause.release();
     for (n, h) in handles.into_iter().enumerate() {
         let out = h.await.expect("task").expect("push");
         assert_eq!(
@@ -1366,13 +1357,13 @@ async fn push_queued_keeps_call_order_and_commits_together() {
     let s = open_in(&dir, StorageLimits::default()).await;
     let g = group(3);
     let before = s.writer_metrics();
-    let release = s.pause_writer().await.expect("pause");
+    let pause = s.pause_writer().await.expect("pause");
     // Queued one after the other without awaiting the answers: order is the call order.
     let mut replies = Vec::new();
     for n in 0..50u64 {
         replies.push(s.push_queued(push_req(g, n, 8)).await.expect("queued"));
     }
-    release.send(()).expect("writer waiting");
+    pause.release();
     for (n, reply) in replies.into_iter().enumerate() {
         let out = reply.await.expect("committed");
         assert_eq!((out.cursor.get(), out.duplicate), (n as u64 + 1, false));

@@ -116,6 +116,9 @@ struct Inner {
     readers: ReaderPool,
     closed: AtomicBool,
     path: PathBuf,
+    /// Commands whose send to the writer has completed (tests wait on it).
+    #[cfg(test)]
+    sent: std::sync::atomic::AtomicUsize,
 }
 
 impl SqliteStorage {
@@ -159,6 +162,8 @@ impl SqliteStorage {
                 readers: ReaderPool::new(path.clone(), &config),
                 closed: AtomicBool::new(false),
                 path,
+                #[cfg(test)]
+                sent: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }

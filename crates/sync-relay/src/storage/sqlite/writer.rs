@@ -409,23 +409,28 @@ impl SqliteStorage {
             outcome: None,
             reply,
         });
-        self.inner
-            .commands
-            .send(Command::Write(job))
-            .await
-            .map_err(|_| self.gone())?;
+        self.send_command(Command::Write(job)).await?;
         Ok(answer)
     }
 
     /// Sends a control command and waits for its answer.
     pub(super) async fn control(&self, make: impl FnOnce(Reply<()>) -> Command) -> Result<()> {
         let (reply, answer) = oneshot::channel();
+        self.send_command(make(reply)).await?;
+        answer.await.map_err(|_| self.gone())?
+    }
+
+    /// Puts a command in the writer's queue, waiting for room (which keeps the call order).
+    /// When this returns, the command is in the queue: the writer's next look finds it.
+    async fn send_command(&self, command: Command) -> Result<()> {
         self.inner
             .commands
-            .send(make(reply))
+            .send(command)
             .await
             .map_err(|_| self.gone())?;
-        answer.await.map_err(|_| self.gone())?
+        #[cfg(test)]
+        self.inner.sent.fetch_add(1, Ordering::Release);
+        Ok(())
     }
 
     /// The error for a writer that no longer answers: closed on purpose, or gone.
@@ -437,25 +442,56 @@ impl SqliteStorage {
         }
     }
 
-    /// Holds the writer until the returned sender is dropped or sent to (tests use this to
-    /// make several writes land in one batch).
+    /// Holds the writer (after it committed what was queued before) until the returned pause
+    /// is released: tests use this to make chosen writes land in one batch.
     #[cfg(test)]
-    pub(in crate::storage) async fn pause_writer(&self) -> Result<std::sync::mpsc::Sender<()>> {
+    pub(in crate::storage) async fn pause_writer(&self) -> Result<WriterPause> {
         let (release, wait) = std::sync::mpsc::channel();
         let (paused, is_paused) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::Pause(paused, wait))
-            .await
-            .map_err(|_| self.gone())?;
+        self.send_command(Command::Pause(paused, wait)).await?;
         is_paused.await.map_err(|_| self.gone())?;
-        Ok(release)
+        Ok(WriterPause {
+            storage: self.clone(),
+            sent_before: self.inner.sent.load(Ordering::Acquire),
+            release,
+        })
+    }
+}
+
+/// A writer held by [`SqliteStorage::pause_writer`] (tests only). While it is held, every
+/// command sent stays in the queue, and [`WriterPause::release`] lets the writer take them all
+/// into its next batch (up to `max_batch`).
+#[cfg(test)]
+pub(in crate::storage) struct WriterPause {
+    storage: SqliteStorage,
+    /// Commands sent before the pause (the pause itself included).
+    sent_before: usize,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+#[cfg(test)]
+impl WriterPause {
+    /// Waits (without sleeping, bounded by a generous guard) until `n` commands sent since the
+    /// pause are in the writer's queue. A command counts once its send has completed, not
+    /// when it merely holds a place in the queue's capacity: a sender between the two could
+    /// otherwise be overtaken by the next one, or miss the batch.
+    pub(in crate::storage) async fn until_queued(&self, n: usize) {
+        let sent = &self.storage.inner.sent;
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while sent
+                .load(Ordering::Acquire)
+                .saturating_sub(self.sent_before)
+                < n
+            {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("commands were queued");
     }
 
-    /// Commands waiting in the writer's queue.
-    #[cfg(test)]
-    pub(in crate::storage) fn queued(&self) -> usize {
-        let c = &self.inner.commands;
-        c.max_capacity().saturating_sub(c.capacity())
+    /// Lets the writer go on: it takes everything queued into its next batch.
+    pub(in crate::storage) fn release(self) {
+        self.release.send(()).expect("writer waiting");
     }
 }
