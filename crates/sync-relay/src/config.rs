@@ -292,7 +292,7 @@ config_keys! {
     log_format: LogFormat = LogFormat::Text, env "SYNC_RELAY_LOG_FORMAT";
 }
 
-/// Largest accepted `max_blob_bytes` (64 MiB): larger content goes through `sync-content`.
+/// Largest accepted `max_blob_bytes` (64 MiB): larger content is not carried as a single blob.
 pub const MAX_BLOB_BYTES_LIMIT: u32 = 64 << 20;
 
 impl RelayConfig {
