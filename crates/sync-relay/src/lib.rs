@@ -33,12 +33,14 @@ mod session;
 mod storage;
 
 pub use config::{
-    ConfigError, ConfigOverrides, DATA_DIR_NAME, LogFormat, MAX_BLOB_BYTES_LIMIT, RelayConfig,
-    default_data_dir, format_duration, parse_duration,
+    ConfigError, ConfigOverrides, DATA_DIR_NAME, Durability, LogFormat, MAX_BLOB_BYTES_LIMIT,
+    RelayConfig, default_data_dir, format_duration, parse_duration,
 };
 pub use identity::{IdentityError, KEY_FILE_NAME, load_or_create_secret_key};
 pub use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Rejections};
-pub use server::{MemorySession, RelayError, RelayHandle, start};
+#[cfg(feature = "test-util")]
+pub use server::MemorySession;
+pub use server::{RelayError, RelayHandle, start};
 pub use storage::{
     DB_FILE_NAME, InviteLookup, PullEntry, PullPage, PushOutcome, PushReply, PushRequest,
     QuotaKind, SCHEMA, SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits,

@@ -10,8 +10,7 @@ use sync_types::{Bye, ErrorCode, Message};
 
 /// A session of group 1 that still works: push, and the other session sees the Notify.
 async fn still_serving(a: &mut Client, b: &mut Client, n: u64) {
-    let ack = a.push(blob(n), b"still here").await;
-    assert!(matches!(ack, Message::PushAck(_)), "{ack:?}");
+    a.push_acked(blob(n), b"still here").await;
     match b.rx.next().await {
         Some(Message::Notify(notify)) => assert_eq!(notify.blob_id, blob(n)),
         other => panic!("expected Notify, got {other:?}"),
@@ -43,18 +42,8 @@ async fn session_limit_refuses_cleanly_and_existing_sessions_keep_working() {
     assert!(a.rx.until_end().await.is_empty());
     let (mut d, _) = Client::open(&relay, &k).await;
     still_serving(&mut d, &mut b, 2).await;
-    assert_eq!(
-        relay
-            .handle
-            .metrics()
-            .rejections_total
-            .get(ErrorCode::TooManySessions),
-        1
-    );
-    for c in [a, b, d] {
-        c.close().await;
-    }
-    relay.handle.shutdown().await.expect("shutdown");
+    assert_eq!(relay.rejections(ErrorCode::TooManySessions), 1);
+    relay.stop([a, b, d]).await;
 }
 
 #[tokio::test]
@@ -66,22 +55,15 @@ async fn a_two_gib_frame_header_is_rejected_before_allocation() {
     let (mut evil, _) = Client::open(&relay, &k).await;
     // 2 GiB announced, no body follows: the relay must answer from the header alone.
     evil.tx.raw(&0x8000_0000u32.to_be_bytes()).await;
-    let reply = evil.rx.next().await.expect("typed error");
-    assert_eq!(expect_error(&reply).code, ErrorCode::FrameTooLarge);
-    assert!(evil.rx.until_end().await.is_empty(), "session closed");
+    evil.rx.expect_refusal(ErrorCode::FrameTooLarge).await;
 
     // Before Hello, too.
     let mut evil2 = Client::connect(&relay).await;
     evil2.tx.raw(&u32::MAX.to_be_bytes()).await;
-    let reply = evil2.rx.next().await.expect("typed error");
-    assert_eq!(expect_error(&reply).code, ErrorCode::FrameTooLarge);
-    assert!(evil2.rx.until_end().await.is_empty());
+    evil2.rx.expect_refusal(ErrorCode::FrameTooLarge).await;
 
     still_serving(&mut a, &mut b, 1).await;
-    for c in [a, b, evil, evil2] {
-        c.close().await;
-    }
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([a, b, evil, evil2]).await;
 }
 
 #[tokio::test]
@@ -110,25 +92,20 @@ async fn garbage_gets_a_typed_error_and_the_relay_keeps_serving() {
     for (bytes, code) in cases {
         let (mut evil, _) = Client::open(&relay, &k).await;
         evil.tx.raw(bytes).await;
-        let reply = evil.rx.next().await.expect("typed error");
-        assert_eq!(expect_error(&reply).code, code, "for {bytes:02x?}");
+        assert_eq!(evil.rx.next_error().await.code, code, "for {bytes:02x?}");
         assert!(evil.rx.until_end().await.is_empty(), "session closed");
         evil.close().await;
     }
     // Garbage as the very first bytes of a connection.
     let mut evil = Client::connect(&relay).await;
     evil.tx.raw(b"GET / HTTP/1.1\r\n\r\n").await;
-    let reply = evil.rx.next().await.expect("typed error");
-    assert_eq!(expect_error(&reply).code, ErrorCode::FrameTooLarge);
+    assert_eq!(evil.rx.next_error().await.code, ErrorCode::FrameTooLarge);
     evil.close().await;
 
     still_serving(&mut a, &mut b, 1).await;
     let (mut fresh, _) = Client::open(&relay, &k).await;
     fresh.ping().await;
-    for c in [a, b, fresh] {
-        c.close().await;
-    }
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([a, b, fresh]).await;
 }
 
 #[tokio::test]
@@ -137,9 +114,7 @@ async fn hello_timeout_sends_a_typed_error() {
     // Half a header: the stream exists but no Hello arrives.
     let mut slow = Client::connect(&relay).await;
     slow.tx.raw(&[0, 0]).await;
-    let reply = slow.rx.next().await.expect("typed error");
-    assert_eq!(expect_error(&reply).code, ErrorCode::HelloTimeout);
-    assert!(slow.rx.until_end().await.is_empty());
+    slow.rx.expect_refusal(ErrorCode::HelloTimeout).await;
     slow.close().await;
 
     // A connection that never opens a stream is closed.
@@ -152,18 +127,10 @@ async fn hello_timeout_sends_a_typed_error() {
         .handle
         .connect_in_memory(sync_types::DeviceId::from_bytes([1; 32]))
         .expect("memory");
-    let mut rx = FrameReader::new(s.reader);
-    let reply = rx.next().await.expect("typed error");
-    assert_eq!(expect_error(&reply).code, ErrorCode::HelloTimeout);
-    assert!(rx.until_end().await.is_empty());
-    assert!(
-        relay
-            .handle
-            .metrics()
-            .rejections_total
-            .get(ErrorCode::HelloTimeout)
-            >= 3
-    );
+    FrameReader::new(s.reader)
+        .expect_refusal(ErrorCode::HelloTimeout)
+        .await;
+    assert!(relay.rejections(ErrorCode::HelloTimeout) >= 3);
     relay.handle.shutdown().await.expect("shutdown");
 }
 
@@ -175,13 +142,9 @@ async fn idle_sessions_are_closed_with_a_typed_error() {
         welcome.limits.idle_timeout_secs, 0,
         "announced in whole seconds"
     );
-    let reply = idle.rx.next().await.expect("typed error");
-    let err = expect_error(&reply);
-    assert_eq!(err.code, ErrorCode::IdleTimeout);
+    let err = idle.rx.expect_refusal(ErrorCode::IdleTimeout).await;
     assert_eq!(err.request_id, None);
-    assert!(idle.rx.until_end().await.is_empty());
-    idle.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([idle]).await;
 }
 
 #[tokio::test]
@@ -215,14 +178,7 @@ async fn rate_limited_pushes_get_a_retry_hint_and_are_not_stored() {
     assert_eq!(acked + limited, 10);
     let stats = relay.handle.storage().audit().await.expect("audit");
     assert_eq!(stats.blobs, acked, "refused pushes are not stored");
-    assert_eq!(
-        relay
-            .handle
-            .metrics()
-            .rejections_total
-            .get(ErrorCode::RateLimited),
-        limited
-    );
+    assert_eq!(relay.rejections(ErrorCode::RateLimited), limited);
     relay.handle.shutdown().await.expect("shutdown");
 }
 
@@ -236,10 +192,7 @@ async fn group_quotas_and_blob_size_are_typed_refusals() {
     .await;
     let (mut c, _) = Client::open(&relay, &keys(1)).await;
     for n in 0..3u64 {
-        assert!(matches!(
-            c.push(blob(n), &[1; 10]).await,
-            Message::PushAck(_)
-        ));
+        c.push_acked(blob(n), &[1; 10]).await;
     }
     let reply = c.push(blob(3), &[1; 10]).await;
     let err = expect_error(&reply);
@@ -251,25 +204,13 @@ async fn group_quotas_and_blob_size_are_typed_refusals() {
 
     // Bytes quota in another group.
     let (mut d, _) = Client::open(&relay, &keys(2)).await;
-    assert!(matches!(
-        d.push(blob(0), &[1; 600]).await,
-        Message::PushAck(_)
-    ));
+    d.push_acked(blob(0), &[1; 600]).await;
     let reply = d.push(blob(1), &[1; 500]).await;
     assert_eq!(expect_error(&reply).code, ErrorCode::QuotaExceeded);
     let reply = d.push(blob(2), &[1; 601]).await;
     assert_eq!(expect_error(&reply).code, ErrorCode::BlobTooLarge);
     // The session is still open after request-level refusals.
     d.ping().await;
-    assert_eq!(
-        relay
-            .handle
-            .metrics()
-            .rejections_total
-            .get(ErrorCode::QuotaExceeded),
-        2
-    );
-    c.close().await;
-    d.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    assert_eq!(relay.rejections(ErrorCode::QuotaExceeded), 2);
+    relay.stop([c, d]).await;
 }

@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use sync_types::{
-    Bye, ContentRef, Cursor, Delete, DeviceId, ErrorCode, InviteGet, InvitePut, Message,
-    PROTOCOL_VERSION, Payload, RevokeDevice,
+    Bye, ContentRef, Cursor, DeviceId, ErrorCode, InviteGet, InvitePut, Message, PROTOCOL_VERSION,
+    Payload, RevokeDevice,
 };
 
 #[tokio::test]
@@ -18,8 +18,7 @@ async fn hello_with_a_group_signature_gets_welcome() {
     assert_eq!(welcome.limits.max_pull_count, 1000);
     assert_eq!(welcome.limits.idle_timeout_secs, 60);
     assert_eq!(welcome.request_id, 2, "Welcome echoes the Hello request id");
-    c.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([c]).await;
 }
 
 #[tokio::test]
@@ -32,29 +31,16 @@ async fn a_client_that_cannot_sign_for_the_group_is_unauthorized() {
         h.group_id = keys(1).group_id();
     }
     c.tx.send(&msg).await;
-    let reply = c.rx.next().await.expect("an answer");
-    let err = expect_error(&reply);
-    assert_eq!(err.code, ErrorCode::Unauthorized);
+    let err = c.rx.expect_refusal(ErrorCode::Unauthorized).await;
     assert_eq!(err.request_id, Some(7));
-    assert!(c.rx.until_end().await.is_empty(), "session closed");
 
     // A signature over another connection's binding is refused too (no replay).
     let mut c2 = Client::connect(&relay).await;
     let replayed = hello_msg(&keys(1), &c.binding, &c2.relay_id, &c2.device, 1);
     c2.tx.send(&replayed).await;
-    let reply = c2.rx.next().await.expect("an answer");
-    assert_eq!(expect_error(&reply).code, ErrorCode::Unauthorized);
-    assert_eq!(
-        relay
-            .handle
-            .metrics()
-            .rejections_total
-            .get(ErrorCode::Unauthorized),
-        2
-    );
-    c.close().await;
-    c2.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    assert_eq!(c2.rx.next_error().await.code, ErrorCode::Unauthorized);
+    assert_eq!(relay.rejections(ErrorCode::Unauthorized), 2);
+    relay.stop([c, c2]).await;
 }
 
 #[tokio::test]
@@ -66,18 +52,12 @@ async fn wrong_version_and_non_hello_first_frames_are_refused() {
         h.version = PROTOCOL_VERSION + 1;
     }
     c.tx.send(&msg).await;
-    let reply = c.rx.next().await.expect("answer");
-    assert_eq!(expect_error(&reply).code, ErrorCode::BadVersion);
-    assert!(c.rx.until_end().await.is_empty());
+    c.rx.expect_refusal(ErrorCode::BadVersion).await;
 
     let mut c2 = Client::connect(&relay).await;
     c2.tx.send(&pull_msg(1, 0, 10)).await;
-    let reply = c2.rx.next().await.expect("answer");
-    assert_eq!(expect_error(&reply).code, ErrorCode::NotHelloFirst);
-    assert!(c2.rx.until_end().await.is_empty());
-    c.close().await;
-    c2.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    c2.rx.expect_refusal(ErrorCode::NotHelloFirst).await;
+    relay.stop([c, c2]).await;
 }
 
 #[tokio::test]
@@ -85,20 +65,16 @@ async fn pushes_get_cursors_one_to_n_and_a_retry_gets_the_original_cursor() {
     let relay = TestRelay::start(|_| {}).await;
     let (mut c, _) = Client::open(&relay, &keys(1)).await;
     for n in 1..=5u64 {
-        match c.push(blob(n), format!("sealed {n}").as_bytes()).await {
-            Message::PushAck(ack) => {
-                assert_eq!(ack.cursor, Cursor::new(n));
-                assert_eq!(ack.blob_id, blob(n));
-                assert!(ack.server_time_ms > 0);
-            }
-            other => panic!("expected PushAck, got {other:?}"),
-        }
+        let ack = c
+            .push_acked(blob(n), format!("sealed {n}").as_bytes())
+            .await;
+        assert_eq!(ack.cursor, Cursor::new(n));
+        assert_eq!(ack.blob_id, blob(n));
+        assert!(ack.server_time_ms > 0);
     }
     // Retry of blob 3 (same id): the original cursor, nothing new stored.
-    match c.push(blob(3), b"sealed 3").await {
-        Message::PushAck(ack) => assert_eq!(ack.cursor, Cursor::new(3)),
-        other => panic!("expected PushAck, got {other:?}"),
-    }
+    let ack = c.push_acked(blob(3), b"sealed 3").await;
+    assert_eq!(ack.cursor, Cursor::new(3));
     let m = relay.handle.metrics();
     assert_eq!(m.pushes_total.get(), 5);
     assert_eq!(m.push_duplicates_total.get(), 1);
@@ -107,9 +83,7 @@ async fn pushes_get_cursors_one_to_n_and_a_retry_gets_the_original_cursor() {
     // A new session learns the group's max cursor in Welcome.
     let (c2, welcome) = Client::open(&relay, &keys(1)).await;
     assert_eq!(welcome.max_cursor, Cursor::new(5));
-    c.close().await;
-    c2.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([c, c2]).await;
 }
 
 #[tokio::test]
@@ -119,8 +93,7 @@ async fn the_other_session_gets_notify_then_pulls_the_bytes() {
     let (mut b, _) = Client::open(&relay, &keys(1)).await;
     let (mut other_group, _) = Client::open(&relay, &keys(2)).await;
     let payload = b"ciphertext bytes".to_vec();
-    let ack = a.push(blob(42), &payload).await;
-    assert!(matches!(ack, Message::PushAck(_)), "{ack:?}");
+    a.push_acked(blob(42), &payload).await;
 
     let n = match b.rx.next().await.expect("notify") {
         Message::Notify(n) => n,
@@ -148,10 +121,7 @@ async fn the_other_session_gets_notify_then_pulls_the_bytes() {
     other_group.ping().await;
     assert!(a.notifies.is_empty());
     assert!(other_group.notifies.is_empty());
-    for c in [a, b, other_group] {
-        c.close().await;
-    }
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([a, b, other_group]).await;
 }
 
 #[tokio::test]
@@ -200,9 +170,7 @@ async fn pull_is_clamped_by_count_and_bounded_by_bytes() {
     // Mixed sizes, including maximum-size blobs.
     let sizes = [10, max, 1, max, max - 1, 100, 7, max, 3];
     for (n, size) in sizes.iter().enumerate() {
-        let payload = vec![n as u8; *size];
-        let ack = c.push(blob(n as u64), &payload).await;
-        assert!(matches!(ack, Message::PushAck(_)), "{ack:?}");
+        c.push_acked(blob(n as u64), &vec![n as u8; *size]).await;
     }
     let mut after = 0u64;
     let mut got = Vec::new();
@@ -229,8 +197,7 @@ async fn pull_is_clamped_by_count_and_bounded_by_bytes() {
         }
     }
     assert_eq!(got, sizes);
-    c.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([c]).await;
 }
 
 #[tokio::test]
@@ -238,23 +205,11 @@ async fn ping_delete_invites_and_unsupported_requests() {
     let relay = TestRelay::start(|_| {}).await;
     let (mut c, _) = Client::open(&relay, &keys(1)).await;
     c.ping().await;
-    assert!(matches!(c.push(blob(1), b"x").await, Message::PushAck(_)));
+    c.push_acked(blob(1), b"x").await;
 
-    let id = c.next_id();
-    let reply = c
-        .request(Message::Delete(Delete {
-            request_id: id,
-            blob_id: blob(1),
-        }))
-        .await;
+    let reply = c.delete(blob(1)).await;
     assert!(matches!(reply, Message::DeleteAck(_)), "{reply:?}");
-    let id = c.next_id();
-    let reply = c
-        .request(Message::Delete(Delete {
-            request_id: id,
-            blob_id: blob(1),
-        }))
-        .await;
+    let reply = c.delete(blob(1)).await;
     assert_eq!(expect_error(&reply).code, ErrorCode::NotFound);
 
     // ContentRef and RevokeDevice: typed NotSupported, and the session stays open.
@@ -314,8 +269,7 @@ async fn ping_delete_invites_and_unsupported_requests() {
         assert!(joiner.rx.until_end().await.is_empty(), "one-shot");
         joiner.close().await;
     }
-    c.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([c]).await;
 }
 
 #[tokio::test]
@@ -341,9 +295,7 @@ async fn in_memory_sessions_run_the_same_protocol() {
         .handle
         .connect_in_memory(DeviceId::from_bytes([3; 32]))
         .expect("memory session");
-    let mut rx3 = FrameReader::new(s.reader);
-    let reply = rx3.next().await.expect("refusal");
-    let err = expect_error(&reply);
+    let err = FrameReader::new(s.reader).next_error().await;
     assert_eq!(err.code, ErrorCode::TooManySessions);
     assert!(err.retry_after_ms.is_some());
 
@@ -369,10 +321,7 @@ async fn a_stalled_reader_never_blocks_the_pusher_and_its_notifies_are_coalesced
     let big = vec![7u8; welcome.limits.max_blob_bytes as usize];
     let mut last = 0;
     for n in 0..4u64 {
-        match a.push(blob(n), &big).await {
-            Message::PushAck(ack) => last = ack.cursor.get(),
-            other => panic!("expected PushAck, got {other:?}"),
-        }
+        last = a.push_acked(blob(n), &big).await.cursor.get();
     }
     // B asks for far more than QUIC buffers (about 24 MiB of pull responses) and reads
     // nothing: its writer blocks, its queue fills.
@@ -391,17 +340,11 @@ async fn a_stalled_reader_never_blocks_the_pusher_and_its_notifies_are_coalesced
     let mut n = 100u64;
     while relay.handle.metrics().notifies_coalesced_total.get() == 0 {
         assert!(n < 100_000, "B's queue never filled");
-        match a.push(blob(n), b"small").await {
-            Message::PushAck(ack) => last = ack.cursor.get(),
-            other => panic!("expected PushAck, got {other:?}"),
-        }
+        last = a.push_acked(blob(n), b"small").await.cursor.get();
         n += 1;
     }
     for _ in 0..10 {
-        match a.push(blob(n), b"small").await {
-            Message::PushAck(ack) => last = ack.cursor.get(),
-            other => panic!("expected PushAck, got {other:?}"),
-        }
+        last = a.push_acked(blob(n), b"small").await.cursor.get();
         n += 1;
     }
     // B reads again: all its pull responses arrive, and a Notify for the last cursor.
@@ -420,6 +363,5 @@ async fn a_stalled_reader_never_blocks_the_pusher_and_its_notifies_are_coalesced
     assert_eq!(highest, last);
     b_conn.close(0u32.into(), b"done");
     b_endpoint.close().await;
-    a.close().await;
-    relay.handle.shutdown().await.expect("shutdown");
+    relay.stop([a]).await;
 }

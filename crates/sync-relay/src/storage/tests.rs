@@ -2,6 +2,7 @@
 //! the same suite; the `#[tokio::test]`s below run them on [`SqliteStorage`] in temp dirs.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::time::Duration;
 
 use sync_types::{BlobId, Cursor, DeviceId, GroupId};
@@ -95,15 +96,62 @@ async fn pull_all<S: Storage>(
     }
 }
 
-/// Waits (without sleeping) until `n` commands wait in the writer's queue.
-async fn until_queued(s: &SqliteStorage, n: usize) {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while s.queued() < n {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("pushes were queued");
+/// Runs `ops` against a paused writer, each one queued (in order) before the next starts, then
+/// releases the writer: they land in as few batches as `max_batch` allows. Returns the answers
+/// in the order of `ops`.
+async fn queued_behind_a_pause<T, F, Fut>(
+    s: &SqliteStorage,
+    ops: impl IntoIterator<Item = F>,
+) -> Vec<T>
+where
+    F: FnOnce(SqliteStorage) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let pause = s.pause_writer().await.expect("pause");
+    let mut handles = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        handles.push(tokio::spawn(op(s.clone())));
+        // Queue in order: the next operation starts only once this one waits in the queue.
+        pause.until_queued(i + 1).await;
+    }
+    pause.release();
+    let mut answers = Vec::new();
+    for h in handles {
+        answers.push(h.await.expect("task"));
+    }
+    answers
+}
+
+/// The expected totals.
+fn totals(groups: u64, blobs: u64, bytes: u64) -> StorageStats {
+    StorageStats {
+        groups,
+        blobs,
+        bytes,
+    }
+}
+
+/// The totals kept incrementally agree with a full scan of the blobs.
+async fn assert_audit_agrees(s: &SqliteStorage) {
+    assert_eq!(
+        s.audit().await.expect("audit"),
+        s.stats().await.expect("stats")
+    );
+}
+
+/// Pushes and returns the cursor the push got.
+async fn cursor_of<S: Storage>(s: &S, req: PushRequest) -> u64 {
+    s.push(req).await.expect("push").cursor.get()
+}
+
+/// The blob ids of the group's whole log, in cursor order.
+async fn ids_in<S: Storage>(s: &S, g: GroupId) -> Vec<BlobId> {
+    pull_all(s, g, Cursor::ZERO, 100, u64::MAX)
+        .await
+        .iter()
+        .map(|e| e.blob_id)
+        .collect()
 }
 
 fn is_quota(r: &Result<PushOutcome, StorageError>, want: QuotaKind) -> bool {
@@ -167,14 +215,7 @@ async fn check_idempotent_retry<S: Storage>(s: &S) {
             stored_at_ms: T0
         }
     );
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 1,
-            blobs: 2,
-            bytes: 200
-        }
-    );
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 2, 200));
 
     // Many devices retrying the same push at once: one stores it, all get its cursor.
     let tasks: Vec<_> = (0..8)
@@ -198,14 +239,7 @@ async fn check_idempotent_retry<S: Storage>(s: &S) {
         payload(1, 100),
         "the original bytes are kept"
     );
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 1,
-            blobs: 3,
-            bytes: 300
-        }
-    );
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 3, 300));
 }
 
 async fn check_pull_bounds<S: Storage>(s: &S) {
@@ -368,10 +402,7 @@ async fn check_quotas<S: Storage>(s: &S) {
 
     // Count limit.
     for n in 1..=3 {
-        assert_eq!(
-            s.push(push_req(a, n, 10)).await.expect("push").cursor.get(),
-            n
-        );
+        assert_eq!(cursor_of(s, push_req(a, n, 10)).await, n);
     }
     let r = s.push(push_req(a, 4, 10)).await;
     assert!(
@@ -403,22 +434,8 @@ async fn check_quotas<S: Storage>(s: &S) {
         ),
         "{r:?}"
     );
-    assert_eq!(
-        s.push(push_req(b, 14, 100))
-            .await
-            .expect("fits exactly")
-            .cursor
-            .get(),
-        3
-    );
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 2,
-            blobs: 6,
-            bytes: 1030
-        }
-    );
+    assert_eq!(cursor_of(s, push_req(b, 14, 100)).await, 3);
+    assert_eq!(s.stats().await.expect("stats"), totals(2, 6, 1030));
 
     // Deleting frees quota; the freed cursor is not reused.
     assert!(s.delete(a, blob(2)).await.expect("delete"));
@@ -428,35 +445,14 @@ async fn check_quotas<S: Storage>(s: &S) {
             .await
             .expect("delete unknown group")
     );
-    assert_eq!(
-        s.push(push_req(a, 4, 10))
-            .await
-            .expect("push after delete")
-            .cursor
-            .get(),
-        4
-    );
+    assert_eq!(cursor_of(s, push_req(a, 4, 10)).await, 4);
     assert!(is_quota(
         &s.push(push_req(a, 5, 10)).await,
         QuotaKind::GroupBlobs
     ));
     assert!(s.delete(b, blob(11)).await.expect("delete"));
-    assert_eq!(
-        s.push(push_req(b, 15, 500))
-            .await
-            .expect("push")
-            .cursor
-            .get(),
-        4
-    );
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 2,
-            blobs: 6,
-            bytes: 1030
-        }
-    );
+    assert_eq!(cursor_of(s, push_req(b, 15, 500)).await, 4);
+    assert_eq!(s.stats().await.expect("stats"), totals(2, 6, 1030));
 
     // Cleanup frees quota too.
     let removed = s
@@ -464,14 +460,7 @@ async fn check_quotas<S: Storage>(s: &S) {
         .await
         .expect("cleanup");
     assert_eq!(removed, 6);
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 2,
-            blobs: 0,
-            bytes: 0
-        }
-    );
+    assert_eq!(s.stats().await.expect("stats"), totals(2, 0, 0));
     for n in 20..23 {
         s.push(push_req(a, n, 300))
             .await
@@ -512,14 +501,7 @@ async fn check_cleanup<S: Storage>(s: &S) {
         "only expired blobs went, survivors keep their cursors"
     );
     assert_eq!(page.max_cursor, Cursor::new(6));
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 2,
-            blobs: 4,
-            bytes: 200
-        }
-    );
+    assert_eq!(s.stats().await.expect("stats"), totals(2, 4, 200));
 
     // Everything expires; cursors still continue.
     assert_eq!(
@@ -528,31 +510,14 @@ async fn check_cleanup<S: Storage>(s: &S) {
             .expect("c"),
         4
     );
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 2,
-            blobs: 0,
-            bytes: 0
-        }
-    );
+    assert_eq!(s.stats().await.expect("stats"), totals(2, 0, 0));
     let page = s.pull(g, Cursor::ZERO, 100, u64::MAX).await.expect("pull");
     assert_eq!(
         (page.entries.len(), page.has_more, page.max_cursor),
         (0, false, Cursor::new(6))
     );
-    assert_eq!(
-        s.push(push_req(g, 7, 50)).await.expect("push").cursor.get(),
-        7
-    );
-    assert_eq!(
-        s.push(push_req(group(2), 101, 50))
-            .await
-            .expect("push")
-            .cursor
-            .get(),
-        2
-    );
+    assert_eq!(cursor_of(s, push_req(g, 7, 50)).await, 7);
+    assert_eq!(cursor_of(s, push_req(group(2), 101, 50)).await, 2);
     // A retry after its blob expired stores it again, under a new cursor.
     let again = s.push(push_req(g, 1, 50)).await.expect("push");
     assert_eq!((again.cursor.get(), again.duplicate), (8, false));
@@ -658,20 +623,14 @@ async fn check_invites<S: Storage>(s: &S) {
 async fn cursors_are_dense_per_group() {
     let (_dir, s) = fresh(StorageLimits::default()).await;
     check_dense_cursors_per_group(&s).await;
-    assert_eq!(
-        s.audit().await.expect("audit"),
-        s.stats().await.expect("stats")
-    );
+    assert_audit_agrees(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retried_push_returns_the_original_cursor() {
     let (_dir, s) = fresh(StorageLimits::default()).await;
     check_idempotent_retry(&s).await;
-    assert_eq!(
-        s.audit().await.expect("audit"),
-        s.stats().await.expect("stats")
-    );
+    assert_audit_agrees(&s).await;
 }
 
 #[tokio::test]
@@ -690,30 +649,21 @@ async fn first_entry_is_returned_even_when_larger_than_max_bytes() {
 async fn mixed_sizes_up_to_one_mib_are_all_pulled() {
     let (_dir, s) = fresh(StorageLimits::default()).await;
     check_mixed_sizes_all_pulled(&s).await;
-    assert_eq!(
-        s.audit().await.expect("audit"),
-        s.stats().await.expect("stats")
-    );
+    assert_audit_agrees(&s).await;
 }
 
 #[tokio::test]
 async fn quota_rejections_are_typed_and_counters_incremental() {
     let (_dir, s) = fresh(small_limits()).await;
     check_quotas(&s).await;
-    assert_eq!(
-        s.audit().await.expect("audit"),
-        s.stats().await.expect("stats")
-    );
+    assert_audit_agrees(&s).await;
 }
 
 #[tokio::test]
 async fn cleanup_removes_only_expired_blobs_and_keeps_cursors() {
     let (_dir, s) = fresh(StorageLimits::default()).await;
     check_cleanup(&s).await;
-    assert_eq!(
-        s.audit().await.expect("audit"),
-        s.stats().await.expect("stats")
-    );
+    assert_audit_agrees(&s).await;
 }
 
 #[tokio::test]
@@ -841,23 +791,14 @@ async fn queued_pushes_commit_together_and_a_rejection_spares_the_rest() {
     .await;
     let g = group(1);
     let before = s.writer_metrics();
-    let release = s.pause_writer().await.expect("pause");
-
     let plan: [(u64, usize); 6] = [(1, 10), (2, 10), (3, 101), (4, 10), (1, 10), (5, 10)];
-    let mut handles = Vec::new();
-    for (i, (n, len)) in plan.into_iter().enumerate() {
-        let s2 = s.clone();
-        handles.push(tokio::spawn(async move {
-            s2.push(push_req(group(1), n, len)).await
-        }));
-        // Queue in plan order: the next push starts only once this one waits in the queue.
-        until_queued(&s, i + 1).await;
-    }
-    release.send(()).expect("writer waiting");
-    let mut results = Vec::new();
-    for h in handles {
-        results.push(h.await.expect("task"));
-    }
+    let results = queued_behind_a_pause(
+        &s,
+        plan.map(
+            |(n, len)| move |s: SqliteStorage| async move { s.push(push_req(g, n, len)).await },
+        ),
+    )
+    .await;
 
     let after = s.writer_metrics();
     assert_eq!(
@@ -882,21 +823,9 @@ async fn queued_pushes_commit_together_and_a_rejection_spares_the_rest() {
     assert_eq!(ok(3), Some((3, false)));
     assert_eq!(ok(4), Some((1, true)), "duplicate inside the batch");
     assert_eq!(ok(5), Some((4, false)));
-    let stored = pull_all(&s, g, Cursor::ZERO, 100, u64::MAX).await;
-    let ids: Vec<_> = stored.iter().map(|e| e.blob_id).collect();
-    assert_eq!(ids, [blob(1), blob(2), blob(4), blob(5)]);
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 1,
-            blobs: 4,
-            bytes: 40
-        }
-    );
-    assert_eq!(
-        s.audit().await.expect("audit"),
-        s.stats().await.expect("stats")
-    );
+    assert_eq!(ids_in(&s, g).await, [blob(1), blob(2), blob(4), blob(5)]);
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 4, 40));
+    assert_audit_agrees(&s).await;
 }
 
 /// The writer keeps a batch's group counters in memory and writes them back once before the
@@ -914,8 +843,6 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
         s.push(push_req(g, n, 10)).await.expect("push");
     }
     let before = s.writer_metrics();
-    let release = s.pause_writer().await.expect("pause");
-    let mut handles = Vec::new();
     // Push 3 fills the group (3 of 3); deleting blob 1 frees one; push 4 then fits; push 5
     // does not; blob 1, deleted earlier in the batch, is a new blob again and finds the group
     // full; group 2 is created inside the batch.
@@ -927,26 +854,23 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
         (1, 1, false),
         (2, 6, false),
     ];
-    for (i, (gn, n, delete)) in plan.into_iter().enumerate() {
-        let s2 = s.clone();
-        handles.push(tokio::spawn(async move {
-            if delete {
-                s2.delete(group(gn), blob(n))
-                    .await
-                    .map(|found| (u64::from(found), false))
-            } else {
-                s2.push(push_req(group(gn), n, 10))
-                    .await
-                    .map(|o| (o.cursor.get(), o.duplicate))
+    let results = queued_behind_a_pause(
+        &s,
+        plan.map(|(gn, n, delete)| {
+            move |s: SqliteStorage| async move {
+                if delete {
+                    s.delete(group(gn), blob(n))
+                        .await
+                        .map(|found| (u64::from(found), false))
+                } else {
+                    s.push(push_req(group(gn), n, 10))
+                        .await
+                        .map(|o| (o.cursor.get(), o.duplicate))
+                }
             }
-        }));
-        until_queued(&s, i + 1).await;
-    }
-    release.send(()).expect("writer waiting");
-    let mut results = Vec::new();
-    for h in handles {
-        results.push(h.await.expect("task"));
-    }
+        }),
+    )
+    .await;
     assert_eq!(s.writer_metrics().commits - before.commits, 1, "one batch");
     assert_eq!(results[0].as_ref().ok(), Some(&(3, false)));
     assert_eq!(results[1].as_ref().ok(), Some(&(1, false)), "deleted");
@@ -974,25 +898,10 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
         results[4]
     );
     assert_eq!(results[5].as_ref().ok(), Some(&(1, false)), "new group");
-    let ids: Vec<_> = pull_all(&s, g, Cursor::ZERO, 100, u64::MAX)
-        .await
-        .iter()
-        .map(|e| e.blob_id)
-        .collect();
-    assert_eq!(ids, [blob(2), blob(3), blob(4)]);
+    assert_eq!(ids_in(&s, g).await, [blob(2), blob(3), blob(4)]);
     assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(4));
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 2,
-            blobs: 4,
-            bytes: 40
-        }
-    );
-    assert_eq!(
-        s.audit().await.expect("audit"),
-        s.stats().await.expect("stats")
-    );
+    assert_eq!(s.stats().await.expect("stats"), totals(2, 4, 40));
+    assert_audit_agrees(&s).await;
 }
 
 /// If the batch transaction fails, every caller in it gets the error and nothing of it is
@@ -1010,19 +919,11 @@ async fn a_failed_commit_fails_every_push_in_the_batch() {
     )
     .expect("trigger");
 
-    let release = s.pause_writer().await.expect("pause");
     let sizes = [10usize, 11, 13, 12];
-    let mut handles = Vec::new();
-    for (i, len) in sizes.into_iter().enumerate() {
-        let s2 = s.clone();
-        handles.push(tokio::spawn(async move {
-            s2.push(push_req(group(1), i as u64, len)).await
-        }));
-        until_queued(&s, i + 1).await;
-    }
-    release.send(()).expect("writer waiting");
-    for h in handles {
-        let r = h.await.expect("task");
+    let pushes = sizes.into_iter().enumerate().map(|(i, len)| {
+        move |s: SqliteStorage| async move { s.push(push_req(g, i as u64, len)).await }
+    });
+    for r in queued_behind_a_pause(&s, pushes).await {
         assert!(
             matches!(r, Err(StorageError::Sqlite(_))),
             "every push fails: {r:?}"
@@ -1039,14 +940,7 @@ async fn a_failed_commit_fails_every_push_in_the_batch() {
         let out = s.push(push_req(g, i as u64, len)).await.expect("retry");
         assert_eq!((out.cursor.get(), out.duplicate), (i as u64 + 1, false));
     }
-    assert_eq!(
-        s.stats().await.expect("stats"),
-        StorageStats {
-            groups: 1,
-            blobs: 4,
-            bytes: 46
-        }
-    );
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 4, 46));
 }
 
 #[tokio::test]
@@ -1073,14 +967,7 @@ async fn reopening_continues_cursors_with_all_data_present() {
     let before_a = pull_all(&s, a, Cursor::ZERO, 100, u64::MAX).await;
     let before_b = pull_all(&s, b, Cursor::ZERO, 100, u64::MAX).await;
     let stats = s.stats().await.expect("stats");
-    assert_eq!(
-        stats,
-        StorageStats {
-            groups: 2,
-            blobs: 8,
-            bytes: 5200
-        }
-    );
+    assert_eq!(stats, totals(2, 8, 5200));
     s.close().await.expect("close");
     drop(s);
 
@@ -1095,22 +982,8 @@ async fn reopening_continues_cursors_with_all_data_present() {
     assert_eq!(pull_all(&s, b, Cursor::ZERO, 100, u64::MAX).await, before_b);
     assert_eq!(s.max_cursor(a).await.expect("max"), Cursor::new(7));
     assert_eq!(s.max_cursor(b).await.expect("max"), Cursor::new(3));
-    assert_eq!(
-        s.push(push_req(a, 11, 10))
-            .await
-            .expect("push")
-            .cursor
-            .get(),
-        8
-    );
-    assert_eq!(
-        s.push(push_req(b, 12, 10))
-            .await
-            .expect("push")
-            .cursor
-            .get(),
-        4
-    );
+    assert_eq!(cursor_of(&s, push_req(a, 11, 10)).await, 8);
+    assert_eq!(cursor_of(&s, push_req(b, 12, 10)).await, 4);
     let retry = s
         .push(push_req(a, 5, 500))
         .await
@@ -1139,26 +1012,14 @@ async fn acknowledged_pushes_survive_dropping_the_handle() {
             .len(),
         5
     );
-    assert_eq!(
-        s.push(push_req(group(1), 6, 10))
-            .await
-            .expect("push")
-            .cursor
-            .get(),
-        6
-    );
+    assert_eq!(cursor_of(&s, push_req(group(1), 6, 10)).await, 6);
 }
 
 #[tokio::test]
 async fn stats_follow_pushes_deletes_cleanup_and_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open_in(&dir, StorageLimits::default()).await;
-    let expect = |groups, blobs, bytes| StorageStats {
-        groups,
-        blobs,
-        bytes,
-    };
-    assert_eq!(s.stats().await.expect("stats"), expect(0, 0, 0));
+    assert_eq!(s.stats().await.expect("stats"), totals(0, 0, 0));
     for g in 1..=3u8 {
         for n in 0..4u64 {
             let mut r = push_req(group(g), u64::from(g) * 100 + n, 250);
@@ -1166,24 +1027,24 @@ async fn stats_follow_pushes_deletes_cleanup_and_reopen() {
             s.push(r).await.expect("push");
         }
     }
-    assert_eq!(s.stats().await.expect("stats"), expect(3, 12, 3000));
+    assert_eq!(s.stats().await.expect("stats"), totals(3, 12, 3000));
     s.push(push_req(group(1), 100, 250))
         .await
         .expect("duplicate");
     assert_eq!(
         s.stats().await.expect("stats"),
-        expect(3, 12, 3000),
+        totals(3, 12, 3000),
         "a duplicate counts once"
     );
     assert!(s.delete(group(2), blob(203)).await.expect("delete"));
-    assert_eq!(s.stats().await.expect("stats"), expect(3, 11, 2750));
+    assert_eq!(s.stats().await.expect("stats"), totals(3, 11, 2750));
     // TTLs 1 s and 2 s expire: 2 blobs in each of the three groups.
     assert_eq!(
         s.cleanup_expired(T0 + 2_000, 100).await.expect("cleanup"),
         6
     );
     let stats = s.stats().await.expect("stats");
-    assert_eq!(stats, expect(3, 5, 1250));
+    assert_eq!(stats, totals(3, 5, 1250));
     assert_eq!(s.audit().await.expect("audit"), stats);
     s.close().await.expect("close");
     let s = open_in(&dir, StorageLimits::default()).await;
@@ -1196,7 +1057,7 @@ async fn stats_follow_pushes_deletes_cleanup_and_reopen() {
     );
     assert_eq!(
         s.stats().await.expect("stats"),
-        expect(3, 0, 0),
+        totals(3, 0, 0),
         "groups stay known"
     );
 }
@@ -1334,18 +1195,14 @@ async fn a_batch_never_exceeds_max_batch() {
     };
     let s = SqliteStorage::open(dir.path(), config).await.expect("open");
     let before = s.writer_metrics();
-    let release = s.pause_writer().await.expect("pause");
-    let mut handles = Vec::new();
-    for n in 0..5u64 {
-        let s2 = s.clone();
-        handles.push(tokio::spawn(async move {
-            s2.push(push_req(group(1), n, 10)).await
-        }));
-        until_queued(&s, usize::try_from(n).expect("small") + 1).await;
-    }
-    release.send(()).expect("writer waiting");
-    for (n, h) in handles.into_iter().enumerate() {
-        let out = h.await.expect("task").expect("push");
+    let pushes = (0..5u64)
+        .map(|n| move |s: SqliteStorage| async move { s.push(push_req(group(1), n, 10)).await });
+    for (n, out) in queued_behind_a_pause(&s, pushes)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let out = out.expect("push");
         assert_eq!(
             out.cursor.get(),
             n as u64 + 1,
@@ -1366,13 +1223,13 @@ async fn push_queued_keeps_call_order_and_commits_together() {
     let s = open_in(&dir, StorageLimits::default()).await;
     let g = group(3);
     let before = s.writer_metrics();
-    let release = s.pause_writer().await.expect("pause");
+    let pause = s.pause_writer().await.expect("pause");
     // Queued one after the other without awaiting the answers: order is the call order.
     let mut replies = Vec::new();
     for n in 0..50u64 {
         replies.push(s.push_queued(push_req(g, n, 8)).await.expect("queued"));
     }
-    release.send(()).expect("writer waiting");
+    pause.release();
     for (n, reply) in replies.into_iter().enumerate() {
         let out = reply.await.expect("committed");
         assert_eq!((out.cursor.get(), out.duplicate), (n as u64 + 1, false));

@@ -12,8 +12,8 @@ use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
 use sync_crypto::{GroupKeys, GroupSecret, HelloChallenge};
 use sync_relay::{RelayConfig, RelayHandle};
 use sync_types::{
-    ALPN, BlobId, Cursor, DeviceId, FrameCodec, HELLO_BINDING_LABEL, Hello, Message,
-    PROTOCOL_VERSION, Payload, Ping, Pull, Push, WireError,
+    ALPN, BlobId, Cursor, Delete, DeviceId, ErrorCode, FrameCodec, HELLO_BINDING_LABEL, Hello,
+    Message, PROTOCOL_VERSION, Payload, Ping, Pull, Push, PushAck, WireError,
 };
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -44,6 +44,19 @@ impl TestRelay {
 
     pub fn addr(&self) -> SocketAddr {
         self.handle.direct_addrs()[0]
+    }
+
+    /// How many requests or sessions the relay refused with `code`.
+    pub fn rejections(&self, code: ErrorCode) -> u64 {
+        self.handle.metrics().rejections_total.get(code)
+    }
+
+    /// Closes the clients' connections, then shuts the relay down (which must succeed).
+    pub async fn stop(&self, clients: impl IntoIterator<Item = Client>) {
+        for c in clients {
+            c.close().await;
+        }
+        self.handle.shutdown().await.expect("shutdown");
     }
 }
 
@@ -127,6 +140,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
         })
         .await
+    }
+
+    /// The next frame, which must be an `Error`.
+    pub async fn next_error(&mut self) -> WireError {
+        match self.next().await.expect("a typed error") {
+            Message::Error(e) => e,
+            other => panic!("expected an Error frame, got {other:?}"),
+        }
+    }
+
+    /// A refusal: the next frame is an `Error` with `code`, and then the relay ends the stream.
+    pub async fn expect_refusal(&mut self, code: ErrorCode) -> WireError {
+        let err = self.next_error().await;
+        assert_eq!(err.code, code, "{err:?}");
+        assert!(self.until_end().await.is_empty(), "session closed");
+        err
     }
 
     /// The next frame that is not a `Notify` (notifies are collected into `notifies`).
@@ -271,6 +300,23 @@ impl Client {
     pub async fn push(&mut self, blob_id: BlobId, payload: &[u8]) -> Message {
         let id = self.next_id();
         self.request(push_msg(id, blob_id, payload)).await
+    }
+
+    /// Pushes and expects the push to be acknowledged.
+    pub async fn push_acked(&mut self, blob_id: BlobId, payload: &[u8]) -> PushAck {
+        match self.push(blob_id, payload).await {
+            Message::PushAck(ack) => ack,
+            other => panic!("expected PushAck, got {other:?}"),
+        }
+    }
+
+    pub async fn delete(&mut self, blob_id: BlobId) -> Message {
+        let id = self.next_id();
+        self.request(Message::Delete(Delete {
+            request_id: id,
+            blob_id,
+        }))
+        .await
     }
 
     pub async fn pull(&mut self, after: u64, limit: u32) -> Message {

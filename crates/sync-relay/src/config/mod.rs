@@ -8,7 +8,11 @@
 //! `--help` text, so a key cannot be documented in one place and forgotten in another.
 //!
 //! Durations are written as `250ms`, `10s`, `5m`, `2h`, `7d` or combinations like `1h30m`
-//! (a bare number means seconds).
+//! (a bare number means seconds; see `duration`).
+
+mod duration;
+
+pub use duration::{format_duration, parse_duration};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::storage::Synchronous;
+use duration::duration_text;
 
 /// Name of the relay's data directory under the platform data dir.
 pub const DATA_DIR_NAME: &str = "0k-sync-relay";
@@ -50,6 +55,27 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// How durable a commit is, as the configuration spells it (`normal` or `full`); the storage
+/// maps it onto SQLite's `synchronous` pragma.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a commit survives a crash of the relay process (WAL default).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a commit also survives power loss (one fsync per commit).
+    Full,
+}
+
+impl From<Durability> for Synchronous {
+    fn from(d: Durability) -> Self {
+        match d {
+            Durability::Normal => Self::Normal,
+            Durability::Full => Self::Full,
+        }
+    }
 }
 
 /// Whether log lines are human-readable text or one JSON object per line.
@@ -156,7 +182,7 @@ config_keys! {
     /// SQLite durability: `normal` (a commit survives a crash of the relay process) or `full`
     /// (it also survives power loss; one fsync per commit). Default `normal`.
     #[arg(value_name = "MODE", value_enum)]
-    synchronous: Synchronous = Synchronous::Normal, env "SYNC_RELAY_SYNCHRONOUS";
+    synchronous: Durability = Durability::Normal, env "SYNC_RELAY_SYNCHRONOUS";
 
     /// Most concurrent sessions; further connections are refused with `TooManySessions` and a
     /// retry hint. Default 10000.
@@ -271,7 +297,7 @@ config_keys! {
     log_format: LogFormat = LogFormat::Text, env "SYNC_RELAY_LOG_FORMAT";
 }
 
-/// Largest accepted `max_blob_bytes` (64 MiB): larger content goes through `sync-content`.
+/// Largest accepted `max_blob_bytes` (64 MiB): larger content is not carried as a single blob.
 pub const MAX_BLOB_BYTES_LIMIT: u32 = 64 << 20;
 
 impl RelayConfig {
@@ -397,96 +423,6 @@ impl RelayConfig {
     }
 }
 
-/// Parses a duration: `250ms`, `10s`, `5m`, `2h`, `7d`, combinations such as `1h30m`, or a bare
-/// number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("`{text}`: expected a number before a unit"));
-        }
-        let (number, after) = rest.split_at(digits);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}`: number too large"))?;
-        let part = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            "" => return Err(format!("`{text}`: a number needs a unit (ms, s, m, h, d)")),
-            other => return Err(format!("`{text}`: unknown unit `{other}` (ms, s, m, h, d)")),
-        };
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("`{text}`: duration too long"))?;
-        rest = after;
-    }
-    Ok(total)
-}
-
-/// Formats a duration in the largest unit that represents it exactly (`7d`, `90s`, `250ms`).
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    for (unit, size) in [
-        ("d", 86_400_000u128),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
-}
-
-/// Serde adapter: durations as text (`"10s"`), also accepting an integer number of seconds.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
-    }
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Secs(u64),
-        Text(String),
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Repr::deserialize(d)
-            .map_err(|_| de::Error::custom("expected a duration such as \"10s\" or \"7d\""))?
-        {
-            Repr::Secs(s) => Ok(Duration::from_secs(s)),
-            Repr::Text(t) => super::parse_duration(&t).map_err(de::Error::custom),
-        }
-    }
-}
-
 impl fmt::Display for LogFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -499,23 +435,6 @@ impl fmt::Display for LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_and_format() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("5").is_ok());
-        assert!(parse_duration("99999999999999999999d").is_err());
-        for d in ["7d", "90s", "250ms", "2h", "1m", "0s", "1500ms"] {
-            assert_eq!(format_duration(parse_duration(d).expect(d)), d);
-        }
-    }
 
     #[test]
     fn defaults_validate_and_round_trip_through_toml() {
@@ -543,7 +462,7 @@ mod tests {
         let err = RelayConfig::from_toml("synchronous = \"sometimes\"").expect_err("bad");
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
         let ok = RelayConfig::from_toml("synchronous = \"full\"\nhello_timeout = 3").expect("ok");
-        assert_eq!(ok.synchronous, Synchronous::Full);
+        assert_eq!(ok.synchronous, Durability::Full);
         assert_eq!(ok.hello_timeout, Duration::from_secs(3));
     }
 
@@ -601,7 +520,7 @@ mod tests {
 
     #[test]
     fn example_file_lists_every_key_with_default_values() {
-        let text = include_str!("../relay.example.toml");
+        let text = include_str!("../../relay.example.toml");
         let parsed = RelayConfig::from_toml(text).expect("example parses");
         for (key, _) in RelayConfig::KEYS {
             assert!(

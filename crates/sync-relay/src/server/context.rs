@@ -1,0 +1,82 @@
+//! What every session and handler of a running relay shares.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use governor::DefaultDirectRateLimiter;
+use sync_types::{ErrorCode, FrameCodec, Limits, WireError, max_frame_for_payload};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RelayConfig;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::session::bucket;
+use crate::storage::SqliteStorage;
+
+/// Retry hint sent with `TooManySessions`.
+const TOO_MANY_SESSIONS_RETRY_MS: u64 = 2000;
+
+/// What every session and handler shares.
+pub(crate) struct RelayCtx {
+    pub(crate) config: RelayConfig,
+    pub(crate) relay_id: [u8; 32],
+    pub(crate) storage: SqliteStorage,
+    pub(crate) metrics: Metrics,
+    pub(crate) hub: Hub,
+    pub(crate) limits: Limits,
+    pub(crate) codec: FrameCodec,
+    pub(crate) global_push: Option<DefaultDirectRateLimiter>,
+    pub(crate) slots: Arc<Semaphore>,
+    /// Cancelled when the relay shuts down: sessions finish their requests and send `Bye`.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) next_session: AtomicU64,
+    pub(crate) started: Instant,
+}
+
+impl RelayCtx {
+    pub(crate) fn new(config: RelayConfig, relay_id: [u8; 32], storage: SqliteStorage) -> Self {
+        let max_frame = max_frame_for_payload(config.max_blob_bytes as usize);
+        Self {
+            limits: wire_limits(&config, max_frame),
+            codec: FrameCodec::new(max_frame),
+            global_push: bucket(config.global_push_rate, config.global_push_burst),
+            slots: Arc::new(Semaphore::new(config.max_sessions as usize)),
+            config,
+            relay_id,
+            storage,
+            metrics: Metrics::default(),
+            hub: Hub::default(),
+            shutdown: CancellationToken::new(),
+            next_session: AtomicU64::new(1),
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn too_many_sessions(&self) -> WireError {
+        WireError::new(
+            ErrorCode::TooManySessions,
+            format!(
+                "the relay is at its limit of {} sessions",
+                self.config.max_sessions
+            ),
+        )
+        .retry_after_ms(TOO_MANY_SESSIONS_RETRY_MS)
+    }
+}
+
+/// Limits announced in `Welcome`, from the configuration.
+fn wire_limits(config: &RelayConfig, max_frame: usize) -> Limits {
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    Limits {
+        max_blob_bytes: config.max_blob_bytes,
+        max_frame_bytes: u32::try_from(max_frame).unwrap_or(u32::MAX),
+        max_pull_count: config.max_pull_count,
+        max_pull_bytes: config.max_pull_bytes,
+        default_ttl_secs: secs(config.default_ttl),
+        max_ttl_secs: secs(config.max_ttl),
+        idle_timeout_secs: secs(config.idle_timeout),
+        max_in_flight: config.max_in_flight,
+    }
+}

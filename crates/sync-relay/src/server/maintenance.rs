@@ -1,0 +1,104 @@
+//! Periodic work of a running relay: removing expired blobs and invites, and a stats line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::RelayCtx;
+use crate::storage::Storage;
+
+/// Rows removed per cleanup transaction.
+const CLEANUP_BATCH: u32 = 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Removes expired blobs and invites every `cleanup_interval`.
+pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.config.cleanup_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let mut removed = 0u64;
+        loop {
+            match ctx.storage.cleanup_expired(now_ms(), CLEANUP_BATCH).await {
+                Ok(n) => {
+                    removed = removed.saturating_add(n);
+                    ctx.metrics.expired_total.add(n);
+                    if n < u64::from(CLEANUP_BATCH) || stop.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cleanup failed");
+                    break;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "expired blobs removed");
+        }
+    }
+}
+
+/// Logs one line of figures every `stats_interval`.
+pub(super) async fn stats_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.config.stats_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let m = &ctx.metrics;
+    let snapshot = || {
+        [
+            m.pushes_total.get(),
+            m.pulls_total.get(),
+            m.notifies_total.get(),
+            m.bytes_in_total.get(),
+            m.bytes_out_total.get(),
+            m.rejections_total.total(),
+        ]
+    };
+    let mut last = snapshot();
+    let mut last_at = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let now = snapshot();
+        let secs = last_at.elapsed().as_secs_f64().max(0.001);
+        let rate = |i: usize| {
+            let d = now
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(last.get(i).copied().unwrap_or(0));
+            (d as f64 / secs * 10.0).round() / 10.0
+        };
+        let stored = ctx.storage.stats().await.unwrap_or_default();
+        tracing::info!(
+            target: "sync_relay::stats",
+            sessions = m.sessions.get(),
+            active_groups = ctx.hub.active_groups(),
+            pushes_per_s = rate(0),
+            pulls_per_s = rate(1),
+            notifies_per_s = rate(2),
+            bytes_in_per_s = rate(3),
+            bytes_out_per_s = rate(4),
+            rejections_per_s = rate(5),
+            stored_blobs = stored.blobs,
+            stored_bytes = stored.bytes,
+            groups = stored.groups,
+            "stats"
+        );
+        last = now;
+        last_at = Instant::now();
+    }
+}

@@ -1,0 +1,219 @@
+//! The QUIC side: the iroh endpoint, the addresses devices can dial, the accept loop, and one
+//! connection's way to a session (TLS handshake, Hello binding, a session slot, the stream).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::endpoint::{Incoming, NetReportConfig, PortmapperConfig, presets};
+use iroh::{Endpoint, RelayMode};
+use sync_types::{ALPN, DeviceId, ErrorCode, HELLO_BINDING_LABEL};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{RelayCtx, RelayError};
+use crate::config::RelayConfig;
+use crate::session::{refuse, serve_session};
+
+/// After a session ends, how long the relay waits for the device to receive its last frames
+/// before it closes the connection.
+pub(super) const LINGER: Duration = Duration::from_secs(3);
+
+/// The TLS handshake gets at least this long, even with a shorter `hello_timeout`.
+const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections refused for lack of a session slot that may wait for their stream at once (to
+/// get a typed `TooManySessions` frame); beyond this they are closed without one.
+const MAX_PENDING_REFUSALS: usize = 256;
+
+/// QUIC application close codes.
+const CLOSE_OK: u32 = 0;
+const CLOSE_REFUSED: u32 = 1;
+
+/// Binds the iroh endpoint: self-hosted (nothing on the internet contacted) unless
+/// `public_discovery` is set.
+pub(super) async fn bind_endpoint(
+    config: &RelayConfig,
+    secret: iroh::SecretKey,
+) -> Result<Endpoint, RelayError> {
+    let bind_err = |message: String| RelayError::Bind {
+        what: "QUIC endpoint",
+        addr: config.bind,
+        message,
+    };
+    let builder = if config.public_discovery {
+        // Opt-in: n0's relay servers and address lookup (contacts the internet).
+        Endpoint::builder(presets::N0)
+    } else {
+        // Self-hosted default: nothing on the internet is contacted.
+        Endpoint::builder(presets::Minimal)
+            .relay_mode(RelayMode::Disabled)
+            .clear_address_lookup()
+            .portmapper_config(PortmapperConfig::Disabled)
+            .net_report_config(NetReportConfig::minimal())
+    };
+    builder
+        .secret_key(secret)
+        .clear_ip_transports()
+        .bind_addr(config.bind)
+        .map_err(|e| bind_err(error_chain(&e)))?
+        .alpns(vec![ALPN.to_vec()])
+        .bind()
+        .await
+        .map_err(|e| bind_err(error_chain(&e)))
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Addresses devices can dial: the bound sockets, with an unspecified address (`0.0.0.0`,
+/// `[::]`) replaced by the interface addresses iroh found for it plus loopback.
+pub(super) fn direct_addrs(endpoint: &Endpoint) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    let add = |a: SocketAddr, out: &mut Vec<SocketAddr>| {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    };
+    let found = endpoint.addr();
+    for bound in endpoint.bound_sockets() {
+        if !bound.ip().is_unspecified() {
+            add(bound, &mut out);
+            continue;
+        }
+        for a in found.ip_addrs() {
+            if a.port() == bound.port()
+                && a.is_ipv4() == bound.is_ipv4()
+                && !a.ip().is_unspecified()
+            {
+                add(*a, &mut out);
+            }
+        }
+        let loopback = if bound.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        };
+        add(SocketAddr::new(loopback, bound.port()), &mut out);
+    }
+    out
+}
+
+/// Accepts connections until `stop`, each served as its own task in `sessions`.
+pub(super) async fn accept_loop(
+    ctx: Arc<RelayCtx>,
+    endpoint: Endpoint,
+    sessions: TaskTracker,
+    stop: CancellationToken,
+) {
+    let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            () = stop.cancelled() => break,
+        };
+        ctx.metrics.connections_total.inc();
+        sessions.spawn(handle_connection(
+            Arc::clone(&ctx),
+            incoming,
+            Arc::clone(&refusals),
+        ));
+    }
+}
+
+/// One QUIC connection: TLS handshake, Hello binding from the TLS exporter, a session slot,
+/// then the session on the first bidirectional stream.
+async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, refusals: Arc<Semaphore>) {
+    let deadline = ctx.config.hello_timeout;
+    let conn = match tokio::time::timeout(deadline.max(MIN_HANDSHAKE_TIMEOUT), incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "connection handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("connection handshake timed out");
+            return;
+        }
+    };
+    let peer = DeviceId::from_bytes(*conn.remote_id().as_bytes());
+    let mut binding = [0u8; 32];
+    if conn
+        .export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
+        .is_err()
+    {
+        ctx.metrics.reject(ErrorCode::Internal);
+        conn.close(CLOSE_REFUSED.into(), b"internal error");
+        return;
+    }
+    let slot = Arc::clone(&ctx.slots).try_acquire_owned().ok();
+    let refusal = match slot {
+        Some(_) => None,
+        None => match Arc::clone(&refusals).try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                ctx.metrics.reject(ErrorCode::TooManySessions);
+                conn.close(CLOSE_REFUSED.into(), b"too many sessions");
+                return;
+            }
+        },
+    };
+    let streams = tokio::select! {
+        r = tokio::time::timeout(deadline, conn.accept_bi()) => r,
+        () = ctx.shutdown.cancelled() => {
+            conn.close(CLOSE_REFUSED.into(), b"relay shutting down");
+            return;
+        }
+    };
+    let (mut send, recv) = match streams {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            ctx.metrics.reject(ErrorCode::HelloTimeout);
+            tracing::info!(
+                target: "sync_relay::audit",
+                event = "session_refused",
+                device = %peer.short(),
+                reason = ErrorCode::HelloTimeout.name(),
+            );
+            conn.close(CLOSE_REFUSED.into(), b"no stream opened in time");
+            return;
+        }
+    };
+    let stopped = send.stopped();
+    match slot {
+        Some(slot) => {
+            serve_session(Arc::clone(&ctx), slot, peer, binding, recv, send).await;
+        }
+        None => {
+            refuse(&ctx, &mut send, &peer, ctx.too_many_sessions()).await;
+            drop(send);
+        }
+    }
+    // Let the device receive the last frames (it acknowledges them, or closes), then close.
+    let _ = tokio::time::timeout(LINGER, async {
+        tokio::select! {
+            _ = stopped => {}
+            _ = conn.closed() => {}
+        }
+    })
+    .await;
+    conn.close(CLOSE_OK.into(), b"");
+    drop(refusal);
+}

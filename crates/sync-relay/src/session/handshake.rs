@@ -1,0 +1,130 @@
+//! Admission: the first frame of a session must be a `Hello` that proves membership of its
+//! group (or a one-shot `InviteGet` from a device that is not in a group yet), in time.
+
+use sync_crypto::{HelloChallenge, HelloSignature, verify_hello};
+use sync_types::{DeviceId, ErrorCode, Hello, Message, PROTOCOL_VERSION, WireError};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::frames::{FrameReader, ReadError, refuse, write_frame};
+use super::invites::invite_get;
+use super::{STORAGE_RETRY_MS, SessionEnd};
+use crate::server::RelayCtx;
+
+/// How the Hello phase ended without opening a session.
+pub(super) enum Early {
+    /// Send this error, then finish the stream.
+    Refuse(WireError),
+    /// Send this answer (a one-shot `InviteGet`), then finish the stream.
+    Answer(Message),
+    /// The stream ended or broke; nothing to send.
+    Lost,
+}
+
+impl Early {
+    /// Sends what this end calls for and finishes the stream.
+    pub(super) async fn finish<W: AsyncWrite + Unpin>(
+        self,
+        ctx: &RelayCtx,
+        writer: &mut W,
+        peer: &DeviceId,
+    ) -> SessionEnd {
+        match self {
+            Early::Refuse(err) => {
+                let code = err.code;
+                refuse(ctx, writer, peer, err).await;
+                if code == ErrorCode::ShuttingDown {
+                    SessionEnd::Shutdown
+                } else {
+                    SessionEnd::Error(code)
+                }
+            }
+            Early::Answer(answer) => {
+                if let Message::Error(e) = &answer {
+                    ctx.metrics.reject(e.code);
+                }
+                write_frame(writer, ctx, &answer).await;
+                let _ = tokio::time::timeout(ctx.config.idle_timeout, writer.shutdown()).await;
+                SessionEnd::PeerClosed
+            }
+            Early::Lost => SessionEnd::Lost,
+        }
+    }
+}
+
+/// Reads and checks the first frame: a valid `Hello` for the group, or why not.
+pub(super) async fn read_hello<R: AsyncRead + Unpin>(
+    ctx: &RelayCtx,
+    binding: &[u8; 32],
+    peer: &DeviceId,
+    reader: &mut FrameReader<R>,
+) -> Result<Hello, Early> {
+    let first = tokio::select! {
+        r = tokio::time::timeout(
+            ctx.config.hello_timeout,
+            reader.next(&ctx.codec, ctx),
+        ) => r,
+        () = ctx.shutdown.cancelled() => {
+            return Err(Early::Refuse(
+                WireError::new(ErrorCode::ShuttingDown, "relay is shutting down")
+                    .retry_after_ms(STORAGE_RETRY_MS),
+            ));
+        }
+    };
+    let hello = match first {
+        Err(_) => {
+            return Err(Early::Refuse(WireError::new(
+                ErrorCode::HelloTimeout,
+                "no Hello in time",
+            )));
+        }
+        Ok(Err(ReadError::Eof | ReadError::Io)) => return Err(Early::Lost),
+        Ok(Err(ReadError::Frame(e))) => {
+            return Err(Early::Refuse(WireError::new(e.error_code(), e.to_string())));
+        }
+        Ok(Ok(Message::Hello(hello))) => hello,
+        Ok(Ok(Message::InviteGet(get))) => {
+            // A device joining by short code is not in the group yet: one lookup, then close.
+            let answer = invite_get(ctx, get.request_id, get.lookup_id).await;
+            return Err(Early::Answer(answer));
+        }
+        Ok(Ok(other)) => {
+            return Err(Early::Refuse(WireError::new(
+                ErrorCode::NotHelloFirst,
+                format!("expected Hello, got {}", other.message_type().name()),
+            )));
+        }
+    };
+    check_hello(ctx, binding, peer, &hello)
+        .map_err(|err| Early::Refuse(err.for_request(hello.request_id)))?;
+    Ok(hello)
+}
+
+/// Version and group-membership checks of a `Hello`.
+fn check_hello(
+    ctx: &RelayCtx,
+    binding: &[u8; 32],
+    peer: &DeviceId,
+    hello: &Hello,
+) -> Result<(), WireError> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err(WireError::new(
+            ErrorCode::BadVersion,
+            format!(
+                "protocol version {} is not supported (this relay speaks {PROTOCOL_VERSION})",
+                hello.version
+            ),
+        ));
+    }
+    let challenge = HelloChallenge::new(binding, &ctx.relay_id, peer, &hello.group_id);
+    verify_hello(
+        &hello.group_id,
+        &challenge,
+        &HelloSignature(hello.auth_signature),
+    )
+    .map_err(|_| {
+        WireError::new(
+            ErrorCode::Unauthorized,
+            "the Hello signature does not prove membership of this group",
+        )
+    })
+}

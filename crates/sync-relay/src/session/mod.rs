@@ -1,0 +1,256 @@
+//! One session: a byte stream in each direction (a QUIC bidirectional stream, or in-process
+//! pipes), served by the same code.
+//!
+//! Phases:
+//! 1. **Hello** — the first frame must be `Hello` (or a one-shot `InviteGet`, for a device that
+//!    is not in a group yet) and arrive within `hello_timeout`. Version check, then
+//!    `verify_hello` over `HelloChallenge(binding, relay id, peer, group)` → `Welcome`, or a
+//!    typed `Error` frame and the end of the session.
+//! 2. **Open** — pipelined requests. The reader reads a frame only while fewer than
+//!    `max_in_flight` requests are unanswered. Pushes are queued to storage in arrival order
+//!    (so they get cursors in send order) and their answers are awaited by one FIFO task, so many
+//!    pushes of one session commit in one batch; `PushAck` is queued only after the commit, then
+//!    `Notify` goes to the group's other sessions through the hub. Other requests run as tasks.
+//!    One writer task owns the send half and writes everything queued in batches.
+//! 3. **End** — `Bye` or end of stream from the device, an idle timeout, a protocol violation
+//!    (typed `Error`), or relay shutdown (`Bye`). Unanswered requests are finished first
+//!    (bounded by `drain_timeout`), then the writer finishes the stream.
+//!
+//! Nothing here logs payloads, signatures or keys; ids are shortened.
+//!
+//! Files: `frames` (reading frames, direct writes), `handshake` (the Hello phase), `requests`
+//! (the request loop and dispatch), `push` (the push pipeline and its rate limits), `blobs`
+//! (pull and delete), `invites` (the invite mailbox), `outbound` (the writer task).
+
+mod blobs;
+mod frames;
+mod handshake;
+mod invites;
+mod outbound;
+mod push;
+mod requests;
+
+pub(crate) use frames::refuse;
+pub(crate) use push::bucket;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use governor::DefaultDirectRateLimiter;
+use sync_types::{BlobId, DeviceId, ErrorCode, GroupId, Message, Welcome, WireError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Link, Outbound};
+use crate::server::RelayCtx;
+use crate::storage::{QuotaKind, Storage, StorageError};
+use frames::{FrameReader, write_frame};
+use handshake::read_hello;
+use outbound::write_loop;
+
+/// Retry hint for transient storage failures.
+const STORAGE_RETRY_MS: u64 = 1000;
+
+/// Why a session ended (for the audit log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    /// The device sent `Bye` or finished its stream.
+    PeerClosed,
+    /// The relay is shutting down; `Bye` was sent.
+    Shutdown,
+    /// The session was ended with this error code (sent to the device).
+    Error(ErrorCode),
+    /// The stream broke or the device stopped reading.
+    Lost,
+}
+
+impl SessionEnd {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::PeerClosed => "peer_closed",
+            Self::Shutdown => "shutdown",
+            Self::Error(code) => code.name(),
+            Self::Lost => "lost",
+        }
+    }
+}
+
+/// The relay's clock, in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A duration in whole milliseconds (saturating).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Serves one session to its end. `slot` is the session's place under `max_sessions`;
+/// `binding` is the connection-specific Hello binding; `peer` the authenticated device id.
+/// The slot is released before the device sees the end of the stream, so a device that
+/// reconnects right after finds it free.
+pub(crate) async fn serve_session<R, W>(
+    ctx: Arc<RelayCtx>,
+    slot: OwnedSemaphorePermit,
+    peer: DeviceId,
+    binding: [u8; 32],
+    reader: R,
+    mut writer: W,
+) -> SessionEnd
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut reader = FrameReader::new(reader);
+    let hello = match read_hello(&ctx, &binding, &peer, &mut reader).await {
+        Ok(hello) => hello,
+        Err(early) => {
+            drop(slot);
+            return early.finish(&ctx, &mut writer, &peer).await;
+        }
+    };
+    let request_id = hello.request_id;
+    let group = hello.group_id;
+
+    // Registered before max_cursor is read, so no commit falls between the two unnoticed;
+    // notifications wait in the queue until the writer task starts after Welcome.
+    let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(ctx.config.session_queue.max(1) as usize);
+    let link = Arc::new(Link::new(id, tx.clone()));
+    ctx.hub.register(group, Arc::clone(&link));
+    let max_cursor = match ctx.storage.max_cursor(group).await {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.hub.unregister(&group, id);
+            drop(slot);
+            let err = storage_error(&ctx, &e).for_request(request_id);
+            let code = err.code;
+            refuse(&ctx, &mut writer, &peer, err).await;
+            return SessionEnd::Error(code);
+        }
+    };
+    let welcome = Message::Welcome(Welcome {
+        request_id,
+        relay_id: ctx.relay_id,
+        max_cursor,
+        limits: ctx.limits,
+    });
+    if !write_frame(&mut writer, &ctx, &welcome).await {
+        ctx.hub.unregister(&group, id);
+        return SessionEnd::Lost;
+    }
+
+    let opened = Instant::now();
+    ctx.metrics.sessions.inc();
+    ctx.metrics.sessions_total.inc();
+    tracing::info!(
+        target: "sync_relay::audit",
+        event = "session_open",
+        session = id,
+        device = %peer.short(),
+        group = %group.short(),
+        last_cursor = hello.last_cursor.get(),
+        max_cursor = max_cursor.get(),
+    );
+
+    let session = Arc::new(Session {
+        id,
+        peer,
+        group,
+        out: tx,
+        cancel: CancellationToken::new(),
+        in_flight: Arc::new(Semaphore::new(ctx.config.max_in_flight.max(1) as usize)),
+        limiter: bucket(ctx.config.session_push_rate, ctx.config.session_push_burst),
+        deferred: std::sync::Mutex::new(None),
+        pushes: AtomicU64::new(0),
+        ctx: Arc::clone(&ctx),
+    });
+    let writer_task = tokio::spawn(write_loop(
+        writer,
+        rx,
+        Arc::clone(&link),
+        Arc::clone(&ctx),
+        session.cancel.clone(),
+    ));
+    let end = session.run(reader).await;
+
+    ctx.hub.unregister(&group, id);
+    ctx.metrics.sessions.dec();
+    // The slot is free before the device sees the end of the stream, so a device that
+    // reconnects after its session ended finds it free.
+    drop(slot);
+    // The writer sends what is queued, then finishes the stream.
+    let _ = session.out.send(Outbound::Close).await;
+    let _ = tokio::time::timeout(ctx.config.drain_timeout, writer_task).await;
+    tracing::info!(
+        target: "sync_relay::audit",
+        event = "session_close",
+        session = id,
+        device = %peer.short(),
+        group = %group.short(),
+        reason = end.as_str(),
+        pushes = session.pushes.load(Ordering::Relaxed),
+        duration_ms = millis(opened.elapsed()),
+    );
+    end
+}
+
+/// An open session (after Welcome).
+struct Session {
+    id: u64,
+    peer: DeviceId,
+    group: GroupId,
+    out: mpsc::Sender<Outbound>,
+    /// Cancelled when the writer fails: the device stopped reading or the stream broke.
+    cancel: CancellationToken,
+    in_flight: Arc<Semaphore>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// The push last refused with `RateLimited`, and when its retry hint ends. Until the device
+    /// sends that blob again, every other push of this session is refused too: pushes that were
+    /// already in flight behind it must not overtake it, so one sender's blobs keep their order.
+    deferred: std::sync::Mutex<Option<(BlobId, Instant)>>,
+    pushes: AtomicU64,
+    ctx: Arc<RelayCtx>,
+}
+
+/// The wire error for a storage failure.
+fn storage_error(ctx: &RelayCtx, e: &StorageError) -> WireError {
+    match e {
+        StorageError::QuotaExceeded {
+            kind: QuotaKind::BlobSize,
+            limit,
+            ..
+        } => WireError::new(
+            ErrorCode::BlobTooLarge,
+            format!("payload above the relay's maximum of {limit} bytes"),
+        ),
+        StorageError::QuotaExceeded {
+            kind: QuotaKind::Ttl,
+            ..
+        } => WireError::new(ErrorCode::TtlTooLong, "ttl above the relay's maximum"),
+        StorageError::QuotaExceeded { kind, limit, .. } => WireError::new(
+            ErrorCode::QuotaExceeded,
+            format!("group quota exceeded ({kind}): limit {limit}"),
+        )
+        // Space frees up when blobs expire, checked every cleanup interval.
+        .retry_after_ms(millis(ctx.config.cleanup_interval)),
+        StorageError::Closed | StorageError::WriterGone => {
+            WireError::new(ErrorCode::ShuttingDown, "relay storage is closing")
+                .retry_after_ms(STORAGE_RETRY_MS)
+        }
+        StorageError::InvalidArgument { what } => WireError::new(ErrorCode::Malformed, *what),
+        StorageError::InviteExists => WireError::new(
+            ErrorCode::Conflict,
+            "another invite is stored under this lookup id",
+        ),
+        other => {
+            tracing::warn!(error = %other, "storage failure");
+            WireError::new(ErrorCode::StorageFailure, "relay storage failure")
+                .retry_after_ms(STORAGE_RETRY_MS)
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The request loop of an open session: reads frames while fewer than `max_in_flight`
+//! requests are unanswered, dispatches each one, and at the end finishes what was asked.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sync_types::{Bye, ErrorCode, Message, Pong, WireError};
+use tokio::io::AsyncRead;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::frames::{FrameReader, ReadError};
+use super::invites::invite_get;
+use super::push::PendingPush;
+use super::{Session, SessionEnd};
+use crate::hub::Outbound;
+
+/// What the read loop decided.
+pub(super) enum Next {
+    Continue,
+    End(SessionEnd, Option<WireError>),
+}
+
+impl Session {
+    /// Reads and dispatches frames until the session ends; then finishes unanswered requests
+    /// and queues the last frame (`Error` or `Bye`).
+    pub(super) async fn run<R: AsyncRead + Unpin>(
+        self: &Arc<Self>,
+        mut reader: FrameReader<R>,
+    ) -> SessionEnd {
+        let ctx = Arc::clone(&self.ctx);
+        let (ack_tx, ack_rx) = mpsc::channel(ctx.config.max_in_flight.max(1) as usize);
+        let acks = tokio::spawn(Arc::clone(self).ack_loop(ack_rx));
+        let (end, last) = loop {
+            let permit = tokio::select! {
+                p = Arc::clone(&self.in_flight).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break (SessionEnd::Lost, None),
+                },
+                () = self.cancel.cancelled() => break (SessionEnd::Lost, None),
+                () = ctx.shutdown.cancelled() => break (SessionEnd::Shutdown, None),
+            };
+            let frame = tokio::select! {
+                r = tokio::time::timeout(
+                    ctx.config.idle_timeout,
+                    reader.next(&ctx.codec, &ctx),
+                ) => r,
+                () = self.cancel.cancelled() => break (SessionEnd::Lost, None),
+                () = ctx.shutdown.cancelled() => break (SessionEnd::Shutdown, None),
+            };
+            let msg = match frame {
+                Err(_) => {
+                    let err = WireError::new(ErrorCode::IdleTimeout, "session idle for too long");
+                    break (SessionEnd::Error(ErrorCode::IdleTimeout), Some(err));
+                }
+                Ok(Err(ReadError::Eof)) => break (SessionEnd::PeerClosed, None),
+                Ok(Err(ReadError::Io)) => break (SessionEnd::Lost, None),
+                Ok(Err(ReadError::Frame(e))) => {
+                    let code = e.error_code();
+                    break (
+                        SessionEnd::Error(code),
+                        Some(WireError::new(code, e.to_string())),
+                    );
+                }
+                Ok(Ok(msg)) => msg,
+            };
+            match self.dispatch(msg, permit, &ack_tx).await {
+                Next::Continue => {}
+                Next::End(end, last) => break (end, last),
+            }
+        };
+        drop(ack_tx);
+
+        // Finish what was asked before the end (acks of queued pushes, pending pulls).
+        if end != SessionEnd::Lost {
+            let all = ctx.config.max_in_flight.max(1);
+            let drained = tokio::select! {
+                r = tokio::time::timeout(
+                    ctx.config.drain_timeout,
+                    Arc::clone(&self.in_flight).acquire_many_owned(all),
+                ) => r.is_ok(),
+                () = self.cancel.cancelled() => false,
+            };
+            if !drained {
+                tracing::debug!(session = self.id, "requests still open at session end");
+            }
+        }
+        acks.abort();
+        let last = match (&end, last) {
+            (_, Some(err)) => Some(Message::Error(err)),
+            (SessionEnd::Shutdown, None) => Some(Message::Bye(Bye {
+                reason: Some("relay shutting down".into()),
+            })),
+            _ => None,
+        };
+        if let Some(msg) = last {
+            self.send(msg).await;
+        }
+        end
+    }
+
+    /// Queues a frame for the writer (waits for room; responses are bounded by `max_in_flight`).
+    pub(super) async fn send(&self, msg: Message) {
+        if let Message::Error(e) = &msg {
+            self.ctx.metrics.reject(e.code);
+        }
+        let _ = self.out.send(Outbound::Frame(msg)).await;
+    }
+
+    /// Queues an `Error` frame.
+    pub(super) async fn send_error(&self, err: WireError) {
+        self.send(Message::Error(err)).await;
+    }
+
+    /// Answers a request in a task of its own; the request's in-flight permit is held until
+    /// the answer is queued.
+    fn answer_in_task<F, Fut>(self: &Arc<Self>, permit: OwnedSemaphorePermit, answer: F)
+    where
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: Future<Output = Message> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let msg = answer(Arc::clone(&this)).await;
+            this.send(msg).await;
+            drop(permit);
+        });
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        msg: Message,
+        permit: OwnedSemaphorePermit,
+        acks: &mpsc::Sender<PendingPush>,
+    ) -> Next {
+        match msg {
+            Message::Push(push) => {
+                self.push(push, permit, acks).await;
+            }
+            Message::Pull(pull) => {
+                self.answer_in_task(permit, move |this| async move { this.pull(pull).await });
+            }
+            Message::Delete(del) => {
+                self.answer_in_task(permit, move |this| async move { this.delete(del).await });
+            }
+            Message::Ping(ping) => {
+                self.send(Message::Pong(Pong {
+                    request_id: ping.request_id,
+                }))
+                .await;
+            }
+            Message::InvitePut(put) => {
+                self.answer_in_task(
+                    permit,
+                    move |this| async move { this.invite_put(put).await },
+                );
+            }
+            Message::InviteGet(get) => {
+                self.answer_in_task(permit, move |this| async move {
+                    invite_get(&this.ctx, get.request_id, get.lookup_id).await
+                });
+            }
+            Message::ContentRef(m) => {
+                self.send_error(not_supported("ContentRef", m.request_id))
+                    .await;
+            }
+            Message::RevokeDevice(m) => {
+                self.send_error(not_supported("RevokeDevice", m.request_id))
+                    .await;
+            }
+            Message::Bye(_) => return Next::End(SessionEnd::PeerClosed, None),
+            Message::Error(e) => {
+                tracing::debug!(session = self.id, code = %e.code, "device sent an error");
+                return Next::End(SessionEnd::PeerClosed, None);
+            }
+            other => {
+                let code = ErrorCode::UnexpectedMessage;
+                let err = WireError::new(
+                    code,
+                    format!("{} is not allowed here", other.message_type().name()),
+                );
+                let err = match other.request_id() {
+                    Some(id) => err.for_request(id),
+                    None => err,
+                };
+                return Next::End(SessionEnd::Error(code), Some(err));
+            }
+        }
+        Next::Continue
+    }
+}
+
+/// The answer to a request this relay does not serve yet (the session stays open).
+fn not_supported(kind: &str, request_id: u64) -> WireError {
+    WireError::new(
+        ErrorCode::NotSupported,
+        format!("{kind} is not supported by this relay yet"),
+    )
+    .for_request(request_id)
+}

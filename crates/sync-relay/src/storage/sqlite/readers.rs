@@ -1,0 +1,258 @@
+//! The read side: a small pool of read-only connections, used under `spawn_blocking`, and the
+//! reads themselves (pull, max cursor, audit). WAL lets them proceed while the writer commits;
+//! each read is one read transaction, so a page and its `max_cursor` come from the same
+//! snapshot.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sync_types::{BlobId, Cursor, DeviceId, GroupId};
+use tokio::sync::Semaphore;
+
+use super::{Result, SqliteConfig, SqliteStorage, clamp_i64, to_u64};
+use crate::storage::{PullEntry, PullPage, StorageError, StorageStats};
+
+/// Read-only connections to the database file, opened on demand and kept for reuse; at most
+/// `readers` of them are in use at once.
+pub(super) struct ReaderPool {
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+    path: PathBuf,
+    busy_timeout: Duration,
+    mmap_size_bytes: u64,
+}
+
+impl ReaderPool {
+    /// A pool for the database at `path`, with no connection open yet.
+    pub(super) fn new(path: PathBuf, config: &SqliteConfig) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(config.readers.max(1))),
+            path,
+            busy_timeout: config.busy_timeout,
+            mmap_size_bytes: config.mmap_size_bytes,
+        }
+    }
+
+    /// An idle connection, if one is kept.
+    pub(super) fn take(&self) -> Option<Connection> {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    /// Keeps a connection for the next read.
+    pub(super) fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+    }
+
+    /// Frees the page caches of the idle readers (each up to SQLite's default 2 MiB).
+    pub(super) fn release_idle(&self) {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        for conn in idle.iter() {
+            if let Err(e) = conn.execute_batch("PRAGMA shrink_memory") {
+                tracing::debug!(error = %e, "reader shrink_memory failed");
+            }
+        }
+    }
+
+    /// Opens a new read-only connection with the pool's settings.
+    pub(super) fn open(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.pragma_update(None, "mmap_size", clamp_i64(self.mmap_size_bytes))?;
+        conn.set_prepared_statement_cache_capacity(16);
+        Ok(conn)
+    }
+
+    /// Refuses further reads and closes the idle connections (reads in progress close theirs
+    /// when they finish).
+    pub(super) fn close(&self) {
+        self.permits.close();
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+impl SqliteStorage {
+    /// Runs `f` on a pooled read-only connection on the blocking pool.
+    pub(super) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        let permit = Arc::clone(&self.inner.readers.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut conn = match inner.readers.take() {
+                Some(conn) => conn,
+                None => inner.readers.open()?,
+            };
+            let result = f(&mut conn);
+            if !inner.closed.load(Ordering::Acquire) {
+                inner.readers.give_back(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|_| StorageError::TaskFailed)?
+    }
+}
+
+/// The group's last assigned cursor (`Cursor::ZERO` for an unknown group).
+pub(super) fn max_cursor_blocking(conn: &mut Connection, group: &GroupId) -> Result<Cursor> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT last_cursor FROM groups WHERE group_id = ?1")?
+        .query_row([&group.as_bytes()[..]], |r| r.get(0))
+        .optional()?;
+    Ok(Cursor::new(
+        last.map(|c| to_u64(c, "last_cursor"))
+            .transpose()?
+            .unwrap_or(0),
+    ))
+}
+
+/// Blobs of `group` after `after`, bounded by count and bytes (the first always included).
+pub(super) fn pull_blocking(
+    conn: &mut Connection,
+    group: &GroupId,
+    after: Cursor,
+    max_count: u32,
+    max_bytes: u64,
+) -> Result<PullPage> {
+    // One read transaction: the page and max_cursor come from the same snapshot.
+    let tx = conn.transaction()?;
+    let head: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT id, last_cursor FROM groups WHERE group_id = ?1")?
+        .query_row([&group.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((group_ref, last)) = head else {
+        return Ok(PullPage::default());
+    };
+    let max_cursor = Cursor::new(to_u64(last, "last_cursor")?);
+
+    let want = usize::try_from(max_count.max(1)).unwrap_or(usize::MAX);
+    let mut metas = Vec::new();
+    let mut bytes = 0u64;
+    let mut has_more = false;
+    {
+        // Metadata first (payload is the last column, so its overflow pages are not read);
+        // one row beyond the count limit tells whether more follow.
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, cursor, blob_id, sender, size, stored_at FROM blobs
+             WHERE group_ref = ?1 AND cursor > ?2 ORDER BY cursor LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![
+            group_ref,
+            clamp_i64(after.get()),
+            i64::from(max_count.max(1)) + 1
+        ])?;
+        while let Some(row) = rows.next()? {
+            let size = to_u64(row.get(4)?, "blob size")?;
+            if metas.len() >= want || (!metas.is_empty() && bytes.saturating_add(size) > max_bytes)
+            {
+                has_more = true;
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            let id: i64 = row.get(0)?;
+            let cursor = Cursor::new(to_u64(row.get(1)?, "cursor")?);
+            let blob_id = BlobId::from_bytes(row.get::<_, [u8; 16]>(2)?);
+            let sender = DeviceId::from_bytes(row.get::<_, [u8; 32]>(3)?);
+            let stored_at_ms = to_u64(row.get(5)?, "stored_at")?;
+            metas.push((id, size, cursor, blob_id, sender, stored_at_ms));
+        }
+    }
+    let mut entries = Vec::with_capacity(metas.len());
+    {
+        let mut stmt = tx.prepare_cached("SELECT payload FROM blobs WHERE id = ?1")?;
+        for (id, size, cursor, blob_id, sender, stored_at_ms) in metas {
+            let payload: Vec<u8> = stmt.query_row([id], |r| r.get(0))?;
+            if u64::try_from(payload.len()).ok() != Some(size) {
+                return Err(StorageError::Corrupt {
+                    what: format!("blob at cursor {cursor} has a payload of the wrong size"),
+                });
+            }
+            entries.push(PullEntry {
+                cursor,
+                blob_id,
+                sender,
+                payload,
+                stored_at_ms,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(PullPage {
+        entries,
+        has_more,
+        max_cursor,
+    })
+}
+
+/// Recomputes the totals from the blobs and checks them against the group counters.
+pub(super) fn audit_blocking(conn: &mut Connection) -> Result<StorageStats> {
+    let tx = conn.transaction()?;
+    let mut totals = StorageStats::default();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT g.last_cursor, g.blob_count, g.byte_count,
+                    COUNT(b.id), COALESCE(SUM(b.size), 0), COALESCE(SUM(length(b.payload)), 0),
+                    COALESCE(MAX(b.cursor), 0)
+             FROM groups g LEFT JOIN blobs b ON b.group_ref = g.id GROUP BY g.id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (last, count, bytes): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let (real_count, sizes, real_bytes, max_stored): (i64, i64, i64, i64) =
+                (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+            if count != real_count || bytes != sizes || sizes != real_bytes || max_stored > last {
+                return Err(StorageError::Corrupt {
+                    what: format!(
+                        "group counters disagree with its blobs: counted {count} blobs / {bytes} \
+                         bytes, found {real_count} / {real_bytes}, last cursor {last}, highest \
+                         stored {max_stored}"
+                    ),
+                });
+            }
+            totals.groups = totals.groups.saturating_add(1);
+            totals.blobs = totals
+                .blobs
+                .saturating_add(to_u64(real_count, "blob count")?);
+            totals.bytes = totals
+                .bytes
+                .saturating_add(to_u64(real_bytes, "byte count")?);
+        }
+    }
+    let orphans: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM blobs WHERE group_ref NOT IN (SELECT id FROM groups)",
+        [],
+        |r| r.get(0),
+    )?;
+    if orphans != 0 {
+        return Err(StorageError::Corrupt {
+            what: format!("{orphans} blobs without a group"),
+        });
+    }
+    tx.commit()?;
+    Ok(totals)
+}

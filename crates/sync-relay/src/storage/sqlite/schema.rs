@@ -1,0 +1,207 @@
+//! The database file's shape: the schema, its version and application id checks, and the
+//! pragmas of the writer connection.
+
+use rusqlite::Connection;
+
+use super::{Result, SqliteConfig, clamp_i64, to_u64};
+use crate::storage::{StorageError, StorageStats};
+
+/// The schema version this build creates and reads (`PRAGMA user_version`).
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of relay databases ("0kSR"), so a foreign SQLite file is refused.
+pub(super) const APPLICATION_ID: i64 = 0x306b_5352;
+
+/// The relay database schema (version 1). Public so benchmarks can measure raw SQLite inserts
+/// on exactly the relay's row shape and indexes.
+pub const SCHEMA: &str = "
+CREATE TABLE groups (
+    id          INTEGER PRIMARY KEY,
+    group_id    BLOB    NOT NULL UNIQUE,
+    last_cursor INTEGER NOT NULL,
+    blob_count  INTEGER NOT NULL,
+    byte_count  INTEGER NOT NULL
+) STRICT;
+CREATE TABLE blobs (
+    id         INTEGER PRIMARY KEY,
+    group_ref  INTEGER NOT NULL,
+    cursor     INTEGER NOT NULL,
+    blob_id    BLOB    NOT NULL,
+    sender     BLOB    NOT NULL,
+    size       INTEGER NOT NULL,
+    stored_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    payload    BLOB    NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX blobs_by_cursor  ON blobs (group_ref, cursor);
+CREATE UNIQUE INDEX blobs_by_blob_id ON blobs (group_ref, blob_id);
+CREATE INDEX        blobs_by_expiry  ON blobs (expires_at);
+CREATE TABLE invites (
+    lookup_id  BLOB    PRIMARY KEY,
+    sealed     BLOB    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX invites_by_expiry ON invites (expires_at);
+";
+
+/// How hard SQLite works to make a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// `synchronous=NORMAL`: a commit survives a crash of the relay process (WAL default).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a commit also survives power loss (one fsync per commit).
+    Full,
+}
+
+impl Synchronous {
+    pub(super) fn pragma_value(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
+/// Puts the writer connection in WAL mode and applies the configured pragmas.
+pub(super) fn configure_writer(conn: &Connection, config: &SqliteConfig) -> Result<()> {
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StorageError::Corrupt {
+            what: format!("journal_mode is {mode}, not wal"),
+        });
+    }
+    conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())?;
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        i64::from(config.wal_autocheckpoint_pages),
+    )?;
+    conn.pragma_update(
+        None,
+        "journal_size_limit",
+        clamp_i64(config.journal_size_limit_bytes),
+    )?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    conn.pragma_update(None, "mmap_size", clamp_i64(config.mmap_size_bytes))?;
+    // A negative cache_size is in KiB.
+    conn.pragma_update(
+        None,
+        "cache_size",
+        clamp_i64(config.cache_size_bytes / 1024).saturating_neg(),
+    )?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// Checks the file's schema; `Ok(true)` means it is empty and the schema must be created.
+pub(super) fn check_schema(conn: &Connection) -> Result<bool> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    match version {
+        0 => {
+            let objects: i64 =
+                conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))?;
+            if objects != 0 || app_id != 0 {
+                return Err(StorageError::Corrupt {
+                    what: "database file holds tables but no relay schema".into(),
+                });
+            }
+            Ok(true)
+        }
+        SCHEMA_VERSION if app_id == APPLICATION_ID => Ok(false),
+        SCHEMA_VERSION => Err(StorageError::Corrupt {
+            what: format!("application_id {app_id:#x} is not a relay database"),
+        }),
+        found => Err(StorageError::UnsupportedSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+    }
+}
+
+/// Creates the tables and indexes and stamps the file with the relay's id and version.
+pub(super) fn create_schema(conn: &Connection) -> Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Totals over all groups, summed from the per-group counters (once, when the file opens).
+pub(super) fn load_stats(conn: &Connection) -> Result<StorageStats> {
+    let (groups, blobs, bytes): (i64, i64, i64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(blob_count), 0), COALESCE(SUM(byte_count), 0) FROM groups",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok(StorageStats {
+        groups: to_u64(groups, "group count")?,
+        blobs: to_u64(blobs, "blob count")?,
+        bytes: to_u64(bytes, "byte count")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::readers::ReaderPool;
+    use super::*;
+    use crate::storage::{SqliteConfig, Synchronous};
+
+    fn pragma_i64(conn: &Connection, name: &str) -> i64 {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+            .expect(name)
+    }
+
+    #[test]
+    fn writer_and_reader_connections_follow_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (synchronous, level) in [(Synchronous::Normal, 1), (Synchronous::Full, 2)] {
+            let path = dir.path().join(format!("sync-{level}.db"));
+            let config = SqliteConfig {
+                synchronous,
+                busy_timeout: Duration::from_millis(1234),
+                wal_autocheckpoint_pages: 1000,
+                journal_size_limit_bytes: 1 << 22,
+                mmap_size_bytes: 1 << 20,
+                cache_size_bytes: 8 << 20,
+                ..SqliteConfig::default()
+            };
+            let conn = Connection::open(&path).expect("open");
+            assert!(
+                check_schema(&conn).expect("empty file"),
+                "schema must be created"
+            );
+            configure_writer(&conn, &config).expect("configure");
+            create_schema(&conn).expect("schema");
+            assert!(
+                !check_schema(&conn).expect("relay file"),
+                "schema already there"
+            );
+
+            let mode: String = conn
+                .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                .expect("mode");
+            assert_eq!(mode, "wal");
+            assert_eq!(pragma_i64(&conn, "synchronous"), level);
+            assert_eq!(pragma_i64(&conn, "wal_autocheckpoint"), 1000);
+            assert_eq!(pragma_i64(&conn, "journal_size_limit"), 1 << 22);
+            assert_eq!(pragma_i64(&conn, "mmap_size"), 1 << 20);
+            assert_eq!(pragma_i64(&conn, "cache_size"), -(8 << 10));
+            assert_eq!(pragma_i64(&conn, "user_version"), SCHEMA_VERSION);
+            assert_eq!(pragma_i64(&conn, "application_id"), APPLICATION_ID);
+
+            let pool = ReaderPool::new(path.clone(), &config);
+            let reader = pool.open().expect("reader");
+            assert_eq!(pragma_i64(&reader, "mmap_size"), 1 << 20);
+            assert_eq!(pragma_i64(&reader, "busy_timeout"), 1234);
+            let write = reader.execute("DELETE FROM blobs", []);
+            assert!(write.is_err(), "reader connections are read-only");
+        }
+    }
+}
