@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use sync_testkit::doc_vectors::{FixedBytes, Vectors, hex};
 use sync_core::*;
 use sync_crypto::{GroupDescriptor, GroupSecret, KdfParams};
+use sync_testkit::doc_vectors::{FixedBytes, Vectors, hex};
 use sync_types::GroupId;
 
 /// The document's short code, drawn from its fixed random bytes.

@@ -8,9 +8,9 @@
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{Key, KeyInit, XChaCha20Poly1305, XNonce};
-use sync_testkit::doc_vectors::{FixedBytes, Vectors, hex};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sync_crypto::*;
+use sync_testkit::doc_vectors::{FixedBytes, Vectors, hex};
 use sync_types::{BlobId, DeviceId, GroupId};
 
 /// Version, epoch, sender and nonce: the bytes before the ciphertext of a sealed blob.
