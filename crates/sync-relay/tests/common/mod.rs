@@ -2,9 +2,7 @@
 //! in-process on 127.0.0.1 with port 0.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use iroh::endpoint::{Connection, NetReportConfig, PortmapperConfig, presets};
@@ -18,15 +16,9 @@ use sync_types::{
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Guard against a hung test: every wait for an event is bounded by this.
-pub const GUARD: Duration = Duration::from_secs(60);
-
-pub async fn guard<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(GUARD, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out waiting for {what}"),
-    }
-}
+/// Every wait for an event is bounded (the test kit's guard).
+#[allow(unused_imports)] // each test file uses what it needs
+pub use sync_testkit::{GUARD, guard};
 
 pub struct TestRelay {
     pub handle: RelayHandle,
