@@ -132,22 +132,31 @@ pub(crate) fn kind_of_code(code: ErrorCode, about: About) -> Kind {
     }
 }
 
+/// The relay at `relay` (the address tried) could not be reached.
+pub(crate) fn unreachable(relay: &str) -> Failure {
+    Failure::new(Kind::Unreachable, format!("relay unreachable at {relay}"))
+}
+
+/// The relay answered `code`: transient conditions say "try again" and name the relay, others
+/// are a refusal, introduced by `refused`.
+fn refusal(code: ErrorCode, message: &str, about: About, relay: &str, refused: &str) -> Failure {
+    let kind = kind_of_code(code, about);
+    if kind == Kind::Unreachable {
+        Failure::new(
+            kind,
+            format!("relay at {relay} is unavailable for now: {message} ({code}); try again"),
+        )
+    } else {
+        Failure::new(kind, format!("{refused}: {message} ({code})"))
+    }
+}
+
 /// A client error as a failure. `relay` is the address tried, for unreachable relays; `about`
 /// what the request was about.
 pub(crate) fn from_client_about(e: ClientError, relay: &str, about: About) -> Failure {
     match e {
         ClientError::Rejected { code, message, .. } => {
-            let kind = kind_of_code(code, about);
-            if kind == Kind::Unreachable {
-                Failure::new(
-                    kind,
-                    format!(
-                        "relay at {relay} is unavailable for now: {message} ({code}); try again"
-                    ),
-                )
-            } else {
-                Failure::new(kind, format!("relay refused: {message} ({code})"))
-            }
+            refusal(code, &message, about, relay, "relay refused")
         }
         ClientError::Deferred {
             code,
@@ -166,7 +175,7 @@ pub(crate) fn from_client_about(e: ClientError, relay: &str, about: About) -> Fa
             )
         }
         ClientError::NotConnected | ClientError::Transport(_) | ClientError::Offline { .. } => {
-            Failure::new(Kind::Unreachable, format!("relay unreachable at {relay}"))
+            unreachable(relay)
         }
         ClientError::Timeout { .. } => Failure::new(
             Kind::Unreachable,
@@ -241,25 +250,14 @@ pub(crate) fn from_fetch(e: InviteFetchError, relay: &str) -> Failure {
             Kind::InviteGone,
             "too many attempts with this code; the relay deleted the invite: ask for a fresh one",
         ),
-        InviteFetchError::Unreachable(_) | InviteFetchError::Timeout => {
-            Failure::new(Kind::Unreachable, format!("relay unreachable at {relay}"))
-        }
-        InviteFetchError::Refused { code, message } => {
-            let kind = kind_of_code(code, About::Invite);
-            if kind == Kind::Unreachable {
-                Failure::new(
-                    kind,
-                    format!(
-                        "relay at {relay} is unavailable for now: {message} ({code}); try again"
-                    ),
-                )
-            } else {
-                Failure::new(
-                    kind,
-                    format!("relay refused the lookup: {message} ({code})"),
-                )
-            }
-        }
+        InviteFetchError::Unreachable(_) | InviteFetchError::Timeout => unreachable(relay),
+        InviteFetchError::Refused { code, message } => refusal(
+            code,
+            &message,
+            About::Invite,
+            relay,
+            "relay refused the lookup",
+        ),
         InviteFetchError::Invalid(e) => from_invite(e),
         other => Failure::new(Kind::Other, other.to_string()),
     }
