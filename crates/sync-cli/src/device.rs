@@ -143,21 +143,11 @@ fn secs(what: &str, v: f64) -> Result<Duration, Failure> {
         })
 }
 
-/// `$XDG_DATA_HOME/0k-sync`, else `$HOME/.local/share/0k-sync`, else `./0k-sync`.
+/// `0k-sync` in the platform's data directory (on Linux `$XDG_DATA_HOME` when it is an absolute
+/// path, else `$HOME/.local/share`, the home directory coming from the password database when
+/// `$HOME` is unset or empty); `./0k-sync` when there is no home directory at all.
 fn default_data_dir() -> PathBuf {
-    let from_env = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    if let Some(xdg) = from_env("XDG_DATA_HOME") {
-        return xdg.join(DATA_DIR_NAME);
-    }
-    if let Some(home) = from_env("HOME") {
-        return home.join(".local").join("share").join(DATA_DIR_NAME);
-    }
-    PathBuf::from(DATA_DIR_NAME)
+    dirs::data_dir().map_or_else(|| PathBuf::from(DATA_DIR_NAME), |d| d.join(DATA_DIR_NAME))
 }
 
 /// The group of this device (the CLI keeps one).

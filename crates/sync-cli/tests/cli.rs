@@ -700,3 +700,44 @@ fn init_and_devices_help_list_the_exit_codes() {
         assert!(help.contains("141"), "{cmd}: {help}");
     }
 }
+
+/// Runs `init` without --data-dir, in `cwd`, with `xdg` as `XDG_DATA_HOME` and `home` as
+/// `HOME`; returns the data directory it reports.
+fn init_in_default_dir(cwd: &std::path::Path, xdg: &str, home: &std::path::Path) -> String {
+    let out = sync_testkit::run_bounded(
+        std::process::Command::new(support::cli_bin())
+            .args(["init", "--name", "default", "--json"])
+            .current_dir(cwd)
+            .env_remove("SYNC_CLI_DATA_DIR")
+            .env_remove("RUST_LOG")
+            .env("XDG_DATA_HOME", xdg)
+            .env("HOME", home),
+        support::CMD_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["data_dir"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_default_data_dir_is_under_xdg_data_home_else_home_and_a_relative_one_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let xdg = tmp.path().join("xdg");
+    let dir = init_in_default_dir(tmp.path(), xdg.to_str().unwrap(), &home);
+    assert_eq!(dir, xdg.join("0k-sync").to_str().unwrap());
+    assert!(xdg.join("0k-sync").join(sync_client_store_name()).exists());
+
+    // A relative or empty XDG_DATA_HOME is ignored: ~/.local/share is used instead.
+    let under_home = home.join(".local").join("share").join("0k-sync");
+    for relative in ["relative", ""] {
+        let dir = init_in_default_dir(tmp.path(), relative, &home);
+        assert_eq!(dir, under_home.to_str().unwrap(), "{relative:?}");
+    }
+    assert!(under_home.join(sync_client_store_name()).exists());
+    assert!(!tmp.path().join("relative").exists());
+}
