@@ -626,6 +626,10 @@ fn closed_stdout_is_a_quiet_exit_and_the_pull_cursor_stays() {
         assert_eq!(code, Some(141), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "quiet: {args:?}: {stderr}");
     }
+    // `watch` too: a batch it could not print is not committed.
+    let (code, stderr) = run_with_stdout_closed(&b, &["watch", "--json"]);
+    assert!(!stderr.contains("panicked"), "watch: {stderr}");
+    assert_eq!(code, Some(141), "watch: {stderr}");
     // Nothing reached a reader: the next pull still returns both blobs, then the cursor moves.
     let got = b.pull();
     assert_eq!(got.len(), 2);

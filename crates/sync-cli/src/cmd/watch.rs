@@ -1,6 +1,7 @@
 //! `watch`: print arrivals as they come, reconnecting as needed, until SIGINT or SIGTERM.
 
-use sync_client::{WatchEvent, WatchOptions};
+use sync_client::{PullBatch, SyncClient, WatchEvent, WatchOptions};
+use sync_types::DeviceId;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::pull::print_blobs;
@@ -34,17 +35,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
             event = watcher.next() => event,
         };
         result = match event {
-            // Printed first, committed after: a batch cut short by a signal comes again.
-            Some(WatchEvent::Batch(batch)) => print_blobs(ctx, &batch.blobs, own, false)
-                .and(client.commit_pull(&batch).await.map(drop).map_err(|e| {
-                    Failure::new(
-                        Kind::Other,
-                        format!(
-                            "the cursor could not be saved ({}); the blobs printed last come again next time",
-                            from_client(e, "the relay").msg
-                        ),
-                    )
-                })),
+            Some(WatchEvent::Batch(batch)) => print_and_commit(ctx, &client, &batch, own).await,
             Some(WatchEvent::Connected { .. }) => {
                 note!("connected to {relay}");
                 Ok(())
@@ -53,7 +44,12 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
                 note!("disconnected ({reason}); reconnecting");
                 Ok(())
             }
-            Some(WatchEvent::Rejected { cursor, sender, error, .. }) => {
+            Some(WatchEvent::Rejected {
+                cursor,
+                sender,
+                error,
+                ..
+            }) => {
                 note!(
                     "warning: blob at cursor {cursor} from device {} failed verification ({error}); not shown",
                     sender.short()
@@ -74,4 +70,24 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
     }
     client.close().await;
     result
+}
+
+/// Prints a batch, and only then moves the cursor past it: a batch that did not reach standard
+/// output (its reader went away) comes again with the next `watch` or `pull`.
+async fn print_and_commit(
+    ctx: &Ctx,
+    client: &SyncClient,
+    batch: &PullBatch,
+    own: DeviceId,
+) -> Result<(), Failure> {
+    print_blobs(ctx, &batch.blobs, own, false)?;
+    client.commit_pull(batch).await.map(drop).map_err(|e| {
+        Failure::new(
+            Kind::Other,
+            format!(
+                "the cursor could not be saved ({}); the blobs printed last come again next time",
+                from_client(e, "the relay").msg
+            ),
+        )
+    })
 }
