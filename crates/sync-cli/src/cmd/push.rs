@@ -50,22 +50,12 @@ pub(crate) async fn run(ctx: &Ctx, args: PushArgs) -> Result<(), Failure> {
     let mut events = client.subscribe();
     let result = if online {
         match tokio::time::timeout_at(deadline, client.push(&data)).await {
-            Ok(Err(ClientError::Deferred {
-                blob_id,
-                code,
-                message,
-                retry_after,
-            })) => {
+            Ok(Err(deferred @ ClientError::Deferred { blob_id, .. })) => {
                 // Rate limit or quota: the client re-sends after the relay's hint; wait for the
                 // outcome within --wait before reporting the refusal.
                 match tokio::time::timeout_at(deadline, push_outcome(&mut events, blob_id)).await {
                     Ok(Some(r)) => r.map(Some),
-                    _ => Err(ClientError::Deferred {
-                        blob_id,
-                        code,
-                        message,
-                        retry_after,
-                    }),
+                    _ => Err(deferred),
                 }
             }
             Ok(r) => r.map(Some),
