@@ -1,4 +1,4 @@
-//! Where output goes. Data (standard output) goes through [`line`] and [`bytes`], whose write
+//! Where output goes. Data (standard output) goes through [`line`], [`json`] and [`bytes`], whose write
 //! errors become failures: a reader that went away (`sync-cli pull | head -c1`, EPIPE) is
 //! [`Kind::OutputClosed`], which exits quietly with 141 (the shell's code for SIGPIPE) instead
 //! of panicking like `println!`. Notes for the person (standard error) go through [`note!`],
@@ -24,6 +24,11 @@ pub(crate) fn line(args: fmt::Arguments<'_>) -> Result<(), Failure> {
         .and_then(|()| out.write_all(b"\n"))
         .and_then(|()| out.flush())
         .map_err(|e| io_failure(&e))
+}
+
+/// One JSON document as a line of data on standard output.
+pub(crate) fn json(v: &serde_json::Value) -> Result<(), Failure> {
+    line(format_args!("{v}"))
 }
 
 /// Writes bytes to standard output (not flushed: call [`flush`]).

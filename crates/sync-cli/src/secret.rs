@@ -1,5 +1,6 @@
-//! Reading a passphrase without putting it in argv: prompted without echo on a terminal, else
-//! the first line of standard input, or of `--passphrase-file FILE` (`-` = standard input).
+//! Reading secrets without putting them in argv: a passphrase (prompted without echo on a
+//! terminal, else the first line of standard input, or of `--passphrase-file FILE`, `-` =
+//! standard input), and the invite or short code of `pair --join -`.
 
 use std::io::{BufRead as _, IsTerminal as _};
 use std::path::Path;
@@ -8,25 +9,30 @@ use zeroize::Zeroizing;
 
 use crate::fail::{Failure, Kind};
 
+/// What a passphrase is called in errors.
+const PASSPHRASE: &str = "the passphrase";
+
 fn first_line(mut text: Zeroizing<String>) -> Zeroizing<String> {
     let end = text.find(['\n', '\r']).unwrap_or(text.len());
     text.truncate(end);
     text
 }
 
-fn read_stdin_line() -> Result<Zeroizing<String>, Failure> {
+/// The first line of standard input; `what` names it in an error.
+fn read_stdin_line(what: &str) -> Result<Zeroizing<String>, Failure> {
     let mut line = Zeroizing::new(String::new());
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|e| Failure::new(Kind::BadInput, format!("reading the passphrase: {e}")))?;
+        .map_err(|e| Failure::new(Kind::BadInput, format!("reading {what}: {e}")))?;
     Ok(first_line(line))
 }
 
-fn prompt(text: &str) -> Result<Zeroizing<String>, Failure> {
+/// A line typed at `text` on the terminal, without echo; `what` names it in an error.
+fn prompt(text: &str, what: &str) -> Result<Zeroizing<String>, Failure> {
     rpassword::prompt_password(text)
         .map(Zeroizing::new)
-        .map_err(|e| Failure::new(Kind::BadInput, format!("reading the passphrase: {e}")))
+        .map_err(|e| Failure::new(Kind::BadInput, format!("reading {what}: {e}")))
 }
 
 /// The passphrase; with `confirm` (a new group, on a terminal) it is asked twice.
@@ -35,23 +41,23 @@ pub(crate) fn read_passphrase(
     confirm: bool,
 ) -> Result<Zeroizing<String>, Failure> {
     let passphrase = match file {
-        Some(f) if f == Path::new("-") => read_stdin_line()?,
+        Some(f) if f == Path::new("-") => read_stdin_line(PASSPHRASE)?,
         Some(f) => {
             first_line(Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
                 Failure::new(Kind::BadInput, format!("{}: {e}", f.display()))
             })?))
         }
         None if std::io::stdin().is_terminal() => {
-            let first = prompt("Group passphrase: ")?;
+            let first = prompt("Group passphrase: ", PASSPHRASE)?;
             if confirm {
-                let again = prompt("Repeat the passphrase: ")?;
+                let again = prompt("Repeat the passphrase: ", PASSPHRASE)?;
                 if *again != *first {
                     return Err(Failure::new(Kind::BadInput, "the passphrases do not match"));
                 }
             }
             first
         }
-        None => read_stdin_line()?,
+        None => read_stdin_line(PASSPHRASE)?,
     };
     if passphrase.is_empty() {
         return Err(Failure::new(Kind::BadInput, "the passphrase is empty"));
@@ -62,17 +68,11 @@ pub(crate) fn read_passphrase(
 /// The invite or short code for `pair --join -`: prompted without echo on a terminal, else the
 /// first line of standard input (so it never appears in argv, `ps` or the shell history).
 pub(crate) fn read_join_input() -> Result<Zeroizing<String>, Failure> {
+    let what = "the invite";
     let text = if std::io::stdin().is_terminal() {
-        rpassword::prompt_password("Invite or short code (hidden): ")
-            .map(Zeroizing::new)
-            .map_err(|e| Failure::new(Kind::BadInput, format!("reading the invite: {e}")))?
+        prompt("Invite or short code (hidden): ", what)?
     } else {
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Failure::new(Kind::BadInput, format!("reading the invite: {e}")))?;
-        first_line(line)
+        read_stdin_line(what)?
     };
     if text.trim().is_empty() {
         return Err(Failure::new(

@@ -1,31 +1,28 @@
 //! How things are shown: times, blobs, QR codes.
 
+use std::fmt::Write as _;
+use std::time::{Duration, UNIX_EPOCH};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 use sync_client::Blob;
 use sync_types::DeviceId;
 
-/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time in milliseconds.
+/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time in milliseconds. Times past the year 9999 (a
+/// sender's clock far off) are shown as `after 9999-12-31 23:59:59 UTC`.
 pub(crate) fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let mut rfc3339 = String::new();
+    let written = UNIX_EPOCH
+        .checked_add(Duration::from_millis(ms))
+        .map(|t| write!(rfc3339, "{}", humantime::format_rfc3339_seconds(t)));
+    if written != Some(Ok(())) {
+        return "after 9999-12-31 23:59:59 UTC".to_string();
+    }
+    // `YYYY-MM-DDTHH:MM:SSZ`, shown with a space and a spelled-out zone.
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
+        "{} UTC",
+        rfc3339.trim_end_matches('Z').replacen('T', " ", 1)
     )
 }
 
@@ -92,6 +89,9 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc(1_795_000_000_123), "2026-11-18 11:06:40 UTC");
+        assert_eq!(utc(253_402_300_799_999), "9999-12-31 23:59:59 UTC");
+        assert_eq!(utc(253_402_300_800_000), "after 9999-12-31 23:59:59 UTC");
+        assert_eq!(utc(u64::MAX), "after 9999-12-31 23:59:59 UTC");
     }
 
     #[test]

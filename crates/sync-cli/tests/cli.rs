@@ -5,42 +5,27 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
-use support::{Device, Proxy, Relay, WAIT, bytes, wait_exit};
+use support::{
+    CMD_TIMEOUT, Device, Proxy, TwoDevices, WAIT, blobs_data, bytes, cli_bin, output_lines,
+    terminate, wait_exit,
+};
+use sync_client::STORE_FILE_NAME;
 
 const FILE_LEN: usize = 512 * 1024;
 
-fn two_devices(root: &std::path::Path) -> (Device, Device) {
-    let a = Device::new(root, "a");
-    let b = Device::new(root, "b");
-    a.init("laptop");
-    b.init("phone");
-    (a, b)
-}
-
-/// A creates a group on `relay_arg`; returns (invite string, short code).
-fn create(a: &Device, relay_arg: &str) -> (String, String) {
-    let v = a
-        .run(&["pair", "--create", "--relay", relay_arg, "--json"])
-        .ok()
-        .json();
-    (
-        v["invite"].as_str().unwrap().to_string(),
-        v["short_code"].as_str().unwrap().to_string(),
-    )
-}
-
 /// Text one way, a 512 KiB file the other way (from a file, then through stdin), byte for byte.
-fn exchange(a: &Device, b: &Device, tmp: &std::path::Path) {
+fn exchange(t: &TwoDevices) {
+    let TwoDevices { a, b, .. } = t;
     a.run(&["push", "hello from A"]).ok();
     assert_eq!(b.pull(), vec![b"hello from A".to_vec()]);
 
     let data = bytes(FILE_LEN, 7);
-    let file = tmp.join("file.bin");
+    let file = t.path().join("file.bin");
     std::fs::write(&file, &data).unwrap();
     b.run(&["push", "--file", file.to_str().unwrap()]).ok();
     let raw = a.run(&["pull", "--raw"]).ok();
@@ -55,17 +40,15 @@ fn exchange(a: &Device, b: &Device, tmp: &std::path::Path) {
 
 #[test]
 fn pair_by_invite_string_then_exchange_and_a_third_device_reuses_the_invite() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
-    let (invite, _code) = create(&a, &relay.dial);
+    let t = TwoDevices::start();
+    let TwoDevices { relay, a, b, .. } = &t;
+    let (invite, _code) = a.create_group(&relay.dial);
     assert!(invite.starts_with("0ksync1:"));
     b.run(&["pair", "--join", &invite]).ok();
-    exchange(&a, &b, tmp.path());
+    exchange(&t);
 
     // The same invite string admits more devices until it expires (the lab relies on it).
-    let c = Device::new(tmp.path(), "c");
-    c.init("tablet");
+    let c = t.device("c", "tablet");
     c.run(&["pair", "--join", &invite]).ok();
     let got = c.pull();
     assert_eq!(got.len(), 3, "C sees the whole history");
@@ -74,24 +57,22 @@ fn pair_by_invite_string_then_exchange_and_a_third_device_reuses_the_invite() {
 
 #[test]
 fn pair_by_short_code_over_the_http_url_then_exchange() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
+    let t = TwoDevices::start();
+    let TwoDevices { relay, a, b, .. } = &t;
     // --relay as the relay's HTTP URL: the CLI reads /.well-known/0k-sync.
-    let (_invite, code) = create(&a, &relay.http);
+    let (_invite, code) = a.create_group(&relay.http);
     assert_eq!(code.len(), 19, "XXXX-XXXX-XXXX-XXXX: {code}");
     let joined = b
         .run(&["pair", "--join", &code, "--relay", &relay.dial, "--json"])
         .ok()
         .json();
     assert_eq!(joined["online"], true);
-    exchange(&a, &b, tmp.path());
+    exchange(&t);
 
     // `invite` gives the third device a fresh single-use code.
     let v = a.run(&["invite", "--json"]).ok().json();
     let code = v["short_code"].as_str().unwrap();
-    let c = Device::new(tmp.path(), "c");
-    c.init("tablet");
+    let c = t.device("c", "tablet");
     c.run(&["pair", "--join", code, "--relay", &relay.http])
         .ok();
     assert_eq!(c.pull().len(), 3);
@@ -101,9 +82,8 @@ fn pair_by_short_code_over_the_http_url_then_exchange() {
 
 #[test]
 fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
+    let t = TwoDevices::start();
+    let TwoDevices { relay, a, b, .. } = &t;
     // Not a terminal: the passphrase is the first line of standard input.
     let v = a
         .run_with_stdin(
@@ -124,8 +104,7 @@ fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
     let invite = v["invite"].as_str().unwrap().to_string();
 
     // The invite alone does not hold the key: a wrong passphrase is refused with code 5.
-    let c = Device::new(tmp.path(), "c");
-    c.init("intruder");
+    let c = t.device("c", "intruder");
     // The invite and then the passphrase, both from standard input.
     let wrong = c.run_with_stdin(
         &["pair", "--join", "-", "--passphrase"],
@@ -139,7 +118,7 @@ fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
     );
     assert_eq!(wrong.stderr.lines().count(), 1);
 
-    let pw = tmp.path().join("pw");
+    let pw = t.path().join("pw");
     std::fs::write(&pw, "correct horse battery staple\n").unwrap();
     // The code from standard input (`--join -`), the passphrase from a file.
     b.run_with_stdin(
@@ -155,16 +134,13 @@ fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
         format!("{code}\n").as_bytes(),
     )
     .ok();
-    exchange(&a, &b, tmp.path());
+    exchange(&t);
 }
 
 #[test]
 fn offline_push_is_queued_then_delivered_exactly_once_when_the_relay_is_back() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (mut a, b) = two_devices(tmp.path());
-    let (invite, _) = create(&a, &relay.dial);
-    b.run(&["pair", "--join", &invite]).ok();
+    let mut t = TwoDevices::paired();
+    let TwoDevices { relay, a, b, .. } = &mut t;
 
     relay.stop();
     a.env.push(("SYNC_CLI_CONNECT_TIMEOUT".into(), "1".into()));
@@ -199,7 +175,7 @@ fn offline_push_is_queued_then_delivered_exactly_once_when_the_relay_is_back() {
         .run(&["pull", "--after-cursor", "0", "--json"])
         .ok()
         .json();
-    let written = support::blobs_data(&all)
+    let written = blobs_data(&all)
         .iter()
         .filter(|d| d.as_slice() == b"written offline")
         .count();
@@ -208,11 +184,8 @@ fn offline_push_is_queued_then_delivered_exactly_once_when_the_relay_is_back() {
 
 #[test]
 fn a_local_push_does_not_make_a_later_pull_skip_earlier_blobs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
-    let (invite, _) = create(&a, &relay.dial);
-    b.run(&["pair", "--join", &invite]).ok();
+    let t = TwoDevices::paired();
+    let TwoDevices { a, b, .. } = &t;
     a.run(&["push", "one"]).ok();
     a.run(&["push", "two"]).ok();
     // B pushes (cursor 3) before pulling 1 and 2.
@@ -225,33 +198,18 @@ fn a_local_push_does_not_make_a_later_pull_skip_earlier_blobs() {
         .run(&["pull", "--after-cursor", "1", "--json"])
         .ok()
         .json();
-    assert_eq!(
-        support::blobs_data(&again),
-        vec![b"two".to_vec(), b"three".to_vec()]
-    );
+    assert_eq!(blobs_data(&again), vec![b"two".to_vec(), b"three".to_vec()]);
     assert!(b.pull().is_empty());
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 #[test]
 fn used_and_expired_short_codes_are_refused_with_exit_code_6() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
-    let (_, code) = create(&a, &relay.dial);
+    let t = TwoDevices::start();
+    let TwoDevices { relay, a, b, .. } = &t;
+    let (_, code) = a.create_group(&relay.dial);
     b.run(&["pair", "--join", &code, "--relay", &relay.dial])
         .ok();
-    let c = Device::new(tmp.path(), "c");
-    c.init("late");
+    let c = t.device("c", "late");
     let used = c.run(&["pair", "--join", &code, "--relay", &relay.dial]);
     assert_eq!(used.code(), 6, "{}", used.stderr);
     assert!(used.stderr.contains("already used"), "{}", used.stderr);
@@ -264,7 +222,7 @@ fn used_and_expired_short_codes_are_refused_with_exit_code_6() {
     let invite = v["invite"].as_str().unwrap().to_string();
     // Waiting for the expiry itself: the clock passing the invite's expiry time.
     let expires = v["expires_at_ms"].as_u64().unwrap();
-    let left = expires.saturating_sub(now_ms()) + 50;
+    let left = expires.saturating_sub(sync_types::unix_ms()) + 50;
     assert!(left < 2_000);
     std::thread::sleep(Duration::from_millis(left));
     let expired = c.run(&["pair", "--join", &code, "--relay", &relay.dial]);
@@ -279,10 +237,9 @@ fn used_and_expired_short_codes_are_refused_with_exit_code_6() {
 
 #[test]
 fn status_reports_online_and_offline_truthfully() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (mut a, _b) = two_devices(tmp.path());
-    create(&a, &relay.dial);
+    let mut t = TwoDevices::start();
+    let TwoDevices { relay, a, .. } = &mut t;
+    a.create_group(&relay.dial);
     let on = a.run(&["status", "--json"]).ok().json();
     assert_eq!(on["online"], true);
     assert_eq!(on["relay"], relay.dial.as_str());
@@ -301,32 +258,28 @@ fn status_reports_online_and_offline_truthfully() {
 
 #[test]
 fn sigkill_mid_push_then_rerun_delivers_exactly_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
+    let t = TwoDevices::start();
+    let TwoDevices { relay, a, b, .. } = &t;
     let proxy = Proxy::start(format!("127.0.0.1:{}", relay.port).parse().unwrap());
     let via_proxy = format!("{}@{}", relay.id, proxy.addr);
-    let (a, b) = two_devices(tmp.path());
-    let (invite, _) = create(&a, &via_proxy);
+    let (invite, _) = a.create_group(&via_proxy);
     b.run(&["pair", "--join", &invite]).ok();
 
     let data = bytes(FILE_LEN, 11);
-    let file = tmp.path().join("big.bin");
+    let file = t.path().join("big.bin");
     std::fs::write(&file, &data).unwrap();
     // Cut A off once half the file went up, then SIGKILL it: mid push, no acknowledgement.
     proxy.arm(FILE_LEN as u64 / 2);
-    let mut child = a
-        .command(&[
+    let mut child = a.spawn(
+        &[
             "--connect-timeout",
             "60",
             "push",
             "--file",
             file.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+        Stdio::null(),
+    );
     if proxy.wait_cut(&mut child, WAIT).is_none() {
         let out = wait_exit(child, WAIT);
         panic!(
@@ -335,11 +288,7 @@ fn sigkill_mid_push_then_rerun_delivers_exactly_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let pid = child.id();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
+    child.kill().unwrap();
     let out = wait_exit(child, WAIT);
     assert!(!out.status.success(), "killed");
     assert!(b.pull().is_empty(), "nothing arrived yet");
@@ -354,42 +303,24 @@ fn sigkill_mid_push_then_rerun_delivers_exactly_once() {
     assert!(b.pull().is_empty(), "exactly once");
 }
 
+/// The next line of a child's output (see [`output_lines`]), bounded by [`WAIT`].
+fn next_line(lines: &Receiver<String>) -> String {
+    lines.recv_timeout(WAIT).expect("output in time")
+}
+
 #[test]
 fn watch_prints_arrivals_and_exits_0_on_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
-    let (invite, _) = create(&a, &relay.dial);
-    b.run(&["pair", "--join", &invite]).ok();
+    let t = TwoDevices::paired();
+    let TwoDevices { a, b, .. } = &t;
     a.run(&["push", "before watch"]).ok();
 
-    let mut child = b
-        .command(&["watch", "--json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(format!("out {line}"));
-        }
-    });
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx2.send(format!("err {line}"));
-        }
-    });
-    let next = || rx.recv_timeout(WAIT).expect("watch output in time");
+    let mut child = b.spawn(&["watch", "--json"], Stdio::null());
+    let lines = output_lines(&mut child);
     // stdout and stderr are read by two threads: wait for both the initial pull's line and the
     // "watching" line (printed after subscribing), in whatever order they are read.
     let (mut texts, mut watching) = (Vec::new(), false);
     while !watching || texts.is_empty() {
-        let line = next();
+        let line = next_line(&lines);
         if let Some(json) = line.strip_prefix("out ") {
             let v: serde_json::Value = serde_json::from_str(json).unwrap();
             texts.push(v["text"].as_str().unwrap().to_string());
@@ -400,28 +331,21 @@ fn watch_prints_arrivals_and_exits_0_on_sigterm() {
     assert_eq!(texts, ["before watch"]);
     a.run(&["push", "while watching"]).ok();
     loop {
-        let line = next();
+        let line = next_line(&lines);
         if let Some(json) = line.strip_prefix("out ") {
             let v: serde_json::Value = serde_json::from_str(json).unwrap();
             assert_eq!(v["text"], "while watching");
             break;
         }
     }
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = wait_exit(child, WAIT);
+    let out = terminate(child);
     assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
 fn quota_exceeded_is_exit_7_and_the_push_stays_queued() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start_with(&tmp.path().join("relay"), 0, &["--group-max-blobs", "1"]);
-    let (a, b) = two_devices(tmp.path());
-    let (invite, _) = create(&a, &relay.dial);
-    b.run(&["pair", "--join", &invite]).ok();
+    let t = TwoDevices::paired_with(&["--group-max-blobs", "1"]);
+    let TwoDevices { a, b, .. } = &t;
     a.run(&["push", "fits"]).ok();
     let r = a.run(&["--wait", "2", "push", "over quota"]);
     assert_eq!(r.code(), 7, "{}", r.stderr);
@@ -477,30 +401,16 @@ fn errors_are_one_line_with_their_exit_codes() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&a.dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
-    let db = a.dir.join(sync_client_store_name());
+    let db = a.dir.join(STORE_FILE_NAME);
     let mode = std::fs::metadata(db).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
-fn sync_client_store_name() -> &'static str {
-    "client.sqlite3"
-}
-
-/// Stops a child with SIGTERM and waits for it (bounded).
-fn term(child: std::process::Child) -> std::process::Output {
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    wait_exit(child, WAIT)
-}
-
 #[test]
 fn join_reads_the_code_or_invite_from_stdin_and_warns_about_an_invite_in_argv() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
-    let (invite, code) = create(&a, &relay.dial);
+    let t = TwoDevices::start();
+    let TwoDevices { relay, a, b, .. } = &t;
+    let (invite, code) = a.create_group(&relay.dial);
     // The hints name the safe form.
     let v = a.run(&["invite"]).ok().out();
     assert!(v.contains("pair --join - --relay"), "{v}");
@@ -516,8 +426,7 @@ fn join_reads_the_code_or_invite_from_stdin_and_warns_about_an_invite_in_argv() 
     assert_eq!(joined.json()["online"], true);
 
     // `--join` alone, the invite string on standard input.
-    let c = Device::new(tmp.path(), "c");
-    c.init("tablet");
+    let c = t.device("c", "tablet");
     let r = c
         .run_with_stdin(&["pair", "--join"], format!("{invite}\n").as_bytes())
         .ok();
@@ -527,8 +436,7 @@ fn join_reads_the_code_or_invite_from_stdin_and_warns_about_an_invite_in_argv() 
     assert_eq!(c.pull(), vec![b"to both".to_vec()]);
 
     // The invite in argv still works, with a one-line warning.
-    let d = Device::new(tmp.path(), "d");
-    d.init("old habits");
+    let d = t.device("d", "old habits");
     let r = d.run(&["pair", "--join", &invite]).ok();
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     assert!(r.stderr.contains("warning"), "{}", r.stderr);
@@ -536,18 +444,16 @@ fn join_reads_the_code_or_invite_from_stdin_and_warns_about_an_invite_in_argv() 
     assert!(!r.stderr.contains(&invite), "never echoed: {}", r.stderr);
 
     // Nothing on standard input: a readable refusal.
-    let e = Device::new(tmp.path(), "e");
-    e.init("empty");
+    let e = t.device("e", "empty");
     let r = e.run(&["pair", "--join", "-"]);
     assert_eq!(r.code(), 2, "{}", r.stderr);
 }
 
 #[test]
 fn a_device_in_a_group_does_not_use_up_a_short_code() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
-    let (_, code) = create(&a, &relay.dial);
+    let t = TwoDevices::start();
+    let TwoDevices { relay, a, b, .. } = &t;
+    let (_, code) = a.create_group(&relay.dial);
     // A (already in the group) tries the code: refused locally, before the relay sees it.
     let r = a.run(&["pair", "--join", &code, "--relay", &relay.dial]);
     assert_eq!(r.code(), 2, "{}", r.stderr);
@@ -587,13 +493,7 @@ fn absurd_timeouts_are_bad_input_not_a_panic() {
 /// Runs `args` on `device` with its standard output closed before anything is written; returns
 /// the exit code and stderr.
 fn run_with_stdout_closed(device: &Device, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = device
-        .command(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = device.spawn(args, Stdio::null());
     // The reader goes away at once (like `| head -c1` after its byte).
     drop(child.stdout.take());
     let out = wait_exit(child, WAIT);
@@ -605,11 +505,8 @@ fn run_with_stdout_closed(device: &Device, args: &[&str]) -> (Option<i32>, Strin
 
 #[test]
 fn closed_stdout_is_a_quiet_exit_and_the_pull_cursor_stays() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
-    let (invite, _) = create(&a, &relay.dial);
-    b.run(&["pair", "--join", &invite]).ok();
+    let t = TwoDevices::paired();
+    let TwoDevices { a, b, .. } = &t;
     // More than a pipe buffer of output, so the writes fail however the race goes.
     let big = bytes(FILE_LEN, 3);
     a.run_with_stdin(&["push", "--file", "-"], &big).ok();
@@ -620,12 +517,16 @@ fn closed_stdout_is_a_quiet_exit_and_the_pull_cursor_stays() {
         &["pull", "--raw"][..],
         &["pull", "--after-cursor", "0", "--raw"][..],
     ] {
-        let (code, stderr) = run_with_stdout_closed(&b, args);
+        let (code, stderr) = run_with_stdout_closed(b, args);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_ne!(code, Some(101), "{args:?}: {stderr}");
         assert_eq!(code, Some(141), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "quiet: {args:?}: {stderr}");
     }
+    // `watch` too: a batch it could not print is not committed.
+    let (code, stderr) = run_with_stdout_closed(b, &["watch", "--json"]);
+    assert!(!stderr.contains("panicked"), "watch: {stderr}");
+    assert_eq!(code, Some(141), "watch: {stderr}");
     // Nothing reached a reader: the next pull still returns both blobs, then the cursor moves.
     let got = b.pull();
     assert_eq!(got.len(), 2);
@@ -634,7 +535,7 @@ fn closed_stdout_is_a_quiet_exit_and_the_pull_cursor_stays() {
     assert!(b.pull().is_empty());
     // Other commands with data output too.
     for args in [&["status"][..], &["devices"][..], &["invite", "--json"][..]] {
-        let (code, stderr) = run_with_stdout_closed(&a, args);
+        let (code, stderr) = run_with_stdout_closed(a, args);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_ne!(code, Some(101), "{args:?}: {stderr}");
     }
@@ -642,33 +543,13 @@ fn closed_stdout_is_a_quiet_exit_and_the_pull_cursor_stays() {
 
 #[test]
 fn one_process_per_data_dir_a_second_one_exits_10() {
-    let tmp = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&tmp.path().join("relay"), 0);
-    let (a, b) = two_devices(tmp.path());
-    let (invite, _) = create(&a, &relay.dial);
-    b.run(&["pair", "--join", &invite]).ok();
+    let t = TwoDevices::paired();
+    let TwoDevices { a, b, .. } = &t;
 
-    let mut child = b
-        .command(&["watch"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = b.spawn(&["watch"], Stdio::null());
     // Wait (bounded) until watch is watching: it holds the lock by then.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx.recv_timeout(WAIT).expect("watch starts in time");
-        if line.starts_with("watching") {
-            break;
-        }
-    }
+    let lines = output_lines(&mut child);
+    while !next_line(&lines).starts_with("err watching") {}
     for args in [
         &["push", "x"][..],
         &["pull"][..],
@@ -682,7 +563,7 @@ fn one_process_per_data_dir_a_second_one_exits_10() {
     }
     // `devices` only reads.
     b.run(&["devices"]).ok();
-    let out = term(child);
+    let out = terminate(child);
     assert_eq!(out.status.code(), Some(0));
     // The lock went with the process.
     b.run(&["push", "after watch"]).ok();
@@ -699,4 +580,45 @@ fn init_and_devices_help_list_the_exit_codes() {
         assert!(help.contains("NOT queued"), "{cmd}: {help}");
         assert!(help.contains("141"), "{cmd}: {help}");
     }
+}
+
+/// Runs `init` without --data-dir, in `cwd`, with `xdg` as `XDG_DATA_HOME` and `home` as
+/// `HOME`; returns the data directory it reports.
+fn init_in_default_dir(cwd: &Path, xdg: &str, home: &Path) -> String {
+    let out = sync_testkit::run_bounded(
+        std::process::Command::new(cli_bin())
+            .args(["init", "--name", "default", "--json"])
+            .current_dir(cwd)
+            .env_remove("SYNC_CLI_DATA_DIR")
+            .env_remove("RUST_LOG")
+            .env("XDG_DATA_HOME", xdg)
+            .env("HOME", home),
+        CMD_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["data_dir"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_default_data_dir_is_under_xdg_data_home_else_home_and_a_relative_one_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let xdg = tmp.path().join("xdg");
+    let dir = init_in_default_dir(tmp.path(), xdg.to_str().unwrap(), &home);
+    assert_eq!(dir, xdg.join("0k-sync").to_str().unwrap());
+    assert!(xdg.join("0k-sync").join(STORE_FILE_NAME).exists());
+
+    // A relative or empty XDG_DATA_HOME is ignored: ~/.local/share is used instead.
+    let under_home = home.join(".local").join("share").join("0k-sync");
+    for relative in ["relative", ""] {
+        let dir = init_in_default_dir(tmp.path(), relative, &home);
+        assert_eq!(dir, under_home.to_str().unwrap(), "{relative:?}");
+    }
+    assert!(under_home.join(STORE_FILE_NAME).exists());
+    assert!(!tmp.path().join("relative").exists());
 }

@@ -10,7 +10,7 @@
 )]
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sync_testkit::RelayProcess;
+use tempfile::TempDir;
 
 /// Longest any single CLI command may take in a test.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -93,15 +94,20 @@ impl Device {
         cmd
     }
 
-    /// Runs a command with `stdin` as standard input, bounded by [`CMD_TIMEOUT`].
-    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
+    /// Starts a command with standard input `stdin` (`Stdio::null()` or `Stdio::piped()`), its
+    /// standard output and error piped.
+    pub fn spawn(&self, args: &[&str], stdin: Stdio) -> Child {
+        self.command(args)
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn sync-cli");
+            .expect("spawn sync-cli")
+    }
+
+    /// Runs a command with `stdin` as standard input, bounded by [`CMD_TIMEOUT`].
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child = self.spawn(args, Stdio::piped());
         let mut input = child.stdin.take().expect("stdin");
         let data = stdin.to_vec();
         let writer = std::thread::spawn(move || {
@@ -129,6 +135,99 @@ impl Device {
         let v = self.run(&["pull", "--json"]).ok().json();
         blobs_data(&v)
     }
+
+    /// Creates a group on `relay_arg`; returns (invite string, short code).
+    pub fn create_group(&self, relay_arg: &str) -> (String, String) {
+        let v = self
+            .run(&["pair", "--create", "--relay", relay_arg, "--json"])
+            .ok()
+            .json();
+        (
+            v["invite"].as_str().unwrap().to_string(),
+            v["short_code"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// A relay on 127.0.0.1 and two initialised devices, A ("laptop") and B ("phone"), in one
+/// temporary directory.
+pub struct TwoDevices {
+    pub relay: Relay,
+    pub a: Device,
+    pub b: Device,
+    // Last, so that it is removed after the relay stopped.
+    tmp: TempDir,
+}
+
+impl TwoDevices {
+    pub fn start() -> TwoDevices {
+        TwoDevices::start_with(&[])
+    }
+
+    /// [`TwoDevices::start`] with extra `sync-relay` flags.
+    pub fn start_with(relay_flags: &[&str]) -> TwoDevices {
+        let tmp = tempfile::tempdir().unwrap();
+        let relay = Relay::start_with(&tmp.path().join("relay"), 0, relay_flags);
+        let a = Device::new(tmp.path(), "a");
+        let b = Device::new(tmp.path(), "b");
+        a.init("laptop");
+        b.init("phone");
+        TwoDevices { relay, a, b, tmp }
+    }
+
+    /// Started, A created a group on the relay and B joined it by the invite string.
+    pub fn paired() -> TwoDevices {
+        TwoDevices::paired_with(&[])
+    }
+
+    /// [`TwoDevices::paired`] with extra `sync-relay` flags.
+    pub fn paired_with(relay_flags: &[&str]) -> TwoDevices {
+        let t = TwoDevices::start_with(relay_flags);
+        let (invite, _) = t.a.create_group(&t.relay.dial);
+        t.b.run(&["pair", "--join", &invite]).ok();
+        t
+    }
+
+    /// The temporary directory (the devices' and the relay's data are below it).
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// One more device in directory `dir`, initialised as `name`.
+    pub fn device(&self, dir: &str, name: &str) -> Device {
+        let d = Device::new(self.path(), dir);
+        d.init(name);
+        d
+    }
+}
+
+/// Reads `child`'s standard output and error (both piped) on two threads: each line arrives on
+/// the channel as `out LINE` or `err LINE`.
+pub fn output_lines(child: &mut Child) -> Receiver<String> {
+    fn forward(from: impl Read + Send + 'static, tag: &'static str, tx: mpsc::Sender<String>) {
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                let _ = tx.send(format!("{tag} {line}"));
+            }
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    forward(
+        child.stdout.take().expect("stdout piped"),
+        "out",
+        tx.clone(),
+    );
+    forward(child.stderr.take().expect("stderr piped"), "err", tx);
+    rx
+}
+
+/// Stops a child with SIGTERM and waits for it (bounded).
+pub fn terminate(child: Child) -> Output {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_exit(child, WAIT)
 }
 
 pub fn blobs_data(v: &serde_json::Value) -> Vec<Vec<u8>> {

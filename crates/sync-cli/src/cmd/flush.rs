@@ -1,0 +1,32 @@
+//! `flush`: send the queued pushes now and wait (bounded by --wait) for the relay to
+//! acknowledge them.
+
+use serde_json::json;
+
+use crate::device::Ctx;
+use crate::fail::{Failure, Kind, from_client};
+use crate::out::{self, outln};
+
+/// Sends the outbox; says how many went out and how many are left.
+pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
+    let (_device, _group, relay) = ctx.ready()?;
+    let (client, online) = ctx.connect(&relay).await?;
+    let before = client.status().outbox_len;
+    if !online {
+        client.close().await;
+        return Err(Failure::new(
+            Kind::Unreachable,
+            format!("relay unreachable at {relay}; {before} push(es) stay queued"),
+        ));
+    }
+    let result = client.flush(ctx.wait).await;
+    let left = client.status().outbox_len;
+    client.close().await;
+    let sent = before.saturating_sub(left);
+    if ctx.json {
+        out::json(&json!({ "sent": sent, "pending": left }))?;
+    } else {
+        outln!("sent {sent} queued push(es); {left} pending")?;
+    }
+    result.map_err(|e| from_client(e, &relay.to_string()))
+}

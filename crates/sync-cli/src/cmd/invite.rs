@@ -1,0 +1,158 @@
+//! `invite`: a fresh invite string, QR code and short code for the group this device is in.
+//! `pair --create` shares the new group the same way.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+use sync_client::GroupMaterial;
+use sync_core::{Invite, InviteParams, ShortCode};
+use sync_crypto::GroupDescriptor;
+use sync_types::{GroupId, unix_ms};
+
+use crate::device::{Ctx, rng, stored_group, stored_relay};
+use crate::fail::{self, About, Failure, Kind, from_client_about, from_invite};
+use crate::out::{self, outln};
+use crate::relay::{self, RelayAddr};
+use crate::show;
+
+/// Longest lifetime of an invite (the relay keeps mailbox entries at most an hour).
+const MAX_INVITE_SECS: u64 = 3600;
+
+/// How an invite is made and shown (`invite`, and `pair --create`).
+#[derive(Debug, Args)]
+pub(crate) struct ShareArgs {
+    /// The relay: ENDPOINT_ID@HOST:PORT (as `sync-relay` prints it in its `dial:` lines) or its
+    /// HTTP URL (e.g. http://relay.example:7441). Default: the relay this device uses.
+    #[arg(long, value_name = "RELAY")]
+    pub(crate) relay: Option<String>,
+
+    /// Lifetime of the invite and the short code, in seconds (at most 3600).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub(crate) expires_in: u64,
+
+    /// Do not print the QR code.
+    #[arg(long)]
+    no_qr: bool,
+}
+
+/// Prints a fresh invite for the device's group.
+pub(crate) async fn run(ctx: &Ctx, args: &ShareArgs) -> Result<(), Failure> {
+    check_expiry(args.expires_in)?;
+    let (store, _device) = ctx.open_device()?;
+    let (group_id, group) = stored_group(&store)?;
+    let relay = match &args.relay {
+        Some(r) => relay::resolve(r, ctx.connect_timeout).await?,
+        None => stored_relay(&store)?,
+    };
+    drop(store);
+    let passphrase = matches!(group.descriptor, GroupDescriptor::Passphrase { .. });
+    share(ctx, &relay, group_id, &group, args, passphrase).await
+}
+
+/// `--expires-in` is 1 to [`MAX_INVITE_SECS`] seconds.
+pub(crate) fn check_expiry(secs: u64) -> Result<(), Failure> {
+    if secs == 0 || secs > MAX_INVITE_SECS {
+        return Err(Failure::new(
+            Kind::BadInput,
+            format!("--expires-in must be 1 to {MAX_INVITE_SECS} seconds"),
+        ));
+    }
+    Ok(())
+}
+
+/// Prints an invite string, its QR code and a short code left in the relay's mailbox.
+pub(crate) async fn share(
+    ctx: &Ctx,
+    relay: &RelayAddr,
+    group_id: GroupId,
+    group: &GroupMaterial,
+    args: &ShareArgs,
+    passphrase: bool,
+) -> Result<(), Failure> {
+    let mut rng = rng()?;
+    let now = unix_ms();
+    let invite = Invite::create(
+        &mut rng,
+        InviteParams {
+            relay_id: *relay.id.as_bytes(),
+            relay_addrs: relay.addrs.clone(),
+            group_id,
+            group: group.descriptor.clone(),
+            secret: (!passphrase).then(|| group.secret.clone()),
+            ttl: Duration::from_secs(args.expires_in),
+        },
+        now,
+    )
+    .map_err(from_invite)?;
+    let payload = invite.to_qr_payload();
+    let code = ShortCode::random(&mut rng);
+
+    // The short code needs the relay's mailbox.
+    let (client, online) = ctx.connect(relay).await?;
+    let put = if online {
+        match tokio::time::timeout(ctx.wait, client.put_invite(&invite, &code)).await {
+            Ok(r) => r.map_err(|e| from_client_about(e, &relay.to_string(), About::Invite)),
+            Err(_) => Err(Failure::new(
+                Kind::Unreachable,
+                format!(
+                    "relay at {relay} did not take the short code within --wait {}s",
+                    ctx.wait.as_secs_f64()
+                ),
+            )),
+        }
+    } else {
+        Err(fail::unreachable(&relay.to_string()))
+    };
+    ctx.finish(&client, online).await;
+
+    let expires = show::utc(invite.expires_at_ms());
+    let pass_flag = if passphrase { " --passphrase" } else { "" };
+    if ctx.json {
+        out::json(&json!({
+            "group_id": group_id.to_string(),
+            "relay": relay.to_string(),
+            "invite": payload.as_str(),
+            "short_code": put.as_ref().ok().map(|()| code.to_string()),
+            "expires_at_ms": invite.expires_at_ms(),
+            "passphrase": passphrase,
+        }))?;
+    } else {
+        outln!()?;
+        outln!(
+            "Invite (valid until {expires}; any device can use it until then; it {}):",
+            if passphrase {
+                "needs the passphrase too"
+            } else {
+                "holds the group key, share it privately"
+            }
+        )?;
+        outln!("{}", payload.as_str())?;
+        if !args.no_qr {
+            match show::qr(payload.as_str()) {
+                Some(qr) => outln!("\n{}", qr.trim_end_matches('\n'))?,
+                None => outln!("(invite too long for a QR code)")?,
+            }
+        }
+        if put.is_ok() {
+            outln!()?;
+            outln!("Short code (single use, valid until {expires}): {code}")?;
+            outln!()?;
+            outln!("On the new device (`--join -` asks for the code without echoing it):")?;
+            outln!("  sync-cli init --name NAME")?;
+            outln!("  sync-cli pair --join - --relay {relay}{pass_flag}")?;
+            outln!(
+                "or paste the invite string at the same prompt: sync-cli pair --join -{pass_flag}"
+            )?;
+        }
+    }
+    put.map_err(|f| {
+        Failure::new(
+            f.kind,
+            format!(
+                "{}; no short code was made (the invite string above works without it; `sync-cli invite` makes a new code later)",
+                f.msg
+            ),
+        )
+    })
+}

@@ -1,0 +1,125 @@
+//! `pull`: print what the other devices sent since the last pull (then move the cursor), or
+//! re-read everything after a cursor.
+
+use clap::Args;
+use serde_json::json;
+use sync_client::{Blob, PullBatch, SyncClient};
+use sync_types::{Cursor, DeviceId};
+
+use crate::device::Ctx;
+use crate::fail::{Failure, Kind, from_client};
+use crate::out::{self, note, outln};
+use crate::relay::RelayAddr;
+use crate::show;
+
+/// Arguments of `pull`.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// Re-read everything after this cursor instead (this device's own blobs included); the
+    /// next plain `pull` is not affected.
+    #[arg(long, value_name = "N")]
+    after_cursor: Option<u64>,
+    /// Write only the blobs' bytes, concatenated, to standard output (e.g. a file).
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
+}
+
+/// Pulls and prints; the cursor moves only once the blobs reached standard output.
+pub(crate) async fn run(ctx: &Ctx, args: &PullArgs) -> Result<(), Failure> {
+    let (device, _group, relay) = ctx.ready()?;
+    let (client, online) = ctx.connect(&relay).await?;
+    if !online {
+        ctx.finish(&client, online).await;
+        return Err(Failure::new(
+            Kind::Unreachable,
+            format!("relay unreachable at {relay}; nothing pulled"),
+        ));
+    }
+    let result = print_and_commit(ctx, &client, &relay, device.device_id(), args).await;
+    if result.is_ok() {
+        // Printed and committed: now let queued pushes go out (bounded by --wait).
+        ctx.finish(&client, online).await;
+    } else {
+        client.close().await;
+    }
+    result
+}
+
+/// Writes blobs to standard output and flushes it: once this returns `Ok`, they were handed to
+/// the reader. `raw` writes only their bytes.
+pub(crate) fn print_blobs(
+    ctx: &Ctx,
+    blobs: &[Blob],
+    own: DeviceId,
+    raw: bool,
+) -> Result<(), Failure> {
+    for b in blobs {
+        if raw {
+            out::bytes(&b.data)?;
+        } else if ctx.json {
+            outln!("{}", show::blob_json(b, own))?;
+        } else {
+            outln!("{}", show::blob_line(b, own))?;
+        }
+    }
+    out::flush()
+}
+
+/// Pulls, prints, and only then moves the cursor (plain `pull`): blobs that did not reach
+/// standard output come again with the next pull.
+async fn print_and_commit(
+    ctx: &Ctx,
+    client: &SyncClient,
+    relay: &RelayAddr,
+    own: DeviceId,
+    args: &PullArgs,
+) -> Result<(), Failure> {
+    enum Pulled {
+        Reread(Vec<Blob>),
+        Batch(PullBatch),
+    }
+    let pulled = match tokio::time::timeout(ctx.wait, async {
+        match args.after_cursor {
+            Some(n) => client.pull_after(Cursor::new(n)).await.map(Pulled::Reread),
+            None => client.pull_uncommitted().await.map(Pulled::Batch),
+        }
+    })
+    .await
+    {
+        Ok(r) => r.map_err(|e| from_client(e, &relay.to_string()))?,
+        Err(_) => {
+            return Err(Failure::new(
+                Kind::Unreachable,
+                format!(
+                    "relay at {relay} did not answer the pull within --wait {}s; nothing pulled",
+                    ctx.wait.as_secs_f64()
+                ),
+            ));
+        }
+    };
+    let (blobs, resume) = match &pulled {
+        Pulled::Reread(blobs) => (blobs.as_slice(), client.status().resume_cursor),
+        Pulled::Batch(batch) => (batch.blobs.as_slice(), batch.resume_cursor),
+    };
+    if ctx.json {
+        let list: Vec<_> = blobs.iter().map(|b| show::blob_json(b, own)).collect();
+        out::json(&json!({ "blobs": list, "resume_cursor": resume.get() }))?;
+    } else {
+        print_blobs(ctx, blobs, own, args.raw)?;
+        if !args.raw && blobs.is_empty() {
+            note!("nothing new");
+        }
+    }
+    if let Pulled::Batch(batch) = &pulled {
+        client.commit_pull(batch).await.map_err(|e| {
+            Failure::new(
+                Kind::Other,
+                format!(
+                    "the blobs were printed but the cursor could not be saved ({}); the next pull prints them again",
+                    from_client(e, &relay.to_string()).msg
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}

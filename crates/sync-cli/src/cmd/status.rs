@@ -1,0 +1,73 @@
+//! `status`: the device, its group and relay, whether the relay answers now, the cursor, and
+//! the pushes waiting to be sent (connecting sends them).
+
+use serde_json::json;
+use sync_crypto::GroupDescriptor;
+
+use crate::device::{Ctx, stored_group, stored_relay};
+use crate::fail::{Failure, from_store};
+use crate::out::{self, outln};
+
+/// Prints the device's state as it is now.
+pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
+    let (store, device) = ctx.open_device()?;
+    let name = store.device_name().map_err(from_store)?.unwrap_or_default();
+    let (group_id, group) = stored_group(&store)?;
+    let relay = stored_relay(&store)?;
+    let stored_cursor = store.cursor(&group_id, &relay.id).map_err(from_store)?;
+    drop(store);
+    let (client, online) = ctx.connect(&relay).await?;
+    let before = client.status();
+    if online {
+        let _ = client.flush(ctx.wait).await;
+    }
+    let after = client.status();
+    client.close().await;
+    let sent_now = before.outbox_len.saturating_sub(after.outbox_len);
+    let resume = if online {
+        after.resume_cursor
+    } else {
+        stored_cursor
+    };
+    let kind = match group.descriptor {
+        GroupDescriptor::Passphrase { .. } => "passphrase",
+        _ => "random key",
+    };
+    if ctx.json {
+        out::json(&json!({
+            "device_id": device.device_id().to_string(),
+            "device_name": name,
+            "group_id": group_id.to_string(),
+            "relay": relay.to_string(),
+            "online": online,
+            "resume_cursor": resume.get(),
+            "relay_max_cursor": online.then(|| after.relay_max_cursor.get()),
+            "pending": after.outbox_len,
+            "sent_now": sent_now,
+        }))?;
+    } else {
+        outln!("device:     {} ({name})", device.device_id())?;
+        outln!("group:      {group_id} ({kind})")?;
+        outln!("relay:      {relay}")?;
+        if online {
+            outln!("connection: online")?;
+            outln!(
+                "cursor:     pulled up to {resume}; relay is at {}",
+                after.relay_max_cursor
+            )?;
+        } else {
+            outln!("connection: offline (relay unreachable at {relay})")?;
+            outln!("cursor:     pulled up to {resume}")?;
+        }
+        let sent = if sent_now > 0 {
+            format!(" ({sent_now} sent just now)")
+        } else {
+            String::new()
+        };
+        outln!(
+            "pending:    {} push(es) in the outbox{sent}",
+            after.outbox_len
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `watch`: print arrivals as they come, reconnecting as needed, until SIGINT or SIGTERM.
+
+use sync_client::{PullBatch, SyncClient, WatchEvent, WatchOptions};
+use sync_types::DeviceId;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::pull::print_blobs;
+use crate::device::Ctx;
+use crate::fail::{Failure, Kind, from_client};
+use crate::out::note;
+
+/// Watches the group until a signal (exit 0) or a failure.
+pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
+    let (device, group, relay) = ctx.ready()?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::new(Kind::Other, format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::new(Kind::Other, format!("cannot watch SIGINT: {e}")))?;
+    let (client, online) = ctx.connect(&relay).await?;
+    let mut watcher = client.watch(WatchOptions {
+        pull_timeout: ctx.wait,
+        ..WatchOptions::default()
+    });
+    let own = device.device_id();
+    if online {
+        note!("watching group {group} via {relay} (Ctrl-C to stop)");
+    } else {
+        note!("relay unreachable at {relay}; waiting for it (Ctrl-C to stop)");
+    }
+    let mut result = Ok(());
+    while result.is_ok() {
+        let event = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            event = watcher.next() => event,
+        };
+        result = match event {
+            Some(WatchEvent::Batch(batch)) => print_and_commit(ctx, &client, &batch, own).await,
+            Some(WatchEvent::Connected { .. }) => {
+                note!("connected to {relay}");
+                Ok(())
+            }
+            Some(WatchEvent::Disconnected { reason }) => {
+                note!("disconnected ({reason}); reconnecting");
+                Ok(())
+            }
+            Some(WatchEvent::Rejected {
+                cursor,
+                sender,
+                error,
+                ..
+            }) => {
+                note!(
+                    "warning: blob at cursor {cursor} from device {} failed verification ({error}); not shown",
+                    sender.short()
+                );
+                Ok(())
+            }
+            Some(WatchEvent::PullFailed { error, retry_in }) => {
+                note!(
+                    "pull failed ({error}); retrying in {:.0}s",
+                    retry_in.as_secs_f64()
+                );
+                Ok(())
+            }
+            Some(WatchEvent::Failed(e)) => Err(from_client(e, "the relay")),
+            Some(_) => Ok(()),
+            None => break,
+        };
+    }
+    client.close().await;
+    result
+}
+
+/// Prints a batch, and only then moves the cursor past it: a batch that did not reach standard
+/// output (its reader went away) comes again with the next `watch` or `pull`.
+async fn print_and_commit(
+    ctx: &Ctx,
+    client: &SyncClient,
+    batch: &PullBatch,
+    own: DeviceId,
+) -> Result<(), Failure> {
+    print_blobs(ctx, &batch.blobs, own, false)?;
+    client.commit_pull(batch).await.map(drop).map_err(|e| {
+        Failure::new(
+            Kind::Other,
+            format!(
+                "the cursor could not be saved ({}); the blobs printed last come again next time",
+                from_client(e, "the relay").msg
+            ),
+        )
+    })
+}
