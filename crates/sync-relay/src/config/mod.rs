@@ -89,22 +89,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// The platform default data directory: `$XDG_DATA_HOME/0k-sync-relay`, else
-/// `$HOME/.local/share/0k-sync-relay`, else `./0k-sync-relay` (no home directory).
+/// The platform default data directory: `$XDG_DATA_HOME/0k-sync-relay` (an absolute
+/// `XDG_DATA_HOME` only), else `~/.local/share/0k-sync-relay` on Linux (the platform's data
+/// directory elsewhere), else `./0k-sync-relay` when there is no home directory.
 pub fn default_data_dir() -> PathBuf {
-    let from_env = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    if let Some(xdg) = from_env("XDG_DATA_HOME") {
-        return xdg.join(DATA_DIR_NAME);
-    }
-    if let Some(home) = from_env("HOME") {
-        return home.join(".local").join("share").join(DATA_DIR_NAME);
-    }
-    PathBuf::from(DATA_DIR_NAME)
+    dirs::data_dir().map_or_else(|| PathBuf::from(DATA_DIR_NAME), |d| d.join(DATA_DIR_NAME))
 }
 
 macro_rules! config_keys {
