@@ -9,6 +9,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+pub mod campaign;
 pub mod device;
 pub mod events;
 pub mod impair;
@@ -17,3 +18,4 @@ pub mod protocol;
 pub mod report;
 pub mod soak;
 pub mod stats;
+pub mod values;

@@ -27,7 +27,6 @@
 //! Only loopback addresses are accepted: this is a lab tool for one machine.
 
 pub mod control;
-mod parse;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -42,8 +41,6 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
-
-pub use parse::{parse_duration, parse_probability, parse_rate};
 
 /// Largest datagram the proxy forwards (UDP's maximum payload).
 const MAX_DATAGRAM: usize = 65_535;
