@@ -120,6 +120,20 @@ fn pct(v: f64) -> String {
     }
 }
 
+/// A phase's figures as the results tables show them: messages answered/sent, loss, average,
+/// p50, p95, p99 and largest RTT.
+fn figures(s: &Summary) -> [String; 7] {
+    [
+        format!("{}/{}", s.received, s.sent),
+        pct(s.loss_pct),
+        ms(s.avg_rtt_ms),
+        ms(s.p50_ms),
+        ms(s.p95_ms),
+        ms(s.p99_ms),
+        ms(s.max_ms),
+    ]
+}
+
 /// The Markdown report.
 pub fn markdown(r: &Report) -> String {
     let mut o = String::new();
@@ -140,17 +154,10 @@ pub fn markdown(r: &Report) -> String {
             Some(s) => {
                 let _ = writeln!(
                     o,
-                    "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} |",
                     p.name,
                     p.status.label(),
-                    s.received,
-                    s.sent,
-                    pct(s.loss_pct),
-                    ms(s.avg_rtt_ms),
-                    ms(s.p50_ms),
-                    ms(s.p95_ms),
-                    ms(s.p99_ms),
-                    ms(s.max_ms)
+                    figures(s).join(" | ")
                 );
             }
             None => {
@@ -497,16 +504,9 @@ pub fn html(r: &Report) -> String {
             Some(s) => {
                 let _ = write!(
                     o,
-                    "<tr><td>{}</td><td class=\"{cls}\">{label}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td class=\"{cls}\">{label}</td><td>{}</td></tr>",
                     escape(&p.name),
-                    s.received,
-                    s.sent,
-                    pct(s.loss_pct),
-                    ms(s.avg_rtt_ms),
-                    ms(s.p50_ms),
-                    ms(s.p95_ms),
-                    ms(s.p99_ms),
-                    ms(s.max_ms)
+                    figures(s).join("</td><td>")
                 );
             }
             None => {
@@ -698,6 +698,10 @@ mod tests {
         assert!(h.contains("<svg"));
         assert!(h.contains("class=\"impair\""));
         assert!(h.contains("class=\"lost\""));
+        assert!(
+            h.contains("<td>2/3</td><td>33.33 %</td><td>1.5 ms</td>"),
+            "{h}"
+        );
         assert!(h.contains("t &lt;x&gt;"));
         assert!(!h.contains("<script"));
         assert!(!h.contains("http://") || h.contains("http://www.w3.org/2000/svg"));
