@@ -251,6 +251,7 @@ async fn run_with(
             ms(r.latency.p50_ms),
             ms(r.latency.p99_ms)
         ));
+        summary.insert("load".into(), serde_json::to_value(&report)?);
         if r.accepted == 0 {
             let fatal = format!(
                 "the relay at {addrs} accepted none of the {} devices (within --connect-timeout {:?}; {} refused as TooManySessions): is it reachable?",
@@ -259,11 +260,9 @@ async fn run_with(
                 r.refused_too_many_sessions
                     .map_or_else(|| "unknown how many".to_string(), |n| n.to_string())
             );
-            summary.insert("load".into(), serde_json::to_value(&report)?);
             return Ok(finish(summary, text, problems, Some(fatal)));
         }
         problems.extend(report.problems());
-        summary.insert("load".into(), serde_json::to_value(&report)?);
     }
     if args.churn {
         let config = ChurnConfig {
@@ -308,16 +307,15 @@ async fn run_with(
                 "churn: relay open FDs not sampled (pid unknown: use --local or --relay-pid)".into()
             }
         });
+        summary.insert("churn".into(), serde_json::to_value(&report)?);
         if r.connected == 0 {
             let fatal = format!(
                 "the relay at {addrs} accepted none of the {} churn devices: is it reachable?",
                 r.connections
             );
-            summary.insert("churn".into(), serde_json::to_value(&report)?);
             return Ok(finish(summary, text, problems, Some(fatal)));
         }
         problems.extend(report.problems());
-        summary.insert("churn".into(), serde_json::to_value(&report)?);
     }
     Ok(finish(summary, text, problems, None))
 }
