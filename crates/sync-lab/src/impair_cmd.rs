@@ -120,7 +120,7 @@ pub(crate) struct Args {
     /// Address clients send to (loopback), e.g. 127.0.0.1:7450.
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
-    /// Address datagrams are forwarded to (loopback), e.g. [::1]:7440.
+    /// Address datagrams are forwarded to (loopback), e.g. `[::1]:7440`.
     #[arg(long, value_name = "ADDR")]
     upstream: SocketAddr,
     /// HTTP control address (loopback).

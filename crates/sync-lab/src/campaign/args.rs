@@ -81,7 +81,7 @@ pub struct Args {
     pub phase: PhaseArg,
     /// With --local: route the campaign device's traffic through the UDP impairment proxy with
     /// these impairments, both directions, e.g. `loss=5%,delay=20ms`. Keys: delay, jitter, loss,
-    /// reorder, duplicate, rate. The relay then listens on [::1] only and the device on
+    /// reorder, duplicate, rate. The relay then listens on `[::1]` only and the device on
     /// 127.0.0.1 only, so iroh cannot migrate to a direct path around the proxy.
     #[arg(long, value_name = "IMPAIRMENTS", requires = "local")]
     pub impair: Option<String>,

@@ -1,8 +1,8 @@
 //! HTTP control of a running proxy (axum, loopback): read counters and configuration, change
 //! impairments while traffic flows.
 //!
-//! - `GET /stats` → [`ProxyStats`](super::ProxyStats) as JSON;
-//! - `GET /config` → [`ImpairConfig`](super::ImpairConfig) as JSON (durations in `*_ms`);
+//! - `GET /stats` → [`ProxyStats`] as JSON;
+//! - `GET /config` → [`ImpairConfig`] as JSON (durations in `*_ms`);
 //! - `PUT /config` with a whole `ImpairConfig` → replaces it;
 //! - `POST /config` with a [`ConfigPatch`] (`{"both": {"loss": 0.05}, "up": {"delay_ms": 40}}`)
 //!   → changes only the fields given (`both` first, then `up` / `down`);

@@ -26,7 +26,7 @@ impl Drop for Inner {
     }
 }
 
-/// Controls a running [`Proxy`]: change its configuration, read its counters, stop it. Cheap to
+/// Controls a running [`Proxy`](super::Proxy): change its configuration, read its counters, stop it. Cheap to
 /// clone; the proxy stops when the last clone is dropped (or on [`ProxyHandle::shutdown`]).
 #[derive(Clone)]
 pub struct ProxyHandle {

@@ -201,7 +201,7 @@ fn unit(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The UDP impairment proxy; see the [module documentation](self).
+/// The UDP impairment proxy; see the [module documentation](super).
 #[derive(Debug)]
 pub struct Proxy;
 
