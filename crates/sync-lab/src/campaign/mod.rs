@@ -51,12 +51,8 @@ use crate::soak::{self, Target};
 
 /// Runs the campaign; see the module documentation for exit codes. Logging is the caller's.
 pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
-    let direction = args
-        .impair
-        .as_deref()
-        .map(impairment::parse_spec)
-        .transpose()
-        .map_err(CampaignError::ImpairSpec)?;
+    let direction = args.impair.as_deref().map(impairment::parse_spec);
+    let direction = direction.transpose().map_err(CampaignError::ImpairSpec)?;
     let started_unix = unix_ms() / 1000;
     let out = args
         .out
@@ -80,16 +76,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
         (None, None) => return Err(CampaignError::NoInvite),
     };
     let joined = device::parse_invite(&invite).map_err(CampaignError::Invite)?;
-    let target = match &local {
-        Some(l) => Target {
-            pid: l.relay.pid(),
-            http: Some(l.relay.http_addr()),
-        },
-        None => Target {
-            pid: args.relay_pid,
-            http: args.relay_http,
-        },
-    };
+    let target = sampling_target(local.as_ref(), &args);
     let bar = progress_bar();
     let log_path = out.join("events.jsonl");
     let log = EventLog::create(&log_path, t0, echo_around(&bar)).map_err(CampaignError::io(
@@ -151,22 +138,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
     );
     let code = verdict.exit_code();
     setup.responder = session.responder().map(|d| d.short());
-    let measured = Measured {
-        phases: ran.phases,
-        points: session.points.lock().map(|v| v.clone()).unwrap_or_default(),
-        samples: session
-            .samples
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default(),
-        sampling: target.describe(),
-        soak: ran.soak,
-        impairments: session
-            .impair
-            .as_ref()
-            .map(Impairment::periods)
-            .unwrap_or_default(),
-    };
+    let measured = measured(&session, ran, target.describe());
     let written = report::write(&log, setup, measured, verdict);
     bar.finish_and_clear();
     let line = written?;
@@ -177,6 +149,41 @@ pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
         });
     }
     Ok(ExitCode::from(code))
+}
+
+/// What the relay samples come from: the local relay's process and HTTP address, or what the
+/// command line says about a remote one.
+fn sampling_target(local: Option<&LocalLab>, args: &Args) -> Target {
+    match local {
+        Some(l) => Target {
+            pid: l.relay.pid(),
+            http: Some(l.relay.http_addr()),
+        },
+        None => Target {
+            pid: args.relay_pid,
+            http: args.relay_http,
+        },
+    }
+}
+
+/// Everything the reports show of what `session` measured.
+fn measured(session: &Session, ran: Ran, sampling: String) -> Measured {
+    Measured {
+        phases: ran.phases,
+        points: session.points.lock().map(|v| v.clone()).unwrap_or_default(),
+        samples: session
+            .samples
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default(),
+        sampling,
+        soak: ran.soak,
+        impairments: session
+            .impair
+            .as_ref()
+            .map(Impairment::periods)
+            .unwrap_or_default(),
+    }
 }
 
 /// Starts the impairment proxy in front of the relay of `joined`.

@@ -3,8 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use sync_client::GroupMaterial;
 use sync_core::ConnectionStatus;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::report::{ChurnReport, FdReport};
 use super::{
@@ -65,68 +67,77 @@ async fn settle_fds(pid: u32, baseline: u64, slack: u64, timeout: Duration) -> (
     settle(timeout, || async move { read_fd_count(pid) }, back).await
 }
 
-/// Runs connection churn against `target` (needs its `/metrics`); see the module documentation.
-pub async fn run_churn(
+impl ChurnConfig {
+    fn validate(&self) -> Result<(), LoadError> {
+        if !(1..=5000).contains(&self.connections)
+            || !(1..=5000).contains(&self.overlap)
+            || self.group_size == 0
+            || self.lifetime > Duration::from_secs(600)
+        {
+            return Err(LoadError::Invalid(
+                "churn: 1 to 5000 connections, overlap 1 to 5000, group size ≥ 1, lifetime ≤ 10 min"
+                    .into(),
+            ));
+        }
+        if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&self.connect_timeout)
+            || !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&self.push_timeout)
+            || self.settle_timeout > MAX_TIMEOUT
+        {
+            return Err(LoadError::Invalid(
+                "churn: connect and push timeouts 10 ms to 1 h, settle timeout at most 1 h".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Samples the session gauge (and the relay's FDs, with its pid) every 100 ms until told to
+/// stop; then the peaks seen, starting from the baselines.
+fn spawn_peaks(
+    target: &LoadTarget,
+    baseline: u64,
+    fd_baseline: Option<(u32, u64)>,
+) -> (watch::Sender<bool>, JoinHandle<(u64, u64)>) {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let target = target.clone();
+    let sampler = tokio::spawn(async move {
+        let mut peak = baseline;
+        let mut fd_peak = fd_baseline.map_or(0, |(_, n)| n);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Some(v) = target.metric(SESSIONS_METRIC).await {
+                        peak = peak.max(v as u64);
+                    }
+                    if let Some(n) = fd_baseline.and_then(|(pid, _)| read_fd_count(pid)) {
+                        fd_peak = fd_peak.max(n);
+                    }
+                }
+                _ = stop_rx.changed() => return (peak, fd_peak),
+            }
+        }
+    });
+    (stop_tx, sampler)
+}
+
+/// What the churn's devices came to.
+#[derive(Default)]
+struct Tally {
+    connected: usize,
+    refused: usize,
+    acked: usize,
+    push_failures: usize,
+}
+
+/// Starts a device every `lifetime / overlap`; each connects, pushes one message, stays its
+/// lifetime and closes. Returns when the last one closed.
+async fn churn_devices(
     target: &LoadTarget,
     config: &ChurnConfig,
-) -> Result<ChurnReport, LoadError> {
-    if !(1..=5000).contains(&config.connections)
-        || !(1..=5000).contains(&config.overlap)
-        || config.group_size == 0
-        || config.lifetime > Duration::from_secs(600)
-    {
-        return Err(LoadError::Invalid(
-            "churn: 1 to 5000 connections, overlap 1 to 5000, group size ≥ 1, lifetime ≤ 10 min"
-                .into(),
-        ));
-    }
-    if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&config.connect_timeout)
-        || !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&config.push_timeout)
-        || config.settle_timeout > MAX_TIMEOUT
-    {
-        return Err(LoadError::Invalid(
-            "churn: connect and push timeouts 10 ms to 1 h, settle timeout at most 1 h".into(),
-        ));
-    }
-    let http = target.http.ok_or_else(|| {
-        LoadError::Invalid("churn needs the relay's HTTP address (/metrics)".into())
-    })?;
-    let started = Instant::now();
-    let baseline = target
-        .metric(SESSIONS_METRIC)
-        .await
-        .ok_or(LoadError::Metrics(http))? as u64;
-    let fd_baseline = match config.relay_pid {
-        Some(pid) => Some((pid, read_fd_count(pid).ok_or(LoadError::Proc(pid))?)),
-        None => None,
-    };
-    let materials = group_materials(config.connections, config.group_size, config.seed);
-
-    // Sample the gauge (and the relay's FDs) while the churn runs.
-    let (stop_tx, mut stop_rx) = watch::channel(false);
-    let sampler = {
-        let target = target.clone();
-        tokio::spawn(async move {
-            let mut peak = baseline;
-            let mut fd_peak = fd_baseline.map_or(0, |(_, n)| n);
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        if let Some(v) = target.metric(SESSIONS_METRIC).await {
-                            peak = peak.max(v as u64);
-                        }
-                        if let Some(n) = fd_baseline.and_then(|(pid, _)| read_fd_count(pid)) {
-                            fd_peak = fd_peak.max(n);
-                        }
-                    }
-                    _ = stop_rx.changed() => return (peak, fd_peak),
-                }
-            }
-        })
-    };
-
-    // `overlap` is 1..=5000 (checked above): the conversion and the division cannot fail.
+    materials: &[GroupMaterial],
+) -> Result<Tally, LoadError> {
+    // `overlap` is 1..=5000 (validated): the conversion and the division cannot fail.
     let overlap = u32::try_from(config.overlap).unwrap_or(u32::MAX).max(1);
     let spacing = config.lifetime / overlap;
     let mut tick = tokio::time::interval(spacing.max(Duration::from_millis(1)));
@@ -154,21 +165,46 @@ pub async fn run_churn(
             Ok::<_, LoadError>((connected, acked))
         }));
     }
-    let (mut connected, mut refused, mut acked, mut push_failures) = (0, 0, 0, 0);
+    let mut tally = Tally::default();
     for t in tasks {
         let (c, a) = t
             .await
             .map_err(|e| LoadError::Device(format!("churn task: {e}")))??;
         if c {
-            connected += 1;
+            tally.connected += 1;
             if !a {
-                push_failures += 1;
+                tally.push_failures += 1;
             }
         } else {
-            refused += 1;
+            tally.refused += 1;
         }
-        acked += usize::from(a);
+        tally.acked += usize::from(a);
     }
+    Ok(tally)
+}
+
+/// Runs connection churn against `target` (needs its `/metrics`); see the module documentation.
+pub async fn run_churn(
+    target: &LoadTarget,
+    config: &ChurnConfig,
+) -> Result<ChurnReport, LoadError> {
+    config.validate()?;
+    let http = target.http.ok_or_else(|| {
+        LoadError::Invalid("churn needs the relay's HTTP address (/metrics)".into())
+    })?;
+    let started = Instant::now();
+    let baseline = target
+        .metric(SESSIONS_METRIC)
+        .await
+        .ok_or(LoadError::Metrics(http))? as u64;
+    let fd_baseline = match config.relay_pid {
+        Some(pid) => Some((pid, read_fd_count(pid).ok_or(LoadError::Proc(pid))?)),
+        None => None,
+    };
+    let materials = group_materials(config.connections, config.group_size, config.seed);
+    // Sample the gauge (and the relay's FDs) while the churn runs.
+    let (stop_tx, sampler) = spawn_peaks(target, baseline, fd_baseline);
+    let tally = churn_devices(target, config, &materials).await?;
     let closed = Instant::now();
     let last = settle_sessions(target, baseline, config.settle_timeout).await;
     let settle_ms = (last == Some(baseline)).then(|| closed.elapsed().as_millis() as u64);
@@ -189,10 +225,10 @@ pub async fn run_churn(
         connections: config.connections,
         lifetime_ms: config.lifetime.as_millis() as u64,
         overlap: config.overlap,
-        connected,
-        refused,
-        pushes_acked: acked,
-        push_failures,
+        connected: tally.connected,
+        refused: tally.refused,
+        pushes_acked: tally.acked,
+        push_failures: tally.push_failures,
         sessions_baseline: baseline,
         sessions_peak: peak,
         sessions_final,
