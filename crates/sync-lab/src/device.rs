@@ -17,6 +17,10 @@ use sync_types::{DeviceId, RelayAddr, unix_ms};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// Environment variable that can carry the invite of the responder and the campaign (keeps it
+/// out of the process list).
+pub const INVITE_ENV: &str = "SYNC_STRESS_INVITE";
+
 /// Why a lab device could not join. Messages never contain the invite or the group secret.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

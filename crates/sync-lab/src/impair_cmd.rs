@@ -6,19 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sync_lab::impair::{
-    DirectionConfig, ImpairConfig, Proxy, ProxyHandle, control, parse_duration, parse_probability,
-    parse_rate,
-};
+use sync_lab::impair::{DirectionConfig, ImpairConfig, Proxy, ProxyHandle, control};
+use sync_lab::values::{parse_byte_rate, parse_duration, parse_probability};
 
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
-}
-fn probability(s: &str) -> Result<f64, String> {
-    parse_probability(s).map_err(|e| e.to_string())
-}
-fn rate(s: &str) -> Result<u64, String> {
-    parse_rate(s).map_err(|e| e.to_string())
+/// Overwrites `slot` with the flag's value when the flag was given.
+fn set<T>(slot: &mut T, flag: Option<T>) {
+    if let Some(v) = flag {
+        *slot = v;
+    }
 }
 
 /// One direction's impairments as flags; `prefix` is empty (both), `up-` or `down-`.
@@ -29,28 +24,28 @@ macro_rules! direction_args {
         #[derive(Debug, Clone, clap::Args)]
         pub(crate) struct $name {
             /// Fixed one-way delay (e.g. 20ms, 0.5s; a bare number is ms).
-            #[arg(long = $delay, id = $delay, value_name = "DURATION", value_parser = duration)]
+            #[arg(long = $delay, id = $delay, value_name = "DURATION", value_parser = parse_duration)]
             delay: Option<Duration>,
             /// Uniform jitter around the delay (delay ± jitter, never below 0).
-            #[arg(long = $jitter, id = $jitter, value_name = "DURATION", value_parser = duration)]
+            #[arg(long = $jitter, id = $jitter, value_name = "DURATION", value_parser = parse_duration)]
             jitter: Option<Duration>,
             /// Packet loss probability (5% or 0.05).
-            #[arg(long = $loss, id = $loss, value_name = "P", value_parser = probability)]
+            #[arg(long = $loss, id = $loss, value_name = "P", value_parser = parse_probability)]
             loss: Option<f64>,
             /// Probability that a packet is held back so later ones overtake it.
-            #[arg(long = $reorder, id = $reorder, value_name = "P", value_parser = probability)]
+            #[arg(long = $reorder, id = $reorder, value_name = "P", value_parser = parse_probability)]
             reorder: Option<f64>,
             /// How long a reordered packet is held back (default 10ms).
-            #[arg(long = $gap, id = $gap, value_name = "DURATION", value_parser = duration)]
+            #[arg(long = $gap, id = $gap, value_name = "DURATION", value_parser = parse_duration)]
             reorder_gap: Option<Duration>,
             /// Probability that a packet is sent twice.
-            #[arg(long = $dup, id = $dup, value_name = "P", value_parser = probability)]
+            #[arg(long = $dup, id = $dup, value_name = "P", value_parser = parse_probability)]
             duplicate: Option<f64>,
             /// Bandwidth in bytes/s (500k, 2M, 8mbit); unlimited when absent.
-            #[arg(long = $rate, id = $rate, value_name = "RATE", value_parser = rate)]
+            #[arg(long = $rate, id = $rate, value_name = "RATE", value_parser = parse_byte_rate)]
             rate: Option<u64>,
             /// Longest wait for the rate limiter before a packet is tail-dropped (default 500ms).
-            #[arg(long = $queue, id = $queue, value_name = "DURATION", value_parser = duration)]
+            #[arg(long = $queue, id = $queue, value_name = "DURATION", value_parser = parse_duration)]
             queue: Option<Duration>,
             /// Start partitioned (drop everything) until healed through the control.
             #[arg(long = $part, id = $part)]
@@ -59,33 +54,15 @@ macro_rules! direction_args {
 
         impl $name {
             fn apply(&self, d: &mut DirectionConfig) {
-                if let Some(v) = self.delay {
-                    d.delay = v;
-                }
-                if let Some(v) = self.jitter {
-                    d.jitter = v;
-                }
-                if let Some(v) = self.loss {
-                    d.loss = v;
-                }
-                if let Some(v) = self.reorder {
-                    d.reorder = v;
-                }
-                if let Some(v) = self.reorder_gap {
-                    d.reorder_gap = v;
-                }
-                if let Some(v) = self.duplicate {
-                    d.duplicate = v;
-                }
-                if let Some(v) = self.rate {
-                    d.rate = Some(v);
-                }
-                if let Some(v) = self.queue {
-                    d.queue = v;
-                }
-                if self.partition {
-                    d.partition = true;
-                }
+                set(&mut d.delay, self.delay);
+                set(&mut d.jitter, self.jitter);
+                set(&mut d.loss, self.loss);
+                set(&mut d.reorder, self.reorder);
+                set(&mut d.reorder_gap, self.reorder_gap);
+                set(&mut d.duplicate, self.duplicate);
+                set(&mut d.rate, self.rate.map(Some));
+                set(&mut d.queue, self.queue);
+                d.partition |= self.partition;
             }
         }
     };
@@ -143,7 +120,7 @@ pub(crate) struct Args {
     /// Address clients send to (loopback), e.g. 127.0.0.1:7450.
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
-    /// Address datagrams are forwarded to (loopback), e.g. [::1]:7440.
+    /// Address datagrams are forwarded to (loopback), e.g. `[::1]:7440`.
     #[arg(long, value_name = "ADDR")]
     upstream: SocketAddr,
     /// HTTP control address (loopback).
@@ -153,7 +130,7 @@ pub(crate) struct Args {
     #[arg(long)]
     seed: Option<u64>,
     /// Interval of the counter lines (0 = only on exit).
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     stats_every: Duration,
     // Boxed: three sets of nine flags would make this the largest subcommand by far.
     #[command(flatten)]

@@ -13,17 +13,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use sync_lab::impair::parse_duration;
 use sync_lab::loadgen::{ChurnConfig, LoadConfig, LoadTarget, run_churn, run_load};
+use sync_lab::values::{parse_duration, parse_number};
 use sync_testkit::{RelayProcess, find_relay_bin};
-
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
-}
 
 /// A timeout: 10 ms to 1 h.
 fn timeout(s: &str) -> Result<Duration, String> {
-    let d = duration(s)?;
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
     if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&d) {
         return Err("must be 10ms to 1h".into());
     }
@@ -32,26 +28,20 @@ fn timeout(s: &str) -> Result<Duration, String> {
 
 /// `--rate`: total messages/s, 0.001 to 20000.
 fn rate(s: &str) -> Result<f64, String> {
-    let r: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
-    if !(r.is_finite() && (0.001..=20_000.0).contains(&r)) {
-        return Err("must be 0.001 to 20000 messages/s".into());
-    }
-    Ok(r)
+    parse_number(
+        s,
+        |r| (0.001..=20_000.0).contains(&r),
+        "must be 0.001 to 20000 messages/s",
+    )
 }
 
 /// `--duration`: seconds, more than 0 and at most 3600.
 fn seconds(s: &str) -> Result<f64, String> {
-    let d: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
-    if !(d.is_finite() && d > 0.0 && d <= 3600.0) {
-        return Err("must be more than 0 and at most 3600 seconds".into());
-    }
-    Ok(d)
+    parse_number(
+        s,
+        |d| d > 0.0 && d <= 3600.0,
+        "must be more than 0 and at most 3600 seconds",
+    )
 }
 
 /// Fastest pace of one device: one push per millisecond.
@@ -122,7 +112,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 50)]
     churn_connections: usize,
     /// Churn: how long each stays connected.
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "2s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2s")]
     churn_lifetime: Duration,
     /// Churn: about how many are open at once.
     #[arg(long, default_value_t = 10)]
@@ -261,6 +251,7 @@ async fn run_with(
             ms(r.latency.p50_ms),
             ms(r.latency.p99_ms)
         ));
+        summary.insert("load".into(), serde_json::to_value(&report)?);
         if r.accepted == 0 {
             let fatal = format!(
                 "the relay at {addrs} accepted none of the {} devices (within --connect-timeout {:?}; {} refused as TooManySessions): is it reachable?",
@@ -269,11 +260,9 @@ async fn run_with(
                 r.refused_too_many_sessions
                     .map_or_else(|| "unknown how many".to_string(), |n| n.to_string())
             );
-            summary.insert("load".into(), serde_json::to_value(&report)?);
             return Ok(finish(summary, text, problems, Some(fatal)));
         }
         problems.extend(report.problems());
-        summary.insert("load".into(), serde_json::to_value(&report)?);
     }
     if args.churn {
         let config = ChurnConfig {
@@ -318,16 +307,15 @@ async fn run_with(
                 "churn: relay open FDs not sampled (pid unknown: use --local or --relay-pid)".into()
             }
         });
+        summary.insert("churn".into(), serde_json::to_value(&report)?);
         if r.connected == 0 {
             let fatal = format!(
                 "the relay at {addrs} accepted none of the {} churn devices: is it reachable?",
                 r.connections
             );
-            summary.insert("churn".into(), serde_json::to_value(&report)?);
             return Ok(finish(summary, text, problems, Some(fatal)));
         }
         problems.extend(report.problems());
-        summary.insert("churn".into(), serde_json::to_value(&report)?);
     }
     Ok(finish(summary, text, problems, None))
 }

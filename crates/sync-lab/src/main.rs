@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod campaign;
+use sync_lab::campaign;
+
 mod impair_cmd;
 mod load;
 mod responder;
@@ -44,7 +45,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Responder(args) => responder::run(args).await,
-            Command::Campaign(args) => campaign::run(args).await,
+            Command::Campaign(args) => {
+                responder::init_logging();
+                campaign::run(args).await.map_err(Into::into)
+            }
             Command::Impair(args) => impair_cmd::run(args).await,
             Command::Load(args) => load::run(args).await,
         }

@@ -1,5 +1,5 @@
-//! The text protocol between the campaign and the responder (SPEC §8), carried as ordinary
-//! sync blobs (sealed and signed by the sender, verified and opened by the receiver).
+//! The text protocol between the campaign and the responder, carried as ordinary sync blobs
+//! (sealed and signed by the sender, verified and opened by the receiver).
 //!
 //! - `PING:<n>` → `PONG:<n>`
 //! - `BURST:<n>` → `BURST-ACK:<n>`

@@ -11,13 +11,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use sync_lab::device::{self, Incoming};
+use sync_lab::device::{self, INVITE_ENV, Incoming};
 use sync_lab::protocol::{self, Kind};
 use sync_types::{Cursor, bind_addr_for};
 use tokio::sync::mpsc;
-
-/// Environment variable that can carry the invite (keeps it out of the process list).
-pub(crate) const INVITE_ENV: &str = "SYNC_STRESS_INVITE";
 
 /// Arguments of `sync-stress responder`.
 #[derive(Debug, clap::Args)]

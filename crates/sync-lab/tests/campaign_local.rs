@@ -3,7 +3,7 @@
 //! wait is on a process exit with a timeout as a guard.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,60 @@ fn guarded(mut cmd: Command) -> Output {
     run_bounded(&mut cmd, GUARD)
 }
 
+/// A finished `campaign --local` and its output directory.
+struct Campaign {
+    output: Output,
+    dir: PathBuf,
+    _out: tempfile::TempDir,
+}
+
+/// Runs `campaign --local` with `args`, writing into a fresh directory.
+fn campaign(args: &[&str]) -> Campaign {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let mut argv = vec!["campaign", "--local"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--out", dir.to_str().unwrap()]);
+    Campaign {
+        output: run(&argv),
+        dir,
+        _out: out,
+    }
+}
+
+impl Campaign {
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// Asserts the exit code (the campaign's stderr in the message).
+    fn exited(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.output.status.code(),
+            Some(code),
+            "stderr: {}",
+            self.stderr()
+        );
+        self
+    }
+
+    fn events(&self) -> Vec<Value> {
+        events(&self.dir)
+    }
+
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap()
+    }
+
+    fn markdown(&self) -> String {
+        self.file("campaign-report.md")
+    }
+
+    fn html(&self) -> String {
+        self.file("report.html")
+    }
+}
+
 fn events(dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
     text.lines()
@@ -50,12 +104,8 @@ fn of<'a>(evs: &'a [Value], phase: &str, event: &str) -> Vec<&'a Value> {
 
 #[test]
 fn local_campaign_passes_and_writes_reports_that_parse() {
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("run");
     let started = Instant::now();
-    let o = run(&[
-        "campaign",
-        "--local",
+    let c = campaign(&[
         "--phase",
         "all",
         "--duration",
@@ -74,19 +124,15 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
         "2",
         "--sample-interval",
         "1",
-        "--out",
-        dir.to_str().unwrap(),
     ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "stderr: {stderr}");
+    c.exited(0);
     eprintln!("campaign took {:?}", started.elapsed());
 
     // Stdout is the same JSONL as the file.
-    let stdout = String::from_utf8(o.stdout).unwrap();
-    let file = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
-    assert_eq!(stdout, file);
+    let stdout = String::from_utf8(c.output.stdout.clone()).unwrap();
+    assert_eq!(stdout, c.file("events.jsonl"));
 
-    let evs = events(&dir);
+    let evs = c.events();
     let pings = of(&evs, "ping", "ping");
     assert_eq!(pings.len(), 5);
     for p in &pings {
@@ -141,7 +187,7 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
         assert_eq!(s["result"], "stopped cleanly (SIGTERM, exit 0)");
     }
 
-    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    let md = c.markdown();
     for needle in [
         "**Result: PASS (exit 0)**",
         "| Phase | Status | Messages | Loss | Avg RTT | p50 | p95 | p99 | Max |",
@@ -157,7 +203,7 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
     ] {
         assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
     }
-    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let html = c.html();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(
         html.matches("<svg").count() >= 3,
@@ -166,17 +212,13 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
     assert!(html.contains("RTT over time"));
     assert!(!html.contains("<script"));
     assert!(!html.contains("https://"));
-    assert!(dir.join("relay.log").is_file());
-    assert!(dir.join("responder.log").is_file());
+    assert!(c.dir.join("relay.log").is_file());
+    assert!(c.dir.join("responder.log").is_file());
 }
 
 #[test]
 fn an_impossible_threshold_exits_with_the_threshold_code() {
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("run");
-    let o = run(&[
-        "campaign",
-        "--local",
+    let c = campaign(&[
         "--phase",
         "ping",
         "--ping-count",
@@ -185,20 +227,13 @@ fn an_impossible_threshold_exits_with_the_threshold_code() {
         "10",
         "--max-p99-ms",
         "0.001",
-        "--out",
-        dir.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    c.exited(3);
+    let md = c.markdown();
     assert!(md.contains("| ping | FAIL | 3/3 |"), "{md}");
     assert!(md.contains("| burst | SKIPPED |"), "{md}");
     assert!(md.contains("**FAILED**"), "{md}");
-    let evs = events(&dir);
+    let evs = c.events();
     let end = of(&evs, "summary", "campaign_end");
     assert_eq!(end[0]["exit_code"], 3);
 }
@@ -223,11 +258,7 @@ fn a_bad_invite_is_a_setup_error_on_one_line() {
 
 #[test]
 fn a_campaign_through_the_impairment_proxy_at_5_percent_loss_loses_nothing() {
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("run");
-    let o = run(&[
-        "campaign",
-        "--local",
+    let c = campaign(&[
         "--phase",
         "burst",
         "--burst-rounds",
@@ -236,16 +267,9 @@ fn a_campaign_through_the_impairment_proxy_at_5_percent_loss_loses_nothing() {
         "50",
         "--impair",
         "loss=5%,delay=10ms",
-        "--out",
-        dir.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let evs = events(&dir);
+    c.exited(0);
+    let evs = c.events();
     let start = of(&evs, "burst", "impairment_start");
     let end = of(&evs, "burst", "impairment_end");
     assert_eq!((start.len(), end.len()), (1, 1));
@@ -261,10 +285,10 @@ fn a_campaign_through_the_impairment_proxy_at_5_percent_loss_loses_nothing() {
         "{}",
         round[0]
     );
-    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    let md = c.markdown();
     assert!(md.contains("## Impairment"), "{md}");
     assert!(md.contains("| burst | PASS | 50/50 | 0 % |"), "{md}");
-    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    let html = c.html();
     assert!(
         html.contains("class=\"impair\""),
         "impairment period shaded"
@@ -287,25 +311,15 @@ fn a_campaign_that_measures_nothing_does_not_pass() {
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
     }
     // Only a phase that is not available: nothing measured, exit 4, never PASS.
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("run");
-    let o = run(&[
-        "campaign",
-        "--local",
-        "--phase",
-        "group",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(4), "stderr: {stderr}");
+    let c = campaign(&["--phase", "group"]);
+    let stderr = c.exited(4).stderr();
     assert!(stderr.contains("NOT MEASURED"), "{stderr}");
-    let evs = events(&dir);
+    let evs = c.events();
     assert_eq!(of(&evs, "group", "not_available").len(), 1);
     let end = of(&evs, "summary", "campaign_end");
     assert_eq!(end[0]["status"], "NOT MEASURED");
     assert_eq!(end[0]["exit_code"], 4);
-    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    let md = c.markdown();
     assert!(md.contains("| group | NOT AVAILABLE |"), "{md}");
     assert!(
         md.contains("**Result: NOT MEASURED: no phase that ran measured anything (exit 4)**"),
@@ -316,11 +330,7 @@ fn a_campaign_that_measures_nothing_does_not_pass() {
 
 #[test]
 fn pings_through_the_proxy_report_the_proxy_as_their_path() {
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().join("run");
-    let o = run(&[
-        "campaign",
-        "--local",
+    let c = campaign(&[
         "--phase",
         "ping",
         "--ping-count",
@@ -329,16 +339,9 @@ fn pings_through_the_proxy_report_the_proxy_as_their_path() {
         "10",
         "--impair",
         "delay=5ms",
-        "--out",
-        dir.to_str().unwrap(),
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let evs = events(&dir);
+    c.exited(0);
+    let evs = c.events();
     let pings = of(&evs, "ping", "ping");
     assert_eq!(pings.len(), 3);
     for p in &pings {

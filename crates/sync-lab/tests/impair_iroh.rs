@@ -1,7 +1,7 @@
 //! Real iroh sessions through the impairment proxy: an in-process relay bound on `[::1]` only,
 //! a device bound on `127.0.0.1` only that dials the relay's id at the proxy's IPv4 address.
 //! The device cannot reach the relay's IPv6 address directly, so iroh cannot migrate off the
-//! proxy (NOTES-iroh.md); every test also proves it from the traffic: push round trips carry the
+//! proxy to a direct path; every test also proves it from the traffic: push round trips carry the
 //! proxy's delay, a partition stops the session and nothing lands on the relay meanwhile, and the
 //! proxy's counters move with the session. `SyncClient` does not expose its QUIC connection, so
 //! one test builds a plain iroh endpoint pair set up exactly like the device and the relay and

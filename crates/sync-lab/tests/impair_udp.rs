@@ -74,6 +74,22 @@ async fn proxy_to(server: &UdpSocket, config: ImpairConfig) -> ProxyHandle {
     .unwrap()
 }
 
+/// A server, a client and a proxy with `config` between them.
+async fn lab(config: ImpairConfig) -> (UdpSocket, UdpSocket, ProxyHandle) {
+    let server = bind().await;
+    let client = bind().await;
+    let proxy = proxy_to(&server, config).await;
+    (server, client, proxy)
+}
+
+/// Impairments of the client → upstream direction only.
+fn up_only(up: DirectionConfig) -> ImpairConfig {
+    ImpairConfig {
+        up,
+        ..ImpairConfig::default()
+    }
+}
+
 /// Sends `count` packets paced by `every` (a pacing interval, not a wait for an event).
 async fn send_paced(
     client: &UdpSocket,
@@ -95,18 +111,13 @@ async fn delay_and_jitter_follow_the_configuration() {
     const DELAY: Duration = Duration::from_millis(20);
     const JITTER: Duration = Duration::from_millis(5);
     const N: u64 = 1000;
-    let server = bind().await;
-    let client = bind().await;
-    let cfg = ImpairConfig {
-        up: DirectionConfig {
-            delay: DELAY,
-            jitter: JITTER,
-            ..DirectionConfig::default()
-        },
-        ..ImpairConfig::default()
-    }
-    .with_seed(7);
-    let proxy = proxy_to(&server, cfg).await;
+    let (server, client, proxy) = lab(up_only(DirectionConfig {
+        delay: DELAY,
+        jitter: JITTER,
+        ..DirectionConfig::default()
+    })
+    .with_seed(7))
+    .await;
     let base = Instant::now();
     let to = proxy.local_addr();
     let (got, ()) = tokio::join!(
@@ -163,16 +174,11 @@ async fn delay_and_jitter_follow_the_configuration() {
 async fn loss_rate_over_10k_packets_is_within_tolerance_and_reproducible() {
     const N: u64 = 10_000;
     async fn run(seed: u64) -> (u64, HashSet<u64>) {
-        let server = bind().await;
-        let client = bind().await;
-        let proxy = proxy_to(
-            &server,
-            ImpairConfig::symmetric(DirectionConfig {
-                loss: 0.05,
-                ..DirectionConfig::default()
-            })
-            .with_seed(seed),
-        )
+        let (server, client, proxy) = lab(ImpairConfig::symmetric(DirectionConfig {
+            loss: 0.05,
+            ..DirectionConfig::default()
+        })
+        .with_seed(seed))
         .await;
         let base = Instant::now();
         let to = proxy.local_addr();
@@ -223,21 +229,13 @@ async fn loss_rate_over_10k_packets_is_within_tolerance_and_reproducible() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_and_reordering_are_observable() {
     const N: u64 = 2000;
-    let server = bind().await;
-    let client = bind().await;
-    let proxy = proxy_to(
-        &server,
-        ImpairConfig {
-            up: DirectionConfig {
-                duplicate: 0.10,
-                reorder: 0.10,
-                reorder_gap: Duration::from_millis(5),
-                ..DirectionConfig::default()
-            },
-            ..ImpairConfig::default()
-        }
-        .with_seed(3),
-    )
+    let (server, client, proxy) = lab(up_only(DirectionConfig {
+        duplicate: 0.10,
+        reorder: 0.10,
+        reorder_gap: Duration::from_millis(5),
+        ..DirectionConfig::default()
+    })
+    .with_seed(3))
     .await;
     let base = Instant::now();
     let to = proxy.local_addr();
@@ -270,15 +268,10 @@ async fn duplicates_and_reordering_are_observable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_stops_both_directions_and_heal_restores_them() {
-    let server = bind().await;
-    let client = bind().await;
-    let proxy = proxy_to(
-        &server,
-        ImpairConfig::symmetric(DirectionConfig {
-            delay: Duration::from_millis(30),
-            ..DirectionConfig::default()
-        }),
-    )
+    let (server, client, proxy) = lab(ImpairConfig::symmetric(DirectionConfig {
+        delay: Duration::from_millis(30),
+        ..DirectionConfig::default()
+    }))
     .await;
     let to = proxy.local_addr();
     let mut buf = [0u8; 64];
@@ -374,19 +367,11 @@ async fn each_client_gets_its_own_upstream_socket() {
 async fn rate_limit_spaces_packets_and_tail_drops_beyond_the_queue() {
     // 100 kB/s: a 1,016-byte packet takes ≈ 10 ms on the link; the queue holds 100 ms.
     const N: u64 = 50;
-    let server = bind().await;
-    let client = bind().await;
-    let proxy = proxy_to(
-        &server,
-        ImpairConfig {
-            up: DirectionConfig {
-                rate: Some(100_000),
-                queue: Duration::from_millis(100),
-                ..DirectionConfig::default()
-            },
-            ..ImpairConfig::default()
-        },
-    )
+    let (server, client, proxy) = lab(up_only(DirectionConfig {
+        rate: Some(100_000),
+        queue: Duration::from_millis(100),
+        ..DirectionConfig::default()
+    }))
     .await;
     let base = Instant::now();
     let to = proxy.local_addr();
@@ -416,9 +401,7 @@ async fn rate_limit_spaces_packets_and_tail_drops_beyond_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_change_while_traffic_flows_and_bad_ones_are_refused() {
-    let server = bind().await;
-    let client = bind().await;
-    let proxy = proxy_to(&server, ImpairConfig::default().with_seed(1)).await;
+    let (server, client, proxy) = lab(ImpairConfig::default().with_seed(1)).await;
     let to = proxy.local_addr();
     let base = Instant::now();
     let mut buf = [0u8; 2048];

@@ -27,6 +27,19 @@ async fn start_relay(dir: &Path, max_sessions: u32) -> RelayHandle {
     sync_relay::start(config).await.expect("relay starts")
 }
 
+/// Waits for a load or churn run (bounded by [`GUARD`]), prints its report as JSON and
+/// returns it.
+async fn bounded<R: serde::Serialize, E: std::fmt::Debug>(
+    run: impl Future<Output = Result<R, E>>,
+) -> R {
+    let report = tokio::time::timeout(GUARD, run)
+        .await
+        .expect("bounded run")
+        .unwrap();
+    println!("{}", serde_json::to_string(&report).unwrap());
+    report
+}
+
 fn target(relay: &RelayHandle) -> LoadTarget {
     LoadTarget {
         relay: RelayAddr::new(RelayId::from_bytes(relay.relay_id()), &relay.direct_addrs()),
@@ -48,11 +61,7 @@ async fn load_over_the_session_limit_refuses_cleanly_and_the_others_lose_nothing
         seed: Some(9),
         ..LoadConfig::default()
     };
-    let report = tokio::time::timeout(GUARD, run_load(&target(&relay), &config))
-        .await
-        .expect("bounded run")
-        .unwrap();
-    println!("{}", serde_json::to_string(&report).unwrap());
+    let report = bounded(run_load(&target(&relay), &config)).await;
     assert_eq!(
         report.accepted, MAX as usize,
         "exactly max_sessions accepted"
@@ -96,11 +105,7 @@ async fn churn_leaves_no_ghost_sessions() {
         seed: Some(4),
         ..ChurnConfig::default()
     };
-    let report = tokio::time::timeout(GUARD, run_churn(&target(&relay), &config))
-        .await
-        .expect("bounded run")
-        .unwrap();
-    println!("{}", serde_json::to_string(&report).unwrap());
+    let report = bounded(run_churn(&target(&relay), &config)).await;
     assert_eq!(report.connected, 50);
     assert_eq!(report.pushes_acked, 50);
     assert_eq!(report.push_failures, 0);

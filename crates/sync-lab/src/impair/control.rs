@@ -1,8 +1,8 @@
 //! HTTP control of a running proxy (axum, loopback): read counters and configuration, change
 //! impairments while traffic flows.
 //!
-//! - `GET /stats` → [`ProxyStats`](super::ProxyStats) as JSON;
-//! - `GET /config` → [`ImpairConfig`](super::ImpairConfig) as JSON (durations in `*_ms`);
+//! - `GET /stats` → [`ProxyStats`] as JSON;
+//! - `GET /config` → [`ImpairConfig`] as JSON (durations in `*_ms`);
 //! - `PUT /config` with a whole `ImpairConfig` → replaces it;
 //! - `POST /config` with a [`ConfigPatch`] (`{"both": {"loss": 0.05}, "up": {"delay_ms": 40}}`)
 //!   → changes only the fields given (`both` first, then `up` / `down`);
@@ -68,26 +68,24 @@ fn ms(v: f64, name: &str) -> Result<Duration, String> {
 impl DirectionPatch {
     /// Applies the fields present to `dir`.
     pub fn apply(&self, dir: &mut DirectionConfig) -> Result<(), String> {
-        if let Some(v) = self.delay_ms {
-            dir.delay = ms(v, "delay_ms")?;
+        for (slot, value, name) in [
+            (&mut dir.delay, self.delay_ms, "delay_ms"),
+            (&mut dir.jitter, self.jitter_ms, "jitter_ms"),
+            (&mut dir.reorder_gap, self.reorder_gap_ms, "reorder_gap_ms"),
+            (&mut dir.queue, self.queue_ms, "queue_ms"),
+        ] {
+            if let Some(v) = value {
+                *slot = ms(v, name)?;
+            }
         }
-        if let Some(v) = self.jitter_ms {
-            dir.jitter = ms(v, "jitter_ms")?;
-        }
-        if let Some(v) = self.reorder_gap_ms {
-            dir.reorder_gap = ms(v, "reorder_gap_ms")?;
-        }
-        if let Some(v) = self.queue_ms {
-            dir.queue = ms(v, "queue_ms")?;
-        }
-        if let Some(v) = self.loss {
-            dir.loss = v;
-        }
-        if let Some(v) = self.reorder {
-            dir.reorder = v;
-        }
-        if let Some(v) = self.duplicate {
-            dir.duplicate = v;
+        for (slot, value) in [
+            (&mut dir.loss, self.loss),
+            (&mut dir.reorder, self.reorder),
+            (&mut dir.duplicate, self.duplicate),
+        ] {
+            if let Some(v) = value {
+                *slot = v;
+            }
         }
         if let Some(v) = self.rate {
             dir.rate = (v > 0).then_some(v);

@@ -1,0 +1,285 @@
+//! The campaign's verdict, as pure functions of what was measured: [`check_phase`] holds one
+//! phase's messages against the loss and p99 thresholds when the phase ends, [`judge`] the whole
+//! run (the threshold table, PASS / FAIL / NOT MEASURED and the exit code).
+
+use crate::report::{PhaseResult, PhaseStatus, ThresholdRow};
+use crate::soak::{self, LeakLimits};
+use crate::stats::Summary;
+
+/// Exit code when a threshold is missed.
+pub const EXIT_THRESHOLD: u8 = 3;
+/// Exit code when no phase that ran measured anything (e.g. `--phase group`): not a pass.
+pub const EXIT_NOTHING_MEASURED: u8 = 4;
+
+/// The limits a campaign is judged by (its `--max-*`, soak and FD options).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Largest loss of any phase, percent.
+    pub max_loss_pct: f64,
+    /// Largest p99 RTT of any phase, milliseconds.
+    pub max_p99_ms: f64,
+    /// Largest relay RSS growth after warm-up in the endurance phase, percent per hour.
+    pub max_rss_growth: f64,
+    /// Endurance seconds not used for RSS growth.
+    pub rss_warmup_s: u64,
+    /// Shortest window after warm-up over which RSS growth is judged, seconds.
+    pub min_soak_window_s: u64,
+    /// Open FDs of the relay at the end of endurance may exceed those at its start by this many.
+    pub fd_slack: u64,
+}
+
+impl Thresholds {
+    /// The limits of the endurance phase's leak checks.
+    pub fn leak_limits(&self) -> LeakLimits {
+        #[allow(clippy::cast_precision_loss)]
+        LeakLimits {
+            warmup_s: self.rss_warmup_s as f64,
+            min_window_s: self.min_soak_window_s as f64,
+            max_rss_growth_pct_per_hour: self.max_rss_growth,
+            fd_slack: self.fd_slack,
+        }
+    }
+}
+
+/// The scan of the relay's storage for the e2e phase's plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaintextScan {
+    /// Remote relay: its storage is not on this machine (not a failure, and said so).
+    NotScanned,
+    /// Scanned: how many of the messages' plaintexts were found (must be 0).
+    Found(usize),
+    /// The scan was due (`--local`) but could not be done: the check fails.
+    Failed(String),
+}
+
+impl PlaintextScan {
+    /// Nothing found, or nothing to scan.
+    pub fn ok(&self) -> bool {
+        matches!(self, PlaintextScan::NotScanned | PlaintextScan::Found(0))
+    }
+
+    /// For events and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            PlaintextScan::NotScanned => "not scanned (remote relay)".into(),
+            PlaintextScan::Found(n) => n.to_string(),
+            PlaintextScan::Failed(e) => format!("scan FAILED ({e})"),
+        }
+    }
+}
+
+/// What the e2e phase verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct E2eCheck {
+    /// Answers whose content, signer or decryption did not check out.
+    pub failed: u32,
+    /// Blobs the client rejected (signature or AEAD) during the phase.
+    pub rejected: u64,
+    /// The relay storage scan.
+    pub plaintext: PlaintextScan,
+}
+
+impl E2eCheck {
+    /// Every answer verified, nothing rejected, no plaintext at the relay.
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.rejected == 0 && self.plaintext.ok()
+    }
+}
+
+/// Holds one phase's messages against the thresholds; what fails, in words (empty: it passes).
+/// A phase that sent nothing, or got no answer at all, fails: it measured nothing.
+pub fn check_phase(s: &Summary, limits: &Thresholds) -> Vec<String> {
+    let mut failures = Vec::new();
+    if s.sent == 0 {
+        failures.push("nothing was sent: the phase measured nothing".into());
+    }
+    if s.sent > 0 && s.received == 0 {
+        failures.push("no answer at all (is the responder running in this group?)".into());
+    }
+    if s.loss_pct > limits.max_loss_pct {
+        failures.push(format!(
+            "loss {:.2} % above the limit {} %",
+            s.loss_pct, limits.max_loss_pct
+        ));
+    }
+    if let Some(p99) = s.p99_ms
+        && p99 > limits.max_p99_ms
+    {
+        failures.push(format!(
+            "p99 RTT {p99:.1} ms above the limit {} ms",
+            limits.max_p99_ms
+        ));
+    }
+    failures
+}
+
+/// How a campaign ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every phase that ran passed, and at least one measured something.
+    Pass,
+    /// A phase failed (a threshold was missed).
+    Fail,
+    /// No phase that ran measured anything (only phases that are not available ran).
+    NotMeasured,
+}
+
+impl Outcome {
+    /// `PASS`, `FAIL` or `NOT MEASURED` (the `status` of the `campaign_end` event).
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::NotMeasured => "NOT MEASURED",
+        }
+    }
+
+    /// The process exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Pass => 0,
+            Outcome::Fail => EXIT_THRESHOLD,
+            Outcome::NotMeasured => EXIT_NOTHING_MEASURED,
+        }
+    }
+
+    fn sentence(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL: a threshold was missed",
+            Outcome::NotMeasured => "NOT MEASURED: no phase that ran measured anything",
+        }
+    }
+}
+
+/// The verdict of a whole campaign.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// PASS, FAIL or NOT MEASURED.
+    pub outcome: Outcome,
+    /// Every threshold that applied to this run and how the run compares.
+    pub thresholds: Vec<ThresholdRow>,
+}
+
+impl Verdict {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        self.outcome.exit_code()
+    }
+
+    /// The thresholds the run missed.
+    pub fn failed(&self) -> Vec<&ThresholdRow> {
+        self.thresholds.iter().filter(|t| !t.ok).collect()
+    }
+
+    /// The report's result line, e.g. `PASS (exit 0)`.
+    pub fn line(&self) -> String {
+        format!("{} (exit {})", self.outcome.sentence(), self.exit_code())
+    }
+}
+
+/// The largest `figure` of any phase that ran, with the phase's name.
+fn worst(
+    phases: &[PhaseResult],
+    figure: impl Fn(&Summary) -> Option<f64>,
+) -> Option<(String, f64)> {
+    phases
+        .iter()
+        .filter_map(|p| {
+            p.summary
+                .as_ref()
+                .and_then(&figure)
+                .map(|v| (p.name.clone(), v))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// A row for a figure of every phase (loss, p99): its worst value against `limit`.
+fn worst_row(
+    name: &str,
+    limit: f64,
+    unit: &str,
+    worst: Option<(String, f64)>,
+    shown: impl Fn(f64) -> String,
+) -> ThresholdRow {
+    ThresholdRow {
+        name: name.into(),
+        limit: format!("≤ {limit} {unit}"),
+        observed: worst
+            .as_ref()
+            .map_or("–".into(), |(n, v)| format!("{} ({n})", shown(*v))),
+        ok: worst.as_ref().is_none_or(|(_, v)| *v <= limit),
+    }
+}
+
+/// Judges a finished campaign: `phases` as they ended (their status set by [`check_phase`] and
+/// the phase's own checks), the e2e phase's verification and the endurance phase's soak
+/// verdict when those ran.
+pub fn judge(
+    phases: &[PhaseResult],
+    e2e: Option<&E2eCheck>,
+    soak: Option<&soak::Verdict>,
+    limits: &Thresholds,
+) -> Verdict {
+    let mut thresholds = vec![
+        worst_row(
+            "loss, each phase (--max-loss-pct)",
+            limits.max_loss_pct,
+            "%",
+            worst(phases, |s| Some(s.loss_pct)),
+            |v| format!("{v:.2} %"),
+        ),
+        worst_row(
+            "p99 RTT, each phase (--max-p99-ms)",
+            limits.max_p99_ms,
+            "ms",
+            worst(phases, |s| s.p99_ms),
+            |v| format!("{v:.1} ms"),
+        ),
+    ];
+    if let Some(c) = e2e {
+        thresholds.push(ThresholdRow {
+            name: "e2e: answers failing verification, blobs rejected, plaintext at the relay"
+                .into(),
+            limit: "0, 0, 0".into(),
+            observed: format!("{}, {}, {}", c.failed, c.rejected, c.plaintext.describe()),
+            ok: c.ok(),
+        });
+    }
+    if let Some(v) = soak {
+        thresholds.push(ThresholdRow {
+            name: "relay RSS growth after warm-up (--max-rss-growth)".into(),
+            limit: format!(
+                "≤ {} %/h over ≥ {} s",
+                limits.max_rss_growth, limits.min_soak_window_s
+            ),
+            observed: format!("{}: {}", v.rss.label(), v.rss.detail()),
+            ok: !v.rss.failed(),
+        });
+        thresholds.push(ThresholdRow {
+            name: "relay open FDs back to baseline (--fd-slack)".into(),
+            limit: format!("≤ baseline + {}", limits.fd_slack),
+            observed: format!("{}: {}", v.fds.label(), v.fds.detail()),
+            ok: !v.fds.failed(),
+        });
+    }
+    // A campaign passes only on what it measured: phases that are not available (or sent
+    // nothing) never make a PASS on their own.
+    let measured = phases
+        .iter()
+        .any(|p| p.summary.as_ref().is_some_and(|s| s.sent > 0));
+    let outcome = if phases.iter().any(|p| p.status == PhaseStatus::Fail) {
+        Outcome::Fail
+    } else if !measured {
+        Outcome::NotMeasured
+    } else {
+        Outcome::Pass
+    };
+    Verdict {
+        outcome,
+        thresholds,
+    }
+}
+
+#[cfg(test)]
+mod tests;

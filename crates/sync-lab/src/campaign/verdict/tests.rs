@@ -1,0 +1,289 @@
+use super::*;
+use crate::soak::Check;
+
+fn limits() -> Thresholds {
+    Thresholds {
+        max_loss_pct: 0.0,
+        max_p99_ms: 2000.0,
+        max_rss_growth: 10.0,
+        rss_warmup_s: 300,
+        min_soak_window_s: 600,
+        fd_slack: 2,
+    }
+}
+
+/// A phase as it ended: its status from [`check_phase`] (and `extra_ok`, the phase's own
+/// checks).
+fn phase(name: &str, summary: Summary, extra_ok: bool) -> PhaseResult {
+    let failures = check_phase(&summary, &limits());
+    let status = if failures.is_empty() && extra_ok {
+        PhaseStatus::Pass
+    } else {
+        PhaseStatus::Fail
+    };
+    PhaseResult {
+        name: name.into(),
+        status,
+        summary: Some(summary),
+        span_s: Some((0.0, 1.0)),
+        notes: failures,
+    }
+}
+
+fn without_summary(name: &str, status: PhaseStatus) -> PhaseResult {
+    PhaseResult {
+        name: name.into(),
+        status,
+        summary: None,
+        span_s: None,
+        notes: Vec::new(),
+    }
+}
+
+/// Ten messages, all answered within 1..=10 ms.
+fn clean() -> Summary {
+    let rtts: Vec<f64> = (1..=10).map(f64::from).collect();
+    Summary::new(10, 0, &rtts)
+}
+
+fn e2e(failed: u32, rejected: u64, plaintext: PlaintextScan) -> E2eCheck {
+    E2eCheck {
+        failed,
+        rejected,
+        plaintext,
+    }
+}
+
+fn soak_verdict(rss: Check, fds: Check) -> soak::Verdict {
+    soak::Verdict { rss, fds }
+}
+
+fn pass(detail: &str) -> Check {
+    Check::Pass {
+        detail: detail.into(),
+    }
+}
+
+fn fail(detail: &str) -> Check {
+    Check::Fail {
+        detail: detail.into(),
+    }
+}
+
+fn failed_names(v: &Verdict) -> Vec<&str> {
+    v.failed().iter().map(|t| t.name.as_str()).collect()
+}
+
+#[test]
+fn a_phase_that_sent_nothing_fails() {
+    let failures = check_phase(&Summary::new(0, 0, &[]), &limits());
+    assert!(failures[0].contains("measured nothing"), "{failures:?}");
+    assert!(check_phase(&Summary::new(2, 0, &[1.0, 2.0]), &limits()).is_empty());
+    // ... and the campaign with it fails, even when another phase passed.
+    let v = judge(
+        &[
+            phase("ping", clean(), true),
+            phase("burst", Summary::new(0, 0, &[]), true),
+        ],
+        None,
+        None,
+        &limits(),
+    );
+    assert_eq!((v.outcome, v.exit_code()), (Outcome::Fail, EXIT_THRESHOLD));
+    assert_eq!(v.line(), "FAIL: a threshold was missed (exit 3)");
+}
+
+#[test]
+fn a_phase_without_any_answer_fails() {
+    let failures = check_phase(&Summary::new(5, 5, &[]), &limits());
+    assert!(failures.iter().any(|f| f.contains("no answer at all")));
+}
+
+#[test]
+fn clean_measured_phases_pass_with_every_threshold_met() {
+    let v = judge(
+        &[
+            phase("ping", clean(), true),
+            without_summary("group", PhaseStatus::NotAvailable),
+            without_summary("failover", PhaseStatus::Skipped),
+        ],
+        Some(&e2e(0, 0, PlaintextScan::Found(0))),
+        Some(&soak_verdict(pass("flat"), pass("back"))),
+        &limits(),
+    );
+    assert_eq!((v.outcome, v.exit_code()), (Outcome::Pass, 0));
+    assert_eq!(v.line(), "PASS (exit 0)");
+    assert_eq!(v.thresholds.len(), 5, "loss, p99, e2e, RSS, FDs");
+    assert!(v.failed().is_empty(), "{:?}", v.failed());
+    assert_eq!(v.thresholds[0].limit, "≤ 0 %");
+    assert_eq!(v.thresholds[0].observed, "0.00 % (ping)");
+    assert_eq!(v.thresholds[1].limit, "≤ 2000 ms");
+    assert_eq!(v.thresholds[1].observed, "10.0 ms (ping)");
+}
+
+#[test]
+fn loss_above_the_limit_fails_the_loss_threshold() {
+    let lossy = Summary::new(10, 1, &[1.0; 9]);
+    assert!(check_phase(&lossy, &limits())[0].contains("loss 10.00 % above the limit 0 %"));
+    let v = judge(
+        &[phase("ping", clean(), true), phase("burst", lossy, true)],
+        None,
+        None,
+        &limits(),
+    );
+    assert_eq!(v.exit_code(), EXIT_THRESHOLD);
+    assert_eq!(failed_names(&v), ["loss, each phase (--max-loss-pct)"]);
+    assert_eq!(
+        v.thresholds[0].observed, "10.00 % (burst)",
+        "the worst phase"
+    );
+    let lenient = Thresholds {
+        max_loss_pct: 10.0,
+        ..limits()
+    };
+    assert!(check_phase(&Summary::new(10, 1, &[1.0; 9]), &lenient).is_empty());
+}
+
+#[test]
+fn p99_above_the_limit_fails_the_p99_threshold() {
+    let strict = Thresholds {
+        max_p99_ms: 5.0,
+        ..limits()
+    };
+    let failures = check_phase(&clean(), &strict);
+    assert_eq!(failures, ["p99 RTT 10.0 ms above the limit 5 ms"]);
+    let ended = PhaseResult {
+        status: PhaseStatus::Fail,
+        notes: failures,
+        ..phase("ping", clean(), true)
+    };
+    let v = judge(&[ended], None, None, &strict);
+    assert_eq!(v.exit_code(), EXIT_THRESHOLD);
+    assert_eq!(failed_names(&v), ["p99 RTT, each phase (--max-p99-ms)"]);
+}
+
+#[test]
+fn e2e_verification_failures_rejections_and_plaintext_fail_the_e2e_threshold() {
+    for check in [
+        e2e(1, 0, PlaintextScan::NotScanned),
+        e2e(0, 1, PlaintextScan::NotScanned),
+        e2e(0, 0, PlaintextScan::Found(1)),
+        e2e(0, 0, PlaintextScan::Failed("permission denied".into())),
+    ] {
+        assert!(!check.ok(), "{check:?}");
+        let v = judge(
+            &[phase("e2e", clean(), check.ok())],
+            Some(&check),
+            None,
+            &limits(),
+        );
+        assert_eq!(v.exit_code(), EXIT_THRESHOLD, "{check:?}");
+        assert_eq!(v.failed().len(), 1, "{check:?}");
+        assert!(v.failed()[0].name.starts_with("e2e:"), "{check:?}");
+    }
+    let remote = e2e(0, 0, PlaintextScan::NotScanned);
+    let v = judge(
+        &[phase("e2e", clean(), remote.ok())],
+        Some(&remote),
+        None,
+        &limits(),
+    );
+    assert_eq!(v.exit_code(), 0);
+    assert_eq!(v.thresholds[2].observed, "0, 0, not scanned (remote relay)");
+}
+
+#[test]
+fn rss_growth_and_fds_left_open_fail_their_thresholds() {
+    let cases = [
+        (
+            soak_verdict(fail("growing"), pass("back")),
+            "relay RSS growth after warm-up (--max-rss-growth)",
+        ),
+        (
+            soak_verdict(pass("flat"), fail("leaked")),
+            "relay open FDs back to baseline (--fd-slack)",
+        ),
+    ];
+    for (soak, name) in cases {
+        let leak_ok = !soak.rss.failed() && !soak.fds.failed();
+        let v = judge(
+            &[phase("endurance", clean(), leak_ok)],
+            None,
+            Some(&soak),
+            &limits(),
+        );
+        assert_eq!(v.exit_code(), EXIT_THRESHOLD, "{name}");
+        assert_eq!(failed_names(&v), [name]);
+    }
+    let v = judge(
+        &[phase("endurance", clean(), true)],
+        None,
+        Some(&soak_verdict(pass("flat"), pass("back"))),
+        &limits(),
+    );
+    assert_eq!(v.thresholds[2].limit, "≤ 10 %/h over ≥ 600 s");
+    assert_eq!(v.thresholds[2].observed, "PASS: flat");
+    assert_eq!(v.thresholds[3].limit, "≤ baseline + 2");
+}
+
+#[test]
+fn a_soak_not_judged_is_not_a_failure() {
+    let not_judged = Check::NotJudged {
+        detail: "window too short".into(),
+    };
+    let v = judge(
+        &[phase("endurance", clean(), true)],
+        None,
+        Some(&soak_verdict(not_judged, pass("back"))),
+        &limits(),
+    );
+    assert_eq!(v.exit_code(), 0);
+    assert_eq!(v.thresholds[2].observed, "NOT JUDGED: window too short");
+}
+
+#[test]
+fn only_phases_that_are_not_available_measure_nothing() {
+    let v = judge(
+        &[
+            without_summary("ping", PhaseStatus::Skipped),
+            without_summary("group", PhaseStatus::NotAvailable),
+        ],
+        None,
+        None,
+        &limits(),
+    );
+    assert_eq!(
+        (v.outcome, v.exit_code()),
+        (Outcome::NotMeasured, EXIT_NOTHING_MEASURED)
+    );
+    assert_eq!(v.outcome.label(), "NOT MEASURED");
+    assert_eq!(
+        v.line(),
+        "NOT MEASURED: no phase that ran measured anything (exit 4)"
+    );
+    assert!(v.failed().is_empty(), "no threshold was missed");
+    assert_eq!(v.thresholds[0].observed, "–");
+    // A phase that sent nothing but was not failed still measured nothing.
+    let empty = PhaseResult {
+        status: PhaseStatus::Pass,
+        ..phase("ping", Summary::new(0, 0, &[]), true)
+    };
+    assert_eq!(
+        judge(&[empty], None, None, &limits()).outcome,
+        Outcome::NotMeasured
+    );
+}
+
+#[test]
+fn leak_limits_come_from_the_thresholds() {
+    let l = limits().leak_limits();
+    assert_eq!(
+        (
+            l.warmup_s,
+            l.min_window_s,
+            l.max_rss_growth_pct_per_hour,
+            l.fd_slack
+        ),
+        (300.0, 600.0, 10.0, 2)
+    );
+}
