@@ -61,6 +61,19 @@ async fn two_clients(relay: &FakeRelay) -> (SyncClient, SyncClient) {
     (client(relay, &g).await, client(relay, &g).await)
 }
 
+/// Another device of `group` that pushed the blobs `[0]`, `[1]`, … (`count` of them).
+async fn pushed_by_another_device(
+    relay: &FakeRelay,
+    group: &GroupMaterial,
+    count: u8,
+) -> SyncClient {
+    let other = client(relay, group).await;
+    for i in 0..count {
+        guard("push", other.push(&[i])).await.unwrap();
+    }
+    other
+}
+
 /// Takes the relay offline and cuts its sessions; returns once `events` reported it.
 async fn cut_off(relay: &FakeRelay, events: &mut (impl crate::Stream<Item = SyncEvent> + Unpin)) {
     relay.set_online(false);
@@ -321,10 +334,7 @@ async fn restart_from_the_same_data_dir_resumes_cursor_and_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let relay = FakeRelay::new();
     let g = material(1);
-    let other = client(&relay, &g).await;
-    for i in 0..5u8 {
-        guard("push", other.push(&[i])).await.unwrap();
-    }
+    let other = pushed_by_another_device(&relay, &g, 5).await;
 
     let store = StoreLocation::Dir(dir.path().join("device"));
     let a = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
@@ -534,10 +544,7 @@ async fn uncommitted_pull_moves_the_cursor_only_on_commit() {
     let relay = FakeRelay::new();
     relay.set_page_limit(2);
     let g = material(1);
-    let other = client(&relay, &g).await;
-    for i in 0..3u8 {
-        guard("push", other.push(&[i])).await.unwrap();
-    }
+    let other = pushed_by_another_device(&relay, &g, 3).await;
     let store = StoreLocation::Dir(dir.path().join("device"));
 
     // Pulled but never committed (the app died before handing the blobs on): they come again,
