@@ -126,7 +126,10 @@ pub enum ClientError {
     #[error("client is closed")]
     Closed,
     /// The relay broke the protocol: it sent something unexpected or inconsistent. Only ever
-    /// the relay's fault; faults of this device are [`ClientError::Internal`].
+    /// the relay's fault; faults of this device are [`ClientError::Internal`]. (A violation on
+    /// the running session ends that session and the client reconnects: requests waiting on it
+    /// fail with [`ClientError::NotConnected`], pushes stay queued with
+    /// [`ClientError::Offline`].)
     #[error("protocol violation by the relay: {0}")]
     Protocol(String),
     /// A fault of this device, not of the relay: a poisoned lock, a background task that
