@@ -1,6 +1,6 @@
-//! [`SyncClient`]: the app's handle (SPEC §6).
+//! [`SyncClient`]: the app's handle on one sync group through one relay.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -115,7 +115,7 @@ impl SyncClient {
         for push in stored {
             outbox
                 .enqueue(push.blob_id, push.payload, push.ttl_secs)
-                .map_err(|e| ClientError::Protocol(format!("stored outbox: {e}")))?;
+                .map_err(|e| ClientError::Internal(format!("stored outbox: {e}")))?;
             status.on_push_queued(push.blob_id);
         }
 
@@ -182,16 +182,35 @@ impl SyncClient {
         self.inner.group_id
     }
 
+    /// The client's random generator.
+    fn rng(&self) -> Result<MutexGuard<'_, ChaCha20Rng>, ClientError> {
+        self.inner
+            .rng
+            .lock()
+            .map_err(|_| ClientError::Internal("random generator poisoned".into()))
+    }
+
+    /// Sends the command `make` builds around a reply channel to the background task and
+    /// waits for its answer.
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(make(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
     fn seal(&self, data: &[u8]) -> Result<(BlobId, Bytes), ClientError> {
         let keys = &self.inner.keys;
         let key = keys
             .epoch_key(keys.current_epoch())
-            .ok_or_else(|| ClientError::Protocol("no key for the current epoch".into()))?;
-        let mut rng = self
-            .inner
-            .rng
-            .lock()
-            .map_err(|_| ClientError::Protocol("random generator poisoned".into()))?;
+            .ok_or_else(|| ClientError::Internal("no key for the current epoch".into()))?;
+        let mut rng = self.rng()?;
         // Time-ordered, so the relay's index of the group's blob ids grows at its end.
         let unix_secs = unix_ms() / 1000;
         let blob_id = BlobId::time_ordered(&mut *rng, unix_secs);
@@ -206,24 +225,15 @@ impl SyncClient {
         Ok((blob_id, Bytes::from(sealed)))
     }
 
-    async fn enqueue(
-        &self,
-        reply: PushReply,
-        blob_id: BlobId,
-        sealed: Bytes,
-    ) -> Result<(), ClientError> {
-        self.inner
-            .commands
-            .send(Command::Push {
-                blob_id,
-                payload: sealed,
-                ttl_secs: self.inner.ttl_secs,
-                created_ms: unix_ms(),
-                reply,
-            })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        Ok(())
+    /// The command that queues the sealed push `blob_id`, answered through `reply`.
+    fn push_command(&self, blob_id: BlobId, sealed: Bytes, reply: PushReply) -> Command {
+        Command::Push {
+            blob_id,
+            payload: sealed,
+            ttl_secs: self.inner.ttl_secs,
+            created_ms: unix_ms(),
+            reply,
+        }
     }
 
     /// Seals `data`, stores it in the outbox (durable), sends it and waits for the relay's
@@ -234,19 +244,16 @@ impl SyncClient {
     /// `TooLarge` and `OutboxFull` pushes are not queued and will never be sent.
     pub async fn push(&self, data: &[u8]) -> Result<Receipt, ClientError> {
         let (blob_id, sealed) = self.seal(data)?;
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(PushReply::Ack(tx), blob_id, sealed).await?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        self.request(|tx| self.push_command(blob_id, sealed, PushReply::Ack(tx)))
+            .await
     }
 
     /// Seals `data` and returns its blob id as soon as it is durable in the outbox (for
     /// offline use); the relay's acknowledgement arrives later as [`SyncEvent::PushAcked`].
     pub async fn push_queued(&self, data: &[u8]) -> Result<BlobId, ClientError> {
         let (blob_id, sealed) = self.seal(data)?;
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(PushReply::Durable(tx), blob_id, sealed)
-            .await?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        self.request(|tx| self.push_command(blob_id, sealed, PushReply::Durable(tx)))
+            .await
     }
 
     /// Pulls every blob this device has not received yet (paging until the relay has no
@@ -255,26 +262,15 @@ impl SyncClient {
     /// what was returned (and this device's own pushes), and is persisted. Concurrent pulls
     /// are served one after the other and never return the same blob twice.
     pub async fn pull(&self) -> Result<Vec<Blob>, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::Pull { reply: tx })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        self.request(|reply| Command::Pull { reply }).await
     }
 
     /// Returns every blob after `after` (this device's own included), verified and decrypted,
     /// in cursor order, without moving the resume cursor: a re-read of history that does not
     /// change what [`SyncClient::pull`] returns next.
     pub async fn pull_after(&self, after: Cursor) -> Result<Vec<Blob>, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::PullAfter { after, reply: tx })
+        self.request(|reply| Command::PullAfter { after, reply })
             .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
     }
 
     /// Pulls like [`SyncClient::pull`] but records nothing: the blobs come back in a
@@ -284,13 +280,8 @@ impl SyncClient {
     /// at-least-once delivery instead of a lost batch. Pull and commit one batch at a time (two
     /// uncommitted pulls start from the same cursor and return the same blobs).
     pub async fn pull_uncommitted(&self) -> Result<PullBatch, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::PullUncommitted { reply: tx })
+        self.request(|reply| Command::PullUncommitted { reply })
             .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
     }
 
     /// Records a [`PullBatch`] as handled: the resume cursor advances over it and is persisted
@@ -298,20 +289,15 @@ impl SyncClient {
     /// pulled from another relay than the current one records nothing (its blobs come again
     /// from this relay). Fails with [`ClientError::Store`] if the cursor could not be stored.
     pub async fn commit_pull(&self, batch: &PullBatch) -> Result<Cursor, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::CommitPull {
-                relay: batch.relay,
-                ranges: batch.ranges.clone(),
-                complete: batch.complete,
-                count: batch.blobs.len(),
-                senders: blobs_senders(&batch.blobs),
-                reply: tx,
-            })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        self.request(|reply| Command::CommitPull {
+            relay: batch.relay,
+            ranges: batch.ranges.clone(),
+            complete: batch.complete,
+            count: batch.blobs.len(),
+            senders: blobs_senders(&batch.blobs),
+            reply,
+        })
+        .await
     }
 
     /// Seals `invite` under `code` (Argon2id on the code's second half, so the relay cannot
@@ -324,11 +310,7 @@ impl SyncClient {
         // Draw the randomness under the lock, then run Argon2id off the async workers.
         let mut seed = Zeroizing::new([0u8; 32]);
         {
-            let mut rng = self
-                .inner
-                .rng
-                .lock()
-                .map_err(|_| ClientError::Protocol("random generator poisoned".into()))?;
+            let mut rng = self.rng()?;
             rand_core::Rng::fill_bytes(&mut *rng, seed.as_mut_slice());
         }
         let (for_kdf, code_for_kdf) = (invite.clone(), code.clone());
@@ -337,21 +319,16 @@ impl SyncClient {
             seal_for_mailbox(&for_kdf, &code_for_kdf, &mut rng)
         })
         .await
-        .map_err(|e| ClientError::Protocol(format!("invite sealing task failed: {e}")))??;
+        .map_err(|e| ClientError::Internal(format!("invite sealing task failed: {e}")))??;
         let left_ms = invite.expires_at_ms().saturating_sub(unix_ms());
         let ttl_secs = u32::try_from(left_ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX);
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(Command::InvitePut {
-                lookup_id: code.lookup_id().to_string(),
-                sealed,
-                ttl_secs,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        self.request(|reply| Command::InvitePut {
+            lookup_id: code.lookup_id().to_string(),
+            sealed,
+            ttl_secs,
+            reply,
+        })
+        .await
     }
 
     /// Events from now on: arrivals, acknowledgements, refusals, status and connection

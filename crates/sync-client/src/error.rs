@@ -125,9 +125,18 @@ pub enum ClientError {
     /// The client was closed.
     #[error("client is closed")]
     Closed,
-    /// The relay broke the protocol (unexpected or inconsistent response).
+    /// The relay broke the protocol: it sent something unexpected or inconsistent. Only ever
+    /// the relay's fault; faults of this device are [`ClientError::Internal`]. (A violation on
+    /// the running session ends that session and the client reconnects: requests waiting on it
+    /// fail with [`ClientError::NotConnected`], pushes stay queued with
+    /// [`ClientError::Offline`].)
     #[error("protocol violation by the relay: {0}")]
     Protocol(String),
+    /// A fault of this device, not of the relay: a poisoned lock, a background task that
+    /// failed, or local state the client cannot use (no key for the group's current epoch, a
+    /// blob id drawn twice). Retrying the same request does not help.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The transport failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -220,5 +229,6 @@ mod tests {
             assert!(!rejected(code, None).is_transient(), "{code}");
         }
         assert!(!ClientError::Closed.is_transient());
+        assert!(!ClientError::Internal("lock poisoned".into()).is_transient());
     }
 }

@@ -44,9 +44,14 @@ pub enum InviteFetchError {
     /// No answer within the time allowed.
     #[error("the relay did not answer in time")]
     Timeout,
-    /// The relay's answer broke the protocol.
+    /// The relay's answer broke the protocol. Only ever the relay's fault; faults of this
+    /// device are [`InviteFetchError::Internal`].
     #[error("protocol violation by the relay: {0}")]
     Protocol(String),
+    /// A fault of this device, not of the relay (the request could not be encoded, the task
+    /// that opens the invite failed).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The entry does not open with this code (a mistyped second half, or tampered bytes), or
     /// holds no valid invite.
     #[error("the invite could not be opened with this code: {0}")]
@@ -71,7 +76,7 @@ pub async fn fetch_invite(
     let code = code.clone();
     let invite = tokio::task::spawn_blocking(move || open_from_mailbox(&sealed, &code))
         .await
-        .map_err(|e| InviteFetchError::Protocol(format!("invite opening task failed: {e}")))??;
+        .map_err(|e| InviteFetchError::Internal(format!("invite opening task failed: {e}")))??;
     match invite.check(unix_ms()) {
         Err(InviteError::Expired { .. }) => Err(InviteFetchError::Expired),
         Err(e) => Err(e.into()),
@@ -94,7 +99,7 @@ async fn fetch_sealed(
                 request_id,
                 lookup_id: code.lookup_id().to_string(),
             }))
-            .map_err(|e| InviteFetchError::Protocol(e.to_string()))?;
+            .map_err(|e| InviteFetchError::Internal(format!("InviteGet not encoded: {e}")))?;
         let io = |e: std::io::Error| {
             InviteFetchError::Unreachable(TransportError::Session(e.to_string()))
         };

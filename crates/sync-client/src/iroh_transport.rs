@@ -21,7 +21,7 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 const ENDPOINT_CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Where the relay is and how the device's endpoint binds.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IrohConfig {
     /// The relay's iroh endpoint id (its identity; TLS checks it).
     pub relay_id: RelayId,
@@ -46,16 +46,6 @@ impl IrohConfig {
     pub fn with_bind_addr(mut self, addr: SocketAddr) -> Self {
         self.bind_addr = addr;
         self
-    }
-}
-
-impl fmt::Debug for IrohConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IrohConfig")
-            .field("relay_id", &self.relay_id)
-            .field("relay_addrs", &self.relay_addrs)
-            .field("bind_addr", &self.bind_addr)
-            .finish()
     }
 }
 

@@ -5,8 +5,8 @@
 //! It is the async shell around `sync-core`: the sans-IO connection state machine, outbox,
 //! cursor tracker and status tracker make every decision; this crate owns the tasks, sockets,
 //! clock and disk. Blobs are sealed and opened with `sync-crypto` on the device, so the relay
-//! only ever sees ciphertext. It is not the relay (`sync-relay`) and not large-content
-//! transfer (`sync-content`); apps and `sync-cli` sit on top of it.
+//! only ever sees ciphertext. It is not the relay (`sync-relay`), and it carries blobs up to the
+//! relay's size limit only (no large-content transfer); apps and `sync-cli` sit on top of it.
 //!
 //! Guarantees:
 //! - a push is durable in the outbox before it is reported queued, leaves it only when the

@@ -6,8 +6,8 @@
 //! acknowledges it (or refuses it for good), so a crash or restart re-sends it with the same
 //! blob id.
 //!
-//! Secrets are stored in the clear inside a file only the owner can read (SPEC §3); the store
-//! never logs them.
+//! Secrets (the device key, the group secrets) are stored in the clear, protected only by the
+//! file's owner-only mode; the store never logs them.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -150,6 +150,26 @@ fn to_u64(v: i64) -> u64 {
 
 fn array32(v: &[u8], what: &'static str) -> Result<[u8; 32], StoreError> {
     <[u8; 32]>::try_from(v).map_err(|_| StoreError::Corrupt { what })
+}
+
+/// Stores the resume cursor of `group` on `relay` (on the store's connection or inside one of
+/// its transactions).
+fn write_cursor(
+    conn: &Connection,
+    group: &GroupId,
+    relay: &RelayId,
+    cursor: Cursor,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO cursors (group_id, relay_id, resume) VALUES (?1, ?2, ?3)
+         ON CONFLICT(group_id, relay_id) DO UPDATE SET resume = excluded.resume",
+        params![
+            blob(group.as_bytes()),
+            blob(relay.as_bytes()),
+            to_i64(cursor.get())
+        ],
+    )?;
+    Ok(())
 }
 
 impl Store {
@@ -462,16 +482,7 @@ impl Store {
         relay_id: &RelayId,
         cursor: Cursor,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO cursors (group_id, relay_id, resume) VALUES (?1, ?2, ?3)
-             ON CONFLICT(group_id, relay_id) DO UPDATE SET resume = excluded.resume",
-            params![
-                blob(group.as_bytes()),
-                blob(relay_id.as_bytes()),
-                to_i64(cursor.get())
-            ],
-        )?;
-        Ok(())
+        write_cursor(&self.conn, group, relay_id, cursor)
     }
 
     /// The outbox of `group`, in the order the pushes were queued.
@@ -547,15 +558,7 @@ impl Store {
             }
         }
         if let Some((group, relay, c)) = cursor {
-            tx.execute(
-                "INSERT INTO cursors (group_id, relay_id, resume) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(group_id, relay_id) DO UPDATE SET resume = excluded.resume",
-                params![
-                    blob(group.as_bytes()),
-                    blob(relay.as_bytes()),
-                    to_i64(c.get())
-                ],
-            )?;
+            write_cursor(&tx, group, relay, c)?;
         }
         tx.commit()?;
         Ok(())
@@ -565,16 +568,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
-
-    fn group(seed: u64) -> GroupMaterial {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        GroupMaterial {
-            descriptor: GroupDescriptor::Random,
-            secret: GroupSecret::random(&mut rng),
-        }
-    }
+    use sync_testkit::devices::group;
 
     fn push(n: u8) -> StoredPush {
         StoredPush {

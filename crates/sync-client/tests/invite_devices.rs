@@ -1,6 +1,6 @@
 //! The invite mailbox (put through a member's session, taken with `InviteGet` as first frame),
-//! the record of devices seen, and `pull_after`, over real iroh QUIC on 127.0.0.1 against an
-//! in-process `sync-relay`. No sleeps: every wait is on a result, under a guard timeout.
+//! the record of devices seen, and `pull_after`, over real iroh QUIC on 127.0.0.1 against the
+//! real relay binary. No sleeps: every wait is on a result, under a guard timeout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -14,36 +14,62 @@ use sync_client::{
 };
 use sync_core::{DEFAULT_INVITE_TTL, Invite, InviteParams, ShortCode};
 use sync_crypto::{DeviceKey, GroupDescriptor};
-use sync_relay::{RelayConfig, RelayHandle};
 use sync_testkit::devices::{connect, group, loopback_transport};
-use sync_testkit::guard;
-use sync_types::{Cursor, ErrorCode, RelayAddr, RelayId, unix_ms};
+use sync_testkit::{RelayProcess, guard};
+use sync_types::{Cursor, ErrorCode, unix_ms};
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn relay_addr(relay: &RelayHandle) -> RelayAddr {
-    RelayAddr::new(RelayId::from_bytes(relay.relay_id()), &relay.direct_addrs())
+/// The relay binary on loopback (the test kit's defaults and these flags), a member of group
+/// `seed` connected to it with its state in memory, and a transport for a device in no group.
+async fn relay_and_member(
+    flags: &[&str],
+    seed: u64,
+) -> (RelayProcess, GroupMaterial, SyncClient, Arc<IrohTransport>) {
+    let relay = RelayProcess::builder()
+        .args(flags)
+        .start()
+        .expect("relay starts");
+    let g = group(seed);
+    let a = connect(&relay.relay_addr(), &g, StoreLocation::InMemory).await;
+    let t = loopback_transport(&relay.relay_addr());
+    (relay, g, a, t)
 }
 
-fn transport(relay: &RelayHandle) -> Arc<IrohTransport> {
-    loopback_transport(&relay_addr(relay))
+/// Stops the relay (SIGTERM) off the async workers; it must exit cleanly.
+async fn stop(mut relay: RelayProcess) {
+    let outcome = guard(
+        "the relay to stop",
+        tokio::task::spawn_blocking(move || relay.stop()),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.is_clean(), "the relay stops cleanly: {outcome}");
 }
 
-async fn client(relay: &RelayHandle, group: &GroupMaterial, store: StoreLocation) -> SyncClient {
-    connect(&relay_addr(relay), group, store).await
+/// Shuts the transport down, closes the member, stops the relay.
+async fn finish(t: Arc<IrohTransport>, a: SyncClient, relay: RelayProcess) {
+    t.shutdown().await;
+    a.close().await;
+    stop(relay).await;
 }
 
-fn invite_for(relay: &RelayHandle, group: &GroupMaterial, now: u64) -> Invite {
+/// Takes the invite under `code` as `joiner`.
+async fn fetch(
+    t: &IrohTransport,
+    joiner: &DeviceKey,
+    code: &ShortCode,
+) -> Result<Invite, InviteFetchError> {
+    fetch_invite(t, joiner, code, FETCH_TIMEOUT).await
+}
+
+fn invite_for(relay: &RelayProcess, group: &GroupMaterial, now: u64) -> Invite {
     let keys = sync_crypto::GroupKeys::derive(&group.secret);
     Invite::create(
         &mut ChaCha20Rng::seed_from_u64(now),
         InviteParams {
-            relay_id: *relay.endpoint_id().as_bytes(),
-            relay_addrs: relay
-                .direct_addrs()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            relay_id: *relay.id().as_bytes(),
+            relay_addrs: relay.addrs().iter().map(ToString::to_string).collect(),
             group_id: keys.group_id(),
             group: GroupDescriptor::Random,
             secret: Some(group.secret.clone()),
@@ -58,12 +84,7 @@ fn invite_for(relay: &RelayHandle, group: &GroupMaterial, now: u64) -> Invite {
 /// frame and opens it with the code; the entry is then gone (single use).
 #[tokio::test]
 async fn invite_put_then_fetch_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = sync_relay::start(RelayConfig::for_tests(dir.path()))
-        .await
-        .unwrap();
-    let g = group(1);
-    let a = client(&relay, &g, StoreLocation::InMemory).await;
+    let (relay, g, a, t) = relay_and_member(&[], 1).await;
     let invite = invite_for(&relay, &g, unix_ms());
     let code = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(2));
     guard("put", a.put_invite(&invite, &code)).await.unwrap();
@@ -83,10 +104,7 @@ async fn invite_put_then_fetch_once() {
     );
 
     let joiner = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(3));
-    let t = transport(&relay);
-    let got = fetch_invite(t.as_ref(), &joiner, &code, FETCH_TIMEOUT)
-        .await
-        .unwrap();
+    let got = fetch(&t, &joiner, &code).await.unwrap();
     assert_eq!(got.group_id(), invite.group_id());
     assert_eq!(
         got.group_secret(None).unwrap().expose_bytes(),
@@ -94,7 +112,7 @@ async fn invite_put_then_fetch_once() {
     );
     assert_eq!(got.relay_id(), invite.relay_id());
 
-    let again = fetch_invite(t.as_ref(), &joiner, &code, FETCH_TIMEOUT).await;
+    let again = fetch(&t, &joiner, &code).await;
     assert!(
         matches!(again, Err(InviteFetchError::NotFound)),
         "{again:?}"
@@ -102,31 +120,23 @@ async fn invite_put_then_fetch_once() {
 
     // A code nobody put is NotFound too.
     let other = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(4));
-    let none = fetch_invite(t.as_ref(), &joiner, &other, FETCH_TIMEOUT).await;
+    let none = fetch(&t, &joiner, &other).await;
     assert!(matches!(none, Err(InviteFetchError::NotFound)), "{none:?}");
-    t.shutdown().await;
-    a.close().await;
-    relay.shutdown().await.unwrap();
+    finish(t, a, relay).await;
 }
 
 /// An invite whose own lifetime is over is refused even if the relay still holds it; a wrong
 /// second half does not open the entry; an unreachable relay is a transport error.
 #[tokio::test]
 async fn expired_wrong_code_and_unreachable() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = sync_relay::start(RelayConfig::for_tests(dir.path()))
-        .await
-        .unwrap();
-    let g = group(5);
-    let a = client(&relay, &g, StoreLocation::InMemory).await;
+    let (relay, g, a, t) = relay_and_member(&[], 5).await;
     let joiner = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(6));
-    let t = transport(&relay);
 
     // Created 11 minutes ago with a 10-minute lifetime: expired; the relay keeps it 1 s.
     let old = invite_for(&relay, &g, unix_ms() - 11 * 60 * 1000);
     let code = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(7));
     guard("put", a.put_invite(&old, &code)).await.unwrap();
-    let r = fetch_invite(t.as_ref(), &joiner, &code, FETCH_TIMEOUT).await;
+    let r = fetch(&t, &joiner, &code).await;
     assert!(matches!(r, Err(InviteFetchError::Expired)), "{r:?}");
 
     // Right lookup half, wrong key half: the relay hands the entry out, it does not open.
@@ -136,14 +146,13 @@ async fn expired_wrong_code_and_unreachable() {
     let text = code.to_string();
     let last = if text.ends_with('0') { "1" } else { "0" };
     let typo = ShortCode::parse(&format!("{}{last}", &text[..text.len() - 1])).unwrap();
-    let r = fetch_invite(t.as_ref(), &joiner, &typo, FETCH_TIMEOUT).await;
+    let r = fetch(&t, &joiner, &typo).await;
     assert!(matches!(r, Err(InviteFetchError::Invalid(_))), "{r:?}");
 
-    t.shutdown().await;
-    a.close().await;
-    relay.shutdown().await.unwrap();
+    let addr = relay.relay_addr();
+    finish(t, a, relay).await;
 
-    let dead = transport(&relay);
+    let dead = loopback_transport(&addr);
     let r = fetch_invite(dead.as_ref(), &joiner, &code, Duration::from_secs(3)).await;
     assert!(
         matches!(
@@ -161,14 +170,12 @@ async fn expired_wrong_code_and_unreachable() {
 #[tokio::test]
 async fn devices_seen_and_pull_after() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = sync_relay::start(RelayConfig::for_tests(dir.path()))
-        .await
-        .unwrap();
+    let relay = RelayProcess::start();
     let g = group(9);
     let a_dir = dir.path().join("a");
     let b_dir = dir.path().join("b");
-    let a = client(&relay, &g, StoreLocation::Dir(a_dir.clone())).await;
-    let b = client(&relay, &g, StoreLocation::Dir(b_dir.clone())).await;
+    let a = connect(&relay.relay_addr(), &g, StoreLocation::Dir(a_dir.clone())).await;
+    let b = connect(&relay.relay_addr(), &g, StoreLocation::Dir(b_dir.clone())).await;
     let r1 = a.push(b"one").await.unwrap();
     a.push(b"two").await.unwrap();
     b.push(b"mine").await.unwrap();
@@ -197,7 +204,7 @@ async fn devices_seen_and_pull_after() {
     let b_seen = seen.iter().find(|d| d.device_id == b_id).expect("own");
     assert_eq!(b_seen.blobs, 1);
     assert_eq!(seen.len(), 2);
-    relay.shutdown().await.unwrap();
+    stop(relay).await;
 }
 
 fn b_id_group(g: &GroupMaterial) -> sync_types::GroupId {
@@ -207,20 +214,12 @@ fn b_id_group(g: &GroupMaterial) -> sync_types::GroupId {
 /// A relay that allows no more lookups answers `TooManyAttempts`, which is typed as such.
 #[tokio::test]
 async fn too_many_attempts_is_typed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = RelayConfig::for_tests(dir.path());
-    config.invite_max_attempts = 0;
-    let relay = sync_relay::start(config).await.unwrap();
-    let g = group(10);
-    let a = client(&relay, &g, StoreLocation::InMemory).await;
+    let (relay, g, a, t) = relay_and_member(&["--invite-max-attempts", "0"], 10).await;
     let invite = invite_for(&relay, &g, unix_ms());
     let code = ShortCode::random(&mut ChaCha20Rng::seed_from_u64(11));
     guard("put", a.put_invite(&invite, &code)).await.unwrap();
     let joiner = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(12));
-    let t = transport(&relay);
-    let r = fetch_invite(t.as_ref(), &joiner, &code, FETCH_TIMEOUT).await;
+    let r = fetch(&t, &joiner, &code).await;
     assert!(matches!(r, Err(InviteFetchError::TooManyAttempts)), "{r:?}");
-    t.shutdown().await;
-    a.close().await;
-    relay.shutdown().await.unwrap();
+    finish(t, a, relay).await;
 }

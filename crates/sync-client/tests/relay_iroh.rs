@@ -1,81 +1,80 @@
-//! End-to-end: clients over real iroh QUIC on 127.0.0.1 against an in-process `sync-relay`.
+//! End-to-end: clients over real iroh QUIC on 127.0.0.1 against the real relay binary, known
+//! only through the wire (its settings are its command-line flags).
 //!
 //! No test sleeps to wait for something: each waits on events or results, with a generous
 //! timeout only as a guard against hangs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use sync_client::{
-    Blob, ClientConfig, ClientOptions, GroupChoice, GroupMaterial, MemoryTransport, Session,
-    StoreLocation, StreamExt, SyncClient, SyncEvent,
-};
+use sync_client::{GroupMaterial, StoreLocation, Stream, StreamExt, SyncClient, SyncEvent};
 use sync_core::ConnectionStatus;
 use sync_crypto::SEAL_OVERHEAD;
-use sync_relay::{RelayConfig, RelayHandle};
-use sync_testkit::{GUARD, guard};
-use sync_types::{BlobId, DeviceId, RelayAddr, RelayId};
+use sync_testkit::devices::{connect, group, pull_until};
+use sync_testkit::{GUARD, RelayProcess, guard};
+use sync_types::{BlobId, DeviceId, RelayAddr};
 
-fn options() -> ClientOptions {
-    ClientOptions::for_tests()
+/// The relay binary on loopback with the test kit's defaults and these flags.
+fn start_relay(flags: &[&str]) -> RelayProcess {
+    RelayProcess::builder()
+        .args(flags)
+        .start()
+        .expect("relay starts")
 }
 
-async fn start_relay(dir: &Path, tune: impl FnOnce(&mut RelayConfig)) -> RelayHandle {
-    let mut config = RelayConfig::for_tests(dir);
-    tune(&mut config);
-    sync_relay::start(config).await.expect("relay starts")
+/// Stops the relay (SIGTERM: drain, flush, exit) off the async workers; it must exit cleanly.
+async fn stop(mut relay: RelayProcess) -> RelayProcess {
+    let stopping = tokio::task::spawn_blocking(move || {
+        let outcome = relay.stop();
+        (relay, outcome)
+    });
+    let (relay, outcome) = guard("the relay to stop", stopping).await.unwrap();
+    assert!(outcome.is_clean(), "the relay stops cleanly: {outcome}");
+    relay
 }
 
-fn relay_addr(relay: &RelayHandle) -> RelayAddr {
-    RelayAddr::new(RelayId::from_bytes(relay.relay_id()), &relay.direct_addrs())
+/// A device of `group` in memory, connected to `relay`.
+async fn device(relay: &RelayAddr, group: &GroupMaterial) -> SyncClient {
+    device_at(relay, group, StoreLocation::InMemory).await
 }
 
-async fn iroh_client(
-    relay: &RelayHandle,
-    group: &GroupMaterial,
-    store: StoreLocation,
-) -> SyncClient {
-    iroh_client_at(&relay_addr(relay), group, store).await
-}
-
-async fn iroh_client_at(
-    relay: &RelayAddr,
-    group: &GroupMaterial,
-    store: StoreLocation,
-) -> SyncClient {
-    let c = sync_testkit::devices::connect(relay, group, store).await;
+/// A device of `group` with its state in `store`, connected to `relay`.
+async fn device_at(relay: &RelayAddr, group: &GroupMaterial, store: StoreLocation) -> SyncClient {
+    let c = connect(relay, group, store).await;
     assert_eq!(c.status().connection, ConnectionStatus::Connected);
     c
 }
 
-/// Pulls until `want` blobs from other devices were received; returns them in arrival order.
-async fn pull_until(c: &SyncClient, want: usize) -> Vec<Blob> {
-    let mut events = c.subscribe();
-    let mut got = c.pull().await.unwrap();
-    while got.len() < want {
-        let e = guard("blobs", events.next()).await.unwrap();
-        if matches!(
-            e,
-            SyncEvent::BlobsAvailable { .. } | SyncEvent::Lagged { .. }
-        ) {
-            got.extend(c.pull().await.unwrap());
-        }
+/// Waits until `events` yields an event `pred` accepts.
+async fn wait_for(
+    events: &mut (impl Stream<Item = SyncEvent> + Unpin),
+    what: &str,
+    pred: impl Fn(&SyncEvent) -> bool,
+) {
+    guard(what, async {
+        while !pred(&events.next().await.unwrap()) {}
+    })
+    .await;
+}
+
+/// Closes every client, then stops the relay.
+async fn close_all(clients: impl IntoIterator<Item = SyncClient>, relay: RelayProcess) {
+    for c in clients {
+        c.close().await;
     }
-    got
+    stop(relay).await;
 }
 
 async fn converge(devices: usize, per_device: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path(), |_| {}).await;
-    let g = sync_testkit::devices::group(devices as u64);
+    let relay = start_relay(&[]);
+    let dial = relay.relay_addr();
+    let g = group(devices as u64);
     let mut clients = Vec::new();
     for _ in 0..devices {
-        clients.push(iroh_client(&relay, &g, StoreLocation::InMemory).await);
+        clients.push(device(&dial, &g).await);
     }
     let mut expected: HashMap<DeviceId, HashSet<Vec<u8>>> = HashMap::new();
     let mut tasks = Vec::new();
@@ -98,7 +97,7 @@ async fn converge(devices: usize, per_device: usize) {
     }
     let total = devices * per_device;
     for c in &clients {
-        let got = guard("convergence", pull_until(c, total - per_device)).await;
+        let got = pull_until(c, total - per_device).await;
         assert_eq!(got.len(), total - per_device, "no duplicates");
         let mut by_sender: HashMap<DeviceId, HashSet<Vec<u8>>> = HashMap::new();
         for b in got {
@@ -112,10 +111,7 @@ async fn converge(devices: usize, per_device: usize) {
         }
         assert_eq!(c.status().resume_cursor.get(), total as u64);
     }
-    for c in clients {
-        c.close().await;
-    }
-    relay.shutdown().await.unwrap();
+    close_all(clients, relay).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,24 +124,20 @@ async fn five_devices_converge_over_iroh() {
     converge(5, 200).await;
 }
 
-/// SPEC §10: 4 concurrent pushers while a 5th device pulls on every notification — 0 missed,
-/// 0 duplicated over 20,000 blobs.
+/// 4 concurrent pushers while a 5th device pulls on every notification: 0 missed, 0 duplicated
+/// over 20,000 blobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_pushers_and_a_puller_miss_nothing_and_duplicate_nothing() {
     const PUSHERS: usize = 4;
     const PER_PUSHER: usize = 5_000;
-    let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path(), |c| {
-        c.session_push_rate = 0;
-        c.global_push_rate = 0;
-    })
-    .await;
-    let g = sync_testkit::devices::group(20_000);
-    let reader = iroh_client(&relay, &g, StoreLocation::InMemory).await;
+    let relay = start_relay(&["--session-push-rate", "0", "--global-push-rate", "0"]);
+    let dial = relay.relay_addr();
+    let g = group(20_000);
+    let reader = device(&dial, &g).await;
     let mut events = reader.subscribe();
     let mut pushers = Vec::new();
     for _ in 0..PUSHERS {
-        pushers.push(iroh_client(&relay, &g, StoreLocation::InMemory).await);
+        pushers.push(device(&dial, &g).await);
     }
     let mut pushed: HashSet<BlobId> = HashSet::new();
     let (id_tx, mut id_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -198,21 +190,17 @@ async fn four_pushers_and_a_puller_miss_nothing_and_duplicate_nothing() {
     assert_eq!(seen, pushed, "0 missed, 0 duplicated");
     assert!(pulls > 0);
     assert_eq!(reader.status().resume_cursor.get(), total as u64);
-    for c in pushers {
-        c.close().await;
-    }
-    reader.close().await;
-    relay.shutdown().await.unwrap();
+    close_all(pushers.into_iter().chain([reader]), relay).await;
 }
 
-/// SPEC §10: every blob up to the maximum size can be pulled, whatever the mix of sizes.
+/// Every blob up to the maximum size can be pulled, whatever the mix of sizes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_sizes_up_to_the_maximum_always_pull_completely() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path(), |_| {}).await;
-    let g = sync_testkit::devices::group(7);
-    let a = iroh_client(&relay, &g, StoreLocation::InMemory).await;
-    let b = iroh_client(&relay, &g, StoreLocation::InMemory).await;
+    let relay = start_relay(&[]);
+    let dial = relay.relay_addr();
+    let g = group(7);
+    let a = device(&dial, &g).await;
+    let b = device(&dial, &g).await;
     let max_plain = (1usize << 20) - SEAL_OVERHEAD;
     let sizes = [
         0,
@@ -240,13 +228,11 @@ async fn mixed_sizes_up_to_the_maximum_always_pull_completely() {
     // One more than the maximum is refused before queueing.
     let err = a.push(&vec![0u8; max_plain + 1]).await.unwrap_err();
     assert!(!err.is_queued(), "{err:?}");
-    let got = guard("pull", pull_until(&b, sizes.len())).await;
+    let got = pull_until(&b, sizes.len()).await;
     let got: Vec<Vec<u8>> = got.into_iter().map(|b| b.data).collect();
     assert_eq!(got.len(), sent.len());
     assert!(got == sent, "every blob, in order, intact");
-    a.close().await;
-    b.close().await;
-    relay.shutdown().await.unwrap();
+    close_all([a, b], relay).await;
 }
 
 /// The relay restarts on the same data dir (same identity, same address) in the middle of a
@@ -255,20 +241,17 @@ async fn mixed_sizes_up_to_the_maximum_always_pull_completely() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_restart_mid_burst_loses_nothing_and_duplicates_nothing() {
     const BURST: usize = 3_000;
-    let dir = tempfile::tempdir().unwrap();
     let devices = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path(), |c| {
-        c.session_push_rate = 0;
-        c.drain_timeout = Duration::ZERO; // cut sessions at once: pushes stay unacked
-    })
-    .await;
-    let dial = relay_addr(&relay);
-    let bound = relay.direct_addrs()[0];
-    let g = sync_testkit::devices::group(3);
+    // Rate limits off: a deferred push overtaken by later in-flight pushes would break push
+    // order (see `rate_limited_burst_lands_exactly_once`). A drain timeout of 0 cuts sessions
+    // at once on stop: pushes stay unacked.
+    let relay = start_relay(&["--session-push-rate", "0", "--drain-timeout", "0"]);
+    let dial = relay.relay_addr();
+    let g = group(3);
     let a_store = StoreLocation::Dir(devices.path().join("a"));
     let b_store = StoreLocation::Dir(devices.path().join("b"));
-    let a = iroh_client_at(&dial, &g, a_store).await;
-    let b = iroh_client_at(&dial, &g, b_store).await;
+    let a = device_at(&dial, &g, a_store).await;
+    let b = device_at(&dial, &g, b_store).await;
     let mut a_events = a.subscribe();
 
     let pusher = a.clone();
@@ -280,22 +263,13 @@ async fn relay_restart_mid_burst_loses_nothing_and_duplicates_nothing() {
         ids
     });
     // Stop the relay once the burst is being acknowledged, while it is still being queued.
-    guard("first ack", async {
-        loop {
-            if let SyncEvent::PushAcked { .. } = a_events.next().await.unwrap() {
-                break;
-            }
-        }
+    wait_for(&mut a_events, "first ack", |e| {
+        matches!(e, SyncEvent::PushAcked { .. })
     })
     .await;
-    relay.shutdown().await.unwrap();
-    drop(relay);
-    guard("disconnect", async {
-        loop {
-            if let SyncEvent::Disconnected { .. } = a_events.next().await.unwrap() {
-                break;
-            }
-        }
+    let mut relay = stop(relay).await;
+    wait_for(&mut a_events, "disconnect", |e| {
+        matches!(e, SyncEvent::Disconnected { .. })
     })
     .await;
     let mut all = guard("burst", burst).await.unwrap();
@@ -305,20 +279,20 @@ async fn relay_restart_mid_burst_loses_nothing_and_duplicates_nothing() {
         all.push(a.push_queued(format!("{i}").as_bytes()).await.unwrap());
     }
 
-    // Rate limits off: a deferred push overtaken by later in-flight pushes would break push
-    // order (see `rate_limited_burst_lands_exactly_once`).
-    let relay = start_relay(dir.path(), |c| {
-        c.bind = bound;
-        c.session_push_rate = 0;
+    // The same data dir, UDP address and flags.
+    relay = tokio::task::spawn_blocking(move || {
+        relay.restart().expect("relay restarts");
+        relay
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
-        relay_addr(&relay),
+        relay.relay_addr(),
         dial,
         "identity and address survive restarts"
     );
     guard("flush after restart", a.flush(GUARD)).await.unwrap();
-    let got = guard("pull after restart", pull_until(&b, all.len())).await;
+    let got = pull_until(&b, all.len()).await;
     let ids: Vec<BlobId> = got.iter().map(|b| b.blob_id).collect();
     assert_eq!(
         ids.len(),
@@ -341,24 +315,18 @@ async fn relay_restart_mid_burst_loses_nothing_and_duplicates_nothing() {
         "in push order: {:?}",
         first_out_of_order.map(|i| &seqs[i.saturating_sub(3)..(i + 5).min(seqs.len())])
     );
-    a.close().await;
-    b.close().await;
-    relay.shutdown().await.unwrap();
+    close_all([a, b], relay).await;
 }
 
 /// A rate-limited burst: the relay defers pushes with a retry hint; they stay queued and all
 /// land exactly once, in push order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_burst_lands_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path(), |c| {
-        c.session_push_rate = 200;
-        c.session_push_burst = 50;
-    })
-    .await;
-    let g = sync_testkit::devices::group(11);
-    let a = iroh_client(&relay, &g, StoreLocation::InMemory).await;
-    let b = iroh_client(&relay, &g, StoreLocation::InMemory).await;
+    let relay = start_relay(&["--session-push-rate", "200", "--session-push-burst", "50"]);
+    let dial = relay.relay_addr();
+    let g = group(11);
+    let a = device(&dial, &g).await;
+    let b = device(&dial, &g).await;
     let mut events = a.subscribe();
     let mut ids = HashSet::new();
     for i in 0..400u32 {
@@ -374,7 +342,7 @@ async fn rate_limited_burst_lands_exactly_once() {
         }
     }
     assert!(deferred > 0, "the burst exceeded the limit");
-    let got = guard("pull", pull_until(&b, 400)).await;
+    let got = pull_until(&b, 400).await;
     // The relay refuses every push behind a rate-limited one until that one is sent again, so
     // deferred pushes never overtake each other: A's blobs arrive in push order.
     let seqs: Vec<u32> = got
@@ -388,45 +356,5 @@ async fn rate_limited_burst_lands_exactly_once() {
     );
     let got: HashSet<BlobId> = got.into_iter().map(|b| b.blob_id).collect();
     assert_eq!(got, ids);
-    a.close().await;
-    b.close().await;
-    relay.shutdown().await.unwrap();
-}
-
-/// The in-memory transport over the relay's own session code.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_transport_against_the_real_relay() {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = start_relay(dir.path(), |_| {}).await;
-    let g = sync_testkit::devices::group(5);
-    let mk = |relay: RelayHandle| {
-        MemoryTransport::new(move |device| {
-            let s = relay
-                .connect_in_memory(device.device_id())
-                .map_err(|e| sync_client::TransportError::Connect(e.to_string()))?;
-            Ok(Session::new(
-                s.reader,
-                s.writer,
-                s.binding,
-                RelayId::from_bytes(s.relay_id),
-            ))
-        })
-    };
-    let cfg = |t: MemoryTransport| {
-        ClientConfig::new(
-            StoreLocation::InMemory,
-            Arc::new(t),
-            GroupChoice::Use(g.clone()),
-        )
-        .with_options(options())
-    };
-    let a = SyncClient::connect(cfg(mk(relay.clone()))).await.unwrap();
-    let b = SyncClient::connect(cfg(mk(relay.clone()))).await.unwrap();
-    let r = guard("push", a.push(b"in memory")).await.unwrap();
-    let got = guard("pull", pull_until(&b, 1)).await;
-    assert_eq!(got[0].blob_id, r.blob_id);
-    assert_eq!(got[0].data, b"in memory");
-    a.close().await;
-    b.close().await;
-    relay.shutdown().await.unwrap();
+    close_all([a, b], relay).await;
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_core::{BackoffConfig, ConnectionConfig, ConnectionStatus, SyncStatus};
-use sync_crypto::{DeviceKey, GroupDescriptor, GroupKeys, GroupSecret, seal};
+use sync_crypto::{DeviceKey, GroupKeys, seal};
+use sync_testkit::devices::group as material;
+use sync_testkit::{GUARD, guard};
 use sync_types::{BlobId, Cursor, ErrorCode, Limits, WireError};
 
 use self::fake_relay::FakeRelay;
@@ -16,15 +18,6 @@ use crate::{
     ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, Store, StoreLocation,
     StreamExt, SyncClient, SyncEvent,
 };
-
-const GUARD: Duration = Duration::from_secs(20);
-
-fn material(seed: u64) -> GroupMaterial {
-    GroupMaterial {
-        descriptor: GroupDescriptor::Random,
-        secret: GroupSecret::random(&mut ChaCha20Rng::seed_from_u64(seed)),
-    }
-}
 
 fn fast_options() -> ClientOptions {
     ClientOptions {
@@ -45,26 +38,54 @@ fn config(relay: &FakeRelay, store: StoreLocation, group: GroupChoice) -> Client
     ClientConfig::new(store, Arc::new(relay.transport()), group).with_options(fast_options())
 }
 
+/// A client of `relay` with its state in `store`, connected (or working offline).
+async fn connect(relay: &FakeRelay, store: StoreLocation, group: GroupChoice) -> SyncClient {
+    guard("connect", SyncClient::connect(config(relay, store, group)))
+        .await
+        .unwrap()
+}
+
+/// A client of `group` with its state in memory.
 async fn client(relay: &FakeRelay, group: &GroupMaterial) -> SyncClient {
-    let cfg = config(
+    connect(
         relay,
         StoreLocation::InMemory,
         GroupChoice::Use(group.clone()),
-    );
-    guard(SyncClient::connect(cfg)).await.unwrap()
+    )
+    .await
 }
 
-async fn guard<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(GUARD, f)
-        .await
-        .expect("timed out (guard)")
+/// Two clients of group 1 (devices A and B).
+async fn two_clients(relay: &FakeRelay) -> (SyncClient, SyncClient) {
+    let g = material(1);
+    (client(relay, &g).await, client(relay, &g).await)
+}
+
+/// Another device of `group` that pushed the blobs `[0]`, `[1]`, … (`count` of them).
+async fn pushed_by_another_device(
+    relay: &FakeRelay,
+    group: &GroupMaterial,
+    count: u8,
+) -> SyncClient {
+    let other = client(relay, group).await;
+    for i in 0..count {
+        guard("push", other.push(&[i])).await.unwrap();
+    }
+    other
+}
+
+/// Takes the relay offline and cuts its sessions; returns once `events` reported it.
+async fn cut_off(relay: &FakeRelay, events: &mut (impl crate::Stream<Item = SyncEvent> + Unpin)) {
+    relay.set_online(false);
+    relay.drop_sessions();
+    wait_for(events, |e| matches!(e, SyncEvent::Disconnected { .. })).await;
 }
 
 async fn wait_for(
     events: &mut (impl crate::Stream<Item = SyncEvent> + Unpin),
     mut pred: impl FnMut(&SyncEvent) -> bool,
 ) -> SyncEvent {
-    guard(async {
+    guard("an event", async {
         loop {
             let e = events.next().await.expect("event stream ended");
             if pred(&e) {
@@ -73,6 +94,22 @@ async fn wait_for(
         }
     })
     .await
+}
+
+/// A client's event stream, apart from the client.
+type Events = Box<dyn crate::Stream<Item = SyncEvent> + Unpin>;
+
+/// A client whose first push (`x`) the relay refuses with `refusal`: the client, its events
+/// from before the push, and the push's error.
+async fn first_push_refused(
+    relay: &FakeRelay,
+    refusal: WireError,
+) -> (SyncClient, Events, ClientError) {
+    let c = client(relay, &material(1)).await;
+    let events: Events = Box::new(c.subscribe());
+    relay.refuse_next_push(refusal);
+    let err = guard("push", c.push(b"x")).await.unwrap_err();
+    (c, events, err)
 }
 
 async fn wait_connected(c: &SyncClient) {
@@ -89,7 +126,7 @@ async fn handshake_connects_and_sends_the_resume_cursor() {
     let g = material(1);
     let cfg = config(&relay, StoreLocation::InMemory, GroupChoice::Use(g.clone()))
         .with_device_name("phone");
-    let c = guard(SyncClient::connect(cfg)).await.unwrap();
+    let c = guard("connect", SyncClient::connect(cfg)).await.unwrap();
     let st = c.status();
     assert_eq!(st.connection, ConnectionStatus::Connected);
     assert_eq!(st.group_id, GroupKeys::derive(&g.secret).group_id());
@@ -99,7 +136,7 @@ async fn handshake_connects_and_sends_the_resume_cursor() {
     assert_eq!(hellos[0].1, Cursor::ZERO);
     assert_eq!(hellos[0].2, "phone");
     c.close().await;
-    guard(relay.wait_byes(1)).await; // close says Bye
+    guard("Bye", relay.wait_byes(1)).await; // close says Bye
     assert_eq!(c.status().connection, ConnectionStatus::Disconnected);
 }
 
@@ -112,7 +149,9 @@ async fn a_device_the_relay_refuses_gets_a_typed_error() {
         StoreLocation::InMemory,
         GroupChoice::Use(material(2)),
     );
-    let err = guard(SyncClient::connect(cfg)).await.unwrap_err();
+    let err = guard("connect", SyncClient::connect(cfg))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -134,7 +173,7 @@ async fn a_busy_relay_is_retried_after_its_hint() {
     // Not an error: the client works offline and retries.
     wait_connected(&c).await;
     assert_eq!(relay.hellos().len(), 2);
-    guard(c.push(b"after the retry")).await.unwrap();
+    guard("push", c.push(b"after the retry")).await.unwrap();
     c.close().await;
 }
 
@@ -142,8 +181,8 @@ async fn a_busy_relay_is_retried_after_its_hint() {
 async fn push_is_acknowledged_with_its_cursor() {
     let relay = FakeRelay::new();
     let c = client(&relay, &material(1)).await;
-    let r1 = guard(c.push(b"one")).await.unwrap();
-    let r2 = guard(c.push(b"two")).await.unwrap();
+    let r1 = guard("push", c.push(b"one")).await.unwrap();
+    let r2 = guard("push", c.push(b"two")).await.unwrap();
     assert_eq!((r1.cursor, r2.cursor), (Cursor::new(1), Cursor::new(2)));
     let stored = relay.blobs();
     assert_eq!(stored[0].blob_id, r1.blob_id);
@@ -169,7 +208,7 @@ async fn pipelined_pushes_all_land_once() {
     }
     let mut cursors = Vec::new();
     for t in tasks {
-        cursors.push(guard(t).await.unwrap().unwrap().cursor.get());
+        cursors.push(guard("pusher", t).await.unwrap().unwrap().cursor.get());
     }
     cursors.sort_unstable();
     assert_eq!(cursors, (1..=500).collect::<Vec<_>>());
@@ -180,10 +219,8 @@ async fn pipelined_pushes_all_land_once() {
 #[tokio::test]
 async fn permanent_refusal_is_rejected_never_queued() {
     let relay = FakeRelay::new();
-    let c = client(&relay, &material(1)).await;
-    let mut events = c.subscribe();
-    relay.refuse_next_push(WireError::new(ErrorCode::BlobTooLarge, "too big"));
-    let err = guard(c.push(b"x")).await.unwrap_err();
+    let (c, mut events, err) =
+        first_push_refused(&relay, WireError::new(ErrorCode::BlobTooLarge, "too big")).await;
     let ClientError::Rejected {
         blob_id: Some(id),
         code: ErrorCode::BlobTooLarge,
@@ -201,7 +238,7 @@ async fn permanent_refusal_is_rejected_never_queued() {
     assert_eq!(c.status().outbox_len, 0);
     assert_eq!(c.status().sync, SyncStatus::SyncFailed);
     // Later pushes still work; the refused one was never re-sent.
-    guard(c.push(b"y")).await.unwrap();
+    guard("push", c.push(b"y")).await.unwrap();
     assert_eq!(relay.push_count(&id), 1);
     assert!(relay.blobs().iter().all(|b| b.blob_id != id));
     c.close().await;
@@ -210,10 +247,8 @@ async fn permanent_refusal_is_rejected_never_queued() {
 #[tokio::test]
 async fn rate_limited_push_stays_queued_and_lands_after_the_hint() {
     let relay = FakeRelay::new();
-    let c = client(&relay, &material(1)).await;
-    let mut events = c.subscribe();
-    relay.refuse_next_push(WireError::new(ErrorCode::RateLimited, "slow down").retry_after_ms(30));
-    let err = guard(c.push(b"x")).await.unwrap_err();
+    let refusal = WireError::new(ErrorCode::RateLimited, "slow down").retry_after_ms(30);
+    let (c, mut events, err) = first_push_refused(&relay, refusal).await;
     let ClientError::Deferred {
         blob_id,
         code: ErrorCode::RateLimited,
@@ -232,7 +267,7 @@ async fn rate_limited_push_stays_queued_and_lands_after_the_hint() {
     .await;
     assert_eq!(relay.push_count(&blob_id), 2, "refused once, accepted once");
     assert_eq!(relay.blobs().len(), 1);
-    guard(c.flush(GUARD)).await.unwrap();
+    guard("flush", c.flush(GUARD)).await.unwrap();
     c.close().await;
 }
 
@@ -244,7 +279,7 @@ async fn oversized_push_is_refused_locally() {
         ..Limits::DEFAULT
     });
     let c = client(&relay, &material(1)).await;
-    let err = guard(c.push(&[0u8; 2000])).await.unwrap_err();
+    let err = guard("push", c.push(&[0u8; 2000])).await.unwrap_err();
     assert!(
         matches!(err, ClientError::TooLarge { max: 1000, .. }),
         "{err:?}"
@@ -265,8 +300,10 @@ async fn offline_push_is_durable_and_sent_exactly_once_on_connect() {
         ConnectionStatus::Reconnecting { .. }
     ));
     let mut events = c.subscribe();
-    let queued = guard(c.push_queued(b"while offline")).await.unwrap();
-    let err = guard(c.push(b"also offline")).await.unwrap_err();
+    let queued = guard("push", c.push_queued(b"while offline"))
+        .await
+        .unwrap();
+    let err = guard("push", c.push(b"also offline")).await.unwrap_err();
     let Some(second) = err.queued_blob_id() else {
         panic!("{err:?}")
     };
@@ -288,7 +325,7 @@ async fn offline_push_is_durable_and_sent_exactly_once_on_connect() {
     assert_eq!(acked[1].blob_id, second);
     assert_eq!(relay.push_count(&queued), 1);
     assert_eq!(relay.push_count(&second), 1);
-    guard(c.flush(GUARD)).await.unwrap();
+    guard("flush", c.flush(GUARD)).await.unwrap();
     c.close().await;
 }
 
@@ -297,23 +334,16 @@ async fn restart_from_the_same_data_dir_resumes_cursor_and_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let relay = FakeRelay::new();
     let g = material(1);
-    let other = client(&relay, &g).await;
-    for i in 0..5u8 {
-        guard(other.push(&[i])).await.unwrap();
-    }
+    let other = pushed_by_another_device(&relay, &g, 5).await;
 
     let store = StoreLocation::Dir(dir.path().join("device"));
-    let cfg = config(&relay, store.clone(), GroupChoice::Use(g.clone()));
-    let a = guard(SyncClient::connect(cfg)).await.unwrap();
+    let a = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
     let device = a.device_id();
-    let got = guard(a.pull()).await.unwrap();
+    let got = guard("pull", a.pull()).await.unwrap();
     assert_eq!(got.len(), 5);
     assert_eq!(a.status().resume_cursor, Cursor::new(5));
-    relay.set_online(false);
-    relay.drop_sessions();
-    let mut events = a.subscribe();
-    wait_for(&mut events, |e| matches!(e, SyncEvent::Disconnected { .. })).await;
-    let pending = guard(a.push_queued(b"queued before the restart"))
+    cut_off(&relay, &mut a.subscribe()).await;
+    let pending = guard("push", a.push_queued(b"queued before the restart"))
         .await
         .unwrap();
     a.close().await;
@@ -327,16 +357,15 @@ async fn restart_from_the_same_data_dir_resumes_cursor_and_outbox() {
 
     relay.set_online(true);
     let hellos_before = relay.hellos().len();
-    let cfg = config(&relay, store, GroupChoice::Stored(None));
-    let b = guard(SyncClient::connect(cfg)).await.unwrap();
+    let b = connect(&relay, store, GroupChoice::Stored(None)).await;
     assert_eq!(b.device_id(), device, "same device key");
     let hello = relay.hellos()[hellos_before].clone();
     assert_eq!(hello.1, Cursor::new(5), "Hello carries the stored cursor");
-    guard(b.flush(GUARD)).await.unwrap();
+    guard("flush", b.flush(GUARD)).await.unwrap();
     assert_eq!(relay.push_count(&pending), 1);
     assert_eq!(relay.blobs().last().unwrap().blob_id, pending);
     assert!(
-        guard(b.pull()).await.unwrap().is_empty(),
+        guard("pull", b.pull()).await.unwrap().is_empty(),
         "nothing pulled twice"
     );
     b.close().await;
@@ -361,7 +390,7 @@ async fn tampered_blob_is_an_error_event_not_data() {
 
     let c = client(&relay, &g).await;
     let mut events = c.subscribe();
-    let got = guard(c.pull()).await.unwrap();
+    let got = guard("pull", c.pull()).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].data, b"fine");
     assert_eq!(got[0].cursor, Cursor::new(2));
@@ -370,18 +399,16 @@ async fn tampered_blob_is_an_error_event_not_data() {
         if cursor == Cursor::new(1) && blob_id == bad_id));
     // The bad blob's cursor counts as received: sync does not stall on it.
     assert_eq!(c.status().resume_cursor, Cursor::new(2));
-    assert!(guard(c.pull()).await.unwrap().is_empty());
+    assert!(guard("pull", c.pull()).await.unwrap().is_empty());
     c.close().await;
 }
 
 #[tokio::test]
 async fn subscribers_hear_about_other_devices_pushes() {
     let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    let b = client(&relay, &g).await;
+    let (a, b) = two_clients(&relay).await;
     let mut events = b.subscribe();
-    let r = guard(a.push(b"hello b")).await.unwrap();
+    let r = guard("push", a.push(b"hello b")).await.unwrap();
     let e = wait_for(&mut events, |e| {
         matches!(e, SyncEvent::BlobsAvailable { .. })
     })
@@ -393,7 +420,7 @@ async fn subscribers_hear_about_other_devices_pushes() {
             sender: Some(a.device_id())
         }
     );
-    let got = guard(b.pull()).await.unwrap();
+    let got = guard("pull", b.pull()).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].data, b"hello b");
     assert_eq!(got[0].sender, a.device_id());
@@ -406,30 +433,28 @@ async fn subscribers_hear_about_other_devices_pushes() {
     b.close().await;
 }
 
-/// SPEC §10: a device's own acks never move its pull cursor past other devices' blobs.
+/// A device's own acknowledgements never move its pull cursor past other devices' blobs.
 #[tokio::test]
 async fn own_push_never_skips_an_earlier_blob_of_another_device() {
     let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    let b = client(&relay, &g).await;
-    let x = guard(a.push(b"x")).await.unwrap();
+    let (a, b) = two_clients(&relay).await;
+    let x = guard("push", a.push(b"x")).await.unwrap();
     assert_eq!(x.cursor, Cursor::new(1));
-    let y = guard(b.push(b"y")).await.unwrap();
+    let y = guard("push", b.push(b"y")).await.unwrap();
     assert_eq!(y.cursor, Cursor::new(2));
     assert_eq!(
         b.status().resume_cursor,
         Cursor::ZERO,
         "B's own ack at 2 must not skip A's blob at 1"
     );
-    let got = guard(b.pull()).await.unwrap();
+    let got = guard("pull", b.pull()).await.unwrap();
     assert_eq!(got.len(), 1, "B gets x, and not its own y back");
     assert_eq!(got[0].cursor, Cursor::new(1));
     assert_eq!(got[0].data, b"x");
     assert_eq!(got[0].blob_id, x.blob_id);
     assert_eq!(b.status().resume_cursor, Cursor::new(2));
     // A sees y.
-    let got = guard(a.pull()).await.unwrap();
+    let got = guard("pull", a.pull()).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].blob_id, y.blob_id);
     a.close().await;
@@ -440,14 +465,17 @@ async fn own_push_never_skips_an_earlier_blob_of_another_device() {
 async fn pulls_page_and_concurrent_pulls_never_duplicate() {
     let relay = FakeRelay::new();
     relay.set_page_limit(7);
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    let b = client(&relay, &g).await;
+    let (a, b) = two_clients(&relay).await;
     for i in 0..100u32 {
-        guard(a.push_queued(&i.to_be_bytes())).await.unwrap();
+        guard("push", a.push_queued(&i.to_be_bytes()))
+            .await
+            .unwrap();
     }
-    guard(a.flush(GUARD)).await.unwrap();
-    let (p1, p2, p3) = guard(async { tokio::join!(b.pull(), b.pull(), b.pull()) }).await;
+    guard("flush", a.flush(GUARD)).await.unwrap();
+    let (p1, p2, p3) = guard("pulls", async {
+        tokio::join!(b.pull(), b.pull(), b.pull())
+    })
+    .await;
     let mut all: Vec<u64> = [p1.unwrap(), p2.unwrap(), p3.unwrap()]
         .into_iter()
         .flatten()
@@ -462,19 +490,20 @@ async fn pulls_page_and_concurrent_pulls_never_duplicate() {
 #[tokio::test]
 async fn dropped_session_reconnects_and_resends_with_the_same_blob_ids() {
     let relay = FakeRelay::new();
-    let g = material(1);
-    let c = client(&relay, &g).await;
+    let c = client(&relay, &material(1)).await;
     let mut events = c.subscribe();
-    relay.set_online(false);
-    relay.drop_sessions();
-    wait_for(&mut events, |e| matches!(e, SyncEvent::Disconnected { .. })).await;
+    cut_off(&relay, &mut events).await;
     let mut ids = Vec::new();
     for i in 0..50u32 {
-        ids.push(guard(c.push_queued(&i.to_be_bytes())).await.unwrap());
+        ids.push(
+            guard("push", c.push_queued(&i.to_be_bytes()))
+                .await
+                .unwrap(),
+        );
     }
     relay.set_online(true);
     wait_for(&mut events, |e| matches!(e, SyncEvent::Connected { .. })).await;
-    guard(c.flush(GUARD)).await.unwrap();
+    guard("flush", c.flush(GUARD)).await.unwrap();
     let stored: Vec<BlobId> = relay.blobs().iter().map(|b| b.blob_id).collect();
     assert_eq!(stored, ids, "each exactly once, in push order");
     for id in &ids {
@@ -495,7 +524,7 @@ async fn a_silent_relay_is_detected_and_the_client_reconnects() {
     );
     let mut options = fast_options();
     options.ping_interval = Duration::from_millis(20);
-    let c = guard(SyncClient::connect(cfg.with_options(options)))
+    let c = guard("connect", SyncClient::connect(cfg.with_options(options)))
         .await
         .unwrap();
     let mut events = c.subscribe();
@@ -505,7 +534,7 @@ async fn a_silent_relay_is_detected_and_the_client_reconnects() {
     assert_ne!(c.status().connection, ConnectionStatus::Connected);
     relay.set_mute(false);
     wait_for(&mut events, |e| matches!(e, SyncEvent::Connected { .. })).await;
-    guard(c.push(b"after the hang")).await.unwrap();
+    guard("push", c.push(b"after the hang")).await.unwrap();
     c.close().await;
 }
 
@@ -515,61 +544,49 @@ async fn uncommitted_pull_moves_the_cursor_only_on_commit() {
     let relay = FakeRelay::new();
     relay.set_page_limit(2);
     let g = material(1);
-    let other = client(&relay, &g).await;
-    for i in 0..3u8 {
-        guard(other.push(&[i])).await.unwrap();
-    }
+    let other = pushed_by_another_device(&relay, &g, 3).await;
     let store = StoreLocation::Dir(dir.path().join("device"));
 
     // Pulled but never committed (the app died before handing the blobs on): they come again,
     // after a restart too.
-    let a = guard(SyncClient::connect(config(
-        &relay,
-        store.clone(),
-        GroupChoice::Use(g.clone()),
-    )))
-    .await
-    .unwrap();
-    let batch = guard(a.pull_uncommitted()).await.unwrap();
+    let a = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
+    let batch = guard("pull", a.pull_uncommitted()).await.unwrap();
     assert_eq!(batch.blobs.len(), 3);
     assert_eq!(batch.resume_cursor, Cursor::new(3), "what a commit gives");
     assert_eq!(a.status().resume_cursor, Cursor::ZERO, "nothing recorded");
-    let again = guard(a.pull_uncommitted()).await.unwrap();
+    let again = guard("pull", a.pull_uncommitted()).await.unwrap();
     assert_eq!(again.blobs, batch.blobs);
     a.close().await;
 
     let hellos_before = relay.hellos().len();
-    let a = guard(SyncClient::connect(config(
-        &relay,
-        store.clone(),
-        GroupChoice::Stored(None),
-    )))
-    .await
-    .unwrap();
+    let a = connect(&relay, store.clone(), GroupChoice::Stored(None)).await;
     assert_eq!(relay.hellos()[hellos_before].1, Cursor::ZERO);
-    let batch = guard(a.pull_uncommitted()).await.unwrap();
+    let batch = guard("pull", a.pull_uncommitted()).await.unwrap();
     assert_eq!(batch.blobs.len(), 3, "not lost");
     // Committed: recorded and stored before commit_pull returns.
-    assert_eq!(guard(a.commit_pull(&batch)).await.unwrap(), Cursor::new(3));
+    assert_eq!(
+        guard("commit", a.commit_pull(&batch)).await.unwrap(),
+        Cursor::new(3)
+    );
     assert_eq!(a.status().resume_cursor, Cursor::new(3));
     assert_eq!(
-        guard(a.commit_pull(&batch)).await.unwrap(),
+        guard("commit", a.commit_pull(&batch)).await.unwrap(),
         Cursor::new(3),
         "twice is harmless"
     );
-    assert!(guard(a.pull_uncommitted()).await.unwrap().blobs.is_empty());
+    assert!(
+        guard("pull", a.pull_uncommitted())
+            .await
+            .unwrap()
+            .blobs
+            .is_empty()
+    );
     a.close().await;
 
     let hellos_before = relay.hellos().len();
-    let a = guard(SyncClient::connect(config(
-        &relay,
-        store,
-        GroupChoice::Stored(None),
-    )))
-    .await
-    .unwrap();
+    let a = connect(&relay, store, GroupChoice::Stored(None)).await;
     assert_eq!(relay.hellos()[hellos_before].1, Cursor::new(3), "persisted");
-    assert!(guard(a.pull()).await.unwrap().is_empty());
+    assert!(guard("pull", a.pull()).await.unwrap().is_empty());
     a.close().await;
     other.close().await;
 }

@@ -1,0 +1,368 @@
+//! The background task behind a [`SyncClient`](crate::SyncClient).
+//!
+//! One task owns all mutable sync state: the sync-core [`Connection`] state machine, the
+//! outbox, the cursor tracker, the status tracker and the [`Store`]. It reacts to three inputs —
+//! commands from the client handles, frames and failures from the session's I/O tasks, and
+//! timers — and never blocks on the network: a reader task turns the stream into messages, a
+//! writer task turns frames into bytes, and dials run in their own tasks. State changes are
+//! batched: commands and inputs that are ready together are handled together and settled in one
+//! store transaction.
+//!
+//! This file holds the event loop, the driver's state, the connection state machine's actions
+//! and the store bookkeeping; the rest is split by job:
+//! - `session`: dialing, the handshake and its checks, heartbeat and silence, teardown;
+//! - `inbound`: frames from the relay on an established session, and errors matched to the
+//!   request they answer;
+//! - `push`: the push pipeline (outbox, in-flight window, acknowledgements, refusals);
+//! - `pull`: pulls and paging, the cursor tracker and committed batches;
+//! - `command`: what the client handles ask for, handled a batch at a time;
+//! - `invite`: leaving invites in the relay's mailbox;
+//! - `report`: events and the status snapshot the app sees;
+//! - `io`: the session's reader and writer tasks.
+
+mod command;
+mod inbound;
+mod invite;
+mod io;
+mod pull;
+mod push;
+mod report;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use sync_core::{Action, Connection, ConnectionEvent, ConnectionStatus, Outbox, SyncStatusTracker};
+use sync_crypto::{DeviceKey, GroupKeys};
+use sync_types::{BlobId, DeviceId, GroupId, WireError};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::error::ClientError;
+use crate::store::Store;
+use crate::transport::Transport;
+use crate::types::{ClientOptions, ClientStatus, SyncEvent};
+
+use self::io::Input;
+use self::pull::PullState;
+use self::push::PushPipeline;
+use self::report::Reports;
+use self::session::SessionState;
+
+pub(crate) use self::command::{Command, PushReply};
+pub(crate) use self::pull::blobs_senders;
+
+/// What the first connection attempt came to (for `SyncClient::connect`).
+pub(crate) type FirstOutcome = oneshot::Sender<Result<(), ClientError>>;
+
+/// Everything the driver starts with.
+pub(crate) struct DriverParts {
+    pub(crate) store: Store,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) device: DeviceKey,
+    pub(crate) device_name: String,
+    pub(crate) keys: Arc<GroupKeys>,
+    pub(crate) outbox: Outbox,
+    pub(crate) status: SyncStatusTracker,
+    pub(crate) options: ClientOptions,
+    pub(crate) rng: ChaCha20Rng,
+    pub(crate) events: broadcast::Sender<SyncEvent>,
+    pub(crate) status_tx: watch::Sender<ClientStatus>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) first: FirstOutcome,
+}
+
+/// This device as a member of the group.
+struct Member {
+    device: DeviceKey,
+    device_id: DeviceId,
+    /// The name shown to the relay in `Hello`.
+    name: String,
+    keys: Arc<GroupKeys>,
+    group_id: GroupId,
+}
+
+/// The background task's state, in parts that belong together (see the module docs).
+pub(crate) struct Driver {
+    conn: Connection,
+    rng: ChaCha20Rng,
+    me: Member,
+    options: ClientOptions,
+    store: Store,
+    transport: Arc<dyn Transport>,
+    commands: mpsc::Receiver<Command>,
+    input_tx: mpsc::Sender<Input>,
+    input_rx: mpsc::Receiver<Input>,
+    session: SessionState,
+    pushes: PushPipeline,
+    pulls: PullState,
+    reports: Reports,
+    first: Option<FirstOutcome>,
+    stopped: bool,
+}
+
+/// Longest wait on `close` for a session's writer to flush `Bye` and close its connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+fn wire_reason(e: &WireError) -> String {
+    format!("{}: {}", e.code, e.message)
+}
+
+fn retry_hint(e: &WireError) -> Option<Duration> {
+    e.retry_after_ms.map(Duration::from_millis)
+}
+
+/// The relay's refusal `e` as the caller's error.
+fn rejected(e: WireError, blob_id: Option<BlobId>) -> ClientError {
+    ClientError::Rejected {
+        blob_id,
+        retry_after: retry_hint(&e),
+        code: e.code,
+        message: e.message,
+    }
+}
+
+fn now_std(now: Instant) -> std::time::Instant {
+    now.into_std()
+}
+
+impl Driver {
+    pub(crate) fn new(parts: DriverParts) -> Self {
+        let DriverParts {
+            store,
+            transport,
+            device,
+            device_name,
+            keys,
+            outbox,
+            status,
+            options,
+            rng,
+            events,
+            status_tx,
+            commands,
+            first,
+        } = parts;
+        let (input_tx, input_rx) = mpsc::channel(1024);
+        Self {
+            conn: Connection::new(options.connection),
+            rng,
+            me: Member {
+                device_id: device.device_id(),
+                group_id: keys.group_id(),
+                device,
+                name: device_name,
+                keys,
+            },
+            options,
+            store,
+            transport,
+            commands,
+            input_tx,
+            input_rx,
+            session: SessionState::new(Instant::now()),
+            pushes: PushPipeline::new(outbox),
+            pulls: PullState::new(),
+            reports: Reports::new(status, events, status_tx),
+            first: Some(first),
+            stopped: false,
+        }
+    }
+
+    /// Runs until closed (a `Close` command, or every client handle dropped).
+    pub(crate) async fn run(mut self) {
+        self.connection_event(ConnectionEvent::ConnectRequested);
+        self.after_batch();
+        let mut commands = Vec::with_capacity(256);
+        while !self.stopped {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                input = self.input_rx.recv() => {
+                    // `input_tx` lives in `self`, so the channel never closes.
+                    if let Some(input) = input {
+                        self.on_input(input);
+                        let mut more = 0;
+                        while more < 256 {
+                            match self.input_rx.try_recv() {
+                                Ok(input) => self.on_input(input),
+                                Err(_) => break,
+                            }
+                            more += 1;
+                        }
+                    }
+                }
+                n = self.commands.recv_many(&mut commands, 256) => {
+                    if n == 0 {
+                        self.shutdown(None).await;
+                    } else {
+                        let batch: Vec<Command> = std::mem::take(&mut commands);
+                        self.on_commands(batch).await;
+                    }
+                }
+                () = sleep_until(deadline) => self.on_timer(),
+            }
+            self.after_batch();
+        }
+    }
+
+    // ----- timers -----
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = self.conn.poll_timeout().map(Instant::from_std);
+        let mut consider = |t: Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        if self.session.established {
+            consider(self.session.heartbeat.ping_due);
+            if let Some(h) = self.pushes.hold_until
+                && self.pushes.outbox.next_to_send().is_some()
+            {
+                consider(h);
+            }
+        }
+        next
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        if self.conn.poll_timeout().is_some_and(|t| now_std(now) >= t) {
+            self.connection_event(ConnectionEvent::TimerFired);
+        }
+        if self.pushes.hold_until.is_some_and(|h| now >= h) {
+            self.pushes.hold_until = None;
+        }
+        self.heartbeat(now);
+    }
+
+    // ----- the state machine -----
+
+    fn connection_event(&mut self, event: ConnectionEvent) {
+        let now = now_std(Instant::now());
+        match self.conn.handle(event, now, &mut self.rng) {
+            Ok(actions) => {
+                for action in actions {
+                    self.perform(action);
+                }
+            }
+            Err(unexpected) => debug!(%unexpected, "connection event ignored"),
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Dial => self.dial(),
+            Action::SendHello => self.send_hello(),
+            Action::ScheduleReconnect { delay, .. } => {
+                debug!(?delay, "reconnect scheduled");
+            }
+            Action::EmitStatus { status } => self.on_connection_status(status),
+            Action::ResumeFrom { relay_max_cursor } => self.resume_from(relay_max_cursor),
+            Action::ResendPending => {
+                self.pushes.outbox.requeue_all_in_flight();
+                self.pump_sends();
+            }
+            Action::Close => self.teardown(true, "closed".into()),
+            _ => debug!(?action, "unhandled connection action"),
+        }
+    }
+
+    fn on_connection_status(&mut self, status: ConnectionStatus) {
+        let first = match &status {
+            ConnectionStatus::Connected => {
+                self.reports.sync.on_connected();
+                Some(Ok(()))
+            }
+            // Offline is a normal state: the client works from the outbox.
+            ConnectionStatus::Reconnecting { .. } | ConnectionStatus::Disconnected => {
+                self.reports.sync.on_disconnected();
+                Some(Ok(()))
+            }
+            ConnectionStatus::Failed { reason } => {
+                self.reports.sync.on_connection_rejected();
+                warn!(%reason, "relay refused this device; not retrying");
+                Some(Err(match self.session.last_rejection.take() {
+                    Some(e) => rejected(e, None),
+                    None => ClientError::NotConnected,
+                }))
+            }
+            _ => None,
+        };
+        self.reports.connection = status;
+        if let Some(result) = first
+            && let Some(tx) = self.first.take()
+        {
+            // Callers see the new state as soon as `connect` returns.
+            self.publish_status();
+            let _ = tx.send(result);
+        }
+    }
+
+    // ----- bookkeeping -----
+
+    /// Removes settled pushes and stores the resume cursor, in one transaction.
+    fn flush_store(&mut self) {
+        if !self.pulls.device_notes.is_empty() {
+            let notes = std::mem::take(&mut self.pulls.device_notes);
+            // Bookkeeping only: a failure loses activity times, never data.
+            if let Err(e) = self.store.note_devices(&self.me.group_id, &notes) {
+                warn!(error = %e, "could not record device activity");
+            }
+        }
+        let resume = self.pulls.tracker.resume_cursor();
+        let cursor_changed = resume != self.pulls.persisted_cursor;
+        if self.pushes.settled.is_empty() && !cursor_changed {
+            return;
+        }
+        let cursor = match (&self.pulls.tracker_relay, cursor_changed) {
+            (Some(relay), true) => Some((&self.me.group_id, relay, resume)),
+            _ => None,
+        };
+        match self.store.settle(&self.pushes.settled, cursor) {
+            Ok(()) => {
+                self.pushes.settled.clear();
+                if cursor.is_some() {
+                    self.pulls.persisted_cursor = resume;
+                }
+            }
+            // Kept for the next attempt; at worst a settled push is re-sent (idempotent).
+            Err(e) => warn!(error = %e, "could not update the local store"),
+        }
+    }
+
+    fn after_batch(&mut self) {
+        self.flush_store();
+        self.pump_sends();
+        self.publish_status();
+    }
+
+    async fn shutdown(&mut self, reply: Option<oneshot::Sender<()>>) {
+        self.connection_event(ConnectionEvent::CloseRequested);
+        // Close was already performed by the state machine unless it was disconnected.
+        self.teardown(true, "client closed".into());
+        self.flush_store();
+        self.pushes.answer_waiters_offline();
+        if let Some(first) = self.first.take() {
+            let _ = first.send(Err(ClientError::Closed));
+        }
+        // Let the last session deliver its `Bye` and close its connection (bounded).
+        for writer in self.session.closing_writers.drain(..) {
+            let _ = tokio::time::timeout(CLOSE_WAIT, writer).await;
+        }
+        self.transport.shutdown().await;
+        self.publish_status();
+        self.stopped = true;
+        if let Some(reply) = reply {
+            let _ = reply.send(());
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

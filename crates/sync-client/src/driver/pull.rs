@@ -1,0 +1,399 @@
+//! Pulls: one round at a time (later ones queue), each paging through the relay's log until it
+//! has no more; pulled blobs are verified and opened, and their cursors are recorded only once
+//! the caller took them (or, for an uncommitted pull, when the app commits the batch). Also the
+//! cursor tracker of the current relay (cursors are per relay) and the relay's announcements of
+//! new blobs.
+
+use std::collections::VecDeque;
+
+use sync_core::{ConnectionState, CursorTracker};
+use sync_crypto::open;
+use sync_types::{Cursor, DeviceId, Message, Notify, Pull, PullResponse, RelayId, WireError};
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::{Driver, rejected};
+use crate::error::{ClientError, StoreError};
+use crate::types::{Blob, PullBatch, SyncEvent};
+
+/// Where this device stands in the relay's log, and the pulls in progress or waiting.
+pub(super) struct PullState {
+    pub(super) tracker: CursorTracker,
+    /// The relay the tracker (and its persisted cursor) belongs to.
+    pub(super) tracker_relay: Option<RelayId>,
+    /// The resume cursor last persisted for `tracker_relay`.
+    pub(super) persisted_cursor: Cursor,
+    /// The relay's highest cursor as last heard.
+    pub(super) relay_max: Cursor,
+    round: Option<PullRound>,
+    queue: VecDeque<PendingPull>,
+    /// Device activity (pulled senders, own acknowledged pushes) not yet stored.
+    pub(super) device_notes: Vec<(DeviceId, u64, u64)>,
+}
+
+impl PullState {
+    pub(super) fn new() -> Self {
+        Self {
+            tracker: CursorTracker::new(),
+            tracker_relay: None,
+            persisted_cursor: Cursor::ZERO,
+            relay_max: Cursor::ZERO,
+            round: None,
+            queue: VecDeque::new(),
+            device_notes: Vec::new(),
+        }
+    }
+
+    /// Whether the round in progress waits for the answer to `request_id`.
+    pub(super) fn is_waiting_for(&self, request_id: u64) -> bool {
+        self.round
+            .as_ref()
+            .is_some_and(|r| r.request_id == request_id)
+    }
+}
+
+/// A pull in progress: pages are collected and only applied to the cursor tracker once the
+/// caller has received them, so the persisted cursor never covers undelivered blobs.
+struct PullRound {
+    request_id: u64,
+    /// The page's `after`.
+    after: Cursor,
+    /// `(after, through)` of every page answered so far.
+    ranges: Vec<(Cursor, Cursor)>,
+    blobs: Vec<Blob>,
+    reply: RoundReply,
+}
+
+/// Who waits for a pull round, and what its cursors become.
+pub(super) enum RoundReply {
+    /// `Pull`: own blobs skipped, cursors recorded once the caller took the blobs.
+    Record(oneshot::Sender<Result<Vec<Blob>, ClientError>>),
+    /// `PullAfter`: own blobs included, nothing recorded.
+    Reread(oneshot::Sender<Result<Vec<Blob>, ClientError>>),
+    /// `PullUncommitted`: own blobs skipped, cursors recorded on `CommitPull`.
+    Batch(oneshot::Sender<Result<PullBatch, ClientError>>),
+}
+
+impl RoundReply {
+    /// Whether the round skips own blobs and starts at the resume cursor.
+    fn skips_own(&self) -> bool {
+        !matches!(self, RoundReply::Reread(_))
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            RoundReply::Record(tx) | RoundReply::Reread(tx) => tx.is_closed(),
+            RoundReply::Batch(tx) => tx.is_closed(),
+        }
+    }
+
+    fn fail(self, e: ClientError) {
+        match self {
+            RoundReply::Record(tx) | RoundReply::Reread(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            RoundReply::Batch(tx) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
+
+/// A pull waiting for its turn: `after` is `Some` for `PullAfter`.
+pub(super) struct PendingPull {
+    pub(super) after: Option<Cursor>,
+    pub(super) reply: RoundReply,
+}
+
+/// `(sender, latest relay timestamp, blob count)` per sender of a pull's blobs.
+pub(crate) fn blobs_senders(blobs: &[Blob]) -> Vec<(DeviceId, u64, u64)> {
+    let mut out: Vec<(DeviceId, u64, u64)> = Vec::new();
+    for blob in blobs {
+        match out.iter_mut().find(|(d, _, _)| *d == blob.sender) {
+            Some(entry) => {
+                entry.1 = entry.1.max(blob.timestamp_ms);
+                entry.2 += 1;
+            }
+            None => out.push((blob.sender, blob.timestamp_ms, 1)),
+        }
+    }
+    out
+}
+
+impl Driver {
+    /// Switches the cursor tracker to `relay` (cursors are per relay).
+    pub(super) fn load_tracker(&mut self, relay: RelayId) {
+        if self.pulls.tracker_relay == Some(relay) {
+            return;
+        }
+        self.flush_store();
+        let cursor = match self.store.cursor(&self.me.group_id, &relay) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "could not read the stored cursor; starting from 0");
+                Cursor::ZERO
+            }
+        };
+        self.pulls.tracker = CursorTracker::starting_at(cursor);
+        self.pulls.tracker_relay = Some(relay);
+        self.pulls.persisted_cursor = cursor;
+    }
+
+    /// The session is established and the relay's log reaches `relay_max_cursor`.
+    pub(super) fn resume_from(&mut self, relay_max_cursor: Cursor) {
+        self.pulls.relay_max = self.pulls.relay_max.max(relay_max_cursor);
+        if relay_max_cursor > self.pulls.tracker.resume_cursor() {
+            self.reports.emit(SyncEvent::BlobsAvailable {
+                cursor: relay_max_cursor,
+                sender: None,
+            });
+        } else {
+            self.reports.sync.on_pull_complete();
+        }
+        self.start_next_pull();
+    }
+
+    /// The relay announced a blob.
+    pub(super) fn on_notify(&mut self, n: Notify) {
+        self.pulls.relay_max = self.pulls.relay_max.max(n.cursor);
+        if n.sender != self.me.device_id && n.cursor > self.pulls.tracker.resume_cursor() {
+            self.reports.sync.on_remote_change();
+            self.reports.emit(SyncEvent::BlobsAvailable {
+                cursor: n.cursor,
+                sender: Some(n.sender),
+            });
+        }
+    }
+
+    pub(super) fn on_pull_request(&mut self, pull: PendingPull) {
+        match self.conn.state() {
+            ConnectionState::Connected { .. }
+            | ConnectionState::Connecting { .. }
+            | ConnectionState::Handshaking { .. } => {
+                self.pulls.queue.push_back(pull);
+                self.start_next_pull();
+            }
+            _ => {
+                pull.reply.fail(ClientError::NotConnected);
+            }
+        }
+    }
+
+    fn start_next_pull(&mut self) {
+        if !self.session.established || self.pulls.round.is_some() {
+            return;
+        }
+        let Some(PendingPull { after, reply }) = self.pulls.queue.pop_front() else {
+            return;
+        };
+        let after = after.unwrap_or_else(|| self.pulls.tracker.resume_cursor());
+        let request_id = self.session.request_id();
+        self.pulls.round = Some(PullRound {
+            request_id,
+            after,
+            ranges: Vec::new(),
+            blobs: Vec::new(),
+            reply,
+        });
+        self.send_pull(request_id, after);
+    }
+
+    fn send_pull(&mut self, request_id: u64, after: Cursor) {
+        self.session.send(Message::Pull(Pull {
+            request_id,
+            after,
+            limit: self.options.pull_page.max(1),
+            max_bytes: None,
+        }));
+    }
+
+    pub(super) fn on_pull_response(&mut self, resp: PullResponse) {
+        let Some(mut round) = self.pulls.round.take() else {
+            return self.session_failed("PullResponse without a pull".into(), true);
+        };
+        if round.request_id != resp.request_id {
+            self.pulls.round = Some(round);
+            return self.session_failed("PullResponse for another request".into(), true);
+        }
+        // Entries must be ascending and after the page's cursor.
+        let mut prev = round.after;
+        for e in &resp.entries {
+            if e.cursor <= prev {
+                self.pulls.round = Some(round);
+                return self.session_failed("PullResponse out of order".into(), true);
+            }
+            prev = e.cursor;
+        }
+        if resp.has_more && resp.entries.is_empty() {
+            self.pulls.round = Some(round);
+            return self.session_failed("empty PullResponse claims more".into(), true);
+        }
+        self.pulls.relay_max = self.pulls.relay_max.max(resp.max_cursor).max(prev);
+        for entry in resp.entries {
+            let own = entry.sender == self.me.device_id || self.pulls.tracker.is_own(entry.cursor);
+            if own && round.reply.skips_own() && !self.options.deliver_own {
+                continue;
+            }
+            match open(
+                &self.me.keys,
+                &self.me.group_id,
+                &entry.blob_id,
+                &entry.sender,
+                &entry.payload,
+            ) {
+                Ok(opened) => round.blobs.push(Blob {
+                    data: opened.plaintext,
+                    sender: opened.sender,
+                    cursor: entry.cursor,
+                    blob_id: entry.blob_id,
+                    timestamp_ms: entry.timestamp_ms,
+                }),
+                Err(error) => {
+                    warn!(cursor = %entry.cursor, %error, "pulled blob refused; skipped");
+                    self.reports.emit(SyncEvent::BlobRejected {
+                        cursor: entry.cursor,
+                        blob_id: entry.blob_id,
+                        sender: entry.sender,
+                        error,
+                    });
+                }
+            }
+        }
+        // With has_more = false the page and max_cursor come from one snapshot: everything in
+        // (after, max_cursor] was returned (holes are expired or deleted blobs).
+        let through = if resp.has_more {
+            prev
+        } else {
+            prev.max(resp.max_cursor)
+        };
+        round.ranges.push((round.after, through));
+        if resp.has_more {
+            round.after = through;
+            round.request_id = self.session.request_id();
+            let (id, after) = (round.request_id, round.after);
+            self.pulls.round = Some(round);
+            self.send_pull(id, after);
+        } else {
+            self.finish_round(round, None);
+            self.start_next_pull();
+        }
+    }
+
+    /// The relay refused a page of the round in progress: the caller gets what was collected
+    /// so far, or the refusal if nothing was; the next pull starts.
+    pub(super) fn on_pull_refused(&mut self, e: WireError) {
+        if let Some(round) = self.pulls.round.take() {
+            self.finish_round(round, Some(rejected(e, None)));
+        }
+        self.start_next_pull();
+    }
+
+    /// The session ended: the round in progress ends with what it collected, waiting pulls
+    /// fail.
+    pub(super) fn pulls_session_lost(&mut self) {
+        if let Some(round) = self.pulls.round.take() {
+            self.finish_round(round, Some(ClientError::NotConnected));
+        }
+        for waiter in self.pulls.queue.drain(..) {
+            waiter.reply.fail(ClientError::NotConnected);
+        }
+    }
+
+    /// Hands a round's blobs to its caller and, only if the caller took them, records their
+    /// cursors (`Pull`), or leaves that to `CommitPull` (`PullUncommitted`). With `error` and no
+    /// blobs collected, reports the error instead.
+    fn finish_round(&mut self, round: PullRound, error: Option<ClientError>) {
+        let PullRound {
+            ranges,
+            blobs,
+            reply,
+            ..
+        } = round;
+        if reply.is_closed() {
+            // The caller gave up: nothing is delivered, nothing is recorded.
+            return;
+        }
+        let complete = error.is_none();
+        let blobs = match error {
+            Some(e) if blobs.is_empty() && ranges.is_empty() => return reply.fail(e),
+            _ => blobs,
+        };
+        match reply {
+            RoundReply::Reread(tx) => {
+                let _ = tx.send(Ok(blobs));
+            }
+            RoundReply::Record(tx) => {
+                let count = blobs.len();
+                let senders = blobs_senders(&blobs);
+                let resume = self.record_pulled(&ranges, complete, senders);
+                let _ = tx.send(Ok(blobs));
+                self.reports.emit(SyncEvent::Received {
+                    count,
+                    resume_cursor: resume,
+                });
+            }
+            RoundReply::Batch(tx) => {
+                // What the commit will give, computed on a copy: nothing is recorded yet.
+                let mut preview = self.pulls.tracker.clone();
+                for (after, through) in &ranges {
+                    let _ = preview.received_range(*after, *through);
+                }
+                let _ = tx.send(Ok(PullBatch {
+                    blobs,
+                    resume_cursor: preview.resume_cursor(),
+                    relay: self.pulls.tracker_relay,
+                    ranges,
+                    complete,
+                }));
+            }
+        }
+    }
+
+    /// Records pulled ranges and their senders' activity; returns the resume cursor.
+    fn record_pulled(
+        &mut self,
+        ranges: &[(Cursor, Cursor)],
+        complete: bool,
+        senders: Vec<(DeviceId, u64, u64)>,
+    ) -> Cursor {
+        self.pulls.device_notes.extend(senders);
+        for (after, through) in ranges {
+            if let Err(e) = self.pulls.tracker.received_range(*after, *through) {
+                debug!(error = %e, "pulled range not recorded");
+            }
+        }
+        if complete && self.pulls.tracker.resume_cursor() >= self.pulls.relay_max {
+            self.reports.sync.on_pull_complete();
+        }
+        self.publish_status();
+        self.pulls.tracker.resume_cursor()
+    }
+
+    /// Records a `PullUncommitted` batch and persists the resume cursor before answering. A
+    /// batch pulled from another relay (the client switched since) records nothing: its blobs
+    /// come again from this relay's log.
+    pub(super) fn commit_pull(
+        &mut self,
+        relay: Option<RelayId>,
+        ranges: &[(Cursor, Cursor)],
+        complete: bool,
+        count: usize,
+        senders: Vec<(DeviceId, u64, u64)>,
+    ) -> Result<Cursor, ClientError> {
+        if relay.is_none() || relay != self.pulls.tracker_relay {
+            return Ok(self.pulls.tracker.resume_cursor());
+        }
+        let resume = self.record_pulled(ranges, complete, senders);
+        self.flush_store();
+        if self.pulls.persisted_cursor != resume {
+            return Err(ClientError::Store(StoreError::Failed(
+                "the resume cursor could not be stored".into(),
+            )));
+        }
+        self.reports.emit(SyncEvent::Received {
+            count,
+            resume_cursor: resume,
+        });
+        Ok(resume)
+    }
+}
