@@ -24,8 +24,6 @@ use crate::store::Store;
 use crate::types::{Blob, ClientConfig, ClientStatus, GroupChoice, PullBatch, Receipt, SyncEvent};
 use sync_core::GroupMaterial;
 
-const DEFAULT_DEVICE_NAME: &str = "device";
-
 fn os_seeded_rng() -> Result<ChaCha20Rng, StoreError> {
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::fill(seed.as_mut_slice()).map_err(|_| StoreError::Random)?;
@@ -80,15 +78,10 @@ impl SyncClient {
         } = config;
         let store = Store::open(&store, options.store_sync)?;
         let device = store.device_key_or_create()?;
-        let device_name = match device_name {
-            Some(name) => {
-                store.set_device_name(&name)?;
-                name
-            }
-            None => store
-                .device_name()?
-                .unwrap_or_else(|| DEFAULT_DEVICE_NAME.to_string()),
-        };
+        // The name stays on this device (the CLI and apps show it); it is never sent.
+        if let Some(name) = device_name {
+            store.set_device_name(&name)?;
+        }
         let group = match group {
             GroupChoice::Stored(id) => store.select_group(id.as_ref())?,
             GroupChoice::Use(material) => {
@@ -137,7 +130,6 @@ impl SyncClient {
             store,
             transport,
             device: device.clone(),
-            device_name,
             keys: Arc::clone(&keys),
             outbox,
             status,

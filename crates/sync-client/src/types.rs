@@ -97,7 +97,8 @@ pub struct ClientConfig {
     pub transport: Arc<dyn Transport>,
     /// Which group to sync.
     pub group: GroupChoice,
-    /// Name shown to the relay and other devices; `None` keeps the stored one (or "device").
+    /// This device's name, kept in its store for the app and the CLI (it is never sent to the
+    /// relay); `None` keeps the stored one.
     pub device_name: Option<String>,
     /// Tunables.
     pub options: ClientOptions,

@@ -188,7 +188,7 @@ check("invite.random.qr", "0ksync1:" + base64.urlsafe_b64encode(vb("invite.rando
 # Frames.
 blob_id, sealed = vb("frame.push.blob_id"), vb("frame.push.payload")
 f = lambda n: "frame." + n
-check(f("hello"), frame(0x01, [mp_uint(vu(f("hello.request_id"))), mp_uint(vu(f("hello.version"))), mp_str(vt(f("hello.device_name"))),
+check(f("hello"), frame(0x01, [mp_uint(vu(f("hello.request_id"))), mp_uint(vu(f("hello.version"))),
       mp_bin(vb(f("hello.group_id"))), mp_uint(vu(f("hello.last_cursor"))), mp_bin(vb(f("hello.auth_signature"))),
       mp_opt(vopt(f("hello.admission_token"), vb), mp_bin)]))
 limits = [mp_uint(vu(f("welcome." + k))) for k in ("max_blob_bytes", "max_frame_bytes", "max_pull_count", "max_pull_bytes",

@@ -47,7 +47,6 @@ fn hello(v: &Vectors) {
     let msg = Hello {
         request_id: v.uint(&f("request_id")),
         version: u16::try_from(v.uint(&f("version"))).unwrap(),
-        device_name: v.text(&f("device_name")),
         group_id: GroupId::from_bytes(v.array(&f("group_id"))),
         last_cursor: Cursor::new(v.uint(&f("last_cursor"))),
         auth_signature: v.array(&f("auth_signature")),

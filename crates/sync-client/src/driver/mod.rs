@@ -62,7 +62,6 @@ pub(crate) struct DriverParts {
     pub(crate) store: Store,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) device: DeviceKey,
-    pub(crate) device_name: String,
     pub(crate) keys: Arc<GroupKeys>,
     pub(crate) outbox: Outbox,
     pub(crate) status: SyncStatusTracker,
@@ -78,8 +77,6 @@ pub(crate) struct DriverParts {
 struct Member {
     device: DeviceKey,
     device_id: DeviceId,
-    /// The name shown to the relay in `Hello`.
-    name: String,
     keys: Arc<GroupKeys>,
     group_id: GroupId,
 }
@@ -134,7 +131,6 @@ impl Driver {
             store,
             transport,
             device,
-            device_name,
             keys,
             outbox,
             status,
@@ -153,7 +149,6 @@ impl Driver {
                 device_id: device.device_id(),
                 group_id: keys.group_id(),
                 device,
-                name: device_name,
                 keys,
             },
             options,

@@ -211,7 +211,6 @@ impl Driver {
         let hello = Hello {
             request_id,
             version: PROTOCOL_VERSION,
-            device_name: self.me.name.clone(),
             group_id: self.me.group_id,
             last_cursor: self.pulls.tracker.resume_cursor(),
             auth_signature: signature.0,

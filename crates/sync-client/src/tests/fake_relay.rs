@@ -38,7 +38,8 @@ struct State {
     blobs: Vec<Stored>,
     by_id: HashMap<BlobId, Cursor>,
     push_counts: HashMap<BlobId, usize>,
-    hellos: Vec<(DeviceId, Cursor, String)>,
+    /// Every Hello: the device, its resume cursor and the encoded message.
+    hellos: Vec<(DeviceId, Cursor, Vec<u8>)>,
     sessions: Vec<(u64, DeviceId, mpsc::UnboundedSender<Message>)>,
     tasks: Vec<JoinHandle<()>>,
     next_session: u64,
@@ -109,7 +110,7 @@ impl FakeRelay {
         self.with(|s| s.push_counts.get(id).copied().unwrap_or(0))
     }
 
-    pub(crate) fn hellos(&self) -> Vec<(DeviceId, Cursor, String)> {
+    pub(crate) fn hellos(&self) -> Vec<(DeviceId, Cursor, Vec<u8>)> {
         self.with(|s| s.hellos.clone())
     }
 
@@ -197,8 +198,8 @@ impl FakeRelay {
                 let challenge =
                     HelloChallenge::new(&binding, self.relay_id.as_bytes(), &device, &h.group_id);
                 let refusal = self.with(|s| {
-                    s.hellos
-                        .push((device, h.last_cursor, h.device_name.clone()));
+                    let encoded = Message::Hello(h.clone()).to_bytes().unwrap_or_default();
+                    s.hellos.push((device, h.last_cursor, encoded));
                     if let Some(e) = s.hello_error.take() {
                         return Some(e);
                     }

@@ -121,7 +121,7 @@ async fn wait_connected(c: &SyncClient) {
 }
 
 #[tokio::test]
-async fn handshake_connects_and_sends_the_resume_cursor() {
+async fn handshake_connects_sends_the_resume_cursor_and_keeps_the_name_local() {
     let relay = FakeRelay::new();
     let g = material(1);
     let cfg = config(&relay, StoreLocation::InMemory, GroupChoice::Use(g.clone()))
@@ -134,7 +134,12 @@ async fn handshake_connects_and_sends_the_resume_cursor() {
     assert_eq!(hellos.len(), 1);
     assert_eq!(hellos[0].0, c.device_id());
     assert_eq!(hellos[0].1, Cursor::ZERO);
-    assert_eq!(hellos[0].2, "phone");
+    // The name stays on the device: it never travels to the relay.
+    assert!(!hellos[0].2.is_empty());
+    assert!(
+        !hellos[0].2.windows(5).any(|w| w == b"phone"),
+        "the device name is in the Hello"
+    );
     c.close().await;
     guard("Bye", relay.wait_byes(1)).await; // close says Bye
     assert_eq!(c.status().connection, ConnectionStatus::Disconnected);

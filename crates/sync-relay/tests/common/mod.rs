@@ -74,7 +74,6 @@ pub fn hello_msg(
     Message::Hello(Hello {
         request_id,
         version: PROTOCOL_VERSION,
-        device_name: "test device".into(),
         group_id: keys.group_id(),
         last_cursor: Cursor::ZERO,
         auth_signature: keys.sign_hello(&challenge).0,

@@ -8,16 +8,15 @@ use crate::limits::Limits;
 use crate::payload::Payload;
 use crate::wire::{fixed_bin, len};
 
-/// First frame of a session, client → relay: who this device is, which group it wants, and the
-/// proof that it holds the group's auth key.
+/// First frame of a session, client → relay: which group this device wants and the proof that
+/// it holds the group's auth key. The device is known by its TLS key; its name never travels
+/// to the relay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// Client-chosen id, echoed by `Welcome` or `Error`.
     pub request_id: u64,
     /// Protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
     pub version: u16,
-    /// Human-readable device name (shown in device lists; not secret, not authenticated).
-    pub device_name: String,
     /// The group to join.
     pub group_id: GroupId,
     /// The last cursor this device has pulled from this relay.
@@ -33,10 +32,9 @@ impl Hello {
     /// Exact size of the body's encoding.
     pub fn encoded_len(&self) -> usize {
         len::sum(&[
-            len::array_header(7),
+            len::array_header(6),
             len::uint(self.request_id),
             len::uint(u64::from(self.version)),
-            len::str(self.device_name.len()),
             len::ID32,
             len::uint(self.last_cursor.get()),
             len::SIG64,

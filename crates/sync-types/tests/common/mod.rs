@@ -112,17 +112,15 @@ pub(crate) fn hello() -> impl Strategy<Value = Hello> {
     (
         u64s(),
         any::<u16>(),
-        text(),
         group_id(),
         cursor(),
         prop::array::uniform::<_, 64>(any::<u8>()),
         prop::option::of(payload()),
     )
         .prop_map(
-            |(request_id, version, device_name, group_id, last_cursor, sig, token)| Hello {
+            |(request_id, version, group_id, last_cursor, sig, token)| Hello {
                 request_id,
                 version,
-                device_name,
                 group_id,
                 last_cursor,
                 auth_signature: sig,
