@@ -30,6 +30,7 @@ mod identity;
 mod metrics;
 mod server;
 mod session;
+mod signals;
 mod storage;
 
 pub use config::{
@@ -41,6 +42,7 @@ pub use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Met
 #[cfg(feature = "test-util")]
 pub use server::MemorySession;
 pub use server::{RelayError, RelayHandle, start};
+pub use signals::StopSignals;
 pub use storage::{
     DB_FILE_NAME, InviteLookup, PullEntry, PullPage, PushOutcome, PushReply, PushRequest,
     QuotaKind, SCHEMA, SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sync_relay::{ConfigOverrides, LogFormat, RelayConfig};
+use sync_relay::{ConfigOverrides, LogFormat, RelayConfig, StopSignals};
 
 /// A 0k-sync relay: stores end-to-end encrypted blobs for sync groups, orders them with
 /// per-group cursors and notifies the group's devices, over QUIC (iroh).
@@ -104,6 +104,9 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(config: RelayConfig, ready_json: bool) -> anyhow::Result<()> {
+    // Watched before anything is printed: a supervisor may signal as soon as it reads the
+    // banner, and that signal must drain the relay, not kill it.
+    let mut stop = StopSignals::watch().context("cannot watch SIGTERM and SIGINT")?;
     let data_dir = config.data_dir.clone();
     let relay = sync_relay::start(config)
         .await
@@ -147,25 +150,8 @@ async fn run(config: RelayConfig, ready_json: bool) -> anyhow::Result<()> {
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
 
-    wait_for_signal().await?;
+    stop.recv().await;
     tracing::info!("signal received");
     relay.shutdown().await.context("shutdown failed")?;
     Ok(())
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
 }
