@@ -1,9 +1,11 @@
-//! `sync-stress`: the 0k-sync lab — responder, campaign, impairment proxy, multi-client load.
+//! `sync-stress`: the 0k-sync lab — responder, campaign, impairment proxy, multi-client load,
+//! relay benchmark.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod campaign;
 mod impair_cmd;
 mod load;
@@ -27,6 +29,11 @@ enum Command {
     Impair(impair_cmd::Args),
     /// Many devices against one relay: fan-out latency, refusals, connection churn.
     Load(load::Args),
+    /// End-to-end relay benchmark: throughput, latency, a large group, same-run baselines.
+    Bench(bench_cmd::Args),
+    /// The echo process of the benchmark's QUIC baselines (started by `bench`).
+    #[command(hide = true)]
+    BenchEcho,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +54,8 @@ fn main() -> ExitCode {
             Command::Campaign(args) => campaign::run(args).await,
             Command::Impair(args) => impair_cmd::run(args).await,
             Command::Load(args) => load::run(args).await,
+            Command::Bench(args) => bench_cmd::run(args).await,
+            Command::BenchEcho => bench_cmd::echo().await,
         }
     });
     match result {
