@@ -183,7 +183,10 @@ mod tests {
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         let mut x = 0u64;
         while this_thread_cpu() <= before {
-            assert!(Instant::now() < deadline, "no CPU time seen after 30 s of spinning");
+            assert!(
+                Instant::now() < deadline,
+                "no CPU time seen after 30 s of spinning"
+            );
             for i in 0..100_000u64 {
                 x = std::hint::black_box(x.wrapping_add(i));
             }
