@@ -69,7 +69,7 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PATH")]
     relay_bin: Option<PathBuf>,
     /// Record the relay with `perf record` during each throughput run, into
-    /// PREFIX-<run>.data (needs perf).
+    /// PREFIX-RUN.data, RUN one of 1dev, 16dev, empty-group, full-group (needs perf).
     #[arg(long, value_name = "PREFIX")]
     perf_record: Option<PathBuf>,
     /// With --perf-record: record call graphs too.

@@ -1,7 +1,7 @@
 //! The 0k-sync lab behind the `sync-stress` binary: a responder device, the stress campaign and
 //! its reports, a user-space UDP impairment proxy (QUIC runs over UDP and this kernel has no
 //! `netem`), multi-client load, soak sampling of a relay process, and the end-to-end relay
-//! benchmark ([`bench`]).
+//! benchmark ([`bench`](mod@bench)).
 //!
 //! It drives the real relay and client over real QUIC on loopback (or across machines); it is
 //! not part of the product's data path.

@@ -24,7 +24,7 @@ pub(super) const ECHO_REPLY: usize = 52;
 /// Start of the one line the echo process prints when it is ready, before its dial string.
 pub(super) const READY_PREFIX: &str = "echo ready: ";
 
-/// Runs the echo endpoint until `shutdown` resolves. Prints one line, [`READY_PREFIX`] and its
+/// Runs the echo endpoint until `shutdown` resolves. Prints one line, `echo ready: ` and its
 /// dial string (`ID@127.0.0.1:PORT`), on stdout once it accepts connections.
 pub async fn serve_echo(shutdown: impl Future<Output = ()>) -> Result<(), BenchError> {
     let ep = endpoint(SecretKey::generate(), Some(ECHO_ALPN)).await?;

@@ -67,11 +67,13 @@ pub(super) struct Profile<'a> {
 
 /// Durable push→ack throughput: every device pushes its warm-up frames (untimed), then all
 /// push their timed frames pipelined at once; the clock stops when the last push of every
-/// device is acked (each ack is sent only after its commit). Gives the devices back.
+/// device is acked (each ack is sent only after its commit). Gives the devices back. `label`
+/// names the run's profile, if one is recorded.
 pub(super) async fn throughput(
     relay: &BenchRelay,
     devices: Vec<Load>,
     profile: &Profile<'_>,
+    label: &str,
 ) -> Result<(Run, Vec<Device>), BenchError> {
     let mut ready = Vec::with_capacity(devices.len());
     for (mut d, warm, timed) in devices {
@@ -81,8 +83,7 @@ pub(super) async fn throughput(
     let total: usize = ready.iter().map(|(_, f)| f.len()).sum();
     let commits0 = relay.metric("storage_commits_total").await;
     let ops0 = relay.metric("storage_ops_total").await;
-    let label = format!("{}dev-{total}", ready.len());
-    let perf = Perf::start(profile.prefix, profile.callgraph, relay.pid, &label).await;
+    let perf = Perf::start(profile.prefix, profile.callgraph, relay.pid, label).await;
     let m0 = CpuMark::take(relay.pid);
     let start = Instant::now();
     let tasks: Vec<_> = ready

@@ -12,14 +12,17 @@
 //!
 //! ```sh
 //! cargo build --release -p sync-lab -p sync-relay
-//! target/release/sync-stress bench                    # 1,000,000-blob preload: minutes
-//! target/release/sync-stress bench --preload 100000   # about a minute
-//! target/release/sync-stress bench --quick            # small counts, well under a minute
+//! target/release/sync-stress bench                    # 1,000,000-blob preload (≈ 1 GiB of
+//!                                                     # temporary disk), under a minute
+//! target/release/sync-stress bench --preload 100000   # shorter
+//! target/release/sync-stress bench --quick            # small counts, a few seconds
 //! ```
 //!
 //! `--pushes N` (pushes per throughput run, default 20,000), `--samples N` (latency samples,
 //! default 2,000), `--relay-bin PATH` (default: `sync-relay` next to `sync-stress`, then on
-//! `PATH`). Build both in release: a debug build measures the compiler, not the relay.
+//! `PATH`), `--perf-record PREFIX` (a `perf record` of the relay during each throughput run, into
+//! `PREFIX-1dev.data`, `PREFIX-16dev.data`, `PREFIX-empty-group.data`, `PREFIX-full-group.data`).
+//! Build both in release: a debug build measures the compiler, not the relay.
 //!
 //! # What it prints
 //!

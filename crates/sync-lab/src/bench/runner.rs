@@ -209,7 +209,8 @@ impl Bench<'_> {
         let plan = &self.plan;
 
         let a = Device::open(&relay.peer, &plan.main, DEVICE_A).await?;
-        let (one, mut back) = throughput(&relay, vec![load(a, &plan.one)], &self.profile).await?;
+        let (one, mut back) =
+            throughput(&relay, vec![load(a, &plan.one)], &self.profile, "1dev").await?;
         let mut a = back
             .pop()
             .ok_or_else(|| BenchError::Protocol("device A went missing".into()))?;
@@ -221,7 +222,7 @@ impl Bench<'_> {
         for ((g, pushes), seed) in plan.many.iter().zip(DEVICE_MANY..) {
             loads.push(load(Device::open(&relay.peer, g, seed).await?, pushes));
         }
-        let (many, devices) = throughput(&relay, loads, &self.profile).await?;
+        let (many, devices) = throughput(&relay, loads, &self.profile, "16dev").await?;
         close_all(devices).await;
         (self.f.sixteen_devices_rate, self.f.sixteen_devices_cpu_us) =
             (many.rate, many.cpu.server_us);
@@ -259,10 +260,10 @@ impl Bench<'_> {
         ))?;
         let relay = BenchRelay::start(&self.config.relay_bin, dir.path()).await?;
         let empty = self
-            .one_device(&relay, &self.plan.empty, DEVICE_EMPTY)
+            .one_device(&relay, &self.plan.empty, DEVICE_EMPTY, "empty-group")
             .await?;
         let full = self
-            .one_device(&relay, &self.plan.full, DEVICE_FULL)
+            .one_device(&relay, &self.plan.full, DEVICE_FULL, "full-group")
             .await?;
         relay.stop().await;
         (self.f.empty_group_rate, self.f.full_group_rate) = (empty.rate, full.rate);
@@ -276,15 +277,17 @@ impl Bench<'_> {
         )
     }
 
-    /// A throughput run of one device (from `seed`) in group `g` of `relay`.
+    /// A throughput run (profiled as `label`) of one device (from `seed`) in group `g` of
+    /// `relay`.
     async fn one_device(
         &self,
         relay: &BenchRelay,
         (g, pushes): &(Group, Pushes),
         seed: u64,
+        label: &str,
     ) -> Result<Run, BenchError> {
         let d = Device::open(&relay.peer, g, seed).await?;
-        let (run, back) = throughput(relay, vec![load(d, pushes)], &self.profile).await?;
+        let (run, back) = throughput(relay, vec![load(d, pushes)], &self.profile, label).await?;
         close_all(back).await;
         Ok(run)
     }
