@@ -6,6 +6,7 @@
 //! - [`impair`]: a user-space UDP impairment proxy (QUIC runs over UDP and this kernel has no
 //!   `netem`);
 //! - [`loadgen`]: many devices against one relay, and connection churn;
+//! - [`bench`](mod@bench): the end-to-end relay benchmark against same-run baselines;
 //! - [`soak`]: soak sampling of a relay process and its leak verdict;
 //! - [`events`], [`report`] and [`stats`]: the campaign's event stream, reports and figures;
 //! - [`values`]: human-written values of the command lines (durations, rates, probabilities).
@@ -17,6 +18,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+pub mod bench;
 pub mod campaign;
 pub mod device;
 pub mod events;

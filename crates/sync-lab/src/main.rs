@@ -1,4 +1,5 @@
-//! `sync-stress`: the 0k-sync lab — responder, campaign, impairment proxy, multi-client load.
+//! `sync-stress`: the 0k-sync lab — responder, campaign, impairment proxy, multi-client load,
+//! relay benchmark.
 
 use std::process::ExitCode;
 
@@ -6,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use sync_lab::campaign;
 
+mod bench_cmd;
 mod impair_cmd;
 mod load;
 mod responder;
@@ -28,6 +30,11 @@ enum Command {
     Impair(impair_cmd::Args),
     /// Many devices against one relay: fan-out latency, refusals, connection churn.
     Load(load::Args),
+    /// End-to-end relay benchmark: throughput, latency, a large group, same-run baselines.
+    Bench(bench_cmd::Args),
+    /// The echo process of the benchmark's QUIC baselines (started by `bench`).
+    #[command(hide = true)]
+    BenchEcho,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +58,8 @@ fn main() -> ExitCode {
             }
             Command::Impair(args) => impair_cmd::run(args).await,
             Command::Load(args) => load::run(args).await,
+            Command::Bench(args) => bench_cmd::run(args).await,
+            Command::BenchEcho => bench_cmd::echo().await,
         }
     });
     match result {

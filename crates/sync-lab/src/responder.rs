@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sync_lab::device::{self, INVITE_ENV, Incoming};
 use sync_lab::protocol::{self, Kind};
+use sync_relay::StopSignals;
 use sync_types::{Cursor, bind_addr_for};
 use tokio::sync::mpsc;
 
@@ -54,18 +55,6 @@ pub(crate) fn init_logging() {
         .try_init();
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-pub(crate) async fn stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 #[derive(Debug, Default)]
 struct Counts {
     ping: u64,
@@ -95,14 +84,14 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .bind
         .unwrap_or_else(|| bind_addr_for(&joined.relay.socket_addrs()));
     // Watch the signals before connecting so a stop during the connect is not lost.
-    let stop = stop_signal();
+    let mut signals = StopSignals::watch().context("cannot watch SIGTERM and SIGINT")?;
+    let stop = signals.recv();
     tokio::pin!(stop);
     let client = tokio::select! {
         c = device::connect(&joined, &data_dir, None, bind, "sync-stress responder", args.fast_reconnect) => {
             c.context("cannot start the device")?
         }
-        r = &mut stop => {
-            r?;
+        () = &mut stop => {
             tracing::info!("stopped before connecting");
             return Ok(ExitCode::SUCCESS);
         }
@@ -134,10 +123,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     loop {
         tokio::select! {
-            r = &mut stop => {
-                r?;
-                break;
-            }
+            () = &mut stop => break,
             _ = stats.tick() => log_counts(&counts, started),
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };

@@ -1,0 +1,258 @@
+//! End-to-end relay benchmark (`sync-stress bench`), deployment-shaped.
+//!
+//! The relay is the real `sync-relay` binary in its own process (started through the test kit
+//! on loopback, free ports, its own temporary data dir: SQLite WAL, `synchronous=NORMAL`, rate
+//! limits and group quotas off so the relay itself is measured). This process is the load
+//! generator: one iroh endpoint per device, real QUIC over 127.0.0.1, the real protocol (signed
+//! `Hello`, `Push` frames pipelined up to the relay's `max_in_flight`), with 1 KiB blobs
+//! **sealed before the clock starts** (sealing is the device's cost; it is measured and printed
+//! separately).
+//!
+//! # Running it
+//!
+//! ```sh
+//! cargo build --release -p sync-lab -p sync-relay
+//! target/release/sync-stress bench                    # 1,000,000-blob preload (≈ 1 GiB of
+//!                                                     # temporary disk), under a minute
+//! target/release/sync-stress bench --preload 100000   # shorter
+//! target/release/sync-stress bench --quick            # small counts, a few seconds
+//! ```
+//!
+//! `--pushes N` (pushes per throughput run, default 20,000), `--samples N` (latency samples,
+//! default 2,000), `--relay-bin PATH` (default: `sync-relay` next to `sync-stress`, then on
+//! `PATH`), `--perf-record PREFIX` (a `perf record` of the relay during each throughput run, into
+//! `PREFIX-1dev.data`, `PREFIX-16dev.data`, `PREFIX-empty-group.data`, `PREFIX-full-group.data`).
+//! Build both in release: a debug build measures the compiler, not the relay.
+//!
+//! # What it prints
+//!
+//! - `[device]` sealing one blob (Ed25519 signature + XChaCha20-Poly1305): CPU and wall time
+//!   per blob, for every blob of the run, before any timed run.
+//! - `[baseline] raw SQLite inserts`: rows/s and CPU per row of bare inserts on the relay's own
+//!   schema and writer pragmas, 100 rows per transaction, in this process. What storage alone
+//!   costs on this machine right now.
+//! - `[baseline] raw iroh echo RTT`: p50/p99 of 64-byte round trips on one QUIC stream to an
+//!   echo process (this program re-executed as `sync-stress bench-echo`). The network floor of
+//!   every latency below.
+//! - `[baseline] raw iroh pipelined`: messages/s of push-sized frames pipelined with the same
+//!   window against the echo process, one ack-sized reply each, and the echo process's CPU per
+//!   message. The QUIC-only ceiling of the relay's throughput.
+//! - `[1] push→ack throughput` with 1 device, and with 16 devices in their own groups: durable
+//!   pushes per second (a push counts when its `PushAck`, sent after its commit, is read), with
+//!   the relay process's CPU per push (and its SQLite writer thread's share), the load
+//!   generator's, the cores each kept busy, and pushes per SQLite commit.
+//! - `[2] idle push latency`: p50/p99 from writing one push to reading its ack, one at a time.
+//! - `[3] push(A)→notify(B) latency`: p50/p99 from A writing a push to B reading the `Notify`
+//!   for that blob (and how many got no notify within 5 s).
+//! - `[4]` a second relay whose "full" group already holds `--preload` blobs (written through
+//!   the relay's storage library on its data dir before the binary starts on it): the preload
+//!   rate, then push→ack throughput into an empty group and into the full group of that relay.
+//! - Ratios and this project's targets, each marked `met` or `not met`: relay throughput at
+//!   least 80 % of raw SQLite inserts (1 and 16 devices); idle push p99 at most 1 ms;
+//!   push→notify p99 at most 1.5 ms with no notify missing; a group holding the preload within
+//!   10 % of an empty group's throughput (against run `[1]`'s single device, and within the
+//!   same relay). Also, without target: relay throughput against the pipelined echo ceiling
+//!   and relay CPU per push against the raw SQLite CPU per row.
+//!
+//! The benchmark reports; a missed target never makes it fail. Its exit status says only
+//! whether it could run.
+//!
+//! CPU figures come from `/proc` (per-thread `schedstat`, nanoseconds; Linux only), so they
+//! count every thread of the relay or echo process and of this load generator.
+
+mod cpu;
+mod echo;
+mod measure;
+mod perf;
+mod plan;
+mod preload;
+mod quic_baseline;
+mod relay;
+mod runner;
+mod sealed;
+mod session;
+mod sqlite_baseline;
+mod targets;
+
+use std::ffi::OsString;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use echo::serve_echo;
+pub use runner::run;
+pub use targets::{Figures, Verdict, target_lines};
+
+/// Size of every sealed blob the relay stores.
+pub const SEALED: usize = 1024;
+/// Plaintext size that seals to [`SEALED`] bytes.
+pub const PLAIN: usize = SEALED - sync_crypto::SEAL_OVERHEAD;
+/// Lifetime of the preloaded blobs (the relay's default TTL).
+const TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Pushes per device before each timed run (not timed).
+const WARMUP: usize = 50;
+
+/// Accepted `--preload` values.
+pub const PRELOAD_RANGE: RangeInclusive<usize> = 1..=10_000_000;
+/// Accepted `--pushes` values (16 devices share one run, so at least one push each).
+pub const PUSHES_RANGE: RangeInclusive<usize> = 16..=10_000_000;
+/// Accepted `--samples` values (a tenth more are taken and dropped as warm-up).
+pub const SAMPLES_RANGE: RangeInclusive<usize> = 10..=1_000_000;
+
+/// What one benchmark run does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchConfig {
+    /// Blobs preloaded into the "full" group of the second relay.
+    pub preload: usize,
+    /// Pushes per throughput run.
+    pub pushes: usize,
+    /// Latency samples per latency run.
+    pub samples: usize,
+    /// The `sync-relay` binary.
+    pub relay_bin: PathBuf,
+    /// How to start the echo process: a program and its arguments (`sync-stress bench-echo`).
+    pub echo_command: (PathBuf, Vec<OsString>),
+    /// When set, `perf record` of the relay during each throughput run, into
+    /// `<prefix>-<label>.data`.
+    pub perf_prefix: Option<PathBuf>,
+    /// With `perf_prefix`: record call graphs too (DWARF unwinding).
+    pub perf_callgraph: bool,
+}
+
+impl BenchConfig {
+    /// The defaults of a full run: 1,000,000 preloaded blobs, 20,000 pushes, 2,000 samples.
+    pub fn new(relay_bin: PathBuf, echo_command: (PathBuf, Vec<OsString>)) -> Self {
+        Self {
+            preload: 1_000_000,
+            pushes: 20_000,
+            samples: 2_000,
+            relay_bin,
+            echo_command,
+            perf_prefix: None,
+            perf_callgraph: false,
+        }
+    }
+
+    /// The counts of `--quick`: a short run that still exercises every figure.
+    pub fn quick(mut self) -> Self {
+        self.preload = 5_000;
+        self.pushes = 2_000;
+        self.samples = 200;
+        self
+    }
+
+    /// Checks the counts against [`PRELOAD_RANGE`], [`PUSHES_RANGE`] and [`SAMPLES_RANGE`].
+    pub fn validate(&self) -> Result<(), BenchError> {
+        for (name, value, range) in [
+            ("preload", self.preload, PRELOAD_RANGE),
+            ("pushes", self.pushes, PUSHES_RANGE),
+            ("samples", self.samples, SAMPLES_RANGE),
+        ] {
+            if !range.contains(&value) {
+                return Err(BenchError::Invalid(format!(
+                    "{name} {value} is out of range ({} to {})",
+                    range.start(),
+                    range.end()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a benchmark run could not complete (a missed target is not an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// A count is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// The relay process could not be started.
+    #[error("relay: {0}")]
+    Relay(#[from] sync_testkit::TestkitError),
+    /// The echo process could not be started or did not report ready.
+    #[error("echo process: {0}")]
+    Echo(String),
+    /// A QUIC endpoint, connection or stream failed.
+    #[error("QUIC: {0}")]
+    Quic(String),
+    /// The relay answered something the benchmark did not ask for (e.g. refused a push).
+    #[error("relay answered unexpectedly: {0}")]
+    Protocol(String),
+    /// A frame could not be encoded or decoded.
+    #[error("frame: {0}")]
+    Frame(#[from] sync_types::FrameError),
+    /// Sealing a blob failed.
+    #[error("sealing: {0}")]
+    Crypto(#[from] sync_crypto::CryptoError),
+    /// The relay's storage library failed during the preload.
+    #[error("preload: {0}")]
+    Storage(#[from] sync_relay::StorageError),
+    /// The raw SQLite baseline failed.
+    #[error("raw SQLite baseline: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A file, directory, thread or the output failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+impl BenchError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+}
+
+/// A QUIC failure while doing `what`.
+fn quic_error(what: &str, e: impl std::fmt::Display) -> BenchError {
+    BenchError::Quic(format!("{what}: {e}"))
+}
+
+/// A task or blocking job the benchmark waited on was cancelled or panicked.
+fn joined<T>(r: Result<T, tokio::task::JoinError>, what: &str) -> Result<T, BenchError> {
+    r.map_err(|e| BenchError::Io {
+        what: format!("{what} did not finish"),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BenchConfig {
+        BenchConfig::new("sync-relay".into(), ("sync-stress".into(), Vec::new()))
+    }
+
+    #[test]
+    fn defaults_and_quick_counts_are_valid() {
+        config().validate().unwrap();
+        config().quick().validate().unwrap();
+        assert!(config().quick().preload < config().preload);
+    }
+
+    #[test]
+    fn counts_out_of_range_are_refused() {
+        for bad in [
+            BenchConfig {
+                preload: 0,
+                ..config()
+            },
+            BenchConfig {
+                pushes: 15,
+                ..config()
+            },
+            BenchConfig {
+                samples: 2_000_000,
+                ..config()
+            },
+        ] {
+            assert!(matches!(bad.validate(), Err(BenchError::Invalid(_))));
+        }
+    }
+}

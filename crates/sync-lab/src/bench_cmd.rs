@@ -1,0 +1,104 @@
+//! `sync-stress bench`: the end-to-end relay benchmark ([`sync_lab::bench`]) against the real
+//! `sync-relay` binary, and `sync-stress bench-echo`, the echo process of its QUIC baselines
+//! (started by `bench` itself; hidden from the help).
+//!
+//! Exit codes: 0 when every figure was measured (whether or not the targets are met); 1 when
+//! the run could not complete (relay binary missing or not starting, a session failing);
+//! 2 bad command line (counts out of range).
+
+use std::ffi::OsString;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use sync_lab::bench::{BenchConfig, PRELOAD_RANGE, PUSHES_RANGE, SAMPLES_RANGE, serve_echo};
+use sync_relay::StopSignals;
+use sync_testkit::find_relay_bin;
+
+/// A count within `range` (underscores allowed: 1_000_000).
+fn count_in(s: &str, range: &RangeInclusive<usize>) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if !range.contains(&n) {
+        return Err(format!("must be {} to {}", range.start(), range.end()));
+    }
+    Ok(n)
+}
+
+fn preload(s: &str) -> Result<usize, String> {
+    count_in(s, &PRELOAD_RANGE)
+}
+fn pushes(s: &str) -> Result<usize, String> {
+    count_in(s, &PUSHES_RANGE)
+}
+fn samples(s: &str) -> Result<usize, String> {
+    count_in(s, &SAMPLES_RANGE)
+}
+
+/// Shown after `--help`.
+const AFTER_HELP: &str = "Build both binaries in release first (cargo build --release -p \
+sync-lab -p sync-relay): a debug build measures the compiler. The figures, the same-run \
+baselines and what each means are described in the sync_lab::bench module documentation. \
+Exit codes: 0 every figure measured (targets met or not); 1 the run could not complete; 2 bad \
+command line.";
+
+/// Measures the relay end to end over real QUIC on loopback: push→ack throughput (1 and 16
+/// devices), idle push latency, push→notify latency, throughput into a group holding many
+/// blobs; with same-run baselines (raw SQLite inserts, raw iroh echo) and the relay's CPU per
+/// push. Prints the figures, the ratios and whether each of this project's targets is met.
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub(crate) struct Args {
+    /// Blobs preloaded into the large group (1 to 10,000,000; default 1,000,000, 5,000 with
+    /// --quick).
+    #[arg(long, value_name = "N", value_parser = preload)]
+    preload: Option<usize>,
+    /// Pushes per throughput run (16 to 10,000,000; default 20,000, 2,000 with --quick).
+    #[arg(long, value_name = "N", value_parser = pushes)]
+    pushes: Option<usize>,
+    /// Latency samples per latency run (10 to 1,000,000; default 2,000, 200 with --quick).
+    #[arg(long, value_name = "N", value_parser = samples)]
+    samples: Option<usize>,
+    /// A short run with small counts (well under a minute); explicit counts still apply.
+    #[arg(long)]
+    quick: bool,
+    /// The sync-relay binary (default: next to sync-stress, then on PATH).
+    #[arg(long, value_name = "PATH")]
+    relay_bin: Option<PathBuf>,
+    /// Record the relay with `perf record` during each throughput run, into
+    /// PREFIX-RUN.data, RUN one of 1dev, 16dev, empty-group, full-group (needs perf).
+    #[arg(long, value_name = "PREFIX")]
+    perf_record: Option<PathBuf>,
+    /// With --perf-record: record call graphs too.
+    #[arg(long, requires = "perf_record")]
+    perf_callgraph: bool,
+}
+
+/// Runs the benchmark, printing to stdout.
+pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let relay_bin = find_relay_bin(args.relay_bin.as_deref())?;
+    let own = std::env::current_exe().context("cannot find this program to start its echo")?;
+    let mut config = BenchConfig::new(relay_bin, (own, vec![OsString::from("bench-echo")]));
+    if args.quick {
+        config = config.quick();
+    }
+    config.preload = args.preload.unwrap_or(config.preload);
+    config.pushes = args.pushes.unwrap_or(config.pushes);
+    config.samples = args.samples.unwrap_or(config.samples);
+    config.perf_prefix = args.perf_record;
+    config.perf_callgraph = args.perf_callgraph;
+    let mut out = std::io::stdout();
+    sync_lab::bench::run(&config, &mut out).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The echo process: serves until SIGTERM or Ctrl-C.
+pub(crate) async fn echo() -> anyhow::Result<ExitCode> {
+    let mut signals = StopSignals::watch().context("cannot watch SIGTERM and SIGINT")?;
+    serve_echo(async move { signals.recv().await }).await?;
+    Ok(ExitCode::SUCCESS)
+}
