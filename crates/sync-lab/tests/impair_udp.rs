@@ -40,6 +40,19 @@ async fn receive(
     sent: u64,
     base: Instant,
 ) -> Vec<(u64, Duration)> {
+    receive_counting(sock, proxy, sent, base, &tokio::sync::watch::channel(0).0).await
+}
+
+/// [`receive`], publishing how many packets were read so far on `read`, so a sender can keep
+/// the socket's buffer from overflowing on a busy machine (the kernel would drop what the
+/// proxy forwarded, and the test could not tell that from the proxy's own drops).
+async fn receive_counting(
+    sock: &UdpSocket,
+    proxy: &ProxyHandle,
+    sent: u64,
+    base: Instant,
+    read: &tokio::sync::watch::Sender<u64>,
+) -> Vec<(u64, Duration)> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 2048];
     loop {
@@ -56,6 +69,7 @@ async fn receive(
         let now = base.elapsed().as_nanos() as u64;
         let (seq, at) = parse(&buf[..n]);
         got.push((seq, Duration::from_nanos(now - at)));
+        read.send_replace(got.len() as u64);
     }
 }
 
@@ -182,23 +196,33 @@ async fn loss_rate_over_10k_packets_is_within_tolerance_and_reproducible() {
         .await;
         let base = Instant::now();
         let to = proxy.local_addr();
-        // Paced in small bursts so the loopback socket buffers never overflow.
-        let (got, ()) = tokio::join!(receive(&server, &proxy, N, base), async {
-            for chunk in 0..N / 100 {
-                for i in 0..100 {
-                    client
-                        .send_to(&packet(chunk * 100 + i, base, 100), to)
+        let (read_tx, read_rx) = tokio::sync::watch::channel(0);
+        // Paced in small bursts, each one read before the next is sent, so the loopback socket
+        // buffers never overflow.
+        let (got, ()) = tokio::join!(
+            receive_counting(&server, &proxy, N, base, &read_tx),
+            async {
+                let mut read_rx = read_rx;
+                for chunk in 0..N / 100 {
+                    for i in 0..100 {
+                        client
+                            .send_to(&packet(chunk * 100 + i, base, 100), to)
+                            .await
+                            .unwrap();
+                    }
+                    let s = proxy
+                        .wait_for(GUARD, |s| {
+                            s.up.received == (chunk + 1) * 100 && s.in_flight == 0
+                        })
                         .await
                         .unwrap();
+                    tokio::time::timeout(GUARD, read_rx.wait_for(|n| *n >= s.up.forwarded))
+                        .await
+                        .expect("the burst is read (guard)")
+                        .unwrap();
                 }
-                proxy
-                    .wait_for(GUARD, |s| {
-                        s.up.received == (chunk + 1) * 100 && s.in_flight == 0
-                    })
-                    .await
-                    .unwrap();
             }
-        });
+        );
         let s = proxy.stats();
         assert_eq!(s.up.received, N);
         assert_eq!(
