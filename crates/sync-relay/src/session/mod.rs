@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use governor::DefaultDirectRateLimiter;
-use sync_types::{BlobId, DeviceId, ErrorCode, GroupId, Message, Welcome, WireError};
+use sync_types::{DeviceId, ErrorCode, GroupId, Message, Welcome, WireError};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -165,7 +165,7 @@ where
         cancel: CancellationToken::new(),
         in_flight: Arc::new(Semaphore::new(ctx.config.max_in_flight.max(1) as usize)),
         limiter: bucket(ctx.config.session_push_rate, ctx.config.session_push_burst),
-        deferred: std::sync::Mutex::new(None),
+        deferred: push::Deferral::default(),
         pushes: AtomicU64::new(0),
         ctx: Arc::clone(&ctx),
     });
@@ -209,10 +209,8 @@ struct Session {
     cancel: CancellationToken,
     in_flight: Arc<Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
-    /// The push last refused with `RateLimited`, and when its retry hint ends. Until the device
-    /// sends that blob again, every other push of this session is refused too: pushes that were
-    /// already in flight behind it must not overtake it, so one sender's blobs keep their order.
-    deferred: std::sync::Mutex<Option<(BlobId, Instant)>>,
+    /// The push last refused with `RateLimited` (other pushes wait behind it).
+    deferred: push::Deferral,
     pushes: AtomicU64,
     ctx: Arc<RelayCtx>,
 }

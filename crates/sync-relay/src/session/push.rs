@@ -33,6 +33,36 @@ fn take_token(limiter: Option<&DefaultDirectRateLimiter>) -> Result<(), Duration
         .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
 }
 
+/// The push of a session last refused with `RateLimited`, and when its retry hint ends. Until
+/// the device sends that blob again, other pushes of the session are refused too: pushes that
+/// were already in flight behind it must not overtake it, so one sender's blobs keep their
+/// order. Once the hint has passed the hold is lifted, so a device that gave up on the refused
+/// blob is not refused forever.
+#[derive(Debug, Default)]
+pub(super) struct Deferral(std::sync::Mutex<Option<(BlobId, Instant)>>);
+
+impl Deferral {
+    /// Whether a push of `blob_id` arriving at `now` must wait behind the refused push, and for
+    /// how long. The refused blob itself is let through (to the limiters) and lifts the hold;
+    /// so does the end of the retry hint.
+    pub(super) fn check(&self, blob_id: BlobId, now: Instant) -> Option<Duration> {
+        let mut deferred = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match *deferred {
+            Some((blocked, until)) if blocked == blob_id || until <= now => {
+                *deferred = None;
+                None
+            }
+            Some((_, until)) => Some(until.saturating_duration_since(now)),
+            None => None,
+        }
+    }
+
+    /// Records that `blob_id` was refused until `until`; later pushes queue up behind it.
+    pub(super) fn defer(&self, blob_id: BlobId, until: Instant) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((blob_id, until));
+    }
+}
+
 /// A push queued to storage whose answer the FIFO ack task awaits.
 pub(super) struct PendingPush {
     request_id: u64,
@@ -76,7 +106,7 @@ impl Session {
             );
             return self.send_error(reject(err)).await;
         }
-        if let Some(wait) = self.deferral(push.blob_id, started) {
+        if let Some(wait) = self.deferred.check(push.blob_id, started) {
             let err = WireError::new(
                 ErrorCode::RateLimited,
                 "an earlier push of this session was rate limited; send it again first",
@@ -86,7 +116,7 @@ impl Session {
         }
         for limiter in [self.limiter.as_ref(), ctx.global_push.as_ref()] {
             if let Err(wait) = take_token(limiter) {
-                self.defer(push.blob_id, started + wait);
+                self.deferred.defer(push.blob_id, started + wait);
                 let err = WireError::new(ErrorCode::RateLimited, "too many pushes")
                     .retry_after_ms(millis(wait).max(1));
                 return self.send_error(reject(err)).await;
@@ -115,27 +145,6 @@ impl Session {
             }
             Err(e) => self.send_error(reject(storage_error(ctx, &e))).await,
         }
-    }
-
-    /// Whether a push of `blob_id` must wait behind an earlier rate-limited push of this
-    /// session, and for how long. The refused blob itself is let through (to the limiters) and
-    /// lifts the block.
-    fn deferral(&self, blob_id: BlobId, now: Instant) -> Option<Duration> {
-        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        match *deferred {
-            Some((blocked, _)) if blocked == blob_id => {
-                *deferred = None;
-                None
-            }
-            Some((_, until)) => Some(until.saturating_duration_since(now)),
-            None => None,
-        }
-    }
-
-    /// Records that `blob_id` was refused until `until`; later pushes queue up behind it.
-    fn defer(&self, blob_id: BlobId, until: Instant) {
-        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        *deferred = Some((blob_id, until));
     }
 
     /// Answers queued pushes in queue order (which is commit order): `PushAck`, then `Notify`
@@ -175,5 +184,39 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> BlobId {
+        BlobId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn a_deferral_holds_other_pushes_until_the_refused_blob_returns() {
+        let d = Deferral::default();
+        let t0 = Instant::now();
+        assert_eq!(d.check(id(1), t0), None, "nothing deferred yet");
+        d.defer(id(1), t0 + Duration::from_millis(500));
+        let wait = d.check(id(2), t0 + Duration::from_millis(100));
+        assert_eq!(wait, Some(Duration::from_millis(400)));
+        // The refused blob lifts the hold.
+        assert_eq!(d.check(id(1), t0 + Duration::from_millis(200)), None);
+        assert_eq!(d.check(id(2), t0 + Duration::from_millis(200)), None);
+    }
+
+    #[test]
+    fn a_deferral_clears_once_its_retry_hint_has_passed() {
+        let d = Deferral::default();
+        let t0 = Instant::now();
+        d.defer(id(1), t0 + Duration::from_millis(500));
+        // The device abandoned blob 1: once the hint is over, other pushes go through, and keep
+        // going through.
+        assert_eq!(d.check(id(2), t0 + Duration::from_millis(500)), None);
+        assert_eq!(d.check(id(3), t0 + Duration::from_millis(501)), None);
+        assert_eq!(d.check(id(3), t0 + Duration::from_secs(60)), None);
     }
 }
