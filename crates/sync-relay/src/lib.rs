@@ -28,6 +28,7 @@ mod http;
 mod hub;
 mod identity;
 mod metrics;
+mod outbox;
 mod server;
 mod session;
 mod storage;
@@ -42,7 +43,7 @@ pub use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Met
 pub use server::MemorySession;
 pub use server::{RelayError, RelayHandle, start};
 pub use storage::{
-    DB_FILE_NAME, InviteLookup, PullEntry, PullPage, PushOutcome, PushReply, PushRequest,
-    QuotaKind, SCHEMA, SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits,
-    StorageStats, Synchronous, WriterMetrics,
+    CommitHook, CommitReport, CommittedPush, DB_FILE_NAME, InviteLookup, PullEntry, PullPage,
+    PushOutcome, PushReply, PushRequest, QuotaKind, SCHEMA, SqliteConfig, SqliteStorage, Storage,
+    StorageError, StorageLimits, StorageStats, Synchronous, WriterMetrics,
 };

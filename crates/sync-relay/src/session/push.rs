@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use sync_types::{BlobId, ErrorCode, Message, Notify, PushAck, WireError};
+use sync_types::{BlobId, ErrorCode, Message, PushAck, WireError};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::{Session, millis, now_ms, storage_error};
-use crate::storage::{PushReply, PushRequest, Storage};
+use super::{Session, millis, now_ms, short_hash, storage_error};
+use crate::storage::{PushReply, PushRequest, Storage, StorageError};
 
 /// A token bucket of `rate` per second with room for `burst`; `None` when `rate` is 0.
 pub(crate) fn bucket(rate: u32, burst: u32) -> Option<DefaultDirectRateLimiter> {
@@ -67,9 +67,10 @@ impl Deferral {
 pub(super) struct PendingPush {
     request_id: u64,
     blob_id: BlobId,
-    size: u32,
     started: Instant,
     reply: PushReply,
+    /// The payload's share of the session's push bytes, given back at the commit.
+    bytes: OwnedSemaphorePermit,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -79,6 +80,7 @@ impl Session {
         &self,
         push: sync_types::Push,
         permit: OwnedSemaphorePermit,
+        bytes: OwnedSemaphorePermit,
         acks: &mpsc::Sender<PendingPush>,
     ) {
         let ctx = &self.ctx;
@@ -135,9 +137,9 @@ impl Session {
                 let pending = PendingPush {
                     request_id: push.request_id,
                     blob_id: push.blob_id,
-                    size: u32::try_from(size).unwrap_or(u32::MAX),
                     started,
                     reply,
+                    bytes,
                     _permit: permit,
                 };
                 // Room is guaranteed: the channel holds max_in_flight and each entry a permit.
@@ -147,18 +149,18 @@ impl Session {
         }
     }
 
-    /// Answers queued pushes in queue order (which is commit order): `PushAck`, then `Notify`
-    /// to the group's other sessions.
+    /// Answers queued pushes in queue order (which is commit order) with `PushAck` or a typed
+    /// error. Notifications and the push counters come from the commit itself (the relay's
+    /// commit hook), so they happen whatever becomes of this session.
     pub(super) async fn ack_loop(self: Arc<Self>, mut pending: mpsc::Receiver<PendingPush>) {
         let ctx = Arc::clone(&self.ctx);
         while let Some(p) = pending.recv().await {
-            match p.reply.await {
+            let outcome = p.reply.await;
+            drop(p.bytes);
+            match outcome {
                 Ok(outcome) => {
                     ctx.metrics.push_commit_seconds.observe(p.started.elapsed());
-                    if outcome.duplicate {
-                        ctx.metrics.push_duplicates_total.inc();
-                    } else {
-                        ctx.metrics.pushes_total.inc();
+                    if !outcome.duplicate {
                         self.pushes.fetch_add(1, Ordering::Relaxed);
                     }
                     self.send(Message::PushAck(PushAck {
@@ -168,17 +170,19 @@ impl Session {
                         server_time_ms: outcome.stored_at_ms,
                     }))
                     .await;
-                    if !outcome.duplicate {
-                        let n = Notify {
-                            cursor: outcome.cursor,
-                            blob_id: p.blob_id,
-                            sender: self.peer,
-                            size: p.size,
-                        };
-                        ctx.hub.notify(&self.group, self.id, &n, &ctx.metrics);
-                    }
                 }
                 Err(e) => {
+                    if matches!(e, StorageError::BlobConflict) {
+                        tracing::info!(
+                            target: "sync_relay::audit",
+                            event = "push_refused",
+                            session = self.id,
+                            device = %self.peer.short(),
+                            group = %self.group.short(),
+                            blob = %short_hash(p.blob_id.as_bytes()),
+                            reason = ErrorCode::Conflict.name(),
+                        );
+                    }
                     self.send_error(storage_error(&ctx, &e).for_request(p.request_id))
                         .await;
                 }
