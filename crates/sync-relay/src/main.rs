@@ -104,6 +104,8 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(config: RelayConfig, ready_json: bool) -> anyhow::Result<()> {
+    // Watched before the relay reports ready: a supervisor may send SIGTERM right after.
+    let signalled = watch_signals()?;
     let data_dir = config.data_dir.clone();
     let relay = sync_relay::start(config)
         .await
@@ -147,25 +149,30 @@ async fn run(config: RelayConfig, ready_json: bool) -> anyhow::Result<()> {
     let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     drop(out);
 
-    wait_for_signal().await?;
+    signalled.await;
     tracing::info!("signal received");
     relay.shutdown().await.context("shutdown failed")?;
     Ok(())
 }
 
+/// Starts watching SIGTERM and SIGINT; the future ends when one arrives.
 #[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
+fn watch_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
+/// Starts watching Ctrl-C; the future ends when it arrives.
 #[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await.context("cannot watch Ctrl-C")
+fn watch_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

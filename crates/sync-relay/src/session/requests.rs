@@ -83,7 +83,14 @@ impl Session {
                 tracing::debug!(session = self.id, "requests still open at session end");
             }
         }
-        acks.abort();
+        if matches!(end, SessionEnd::Lost | SessionEnd::WriteStalled) {
+            // No ack can be sent any more (the outbox is closed), but the pushes already queued
+            // keep their share of the session's push bytes until they are committed: the
+            // session's slot accounts for them until then.
+            let _ = tokio::time::timeout(ctx.config.drain_timeout, acks).await;
+        } else {
+            acks.abort();
+        }
         let last = match (&end, last) {
             (_, Some(err)) => Some(Message::Error(err)),
             (SessionEnd::Shutdown, None) => Some(Message::Bye(Bye {
