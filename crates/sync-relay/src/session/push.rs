@@ -33,28 +33,38 @@ fn take_token(limiter: Option<&DefaultDirectRateLimiter>) -> Result<(), Duration
         .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
 }
 
+/// How long after its retry hint a deferral still holds the session's other pushes back. A
+/// device re-sends the refused blob when the hint ends; pushes it had in flight behind it may
+/// arrive a little later and must not overtake it. Past this, the device is taken to have
+/// abandoned the blob and the hold is lifted.
+const DEFERRAL_GRACE: Duration = Duration::from_secs(5);
+
 /// The push of a session last refused with `RateLimited`, and when its retry hint ends. Until
 /// the device sends that blob again, other pushes of the session are refused too: pushes that
 /// were already in flight behind it must not overtake it, so one sender's blobs keep their
-/// order. Once the hint has passed the hold is lifted, so a device that gave up on the refused
-/// blob is not refused forever.
+/// order. A device that gives up on the refused blob is not refused forever: the hold is lifted
+/// [`DEFERRAL_GRACE`] after the hint ended.
 #[derive(Debug, Default)]
 pub(super) struct Deferral(std::sync::Mutex<Option<(BlobId, Instant)>>);
 
 impl Deferral {
     /// Whether a push of `blob_id` arriving at `now` must wait behind the refused push, and for
     /// how long. The refused blob itself is let through (to the limiters) and lifts the hold;
-    /// so does the end of the retry hint.
+    /// so does the end of the grace after the retry hint.
     pub(super) fn check(&self, blob_id: BlobId, now: Instant) -> Option<Duration> {
         let mut deferred = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match *deferred {
-            Some((blocked, until)) if blocked == blob_id || until <= now => {
-                *deferred = None;
-                None
-            }
-            Some((_, until)) => Some(until.saturating_duration_since(now)),
-            None => None,
+        let (blocked, until) = (*deferred)?;
+        let lifted = until + DEFERRAL_GRACE;
+        if blocked == blob_id || lifted <= now {
+            *deferred = None;
+            return None;
         }
+        // Before the hint ends, wait for it; after, for the end of the grace.
+        Some(if now < until {
+            until - now
+        } else {
+            lifted - now
+        })
     }
 
     /// Records that `blob_id` was refused until `until`; later pushes queue up behind it.
@@ -213,14 +223,19 @@ mod tests {
     }
 
     #[test]
-    fn a_deferral_clears_once_its_retry_hint_has_passed() {
+    fn a_deferral_clears_once_its_retry_hint_and_grace_have_passed() {
         let d = Deferral::default();
         let t0 = Instant::now();
-        d.defer(id(1), t0 + Duration::from_millis(500));
-        // The device abandoned blob 1: once the hint is over, other pushes go through, and keep
-        // going through.
-        assert_eq!(d.check(id(2), t0 + Duration::from_millis(500)), None);
-        assert_eq!(d.check(id(3), t0 + Duration::from_millis(501)), None);
+        let until = t0 + Duration::from_millis(500);
+        d.defer(id(1), until);
+        // Just after the hint, pushes in flight behind blob 1 still wait for it (with a hint
+        // to the end of the grace, never a zero one).
+        let wait = d.check(id(2), until + Duration::from_millis(100));
+        assert_eq!(wait, Some(DEFERRAL_GRACE - Duration::from_millis(100)));
+        // The device abandoned blob 1: once the grace is over, other pushes go through, and
+        // keep going through.
+        assert_eq!(d.check(id(2), until + DEFERRAL_GRACE), None);
+        assert_eq!(d.check(id(3), until + DEFERRAL_GRACE), None);
         assert_eq!(d.check(id(3), t0 + Duration::from_secs(60)), None);
     }
 }

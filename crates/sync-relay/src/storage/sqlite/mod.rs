@@ -4,7 +4,9 @@
 //! - [`schema`]: the tables, the version and application id checks, the writer's pragmas.
 //! - [`readers`]: the read-only connection pool and the reads (pull, max cursor, audit).
 //! - [`writer`]: the writer thread, its command queue and the batch context of group commit.
-//! - [`ops`]: the write operations (push, delete, cleanup, invites).
+//! - [`ops`]: the write operations that store (push, invites).
+//! - [`removal`]: the write operations that remove (delete, cleanup, forgotten ids, idle
+//!   groups).
 //!
 //! Writes go through a bounded channel to the writer thread, which owns the only read-write
 //! connection; a caller is answered only after its batch committed. Reads run on read-only
@@ -12,6 +14,7 @@
 
 mod ops;
 mod readers;
+mod removal;
 mod schema;
 mod writer;
 
@@ -26,10 +29,9 @@ use rusqlite::{Connection, OpenFlags};
 use sync_types::{BlobId, Cursor, GroupId};
 use tokio::sync::mpsc;
 
-use self::ops::{
-    CleanupOp, DeleteOp, DropIdleGroupsOp, ForgetOp, InvitePutOp, InviteTakeOp, PushOp,
-};
+use self::ops::{InvitePutOp, InviteTakeOp, PushOp};
 use self::readers::{ReaderPool, audit_blocking, max_cursor_blocking, pull_blocking};
+use self::removal::{CleanupOp, DeleteOp, DropIdleGroupsOp, ForgetOp};
 use self::writer::{Command, Shared, Writer};
 use super::{
     CommitHook, InviteLookup, PullPage, PushOutcome, PushReply, PushRequest, QuotaKind, Storage,
