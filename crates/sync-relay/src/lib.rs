@@ -28,6 +28,7 @@ mod http;
 mod hub;
 mod identity;
 mod metrics;
+mod outbox;
 mod server;
 mod session;
 mod signals;
@@ -44,7 +45,7 @@ pub use server::MemorySession;
 pub use server::{RelayError, RelayHandle, start};
 pub use signals::StopSignals;
 pub use storage::{
-    DB_FILE_NAME, InviteLookup, PullEntry, PullPage, PushOutcome, PushReply, PushRequest,
-    QuotaKind, SCHEMA, SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits,
-    StorageStats, Synchronous, WriterMetrics,
+    CommitHook, CommitReport, CommittedPush, DB_FILE_NAME, InviteLookup, PullEntry, PullPage,
+    PushOutcome, PushReply, PushRequest, QuotaKind, SCHEMA, SqliteConfig, SqliteStorage, Storage,
+    StorageError, StorageLimits, StorageStats, Synchronous, WriterMetrics,
 };

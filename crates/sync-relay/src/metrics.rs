@@ -197,9 +197,9 @@ relay_metrics! {
     sessions_total: Counter,
     /// Connections accepted (including those refused before Welcome).
     connections_total: Counter,
-    /// Blobs committed by pushes (new blobs; retries not counted).
+    /// Blobs committed by pushes, counted at the commit, pushing session or not (no retries).
     pushes_total: Counter,
-    /// Pushes of a blob that was already stored (answered with the original cursor).
+    /// Pushes of a blob stored or remembered before, answered with its original cursor.
     push_duplicates_total: Counter,
     /// Pull requests answered.
     pulls_total: Counter,
@@ -219,6 +219,12 @@ relay_metrics! {
     notifies_coalesced_total: Counter,
     /// Error frames sent, by reason (wire error code name).
     rejections_total: Rejections,
+    /// Sessions closed because their device accepted no byte for write_stall_timeout.
+    write_stalls_total: Counter,
+    /// Ids of removed blobs forgotten by the cleanup (their memory ran out).
+    forgotten_ids_total: Counter,
+    /// Groups deleted by the cleanup: no blob and no session for group_idle_ttl.
+    idle_groups_deleted_total: Counter,
     /// Time from reading a Push to its commit (the PushAck is queued right after).
     push_commit_seconds: Histogram,
 }

@@ -184,8 +184,7 @@ config_keys! {
     hello_timeout: Duration = Duration::from_secs(10), env "SYNC_RELAY_HELLO_TIMEOUT";
 
     /// A session that sends nothing for this long is closed with `IdleTimeout` (clients send
-    /// `Ping` before); a session that does not read its frames for this long is dropped.
-    /// Default `60s`.
+    /// `Ping` before). Default `60s`.
     #[serde(with = "duration_text")]
     #[arg(value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Duration = Duration::from_secs(60), env "SYNC_RELAY_IDLE_TIMEOUT";
@@ -239,6 +238,28 @@ config_keys! {
     #[arg(value_name = "N")]
     session_queue: u32 = 1024, env "SYNC_RELAY_SESSION_QUEUE";
 
+    /// Bytes of outgoing frames queued per session (answers, pull pages, notifications). An
+    /// answer waits for room, a notification is coalesced; a frame larger than this waits for
+    /// an empty queue. Default 4194304 (4 MiB).
+    #[arg(value_name = "BYTES")]
+    session_queue_bytes: u32 = 4 << 20, env "SYNC_RELAY_SESSION_QUEUE_BYTES";
+
+    /// Payload bytes of one session's pushes read and not yet committed; beyond this the relay
+    /// stops reading the session's frames until commits catch up. Default 8388608 (8 MiB).
+    #[arg(value_name = "BYTES")]
+    session_push_bytes: u32 = 8 << 20, env "SYNC_RELAY_SESSION_PUSH_BYTES";
+
+    /// Pulls of one session that read storage or wait to queue their page at once; further
+    /// pulls wait their turn, so one session never holds every storage reader. Default 2.
+    #[arg(value_name = "N")]
+    session_pulls: u32 = 2, env "SYNC_RELAY_SESSION_PULLS";
+
+    /// A session whose device accepts none of its frames for this long (it stopped reading) is
+    /// closed, and what it had queued is released. Default `30s`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    write_stall_timeout: Duration = Duration::from_secs(30), env "SYNC_RELAY_WRITE_STALL_TIMEOUT";
+
     /// Sustained pushes per second one session may make (token bucket); 0 disables the limit.
     /// Default 1000.
     #[arg(value_name = "N")]
@@ -275,6 +296,12 @@ config_keys! {
     #[serde(with = "duration_text")]
     #[arg(value_name = "DURATION", value_parser = parse_duration)]
     cleanup_interval: Duration = Duration::from_secs(60), env "SYNC_RELAY_CLEANUP_INTERVAL";
+
+    /// A group that holds no blob and had no session for this long is deleted with its
+    /// counters by the cleanup (once the ids of its removed blobs are forgotten). Default `7d`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    group_idle_ttl: Duration = Duration::from_secs(7 * 86_400), env "SYNC_RELAY_GROUP_IDLE_TTL";
 
     /// How often a stats line (sessions, rates, storage) is logged. Default `60s`.
     #[serde(with = "duration_text")]
@@ -360,6 +387,8 @@ impl RelayConfig {
             ("stats_interval", self.stats_interval),
             ("default_ttl", self.default_ttl),
             ("invite_default_ttl", self.invite_default_ttl),
+            ("write_stall_timeout", self.write_stall_timeout),
+            ("group_idle_ttl", self.group_idle_ttl),
         ] {
             if d.is_zero() {
                 return invalid(key, "must be longer than 0");
@@ -394,6 +423,9 @@ impl RelayConfig {
             ("max_pull_bytes", self.max_pull_bytes),
             ("max_in_flight", self.max_in_flight),
             ("session_queue", self.session_queue),
+            ("session_queue_bytes", self.session_queue_bytes),
+            ("session_push_bytes", self.session_push_bytes),
+            ("session_pulls", self.session_pulls),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1");

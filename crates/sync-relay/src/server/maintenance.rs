@@ -1,4 +1,5 @@
-//! Periodic work of a running relay: removing expired blobs and invites, and a stats line.
+//! Periodic work of a running relay: removing expired blobs and invites, forgetting the ids of
+//! removed blobs when their time is up, deleting idle empty groups, and a stats line.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +18,32 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Removes expired blobs and invites every `cleanup_interval`.
+/// Calls `round` with `CLEANUP_BATCH` until it removes less than a full batch (or fails, or the
+/// relay stops); returns how many rows it removed.
+async fn in_batches<F, Fut>(what: &str, stop: &CancellationToken, mut round: F) -> u64
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, crate::storage::StorageError>>,
+{
+    let mut removed = 0u64;
+    loop {
+        match round(CLEANUP_BATCH).await {
+            Ok(n) => {
+                removed = removed.saturating_add(n);
+                if n < u64::from(CLEANUP_BATCH) || stop.is_cancelled() {
+                    return removed;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, what, "cleanup failed");
+                return removed;
+            }
+        }
+    }
+}
+
+/// Every `cleanup_interval`: removes expired blobs and invites, forgets the ids of removed
+/// blobs whose memory ran out, and deletes groups idle for `group_idle_ttl`.
 pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(ctx.config.cleanup_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -27,24 +53,34 @@ pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        let mut removed = 0u64;
-        loop {
-            match ctx.storage.cleanup_expired(now_ms(), CLEANUP_BATCH).await {
-                Ok(n) => {
-                    removed = removed.saturating_add(n);
-                    ctx.metrics.expired_total.add(n);
-                    if n < u64::from(CLEANUP_BATCH) || stop.is_cancelled() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cleanup failed");
-                    break;
-                }
-            }
-        }
-        if removed > 0 {
-            tracing::info!(removed, "expired blobs removed");
+        let now = now_ms();
+        let removed = in_batches("expired blobs", &stop, |batch| {
+            ctx.storage.cleanup_expired(now, batch)
+        })
+        .await;
+        ctx.metrics.expired_total.add(removed);
+        let forgotten = in_batches("removed blob ids", &stop, |batch| {
+            ctx.storage.forget_removed_ids(now, batch)
+        })
+        .await;
+        ctx.metrics.forgotten_ids_total.add(forgotten);
+        // Groups with a session since the last round are active now; only the first call
+        // needs them.
+        let mut seen = Some(ctx.hub.take_seen());
+        let idle = ctx.config.group_idle_ttl;
+        let dropped = in_batches("idle groups", &stop, |batch| {
+            let seen = seen.take().unwrap_or_default();
+            ctx.storage.drop_idle_groups(seen, now, idle, batch)
+        })
+        .await;
+        ctx.metrics.idle_groups_deleted_total.add(dropped);
+        if removed > 0 || forgotten > 0 || dropped > 0 {
+            tracing::info!(
+                removed,
+                forgotten_ids = forgotten,
+                idle_groups = dropped,
+                "cleanup"
+            );
         }
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! - `context`: what every session and handler shares.
 //! - `quic`: the iroh endpoint, the accept loop and one connection's way to a session.
-//! - `maintenance`: periodic cleanup of expired data and the stats line.
+//! - `fanout`: from each storage commit to the sessions of the pushed groups.
+//! - `maintenance`: periodic cleanup (expired data, forgotten ids, idle groups) and the stats
+//!   line.
 //! - `memory` (feature `test-util`): in-process sessions for tests.
 
 mod context;
+mod fanout;
 mod maintenance;
 #[cfg(feature = "test-util")]
 mod memory;
@@ -28,8 +31,13 @@ use crate::config::{ConfigError, RelayConfig};
 use crate::identity::{IdentityError, load_or_create_secret_key};
 use crate::metrics::Metrics;
 use crate::storage::{SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits};
+use fanout::{FAN_OUT_QUEUE, commit_hook, fan_out_loop};
 use maintenance::{cleanup_loop, stats_loop};
 use quic::{LINGER, accept_loop, bind_endpoint, direct_addrs};
+
+/// How much longer than the longest TTL the id of a removed blob is remembered (a device may
+/// retry a push for a while after its blob could have expired).
+const FORGET_IDS_MARGIN: Duration = Duration::from_secs(86_400);
 
 /// Why the relay could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +131,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
                 max_group_bytes: config.group_max_bytes,
                 max_group_blobs: config.group_max_blobs,
                 max_ttl: config.max_ttl,
+                forget_ids_after: config.max_ttl.saturating_add(FORGET_IDS_MARGIN),
             },
             ..SqliteConfig::default()
         },
@@ -168,6 +177,15 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         shutdown_once: tokio::sync::OnceCell::new(),
     });
 
+    // Every commit counts its pushes and announces them, before any pusher hears its ack.
+    let (commits_tx, commits_rx) = tokio::sync::mpsc::channel(FAN_OUT_QUEUE);
+    ctx.storage
+        .on_commit(commit_hook(Arc::clone(&ctx.metrics), commits_tx));
+    inner.background.spawn(fan_out_loop(
+        Arc::clone(&ctx),
+        commits_rx,
+        inner.stop_background.clone(),
+    ));
     inner.background.spawn(accept_loop(
         Arc::clone(&ctx),
         endpoint.clone(),

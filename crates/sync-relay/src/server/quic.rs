@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{RelayCtx, RelayError};
 use crate::config::RelayConfig;
-use crate::session::{refuse, serve_session};
+use crate::session::{SessionEnd, refuse, serve_session};
 
 /// After a session ends, how long the relay waits for the device to receive its last frames
 /// before it closes the connection.
@@ -30,6 +30,8 @@ const MAX_PENDING_REFUSALS: usize = 256;
 /// QUIC application close codes.
 const CLOSE_OK: u32 = 0;
 const CLOSE_REFUSED: u32 = 1;
+/// The device accepted no byte of its session for `write_stall_timeout`.
+const CLOSE_WRITE_STALLED: u32 = 2;
 
 /// Binds the iroh endpoint: self-hosted (nothing on the internet contacted) unless
 /// `public_discovery` is set.
@@ -199,7 +201,13 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, refusals: Arc
     let stopped = send.stopped();
     match slot {
         Some(slot) => {
-            serve_session(Arc::clone(&ctx), slot, peer, binding, recv, send).await;
+            let end = serve_session(Arc::clone(&ctx), slot, peer, binding, recv, send).await;
+            if end == SessionEnd::WriteStalled {
+                // It reads nothing: no last frame to wait for. Closing drops what the
+                // connection still buffers for it.
+                conn.close(CLOSE_WRITE_STALLED.into(), b"write stalled");
+                return;
+            }
         }
         None => {
             refuse(&ctx, &mut send, &peer, ctx.too_many_sessions()).await;

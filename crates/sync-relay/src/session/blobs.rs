@@ -4,7 +4,7 @@ use sync_types::{
     DeleteAck, ErrorCode, Message, Payload, PullEntry, PullResponse, WireError, pull_entry_budget,
 };
 
-use super::{Session, storage_error};
+use super::{Session, now_ms, storage_error};
 use crate::storage::Storage;
 
 impl Session {
@@ -58,7 +58,12 @@ impl Session {
 
     /// Deletes one of the group's blobs: `DeleteAck`, or `NotFound` if it is not stored.
     pub(super) async fn delete(&self, del: sync_types::Delete) -> Message {
-        match self.ctx.storage.delete(self.group, del.blob_id).await {
+        match self
+            .ctx
+            .storage
+            .delete(self.group, del.blob_id, now_ms())
+            .await
+        {
             Ok(true) => {
                 self.ctx.metrics.deletes_total.inc();
                 Message::DeleteAck(DeleteAck {

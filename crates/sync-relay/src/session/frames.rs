@@ -98,7 +98,8 @@ pub(super) async fn write_frame<W: AsyncWrite + Unpin>(
         tracing::warn!(error = %e, kind = msg.message_type().name(), "frame not encodable");
         return false;
     }
-    let written = tokio::time::timeout(ctx.config.idle_timeout, writer.write_all(&buf)).await;
+    let written =
+        tokio::time::timeout(ctx.config.write_stall_timeout, writer.write_all(&buf)).await;
     if matches!(written, Ok(Ok(()))) {
         ctx.metrics.bytes_out_total.add(buf.len() as u64);
         true
@@ -122,5 +123,5 @@ pub(crate) async fn refuse<W: AsyncWrite + Unpin>(
         reason = err.code.name(),
     );
     write_frame(writer, ctx, &Message::Error(err)).await;
-    let _ = tokio::time::timeout(ctx.config.idle_timeout, writer.shutdown()).await;
+    let _ = tokio::time::timeout(ctx.config.write_stall_timeout, writer.shutdown()).await;
 }

@@ -43,7 +43,8 @@ impl Early {
                     ctx.metrics.reject(e.code);
                 }
                 write_frame(writer, ctx, &answer).await;
-                let _ = tokio::time::timeout(ctx.config.idle_timeout, writer.shutdown()).await;
+                let _ =
+                    tokio::time::timeout(ctx.config.write_stall_timeout, writer.shutdown()).await;
                 SessionEnd::PeerClosed
             }
             Early::Lost => SessionEnd::Lost,

@@ -38,12 +38,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use governor::DefaultDirectRateLimiter;
-use sync_types::{BlobId, DeviceId, ErrorCode, GroupId, Message, Welcome, WireError};
+use sha2::{Digest, Sha256};
+use sync_types::FrameCodec;
+use sync_types::{DeviceId, ErrorCode, GroupId, Message, Welcome, WireError};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Link, Outbound};
+use crate::hub::Link;
+use crate::outbox::Outbox;
 use crate::server::RelayCtx;
 use crate::storage::{QuotaKind, Storage, StorageError};
 use frames::{FrameReader, write_frame};
@@ -62,8 +65,11 @@ pub(crate) enum SessionEnd {
     Shutdown,
     /// The session was ended with this error code (sent to the device).
     Error(ErrorCode),
-    /// The stream broke or the device stopped reading.
+    /// The stream broke.
     Lost,
+    /// The device accepted none of the session's frames for `write_stall_timeout`: the session
+    /// was cut and its memory released.
+    WriteStalled,
 }
 
 impl SessionEnd {
@@ -73,6 +79,7 @@ impl SessionEnd {
             Self::Shutdown => "shutdown",
             Self::Error(code) => code.name(),
             Self::Lost => "lost",
+            Self::WriteStalled => "write_stalled",
         }
     }
 }
@@ -82,6 +89,16 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A short hash of an id for the audit log (8 hex digits of its SHA-256): lines about one id
+/// can be matched, and the id (a blob id carries its creation time) is not disclosed.
+fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A duration in whole milliseconds (saturating).
@@ -119,9 +136,17 @@ where
     // Registered before max_cursor is read, so no commit falls between the two unnoticed;
     // notifications wait in the queue until the writer task starts after Welcome.
     let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(ctx.config.session_queue.max(1) as usize);
-    let link = Arc::new(Link::new(id, tx.clone()));
-    ctx.hub.register(group, Arc::clone(&link));
+    let (outbox, rx) = Outbox::new(
+        ctx.config.session_queue,
+        ctx.config.session_queue_bytes,
+        FrameCodec::new(ctx.codec.max_frame),
+    );
+    let link = Link {
+        session: id,
+        device: peer,
+        outbox: Arc::clone(&outbox),
+    };
+    ctx.hub.register(group, Arc::new(link));
     let max_cursor = match ctx.storage.max_cursor(group).await {
         Ok(c) => c,
         Err(e) => {
@@ -161,18 +186,20 @@ where
         id,
         peer,
         group,
-        out: tx,
+        outbox: Arc::clone(&outbox),
         cancel: CancellationToken::new(),
         in_flight: Arc::new(Semaphore::new(ctx.config.max_in_flight.max(1) as usize)),
+        push_bytes: Arc::new(Semaphore::new(ctx.config.session_push_bytes.max(1) as usize)),
+        pulls: Arc::new(Semaphore::new(ctx.config.session_pulls.max(1) as usize)),
         limiter: bucket(ctx.config.session_push_rate, ctx.config.session_push_burst),
-        deferred: std::sync::Mutex::new(None),
+        deferred: push::Deferral::default(),
         pushes: AtomicU64::new(0),
         ctx: Arc::clone(&ctx),
     });
     let writer_task = tokio::spawn(write_loop(
         writer,
         rx,
-        Arc::clone(&link),
+        Arc::clone(&outbox),
         Arc::clone(&ctx),
         session.cancel.clone(),
     ));
@@ -184,8 +211,14 @@ where
     // reconnects after its session ended finds it free.
     drop(slot);
     // The writer sends what is queued, then finishes the stream.
-    let _ = session.out.send(Outbound::Close).await;
+    outbox.finish().await;
     let _ = tokio::time::timeout(ctx.config.drain_timeout, writer_task).await;
+    // Whatever still waits to queue a frame or to start a pull gives up now: nothing of the
+    // session stays in memory behind a device that does not read.
+    session.close();
+    if end == SessionEnd::WriteStalled {
+        ctx.metrics.write_stalls_total.inc();
+    }
     tracing::info!(
         target: "sync_relay::audit",
         event = "session_close",
@@ -204,17 +237,37 @@ struct Session {
     id: u64,
     peer: DeviceId,
     group: GroupId,
-    out: mpsc::Sender<Outbound>,
+    outbox: Arc<Outbox>,
     /// Cancelled when the writer fails: the device stopped reading or the stream broke.
     cancel: CancellationToken,
     in_flight: Arc<Semaphore>,
+    /// Payload bytes of pushes read and not yet committed (`session_push_bytes`).
+    push_bytes: Arc<Semaphore>,
+    /// Pulls reading storage or waiting to queue their page (`session_pulls`).
+    pulls: Arc<Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
-    /// The push last refused with `RateLimited`, and when its retry hint ends. Until the device
-    /// sends that blob again, every other push of this session is refused too: pushes that were
-    /// already in flight behind it must not overtake it, so one sender's blobs keep their order.
-    deferred: std::sync::Mutex<Option<(BlobId, Instant)>>,
+    /// The push last refused with `RateLimited` (other pushes wait behind it).
+    deferred: push::Deferral,
     pushes: AtomicU64,
     ctx: Arc<RelayCtx>,
+}
+
+impl Session {
+    /// How the session ended when its writer gave up.
+    fn writer_end(&self) -> SessionEnd {
+        if self.outbox.stalled() {
+            SessionEnd::WriteStalled
+        } else {
+            SessionEnd::Lost
+        }
+    }
+
+    /// Fails everything still waiting on the session (frames to queue, pulls, push bytes).
+    fn close(&self) {
+        self.outbox.close();
+        self.pulls.close();
+        self.push_bytes.close();
+    }
 }
 
 /// The wire error for a storage failure.
@@ -243,6 +296,10 @@ fn storage_error(ctx: &RelayCtx, e: &StorageError) -> WireError {
                 .retry_after_ms(STORAGE_RETRY_MS)
         }
         StorageError::InvalidArgument { what } => WireError::new(ErrorCode::Malformed, *what),
+        StorageError::BlobConflict => WireError::new(
+            ErrorCode::Conflict,
+            "this blob id is already used for a different payload",
+        ),
         StorageError::InviteExists => WireError::new(
             ErrorCode::Conflict,
             "another invite is stored under this lookup id",

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use sync_types::{BlobId, ErrorCode, Message, Notify, PushAck, WireError};
+use sync_types::{BlobId, ErrorCode, Message, PushAck, WireError};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::{Session, millis, now_ms, storage_error};
-use crate::storage::{PushReply, PushRequest, Storage};
+use super::{Session, millis, now_ms, short_hash, storage_error};
+use crate::storage::{PushReply, PushRequest, Storage, StorageError};
 
 /// A token bucket of `rate` per second with room for `burst`; `None` when `rate` is 0.
 pub(crate) fn bucket(rate: u32, burst: u32) -> Option<DefaultDirectRateLimiter> {
@@ -33,13 +33,54 @@ fn take_token(limiter: Option<&DefaultDirectRateLimiter>) -> Result<(), Duration
         .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
 }
 
+/// How long after its retry hint a deferral still holds the session's other pushes back. A
+/// device re-sends the refused blob when the hint ends; pushes it had in flight behind it may
+/// arrive a little later and must not overtake it. Past this, the device is taken to have
+/// abandoned the blob and the hold is lifted.
+const DEFERRAL_GRACE: Duration = Duration::from_secs(5);
+
+/// The push of a session last refused with `RateLimited`, and when its retry hint ends. Until
+/// the device sends that blob again, other pushes of the session are refused too: pushes that
+/// were already in flight behind it must not overtake it, so one sender's blobs keep their
+/// order. A device that gives up on the refused blob is not refused forever: the hold is lifted
+/// [`DEFERRAL_GRACE`] after the hint ended.
+#[derive(Debug, Default)]
+pub(super) struct Deferral(std::sync::Mutex<Option<(BlobId, Instant)>>);
+
+impl Deferral {
+    /// Whether a push of `blob_id` arriving at `now` must wait behind the refused push, and for
+    /// how long. The refused blob itself is let through (to the limiters) and lifts the hold;
+    /// so does the end of the grace after the retry hint.
+    pub(super) fn check(&self, blob_id: BlobId, now: Instant) -> Option<Duration> {
+        let mut deferred = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (blocked, until) = (*deferred)?;
+        let lifted = until + DEFERRAL_GRACE;
+        if blocked == blob_id || lifted <= now {
+            *deferred = None;
+            return None;
+        }
+        // Before the hint ends, wait for it; after, for the end of the grace.
+        Some(if now < until {
+            until - now
+        } else {
+            lifted - now
+        })
+    }
+
+    /// Records that `blob_id` was refused until `until`; later pushes queue up behind it.
+    pub(super) fn defer(&self, blob_id: BlobId, until: Instant) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((blob_id, until));
+    }
+}
+
 /// A push queued to storage whose answer the FIFO ack task awaits.
 pub(super) struct PendingPush {
     request_id: u64,
     blob_id: BlobId,
-    size: u32,
     started: Instant,
     reply: PushReply,
+    /// The payload's share of the session's push bytes, given back at the commit.
+    bytes: OwnedSemaphorePermit,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -49,6 +90,7 @@ impl Session {
         &self,
         push: sync_types::Push,
         permit: OwnedSemaphorePermit,
+        bytes: OwnedSemaphorePermit,
         acks: &mpsc::Sender<PendingPush>,
     ) {
         let ctx = &self.ctx;
@@ -76,7 +118,7 @@ impl Session {
             );
             return self.send_error(reject(err)).await;
         }
-        if let Some(wait) = self.deferral(push.blob_id, started) {
+        if let Some(wait) = self.deferred.check(push.blob_id, started) {
             let err = WireError::new(
                 ErrorCode::RateLimited,
                 "an earlier push of this session was rate limited; send it again first",
@@ -86,7 +128,7 @@ impl Session {
         }
         for limiter in [self.limiter.as_ref(), ctx.global_push.as_ref()] {
             if let Err(wait) = take_token(limiter) {
-                self.defer(push.blob_id, started + wait);
+                self.deferred.defer(push.blob_id, started + wait);
                 let err = WireError::new(ErrorCode::RateLimited, "too many pushes")
                     .retry_after_ms(millis(wait).max(1));
                 return self.send_error(reject(err)).await;
@@ -105,9 +147,9 @@ impl Session {
                 let pending = PendingPush {
                     request_id: push.request_id,
                     blob_id: push.blob_id,
-                    size: u32::try_from(size).unwrap_or(u32::MAX),
                     started,
                     reply,
+                    bytes,
                     _permit: permit,
                 };
                 // Room is guaranteed: the channel holds max_in_flight and each entry a permit.
@@ -117,39 +159,18 @@ impl Session {
         }
     }
 
-    /// Whether a push of `blob_id` must wait behind an earlier rate-limited push of this
-    /// session, and for how long. The refused blob itself is let through (to the limiters) and
-    /// lifts the block.
-    fn deferral(&self, blob_id: BlobId, now: Instant) -> Option<Duration> {
-        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        match *deferred {
-            Some((blocked, _)) if blocked == blob_id => {
-                *deferred = None;
-                None
-            }
-            Some((_, until)) => Some(until.saturating_duration_since(now)),
-            None => None,
-        }
-    }
-
-    /// Records that `blob_id` was refused until `until`; later pushes queue up behind it.
-    fn defer(&self, blob_id: BlobId, until: Instant) {
-        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        *deferred = Some((blob_id, until));
-    }
-
-    /// Answers queued pushes in queue order (which is commit order): `PushAck`, then `Notify`
-    /// to the group's other sessions.
+    /// Answers queued pushes in queue order (which is commit order) with `PushAck` or a typed
+    /// error. Notifications and the push counters come from the commit itself (the relay's
+    /// commit hook), so they happen whatever becomes of this session.
     pub(super) async fn ack_loop(self: Arc<Self>, mut pending: mpsc::Receiver<PendingPush>) {
         let ctx = Arc::clone(&self.ctx);
         while let Some(p) = pending.recv().await {
-            match p.reply.await {
+            let outcome = p.reply.await;
+            drop(p.bytes);
+            match outcome {
                 Ok(outcome) => {
                     ctx.metrics.push_commit_seconds.observe(p.started.elapsed());
-                    if outcome.duplicate {
-                        ctx.metrics.push_duplicates_total.inc();
-                    } else {
-                        ctx.metrics.pushes_total.inc();
+                    if !outcome.duplicate {
                         self.pushes.fetch_add(1, Ordering::Relaxed);
                     }
                     self.send(Message::PushAck(PushAck {
@@ -159,21 +180,62 @@ impl Session {
                         server_time_ms: outcome.stored_at_ms,
                     }))
                     .await;
-                    if !outcome.duplicate {
-                        let n = Notify {
-                            cursor: outcome.cursor,
-                            blob_id: p.blob_id,
-                            sender: self.peer,
-                            size: p.size,
-                        };
-                        ctx.hub.notify(&self.group, self.id, &n, &ctx.metrics);
-                    }
                 }
                 Err(e) => {
+                    if matches!(e, StorageError::BlobConflict) {
+                        tracing::info!(
+                            target: "sync_relay::audit",
+                            event = "push_refused",
+                            session = self.id,
+                            device = %self.peer.short(),
+                            group = %self.group.short(),
+                            blob = %short_hash(p.blob_id.as_bytes()),
+                            reason = ErrorCode::Conflict.name(),
+                        );
+                    }
                     self.send_error(storage_error(&ctx, &e).for_request(p.request_id))
                         .await;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> BlobId {
+        BlobId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn a_deferral_holds_other_pushes_until_the_refused_blob_returns() {
+        let d = Deferral::default();
+        let t0 = Instant::now();
+        assert_eq!(d.check(id(1), t0), None, "nothing deferred yet");
+        d.defer(id(1), t0 + Duration::from_millis(500));
+        let wait = d.check(id(2), t0 + Duration::from_millis(100));
+        assert_eq!(wait, Some(Duration::from_millis(400)));
+        // The refused blob lifts the hold.
+        assert_eq!(d.check(id(1), t0 + Duration::from_millis(200)), None);
+        assert_eq!(d.check(id(2), t0 + Duration::from_millis(200)), None);
+    }
+
+    #[test]
+    fn a_deferral_clears_once_its_retry_hint_and_grace_have_passed() {
+        let d = Deferral::default();
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_millis(500);
+        d.defer(id(1), until);
+        // Just after the hint, pushes in flight behind blob 1 still wait for it (with a hint
+        // to the end of the grace, never a zero one).
+        let wait = d.check(id(2), until + Duration::from_millis(100));
+        assert_eq!(wait, Some(DEFERRAL_GRACE - Duration::from_millis(100)));
+        // The device abandoned blob 1: once the grace is over, other pushes go through, and
+        // keep going through.
+        assert_eq!(d.check(id(2), until + DEFERRAL_GRACE), None);
+        assert_eq!(d.check(id(3), until + DEFERRAL_GRACE), None);
+        assert_eq!(d.check(id(3), t0 + Duration::from_secs(60)), None);
     }
 }

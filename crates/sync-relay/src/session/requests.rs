@@ -6,13 +6,12 @@ use std::sync::Arc;
 
 use sync_types::{Bye, ErrorCode, Message, Pong, WireError};
 use tokio::io::AsyncRead;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::frames::{FrameReader, ReadError};
 use super::invites::invite_get;
 use super::push::PendingPush;
 use super::{Session, SessionEnd};
-use crate::hub::Outbound;
 
 /// What the read loop decided.
 pub(super) enum Next {
@@ -36,7 +35,7 @@ impl Session {
                     Ok(p) => p,
                     Err(_) => break (SessionEnd::Lost, None),
                 },
-                () = self.cancel.cancelled() => break (SessionEnd::Lost, None),
+                () = self.cancel.cancelled() => break (self.writer_end(), None),
                 () = ctx.shutdown.cancelled() => break (SessionEnd::Shutdown, None),
             };
             let frame = tokio::select! {
@@ -44,7 +43,7 @@ impl Session {
                     ctx.config.idle_timeout,
                     reader.next(&ctx.codec, &ctx),
                 ) => r,
-                () = self.cancel.cancelled() => break (SessionEnd::Lost, None),
+                () = self.cancel.cancelled() => break (self.writer_end(), None),
                 () = ctx.shutdown.cancelled() => break (SessionEnd::Shutdown, None),
             };
             let msg = match frame {
@@ -71,7 +70,7 @@ impl Session {
         drop(ack_tx);
 
         // Finish what was asked before the end (acks of queued pushes, pending pulls).
-        if end != SessionEnd::Lost {
+        if !matches!(end, SessionEnd::Lost | SessionEnd::WriteStalled) {
             let all = ctx.config.max_in_flight.max(1);
             let drained = tokio::select! {
                 r = tokio::time::timeout(
@@ -84,7 +83,14 @@ impl Session {
                 tracing::debug!(session = self.id, "requests still open at session end");
             }
         }
-        acks.abort();
+        if matches!(end, SessionEnd::Lost | SessionEnd::WriteStalled) {
+            // No ack can be sent any more (the outbox is closed), but the pushes already queued
+            // keep their share of the session's push bytes until they are committed: the
+            // session's slot accounts for them until then.
+            let _ = tokio::time::timeout(ctx.config.drain_timeout, acks).await;
+        } else {
+            acks.abort();
+        }
         let last = match (&end, last) {
             (_, Some(err)) => Some(Message::Error(err)),
             (SessionEnd::Shutdown, None) => Some(Message::Bye(Bye {
@@ -98,12 +104,13 @@ impl Session {
         end
     }
 
-    /// Queues a frame for the writer (waits for room; responses are bounded by `max_in_flight`).
+    /// Queues a frame for the writer (waits for room in the session's frame and byte budget;
+    /// gives up when the session ends).
     pub(super) async fn send(&self, msg: Message) {
         if let Message::Error(e) = &msg {
             self.ctx.metrics.reject(e.code);
         }
-        let _ = self.out.send(Outbound::Frame(msg)).await;
+        let _ = self.outbox.send(&msg).await;
     }
 
     /// Queues an `Error` frame.
@@ -112,16 +119,31 @@ impl Session {
     }
 
     /// Answers a request in a task of its own; the request's in-flight permit is held until
-    /// the answer is queued.
-    fn answer_in_task<F, Fut>(self: &Arc<Self>, permit: OwnedSemaphorePermit, answer: F)
-    where
+    /// the answer is queued. With `turns`, the task first waits for one of them (given back
+    /// once the answer is queued): this bounds how many such answers are built at once.
+    fn answer_in_task<F, Fut>(
+        self: &Arc<Self>,
+        permit: OwnedSemaphorePermit,
+        turns: Option<&Arc<Semaphore>>,
+        answer: F,
+    ) where
         F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
         Fut: Future<Output = Message> + Send + 'static,
     {
         let this = Arc::clone(self);
+        let turns = turns.map(Arc::clone);
         tokio::spawn(async move {
+            let turn = match turns {
+                Some(turns) => match turns.acquire_owned().await {
+                    Ok(turn) => Some(turn),
+                    // The session ended.
+                    Err(_) => return,
+                },
+                None => None,
+            };
             let msg = answer(Arc::clone(&this)).await;
             this.send(msg).await;
+            drop(turn);
             drop(permit);
         });
     }
@@ -134,13 +156,28 @@ impl Session {
     ) -> Next {
         match msg {
             Message::Push(push) => {
-                self.push(push, permit, acks).await;
+                // The payload counts against the session's push bytes until it is committed;
+                // with none left, the reader waits (and with it the device).
+                let share = u32::try_from(push.payload.len())
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, self.ctx.config.session_push_bytes.max(1));
+                let Ok(bytes) = Arc::clone(&self.push_bytes).acquire_many_owned(share).await else {
+                    return Next::End(self.writer_end(), None);
+                };
+                self.push(push, permit, bytes, acks).await;
             }
             Message::Pull(pull) => {
-                self.answer_in_task(permit, move |this| async move { this.pull(pull).await });
+                let pulls = Arc::clone(&self.pulls);
+                self.answer_in_task(permit, Some(&pulls), move |this| async move {
+                    this.pull(pull).await
+                });
             }
             Message::Delete(del) => {
-                self.answer_in_task(permit, move |this| async move { this.delete(del).await });
+                self.answer_in_task(
+                    permit,
+                    None,
+                    move |this| async move { this.delete(del).await },
+                );
             }
             Message::Ping(ping) => {
                 self.send(Message::Pong(Pong {
@@ -149,13 +186,12 @@ impl Session {
                 .await;
             }
             Message::InvitePut(put) => {
-                self.answer_in_task(
-                    permit,
-                    move |this| async move { this.invite_put(put).await },
-                );
+                self.answer_in_task(permit, None, move |this| async move {
+                    this.invite_put(put).await
+                });
             }
             Message::InviteGet(get) => {
-                self.answer_in_task(permit, move |this| async move {
+                self.answer_in_task(permit, None, move |this| async move {
                     invite_get(&this.ctx, get.request_id, get.lookup_id).await
                 });
             }

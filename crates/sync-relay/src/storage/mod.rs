@@ -5,9 +5,13 @@
 //! read-only connections); a PostgreSQL backend can implement the same trait later.
 //!
 //! What every backend promises:
-//! - `push` is idempotent on `(group, blob_id)`: a retry gets the original cursor back.
+//! - `push` is idempotent on `(group, blob_id)`: a retry (same payload) gets the original cursor
+//!   back, also after the blob expired or was deleted, for as long as its id is remembered
+//!   ([`StorageLimits::forget_ids_after`]); the same id with another payload is refused with
+//!   [`StorageError::BlobConflict`].
 //! - Cursors of a group are 1, 2, 3 … in commit order and are never reused, even after the
-//!   blobs behind them expired or were deleted.
+//!   blobs behind them expired or were deleted. A group deleted while idle and then pushed to
+//!   again continues above every cursor any deleted group had.
 //! - A push is answered only after its row is durable, and a reader never sees cursor N+1
 //!   before N.
 //! - Quotas are checked against counters kept with the group, never by scanning its blobs.
@@ -30,6 +34,33 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use sync_types::{BlobId, Cursor, DeviceId, GroupId};
+
+/// A push as committed, for the fan-out of notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedPush {
+    /// The group whose log received the blob.
+    pub group: GroupId,
+    /// Its cursor.
+    pub cursor: Cursor,
+    /// Its id.
+    pub blob_id: BlobId,
+    /// The device that pushed it.
+    pub sender: DeviceId,
+    /// Its payload size in bytes.
+    pub size: u32,
+}
+
+/// What one committed batch did to pushes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Pushes stored, in commit order.
+    pub pushes: Vec<CommittedPush>,
+    /// Pushes answered as retries of a stored or remembered blob (nothing stored).
+    pub duplicates: u64,
+}
+
+/// Told about every committed batch of pushes ([`SqliteStorage::on_commit`]).
+pub type CommitHook = Arc<dyn Fn(CommitReport) + Send + Sync>;
 
 /// A blob to store, as received in a device's `Push`.
 #[derive(Clone, PartialEq, Eq)]
@@ -159,6 +190,10 @@ pub struct StorageLimits {
     pub max_group_blobs: u64,
     /// Longest TTL accepted (default 30 days).
     pub max_ttl: Duration,
+    /// How long the id of a removed (expired or deleted) blob is remembered, with its cursor and
+    /// payload digest, so that a retried push is answered as a duplicate instead of stored
+    /// again (default 31 days: the longest TTL and a day).
+    pub forget_ids_after: Duration,
 }
 
 impl Default for StorageLimits {
@@ -168,6 +203,7 @@ impl Default for StorageLimits {
             max_group_bytes: 1024 * 1024 * 1024,
             max_group_blobs: 100_000,
             max_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            forget_ids_after: Duration::from_secs(31 * 24 * 60 * 60),
         }
     }
 }
@@ -244,6 +280,10 @@ pub enum StorageError {
         /// Which argument and why.
         what: &'static str,
     },
+    /// The blob id is stored or remembered with a different payload: a device reused an id for
+    /// other content. Nothing was stored.
+    #[error("this blob id is already used for a different payload")]
+    BlobConflict,
     /// A different invite is already stored under this lookup id.
     #[error("an invite with this lookup id already exists")]
     InviteExists,
@@ -286,8 +326,9 @@ impl From<std::io::Error> for StorageError {
 /// backend that must choose at runtime can wrap several backends in an enum.
 pub trait Storage: Clone + Send + Sync + 'static {
     /// Stores a blob and assigns the group's next cursor; answers after the commit is durable.
-    /// A retry of a stored `(group, blob_id)` returns the original cursor with
-    /// `duplicate: true`.
+    /// A retry of a stored or remembered `(group, blob_id)` with the same payload returns the
+    /// original cursor with `duplicate: true`; with another payload it fails with
+    /// [`StorageError::BlobConflict`].
     fn push(
         &self,
         req: PushRequest,
@@ -319,11 +360,13 @@ pub trait Storage: Clone + Send + Sync + 'static {
         group: GroupId,
     ) -> impl Future<Output = Result<Cursor, StorageError>> + Send;
 
-    /// Deletes one blob; `Ok(false)` if it was not stored. Its cursor is not reused.
+    /// Deletes one blob; `Ok(false)` if it was not stored. Its cursor is not reused, and its id
+    /// is remembered from `now_ms` on for [`StorageLimits::forget_ids_after`].
     fn delete(
         &self,
         group: GroupId,
         blob_id: BlobId,
+        now_ms: u64,
     ) -> impl Future<Output = Result<bool, StorageError>> + Send;
 
     /// Removes up to `batch` blobs whose TTL ran out at `now_ms` (and up to `batch` expired
@@ -332,6 +375,26 @@ pub trait Storage: Clone + Send + Sync + 'static {
     fn cleanup_expired(
         &self,
         now_ms: u64,
+        batch: u32,
+    ) -> impl Future<Output = Result<u64, StorageError>> + Send;
+
+    /// Forgets up to `batch` ids of removed blobs whose memory ran out at `now_ms`; returns how
+    /// many. Call again while it returns `batch`.
+    fn forget_removed_ids(
+        &self,
+        now_ms: u64,
+        batch: u32,
+    ) -> impl Future<Output = Result<u64, StorageError>> + Send;
+
+    /// Marks the groups in `seen` (those with a session since the last call) active at
+    /// `now_ms`, then deletes, with their counters, up to `batch` groups that hold no blob,
+    /// remember no removed blob id, and were last active `idle_for` or longer ago; returns how
+    /// many. Call again while it returns `batch`.
+    fn drop_idle_groups(
+        &self,
+        seen: Vec<GroupId>,
+        now_ms: u64,
+        idle_for: Duration,
         batch: u32,
     ) -> impl Future<Output = Result<u64, StorageError>> + Send;
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sync_types::{BlobId, Cursor, DeviceId, GroupId};
@@ -203,8 +204,8 @@ async fn check_idempotent_retry<S: Storage>(s: &S) {
     let second = s.push(push_req(g, 2, 100)).await.expect("push");
     assert_eq!((first.cursor.get(), second.cursor.get()), (1, 2));
 
-    // A retry, even later and with other bytes, gets the original answer and stores nothing.
-    let mut retry = push_req(g, 1, 5);
+    // A retry, even later, gets the original answer and stores nothing.
+    let mut retry = push_req(g, 1, 100);
     retry.now_ms = T0 + 60_000;
     let again = s.push(retry).await.expect("retry");
     assert_eq!(
@@ -214,6 +215,13 @@ async fn check_idempotent_retry<S: Storage>(s: &S) {
             duplicate: true,
             stored_at_ms: T0
         }
+    );
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 2, 200));
+    // The same id with other bytes is a conflict, never a silent drop.
+    let reused = s.push(push_req(g, 1, 5)).await;
+    assert!(
+        matches!(reused, Err(StorageError::BlobConflict)),
+        "{reused:?}"
     );
     assert_eq!(s.stats().await.expect("stats"), totals(1, 2, 200));
 
@@ -370,6 +378,7 @@ fn small_limits() -> StorageLimits {
         max_group_bytes: 1000,
         max_group_blobs: 3,
         max_ttl: DAY,
+        ..StorageLimits::default()
     }
 }
 
@@ -438,10 +447,10 @@ async fn check_quotas<S: Storage>(s: &S) {
     assert_eq!(s.stats().await.expect("stats"), totals(2, 6, 1030));
 
     // Deleting frees quota; the freed cursor is not reused.
-    assert!(s.delete(a, blob(2)).await.expect("delete"));
-    assert!(!s.delete(a, blob(2)).await.expect("delete again"));
+    assert!(s.delete(a, blob(2), T0).await.expect("delete"));
+    assert!(!s.delete(a, blob(2), T0).await.expect("delete again"));
     assert!(
-        !s.delete(group(7), blob(2))
+        !s.delete(group(7), blob(2), T0)
             .await
             .expect("delete unknown group")
     );
@@ -450,7 +459,7 @@ async fn check_quotas<S: Storage>(s: &S) {
         &s.push(push_req(a, 5, 10)).await,
         QuotaKind::GroupBlobs
     ));
-    assert!(s.delete(b, blob(11)).await.expect("delete"));
+    assert!(s.delete(b, blob(11), T0).await.expect("delete"));
     assert_eq!(cursor_of(s, push_req(b, 15, 500)).await, 4);
     assert_eq!(s.stats().await.expect("stats"), totals(2, 6, 1030));
 
@@ -518,9 +527,10 @@ async fn check_cleanup<S: Storage>(s: &S) {
     );
     assert_eq!(cursor_of(s, push_req(g, 7, 50)).await, 7);
     assert_eq!(cursor_of(s, push_req(group(2), 101, 50)).await, 2);
-    // A retry after its blob expired stores it again, under a new cursor.
+    // A retry after its blob expired is answered with its original cursor, not stored again.
     let again = s.push(push_req(g, 1, 50)).await.expect("push");
-    assert_eq!((again.cursor.get(), again.duplicate), (8, false));
+    assert_eq!((again.cursor.get(), again.duplicate), (1, true));
+    assert_eq!(cursor_of(s, push_req(g, 8, 50)).await, 8);
 }
 
 async fn check_invites<S: Storage>(s: &S) {
@@ -844,8 +854,8 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
     }
     let before = s.writer_metrics();
     // Push 3 fills the group (3 of 3); deleting blob 1 frees one; push 4 then fits; push 5
-    // does not; blob 1, deleted earlier in the batch, is a new blob again and finds the group
-    // full; group 2 is created inside the batch.
+    // does not; blob 1, deleted earlier in the batch, is remembered and answered with its
+    // original cursor (nothing stored); group 2 is created inside the batch.
     let plan: [(u8, u64, bool); 6] = [
         (1, 3, false),
         (1, 1, true),
@@ -859,7 +869,7 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
         plan.map(|(gn, n, delete)| {
             move |s: SqliteStorage| async move {
                 if delete {
-                    s.delete(group(gn), blob(n))
+                    s.delete(group(gn), blob(n), T0)
                         .await
                         .map(|found| (u64::from(found), false))
                 } else {
@@ -886,17 +896,7 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
         "{:?}",
         results[3]
     );
-    assert!(
-        matches!(
-            &results[4],
-            Err(StorageError::QuotaExceeded {
-                kind: QuotaKind::GroupBlobs,
-                ..
-            })
-        ),
-        "{:?}",
-        results[4]
-    );
+    assert_eq!(results[4].as_ref().ok(), Some(&(1, true)), "remembered");
     assert_eq!(results[5].as_ref().ok(), Some(&(1, false)), "new group");
     assert_eq!(ids_in(&s, g).await, [blob(2), blob(3), blob(4)]);
     assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(4));
@@ -956,7 +956,7 @@ async fn reopening_continues_cursors_with_all_data_present() {
         }
         s.push(r).await.expect("push");
     }
-    assert!(s.delete(a, blob(2)).await.expect("delete"));
+    assert!(s.delete(a, blob(2), T0).await.expect("delete"));
     assert_eq!(
         s.cleanup_expired(T0 + 1_000, 100).await.expect("cleanup"),
         1
@@ -1036,7 +1036,7 @@ async fn stats_follow_pushes_deletes_cleanup_and_reopen() {
         totals(3, 12, 3000),
         "a duplicate counts once"
     );
-    assert!(s.delete(group(2), blob(203)).await.expect("delete"));
+    assert!(s.delete(group(2), blob(203), T0).await.expect("delete"));
     assert_eq!(s.stats().await.expect("stats"), totals(3, 11, 2750));
     // TTLs 1 s and 2 s expire: 2 blobs in each of the three groups.
     assert_eq!(
@@ -1144,7 +1144,7 @@ async fn schema_is_versioned_and_foreign_files_are_refused() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("v");
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     conn.pragma_update(None, "user_version", 99).expect("bump");
     drop(conn);
     let r = SqliteStorage::open(dir.path(), SqliteConfig::default()).await;
@@ -1153,7 +1153,7 @@ async fn schema_is_versioned_and_foreign_files_are_refused() {
             r,
             Err(StorageError::UnsupportedSchema {
                 found: 99,
-                supported: 1
+                supported: 2
             })
         ),
         "{r:?}"
@@ -1239,4 +1239,304 @@ async fn push_queued_keeps_call_order_and_commits_together() {
     drop(s.push_queued(push_req(g, 50, 8)).await.expect("queued"));
     let out = s.push(push_req(g, 50, 8)).await.expect("retry");
     assert_eq!((out.cursor.get(), out.duplicate), (51, true));
+}
+
+/// A removed blob's id is remembered: a retry after expiry or deletion gets the original cursor
+/// (nothing stored), the same id with other bytes is a conflict, and the cleanup forgets ids
+/// once their time is up (then the id is free again).
+#[tokio::test]
+async fn removed_blob_ids_are_remembered_until_their_time_is_up() {
+    let memory = Duration::from_secs(3600);
+    let (_dir, s) = fresh(StorageLimits {
+        forget_ids_after: memory,
+        ..StorageLimits::default()
+    })
+    .await;
+    let g = group(1);
+    let mut short = push_req(g, 1, 40);
+    short.ttl = Duration::from_secs(1);
+    assert_eq!(cursor_of(&s, short).await, 1);
+    assert_eq!(cursor_of(&s, push_req(g, 2, 40)).await, 2);
+    assert_eq!(cursor_of(&s, push_req(g, 3, 40)).await, 3);
+    // Blob 1 expires; blob 2 is deleted.
+    let expired_at = T0 + 1_000;
+    assert_eq!(
+        s.cleanup_expired(expired_at, 100).await.expect("cleanup"),
+        1
+    );
+    assert!(s.delete(g, blob(2), T0 + 2_000).await.expect("delete"));
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 1, 40));
+
+    for (n, stored_at) in [(1, T0), (2, T0)] {
+        let mut retry = push_req(g, n, 40);
+        retry.now_ms = T0 + 10_000;
+        let again = s.push(retry).await.expect("retry");
+        assert_eq!(
+            again,
+            PushOutcome {
+                cursor: Cursor::new(n),
+                duplicate: true,
+                stored_at_ms: stored_at
+            },
+            "blob {n}"
+        );
+        let reused = s.push(push_req(g, n, 41)).await;
+        assert!(
+            matches!(reused, Err(StorageError::BlobConflict)),
+            "{reused:?}"
+        );
+    }
+    // A live blob with other bytes is a conflict too.
+    let reused = s.push(push_req(g, 3, 7)).await;
+    assert!(
+        matches!(reused, Err(StorageError::BlobConflict)),
+        "{reused:?}"
+    );
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 1, 40));
+    assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(3));
+    assert_eq!(pull_all(&s, g, Cursor::ZERO, 100, u64::MAX).await.len(), 1);
+
+    // Forgotten in batches once their time is up: blob 1's memory ends first.
+    let memory_ms = memory.as_millis() as u64;
+    assert_eq!(
+        s.forget_removed_ids(expired_at + memory_ms - 1, 10)
+            .await
+            .expect("f"),
+        0
+    );
+    assert_eq!(
+        s.forget_removed_ids(expired_at + memory_ms, 10)
+            .await
+            .expect("f"),
+        1
+    );
+    assert_eq!(
+        s.forget_removed_ids(T0 + 2_000 + memory_ms, 1)
+            .await
+            .expect("f"),
+        1
+    );
+    assert_eq!(s.forget_removed_ids(u64::MAX / 2, 10).await.expect("f"), 0);
+    // A forgotten id is free again: stored anew, under a new cursor.
+    let again = s.push(push_req(g, 1, 40)).await.expect("push");
+    assert_eq!((again.cursor.get(), again.duplicate), (4, false));
+    assert_audit_agrees(&s).await;
+}
+
+/// A group that holds no blob, remembers no id and was not active for the idle time is deleted
+/// with its counters; groups seen with a session are active; a deleted group that comes back
+/// continues above every cursor it used.
+#[tokio::test]
+async fn idle_empty_groups_are_deleted_and_come_back_above_their_old_cursors() {
+    let (_dir, s) = fresh(StorageLimits {
+        forget_ids_after: Duration::from_secs(60),
+        ..StorageLimits::default()
+    })
+    .await;
+    let idle = Duration::from_secs(600);
+    let idle_ms = idle.as_millis() as u64;
+    let (quiet, seen, full) = (group(1), group(2), group(3));
+    for (g, n) in [(quiet, 1), (quiet, 2), (seen, 3), (full, 4)] {
+        s.push(push_req(g, n, 10)).await.expect("push");
+    }
+    for (g, n) in [(quiet, 1), (quiet, 2), (seen, 3)] {
+        assert!(s.delete(g, blob(n), T0).await.expect("delete"));
+    }
+    assert_eq!(s.stats().await.expect("stats"), totals(3, 1, 10));
+    // Their removed ids are still remembered: nothing is deleted yet.
+    let later = T0 + idle_ms;
+    assert_eq!(
+        s.drop_idle_groups(vec![], later, idle, 10)
+            .await
+            .expect("drop"),
+        0
+    );
+    assert_eq!(s.forget_removed_ids(later, 10).await.expect("forget"), 3);
+    // `seen` had a session: active now, so kept. `full` holds a blob: kept.
+    let dropped = s.drop_idle_groups(vec![seen], later, idle, 10).await;
+    assert_eq!(dropped.expect("drop"), 1);
+    assert_eq!(s.stats().await.expect("stats"), totals(2, 1, 10));
+    assert_eq!(s.max_cursor(quiet).await.expect("max"), Cursor::ZERO);
+    assert_eq!(s.max_cursor(seen).await.expect("max"), Cursor::new(1));
+    // `seen`, idle long enough after its session, goes too; `full` never does.
+    let much_later = later + idle_ms;
+    assert_eq!(
+        s.drop_idle_groups(vec![], much_later, idle, 10)
+            .await
+            .expect("d"),
+        1
+    );
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 1, 10));
+    assert_audit_agrees(&s).await;
+
+    // Both come back above the highest cursor of any deleted group (2): no device that
+    // remembers an old cursor misses a new blob.
+    assert_eq!(cursor_of(&s, push_req(quiet, 10, 10)).await, 3);
+    assert_eq!(cursor_of(&s, push_req(seen, 11, 10)).await, 3);
+    assert_eq!(cursor_of(&s, push_req(group(9), 12, 10)).await, 3);
+    assert_eq!(cursor_of(&s, push_req(full, 13, 10)).await, 2);
+    assert_eq!(s.stats().await.expect("stats"), totals(4, 5, 50));
+}
+
+/// Every commit that stores pushes reports them (with sizes) and its retries, in commit order,
+/// before any pusher of the batch is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_commit_reports_its_pushes_before_answering() {
+    let (_dir, s) = fresh(StorageLimits::default()).await;
+    let reports = Arc::new(std::sync::Mutex::new(Vec::<CommitReport>::new()));
+    s.on_commit({
+        let reports = Arc::clone(&reports);
+        Arc::new(move |r| reports.lock().expect("lock").push(r))
+    });
+    let g = group(1);
+    s.push(push_req(g, 1, 10)).await.expect("push");
+    // Blob 1 again (a retry, same bytes), then two new blobs of 11 and 12 bytes.
+    let pushes = (1..=3u64).map(|n| {
+        move |s: SqliteStorage| async move { s.push(push_req(group(1), n, 9 + n as usize)).await }
+    });
+    let results = queued_behind_a_pause(&s, pushes).await;
+    // The report is in place when the answers arrive.
+    let got = reports.lock().expect("lock").clone();
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].pushes.len(), 1);
+    assert_eq!(got[0].duplicates, 0);
+    let second: Vec<_> = got[1]
+        .pushes
+        .iter()
+        .map(|p| (p.group, p.cursor.get(), p.blob_id, p.sender, p.size))
+        .collect();
+    assert_eq!(
+        second,
+        [
+            (g, 2, blob(2), device(1), 11),
+            (g, 3, blob(3), device(1), 12)
+        ]
+    );
+    assert_eq!(got[1].duplicates, 1, "blob 1 again");
+    // A batch without pushes reports nothing.
+    assert!(s.delete(g, blob(2), T0).await.expect("delete"));
+    assert_eq!(reports.lock().expect("lock").len(), 2);
+}
+
+/// The version 1 schema, as relays before version 2 created it.
+const SCHEMA_V1: &str = "
+CREATE TABLE groups (
+    id          INTEGER PRIMARY KEY,
+    group_id    BLOB    NOT NULL UNIQUE,
+    last_cursor INTEGER NOT NULL,
+    blob_count  INTEGER NOT NULL,
+    byte_count  INTEGER NOT NULL
+) STRICT;
+CREATE TABLE blobs (
+    id         INTEGER PRIMARY KEY,
+    group_ref  INTEGER NOT NULL,
+    cursor     INTEGER NOT NULL,
+    blob_id    BLOB    NOT NULL,
+    sender     BLOB    NOT NULL,
+    size       INTEGER NOT NULL,
+    stored_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    payload    BLOB    NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX blobs_by_cursor  ON blobs (group_ref, cursor);
+CREATE UNIQUE INDEX blobs_by_blob_id ON blobs (group_ref, blob_id);
+CREATE INDEX        blobs_by_expiry  ON blobs (expires_at);
+CREATE TABLE invites (
+    lookup_id  BLOB    PRIMARY KEY,
+    sealed     BLOB    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX invites_by_expiry ON invites (expires_at);
+";
+
+/// A database written with the version 1 schema opens, is migrated to version 2 in place,
+/// keeps its data and cursors, and its old blobs (stored without a digest) are idempotent and
+/// conflict-checked like new ones, also after they expire.
+#[tokio::test]
+async fn a_version_1_database_is_migrated_when_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = group(1);
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("open");
+        conn.execute_batch(SCHEMA_V1).expect("v1 schema");
+        conn.pragma_update(None, "application_id", 0x306b_5352)
+            .expect("app id");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO groups (group_id, last_cursor, blob_count, byte_count)
+             VALUES (?1, 2, 2, 80)",
+            [&g.as_bytes()[..]],
+        )
+        .expect("group");
+        for n in 1..=2u64 {
+            conn.execute(
+                "INSERT INTO blobs
+                     (group_ref, cursor, blob_id, sender, size, stored_at, expires_at, payload)
+                 VALUES (1, ?1, ?2, ?3, 40, ?4, ?5, ?6)",
+                rusqlite::params![
+                    n as i64,
+                    &blob(n).as_bytes()[..],
+                    &device(1).as_bytes()[..],
+                    T0 as i64,
+                    (T0 + 1_000 * n) as i64,
+                    payload(n, 40)
+                ],
+            )
+            .expect("blob");
+        }
+    }
+    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(s.stats().await.expect("stats"), totals(1, 2, 80));
+    assert_audit_agrees(&s).await;
+    let page = pull_all(&s, g, Cursor::ZERO, 100, u64::MAX).await;
+    assert_eq!(page.len(), 2);
+    assert_eq!(page[1].payload, payload(2, 40));
+    // Old rows: a retry is a duplicate, other bytes a conflict.
+    let retry = s.push(push_req(g, 2, 40)).await.expect("retry");
+    assert_eq!((retry.cursor.get(), retry.duplicate), (2, true));
+    let reused = s.push(push_req(g, 2, 39)).await;
+    assert!(
+        matches!(reused, Err(StorageError::BlobConflict)),
+        "{reused:?}"
+    );
+    // An old row that expires is remembered with the digest of its payload.
+    assert_eq!(
+        s.cleanup_expired(T0 + 1_000, 100).await.expect("cleanup"),
+        1
+    );
+    let retry = s.push(push_req(g, 1, 40)).await.expect("retry");
+    assert_eq!((retry.cursor.get(), retry.duplicate), (1, true));
+    let reused = s.push(push_req(g, 1, 41)).await;
+    assert!(
+        matches!(reused, Err(StorageError::BlobConflict)),
+        "{reused:?}"
+    );
+    // New pushes continue the cursors.
+    assert_eq!(cursor_of(&s, push_req(g, 3, 40)).await, 3);
+    s.close().await.expect("close");
+    drop(s);
+
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("open");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+    let remembered: i64 = conn
+        .query_row("SELECT COUNT(*) FROM tombstones", [], |r| r.get(0))
+        .expect("tombstones");
+    assert_eq!(remembered, 1);
+    let active: i64 = conn
+        .query_row("SELECT last_active FROM groups", [], |r| r.get(0))
+        .expect("last_active");
+    assert!(
+        active > 0,
+        "existing groups are active from the migration on"
+    );
+    // Reopening a migrated file is a plain open.
+    drop(conn);
+    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(3));
 }

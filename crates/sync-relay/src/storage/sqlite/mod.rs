@@ -4,7 +4,9 @@
 //! - [`schema`]: the tables, the version and application id checks, the writer's pragmas.
 //! - [`readers`]: the read-only connection pool and the reads (pull, max cursor, audit).
 //! - [`writer`]: the writer thread, its command queue and the batch context of group commit.
-//! - [`ops`]: the write operations (push, delete, cleanup, invites).
+//! - [`ops`]: the write operations that store (push, invites).
+//! - [`removal`]: the write operations that remove (delete, cleanup, forgotten ids, idle
+//!   groups).
 //!
 //! Writes go through a bounded channel to the writer thread, which owns the only read-write
 //! connection; a caller is answered only after its batch committed. Reads run on read-only
@@ -12,6 +14,7 @@
 
 mod ops;
 mod readers;
+mod removal;
 mod schema;
 mod writer;
 
@@ -26,12 +29,13 @@ use rusqlite::{Connection, OpenFlags};
 use sync_types::{BlobId, Cursor, GroupId};
 use tokio::sync::mpsc;
 
-use self::ops::{CleanupOp, DeleteOp, InvitePutOp, InviteTakeOp, PushOp};
+use self::ops::{InvitePutOp, InviteTakeOp, PushOp};
 use self::readers::{ReaderPool, audit_blocking, max_cursor_blocking, pull_blocking};
+use self::removal::{CleanupOp, DeleteOp, DropIdleGroupsOp, ForgetOp};
 use self::writer::{Command, Shared, Writer};
 use super::{
-    InviteLookup, PullPage, PushOutcome, PushReply, PushRequest, QuotaKind, Storage, StorageError,
-    StorageLimits, StorageStats,
+    CommitHook, InviteLookup, PullPage, PushOutcome, PushReply, PushRequest, QuotaKind, Storage,
+    StorageError, StorageLimits, StorageStats,
 };
 
 type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -142,10 +146,12 @@ impl SqliteStorage {
         )?;
         conn.busy_timeout(config.busy_timeout)?;
         // Refuse a foreign or newer file before changing anything in it.
-        let create = schema::check_schema(&conn)?;
+        let state = schema::check_schema(&conn)?;
         schema::configure_writer(&conn, &config)?;
-        if create {
-            schema::create_schema(&conn)?;
+        match state {
+            schema::SchemaState::Empty => schema::create_schema(&conn)?,
+            schema::SchemaState::Old(from) => schema::migrate(&conn, from, sync_types::unix_ms())?,
+            schema::SchemaState::Current => {}
         }
         let shared = Arc::new(Shared::new(schema::load_stats(&conn)?));
         let commands = Writer::spawn(
@@ -178,6 +184,13 @@ impl SqliteStorage {
         self.inner.shared.metrics()
     }
 
+    /// Calls `hook` on the writer thread after every commit that stored or answered pushes,
+    /// before any caller of that batch is answered (so whatever the hook records is in place
+    /// when a `PushAck` goes out). The hook must not block for long: the writer waits for it.
+    pub fn on_commit(&self, hook: CommitHook) {
+        self.inner.shared.set_hook(hook);
+    }
+
     /// Recomputes the totals by scanning every blob and checks them against the per-group
     /// counters and cursors. Costs a full table scan: for tests and operator tools, not for
     /// `/health`.
@@ -188,11 +201,11 @@ impl SqliteStorage {
 
 impl Storage for SqliteStorage {
     async fn push(&self, req: PushRequest) -> Result<PushOutcome> {
-        self.write(PushOp(req)).await
+        self.write(PushOp::new(req)).await
     }
 
     async fn push_queued(&self, req: PushRequest) -> Result<PushReply> {
-        Ok(PushReply::new(self.enqueue(PushOp(req)).await?))
+        Ok(PushReply::new(self.enqueue(PushOp::new(req)).await?))
     }
 
     async fn pull(
@@ -211,8 +224,34 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn delete(&self, group: GroupId, blob_id: BlobId) -> Result<bool> {
-        self.write(DeleteOp { group, blob_id }).await
+    async fn delete(&self, group: GroupId, blob_id: BlobId, now_ms: u64) -> Result<bool> {
+        self.write(DeleteOp {
+            group,
+            blob_id,
+            now_ms,
+        })
+        .await
+    }
+
+    async fn forget_removed_ids(&self, now_ms: u64, batch: u32) -> Result<u64> {
+        self.write(ForgetOp { now_ms, batch }).await
+    }
+
+    async fn drop_idle_groups(
+        &self,
+        seen: Vec<GroupId>,
+        now_ms: u64,
+        idle_for: Duration,
+        batch: u32,
+    ) -> Result<u64> {
+        let idle_ms = u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX);
+        self.write(DropIdleGroupsOp {
+            seen,
+            now_ms,
+            idle_before_ms: now_ms.saturating_sub(idle_ms),
+            batch,
+        })
+        .await
     }
 
     async fn cleanup_expired(&self, now_ms: u64, batch: u32) -> Result<u64> {

@@ -1,15 +1,14 @@
-//! The write operations the writer applies inside a batch: push, delete, cleanup and the
-//! invite mailbox.
-
-use std::collections::HashMap;
+//! The write operations the writer applies inside a batch: push (with its idempotency checks)
+//! and the invite mailbox; the removing ones are in `removal`.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sync_types::{BlobId, Cursor, GroupId};
+use sha2::{Digest, Sha256};
+use sync_types::{BlobId, Cursor};
 
 use super::writer::{BatchCtx, GroupRow, WriteOp};
 use super::{Result, clamp_i64, quota, to_u64};
 use crate::storage::{
-    InviteLookup, PushOutcome, PushRequest, QuotaKind, StorageError, StorageLimits,
+    CommittedPush, InviteLookup, PushOutcome, PushRequest, QuotaKind, StorageError, StorageLimits,
 };
 
 /// Longest invite lookup id accepted, in bytes.
@@ -18,31 +17,129 @@ const MAX_LOOKUP_ID_BYTES: usize = 64;
 /// Largest sealed invite accepted, in bytes.
 const MAX_INVITE_BYTES: usize = 64 * 1024;
 
-/// The original answer for a blob already stored in the group, if it is.
+/// The SHA-256 of a sealed payload: what tells a retried push (same bytes) from a reused blob
+/// id (other bytes).
+pub(super) fn payload_digest(payload: &[u8]) -> [u8; 32] {
+    Sha256::digest(payload).into()
+}
+
+/// A blob id the group holds or remembers: its original cursor and store time, and the digest
+/// of its payload.
+struct Original {
+    cursor: i64,
+    stored_at: i64,
+    digest: [u8; 32],
+}
+
+impl Original {
+    /// The answer to a push of this id with a payload of `digest`: the original (a retry), or
+    /// [`StorageError::BlobConflict`] (other bytes under the same id).
+    fn answer(&self, digest: &[u8; 32]) -> Result<PushOutcome> {
+        if self.digest != *digest {
+            return Err(StorageError::BlobConflict);
+        }
+        Ok(PushOutcome {
+            cursor: Cursor::new(to_u64(self.cursor, "cursor")?),
+            duplicate: true,
+            stored_at_ms: to_u64(self.stored_at, "stored_at")?,
+        })
+    }
+}
+
+/// A digest column as read: 32 bytes, or NULL for a row written before digests were kept.
+pub(super) fn digest_column(value: Option<Vec<u8>>) -> rusqlite::Result<Option<[u8; 32]>> {
+    value
+        .map(|v| {
+            <[u8; 32]>::try_from(v.as_slice()).map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    v.len(),
+                    rusqlite::types::Type::Blob,
+                    "a digest is 32 bytes".into(),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The digest of a stored blob: the kept one, or (rows older than digests) its payload's.
+pub(super) fn stored_digest(
+    conn: &Connection,
+    row: i64,
+    kept: Option<[u8; 32]>,
+) -> rusqlite::Result<[u8; 32]> {
+    if let Some(d) = kept {
+        return Ok(d);
+    }
+    let payload: Vec<u8> = conn
+        .prepare_cached("SELECT payload FROM blobs WHERE id = ?1")?
+        .query_row([row], |r| r.get(0))?;
+    Ok(payload_digest(&payload))
+}
+
+/// The blob id as the group holds it (a stored blob) or remembers it (a removed one).
 fn find_original(
     conn: &Connection,
     group_ref: i64,
     blob_id: &BlobId,
-) -> rusqlite::Result<Option<Result<PushOutcome>>> {
-    let original: Option<(i64, i64)> = conn
+) -> rusqlite::Result<Option<Original>> {
+    let stored: Option<(i64, i64, i64, Option<Vec<u8>>)> = conn
         .prepare_cached(
-            "SELECT cursor, stored_at FROM blobs WHERE group_ref = ?1 AND blob_id = ?2",
+            "SELECT id, cursor, stored_at, digest FROM blobs WHERE group_ref = ?1 AND blob_id = ?2",
         )?
         .query_row(params![group_ref, &blob_id.as_bytes()[..]], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
-    Ok(original.map(|(cursor, stored_at)| {
-        Ok(PushOutcome {
-            cursor: Cursor::new(to_u64(cursor, "cursor")?),
-            duplicate: true,
-            stored_at_ms: to_u64(stored_at, "stored_at")?,
+    if let Some((row, cursor, stored_at, digest)) = stored {
+        let digest = stored_digest(conn, row, digest_column(digest)?)?;
+        return Ok(Some(Original {
+            cursor,
+            stored_at,
+            digest,
+        }));
+    }
+    find_removed(conn, group_ref, blob_id)
+}
+
+/// The blob id as the group remembers it after its blob was removed.
+fn find_removed(
+    conn: &Connection,
+    group_ref: i64,
+    blob_id: &BlobId,
+) -> rusqlite::Result<Option<Original>> {
+    let removed: Option<(i64, i64, Option<Vec<u8>>)> = conn
+        .prepare_cached(
+            "SELECT cursor, stored_at, digest FROM tombstones WHERE group_ref = ?1 AND blob_id = ?2",
+        )?
+        .query_row(params![group_ref, &blob_id.as_bytes()[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
-    }))
+        .optional()?;
+    removed
+        .map(|(cursor, stored_at, digest)| {
+            Ok(Original {
+                cursor,
+                stored_at,
+                digest: digest_column(digest)?.unwrap_or_default(),
+            })
+        })
+        .transpose()
 }
 
 /// Stores a blob under the group's next cursor (or answers a retry with the original).
-pub(super) struct PushOp(pub(super) PushRequest);
+pub(super) struct PushOp {
+    req: PushRequest,
+    /// The payload's digest, computed by the caller's task (not on the writer thread).
+    digest: [u8; 32],
+}
+
+impl PushOp {
+    /// A push of `req`, with its payload's digest.
+    pub(super) fn new(req: PushRequest) -> Self {
+        let digest = payload_digest(&req.payload);
+        Self { req, digest }
+    }
+}
 
 impl WriteOp for PushOp {
     type Output = PushOutcome;
@@ -52,34 +149,46 @@ impl WriteOp for PushOp {
         conn: &Connection,
         ctx: &mut BatchCtx,
     ) -> rusqlite::Result<Result<PushOutcome>> {
-        let req = &self.0;
+        let req = &self.req;
         let group = ctx.group(conn, &req.group)?;
         match check_push(req, group.as_ref(), &ctx.limits) {
             Ok(()) => {}
             Err(refusal) => {
-                // A retry of a stored blob gets the original answer, whatever the limits say
-                // now.
+                // A retry of a stored or remembered blob gets the original answer, whatever the
+                // limits say now.
                 if let Some(g) = &group
                     && let Some(original) = find_original(conn, g.id, &req.blob_id)?
                 {
-                    return Ok(original);
+                    return Ok(ctx.answered(original.answer(&self.digest)));
                 }
                 return Ok(Err(refusal));
             }
         }
         let size = payload_size(req);
         let mut g = match group {
-            Some(g) => g,
+            Some(g) => {
+                // A removed blob's id is remembered: a retry is answered, never stored again.
+                if let Some(original) = find_removed(conn, g.id, &req.blob_id)? {
+                    return Ok(ctx.answered(original.answer(&self.digest)));
+                }
+                g
+            }
             None => {
+                // A group deleted while idle comes back above every cursor it ever used.
+                let floor = cursor_floor(conn)?;
                 conn.prepare_cached(
-                    "INSERT INTO groups (group_id, last_cursor, blob_count, byte_count)
-                     VALUES (?1, 0, 0, 0)",
+                    "INSERT INTO groups (group_id, last_cursor, blob_count, byte_count, last_active)
+                     VALUES (?1, ?2, 0, 0, ?3)",
                 )?
-                .execute([&req.group.as_bytes()[..]])?;
+                .execute(params![
+                    &req.group.as_bytes()[..],
+                    floor,
+                    clamp_i64(req.now_ms)
+                ])?;
                 ctx.delta.groups = ctx.delta.groups.saturating_add(1);
                 GroupRow {
                     id: conn.last_insert_rowid(),
-                    last_cursor: 0,
+                    last_cursor: floor,
                     blob_count: 0,
                     byte_count: 0,
                     dirty: false,
@@ -96,8 +205,9 @@ impl WriteOp for PushOp {
         let inserted = conn
             .prepare_cached(
                 "INSERT INTO blobs
-                     (group_ref, cursor, blob_id, sender, size, stored_at, expires_at, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     (group_ref, cursor, blob_id, sender, size, stored_at, expires_at, digest,
+                      payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (group_ref, blob_id) DO NOTHING",
             )?
             .execute(params![
@@ -108,14 +218,17 @@ impl WriteOp for PushOp {
                 size,
                 stored_at,
                 expires_at,
+                &self.digest[..],
                 &req.payload[..],
             ])?;
         if inserted == 0 {
-            return Ok(find_original(conn, g.id, &req.blob_id)?.unwrap_or_else(|| {
-                Err(StorageError::Corrupt {
+            let answer = match find_original(conn, g.id, &req.blob_id)? {
+                Some(original) => original.answer(&self.digest),
+                None => Err(StorageError::Corrupt {
                     what: "a blob id conflicts but no blob carries it".into(),
-                })
-            }));
+                }),
+            };
+            return Ok(ctx.answered(answer));
         }
         g.last_cursor = cursor;
         g.blob_count = g.blob_count.saturating_add(1);
@@ -123,12 +236,30 @@ impl WriteOp for PushOp {
         ctx.update_group(req.group, g);
         ctx.delta.blobs = ctx.delta.blobs.saturating_add(1);
         ctx.delta.bytes = ctx.delta.bytes.saturating_add(size);
+        let cursor = Cursor::new(cursor.unsigned_abs());
+        ctx.committed.push(CommittedPush {
+            group: req.group,
+            cursor,
+            blob_id: req.blob_id,
+            sender: req.sender,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+        });
         Ok(Ok(PushOutcome {
-            cursor: Cursor::new(cursor.unsigned_abs()),
+            cursor,
             duplicate: false,
             stored_at_ms: stored_at.unsigned_abs(),
         }))
     }
+}
+
+/// The cursor that groups created from now on start above (the highest cursor of any group
+/// deleted so far; 0 on a relay that never deleted one).
+fn cursor_floor(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM relay_meta WHERE key = 'cursor_floor'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// The payload size as SQLite stores it (a payload in memory is far below `i64::MAX` bytes).
@@ -177,103 +308,6 @@ fn check_push(req: &PushRequest, group: Option<&GroupRow>, limits: &StorageLimit
         });
     }
     Ok(())
-}
-
-/// Deletes one blob and takes it off its group's counters.
-pub(super) struct DeleteOp {
-    /// The blob's group.
-    pub(super) group: GroupId,
-    /// The blob.
-    pub(super) blob_id: BlobId,
-}
-
-impl WriteOp for DeleteOp {
-    type Output = bool;
-
-    fn apply(&mut self, conn: &Connection, ctx: &mut BatchCtx) -> rusqlite::Result<Result<bool>> {
-        // Group counters change below in SQL: write this batch's pending changes first.
-        ctx.flush_groups(conn)?;
-        let found: Option<(i64, i64, i64)> = conn
-            .prepare_cached(
-                "SELECT b.id, b.group_ref, b.size FROM blobs b JOIN groups g ON g.id = b.group_ref
-                 WHERE g.group_id = ?1 AND b.blob_id = ?2",
-            )?
-            .query_row(
-                params![&self.group.as_bytes()[..], &self.blob_id.as_bytes()[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((id, group_ref, size)) = found else {
-            return Ok(Ok(false));
-        };
-        conn.prepare_cached("DELETE FROM blobs WHERE id = ?1")?
-            .execute([id])?;
-        decrement_group(conn, group_ref, 1, size)?;
-        ctx.delta.blobs = ctx.delta.blobs.saturating_sub(1);
-        ctx.delta.bytes = ctx.delta.bytes.saturating_sub(size);
-        Ok(Ok(true))
-    }
-}
-
-fn decrement_group(
-    conn: &Connection,
-    group_ref: i64,
-    blobs: i64,
-    bytes: i64,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE groups SET blob_count = blob_count - ?2, byte_count = byte_count - ?3
-         WHERE id = ?1",
-    )?
-    .execute(params![group_ref, blobs, bytes])?;
-    Ok(())
-}
-
-/// Removes up to `batch` expired blobs and up to `batch` expired invites.
-pub(super) struct CleanupOp {
-    /// The clock the expiry times are compared with.
-    pub(super) now_ms: u64,
-    /// Most rows of each kind removed.
-    pub(super) batch: u32,
-}
-
-impl WriteOp for CleanupOp {
-    type Output = u64;
-
-    fn apply(&mut self, conn: &Connection, ctx: &mut BatchCtx) -> rusqlite::Result<Result<u64>> {
-        // Group counters change below in SQL: write this batch's pending changes first.
-        ctx.flush_groups(conn)?;
-        let now = clamp_i64(self.now_ms);
-        let batch = i64::from(self.batch);
-        let expired: Vec<(i64, i64, i64)> = conn
-            .prepare_cached(
-                "SELECT id, group_ref, size FROM blobs WHERE expires_at <= ?1
-                 ORDER BY expires_at LIMIT ?2",
-            )?
-            .query_map([now, batch], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut per_group: HashMap<i64, (i64, i64)> = HashMap::new();
-        {
-            let mut delete = conn.prepare_cached("DELETE FROM blobs WHERE id = ?1")?;
-            for &(id, group_ref, size) in &expired {
-                delete.execute([id])?;
-                let entry = per_group.entry(group_ref).or_default();
-                entry.0 = entry.0.saturating_add(1);
-                entry.1 = entry.1.saturating_add(size);
-            }
-        }
-        for (group_ref, (blobs, bytes)) in per_group {
-            decrement_group(conn, group_ref, blobs, bytes)?;
-            ctx.delta.blobs = ctx.delta.blobs.saturating_sub(blobs);
-            ctx.delta.bytes = ctx.delta.bytes.saturating_sub(bytes);
-        }
-        conn.prepare_cached(
-            "DELETE FROM invites WHERE lookup_id IN
-                 (SELECT lookup_id FROM invites WHERE expires_at <= ?1 LIMIT ?2)",
-        )?
-        .execute([now, batch])?;
-        Ok(Ok(expired.len() as u64))
-    }
 }
 
 /// Stores a sealed invite (a retry with the same bytes is a no-op).

@@ -6,21 +6,54 @@ use rusqlite::Connection;
 use super::{Result, SqliteConfig, clamp_i64, to_u64};
 use crate::storage::{StorageError, StorageStats};
 
-/// The schema version this build creates and reads (`PRAGMA user_version`).
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build creates and reads (`PRAGMA user_version`). Version 1 files are
+/// migrated when they are opened.
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of relay databases ("0kSR"), so a foreign SQLite file is refused.
 pub(super) const APPLICATION_ID: i64 = 0x306b_5352;
 
-/// The relay database schema (version 1). Public so benchmarks can measure raw SQLite inserts
+/// Tables new in version 2 (created by the full schema and by the migration from version 1):
+/// the ids of removed blobs, remembered so a retried push is never stored twice, and relay-wide
+/// values (the cursor floor of deleted groups).
+macro_rules! tables_new_in_v2 {
+    () => {
+        "
+CREATE TABLE tombstones (
+    group_ref  INTEGER NOT NULL,
+    blob_id    BLOB    NOT NULL,
+    cursor     INTEGER NOT NULL,
+    stored_at  INTEGER NOT NULL,
+    digest     BLOB    NOT NULL,
+    forget_at  INTEGER NOT NULL,
+    PRIMARY KEY (group_ref, blob_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX tombstones_by_forget_at ON tombstones (forget_at);
+CREATE TABLE relay_meta (
+    key   TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX groups_without_blobs ON groups (last_active) WHERE blob_count = 0;
+"
+    };
+}
+
+/// The relay database schema (version 2). Public so benchmarks can measure raw SQLite inserts
 /// on exactly the relay's row shape and indexes.
-pub const SCHEMA: &str = "
+///
+/// `blobs.digest` is the SHA-256 of the payload (NULL only in rows written by version 1, whose
+/// digest is computed from the payload when needed); `payload` is the last column, so reading
+/// a row's other columns never walks its overflow pages. `groups.last_active` is when the group
+/// last had a session (ms since the Unix epoch), for the deletion of idle empty groups.
+pub const SCHEMA: &str = concat!(
+    "
 CREATE TABLE groups (
     id          INTEGER PRIMARY KEY,
     group_id    BLOB    NOT NULL UNIQUE,
     last_cursor INTEGER NOT NULL,
     blob_count  INTEGER NOT NULL,
-    byte_count  INTEGER NOT NULL
+    byte_count  INTEGER NOT NULL,
+    last_active INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE TABLE blobs (
     id         INTEGER PRIMARY KEY,
@@ -31,6 +64,7 @@ CREATE TABLE blobs (
     size       INTEGER NOT NULL,
     stored_at  INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
+    digest     BLOB,
     payload    BLOB    NOT NULL
 ) STRICT;
 CREATE UNIQUE INDEX blobs_by_cursor  ON blobs (group_ref, cursor);
@@ -43,7 +77,31 @@ CREATE TABLE invites (
     attempts   INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX invites_by_expiry ON invites (expires_at);
-";
+",
+    tables_new_in_v2!()
+);
+
+/// From version 1 to 2: the digest column (after the payload in migrated files: rows of
+/// version 1 keep a NULL digest), the groups' activity time (set to the migration time, so no
+/// group counts as idle before it had the chance to be seen), and the new tables.
+const MIGRATE_1_TO_2: &str = concat!(
+    "
+ALTER TABLE groups ADD COLUMN last_active INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE blobs ADD COLUMN digest BLOB;
+",
+    tables_new_in_v2!()
+);
+
+/// What opening found in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SchemaState {
+    /// An empty file: the schema must be created.
+    Empty,
+    /// A relay database of an older version that this build migrates.
+    Old(i64),
+    /// A relay database of this version.
+    Current,
+}
 
 /// How hard SQLite works to make a commit durable (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,8 +153,8 @@ pub(super) fn configure_writer(conn: &Connection, config: &SqliteConfig) -> Resu
     Ok(())
 }
 
-/// Checks the file's schema; `Ok(true)` means it is empty and the schema must be created.
-pub(super) fn check_schema(conn: &Connection) -> Result<bool> {
+/// Checks the file's schema: empty, an older relay version (to migrate), or current.
+pub(super) fn check_schema(conn: &Connection) -> Result<SchemaState> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
     match version {
@@ -108,12 +166,13 @@ pub(super) fn check_schema(conn: &Connection) -> Result<bool> {
                     what: "database file holds tables but no relay schema".into(),
                 });
             }
-            Ok(true)
+            Ok(SchemaState::Empty)
         }
-        SCHEMA_VERSION if app_id == APPLICATION_ID => Ok(false),
-        SCHEMA_VERSION => Err(StorageError::Corrupt {
+        1..=SCHEMA_VERSION if app_id != APPLICATION_ID => Err(StorageError::Corrupt {
             what: format!("application_id {app_id:#x} is not a relay database"),
         }),
+        SCHEMA_VERSION => Ok(SchemaState::Current),
+        1 => Ok(SchemaState::Old(1)),
         found => Err(StorageError::UnsupportedSchema {
             found,
             supported: SCHEMA_VERSION,
@@ -128,6 +187,21 @@ pub(super) fn create_schema(conn: &Connection) -> Result<()> {
     tx.pragma_update(None, "application_id", APPLICATION_ID)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Brings a file of version `from` to the current version in one transaction (all or
+/// nothing: a failed migration leaves the old version in place). `now_ms` becomes the activity
+/// time of the existing groups.
+pub(super) fn migrate(conn: &Connection, from: i64, now_ms: u64) -> Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    if from <= 1 {
+        tx.execute_batch(MIGRATE_1_TO_2)?;
+        tx.execute("UPDATE groups SET last_active = ?1", [clamp_i64(now_ms)])?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    tracing::info!(from, to = SCHEMA_VERSION, "database schema migrated");
     Ok(())
 }
 
@@ -173,15 +247,12 @@ mod tests {
                 ..SqliteConfig::default()
             };
             let conn = Connection::open(&path).expect("open");
-            assert!(
-                check_schema(&conn).expect("empty file"),
-                "schema must be created"
-            );
+            assert_eq!(check_schema(&conn).expect("empty file"), SchemaState::Empty);
             configure_writer(&conn, &config).expect("configure");
             create_schema(&conn).expect("schema");
-            assert!(
-                !check_schema(&conn).expect("relay file"),
-                "schema already there"
+            assert_eq!(
+                check_schema(&conn).expect("relay file"),
+                SchemaState::Current
             );
 
             let mode: String = conn

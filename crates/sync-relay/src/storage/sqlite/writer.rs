@@ -6,14 +6,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sync_types::GroupId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Result, SqliteStorage, WriterMetrics};
-use crate::storage::{StorageError, StorageLimits, StorageStats};
+use crate::storage::{
+    CommitHook, CommitReport, CommittedPush, PushOutcome, StorageError, StorageLimits, StorageStats,
+};
 
 /// Where a write's committed answer is sent.
 pub(super) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -58,6 +60,8 @@ pub(super) struct StatsDelta {
 #[derive(Default)]
 pub(super) struct Shared {
     stats: Mutex<StorageStats>,
+    /// Told about the pushes of every committed batch, before any caller of it is answered.
+    hook: RwLock<Option<CommitHook>>,
     commits: AtomicU64,
     ops: AtomicU64,
     failed_commits: AtomicU64,
@@ -86,6 +90,26 @@ impl Shared {
         }
     }
 
+    /// Sets the commit hook (replacing any earlier one).
+    pub(super) fn set_hook(&self, hook: CommitHook) {
+        *self.hook.write().unwrap_or_else(PoisonError::into_inner) = Some(hook);
+    }
+
+    /// Tells the hook what a committed batch did to pushes (nothing when it pushed nothing).
+    fn report(&self, report: CommitReport) {
+        if report.pushes.is_empty() && report.duplicates == 0 {
+            return;
+        }
+        let hook = self
+            .hook
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(hook) = hook {
+            hook(report);
+        }
+    }
+
     fn apply(&self, d: StatsDelta) {
         let mut s = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         s.groups = s.groups.saturating_add_signed(d.groups);
@@ -104,6 +128,10 @@ pub(super) struct BatchCtx {
     /// written back once per group, just before the commit ([`BatchCtx::flush_groups`]), so a
     /// batch of N pushes to one group costs one group read and one group write, not N of each.
     groups: HashMap<GroupId, GroupRow>,
+    /// Pushes stored by this batch, in commit order (reported once it commits).
+    pub(super) committed: Vec<CommittedPush>,
+    /// Pushes of this batch answered as retries of a stored or remembered blob.
+    duplicates: u64,
 }
 
 impl BatchCtx {
@@ -112,7 +140,17 @@ impl BatchCtx {
             limits,
             delta: StatsDelta::default(),
             groups: HashMap::new(),
+            committed: Vec::new(),
+            duplicates: 0,
         }
+    }
+
+    /// Passes a push's answer through, counting it if it is a retry's.
+    pub(super) fn answered(&mut self, answer: Result<PushOutcome>) -> Result<PushOutcome> {
+        if answer.as_ref().is_ok_and(|o| o.duplicate) {
+            self.duplicates = self.duplicates.saturating_add(1);
+        }
+        answer
     }
 
     /// The group's row as this batch sees it (cached after the first read); `None` if the
@@ -329,6 +367,10 @@ impl Writer {
         match apply_batch(&mut self.conn, jobs, &mut ctx) {
             Ok(()) => {
                 self.shared.apply(ctx.delta);
+                self.shared.report(CommitReport {
+                    pushes: std::mem::take(&mut ctx.committed),
+                    duplicates: ctx.duplicates,
+                });
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.shared
                     .ops
