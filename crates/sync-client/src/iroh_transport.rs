@@ -14,6 +14,20 @@ use tokio::sync::Mutex;
 use crate::error::TransportError;
 use crate::transport::{BoxFuture, Session, Transport};
 
+/// An iroh endpoint builder with `secret` as its identity that reaches nothing beyond the
+/// addresses it is given: no iroh relay servers, no address lookup, no port mapping, a minimal
+/// network report, no default sockets. Devices use it ([`IrohTransport`]); so can tools that
+/// speak the protocol directly. Add `.bind_addr(…)` (and `.alpns(…)` to accept), then `.bind()`.
+pub fn self_hosted_endpoint(secret: SecretKey) -> iroh::endpoint::Builder {
+    Endpoint::builder(presets::Minimal)
+        .secret_key(secret)
+        .relay_mode(RelayMode::Disabled)
+        .clear_address_lookup()
+        .portmapper_config(PortmapperConfig::Disabled)
+        .net_report_config(NetReportConfig::minimal())
+        .clear_ip_transports()
+}
+
 /// How long closing a session waits for the relay to close the connection after `Bye`.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
@@ -98,13 +112,7 @@ impl IrohTransport {
             EndpointState::Unbound => {}
         }
         let secret = SecretKey::from_bytes(&device.secret_bytes());
-        let ep = Endpoint::builder(presets::Minimal)
-            .secret_key(secret)
-            .relay_mode(RelayMode::Disabled)
-            .clear_address_lookup()
-            .portmapper_config(PortmapperConfig::Disabled)
-            .net_report_config(NetReportConfig::minimal())
-            .clear_ip_transports()
+        let ep = self_hosted_endpoint(secret)
             .bind_addr(self.config.bind_addr)
             .map_err(|e| TransportError::Setup(e.to_string()))?
             .bind()
@@ -181,13 +189,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn server() -> Endpoint {
-        Endpoint::builder(presets::Minimal)
-            .secret_key(SecretKey::from_bytes(&[42; 32]))
-            .relay_mode(RelayMode::Disabled)
-            .clear_address_lookup()
-            .portmapper_config(PortmapperConfig::Disabled)
-            .net_report_config(NetReportConfig::minimal())
-            .clear_ip_transports()
+        self_hosted_endpoint(SecretKey::from_bytes(&[42; 32]))
             .bind_addr("127.0.0.1:0")
             .unwrap()
             .alpns(vec![sync_types::ALPN.to_vec()])

@@ -40,7 +40,7 @@ mod tests;
 pub use client::SyncClient;
 pub use error::{ClientError, StoreError, TransportError};
 pub use invite::{InviteFetchError, fetch_invite};
-pub use iroh_transport::{IrohConfig, IrohTransport};
+pub use iroh_transport::{IrohConfig, IrohTransport, self_hosted_endpoint};
 pub use relay::{ResolveError, lookup_relay, resolve_relay};
 pub use store::{STORE_FILE_NAME, SeenDevice, Store, StoreLocation, StoreSync, StoredPush};
 pub use sync_core::{GroupMaterial, InvitedGroup};

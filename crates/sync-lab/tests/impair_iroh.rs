@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iroh::endpoint::{Connection, NetReportConfig, PortmapperConfig, presets};
-use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
+use iroh::endpoint::Connection;
+use iroh::{Endpoint, EndpointAddr, SecretKey};
 use sync_client::{
     Blob, ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
     StoreLocation, StreamExt, SyncClient, SyncEvent,
@@ -323,13 +323,7 @@ const ECHO_ALPN: &[u8] = b"sync-lab/impair-echo";
 /// An endpoint built like the device's (`IrohTransport`) and the relay's: no iroh relay
 /// servers, no address lookup, no port mapping, minimal net report, bound to `bind` only.
 async fn plain_endpoint(key: u8, bind: &str, accept: bool) -> Endpoint {
-    let mut b = Endpoint::builder(presets::Minimal)
-        .secret_key(SecretKey::from_bytes(&[key; 32]))
-        .relay_mode(RelayMode::Disabled)
-        .clear_address_lookup()
-        .portmapper_config(PortmapperConfig::Disabled)
-        .net_report_config(NetReportConfig::minimal())
-        .clear_ip_transports()
+    let mut b = sync_client::self_hosted_endpoint(SecretKey::from_bytes(&[key; 32]))
         .bind_addr(bind)
         .unwrap();
     if accept {

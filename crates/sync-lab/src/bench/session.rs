@@ -7,10 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iroh::endpoint::{
-    Connection, NetReportConfig, PortmapperConfig, RecvStream, SendStream, presets,
-};
-use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_crypto::{DeviceKey, HelloChallenge};
@@ -63,13 +61,7 @@ pub(super) async fn endpoint(
     secret: SecretKey,
     alpn: Option<&[u8]>,
 ) -> Result<Endpoint, BenchError> {
-    let mut builder = Endpoint::builder(presets::Minimal)
-        .secret_key(secret)
-        .relay_mode(RelayMode::Disabled)
-        .clear_address_lookup()
-        .portmapper_config(PortmapperConfig::Disabled)
-        .net_report_config(NetReportConfig::minimal())
-        .clear_ip_transports()
+    let mut builder = sync_client::self_hosted_endpoint(secret)
         .bind_addr("127.0.0.1:0")
         .map_err(|e| quic_error("endpoint address", e))?;
     if let Some(alpn) = alpn {
