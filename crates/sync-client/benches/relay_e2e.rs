@@ -387,6 +387,7 @@ fn child_main(role: &str) {
                 let mut config = RelayConfig::for_tests(&dir);
                 // Measure the relay, not its rate limiter or quotas.
                 config.session_push_rate = 0;
+                config.ip_push_rate = 0;
                 config.global_push_rate = 0;
                 config.group_max_blobs = 100_000_000;
                 config.group_max_bytes = 1 << 40;
@@ -991,6 +992,7 @@ async fn preload(dir: &Path, group: GroupId, count: usize) -> f64 {
                 payload: payload.clone(),
                 ttl: TTL,
                 now_ms: now,
+                group_quota_bytes: None,
             })
             .await
             .expect("preload queued");

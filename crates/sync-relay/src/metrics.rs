@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sync_types::ErrorCode;
 
+use crate::admission::Refusals;
 use crate::storage::{StorageStats, WriterMetrics};
 
 /// Prefix of every metric name.
@@ -169,7 +170,7 @@ impl Rejections {
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+pub(crate) fn header(out: &mut String, name: &str, help: &str, kind: &str) {
     let _ = writeln!(out, "# HELP {METRIC_PREFIX}{name} {help}");
     let _ = writeln!(out, "# TYPE {METRIC_PREFIX}{name} {kind}");
 }
@@ -221,6 +222,16 @@ relay_metrics! {
     rejections_total: Rejections,
     /// Time from reading a Push to its commit (the PushAck is queued right after).
     push_commit_seconds: Histogram,
+    /// Connections without a valid Hello yet (TLS handshake, stream and first frame pending).
+    pre_auth_connections: Gauge,
+    /// Connections, sessions and requests refused at admission, by reason.
+    admission_refusals_total: Refusals,
+    /// Invite lookups answered from the mailbox (rate-limited lookups not included).
+    invite_lookups_total: Counter,
+    /// Invite lookups that found no invite to take (unknown, expired, too many attempts).
+    invite_lookups_failed_total: Counter,
+    /// Audit lines of refusals not written because more were due than the audit rate allows.
+    audit_suppressed_total: Counter,
 }
 
 impl Metrics {

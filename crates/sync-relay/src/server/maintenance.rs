@@ -17,7 +17,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Removes expired blobs and invites every `cleanup_interval`.
+/// Removes expired blobs and invites every `cleanup_interval` (and forgets idle per-address
+/// limiter state).
 pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(ctx.config.cleanup_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -27,6 +28,7 @@ pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
+        ctx.admission.forget_idle();
         let mut removed = 0u64;
         loop {
             match ctx.storage.cleanup_expired(now_ms(), CLEANUP_BATCH).await {

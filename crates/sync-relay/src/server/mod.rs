@@ -3,6 +3,7 @@
 //!
 //! - `context`: what every session and handler shares.
 //! - `quic`: the iroh endpoint, the accept loop and one connection's way to a session.
+//! - `transport`: the QUIC transport limits (streams, flow-control windows, idle timeout).
 //! - `maintenance`: periodic cleanup of expired data and the stats line.
 //! - `memory` (feature `test-util`): in-process sessions for tests.
 
@@ -11,6 +12,7 @@ mod maintenance;
 #[cfg(feature = "test-util")]
 mod memory;
 mod quic;
+mod transport;
 
 pub(crate) use context::RelayCtx;
 #[cfg(feature = "test-util")]
