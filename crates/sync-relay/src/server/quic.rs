@@ -170,6 +170,7 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, mut pre: PreA
         .export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
         .is_err()
     {
+        drop(pre);
         ctx.metrics.reject(ErrorCode::Internal);
         conn.close(CLOSE_REFUSED.into(), b"internal error");
         return;
@@ -177,6 +178,7 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, mut pre: PreA
     let streams = tokio::select! {
         r = tokio::time::timeout_at(deadline, conn.accept_bi()) => r,
         () = ctx.shutdown.cancelled() => {
+            drop(pre);
             conn.close(CLOSE_REFUSED.into(), b"relay shutting down");
             return;
         }
@@ -186,6 +188,7 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, mut pre: PreA
         Ok(Err(_)) => return,
         Err(_) => {
             pre.deadline_passed();
+            drop(pre);
             ctx.metrics.reject(ErrorCode::HelloTimeout);
             tracing::info!(
                 target: "sync_relay::audit",
