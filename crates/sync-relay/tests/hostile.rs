@@ -44,6 +44,7 @@ async fn silent_connections_hold_no_session_slot_and_are_closed_by_the_deadline(
         .expect("relay starts");
     let (id, addr, http) = dial(&relay);
     let baseline = metric(http, "sessions").await;
+    let rss_before = rss_mib(&relay);
 
     // 20 connections that open no stream, 20 that open one and send half a frame header.
     let mut silent: Vec<(Endpoint, Connection)> = Vec::new();
@@ -57,6 +58,7 @@ async fn silent_connections_hold_no_session_slot_and_are_closed_by_the_deadline(
         half_hello.push(c);
     }
     let waiting = metric(http, "pre_auth_connections").await;
+    let rss_waiting = rss_mib(&relay);
 
     // More connections wait for their Hello than there are session slots, and a real device
     // is admitted and its push acknowledged.
@@ -84,9 +86,10 @@ async fn silent_connections_hold_no_session_slot_and_are_closed_by_the_deadline(
     let full = metric(http, "admission_refusals_total{reason=\"sessions_full\"}").await;
     let after = metric(http, "pre_auth_connections").await;
     println!(
-        "silent: {waiting} connections waiting for a Hello while the device got in; \
-         deadline refusals {deadline}, session-full refusals {full}; \
-         sessions {baseline} → {sessions}, waiting afterwards {after}"
+        "silent: {waiting} connections waiting for a Hello while the device got in \
+         (relay RSS {rss_before:.1} → {rss_waiting:.1} MiB); deadline refusals {deadline}, \
+         session-full refusals {full}; sessions {baseline} → {sessions}, waiting afterwards \
+         {after}"
     );
     assert_eq!(sessions, baseline);
     assert_eq!(deadline, 40.0);
