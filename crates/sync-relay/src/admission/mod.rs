@@ -468,3 +468,6 @@ pub(crate) struct SessionPass {
     /// A byte quota for the group below the relay's, from the admission token.
     pub(crate) quota_bytes: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::transport::{Windows, transport_config, var_int};
 use super::{RelayCtx, RelayError};
-use crate::admission::{Origin, PreAuth};
+use crate::admission::{Origin, PreAuth, Refusal, Subject};
 use crate::config::RelayConfig;
 use crate::session::serve_session;
 
@@ -159,8 +159,14 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, mut pre: PreA
             return;
         }
         Err(_) => {
-            pre.deadline_passed();
-            tracing::debug!("connection handshake timed out");
+            // No session stream yet, so no typed error to send: counted and audited here.
+            let subject = Subject {
+                origin: pre.origin,
+                device: None,
+                group: None,
+            };
+            ctx.admission
+                .record(&ctx.metrics, Refusal::PreAuthDeadline, subject);
             return;
         }
     };
