@@ -39,7 +39,10 @@ pub use config::{
     MAX_BLOB_BYTES_LIMIT, RelayConfig, default_data_dir, format_duration, parse_duration,
 };
 pub use identity::{IdentityError, KEY_FILE_NAME, load_or_create_secret_key};
-pub use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Rejections};
+pub use metrics::{
+    ByReason, Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Reason,
+    Rejections,
+};
 #[cfg(feature = "test-util")]
 pub use server::MemorySession;
 pub use server::{RelayError, RelayHandle, start};

@@ -1,10 +1,7 @@
-//! Why the relay turned a connection or a request away at its front door, and the counter of
-//! those refusals by reason that `/metrics` shows.
+//! Why the relay turned a connection or a request away at its front door; `/metrics` counts
+//! them by reason.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::metrics::{METRIC_PREFIX, header};
+use crate::metrics::{ByReason, Reason};
 
 macro_rules! refusals {
     ($( $(#[doc = $doc:literal])+ $name:ident = $label:literal, )+) => {
@@ -63,57 +60,16 @@ refusals! {
     InviteLookupsGlobal = "invite_lookups_global",
 }
 
-/// Refusals counted by reason.
-#[derive(Debug)]
-pub struct Refusals {
-    counts: Vec<AtomicU64>,
-}
+impl Reason for Refusal {
+    const ALL: &'static [Self] = Refusal::ALL;
 
-impl Default for Refusals {
-    fn default() -> Self {
-        Self {
-            counts: Refusal::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
-        }
+    fn label(self) -> &'static str {
+        Refusal::label(self)
     }
 }
 
-impl Refusals {
-    /// Counts one refusal.
-    pub fn inc(&self, reason: Refusal) {
-        if let Some(c) = self.slot(reason) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Refusals counted for `reason`.
-    pub fn get(&self, reason: Refusal) -> u64 {
-        self.slot(reason).map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-
-    /// All refusals.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-
-    fn slot(&self, reason: Refusal) -> Option<&AtomicU64> {
-        Refusal::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .and_then(|i| self.counts.get(i))
-    }
-
-    pub(crate) fn render(&self, name: &str, help: &str, out: &mut String) {
-        header(out, name, help, "counter");
-        for (reason, count) in Refusal::ALL.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{METRIC_PREFIX}{name}{{reason=\"{}\"}} {}",
-                reason.label(),
-                count.load(Ordering::Relaxed)
-            );
-        }
-    }
-}
+/// Refusals at admission counted by reason.
+pub type Refusals = ByReason<Refusal>;
 
 #[cfg(test)]
 mod tests {
@@ -128,16 +84,14 @@ mod tests {
         assert_eq!(r.get(Refusal::SessionsPerIp), 2);
         assert_eq!(r.get(Refusal::PreAuthBusy), 0);
         assert_eq!(r.total(), 3);
-        let mut out = String::new();
-        r.render("admission_refusals_total", "Refusals.", &mut out);
-        assert!(
-            out.contains("sync_relay_admission_refusals_total{reason=\"sessions_per_ip\"} 2\n")
-        );
+        let m = crate::metrics::Metrics::default();
+        m.admission_refusals_total.inc(Refusal::SessionsPerIp);
+        let out = m.render(Default::default(), Default::default());
+        let line = "sync_relay_admission_refusals_total{reason=\"sessions_per_ip\"} 1\n";
+        assert!(out.contains(line), "{out}");
         for reason in Refusal::ALL {
-            assert!(
-                out.contains(&format!("reason=\"{}\"", reason.label())),
-                "{out}"
-            );
+            let label = format!("reason=\"{}\"", reason.label());
+            assert!(out.contains(&label), "{out}");
         }
     }
 }
