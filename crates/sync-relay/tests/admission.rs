@@ -77,6 +77,26 @@ async fn sessions_are_limited_per_address_and_per_device() {
     relay.stop(same).await;
 }
 
+/// The 16 KiB limit and the small flow-control window are for the time before the Hello: a
+/// session carries the largest blob both ways.
+#[tokio::test]
+async fn after_the_hello_the_largest_blob_passes_both_ways() {
+    let relay = TestRelay::start(|_| {}).await;
+    let max = relay.handle.config().max_blob_bytes as usize;
+    let (mut a, _) = Client::open(&relay, &keys(1)).await;
+    let (mut b, _) = Client::open(&relay, &keys(1)).await;
+    let ack = a.push_acked(blob(1), &vec![7; max]).await;
+    match b.pull(0, 10).await {
+        Message::PullResponse(r) => {
+            assert_eq!(r.entries.len(), 1);
+            assert_eq!(r.entries[0].cursor, ack.cursor);
+            assert_eq!(r.entries[0].payload.len(), max);
+        }
+        other => panic!("expected PullResponse, got {other:?}"),
+    }
+    relay.stop([a, b]).await;
+}
+
 #[tokio::test]
 async fn connections_without_a_hello_are_limited_per_address() {
     let relay = TestRelay::start(|c| {

@@ -3,11 +3,11 @@
 //!
 //! A connection carries one session on one bidirectional stream that the device opens, so a
 //! peer may open one bidirectional stream at a time, no unidirectional stream, and no
-//! datagrams. Until its Hello is admitted, a connection may send no more than
-//! [`PRE_AUTH_WINDOW`] bytes of stream data (the first frame is at most a few KiB); then its
-//! window opens to one largest frame plus headroom. So memory a peer can make the relay hold
-//! in QUIC buffers is bounded per connection, and a connection without a valid Hello holds
-//! little.
+//! datagrams. Until its Hello is admitted, a connection's flow-control window (what the peer may
+//! send ahead of what the relay has read) is [`PRE_AUTH_WINDOW`] bytes (the first frame is at
+//! most a few KiB); then it opens to one largest frame plus headroom, so a session streams at
+//! full speed. So the memory a peer can make the relay hold in QUIC buffers is bounded per
+//! connection, and a connection without a valid Hello holds little.
 
 use iroh::endpoint::{IdleTimeout, QuicTransportConfig, VarInt};
 
