@@ -1,5 +1,5 @@
-//! The push pipeline: checks, rate limits (per session, per address and global), queueing to storage in
-//! arrival order, and one FIFO task that answers queued pushes in commit order.
+//! The push pipeline: checks, rate limits (per session, per address and global), queueing to
+//! storage in arrival order, and one FIFO task that answers queued pushes in commit order.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
