@@ -1,5 +1,6 @@
 //! Cryptography of 0k-sync: the group key schedule, passphrase groups (Argon2id), blob sealing
-//! (XChaCha20-Poly1305 + Ed25519), Hello membership proofs and the invite mailbox.
+//! (XChaCha20-Poly1305 + Ed25519), Hello membership proofs, the invite mailbox, and the
+//! operator admission tokens of a relay that admits only devices its operator let in.
 //!
 //! It is not a protocol or a transport: no I/O, no clock, no async runtime. RNGs are
 //! parameters. It sits under `sync-core` and the client (which seal and open blobs) and under
@@ -41,6 +42,7 @@
 // Tests state their expectations with unwrap; library code (above) may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod admission;
 mod device;
 mod error;
 mod hello;
@@ -55,6 +57,10 @@ mod kat_tests;
 #[cfg(test)]
 mod test_util;
 
+pub use admission::{
+    ADMISSION_TOKEN_VERSION, AdmissionToken, MAX_TOKEN_BYTES, MAX_TOKEN_GROUPS, OperatorKey,
+    OperatorPublicKey, TokenClaims, TokenError, TokenScope, verify_token,
+};
 pub use device::DeviceKey;
 pub use error::{CryptoError, OpenError};
 pub use hello::{HELLO_TRANSCRIPT_LEN, HelloChallenge, HelloSignature, verify_hello};

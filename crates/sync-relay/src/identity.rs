@@ -81,7 +81,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-fn write_new_key(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_new_key(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("key.tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -110,7 +110,7 @@ fn write_new_key(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn warn_if_readable_by_others(path: &Path) {
+pub(crate) fn warn_if_readable_by_others(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -120,7 +120,7 @@ fn warn_if_readable_by_others(path: &Path) {
             tracing::warn!(
                 path = %path.display(),
                 mode = format_args!("{:o}", meta.permissions().mode() & 0o777),
-                "relay key file is accessible by other users; chmod 600 it"
+                "key file is accessible by other users; chmod 600 it"
             );
         }
     }

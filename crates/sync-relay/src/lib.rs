@@ -23,6 +23,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod admission;
 mod config;
 mod http;
 mod hub;
@@ -34,12 +35,16 @@ mod session;
 mod signals;
 mod storage;
 
+pub use admission::{OperatorKeyError, Refusal, Refusals, create_operator_key, load_operator_key};
 pub use config::{
-    ConfigError, ConfigOverrides, DATA_DIR_NAME, Durability, LogFormat, MAX_BLOB_BYTES_LIMIT,
-    RelayConfig, default_data_dir, format_duration, parse_duration,
+    AdmissionMode, ConfigError, ConfigOverrides, DATA_DIR_NAME, Durability, LogFormat,
+    MAX_BLOB_BYTES_LIMIT, RelayConfig, default_data_dir, format_duration, parse_duration,
 };
 pub use identity::{IdentityError, KEY_FILE_NAME, load_or_create_secret_key};
-pub use metrics::{Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Rejections};
+pub use metrics::{
+    ByReason, Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Reason,
+    Rejections,
+};
 #[cfg(feature = "test-util")]
 pub use server::MemorySession;
 pub use server::{RelayError, RelayHandle, start};

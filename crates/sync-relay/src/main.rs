@@ -1,15 +1,19 @@
-//! `sync-relay`: runs a 0k-sync relay until SIGTERM or SIGINT.
+//! `sync-relay`: runs a 0k-sync relay until SIGTERM or SIGINT; `sync-relay token …` creates
+//! operator keys and issues admission tokens.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the relay fails at runtime, 2 for a bad
 //! command line or configuration.
+
+mod token_command;
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sync_relay::{ConfigOverrides, LogFormat, RelayConfig, StopSignals};
+use token_command::TokenCommand;
 
 /// A 0k-sync relay: stores end-to-end encrypted blobs for sync groups, orders them with
 /// per-group cursors and notifies the group's devices, over QUIC (iroh).
@@ -19,8 +23,16 @@ use sync_relay::{ConfigOverrides, LogFormat, RelayConfig, StopSignals};
 /// argument is needed to start. Durations are written 250ms, 10s, 5m, 2h, 7d or 1h30m. Log
 /// level: RUST_LOG (default info).
 #[derive(Debug, Parser)]
-#[command(name = "sync-relay", version, max_term_width = 100)]
+#[command(
+    name = "sync-relay",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// TOML configuration file (see relay.example.toml); keys it leaves out keep their
     /// defaults, unknown keys are an error.
     #[arg(long, env = "SYNC_RELAY_CONFIG", value_name = "PATH")]
@@ -40,8 +52,19 @@ struct Cli {
     overrides: ConfigOverrides,
 }
 
+/// What to do instead of running the relay.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operator admission tokens: `keygen` makes the operator key, `issue` signs tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Token(command)) = cli.command {
+        return token_command::run(command);
+    }
     let config = match RelayConfig::load(cli.config.as_deref(), cli.overrides) {
         Ok(c) => c,
         Err(e) => {

@@ -5,11 +5,13 @@
 //! its in-memory counters (no table scans).
 
 use std::fmt::Write as _;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sync_types::ErrorCode;
 
+use crate::admission::Refusals;
 use crate::storage::{StorageStats, WriterMetrics};
 
 /// Prefix of every metric name.
@@ -118,51 +120,74 @@ impl Histogram {
     }
 }
 
-/// Rejections counted by reason: one counter per wire [`ErrorCode`] the relay sends.
-#[derive(Debug)]
-pub struct Rejections {
-    counts: Vec<AtomicU64>,
+/// What a [`ByReason`] counter is labelled by: a fixed list of values with stable names.
+pub trait Reason: Copy + PartialEq + 'static {
+    /// Every value, in the order they are rendered.
+    const ALL: &'static [Self];
+
+    /// The value of the `reason` label.
+    fn label(self) -> &'static str;
 }
 
-impl Default for Rejections {
+impl Reason for ErrorCode {
+    const ALL: &'static [Self] = ErrorCode::ALL;
+
+    fn label(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// Counts by reason: one counter per value of `R`, rendered as `name{reason="…"}`.
+#[derive(Debug)]
+pub struct ByReason<R> {
+    counts: Vec<AtomicU64>,
+    reasons: PhantomData<R>,
+}
+
+/// Rejections counted by reason: one counter per wire [`ErrorCode`] the relay sends.
+pub type Rejections = ByReason<ErrorCode>;
+
+impl<R: Reason> Default for ByReason<R> {
     fn default() -> Self {
         Self {
-            counts: ErrorCode::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            counts: R::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            reasons: PhantomData,
         }
     }
 }
 
-impl Rejections {
-    /// Counts one rejection with this code.
-    pub fn inc(&self, code: ErrorCode) {
-        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code)
-            && let Some(c) = self.counts.get(i)
-        {
+impl<R: Reason> ByReason<R> {
+    /// Counts one with this reason.
+    pub fn inc(&self, reason: R) {
+        if let Some(c) = self.slot(reason) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Rejections counted with this code.
-    pub fn get(&self, code: ErrorCode) -> u64 {
-        ErrorCode::ALL
-            .iter()
-            .position(|c| *c == code)
-            .and_then(|i| self.counts.get(i))
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+    /// How many were counted with this reason.
+    pub fn get(&self, reason: R) -> u64 {
+        self.slot(reason).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    /// All rejections.
+    /// All of them.
     pub fn total(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
+    fn slot(&self, reason: R) -> Option<&AtomicU64> {
+        R::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.counts.get(i))
+    }
+
     fn render(&self, name: &str, help: &str, out: &mut String) {
         header(out, name, help, "counter");
-        for (code, count) in ErrorCode::ALL.iter().zip(&self.counts) {
+        for (reason, count) in R::ALL.iter().zip(&self.counts) {
             let _ = writeln!(
                 out,
                 "{METRIC_PREFIX}{name}{{reason=\"{}\"}} {}",
-                code.name(),
+                reason.label(),
                 count.load(Ordering::Relaxed)
             );
         }
@@ -227,6 +252,16 @@ relay_metrics! {
     idle_groups_deleted_total: Counter,
     /// Time from reading a Push to its commit (the PushAck is queued right after).
     push_commit_seconds: Histogram,
+    /// Connections without a valid Hello yet (TLS handshake, stream and first frame pending).
+    pre_auth_connections: Gauge,
+    /// Connections, sessions and requests refused at admission, by reason.
+    admission_refusals_total: Refusals,
+    /// Invite lookups answered from the mailbox (rate-limited lookups not included).
+    invite_lookups_total: Counter,
+    /// Invite lookups that found no invite to take (unknown, expired, too many attempts).
+    invite_lookups_failed_total: Counter,
+    /// Audit lines of refusals not written because more were due than the audit rate allows.
+    audit_suppressed_total: Counter,
 }
 
 impl Metrics {

@@ -10,29 +10,8 @@ use std::process::{Command, Stdio};
 use common::*;
 use sync_testkit::{ChildProcess, RelayProcess};
 use sync_types::{Bye, Cursor, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sync-relay");
-
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    guard("the HTTP response", stream.read_to_string(&mut response))
-        .await
-        .expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .expect("body");
-    (status, body)
-}
 
 #[tokio::test]
 async fn health_metrics_and_well_known_answer_on_the_http_port() {

@@ -290,11 +290,15 @@ async fn in_memory_sessions_run_the_same_protocol() {
         assert!(matches!(rx.next().await, Some(Message::Welcome(_))));
         sessions.push((tx, rx));
     }
-    // A third one is over the limit.
+    // A third one is over the limit (a slot is taken only after a valid Hello).
+    let third = DeviceId::from_bytes([3; 32]);
     let s = relay
         .handle
-        .connect_in_memory(DeviceId::from_bytes([3; 32]))
+        .connect_in_memory(third)
         .expect("memory session");
+    let mut tx3 = FrameWriter::new(s.writer);
+    tx3.send(&hello_msg(&k, &s.binding, &s.relay_id, &third, 1))
+        .await;
     let err = FrameReader::new(s.reader).next_error().await;
     assert_eq!(err.code, ErrorCode::TooManySessions);
     assert!(err.retry_after_ms.is_some());

@@ -86,6 +86,7 @@ error_codes! {
     /// | 303 | `TooManySessions` | the relay is at its session limit | yes |
     /// | 304 | `TtlTooLong` | requested TTL above the relay's maximum | no |
     /// | 305 | `TooManyInFlight` | too many unanswered requests on this session | yes |
+    /// | 306 | `TooManyGroups` | too many new groups from this address; see `retry_after_ms` | yes |
     /// | 400 | `NotFound` | no such blob or invite | no |
     /// | 401 | `InviteExpired` | the invite mailbox entry expired | no |
     /// | 402 | `InviteUsed` | the invite was already fetched (single use) | no |
@@ -134,6 +135,8 @@ error_codes! {
     TtlTooLong = 304, false;
     /// Too many unanswered requests on this session.
     TooManyInFlight = 305, true;
+    /// Too many new groups opened from this network address; see `retry_after_ms`.
+    TooManyGroups = 306, true;
     /// No such blob or invite.
     NotFound = 400, false;
     /// The invite mailbox entry expired.
@@ -294,6 +297,7 @@ mod tests {
         assert!(ErrorCode::RateLimited.is_retryable());
         assert!(ErrorCode::QuotaExceeded.is_retryable());
         assert!(ErrorCode::ShuttingDown.is_retryable());
+        assert!(ErrorCode::TooManyGroups.is_retryable());
         assert!(!ErrorCode::Unauthorized.is_retryable());
         assert!(!ErrorCode::BlobTooLarge.is_retryable());
         assert!(!ErrorCode::Unknown(1234).is_retryable());

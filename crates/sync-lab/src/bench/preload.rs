@@ -60,6 +60,7 @@ pub(super) async fn preload(
                 payload: payload.clone(),
                 ttl: TTL,
                 now_ms,
+                group_quota_bytes: None,
             })
             .await?;
         window.push_back(reply);

@@ -28,7 +28,14 @@ impl BenchRelay {
         let builder = RelayProcess::builder()
             .bin(bin)
             .data_dir(data_dir)
-            .args(["--session-push-rate", "0", "--global-push-rate", "0"])
+            .args([
+                "--session-push-rate",
+                "0",
+                "--global-push-rate",
+                "0",
+                "--ip-push-rate",
+                "0",
+            ])
             .arg("--group-max-blobs")
             .arg(GROUP_MAX_BLOBS.to_string())
             .arg("--group-max-bytes")

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sync_crypto::OperatorPublicKey;
 
 use crate::storage::Synchronous;
 use duration::duration_text;
@@ -87,6 +88,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line (for log shippers).
     Json,
+}
+
+/// Who may open sessions, as the configuration spells it (`open` or `token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmissionMode {
+    /// Any device that proves membership of its group (the Hello signature).
+    #[default]
+    Open,
+    /// Also an admission token signed by the operator key (`admission_key`) in the Hello.
+    Token,
 }
 
 /// The platform default data directory: `$XDG_DATA_HOME/0k-sync-relay` (an absolute
@@ -173,15 +185,62 @@ config_keys! {
     #[arg(value_name = "MODE", value_enum)]
     synchronous: Durability = Durability::Normal, env "SYNC_RELAY_SYNCHRONOUS";
 
-    /// Most concurrent sessions; further connections are refused with `TooManySessions` and a
-    /// retry hint. Default 10000.
+    /// Most concurrent sessions; a session slot is taken only after a valid `Hello`, and
+    /// further sessions are refused with `TooManySessions` and a retry hint. Default 10000.
     #[arg(value_name = "N")]
     max_sessions: u32 = 10_000, env "SYNC_RELAY_MAX_SESSIONS";
 
-    /// Time a new connection has to send `Hello`. Default `10s`.
+    /// Most concurrent sessions from one network address (an IPv4 address, an IPv6 /64, or
+    /// one iroh relay server for relayed connections); beyond, `TooManySessions`. 0 disables.
+    /// Default 1000.
+    #[arg(value_name = "N")]
+    max_sessions_per_ip: u32 = 1000, env "SYNC_RELAY_MAX_SESSIONS_PER_IP";
+
+    /// Most concurrent sessions of one device (`DeviceId`); beyond, `TooManySessions`.
+    /// 0 disables. Default 16.
+    #[arg(value_name = "N")]
+    max_sessions_per_device: u32 = 16, env "SYNC_RELAY_MAX_SESSIONS_PER_DEVICE";
+
+    /// Most connections at once that have not sent a valid `Hello` yet (TLS handshake, stream,
+    /// first frame); further connections are refused at once, before any TLS work. Default
+    /// 1000.
+    #[arg(value_name = "N")]
+    max_pre_auth: u32 = 1000, env "SYNC_RELAY_MAX_PRE_AUTH";
+
+    /// Most connections at once without a valid `Hello` from one network address (as for
+    /// `max_sessions_per_ip`). 0 disables. Default 64.
+    #[arg(value_name = "N")]
+    max_pre_auth_per_ip: u32 = 64, env "SYNC_RELAY_MAX_PRE_AUTH_PER_IP";
+
+    /// Time a new connection has, from its first packet, to finish the TLS handshake, open its
+    /// stream and send a valid `Hello` (or `InviteGet`); then it is closed (with `HelloTimeout`
+    /// once its stream is open). Default `10s`.
     #[serde(with = "duration_text")]
     #[arg(value_name = "DURATION", value_parser = parse_duration)]
     hello_timeout: Duration = Duration::from_secs(10), env "SYNC_RELAY_HELLO_TIMEOUT";
+
+    /// QUIC idle timeout: a connection whose peer sends no packet (not even the transport's
+    /// keep-alives) for this long is gone. Default `30s`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    transport_idle_timeout: Duration = Duration::from_secs(30), env "SYNC_RELAY_TRANSPORT_IDLE_TIMEOUT";
+
+    /// Who may open sessions: `open` (any device that proves membership of its group) or
+    /// `token` (also an admission token signed by the operator key). Default `open`.
+    #[arg(value_name = "MODE", value_enum)]
+    admission: AdmissionMode = AdmissionMode::Open, env "SYNC_RELAY_ADMISSION";
+
+    /// The operator's public key (64 hex digits, printed by `sync-relay token keygen`) that
+    /// admission tokens must be signed with; required with `admission = "token"`. Default
+    /// empty.
+    #[arg(value_name = "HEX")]
+    admission_key: String = String::new(), env "SYNC_RELAY_ADMISSION_KEY";
+
+    /// New groups (groups the relay holds nothing for) one network address may open sessions
+    /// for per hour (a bucket of this size, refilled evenly); beyond, `TooManyGroups` with a
+    /// retry hint. 0 disables. Default 100.
+    #[arg(value_name = "N")]
+    ip_new_groups_per_hour: u32 = 100, env "SYNC_RELAY_IP_NEW_GROUPS_PER_HOUR";
 
     /// A session that sends nothing for this long is closed with `IdleTimeout` (clients send
     /// `Ping` before). Default `60s`.
@@ -278,6 +337,15 @@ config_keys! {
     #[arg(value_name = "N")]
     global_push_burst: u32 = 100_000, env "SYNC_RELAY_GLOBAL_PUSH_BURST";
 
+    /// Sustained pushes per second from one network address, over all its sessions (token
+    /// bucket); 0 disables the limit. Default 10000.
+    #[arg(value_name = "N")]
+    ip_push_rate: u32 = 10_000, env "SYNC_RELAY_IP_PUSH_RATE";
+
+    /// Burst size of the per-address push bucket. Default 40000.
+    #[arg(value_name = "N")]
+    ip_push_burst: u32 = 40_000, env "SYNC_RELAY_IP_PUSH_BURST";
+
     /// Lifetime of an invite mailbox entry whose `InvitePut` asks for none. Default `10m`.
     #[serde(with = "duration_text")]
     #[arg(value_name = "DURATION", value_parser = parse_duration)]
@@ -288,9 +356,24 @@ config_keys! {
     #[arg(value_name = "DURATION", value_parser = parse_duration)]
     invite_max_ttl: Duration = Duration::from_secs(3600), env "SYNC_RELAY_INVITE_MAX_TTL";
 
-    /// Lookups an invite survives before it is deleted (`TooManyAttempts`). Default 5.
+    /// Lookups of an invite that find it but cannot take it (it expired) before it is deleted;
+    /// the lookup that reaches the count is answered `TooManyAttempts`. Default 5.
     #[arg(value_name = "N")]
     invite_max_attempts: u32 = 5, env "SYNC_RELAY_INVITE_MAX_ATTEMPTS";
+
+    /// `InviteGet` lookups per minute one session may make (a bucket of this size, refilled
+    /// evenly); beyond, `RateLimited` with a retry hint. 0 disables. Default 10.
+    #[arg(value_name = "N")]
+    session_invite_lookups_per_min: u32 = 10, env "SYNC_RELAY_SESSION_INVITE_LOOKUPS_PER_MIN";
+
+    /// `InviteGet` lookups per minute from one network address (sessions and first frames
+    /// together). 0 disables. Default 30.
+    #[arg(value_name = "N")]
+    ip_invite_lookups_per_min: u32 = 30, env "SYNC_RELAY_IP_INVITE_LOOKUPS_PER_MIN";
+
+    /// `InviteGet` lookups per minute over the whole relay. 0 disables. Default 600.
+    #[arg(value_name = "N")]
+    global_invite_lookups_per_min: u32 = 600, env "SYNC_RELAY_GLOBAL_INVITE_LOOKUPS_PER_MIN";
 
     /// How often expired blobs and invites are removed. Default `60s`.
     #[serde(with = "duration_text")]
@@ -380,8 +463,12 @@ impl RelayConfig {
         if self.max_sessions == 0 {
             return invalid("max_sessions", "must be at least 1");
         }
+        if self.max_pre_auth == 0 {
+            return invalid("max_pre_auth", "must be at least 1");
+        }
         for (key, d) in [
             ("hello_timeout", self.hello_timeout),
+            ("transport_idle_timeout", self.transport_idle_timeout),
             ("idle_timeout", self.idle_timeout),
             ("cleanup_interval", self.cleanup_interval),
             ("stats_interval", self.stats_interval),
@@ -440,7 +527,39 @@ impl RelayConfig {
         if self.global_push_rate > 0 && self.global_push_burst == 0 {
             return invalid("global_push_burst", "must be at least 1 when a rate is set");
         }
+        if self.ip_push_rate > 0 && self.ip_push_burst == 0 {
+            return invalid("ip_push_burst", "must be at least 1 when a rate is set");
+        }
+        // QUIC carries the idle timeout in milliseconds below 2^62.
+        if self.transport_idle_timeout > Duration::from_secs(86_400) {
+            return invalid("transport_idle_timeout", "must be at most 1d");
+        }
+        if !self.admission_key.is_empty() || self.admission == AdmissionMode::Token {
+            self.operator_key()?;
+        }
         Ok(())
+    }
+
+    /// The operator public key of `admission_key`, if one is set.
+    pub fn operator_key(&self) -> Result<Option<OperatorPublicKey>, ConfigError> {
+        if self.admission_key.is_empty() {
+            if self.admission == AdmissionMode::Token {
+                return Err(ConfigError::Invalid {
+                    key: "admission_key",
+                    reason: "required with admission = \"token\": the operator public key \
+                             printed by `sync-relay token keygen`"
+                        .into(),
+                });
+            }
+            return Ok(None);
+        }
+        self.admission_key
+            .parse()
+            .map(Some)
+            .map_err(|e: sync_crypto::TokenError| ConfigError::Invalid {
+                key: "admission_key",
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -519,6 +638,36 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn token_admission_needs_a_valid_operator_key() {
+        let mut c = RelayConfig {
+            admission: AdmissionMode::Token,
+            ..RelayConfig::default()
+        };
+        let needs_key = |c: &RelayConfig| {
+            matches!(
+                c.validate(),
+                Err(ConfigError::Invalid {
+                    key: "admission_key",
+                    ..
+                })
+            )
+        };
+        assert!(needs_key(&c), "token admission without a key");
+        c.admission_key = "not a key".into();
+        assert!(needs_key(&c));
+        let public = sync_crypto::OperatorKey::from_secret_bytes([5; 32]).public_key();
+        c.admission_key = public.to_string();
+        c.validate().expect("a valid key");
+        assert_eq!(c.operator_key().expect("key"), Some(public));
+        // A key that is set must be valid even while admission is open.
+        c.admission = AdmissionMode::Open;
+        c.admission_key = "00".into();
+        assert!(needs_key(&c));
+        let parsed = RelayConfig::from_toml("admission = \"token\"").expect("parse");
+        assert_eq!(parsed.admission, AdmissionMode::Token);
     }
 
     #[test]

@@ -5,18 +5,20 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use governor::DefaultDirectRateLimiter;
-use sync_types::{ErrorCode, FrameCodec, Limits, WireError, max_frame_for_payload};
-use tokio::sync::Semaphore;
+use sync_types::{FrameCodec, Limits, max_frame_for_payload};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::config::RelayConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::session::bucket;
 use crate::storage::SqliteStorage;
 
-/// Retry hint sent with `TooManySessions`.
-const TOO_MANY_SESSIONS_RETRY_MS: u64 = 2000;
+/// Largest first frame of a connection (a `Hello` with the largest admission token, or an
+/// `InviteGet`, is a few KiB): before a valid Hello, the relay buffers no
+/// more than this.
+pub(crate) const MAX_FIRST_FRAME: usize = 16 * 1024;
 
 /// What every session and handler shares.
 pub(crate) struct RelayCtx {
@@ -27,8 +29,11 @@ pub(crate) struct RelayCtx {
     pub(crate) hub: Hub,
     pub(crate) limits: Limits,
     pub(crate) codec: FrameCodec,
+    /// The codec of a connection's first frame (at most [`MAX_FIRST_FRAME`]).
+    pub(crate) first_frame_codec: FrameCodec,
     pub(crate) global_push: Option<DefaultDirectRateLimiter>,
-    pub(crate) slots: Arc<Semaphore>,
+    /// Pre-auth budget, session slots, per-address and per-device limits.
+    pub(crate) admission: Admission,
     /// Cancelled when the relay shuts down: sessions finish their requests and send `Bye`.
     pub(crate) shutdown: CancellationToken,
     pub(crate) next_session: AtomicU64,
@@ -41,8 +46,9 @@ impl RelayCtx {
         Self {
             limits: wire_limits(&config, max_frame),
             codec: FrameCodec::new(max_frame),
+            first_frame_codec: FrameCodec::new(MAX_FIRST_FRAME),
             global_push: bucket(config.global_push_rate, config.global_push_burst),
-            slots: Arc::new(Semaphore::new(config.max_sessions as usize)),
+            admission: Admission::new(&config),
             config,
             relay_id,
             storage,
@@ -52,17 +58,6 @@ impl RelayCtx {
             next_session: AtomicU64::new(1),
             started: Instant::now(),
         }
-    }
-
-    pub(crate) fn too_many_sessions(&self) -> WireError {
-        WireError::new(
-            ErrorCode::TooManySessions,
-            format!(
-                "the relay is at its limit of {} sessions",
-                self.config.max_sessions
-            ),
-        )
-        .retry_after_ms(TOO_MANY_SESSIONS_RETRY_MS)
     }
 }
 

@@ -43,7 +43,8 @@ where
 }
 
 /// Every `cleanup_interval`: removes expired blobs and invites, forgets the ids of removed
-/// blobs whose memory ran out, and deletes groups idle for `group_idle_ttl`.
+/// blobs whose memory ran out, deletes groups idle for `group_idle_ttl`, and forgets idle
+/// per-address limiter state.
 pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(ctx.config.cleanup_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -53,6 +54,7 @@ pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
+        ctx.admission.forget_idle();
         let now = now_ms();
         let removed = in_batches("expired blobs", &stop, |batch| {
             ctx.storage.cleanup_expired(now, batch)

@@ -7,6 +7,7 @@ use sync_types::DeviceId;
 use tokio::io::DuplexStream;
 
 use super::{RelayError, RelayHandle};
+use crate::admission::{Origin, PreAuth};
 use crate::session::{refuse, serve_session};
 
 /// Capacity of each direction of an in-memory session's pipe.
@@ -31,8 +32,9 @@ pub struct MemorySession {
 impl RelayHandle {
     /// A session over in-process pipes (`tokio::io::duplex`), served by exactly the same
     /// session code as QUIC sessions. `device` is trusted as the peer's identity (in-process
-    /// only). Takes a session slot like a QUIC connection: at the limit, the session answers
-    /// with a `TooManySessions` error frame.
+    /// only). Admitted like a QUIC connection (in-process sessions are one address of their
+    /// own): a place in the pre-auth budget until its Hello, then the session slots; at a
+    /// limit, the session answers with a typed error frame (`TooManySessions`).
     pub fn connect_in_memory(&self, device: DeviceId) -> Result<MemorySession, RelayError> {
         let inner = &self.inner;
         if inner.stop_accepting.is_cancelled() {
@@ -45,12 +47,12 @@ impl RelayHandle {
         let ctx = Arc::clone(&inner.ctx);
         inner.sessions.spawn_on(
             async move {
-                match Arc::clone(&ctx.slots).try_acquire_owned() {
-                    Ok(slot) => {
-                        serve_session(ctx, slot, device, binding, relay_reader, relay_writer).await;
+                match PreAuth::begin(&ctx, Origin::InProcess) {
+                    Ok(pre) => {
+                        serve_session(ctx, pre, device, binding, relay_reader, relay_writer).await;
                     }
                     Err(_) => {
-                        let err = ctx.too_many_sessions();
+                        let err = ctx.admission.too_many_sessions();
                         refuse(&ctx, &mut relay_writer, &device, err).await;
                     }
                 }

@@ -3,9 +3,10 @@
 //!
 //! - `context`: what every session and handler shares.
 //! - `quic`: the iroh endpoint, the accept loop and one connection's way to a session.
+//! - `transport`: the QUIC transport limits (streams, flow-control windows, idle timeout).
 //! - `fanout`: from each storage commit to the sessions of the pushed groups.
-//! - `maintenance`: periodic cleanup (expired data, forgotten ids, idle groups) and the stats
-//!   line.
+//! - `maintenance`: periodic cleanup (expired data, forgotten ids, idle groups, idle limiter
+//!   state) and the stats line.
 //! - `memory` (feature `test-util`): in-process sessions for tests.
 
 mod context;
@@ -14,6 +15,7 @@ mod maintenance;
 #[cfg(feature = "test-util")]
 mod memory;
 mod quic;
+mod transport;
 
 pub(crate) use context::RelayCtx;
 #[cfg(feature = "test-util")]

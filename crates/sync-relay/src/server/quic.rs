@@ -1,5 +1,5 @@
 //! The QUIC side: the iroh endpoint, the addresses devices can dial, the accept loop, and one
-//! connection's way to a session (TLS handshake, Hello binding, a session slot, the stream).
+//! connection's way to a session (a pre-auth place, TLS handshake, Hello binding, the stream).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -8,24 +8,18 @@ use std::time::Duration;
 use iroh::endpoint::{Incoming, NetReportConfig, PortmapperConfig, presets};
 use iroh::{Endpoint, RelayMode};
 use sync_types::{ALPN, DeviceId, ErrorCode, HELLO_BINDING_LABEL};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::transport::{Windows, transport_config, var_int};
 use super::{RelayCtx, RelayError};
+use crate::admission::{Origin, PreAuth, Refusal, Subject};
 use crate::config::RelayConfig;
-use crate::session::{SessionEnd, refuse, serve_session};
+use crate::session::{SessionEnd, serve_session};
 
 /// After a session ends, how long the relay waits for the device to receive its last frames
 /// before it closes the connection.
 pub(super) const LINGER: Duration = Duration::from_secs(3);
-
-/// The TLS handshake gets at least this long, even with a shorter `hello_timeout`.
-const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Connections refused for lack of a session slot that may wait for their stream at once (to
-/// get a typed `TooManySessions` frame); beyond this they are closed without one.
-const MAX_PENDING_REFUSALS: usize = 256;
 
 /// QUIC application close codes.
 const CLOSE_OK: u32 = 0;
@@ -55,7 +49,11 @@ pub(super) async fn bind_endpoint(
             .portmapper_config(PortmapperConfig::Disabled)
             .net_report_config(NetReportConfig::minimal())
     };
+    let windows = Windows::for_frame(sync_types::max_frame_for_payload(
+        config.max_blob_bytes as usize,
+    ));
     builder
+        .transport_config(transport_config(config, windows))
         .secret_key(secret)
         .clear_ip_transports()
         .bind_addr(config.bind)
@@ -114,14 +112,16 @@ pub(super) fn direct_addrs(endpoint: &Endpoint) -> Vec<SocketAddr> {
     out
 }
 
-/// Accepts connections until `stop`, each served as its own task in `sessions`.
+/// Accepts connections until `stop`, each served as its own task in `sessions`. A connection
+/// first needs a place in the pre-auth budget, taken before any TLS work: without one it is
+/// refused at once. When half the budget is in use, a connection from an address it has not
+/// proven (a QUIC retry) is asked to prove it first, so spoofed addresses cannot fill it.
 pub(super) async fn accept_loop(
     ctx: Arc<RelayCtx>,
     endpoint: Endpoint,
     sessions: TaskTracker,
     stop: CancellationToken,
 ) {
-    let refusals = Arc::new(Semaphore::new(MAX_PENDING_REFUSALS));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i {
@@ -131,26 +131,44 @@ pub(super) async fn accept_loop(
             () = stop.cancelled() => break,
         };
         ctx.metrics.connections_total.inc();
-        sessions.spawn(handle_connection(
-            Arc::clone(&ctx),
-            incoming,
-            Arc::clone(&refusals),
-        ));
+        let origin = Origin::of_incoming(&incoming.remote_addr());
+        let incoming =
+            if !incoming.remote_addr_validated() && PreAuth::under_pressure(&ctx, &origin) {
+                match incoming.retry() {
+                    Ok(()) => continue,
+                    Err(e) => e.into_incoming(),
+                }
+            } else {
+                incoming
+            };
+        match PreAuth::begin(&ctx, origin) {
+            Ok(pre) => {
+                sessions.spawn(handle_connection(Arc::clone(&ctx), incoming, pre));
+            }
+            Err(_) => incoming.refuse(),
+        }
     }
 }
 
-/// One QUIC connection: TLS handshake, Hello binding from the TLS exporter, a session slot,
-/// then the session on the first bidirectional stream.
-async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, refusals: Arc<Semaphore>) {
-    let deadline = ctx.config.hello_timeout;
-    let conn = match tokio::time::timeout(deadline.max(MIN_HANDSHAKE_TIMEOUT), incoming).await {
+/// One QUIC connection: TLS handshake, Hello binding from the TLS exporter, the stream, then
+/// the session — the handshake, the stream and the Hello all before the pre-auth deadline.
+async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, mut pre: PreAuth) {
+    let deadline = pre.deadline;
+    let conn = match tokio::time::timeout_at(deadline, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "connection handshake failed");
             return;
         }
         Err(_) => {
-            tracing::debug!("connection handshake timed out");
+            // No session stream yet, so no typed error to send: counted and audited here.
+            let subject = Subject {
+                origin: pre.origin,
+                device: None,
+                group: None,
+            };
+            ctx.admission
+                .record(&ctx.metrics, Refusal::PreAuthDeadline, subject);
             return;
         }
     };
@@ -160,33 +178,25 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, refusals: Arc
         .export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
         .is_err()
     {
+        drop(pre);
         ctx.metrics.reject(ErrorCode::Internal);
         conn.close(CLOSE_REFUSED.into(), b"internal error");
         return;
     }
-    let slot = Arc::clone(&ctx.slots).try_acquire_owned().ok();
-    let refusal = match slot {
-        Some(_) => None,
-        None => match Arc::clone(&refusals).try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                ctx.metrics.reject(ErrorCode::TooManySessions);
-                conn.close(CLOSE_REFUSED.into(), b"too many sessions");
-                return;
-            }
-        },
-    };
     let streams = tokio::select! {
-        r = tokio::time::timeout(deadline, conn.accept_bi()) => r,
+        r = tokio::time::timeout_at(deadline, conn.accept_bi()) => r,
         () = ctx.shutdown.cancelled() => {
+            drop(pre);
             conn.close(CLOSE_REFUSED.into(), b"relay shutting down");
             return;
         }
     };
-    let (mut send, recv) = match streams {
+    let (send, recv) = match streams {
         Ok(Ok(streams)) => streams,
         Ok(Err(_)) => return,
         Err(_) => {
+            pre.deadline_passed();
+            drop(pre);
             ctx.metrics.reject(ErrorCode::HelloTimeout);
             tracing::info!(
                 target: "sync_relay::audit",
@@ -199,20 +209,24 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, refusals: Arc
         }
     };
     let stopped = send.stopped();
-    match slot {
-        Some(slot) => {
-            let end = serve_session(Arc::clone(&ctx), slot, peer, binding, recv, send).await;
-            if end == SessionEnd::WriteStalled {
-                // It reads nothing: no last frame to wait for. Closing drops what the
-                // connection still buffers for it.
-                conn.close(CLOSE_WRITE_STALLED.into(), b"write stalled");
-                return;
+    // Once the Hello is admitted, the connection's window opens to session size.
+    let admitted = pre.on_admit();
+    let widen = {
+        let conn = conn.clone();
+        let window = var_int(Windows::for_frame(ctx.codec.max_frame).session);
+        async move {
+            if admitted.await.is_ok() {
+                conn.set_receive_window(window);
             }
         }
-        None => {
-            refuse(&ctx, &mut send, &peer, ctx.too_many_sessions()).await;
-            drop(send);
-        }
+    };
+    let session = serve_session(Arc::clone(&ctx), pre, peer, binding, recv, send);
+    let (end, ()) = tokio::join!(session, widen);
+    if end == SessionEnd::WriteStalled {
+        // It reads nothing: no last frame to wait for. Closing drops what the connection still
+        // buffers for it.
+        conn.close(CLOSE_WRITE_STALLED.into(), b"write stalled");
+        return;
     }
     // Let the device receive the last frames (it acknowledges them, or closes), then close.
     let _ = tokio::time::timeout(LINGER, async {
@@ -223,5 +237,4 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, refusals: Arc
     })
     .await;
     conn.close(CLOSE_OK.into(), b"");
-    drop(refusal);
 }

@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::frames::{FrameReader, ReadError, refuse, write_frame};
 use super::invites::invite_get;
 use super::{STORAGE_RETRY_MS, SessionEnd};
+use crate::admission::PreAuth;
 use crate::server::RelayCtx;
 
 /// How the Hello phase ended without opening a session.
@@ -52,17 +53,19 @@ impl Early {
     }
 }
 
-/// Reads and checks the first frame: a valid `Hello` for the group, or why not.
+/// Reads and checks the first frame (at most `MAX_FIRST_FRAME` bytes, before the pre-auth
+/// deadline): a valid `Hello` for the group, or why not.
 pub(super) async fn read_hello<R: AsyncRead + Unpin>(
     ctx: &RelayCtx,
+    pre: &PreAuth,
     binding: &[u8; 32],
     peer: &DeviceId,
     reader: &mut FrameReader<R>,
 ) -> Result<Hello, Early> {
     let first = tokio::select! {
-        r = tokio::time::timeout(
-            ctx.config.hello_timeout,
-            reader.next(&ctx.codec, ctx),
+        r = tokio::time::timeout_at(
+            pre.deadline,
+            reader.next(&ctx.first_frame_codec, ctx),
         ) => r,
         () = ctx.shutdown.cancelled() => {
             return Err(Early::Refuse(
@@ -73,6 +76,7 @@ pub(super) async fn read_hello<R: AsyncRead + Unpin>(
     };
     let hello = match first {
         Err(_) => {
+            pre.deadline_passed();
             return Err(Early::Refuse(WireError::new(
                 ErrorCode::HelloTimeout,
                 "no Hello in time",
@@ -85,7 +89,7 @@ pub(super) async fn read_hello<R: AsyncRead + Unpin>(
         Ok(Ok(Message::Hello(hello))) => hello,
         Ok(Ok(Message::InviteGet(get))) => {
             // A device joining by short code is not in the group yet: one lookup, then close.
-            let answer = invite_get(ctx, get.request_id, get.lookup_id).await;
+            let answer = invite_get(ctx, pre.origin, None, get.request_id, get.lookup_id).await;
             return Err(Early::Answer(answer));
         }
         Ok(Ok(other)) => {

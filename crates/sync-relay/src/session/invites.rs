@@ -3,14 +3,33 @@
 
 use std::time::Duration;
 
+use governor::DefaultDirectRateLimiter;
 use sync_types::{ErrorCode, InviteFound, InviteStored, Message, Payload, WireError};
 
 use super::{Session, millis, now_ms, storage_error};
+use crate::admission::{Origin, Subject};
 use crate::server::RelayCtx;
 use crate::storage::{InviteLookup, Storage};
 
-/// Takes an invite from the mailbox; the answer is `InviteFound` or a typed `Error`.
-pub(super) async fn invite_get(ctx: &RelayCtx, request_id: u64, lookup_id: String) -> Message {
+/// Takes an invite from the mailbox, within the lookup limits (the session's bucket, if the
+/// lookup comes from a session, the address's and the relay's); the answer is `InviteFound` or
+/// a typed `Error`. Every answered lookup is counted, and the failed ones apart.
+pub(super) async fn invite_get(
+    ctx: &RelayCtx,
+    origin: Origin,
+    session: Option<&DefaultDirectRateLimiter>,
+    request_id: u64,
+    lookup_id: String,
+) -> Message {
+    if let Err(refused) = ctx.admission.take_invite_lookup(origin, session) {
+        let subject = Subject {
+            origin,
+            device: None,
+            group: None,
+        };
+        ctx.admission.record(&ctx.metrics, refused.reason, subject);
+        return Message::Error(refused.error.for_request(request_id));
+    }
     let found = ctx
         .storage
         .invite_take(
@@ -19,6 +38,12 @@ pub(super) async fn invite_get(ctx: &RelayCtx, request_id: u64, lookup_id: Strin
             ctx.config.invite_max_attempts,
         )
         .await;
+    if let Ok(lookup) = &found {
+        ctx.metrics.invite_lookups_total.inc();
+        if !matches!(lookup, InviteLookup::Found(_)) {
+            ctx.metrics.invite_lookups_failed_total.inc();
+        }
+    }
     let err = match found {
         Ok(InviteLookup::Found(sealed)) => {
             return Message::InviteFound(InviteFound {

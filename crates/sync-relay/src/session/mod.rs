@@ -3,9 +3,11 @@
 //!
 //! Phases:
 //! 1. **Hello** — the first frame must be `Hello` (or a one-shot `InviteGet`, for a device that
-//!    is not in a group yet) and arrive within `hello_timeout`. Version check, then
-//!    `verify_hello` over `HelloChallenge(binding, relay id, peer, group)` → `Welcome`, or a
-//!    typed `Error` frame and the end of the session.
+//!    is not in a group yet), at most a few KiB, before the connection's pre-auth deadline.
+//!    Version check, `verify_hello` over `HelloChallenge(binding, relay id, peer, group)`,
+//!    then admission (operator token, session slots of the relay, the address and the device;
+//!    a group new to the relay counts against its address) → `Welcome`, or a typed `Error`
+//!    frame and the end of the session.
 //! 2. **Open** — pipelined requests. The reader reads a frame only while fewer than
 //!    `max_in_flight` requests are unanswered. Pushes are queued to storage in arrival order
 //!    (so they get cursors in send order) and their answers are awaited by one FIFO task, so many
@@ -18,10 +20,12 @@
 //!
 //! Nothing here logs payloads, signatures or keys; ids are shortened.
 //!
-//! Files: `frames` (reading frames, direct writes), `handshake` (the Hello phase), `requests`
+//! Files: `frames` (reading frames, direct writes), `handshake` (the Hello phase), `admit`
+//! (refusals at admission), `requests`
 //! (the request loop and dispatch), `push` (the push pipeline and its rate limits), `blobs`
 //! (pull and delete), `invites` (the invite mailbox), `outbound` (the writer task).
 
+mod admit;
 mod blobs;
 mod frames;
 mod handshake;
@@ -40,15 +44,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use governor::DefaultDirectRateLimiter;
 use sha2::{Digest, Sha256};
 use sync_types::FrameCodec;
-use sync_types::{DeviceId, ErrorCode, GroupId, Message, Welcome, WireError};
+use sync_types::{Cursor, DeviceId, ErrorCode, GroupId, Message, Welcome, WireError};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Origin, PreAuth};
 use crate::hub::Link;
 use crate::outbox::Outbox;
 use crate::server::RelayCtx;
 use crate::storage::{QuotaKind, Storage, StorageError};
+use admit::refuse_admission;
 use frames::{FrameReader, write_frame};
 use handshake::read_hello;
 use outbound::write_loop;
@@ -106,13 +112,14 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Serves one session to its end. `slot` is the session's place under `max_sessions`;
-/// `binding` is the connection-specific Hello binding; `peer` the authenticated device id.
-/// The slot is released before the device sees the end of the stream, so a device that
-/// reconnects right after finds it free.
+/// Serves one session to its end. `pre` is the connection's place in the pre-auth budget (and
+/// its deadline); the session's slots are taken only after a valid Hello, and then `pre` is
+/// given back. `binding` is the connection-specific Hello binding; `peer` the authenticated
+/// device id. The slots are released before the device sees the end of the stream, so a
+/// device that reconnects right after finds them free.
 pub(crate) async fn serve_session<R, W>(
     ctx: Arc<RelayCtx>,
-    slot: OwnedSemaphorePermit,
+    pre: PreAuth,
     peer: DeviceId,
     binding: [u8; 32],
     reader: R,
@@ -123,15 +130,25 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut reader = FrameReader::new(reader);
-    let hello = match read_hello(&ctx, &binding, &peer, &mut reader).await {
+    let hello = match read_hello(&ctx, &pre, &binding, &peer, &mut reader).await {
         Ok(hello) => hello,
         Err(early) => {
-            drop(slot);
+            drop(pre);
             return early.finish(&ctx, &mut writer, &peer).await;
         }
     };
     let request_id = hello.request_id;
     let group = hello.group_id;
+    let origin = pre.origin;
+    let slot = match ctx.admission.admit_session(origin, &peer, &hello) {
+        Ok(pass) => pass,
+        Err(refused) => {
+            drop(pre);
+            let refused = refused.for_request(request_id);
+            return refuse_admission(&ctx, &mut writer, &peer, origin, None, refused).await;
+        }
+    };
+    pre.admitted();
 
     // Registered before max_cursor is read, so no commit falls between the two unnoticed;
     // notifications wait in the queue until the writer task starts after Welcome.
@@ -158,6 +175,15 @@ where
             return SessionEnd::Error(code);
         }
     };
+    if max_cursor == Cursor::ZERO
+        && let Err(refused) = ctx.admission.admit_new_group(origin, &group)
+    {
+        // A group the relay holds nothing for: it counts against the address's new groups.
+        ctx.hub.unregister(&group, id);
+        drop(slot);
+        let refused = refused.for_request(request_id);
+        return refuse_admission(&ctx, &mut writer, &peer, origin, Some(&group), refused).await;
+    }
     let welcome = Message::Welcome(Welcome {
         request_id,
         relay_id: ctx.relay_id,
@@ -192,6 +218,9 @@ where
         push_bytes: Arc::new(Semaphore::new(ctx.config.session_push_bytes.max(1) as usize)),
         pulls: Arc::new(Semaphore::new(ctx.config.session_pulls.max(1) as usize)),
         limiter: bucket(ctx.config.session_push_rate, ctx.config.session_push_burst),
+        origin,
+        quota_bytes: slot.quota_bytes,
+        invite_lookups: ctx.admission.session_invite_bucket(),
         deferred: push::Deferral::default(),
         pushes: AtomicU64::new(0),
         ctx: Arc::clone(&ctx),
@@ -246,6 +275,12 @@ struct Session {
     /// Pulls reading storage or waiting to queue their page (`session_pulls`).
     pulls: Arc<Semaphore>,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// Where the connection comes from (per-address limits).
+    origin: Origin,
+    /// The group's byte quota from the admission token, if below the relay's.
+    quota_bytes: Option<u64>,
+    /// This session's invite-lookup bucket.
+    invite_lookups: Option<DefaultDirectRateLimiter>,
     /// The push last refused with `RateLimited` (other pushes wait behind it).
     deferred: push::Deferral,
     pushes: AtomicU64,

@@ -1,5 +1,5 @@
-//! The push pipeline: checks, rate limits (per session and global), queueing to storage in
-//! arrival order, and one FIFO task that answers queued pushes in commit order.
+//! The push pipeline: checks, rate limits (per session, per address and global), queueing to
+//! storage in arrival order, and one FIFO task that answers queued pushes in commit order.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use sync_types::{BlobId, ErrorCode, Message, PushAck, WireError};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::{Session, millis, now_ms, short_hash, storage_error};
+use crate::admission::{Refusal, Subject};
 use crate::storage::{PushReply, PushRequest, Storage, StorageError};
 
 /// A token bucket of `rate` per second with room for `burst`; `None` when `rate` is 0.
@@ -126,13 +127,15 @@ impl Session {
             .retry_after_ms(millis(wait).max(1));
             return self.send_error(reject(err)).await;
         }
-        for limiter in [self.limiter.as_ref(), ctx.global_push.as_ref()] {
-            if let Err(wait) = take_token(limiter) {
-                self.deferred.defer(push.blob_id, started + wait);
-                let err = WireError::new(ErrorCode::RateLimited, "too many pushes")
-                    .retry_after_ms(millis(wait).max(1));
-                return self.send_error(reject(err)).await;
-            }
+        // The session's bucket, its address's, then the relay's.
+        let taken = take_token(self.limiter.as_ref())
+            .and_then(|()| self.take_address_push())
+            .and_then(|()| take_token(ctx.global_push.as_ref()));
+        if let Err(wait) = taken {
+            self.deferred.defer(push.blob_id, started + wait);
+            let err = WireError::new(ErrorCode::RateLimited, "too many pushes")
+                .retry_after_ms(millis(wait).max(1));
+            return self.send_error(reject(err)).await;
         }
         let req = PushRequest {
             group: self.group,
@@ -141,6 +144,7 @@ impl Session {
             payload: push.payload.to_vec(),
             ttl,
             now_ms: now_ms(),
+            group_quota_bytes: self.quota_bytes,
         };
         match ctx.storage.push_queued(req).await {
             Ok(reply) => {
@@ -157,6 +161,22 @@ impl Session {
             }
             Err(e) => self.send_error(reject(storage_error(ctx, &e))).await,
         }
+    }
+
+    /// Takes a push from the bucket of the session's address (a refusal is counted and
+    /// audited).
+    fn take_address_push(&self) -> Result<(), Duration> {
+        self.ctx.admission.take_push(self.origin).inspect_err(|_| {
+            let subject = Subject {
+                origin: self.origin,
+                device: Some(&self.peer),
+                group: Some(&self.group),
+            };
+            let reason = Refusal::PushRatePerIp;
+            self.ctx
+                .admission
+                .record(&self.ctx.metrics, reason, subject);
+        })
     }
 
     /// Answers queued pushes in queue order (which is commit order) with `PushAck` or a typed

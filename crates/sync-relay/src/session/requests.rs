@@ -192,7 +192,15 @@ impl Session {
             }
             Message::InviteGet(get) => {
                 self.answer_in_task(permit, None, move |this| async move {
-                    invite_get(&this.ctx, get.request_id, get.lookup_id).await
+                    let bucket = this.invite_lookups.as_ref();
+                    invite_get(
+                        &this.ctx,
+                        this.origin,
+                        bucket,
+                        get.request_id,
+                        get.lookup_id,
+                    )
+                    .await
                 });
             }
             Message::ContentRef(m) => {

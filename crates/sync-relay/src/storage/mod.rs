@@ -77,6 +77,9 @@ pub struct PushRequest {
     pub ttl: Duration,
     /// The relay's clock at the push, in milliseconds since the Unix epoch.
     pub now_ms: u64,
+    /// A byte quota for the group below [`StorageLimits::max_group_bytes`] (the pushing
+    /// session's admission token sets one); `None`: the configured quota.
+    pub group_quota_bytes: Option<u64>,
 }
 
 impl fmt::Debug for PushRequest {
@@ -88,6 +91,7 @@ impl fmt::Debug for PushRequest {
             .field("payload_len", &self.payload.len())
             .field("ttl", &self.ttl)
             .field("now_ms", &self.now_ms)
+            .field("group_quota_bytes", &self.group_quota_bytes)
             .finish()
     }
 }
@@ -162,9 +166,11 @@ pub enum InviteLookup {
     Found(Vec<u8>),
     /// No invite under this lookup id (never put, already taken, or cleaned up).
     NotFound,
-    /// The invite expired; it stays answerable as `Expired` until cleanup removes it.
+    /// The invite expired; it stays answerable as `Expired` until cleanup removes it or its
+    /// attempts run out.
     Expired,
-    /// The invite used up its attempts; it is now deleted.
+    /// The invite used up its attempts (lookups that found it but could not take it); it is
+    /// now deleted.
     TooManyAttempts,
 }
 
@@ -412,10 +418,10 @@ pub trait Storage: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Takes the invite under `lookup_id`. A live invite is delivered once and deleted. Takes
-    /// that find the invite but do not deliver it are counted with it; a take that finds
-    /// `max_attempts` or more counted takes deletes it and answers
-    /// [`InviteLookup::TooManyAttempts`] (`max_attempts == 0` refuses every take). An expired
-    /// invite answers [`InviteLookup::Expired`] until cleanup removes it.
+    /// that find the invite but cannot deliver it (it expired) are counted with it and answered
+    /// [`InviteLookup::Expired`]; the take that brings the count to `max_attempts` deletes it
+    /// and answers [`InviteLookup::TooManyAttempts`] (`max_attempts == 0` refuses every
+    /// take). An expired invite left below the count is removed by cleanup.
     fn invite_take(
         &self,
         lookup_id: Vec<u8>,

@@ -51,6 +51,7 @@ fn push_req(g: GroupId, n: u64, len: usize) -> PushRequest {
         payload: payload(n, len),
         ttl: DAY,
         now_ms: T0,
+        group_quota_bytes: None,
     }
 }
 
@@ -588,7 +589,27 @@ async fn check_invites<S: Storage>(s: &S) {
         "cleanup left the live invite alone"
     );
 
-    // Attempts: a take beyond the allowed attempts burns the invite.
+    // Attempts: lookups of an expired invite count; the one that reaches the maximum deletes
+    // it with TooManyAttempts.
+    s.invite_put(id(6), sealed.clone(), T0 + 1_000)
+        .await
+        .expect("put");
+    for _ in 0..2 {
+        assert_eq!(
+            s.invite_take(id(6), T0 + 1_000, 3).await.expect("take"),
+            InviteLookup::Expired
+        );
+    }
+    assert_eq!(
+        s.invite_take(id(6), T0 + 1_000, 3).await.expect("take"),
+        InviteLookup::TooManyAttempts
+    );
+    assert_eq!(
+        s.invite_take(id(6), T0 + 1_000, 3).await.expect("take"),
+        InviteLookup::NotFound
+    );
+
+    // A take beyond the allowed attempts burns a live invite too.
     s.invite_put(id(5), sealed.clone(), T0 + 600_000)
         .await
         .expect("put");
@@ -666,6 +687,41 @@ async fn mixed_sizes_up_to_one_mib_are_all_pulled() {
 async fn quota_rejections_are_typed_and_counters_incremental() {
     let (_dir, s) = fresh(small_limits()).await;
     check_quotas(&s).await;
+    assert_audit_agrees(&s).await;
+}
+
+#[tokio::test]
+async fn a_push_can_carry_a_tighter_group_byte_quota_but_never_a_looser_one() {
+    let (_dir, s) = fresh(small_limits()).await;
+    let tight = |n, len| PushRequest {
+        group_quota_bytes: Some(300),
+        ..push_req(group(1), n, len)
+    };
+    s.push(tight(1, 200))
+        .await
+        .expect("within the token's quota");
+    let r = s.push(tight(2, 200)).await;
+    assert!(
+        matches!(
+            r,
+            Err(StorageError::QuotaExceeded {
+                kind: QuotaKind::GroupBytes,
+                limit: 300,
+                requested: 400
+            })
+        ),
+        "{r:?}"
+    );
+    // A quota above the configured one is clamped to it.
+    let loose = |n, len| PushRequest {
+        group_quota_bytes: Some(1 << 40),
+        ..push_req(group(2), n, len)
+    };
+    s.push(loose(1, 600)).await.expect("push");
+    assert!(is_quota(
+        &s.push(loose(2, 500)).await,
+        QuotaKind::GroupBytes
+    ));
     assert_audit_agrees(&s).await;
 }
 

@@ -70,6 +70,18 @@ pub fn hello_msg(
     device: &DeviceId,
     request_id: u64,
 ) -> Message {
+    hello_with_token(keys, binding, relay_id, device, request_id, None)
+}
+
+/// A Hello carrying an operator admission token.
+pub fn hello_with_token(
+    keys: &GroupKeys,
+    binding: &[u8; 32],
+    relay_id: &[u8; 32],
+    device: &DeviceId,
+    request_id: u64,
+    token: Option<&[u8]>,
+) -> Message {
     let challenge = HelloChallenge::new(binding, relay_id, device, &keys.group_id());
     Message::Hello(Hello {
         request_id,
@@ -77,8 +89,41 @@ pub fn hello_msg(
         group_id: keys.group_id(),
         last_cursor: Cursor::ZERO,
         auth_signature: keys.sign_hello(&challenge).0,
-        admission_token: None,
+        admission_token: token.map(Payload::copy_from_slice),
     })
+}
+
+/// GET `path` from the relay's HTTP server: the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    guard("the HTTP response", stream.read_to_string(&mut response))
+        .await
+        .expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .expect("body");
+    (status, body)
+}
+
+/// The value of one metric line of `/metrics` (`name` with its labels, without the prefix),
+/// e.g. `sessions` or `admission_refusals_total{reason="sessions_per_ip"}`.
+pub async fn metric(http: SocketAddr, name: &str) -> f64 {
+    let (status, body) = http_get(http, "/metrics").await;
+    assert_eq!(status, 200);
+    let wanted = format!("sync_relay_{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&wanted))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in /metrics"))
 }
 
 pub fn push_msg(request_id: u64, blob_id: BlobId, payload: &[u8]) -> Message {
@@ -203,8 +248,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 pub async fn client_endpoint() -> Endpoint {
+    client_endpoint_with(SecretKey::generate()).await
+}
+
+pub async fn client_endpoint_with(secret: SecretKey) -> Endpoint {
     Endpoint::builder(presets::Minimal)
-        .secret_key(SecretKey::generate())
+        .secret_key(secret)
         .relay_mode(RelayMode::Disabled)
         .clear_address_lookup()
         .portmapper_config(PortmapperConfig::Disabled)
@@ -230,15 +279,45 @@ pub struct Client {
     next_id: u64,
 }
 
+/// A QUIC connection to the relay and nothing else (no stream): what a silent stranger holds.
+pub async fn quic_connect(relay_id: iroh::EndpointId, addr: SocketAddr) -> (Endpoint, Connection) {
+    let endpoint = client_endpoint().await;
+    let conn = guard(
+        "the QUIC connection",
+        endpoint.connect(EndpointAddr::new(relay_id).with_ip_addr(addr), ALPN),
+    )
+    .await
+    .expect("connect");
+    (endpoint, conn)
+}
+
 impl Client {
     pub async fn connect_to(relay_id: iroh::EndpointId, addr: SocketAddr) -> Client {
-        let endpoint = client_endpoint().await;
+        Self::connect_as(SecretKey::generate(), relay_id, addr).await
+    }
+
+    /// Connects with the device key `secret` (several connections of one device).
+    pub async fn connect_as(
+        secret: SecretKey,
+        relay_id: iroh::EndpointId,
+        addr: SocketAddr,
+    ) -> Client {
+        let endpoint = client_endpoint_with(secret).await;
         let conn = guard(
             "the QUIC connection",
             endpoint.connect(EndpointAddr::new(relay_id).with_ip_addr(addr), ALPN),
         )
         .await
         .expect("connect");
+        Self::on_connection(endpoint, conn, relay_id).await
+    }
+
+    /// A client on a connection that is open (the stream is opened here).
+    pub async fn on_connection(
+        endpoint: Endpoint,
+        conn: Connection,
+        relay_id: iroh::EndpointId,
+    ) -> Client {
         let mut binding = [0u8; 32];
         conn.export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
             .expect("exporter");
@@ -262,11 +341,30 @@ impl Client {
 
     /// Connects and opens a session in the group of `keys`; panics unless it gets `Welcome`.
     pub async fn open(relay: &TestRelay, keys: &GroupKeys) -> (Client, sync_types::Welcome) {
-        let mut c = Self::connect(relay).await;
+        Self::open_at(relay.handle.endpoint_id(), relay.addr(), keys).await
+    }
+
+    /// [`Client::open`] on the relay with this id at this address.
+    pub async fn open_at(
+        relay_id: iroh::EndpointId,
+        addr: SocketAddr,
+        keys: &GroupKeys,
+    ) -> (Client, sync_types::Welcome) {
+        let mut c = Self::connect_to(relay_id, addr).await;
         match c.hello(keys).await {
             Message::Welcome(w) => (c, w),
             other => panic!("expected Welcome, got {other:?}"),
         }
+    }
+
+    /// Ends the session with `Bye` and waits until the relay ended the stream (the session's
+    /// places are free then), then closes the connection.
+    pub async fn leave(mut self) {
+        self.tx
+            .send(&Message::Bye(sync_types::Bye { reason: None }))
+            .await;
+        assert!(self.rx.until_end().await.is_empty(), "nothing after Bye");
+        self.close().await;
     }
 
     pub fn next_id(&mut self) -> u64 {
@@ -275,8 +373,13 @@ impl Client {
     }
 
     pub async fn hello(&mut self, keys: &GroupKeys) -> Message {
+        self.hello_with_token(keys, None).await
+    }
+
+    /// Sends a Hello carrying `token`; the relay's answer.
+    pub async fn hello_with_token(&mut self, keys: &GroupKeys, token: Option<&[u8]>) -> Message {
         let id = self.next_id();
-        let msg = hello_msg(keys, &self.binding, &self.relay_id, &self.device, id);
+        let msg = hello_with_token(keys, &self.binding, &self.relay_id, &self.device, id, token);
         self.tx.send(&msg).await;
         self.rx.next().await.expect("an answer to Hello")
     }

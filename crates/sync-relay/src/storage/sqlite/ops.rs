@@ -290,10 +290,13 @@ fn check_push(req: &PushRequest, group: Option<&GroupRow>, limits: &StorageLimit
         ));
     }
     let new_bytes = bytes.saturating_add(size);
-    if new_bytes.unsigned_abs() > limits.max_group_bytes {
+    let max_bytes = req
+        .group_quota_bytes
+        .map_or(limits.max_group_bytes, |q| q.min(limits.max_group_bytes));
+    if new_bytes.unsigned_abs() > max_bytes {
         return Err(quota(
             QuotaKind::GroupBytes,
-            limits.max_group_bytes,
+            max_bytes,
             new_bytes.unsigned_abs(),
         ));
     }
@@ -400,7 +403,13 @@ impl WriteOp for InviteTakeOp {
             return Ok(Ok(InviteLookup::NotFound));
         };
         if expires_at <= clamp_i64(self.now_ms) {
-            // Kept (answering Expired, counting takes) until cleanup removes it.
+            // Found but not taken: counted. Kept (answering Expired) until cleanup removes it
+            // or the count reaches the maximum.
+            if attempts.saturating_add(1) >= i64::from(self.max_attempts) {
+                conn.prepare_cached("DELETE FROM invites WHERE lookup_id = ?1")?
+                    .execute([&self.lookup_id[..]])?;
+                return Ok(Ok(InviteLookup::TooManyAttempts));
+            }
             conn.prepare_cached("UPDATE invites SET attempts = attempts + 1 WHERE lookup_id = ?1")?
                 .execute([&self.lookup_id[..]])?;
             return Ok(Ok(InviteLookup::Expired));
