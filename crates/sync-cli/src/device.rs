@@ -12,7 +12,7 @@ use sync_client::{
     STORE_FILE_NAME, Store, StoreLocation, StoreSync, SyncClient,
 };
 use sync_core::ConnectionStatus;
-use sync_crypto::DeviceKey;
+use sync_crypto::{AdmissionToken, DeviceKey};
 use sync_types::GroupId;
 use zeroize::Zeroizing;
 
@@ -21,6 +21,8 @@ use crate::relay::{self, RelayAddr};
 
 /// Store setting holding the relay this device syncs through (`ID@HOST:PORT,…`).
 pub(crate) const RELAY_SETTING: &str = "relay";
+/// Store setting holding the relay operator's admission token (text form), once given.
+const TOKEN_SETTING: &str = "admission_token";
 /// Name of the data directory under the platform data dir.
 const DATA_DIR_NAME: &str = "0k-sync";
 /// Longest --connect-timeout / --wait accepted: a day (larger values would overflow the
@@ -37,6 +39,8 @@ pub(crate) struct Ctx {
     pub(crate) connect_timeout: Duration,
     /// How long to wait for the relay's answers (--wait).
     pub(crate) wait: Duration,
+    /// The admission token given with --token, if any.
+    pub(crate) token: Option<AdmissionToken>,
 }
 
 impl Ctx {
@@ -46,13 +50,49 @@ impl Ctx {
         json: bool,
         connect_timeout: f64,
         wait: f64,
+        token: Option<&str>,
     ) -> Result<Self, Failure> {
+        let token = token
+            .map(|t| {
+                t.parse::<AdmissionToken>().map_err(|e| {
+                    Failure::new(
+                        Kind::BadInput,
+                        format!("--token is not an admission token: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
         Ok(Self {
             data_dir: data_dir.unwrap_or_else(default_data_dir),
             json,
             connect_timeout: secs("connect-timeout", connect_timeout)?,
             wait: secs("wait", wait)?,
+            token,
         })
+    }
+
+    /// The admission token to send: the one given with --token (kept in the store for later
+    /// commands), else the one kept earlier, else none.
+    fn admission_token(&self) -> Result<Option<AdmissionToken>, Failure> {
+        if !self.has_store() {
+            return Ok(self.token.clone());
+        }
+        let store = Store::open_dir(&self.data_dir, StoreSync::Normal).map_err(from_store)?;
+        if let Some(token) = &self.token {
+            store
+                .set_setting(TOKEN_SETTING, &token.to_text())
+                .map_err(from_store)?;
+            return Ok(Some(token.clone()));
+        }
+        match store.setting(TOKEN_SETTING).map_err(from_store)? {
+            Some(text) => text.parse().map(Some).map_err(|e| {
+                Failure::new(
+                    Kind::BadInput,
+                    format!("the admission token stored on this device is not valid ({e}): pass a new one with --token"),
+                )
+            }),
+            None => Ok(None),
+        }
     }
 
     /// Whether the data directory holds a store (`init` ran there).
@@ -105,6 +145,7 @@ impl Ctx {
         let mut options = ClientOptions::default();
         options.connection.connect_timeout = self.connect_timeout;
         options.connection.handshake_timeout = self.connect_timeout;
+        options.admission_token = self.admission_token()?;
         let config = ClientConfig::new(
             StoreLocation::Dir(self.data_dir.clone()),
             self.transport(relay).await?,

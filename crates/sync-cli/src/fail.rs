@@ -147,7 +147,16 @@ fn refusal(code: ErrorCode, message: &str, about: About, relay: &str, refused: &
             format!("relay at {relay} is unavailable for now: {message} ({code}); try again"),
         )
     } else {
-        Failure::new(kind, format!("{refused}: {message} ({code})"))
+        let hint = match code {
+            ErrorCode::AdmissionRequired => {
+                "; this relay admits only devices with its operator's token: pass it with --token"
+            }
+            ErrorCode::AdmissionInvalid => {
+                "; the token is expired, forged or not for this group: ask the relay's operator for a new one and pass it with --token"
+            }
+            _ => "",
+        };
+        Failure::new(kind, format!("{refused}: {message} ({code}){hint}"))
     }
 }
 

@@ -93,6 +93,17 @@ struct Global {
         default_value_t = 30.0
     )]
     wait: f64,
+
+    /// The relay operator's admission token, for relays that admit only devices holding one.
+    /// Kept in this device's store once given, and sent by every later command.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNC_CLI_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,7 +143,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let g = cli.global;
-    let ctx = match Ctx::new(g.data_dir, g.json, g.connect_timeout, g.wait) {
+    let ctx = match Ctx::new(
+        g.data_dir,
+        g.json,
+        g.connect_timeout,
+        g.wait,
+        g.token.as_deref(),
+    ) {
         Ok(c) => c,
         Err(f) => return report(&f),
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sync_core::{
     BackoffConfig, ConnectionConfig, ConnectionStatus, GroupMaterial, OutboxLimits, SyncStatus,
 };
-use sync_crypto::OpenError;
+use sync_crypto::{AdmissionToken, OpenError};
 use sync_types::{BlobId, Cursor, DeviceId, ErrorCode, GroupId, RelayId};
 
 use crate::store::{StoreLocation, StoreSync};
@@ -42,6 +42,9 @@ pub struct ClientOptions {
     /// Capacity of the event channel; a subscriber that falls further behind receives
     /// [`SyncEvent::Lagged`].
     pub event_capacity: usize,
+    /// The operator's admission token, for relays that admit only devices holding one (sent in
+    /// every `Hello`); `None` for open relays.
+    pub admission_token: Option<AdmissionToken>,
 }
 
 impl Default for ClientOptions {
@@ -57,6 +60,7 @@ impl Default for ClientOptions {
             default_retry: Duration::from_secs(1),
             deliver_own: false,
             event_capacity: 4096,
+            admission_token: None,
         }
     }
 }

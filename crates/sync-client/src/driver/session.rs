@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sync_core::{ConnectionEvent, ConnectionState};
 use sync_crypto::HelloChallenge;
 use sync_types::{
-    Bye, DEFAULT_MAX_FRAME, FrameCodec, Hello, Limits, Message, PROTOCOL_VERSION, Ping, RelayId,
-    WireError,
+    Bye, DEFAULT_MAX_FRAME, FrameCodec, Hello, Limits, Message, PROTOCOL_VERSION, Payload, Ping,
+    RelayId, WireError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -214,7 +214,11 @@ impl Driver {
             group_id: self.me.group_id,
             last_cursor: self.pulls.tracker.resume_cursor(),
             auth_signature: signature.0,
-            admission_token: None,
+            admission_token: self
+                .options
+                .admission_token
+                .as_ref()
+                .map(|t| Payload::copy_from_slice(t.as_bytes())),
         };
         self.session.send(Message::Hello(hello));
     }
