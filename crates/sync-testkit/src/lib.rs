@@ -83,3 +83,19 @@ pub fn last_lines(path: &std::path::Path, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// `len` deterministic pseudo-random bytes drawn from `seed` (xorshift): test data that is
+/// cheap to make, differs from seed to seed, and is the same on every run, so a failure can be
+/// replayed.
+pub fn pattern_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // The top byte: the low bits of xorshift are the weakest.
+            (x >> 56) as u8
+        })
+        .collect()
+}

@@ -413,13 +413,5 @@ impl Drop for Proxy {
 
 /// Deterministic pseudo-random bytes (xorshift), so a failure is reproducible.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    sync_testkit::pattern_bytes(len, seed)
 }

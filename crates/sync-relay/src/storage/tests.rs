@@ -32,15 +32,7 @@ fn blob(n: u64) -> BlobId {
 
 /// Deterministic bytes for blob `n` (so a pulled payload can be checked against its id).
 fn payload(n: u64, len: usize) -> Vec<u8> {
-    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    sync_testkit::pattern_bytes(len, n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 fn push_req(g: GroupId, n: u64, len: usize) -> PushRequest {

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use iroh::endpoint::{Connection, NetReportConfig, PortmapperConfig, presets};
-use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
+use iroh::endpoint::Connection;
+use iroh::{Endpoint, EndpointAddr, SecretKey};
 use sync_crypto::{GroupKeys, GroupSecret, HelloChallenge};
 use sync_relay::{RelayConfig, RelayHandle};
 use sync_types::{
@@ -252,13 +252,7 @@ pub async fn client_endpoint() -> Endpoint {
 }
 
 pub async fn client_endpoint_with(secret: SecretKey) -> Endpoint {
-    Endpoint::builder(presets::Minimal)
-        .secret_key(secret)
-        .relay_mode(RelayMode::Disabled)
-        .clear_address_lookup()
-        .portmapper_config(PortmapperConfig::Disabled)
-        .net_report_config(NetReportConfig::minimal())
-        .clear_ip_transports()
+    sync_client::self_hosted_endpoint(secret)
         .bind_addr("127.0.0.1:0")
         .expect("bind addr")
         .bind()

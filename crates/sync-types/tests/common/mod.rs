@@ -10,15 +10,7 @@ const SIZE_EDGES: &[usize] = &[0, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536, 7
 
 /// Deterministic filler, much cheaper than drawing every byte from proptest.
 pub(crate) fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    sync_testkit::pattern_bytes(n, seed)
 }
 
 pub(crate) fn u64s() -> impl Strategy<Value = u64> {
