@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
@@ -237,9 +237,7 @@ impl Admission {
         let Some(key) = key else {
             return Err(invalid(Refusal::TokenInvalid, "no operator key configured"));
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = sync_types::unix_ms() / 1000;
         match verify_token(key, token.as_slice(), &hello.group_id, now) {
             Ok(claims) => Ok(claims.max_bytes.map(|q| q.get())),
             Err(TokenError::Expired { .. }) => Err(invalid(

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use sync_types::unix_ms;
 use tokio_util::sync::CancellationToken;
 
 use super::RelayCtx;
@@ -11,12 +12,6 @@ use crate::storage::Storage;
 
 /// Rows removed per cleanup transaction.
 const CLEANUP_BATCH: u32 = 1000;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// Calls `round` with `CLEANUP_BATCH` until it removes less than a full batch (or fails, or the
 /// relay stops); returns how many rows it removed.
@@ -55,7 +50,7 @@ pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         ctx.admission.forget_idle();
-        let now = now_ms();
+        let now = unix_ms();
         let removed = in_batches("expired blobs", &stop, |batch| {
             ctx.storage.cleanup_expired(now, batch)
         })

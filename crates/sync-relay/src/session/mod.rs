@@ -39,7 +39,7 @@ pub(crate) use push::bucket;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use governor::DefaultDirectRateLimiter;
 use sha2::{Digest, Sha256};
@@ -92,9 +92,7 @@ impl SessionEnd {
 
 /// The relay's clock, in milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    sync_types::unix_ms()
 }
 
 /// A short hash of an id for the audit log (8 hex digits of its SHA-256): lines about one id
