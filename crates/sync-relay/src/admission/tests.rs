@@ -72,11 +72,7 @@ fn the_token_gate_maps_each_failure_to_its_reason_and_code() {
         admission_key: operator.public_key().to_string(),
         ..RelayConfig::default()
     });
-    let later = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 60;
+    let later = sync_types::unix_ms() / 1000 + 60;
     let issue = |key: &OperatorKey, expires_at_secs, scope| {
         let claims = TokenClaims {
             id: [1; 8],
