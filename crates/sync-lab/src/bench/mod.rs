@@ -62,6 +62,7 @@
 
 mod cpu;
 mod echo;
+mod frames;
 mod measure;
 mod perf;
 mod plan;
