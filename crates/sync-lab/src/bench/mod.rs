@@ -60,6 +60,7 @@
 //! CPU figures come from `/proc` (per-thread `schedstat`, nanoseconds; Linux only), so they
 //! count every thread of the relay or echo process and of this load generator.
 
+mod attack;
 mod cpu;
 mod echo;
 mod frames;
@@ -82,7 +83,7 @@ use std::time::Duration;
 
 pub use echo::serve_echo;
 pub use runner::run;
-pub use targets::{Figures, Verdict, target_lines};
+pub use targets::{AttackFigures, Figures, Verdict, target_lines};
 
 /// Size of every sealed blob the relay stores.
 pub const SEALED: usize = 1024;
@@ -118,6 +119,9 @@ pub struct BenchConfig {
     pub perf_prefix: Option<PathBuf>,
     /// With `perf_prefix`: record call graphs too (DWARF unwinding).
     pub perf_callgraph: bool,
+    /// Repeat the 16-device throughput run and the idle latency run while hostile connections
+    /// attack the relay (see the `attack` runs in the module documentation).
+    pub attack: bool,
 }
 
 impl BenchConfig {
@@ -131,6 +135,7 @@ impl BenchConfig {
             echo_command,
             perf_prefix: None,
             perf_callgraph: false,
+            attack: false,
         }
     }
 
