@@ -1,6 +1,6 @@
-//! The benchmark from start to end: seal, baselines, the runs against a fresh relay, the runs
-//! against a relay holding the preload, then ratios and targets; every figure printed as soon
-//! as it is measured.
+//! The benchmark from start to end: seal, baselines, the runs against a fresh relay (and those
+//! runs again under attack), the runs against a relay holding the preload, then ratios and
+//! targets; every figure printed as soon as it is measured.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -203,7 +203,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Runs [1]–[3] against a relay on a fresh data dir.
+    /// Runs `[1]`–`[3]` against a relay on a fresh data dir, then (with `--attack`) the runs
+    /// under attack against the same relay.
     async fn fresh_relay(&mut self) -> Result<(), BenchError> {
         let dir = temp_dir("the relay")?;
         let relay = BenchRelay::start(&self.config.relay_bin, dir.path()).await?;
@@ -301,7 +302,7 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Runs [4]: a relay whose full group already holds the preload, and an empty group in it.
+    /// Runs `[4]`: a relay whose full group already holds the preload, and an empty group in it.
     async fn preloaded_relay(&mut self) -> Result<(), BenchError> {
         let dir = temp_dir("the preloaded relay")?;
         let n = self.config.preload;

@@ -16,10 +16,12 @@
 //!
 //! Each attacker has its own endpoint and its own group (as any stranger can). They run in
 //! this process on a runtime of their own with one worker thread ([`ATTACKER_THREAD`]): at most
-//! one core, whose use is printed apart from the load generator's. They connect from 127.0.0.2 while the devices use 127.0.0.1 (the whole 127.0.0.0/8 is loopback on
-//! Linux), so the relay's per-address limits count them apart, as they would count a stranger
-//! apart from a household; where 127.0.0.2 cannot be bound they share 127.0.0.1 with the
-//! devices and the output says so.
+//! one core, whose use is printed apart from the load generator's. They connect from 127.0.0.2
+//! while the devices use 127.0.0.1 (the whole 127.0.0.0/8 is loopback on Linux), so the relay's
+//! per-address limits count them apart, as they would count a stranger apart from a household;
+//! where 127.0.0.2 cannot be bound they share 127.0.0.1 with the devices (and so every
+//! per-address limit: pre-auth connections, sessions, new groups, invite lookups), and the
+//! output says so.
 
 mod attacker;
 mod counts;
