@@ -48,7 +48,7 @@ use super::{BenchError, joined};
 use crate::soak::read_rss_kb;
 use attacker::Attacker;
 use counts::Counts;
-use readings::{Counters, RssPeak, mib};
+use readings::{Counters, RSS_EVERY, RssPeak, mib};
 
 /// Attackers of each kind.
 const PER_KIND: usize = 4;
@@ -300,9 +300,10 @@ impl Attack {
         ));
         lines.push(format!(
             "[attack] relay RSS: {:.1} MiB before the attack, peak {:.1} MiB during it (sampled \
-             every 20 ms), {:.1} MiB after the attackers stopped",
+             every {} ms), {:.1} MiB after the attackers stopped",
             mib(self.rss_before_kib),
             mib(peak),
+            RSS_EVERY.as_millis(),
             mib(rss_after)
         ));
         lines

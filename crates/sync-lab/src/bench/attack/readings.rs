@@ -16,7 +16,7 @@ const FAMILIES: [&str; 2] = ["admission_refusals_total", "rejections_total"];
 /// The relay's count of incoming connections.
 const CONNECTIONS: &str = "connections_total";
 /// How often the relay's resident memory is sampled.
-const RSS_EVERY: Duration = Duration::from_millis(20);
+pub(super) const RSS_EVERY: Duration = Duration::from_millis(20);
 
 /// The counters of [`FAMILIES`] (by `family{reason="…"}`) and [`CONNECTIONS`], from one
 /// `/metrics` text.
