@@ -70,12 +70,18 @@ pub(crate) struct Args {
     #[arg(long, value_name = "PATH")]
     relay_bin: Option<PathBuf>,
     /// Record the relay with `perf record` during each throughput run, into
-    /// PREFIX-RUN.data, RUN one of 1dev, 16dev, empty-group, full-group (needs perf).
+    /// PREFIX-RUN.data, RUN one of 1dev, 16dev, empty-group, full-group, and 16dev-attack with
+    /// --attack (needs perf).
     #[arg(long, value_name = "PREFIX")]
     perf_record: Option<PathBuf>,
     /// With --perf-record: record call graphs too.
     #[arg(long, requires = "perf_record")]
     perf_callgraph: bool,
+    /// Also repeat the 16-device throughput run and the idle latency run while 20 hostile
+    /// connections attack the relay (silent connections, stream floods, pulls never read,
+    /// garbage before Hello, an invite-lookup sweep), and print the ratios to the quiet runs.
+    #[arg(long)]
+    attack: bool,
 }
 
 /// Runs the benchmark, printing to stdout.
@@ -91,6 +97,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.samples = args.samples.unwrap_or(config.samples);
     config.perf_prefix = args.perf_record;
     config.perf_callgraph = args.perf_callgraph;
+    config.attack = args.attack;
     let mut out = std::io::stdout();
     sync_lab::bench::run(&config, &mut out).await?;
     Ok(ExitCode::SUCCESS)

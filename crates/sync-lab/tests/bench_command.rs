@@ -1,6 +1,7 @@
-//! `sync-stress bench`: a quick run against the real relay binary prints every figure, every
-//! baseline and every target line, and exits 0 (no timing is asserted: the figures depend on
-//! the machine); bad counts exit 2; a missing relay binary exits 1 with a readable message.
+//! `sync-stress bench`: a quick run with the runs under attack against the real relay binary
+//! prints every figure, every baseline, every target line and what the attackers achieved, and
+//! exits 0 (no timing is asserted: the figures depend on the machine); bad counts exit 2; a
+//! missing relay binary exits 1 with a readable message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::{Command, Output};
@@ -47,6 +48,29 @@ const FIGURE_LINES: &[&str] = &[
     "total wall time:",
 ];
 
+/// The lines of the runs under attack that carry a figure, by their start.
+const ATTACK_LINES: &[&str] = &[
+    "[attack] 20 hostile connections from 127.0.0.2, the devices from 127.0.0.1",
+    "[attack] push→ack throughput, 16 devices (own groups):",
+    "    (quiet run: ",
+    "[attack] idle push latency:",
+    "[attack] the attackers ran",
+    "[attack] the relay's counters during the attack: admission_refusals_total:",
+    "[attack] relay RSS:",
+    "16-device throughput under attack / quiet:",
+    "idle push p99 under attack / quiet:",
+    "relay CPU per push under attack / quiet, 16 devices:",
+];
+
+/// The kinds of attacker, as the per-kind lines name them.
+const ATTACKER_KINDS: &[&str] = &[
+    "silent",
+    "stream flood",
+    "pulls never read",
+    "garbage before Hello",
+    "invite-lookup sweep",
+];
+
 /// The lines of the targets: the last word(s) are the verdict.
 const TARGET_LINES: &[&str] = &[
     "relay throughput / raw SQLite, 1 device:",
@@ -55,12 +79,33 @@ const TARGET_LINES: &[&str] = &[
     "push→notify p99:",
     "5000-blob group / empty group (1-device run of the fresh relay):",
     "5000-blob group / empty group (same relay):",
+    "16-device throughput under attack / quiet:",
+    "idle push p99 under attack / quiet:",
 ];
+
+/// The line starting with `start`, which must carry a figure.
+fn figure_line<'a>(lines: &[&'a str], start: &str, stdout: &str) -> &'a str {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{stdout}"));
+    assert!(
+        line.chars().any(|c| c.is_ascii_digit()),
+        "no figure on {line:?}"
+    );
+    line
+}
 
 #[test]
 fn quick_run_prints_every_figure_baseline_and_verdict() {
     let relay = relay_bin();
-    let out = run_bin(&["bench", "--quick", "--relay-bin", relay.to_str().unwrap()]);
+    let out = run_bin(&[
+        "bench",
+        "--quick",
+        "--attack",
+        "--relay-bin",
+        relay.to_str().unwrap(),
+    ]);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
@@ -69,22 +114,24 @@ fn quick_run_prints_every_figure_baseline_and_verdict() {
         text(&out.stderr)
     );
     let lines: Vec<&str> = stdout.lines().collect();
-    for start in FIGURE_LINES {
-        let line = lines
-            .iter()
-            .find(|l| l.starts_with(start))
-            .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{stdout}"));
-        assert!(
-            line.chars().any(|c| c.is_ascii_digit()),
-            "no figure on {line:?}"
-        );
+    for start in FIGURE_LINES.iter().chain(ATTACK_LINES) {
+        figure_line(&lines, start, &stdout);
     }
-    // Every relay throughput figure is followed by the relay's CPU line.
-    let cpu_lines = lines
+    // Every relay throughput figure is followed by the relay's CPU line: four quiet runs and
+    // the 16-device run under attack, which also shows the attackers' own thread.
+    let cpu_lines: Vec<_> = lines
         .iter()
         .filter(|l| l.starts_with("    (relay process CPU "))
-        .count();
-    assert_eq!(cpu_lines, 4, "{stdout}");
+        .collect();
+    assert_eq!(cpu_lines.len(), 5, "{stdout}");
+    assert_eq!(
+        cpu_lines
+            .iter()
+            .filter(|l| l.contains(", attackers "))
+            .count(),
+        1,
+        "{stdout}"
+    );
     for start in TARGET_LINES {
         let line = lines.iter().find(|l| l.starts_with(start)).unwrap();
         assert!(
@@ -95,6 +142,49 @@ fn quick_run_prints_every_figure_baseline_and_verdict() {
     assert!(
         stdout.contains("(200 samples, 0 without a notify"),
         "every notify sample of the quick run arrives:\n{stdout}"
+    );
+    attack_outcomes(&lines, &stdout);
+}
+
+/// What the attackers achieved, one line per kind after the summary line: every kind
+/// connected; the stream floods got no extra stream; garbage was refused with typed errors;
+/// the relay counted refusals by reason.
+fn attack_outcomes(lines: &[&str], stdout: &str) {
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("[attack] the attackers ran"))
+        .unwrap();
+    let per_kind = &lines[at + 1..at + 1 + ATTACKER_KINDS.len()];
+    for (line, kind) in per_kind.iter().zip(ATTACKER_KINDS) {
+        assert!(
+            line.starts_with(&format!("    {kind}: connections ")),
+            "{line:?} in:\n{stdout}"
+        );
+    }
+    let outcome = |kind: usize, what: &str| -> Option<u64> {
+        let (_, rest) = per_kind[kind].split_once(&format!(" {what} "))?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    assert_eq!(
+        outcome(1, "extra streams opened"),
+        Some(0),
+        "the relay lets a session open no stream beyond its own:\n{stdout}"
+    );
+    assert!(
+        outcome(3, "FrameTooLarge").is_some_and(|n| n > 0),
+        "garbage is refused with typed errors:\n{stdout}"
+    );
+    let counters = figure_line(
+        lines,
+        "[attack] the relay's counters during the attack:",
+        stdout,
+    );
+    assert!(
+        counters.contains("rejections_total: ") && counters.contains("FrameTooLarge "),
+        "{counters}"
     );
 }
 

@@ -11,6 +11,10 @@ const TICKS: f64 = 100.0;
 /// Name of the relay's SQLite writer thread (threads whose name starts with this).
 const WRITER_THREAD: &str = "relay-storage";
 
+/// Name of the thread the attackers of the runs under attack run on, in this process: its CPU
+/// is counted apart from the load generator's.
+pub(super) const ATTACKER_THREAD: &str = "bench-attacker";
+
 /// On-CPU seconds per live thread, keyed by thread id, with the thread's name.
 type Threads = HashMap<String, (String, f64)>;
 
@@ -121,6 +125,8 @@ pub(super) struct CpuUse {
     pub(super) server_cores: f64,
     /// Cores the load generator kept busy on average.
     pub(super) generator_cores: f64,
+    /// Cores the attackers' thread kept busy on average (0 without attackers).
+    pub(super) attackers_cores: f64,
 }
 
 impl CpuUse {
@@ -136,8 +142,9 @@ impl CpuUse {
             threads_delta(&a.server_threads, &b.server_threads, ""),
             b.server - a.server,
         );
+        let attackers = threads_delta(&a.generator_threads, &b.generator_threads, ATTACKER_THREAD);
         let generator = pick(
-            threads_delta(&a.generator_threads, &b.generator_threads, ""),
+            threads_delta(&a.generator_threads, &b.generator_threads, "") - attackers,
             b.generator - a.generator,
         );
         let writer = threads_delta(&a.server_threads, &b.server_threads, WRITER_THREAD);
@@ -147,6 +154,7 @@ impl CpuUse {
             generator_us: generator * 1e6 / ops,
             server_cores: server / secs,
             generator_cores: generator / secs,
+            attackers_cores: attackers / secs,
         }
     }
 }
@@ -171,6 +179,27 @@ mod tests {
         ]);
         assert!((threads_delta(&a, &b, "") - 1.0).abs() < 1e-9);
         assert!((threads_delta(&a, &b, WRITER_THREAD) - 0.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_attackers_thread_is_counted_apart_from_the_load_generator() {
+        let at = Instant::now();
+        let mark = |generator: f64, attacker: f64, at: Instant| CpuMark {
+            server: 0.0,
+            server_threads: threads(&[("9", "tokio-rt", 0.0)]),
+            generator: 0.0,
+            generator_threads: threads(&[
+                ("1", "tokio-rt", generator),
+                ("2", ATTACKER_THREAD, attacker),
+            ]),
+            at,
+        };
+        let a = mark(1.0, 1.0, at);
+        let b = mark(1.5, 2.0, at + std::time::Duration::from_secs(2));
+        let used = CpuUse::between(&a, &b, 100);
+        assert!((used.generator_cores - 0.25).abs() < 1e-9, "{used:?}");
+        assert!((used.generator_us - 5000.0).abs() < 1e-6, "{used:?}");
+        assert!((used.attackers_cores - 0.5).abs() < 1e-9, "{used:?}");
     }
 
     #[test]

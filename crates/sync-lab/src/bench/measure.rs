@@ -39,11 +39,17 @@ impl Run {
         }
     }
 
-    /// The indented line of CPU figures printed under a relay throughput figure.
+    /// The indented line of CPU figures printed under a relay throughput figure (with the
+    /// attackers' cores when they ran).
     pub(super) fn detail(&self) -> String {
+        let attackers = if self.cpu.attackers_cores > 0.0 {
+            format!(", attackers {:.2}", self.cpu.attackers_cores)
+        } else {
+            String::new()
+        };
         format!(
             "    (relay process CPU {:.1} µs/push, of which SQLite writer thread {:.1}; load generator {:.1} µs/push; \
-             cores busy: relay {:.2}, generator {:.2}; writer {:.1} pushes/commit)",
+             cores busy: relay {:.2}, generator {:.2}{attackers}; writer {:.1} pushes/commit)",
             self.cpu.server_us,
             self.cpu.writer_us,
             self.cpu.generator_us,

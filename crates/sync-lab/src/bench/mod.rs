@@ -16,12 +16,14 @@
 //!                                                     # temporary disk), under a minute
 //! target/release/sync-stress bench --preload 100000   # shorter
 //! target/release/sync-stress bench --quick            # small counts, a few seconds
+//! target/release/sync-stress bench --attack           # also the runs under attack
 //! ```
 //!
 //! `--pushes N` (pushes per throughput run, default 20,000), `--samples N` (latency samples,
 //! default 2,000), `--relay-bin PATH` (default: `sync-relay` next to `sync-stress`, then on
 //! `PATH`), `--perf-record PREFIX` (a `perf record` of the relay during each throughput run, into
-//! `PREFIX-1dev.data`, `PREFIX-16dev.data`, `PREFIX-empty-group.data`, `PREFIX-full-group.data`).
+//! `PREFIX-1dev.data`, `PREFIX-16dev.data`, `PREFIX-empty-group.data`, `PREFIX-full-group.data`,
+//! and `PREFIX-16dev-attack.data` with `--attack`), `--attack` (the runs under attack below).
 //! Build both in release: a debug build measures the compiler, not the relay.
 //!
 //! # What it prints
@@ -44,6 +46,14 @@
 //! - `[2] idle push latency`: p50/p99 from writing one push to reading its ack, one at a time.
 //! - `[3] push(A)→notify(B) latency`: p50/p99 from A writing a push to B reading the `Notify`
 //!   for that blob (and how many got no notify within 5 s).
+//! - With `--attack`, `[attack]`: on the same relay, after `[3]`, 20 hostile connections start
+//!   (four each of: silent connections, stream floods, pulls never read, garbage before `Hello`,
+//!   an invite-lookup sweep; from 127.0.0.2, on a thread of their own, each reconnecting until
+//!   the runs end) and the 16-device throughput run and the idle latency run are repeated with
+//!   new blobs, the devices connecting while attacked; then what the attackers achieved per
+//!   kind, what the relay's `/metrics` counted (`admission_refusals_total` and
+//!   `rejections_total` by reason, `connections_total`), and the relay's RSS before, at its peak
+//!   during, and after the attack (see the `attack` module).
 //! - `[4]` a second relay whose "full" group already holds `--preload` blobs (written through
 //!   the relay's storage library on its data dir before the binary starts on it): the preload
 //!   rate, then push→ack throughput into an empty group and into the full group of that relay.
@@ -51,17 +61,22 @@
 //!   least 80 % of raw SQLite inserts (1 and 16 devices); idle push p99 at most 1 ms;
 //!   push→notify p99 at most 1.5 ms with no notify missing; a group holding the preload within
 //!   10 % of an empty group's throughput (against run `[1]`'s single device, and within the
-//!   same relay). Also, without target: relay throughput against the pipelined echo ceiling
-//!   and relay CPU per push against the raw SQLite CPU per row.
+//!   same relay); with `--attack`, 16-device throughput under attack at least 80 % of the quiet
+//!   run's and idle push p99 under attack at most twice the quiet run's. Also, without target:
+//!   relay throughput against the pipelined echo ceiling, relay CPU per push against the raw
+//!   SQLite CPU per row, and (with `--attack`) relay CPU per push under attack against quiet.
 //!
 //! The benchmark reports; a missed target never makes it fail. Its exit status says only
 //! whether it could run.
 //!
 //! CPU figures come from `/proc` (per-thread `schedstat`, nanoseconds; Linux only), so they
-//! count every thread of the relay or echo process and of this load generator.
+//! count every thread of the relay or echo process and of this load generator (the attackers'
+//! thread apart).
 
+mod attack;
 mod cpu;
 mod echo;
+mod frames;
 mod measure;
 mod perf;
 mod plan;
@@ -81,7 +96,7 @@ use std::time::Duration;
 
 pub use echo::serve_echo;
 pub use runner::run;
-pub use targets::{Figures, Verdict, target_lines};
+pub use targets::{AttackFigures, Figures, Verdict, target_lines};
 
 /// Size of every sealed blob the relay stores.
 pub const SEALED: usize = 1024;
@@ -117,6 +132,9 @@ pub struct BenchConfig {
     pub perf_prefix: Option<PathBuf>,
     /// With `perf_prefix`: record call graphs too (DWARF unwinding).
     pub perf_callgraph: bool,
+    /// Repeat the 16-device throughput run and the idle latency run while hostile connections
+    /// attack the relay (see the `attack` runs in the module documentation).
+    pub attack: bool,
 }
 
 impl BenchConfig {
@@ -130,6 +148,7 @@ impl BenchConfig {
             echo_command,
             perf_prefix: None,
             perf_callgraph: false,
+            attack: false,
         }
     }
 

@@ -30,6 +30,17 @@ pub(super) struct Pushes {
     pub(super) timed: Vec<SealedPush>,
 }
 
+/// The pushes of the runs under attack: the same groups and devices as the quiet runs, new
+/// blobs (a blob pushed twice would only be a duplicate).
+pub(super) struct Attacked {
+    /// One device's pushes per group of [`Plan::many`], in the same order.
+    pub(super) many: Vec<Pushes>,
+    /// A's idle latency run, in a new session: request ids from [`Attacked::latency_first`].
+    pub(super) latency: Vec<SealedPush>,
+    /// First request id of that run (the session's `Hello` is 1).
+    pub(super) latency_first: u64,
+}
+
 /// The groups and the sealed pushes of a whole run.
 pub(super) struct Plan {
     /// Group of the single-device, latency and notify runs (devices A and B).
@@ -50,6 +61,8 @@ pub(super) struct Plan {
     pub(super) empty: (Group, Pushes),
     /// The group that holds the preload.
     pub(super) full: (Group, Pushes),
+    /// The runs under attack, when the run has them.
+    pub(super) attacked: Option<Attacked>,
     /// Blobs sealed in all.
     pub(super) sealed: usize,
     /// CPU µs of sealing one blob.
@@ -70,9 +83,9 @@ fn pushes(g: &Group, device_seed: u64, timed: usize, seed: u64) -> Result<Pushes
 
 impl Plan {
     /// Seals everything: `pushes` per throughput run (shared by the [`MANY`] devices in the
-    /// multi-device run), `samples` plus a tenth of warm-up per latency run. Blocking: a few
-    /// seconds of CPU for a full run.
-    pub(super) fn seal(pushes_n: usize, samples: usize) -> Result<Self, BenchError> {
+    /// multi-device runs), `samples` plus a tenth of warm-up per latency run, and with `attack`
+    /// the runs under attack. Blocking: a few seconds of CPU for a full run.
+    pub(super) fn seal(pushes_n: usize, samples: usize, attack: bool) -> Result<Self, BenchError> {
         let start = Instant::now();
         let cpu0 = this_thread_cpu();
         let main = Group::from_seed(1);
@@ -95,7 +108,27 @@ impl Plan {
         let empty = pushes(&empty_group, DEVICE_EMPTY, pushes_n, 50)?;
         let full_group = Group::from_seed(2);
         let full = pushes(&full_group, DEVICE_FULL, pushes_n, 60)?;
-        let sealed = WARMUP * (3 + MANY) + pushes_n * 3 + per_device * MANY + 2 * lat_n;
+        let attacked = if attack {
+            let many = many
+                .iter()
+                .zip(0u64..)
+                .map(|((g, _), k)| pushes(g, DEVICE_MANY + k, per_device, 200 + 2 * k))
+                .collect::<Result<Vec<_>, BenchError>>()?;
+            // A new session: its Hello is request 1.
+            let latency_first = 2;
+            Some(Attacked {
+                many,
+                latency: seal_pushes(&main, &a, lat_n, latency_first, 300)?,
+                latency_first,
+            })
+        } else {
+            None
+        };
+        let attacked_n = attacked
+            .as_ref()
+            .map_or(0, |_| (WARMUP + per_device) * MANY + lat_n);
+        let sealed =
+            WARMUP * (3 + MANY) + pushes_n * 3 + per_device * MANY + 2 * lat_n + attacked_n;
         #[allow(clippy::cast_precision_loss)]
         let per_blob = 1e6 / sealed.max(1) as f64;
         Ok(Self {
@@ -108,6 +141,7 @@ impl Plan {
             many,
             empty: (empty_group, empty),
             full: (full_group, full),
+            attacked,
             sealed,
             seal_cpu_us: (this_thread_cpu() - cpu0) * per_blob,
             seal_wall_us: start.elapsed().as_secs_f64() * per_blob,
@@ -121,7 +155,8 @@ mod tests {
 
     #[test]
     fn counts_and_request_ids_follow_the_run() {
-        let plan = Plan::seal(32, 10).unwrap();
+        let plan = Plan::seal(32, 10, false).unwrap();
+        assert!(plan.attacked.is_none());
         assert_eq!(plan.one.timed.len(), 32);
         assert_eq!((plan.latency.len(), plan.notify.len()), (11, 11));
         assert_eq!(plan.many.len(), MANY);
@@ -145,5 +180,34 @@ mod tests {
         let ids: Vec<_> = plan.many.iter().map(|(g, _)| g.id).collect();
         assert!(!ids.contains(&plan.main.id) && !ids.contains(&plan.full.0.id));
         assert_ne!(plan.empty.0.id, plan.full.0.id);
+    }
+
+    #[test]
+    fn the_runs_under_attack_push_new_blobs_of_the_same_devices() {
+        let quiet = Plan::seal(32, 10, false).unwrap();
+        let plan = Plan::seal(32, 10, true).unwrap();
+        let attacked = plan.attacked.as_ref().unwrap();
+        assert_eq!(attacked.many.len(), MANY);
+        assert_eq!(attacked.latency.len(), 11);
+        let per_group = (WARMUP + 2) * MANY;
+        assert_eq!(plan.sealed, quiet.sealed + per_group + 11);
+        for ((_, p), a) in plan.many.iter().zip(&attacked.many) {
+            assert_eq!((a.warm.len(), a.timed.len()), (WARMUP, 2));
+            let quiet_ids: Vec<_> = p.warm.iter().chain(&p.timed).map(|s| s.blob_id).collect();
+            assert!(
+                a.warm
+                    .iter()
+                    .chain(&a.timed)
+                    .all(|s| !quiet_ids.contains(&s.blob_id)),
+                "new blobs, not duplicates"
+            );
+        }
+        let latency_ids: Vec<_> = plan.latency.iter().map(|s| s.blob_id).collect();
+        assert!(
+            attacked
+                .latency
+                .iter()
+                .all(|s| !latency_ids.contains(&s.blob_id))
+        );
     }
 }

@@ -55,10 +55,16 @@ impl BenchRelay {
         })
     }
 
+    /// The relay's whole `/metrics` text; `None` if unreadable.
+    pub(super) async fn metrics_text(&self) -> Option<String> {
+        fetch_metrics(self.http).await
+    }
+
     /// The relay's `/metrics` counter `name` (without the metric prefix); 0 if unreadable.
     pub(super) async fn metric(&self, name: &str) -> u64 {
         let key = format!("{}{name}", sync_relay::METRIC_PREFIX);
-        let value = fetch_metrics(self.http)
+        let value = self
+            .metrics_text()
             .await
             .and_then(|text| parse_metric(&text, &key))
             .unwrap_or(0.0);

@@ -1,12 +1,13 @@
-//! The benchmark from start to end: seal, baselines, the runs against a fresh relay, the runs
-//! against a relay holding the preload, then ratios and targets; every figure printed as soon
-//! as it is measured.
+//! The benchmark from start to end: seal, baselines, the runs against a fresh relay (and those
+//! runs again under attack), the runs against a relay holding the preload, then ratios and
+//! targets; every figure printed as soon as it is measured.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use iroh::SecretKey;
 
+use super::attack::Attack;
 use super::cpu::loadavg;
 use super::echo::ECHO_ALPN;
 use super::measure::{Load, Profile, Run, notify_latency, push_latency, throughput};
@@ -16,7 +17,7 @@ use super::quic_baseline::{EchoProcess, pipelined, rtt};
 use super::relay::BenchRelay;
 use super::sealed::{Group, frames};
 use super::session::{Device, endpoint};
-use super::targets::{Figures, target_lines};
+use super::targets::{AttackFigures, Figures, target_lines};
 use super::{BenchConfig, BenchError, PLAIN, SEALED, joined, sqlite_baseline};
 use crate::stats::percentile;
 
@@ -98,9 +99,9 @@ pub async fn run(
     ))?;
     p.line("")?;
 
-    let (pushes, samples) = (config.pushes, config.samples);
+    let (pushes, samples, attack) = (config.pushes, config.samples, config.attack);
     let plan = joined(
-        tokio::task::spawn_blocking(move || Plan::seal(pushes, samples)).await,
+        tokio::task::spawn_blocking(move || Plan::seal(pushes, samples, attack)).await,
         "sealing",
     )??;
     p.line(format!(
@@ -202,7 +203,8 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Runs [1]–[3] against a relay on a fresh data dir.
+    /// Runs `[1]`–`[3]` against a relay on a fresh data dir, then (with `--attack`) the runs
+    /// under attack against the same relay.
     async fn fresh_relay(&mut self) -> Result<(), BenchError> {
         let dir = temp_dir("the relay")?;
         let relay = BenchRelay::start(&self.config.relay_bin, dir.path()).await?;
@@ -246,11 +248,61 @@ impl Bench<'_> {
         ))?;
         b.close().await;
         a.close().await;
+        if self.config.attack {
+            let attack = Attack::start(&relay).await?;
+            for line in attack.banner() {
+                self.p.line(line)?;
+            }
+            let measured = self.under_attack(&relay).await;
+            for line in attack.stop(&relay).await {
+                self.p.line(line)?;
+            }
+            measured?;
+        }
         relay.stop().await;
         Ok(())
     }
 
-    /// Runs [4]: a relay whose full group already holds the preload, and an empty group in it.
+    /// The 16-device throughput run and the idle latency run again, against the same relay,
+    /// while it is attacked (new blobs; the devices and A connect under attack).
+    async fn under_attack(&mut self, relay: &BenchRelay) -> Result<(), BenchError> {
+        let Some(attacked) = &self.plan.attacked else {
+            return Ok(());
+        };
+        let mut loads = Vec::with_capacity(MANY);
+        for (((g, _), pushes), seed) in self.plan.many.iter().zip(&attacked.many).zip(DEVICE_MANY..)
+        {
+            loads.push(load(Device::open(&relay.peer, g, seed).await?, pushes));
+        }
+        let (many, devices) = throughput(relay, loads, &self.profile, "16dev-attack").await?;
+        close_all(devices).await;
+        self.p.run(
+            "[attack] push→ack throughput, 16 devices (own groups):",
+            &many,
+        )?;
+        self.p.line(format!(
+            "    (quiet run: {:.0} pushes/s; under attack {:.1} % of it)",
+            self.f.sixteen_devices_rate,
+            100.0 * many.rate / self.f.sixteen_devices_rate.max(1e-9)
+        ))?;
+
+        let mut a = Device::open(&relay.peer, &self.plan.main, DEVICE_A).await?;
+        let latencies = push_latency(&mut a, &attacked.latency, attacked.latency_first).await;
+        a.close().await;
+        let (lat50, lat99) = p50_p99(&latencies?);
+        self.p.line(format!(
+            "[attack] idle push latency:                   p50 {lat50:>7.1} µs  p99 {lat99:>7.1} µs  (quiet run: p99 {:.1} µs)",
+            self.f.idle_p99_us
+        ))?;
+        self.f.attack = Some(AttackFigures {
+            sixteen_devices_rate: many.rate,
+            sixteen_devices_cpu_us: many.cpu.server_us,
+            idle_p99_us: lat99,
+        });
+        Ok(())
+    }
+
+    /// Runs `[4]`: a relay whose full group already holds the preload, and an empty group in it.
     async fn preloaded_relay(&mut self) -> Result<(), BenchError> {
         let dir = temp_dir("the preloaded relay")?;
         let n = self.config.preload;

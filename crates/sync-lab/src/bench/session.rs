@@ -3,21 +3,21 @@
 //! wait for acks and notifications. Lower-level than `SyncClient` on purpose: it pipelines up
 //! to the relay's `max_in_flight` and adds nothing to the relay's cost.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh::endpoint::Connection;
 use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_crypto::{DeviceKey, HelloChallenge};
 use sync_types::{
-    ALPN, BlobId, Bye, Cursor, DeviceId, FrameCodec, HELLO_BINDING_LABEL, Hello, Message,
-    PROTOCOL_VERSION, RelayAddr,
+    ALPN, BlobId, Bye, Cursor, DeviceId, HELLO_BINDING_LABEL, Hello, Message, PROTOCOL_VERSION,
+    RelayAddr,
 };
-use tokio::io::AsyncReadExt as _;
 
+use super::frames::FrameStream;
 use super::sealed::Group;
 use super::{BenchError, SEALED, quic_error};
 
@@ -55,14 +55,26 @@ impl Peer {
     }
 }
 
+/// The loopback address of the devices (and of the echo process).
+pub(super) const DEVICES_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
 /// A loopback endpoint with nothing that reaches beyond this machine (no relay servers, no
-/// address lookup, no port mapping); it accepts `alpn` when given.
+/// address lookup, no port mapping), on [`DEVICES_IP`]; it accepts `alpn` when given.
 pub(super) async fn endpoint(
     secret: SecretKey,
     alpn: Option<&[u8]>,
 ) -> Result<Endpoint, BenchError> {
+    endpoint_on(DEVICES_IP, secret, alpn).await
+}
+
+/// As [`endpoint`], bound to `ip` (any port).
+pub(super) async fn endpoint_on(
+    ip: IpAddr,
+    secret: SecretKey,
+    alpn: Option<&[u8]>,
+) -> Result<Endpoint, BenchError> {
     let mut builder = sync_client::self_hosted_endpoint(secret)
-        .bind_addr("127.0.0.1:0")
+        .bind_addr(SocketAddr::new(ip, 0))
         .map_err(|e| quic_error("endpoint address", e))?;
     if let Some(alpn) = alpn {
         builder = builder.alpns(vec![alpn.to_vec()]);
@@ -73,14 +85,35 @@ pub(super) async fn endpoint(
         .map_err(|e| quic_error("bind an endpoint", e))
 }
 
+/// The `Hello` of the device behind `ep` in group `g`, signed for connection `conn` (bound to
+/// its TLS keying material, so it is worth nothing on another connection).
+pub(super) fn signed_hello(
+    conn: &Connection,
+    ep: &Endpoint,
+    g: &Group,
+    request_id: u64,
+) -> Result<Message, BenchError> {
+    let mut binding = [0u8; 32];
+    conn.export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
+        .map_err(|e| BenchError::Quic(format!("keying material: {e:?}")))?;
+    let relay_id = *conn.remote_id().as_bytes();
+    let device_id = DeviceId::from_bytes(*ep.id().as_bytes());
+    let challenge = HelloChallenge::new(&binding, &relay_id, &device_id, &g.id);
+    Ok(Message::Hello(Hello {
+        request_id,
+        version: PROTOCOL_VERSION,
+        group_id: g.id,
+        last_cursor: Cursor::ZERO,
+        auth_signature: g.keys.sign_hello(&challenge).0,
+        admission_token: None,
+    }))
+}
+
 /// A device with an open session to the relay.
 pub(super) struct Device {
     _ep: Endpoint,
     conn: Connection,
-    send: SendStream,
-    recv: RecvStream,
-    buf: BytesMut,
-    codec: FrameCodec,
+    stream: FrameStream,
     /// The relay's `max_in_flight`, from its `Welcome`.
     window: usize,
 }
@@ -92,40 +125,18 @@ impl Device {
         let key = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(seed));
         let ep = endpoint(SecretKey::from_bytes(&key.secret_bytes()), None).await?;
         let conn = relay.dial(&ep, ALPN).await?;
-        let mut binding = [0u8; 32];
-        conn.export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
-            .map_err(|e| BenchError::Quic(format!("keying material: {e:?}")))?;
-        let (send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| quic_error("open a stream", e))?;
-        let relay_id = *conn.remote_id().as_bytes();
-        let device_id = DeviceId::from_bytes(*ep.id().as_bytes());
-        let challenge = HelloChallenge::new(&binding, &relay_id, &device_id, &g.id);
-        let hello = Message::Hello(Hello {
-            request_id: 1,
-            version: PROTOCOL_VERSION,
-            group_id: g.id,
-            last_cursor: Cursor::ZERO,
-            auth_signature: g.keys.sign_hello(&challenge).0,
-            admission_token: None,
-        });
-        let mut dev = Self {
-            _ep: ep,
-            conn,
-            send,
-            recv,
-            buf: BytesMut::with_capacity(64 * 1024),
-            codec: FrameCodec::default(),
-            window: 1,
-        };
-        let frame = dev.codec.encode_to_bytes(&hello)?;
-        dev.write(&frame).await?;
-        match dev.next().await? {
+        let hello = signed_hello(&conn, &ep, g, 1)?;
+        let mut stream = FrameStream::open(&conn).await?;
+        stream.send(&hello).await?;
+        match stream.next().await? {
             Message::Welcome(w) => {
-                dev.codec = FrameCodec::new(w.limits.max_frame_bytes as usize);
-                dev.window = (w.limits.max_in_flight as usize).max(1);
-                Ok(dev)
+                stream.set_max_frame(w.limits.max_frame_bytes as usize);
+                Ok(Self {
+                    _ep: ep,
+                    conn,
+                    stream,
+                    window: (w.limits.max_in_flight as usize).max(1),
+                })
             }
             other => Err(unexpected("Welcome", &other)),
         }
@@ -133,33 +144,12 @@ impl Device {
 
     /// Writes bytes (one or more whole frames) to the session's stream.
     pub(super) async fn write(&mut self, bytes: &[u8]) -> Result<(), BenchError> {
-        self.send
-            .write_all(bytes)
-            .await
-            .map_err(|e| quic_error("write", e))
-    }
-
-    /// Reads more bytes from the relay into the buffer.
-    async fn fill(&mut self) -> Result<(), BenchError> {
-        let n = self
-            .recv
-            .read_buf(&mut self.buf)
-            .await
-            .map_err(|e| quic_error("read", e))?;
-        if n == 0 {
-            return Err(BenchError::Protocol("the relay closed the session".into()));
-        }
-        Ok(())
+        self.stream.write(bytes).await
     }
 
     /// The next frame from the relay.
     pub(super) async fn next(&mut self) -> Result<Message, BenchError> {
-        loop {
-            if let Some(m) = self.codec.decode(&mut self.buf)? {
-                return Ok(m);
-            }
-            self.fill().await?;
-        }
+        self.stream.next().await
     }
 
     /// Reads until the `PushAck` of `request_id` (other acks and notifications are skipped).
@@ -192,7 +182,7 @@ impl Device {
         let mut out = BytesMut::with_capacity(self.window * (SEALED + 64));
         loop {
             // Take every ack that has arrived.
-            while let Some(m) = self.codec.decode(&mut self.buf)? {
+            while let Some(m) = self.stream.decode()? {
                 match m {
                     Message::PushAck(_) => acked += 1,
                     Message::Notify(_) => {}
@@ -213,24 +203,22 @@ impl Device {
                 self.write(&out).await?;
                 out.clear();
             }
-            self.fill().await?;
+            self.stream.fill().await?;
         }
     }
 
     /// Says `Bye` and closes the connection (bounded).
     pub(super) async fn close(mut self) {
         let bye = Message::Bye(Bye { reason: None });
-        if let Ok(frame) = self.codec.encode_to_bytes(&bye) {
-            let _ = self.send.write_all(&frame).await;
-        }
-        let _ = self.send.finish();
+        let _ = self.stream.send(&bye).await;
+        self.stream.finish();
         let _ = tokio::time::timeout(CLOSE_GRACE, self.conn.closed()).await;
         self.conn.close(0u32.into(), b"bye");
     }
 }
 
 /// A relay answer other than the `expected` one; an `Error` frame keeps its code and message.
-fn unexpected(expected: &str, got: &Message) -> BenchError {
+pub(super) fn unexpected(expected: &str, got: &Message) -> BenchError {
     match got {
         Message::Error(e) => BenchError::Protocol(format!("expected {expected}, got {e:?}")),
         other => BenchError::Protocol(format!(

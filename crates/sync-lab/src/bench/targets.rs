@@ -5,7 +5,9 @@
 //! - idle push latency p99 at most 1 ms;
 //! - push(A)→notify(B) latency p99 at most 1.5 ms, and every push notified;
 //! - a group already holding the preload at least 90 % of an empty group's throughput (against
-//!   the single device on a fresh relay, and against an empty group of the same relay).
+//!   the single device on a fresh relay, and against an empty group of the same relay);
+//! - with the runs under attack: 16-device throughput at least 80 % of the quiet run's, and
+//!   idle push p99 at most twice the quiet run's.
 
 use std::fmt;
 
@@ -17,6 +19,10 @@ const IDLE_P99_US: f64 = 1000.0;
 const NOTIFY_P99_US: f64 = 1500.0;
 /// Throughput into the full group against an empty one: at least this fraction.
 const FULL_VS_EMPTY: f64 = 0.9;
+/// 16-device throughput under attack against the quiet run: at least this fraction.
+const ATTACKED_VS_QUIET: f64 = 0.8;
+/// Idle push p99 under attack against the quiet run: at most this factor.
+const ATTACKED_P99_FACTOR: f64 = 2.0;
 
 /// Whether a figure is within its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +81,19 @@ pub struct Figures {
     pub empty_group_rate: f64,
     /// Throughput into the full group, pushes/s.
     pub full_group_rate: f64,
+    /// The runs under attack, when there were any.
+    pub attack: Option<AttackFigures>,
+}
+
+/// The figures of the runs repeated while hostile connections attack the relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AttackFigures {
+    /// push→ack throughput with 16 devices, pushes/s.
+    pub sixteen_devices_rate: f64,
+    /// Relay CPU µs per push with 16 devices.
+    pub sixteen_devices_cpu_us: f64,
+    /// Idle push latency p99, µs.
+    pub idle_p99_us: f64,
 }
 
 /// `a / b`, 0 when `b` is not positive.
@@ -119,6 +138,53 @@ impl Figures {
             ),
         ]
     }
+
+    /// The targets of the runs under attack with their verdicts (throughput, then idle p99),
+    /// when there were such runs.
+    pub fn attack_verdicts(&self) -> Option<[(&'static str, Verdict); 2]> {
+        let a = self.attack?;
+        Some([
+            (
+                "16-device throughput under attack vs quiet",
+                Verdict::of(
+                    ratio(a.sixteen_devices_rate, self.sixteen_devices_rate) >= ATTACKED_VS_QUIET,
+                ),
+            ),
+            (
+                "idle push p99 under attack vs quiet",
+                Verdict::of(
+                    a.idle_p99_us > 0.0
+                        && self.idle_p99_us > 0.0
+                        && a.idle_p99_us <= ATTACKED_P99_FACTOR * self.idle_p99_us,
+                ),
+            ),
+        ])
+    }
+}
+
+/// The lines of the targets under attack (none without an attack run).
+fn attack_lines(f: &Figures) -> Vec<String> {
+    let (Some(a), Some([(_, rate), (_, p99)])) = (f.attack, f.attack_verdicts()) else {
+        return Vec::new();
+    };
+    vec![
+        format!(
+            "16-device throughput under attack / quiet:  {:>6.1} %   target ≥ 80 %   {rate}",
+            ratio(a.sixteen_devices_rate, f.sixteen_devices_rate) * 100.0
+        ),
+        format!(
+            "idle push p99 under attack / quiet: {:.1} µs / {:.1} µs = {:.2}×   target ≤ 2×   {p99}",
+            a.idle_p99_us,
+            f.idle_p99_us,
+            ratio(a.idle_p99_us, f.idle_p99_us)
+        ),
+        format!(
+            "relay CPU per push under attack / quiet, 16 devices: {:.1} µs / {:.1} µs = {:.2}×   (no target)",
+            a.sixteen_devices_cpu_us,
+            f.sixteen_devices_cpu_us,
+            ratio(a.sixteen_devices_cpu_us, f.sixteen_devices_cpu_us)
+        ),
+    ]
 }
 
 /// The ratio lines, each target's with its verdict.
@@ -166,6 +232,9 @@ pub fn target_lines(f: &Figures) -> Vec<String> {
             pct(f.full_group_rate, f.empty_group_rate)
         ),
     ]
+    .into_iter()
+    .chain(attack_lines(f))
+    .collect()
 }
 
 #[cfg(test)]
@@ -189,7 +258,83 @@ mod tests {
             notify_missed: 0,
             empty_group_rate: 100.0,
             full_group_rate: 90.0,
+            attack: None,
         }
+    }
+
+    /// The figures of a run under attack on both boundaries: 80 % of the quiet throughput,
+    /// twice the quiet p99.
+    fn attacked_on_the_boundaries() -> Figures {
+        Figures {
+            attack: Some(AttackFigures {
+                sixteen_devices_rate: 72.0,
+                sixteen_devices_cpu_us: 30.0,
+                idle_p99_us: 2000.0,
+            }),
+            ..all_met()
+        }
+    }
+
+    fn attack_verdicts(f: &Figures) -> Vec<Verdict> {
+        f.attack_verdicts()
+            .unwrap()
+            .iter()
+            .map(|(_, v)| *v)
+            .collect()
+    }
+
+    #[test]
+    fn without_an_attack_run_there_is_no_attack_target() {
+        assert!(all_met().attack_verdicts().is_none());
+        assert!(
+            !target_lines(&all_met())
+                .iter()
+                .any(|l| l.contains("under attack"))
+        );
+    }
+
+    #[test]
+    fn attack_targets_are_met_on_their_boundaries_and_missed_beyond() {
+        let f = attacked_on_the_boundaries();
+        assert_eq!(attack_verdicts(&f), [Verdict::Met, Verdict::Met]);
+        let lines = target_lines(&f);
+        assert_eq!(lines.len(), 11);
+        assert!(lines[8].starts_with("16-device throughput under attack / quiet:"));
+        assert!(lines[8].contains("80.0 %") && lines[8].ends_with("   met"));
+        assert!(lines[9].contains("= 2.00×") && lines[9].ends_with("   met"));
+        assert!(lines[10].contains("= 2.00×") && lines[10].ends_with("(no target)"));
+
+        let attacked = f.attack.unwrap();
+        let slower = Figures {
+            attack: Some(AttackFigures {
+                sixteen_devices_rate: 71.9,
+                ..attacked
+            }),
+            ..f
+        };
+        assert_eq!(attack_verdicts(&slower), [Verdict::NotMet, Verdict::Met]);
+        let later = Figures {
+            attack: Some(AttackFigures {
+                idle_p99_us: 2000.1,
+                ..attacked
+            }),
+            ..f
+        };
+        assert_eq!(attack_verdicts(&later), [Verdict::Met, Verdict::NotMet]);
+        assert!(target_lines(&later)[9].ends_with("not met"));
+        let unmeasured = Figures {
+            attack: Some(AttackFigures::default()),
+            ..Figures::default()
+        };
+        assert_eq!(
+            attack_verdicts(&unmeasured),
+            [Verdict::NotMet, Verdict::NotMet]
+        );
+        assert!(
+            target_lines(&unmeasured)
+                .iter()
+                .all(|l| !l.contains("NaN") && !l.contains("inf"))
+        );
     }
 
     fn verdicts(f: &Figures) -> Vec<Verdict> {
