@@ -134,6 +134,64 @@ async fn connections_without_a_hello_are_limited_per_address() {
     relay.stop([c]).await;
 }
 
+/// A burst of new connections from one address beyond `ip_connect_rate`'s bucket is refused
+/// before any TLS work; another address is not affected.
+#[tokio::test]
+async fn new_connections_are_limited_per_address_before_any_handshake() {
+    let relay = TestRelay::start(|c| {
+        c.ip_connect_rate = 1;
+        c.ip_connect_burst = 3;
+    })
+    .await;
+    let (id, addr) = (relay.handle.endpoint_id(), relay.addr());
+    let endpoint = client_endpoint().await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let attempt = guard(
+            "a connection attempt",
+            endpoint.connect(
+                iroh::EndpointAddr::new(id).with_ip_addr(addr),
+                sync_types::ALPN,
+            ),
+        )
+        .await;
+        match attempt {
+            Ok(conn) => accepted.push(conn),
+            Err(_) => refused += 1,
+        }
+    }
+    // The bucket holds 3 and refills one a second: the first 3 get in, and the burst of 10
+    // cannot all (it would have to take more than 7 s).
+    assert!(accepted.len() >= 3, "accepted {} of 10", accepted.len());
+    assert!(refused >= 1, "accepted all 10");
+    let m = relay.handle.metrics();
+    assert_eq!(
+        m.admission_refusals_total.get(Refusal::ConnectRatePerIp),
+        refused
+    );
+    // Another loopback address has a bucket of its own.
+    let other = sync_client::self_hosted_endpoint(SecretKey::generate())
+        .bind_addr("127.0.0.2:0")
+        .expect("bind addr")
+        .bind()
+        .await
+        .expect("endpoint on 127.0.0.2");
+    let conn = guard(
+        "a connection from another address",
+        other.connect(
+            iroh::EndpointAddr::new(id).with_ip_addr(addr),
+            sync_types::ALPN,
+        ),
+    )
+    .await;
+    assert!(conn.is_ok(), "{conn:?}");
+    drop(accepted);
+    endpoint.close().await;
+    other.close().await;
+    relay.handle.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn new_groups_are_limited_per_address_but_known_groups_are_not() {
     let relay = TestRelay::start(|c| c.ip_new_groups_per_hour = 2).await;

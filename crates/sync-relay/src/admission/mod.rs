@@ -1,6 +1,8 @@
 //! The relay's front door: what a connection must pass before it holds anything that outlives
 //! its handshake, and the per-address and per-device limits after that.
 //!
+//! - **Before anything**: new connections per address (`ip_connect_rate`), checked when the
+//!   first packet arrives, so a handshake flood from one address is refused at no TLS cost.
 //! - **Before the Hello**: a place in the pre-auth budget (`max_pre_auth` at once, and
 //!   `max_pre_auth_per_ip` per address), taken when the connection's first packet arrives —
 //!   before any TLS work — and held until a valid Hello or the deadline (`hello_timeout`, which
@@ -106,6 +108,7 @@ pub(crate) struct Admission {
     token: TokenGate,
     new_groups: Option<DefaultKeyedRateLimiter<Origin>>,
     recent_new_groups: Mutex<HashMap<GroupId, Instant>>,
+    ip_connects: Option<DefaultKeyedRateLimiter<Origin>>,
     ip_push: Option<DefaultKeyedRateLimiter<Origin>>,
     session_invite_rate: Option<Quota>,
     ip_invites: Option<DefaultKeyedRateLimiter<Origin>>,
@@ -151,6 +154,8 @@ impl Admission {
             new_groups: quota(config.ip_new_groups_per_hour, Quota::per_hour)
                 .map(RateLimiter::keyed),
             recent_new_groups: Mutex::new(HashMap::new()),
+            ip_connects: per_second_with_burst(config.ip_connect_rate, config.ip_connect_burst)
+                .map(RateLimiter::keyed),
             ip_push: per_second_with_burst(config.ip_push_rate, config.ip_push_burst)
                 .map(RateLimiter::keyed),
             session_invite_rate: quota(config.session_invite_lookups_per_min, Quota::per_minute),
@@ -289,6 +294,23 @@ impl Admission {
         }
     }
 
+    /// Takes one new connection from `origin`'s bucket; a refusal is counted and audited.
+    pub(crate) fn take_connect(&self, metrics: &Metrics, origin: Origin) -> bool {
+        let allowed = self
+            .ip_connects
+            .as_ref()
+            .is_none_or(|l| l.check_key(&origin).is_ok());
+        if !allowed {
+            let subject = Subject {
+                origin,
+                device: None,
+                group: None,
+            };
+            self.record(metrics, Refusal::ConnectRatePerIp, subject);
+        }
+        allowed
+    }
+
     /// Takes one push from `origin`'s bucket, or says how long to wait.
     pub(crate) fn take_push(&self, origin: Origin) -> Result<(), Duration> {
         match &self.ip_push {
@@ -334,9 +356,14 @@ impl Admission {
     /// Forgets per-address limiter state that is back to full and groups no longer recent
     /// (called every cleanup interval, so the maps stay as large as recent activity).
     pub(crate) fn forget_idle(&self) {
-        for limiter in [&self.new_groups, &self.ip_push, &self.ip_invites]
-            .into_iter()
-            .flatten()
+        for limiter in [
+            &self.new_groups,
+            &self.ip_connects,
+            &self.ip_push,
+            &self.ip_invites,
+        ]
+        .into_iter()
+        .flatten()
         {
             limiter.retain_recent();
             limiter.shrink_to_fit();

@@ -28,6 +28,8 @@ macro_rules! refusals {
 }
 
 refusals! {
+    /// This address opened connections faster than `ip_connect_rate`: refused before TLS.
+    ConnectRatePerIp = "connect_rate_per_ip",
     /// `max_pre_auth` connections were waiting for their Hello: refused before TLS.
     PreAuthBusy = "pre_auth_busy",
     /// `max_pre_auth_per_ip` connections of this address were waiting for their Hello.

@@ -337,6 +337,16 @@ config_keys! {
     #[arg(value_name = "N")]
     global_push_burst: u32 = 100_000, env "SYNC_RELAY_GLOBAL_PUSH_BURST";
 
+    /// New connections per second from one network address (token bucket), counted before
+    /// any TLS work: beyond, a connection is refused at once, so a flood of handshakes from
+    /// one address costs the relay almost nothing; 0 disables the limit. Default 50.
+    #[arg(value_name = "N")]
+    ip_connect_rate: u32 = 50, env "SYNC_RELAY_IP_CONNECT_RATE";
+
+    /// Burst size of the per-address connection bucket. Default 200.
+    #[arg(value_name = "N")]
+    ip_connect_burst: u32 = 200, env "SYNC_RELAY_IP_CONNECT_BURST";
+
     /// Sustained pushes per second from one network address, over all its sessions (token
     /// bucket); 0 disables the limit. Default 10000.
     #[arg(value_name = "N")]
@@ -526,6 +536,9 @@ impl RelayConfig {
         }
         if self.global_push_rate > 0 && self.global_push_burst == 0 {
             return invalid("global_push_burst", "must be at least 1 when a rate is set");
+        }
+        if self.ip_connect_rate > 0 && self.ip_connect_burst == 0 {
+            return invalid("ip_connect_burst", "must be at least 1 when a rate is set");
         }
         if self.ip_push_rate > 0 && self.ip_push_burst == 0 {
             return invalid("ip_push_burst", "must be at least 1 when a rate is set");

@@ -141,6 +141,10 @@ pub(super) async fn accept_loop(
             } else {
                 incoming
             };
+        if !ctx.admission.take_connect(&ctx.metrics, origin) {
+            incoming.refuse();
+            continue;
+        }
         match PreAuth::begin(&ctx, origin) {
             Ok(pre) => {
                 sessions.spawn(handle_connection(Arc::clone(&ctx), incoming, pre));
