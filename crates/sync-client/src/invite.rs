@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
 use sync_core::{Invite, InviteError, ShortCode, open_from_mailbox};
 use sync_crypto::DeviceKey;
 use sync_types::{ErrorCode, FRAME_HEADER_LEN, FrameCodec, InviteGet, Message, unix_ms};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::TransportError;
+use crate::frame_read::read_body;
 use crate::transport::Transport;
 
 /// Why a mailbox lookup did not yield an invite. Messages never contain the short code.
@@ -111,8 +111,7 @@ async fn fetch_sealed(
             .decode_header(&header)
             .map_err(|e| InviteFetchError::Protocol(e.to_string()))?
             .ok_or_else(|| InviteFetchError::Protocol("short frame header".into()))?;
-        let mut body = BytesMut::zeroed(len);
-        session.reader.read_exact(&mut body).await.map_err(io)?;
+        let body = read_body(&mut session.reader, len).await.map_err(io)?;
         let msg = codec
             .decode_body(&body)
             .map_err(|e| InviteFetchError::Protocol(e.to_string()))?;

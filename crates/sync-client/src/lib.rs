@@ -26,6 +26,7 @@
 mod client;
 mod driver;
 mod error;
+mod frame_read;
 mod invite;
 mod iroh_transport;
 mod relay;

@@ -34,8 +34,9 @@ pub use error::{DecodeError, EncodeError, ErrorCode};
 pub use ids::{BlobId, Cursor, DeviceId, GroupId, IdParseError};
 pub use limits::{
     ALPN, DEFAULT_MAX_FRAME, DEFAULT_MAX_PAYLOAD, FRAME_OVERHEAD, HELLO_BINDING_LABEL, Limits,
-    PROTOCOL_VERSION, PULL_ENTRY_OVERHEAD, PULL_RESPONSE_OVERHEAD, PUSH_OVERHEAD,
-    max_frame_for_payload, max_payload_for_frame, pull_entry_budget,
+    MAX_FRAME_LIMIT, MAX_PAYLOAD_LIMIT, PROTOCOL_VERSION, PULL_ENTRY_OVERHEAD,
+    PULL_RESPONSE_OVERHEAD, PUSH_OVERHEAD, max_frame_for_payload, max_payload_for_frame,
+    pull_entry_budget,
 };
 pub use messages::{
     Bye, Challenge, ContentAck, ContentRef, Delete, DeleteAck, DeviceRevoked, Direction,

@@ -20,6 +20,15 @@ pub const HELLO_BINDING_LABEL: &[u8] = b"0k-sync/1 hello-binding";
 /// Largest sealed payload a `Push` may carry by default (1 MiB).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 
+/// Largest sealed payload any relay may allow for one blob (64 MiB): larger content does not
+/// travel as a single blob. A relay refuses a configuration above it, and a device refuses a
+/// `Welcome` that announces frames for more.
+pub const MAX_PAYLOAD_LIMIT: usize = 64 << 20;
+
+/// Largest frame body a device accepts, whatever the relay announces:
+/// `MAX_PAYLOAD_LIMIT + FRAME_OVERHEAD`.
+pub const MAX_FRAME_LIMIT: usize = max_frame_for_payload(MAX_PAYLOAD_LIMIT);
+
 /// Largest encoding of a `Push` message minus its payload length (40 bytes).
 pub const PUSH_OVERHEAD: usize = 2 // envelope: fixarray(2) + type byte
     + 1 // body array header
@@ -69,6 +78,7 @@ pub const DEFAULT_MAX_FRAME: usize = max_frame_for_payload(DEFAULT_MAX_PAYLOAD);
 const _: () = assert!(PUSH_OVERHEAD <= FRAME_OVERHEAD);
 const _: () = assert!(PULL_RESPONSE_OVERHEAD + PULL_ENTRY_OVERHEAD <= FRAME_OVERHEAD);
 const _: () = assert!(DEFAULT_MAX_FRAME <= u32::MAX as usize);
+const _: () = assert!(MAX_FRAME_LIMIT <= u32::MAX as usize);
 
 /// The frame size needed to carry payloads of up to `max_payload` bytes.
 pub const fn max_frame_for_payload(max_payload: usize) -> usize {

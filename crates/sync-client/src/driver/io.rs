@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sync_types::{FRAME_HEADER_LEN, FrameCodec, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 
 use crate::error::TransportError;
+use crate::frame_read::read_body;
 use crate::transport::{Session, SessionCloser, SessionReader, SessionWriter};
 
 /// What the I/O tasks (and dials) report to the driver.
@@ -62,10 +63,10 @@ pub(super) async fn read_loop(
             Ok(None) => break "short frame header".to_string(),
             Err(e) => break format!("bad frame from relay: {e}"),
         };
-        let mut body = BytesMut::zeroed(len);
-        if let Err(e) = reader.read_exact(&mut body).await {
-            break format!("read failed: {e}");
-        }
+        let body = match read_body(&mut reader, len).await {
+            Ok(body) => body,
+            Err(e) => break format!("read failed: {e}"),
+        };
         match codec.decode_body(&body) {
             Ok(msg) => {
                 if input.send(Input::Frame { session, msg }).await.is_err() {

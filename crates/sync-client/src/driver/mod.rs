@@ -107,8 +107,14 @@ fn wire_reason(e: &WireError) -> String {
     format!("{}: {}", e.code, e.message)
 }
 
+/// Longest wait a relay's retry hint can impose on this device: a hint above it (a broken or
+/// hostile relay's `u64::MAX`) waits this long, then the device tries again.
+pub(crate) const MAX_RETRY_HINT: Duration = Duration::from_secs(300);
+
+/// The relay's retry hint, clamped to [`MAX_RETRY_HINT`].
 fn retry_hint(e: &WireError) -> Option<Duration> {
-    e.retry_after_ms.map(Duration::from_millis)
+    e.retry_after_ms
+        .map(|ms| Duration::from_millis(ms).min(MAX_RETRY_HINT))
 }
 
 /// The relay's refusal `e` as the caller's error.

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sync_core::{ConnectionEvent, ConnectionState};
 use sync_crypto::HelloChallenge;
 use sync_types::{
-    Bye, DEFAULT_MAX_FRAME, FrameCodec, Hello, Limits, Message, PROTOCOL_VERSION, Payload, Ping,
-    RelayId, WireError,
+    Bye, DEFAULT_MAX_FRAME, FrameCodec, Hello, Limits, MAX_FRAME_LIMIT, Message, PROTOCOL_VERSION,
+    Payload, Ping, RelayId, WireError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -239,9 +239,11 @@ impl Driver {
                     return self.session_failed("Welcome names another relay".into(), true);
                 }
                 self.session.limits = w.limits;
+                // The relay's word, bounded: never below what any relay must carry, never
+                // above what any relay may allow.
                 let max_frame = usize::try_from(w.limits.max_frame_bytes)
-                    .unwrap_or(DEFAULT_MAX_FRAME)
-                    .max(DEFAULT_MAX_FRAME);
+                    .unwrap_or(MAX_FRAME_LIMIT)
+                    .clamp(DEFAULT_MAX_FRAME, MAX_FRAME_LIMIT);
                 self.session.max_frame.store(max_frame, Ordering::Relaxed);
                 self.session.established = true;
                 self.session.hello_request = None;

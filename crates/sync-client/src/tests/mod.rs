@@ -250,6 +250,21 @@ async fn permanent_refusal_is_rejected_never_queued() {
 }
 
 #[tokio::test]
+async fn an_absurd_retry_hint_is_clamped() {
+    // A broken or hostile relay asks the device to wait u64::MAX ms: the push stays queued and
+    // the wait is clamped to the device's own ceiling.
+    let relay = FakeRelay::new();
+    let refusal = WireError::new(ErrorCode::RateLimited, "wait forever").retry_after_ms(u64::MAX);
+    let (c, _events, err) = first_push_refused(&relay, refusal).await;
+    let ClientError::Deferred { retry_after, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*retry_after, Some(crate::driver::MAX_RETRY_HINT));
+    assert!(err.is_queued());
+    c.close().await;
+}
+
+#[tokio::test]
 async fn rate_limited_push_stays_queued_and_lands_after_the_hint() {
     let relay = FakeRelay::new();
     let refusal = WireError::new(ErrorCode::RateLimited, "slow down").retry_after_ms(30);

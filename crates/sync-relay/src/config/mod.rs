@@ -408,6 +408,7 @@ config_keys! {
 
 /// Largest accepted `max_blob_bytes` (64 MiB): larger content is not carried as a single blob.
 pub const MAX_BLOB_BYTES_LIMIT: u32 = 64 << 20;
+const _: () = assert!(MAX_BLOB_BYTES_LIMIT as usize == sync_types::MAX_PAYLOAD_LIMIT);
 
 impl RelayConfig {
     /// A configuration for tests: data in `data_dir`, both sockets on `127.0.0.1:0`, everything
