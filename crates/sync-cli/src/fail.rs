@@ -30,6 +30,9 @@ pub(crate) enum Kind {
     Refused,
     /// Another `sync-cli` process holds the data directory's lock.
     Busy,
+    /// What the relay served had problems (a blob that failed verification, a blob served
+    /// again): the good data was printed, each problem warned about.
+    Integrity,
     /// Standard output was closed by its reader (EPIPE): exit quietly, like a SIGPIPE death.
     OutputClosed,
 }
@@ -51,6 +54,9 @@ Exit codes:
   9   refused by the relay (e.g. not a member of the group)
   10  another sync-cli process is using this data directory (e.g. `watch`); one command at
       a time per data directory (`devices` excepted)
+  11  `pull`/`watch`: the relay served something wrong (a blob that failed verification, a
+      blob already received served again): everything good was printed and the cursor
+      moved; one warning line per problem on stderr
   141 standard output closed early (e.g. `| head`): nothing more is written, no message;
       `pull` then leaves its cursor where it was, so the next `pull` prints the same blobs";
 
@@ -68,6 +74,7 @@ impl Kind {
             Kind::RateLimited => 8,
             Kind::Refused => 9,
             Kind::Busy => 10,
+            Kind::Integrity => 11,
             Kind::OutputClosed => 141,
         }
     }

@@ -182,6 +182,65 @@ fn offline_push_is_queued_then_delivered_exactly_once_when_the_relay_is_back() {
     assert_eq!(written, 1, "stored once on the relay");
 }
 
+/// Flips one byte in the middle of the stored payload of the blob at `cursor`, in the relay's
+/// database file (the relay must be stopped), as an operator with a shell on the relay host
+/// could.
+fn damage_stored_blob(relay_dir: &Path, cursor: i64) {
+    let conn = rusqlite::Connection::open(relay_dir.join("relay.db")).unwrap();
+    let mut payload: Vec<u8> = conn
+        .query_row(
+            "SELECT payload FROM blobs WHERE cursor = ?1",
+            [cursor],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mid = payload.len() / 2;
+    payload[mid] ^= 0x20;
+    let changed = conn
+        .execute(
+            "UPDATE blobs SET payload = ?1 WHERE cursor = ?2",
+            rusqlite::params![payload, cursor],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+}
+
+#[test]
+fn a_blob_damaged_on_the_relay_is_a_warning_and_exit_11_and_the_rest_is_printed() {
+    let mut t = TwoDevices::paired();
+    for text in ["one", "two", "three"] {
+        t.a.run(&["push", text]).ok();
+    }
+    t.relay.stop();
+    damage_stored_blob(&t.path().join("relay"), 2);
+    t.relay.restart();
+
+    let pulled = t.b.run(&["pull", "--json"]);
+    assert_eq!(pulled.code(), 11, "{}", pulled.stderr);
+    let json = pulled.json();
+    assert_eq!(
+        blobs_data(&json),
+        vec![b"one".to_vec(), b"three".to_vec()],
+        "the good blobs are printed, the damaged one is not"
+    );
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(1));
+    let warnings: Vec<&str> = pulled
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", pulled.stderr);
+    assert!(
+        warnings[0].contains("blob #2") && warnings[0].contains("failed verification"),
+        "{}",
+        warnings[0]
+    );
+    // The cursor moved past it: the next pull has nothing and nothing to warn about.
+    let again = t.b.run(&["pull"]);
+    assert_eq!(again.code(), 0, "{}", again.stderr);
+    assert!(!again.stderr.contains("warning"), "{}", again.stderr);
+}
+
 #[test]
 fn a_local_push_does_not_make_a_later_pull_skip_earlier_blobs() {
     let t = TwoDevices::paired();

@@ -249,8 +249,10 @@ impl SyncClient {
     }
 
     /// Pulls every blob this device has not received yet (paging until the relay has no
-    /// more), verified and decrypted, in cursor order. Blobs that fail verification are
-    /// reported as [`SyncEvent::BlobRejected`] and skipped. The resume cursor advances over
+    /// more), verified and decrypted, in cursor order. Blobs that fail verification, or that
+    /// the relay serves again under another cursor, are not returned: each is reported as a
+    /// [`SyncEvent::Integrity`] (and in [`PullBatch::problems`] with
+    /// [`pull_uncommitted`](Self::pull_uncommitted)). The resume cursor advances over
     /// what was returned (and this device's own pushes), and is persisted. Concurrent pulls
     /// are served one after the other and never return the same blob twice.
     pub async fn pull(&self) -> Result<Vec<Blob>, ClientError> {
@@ -285,7 +287,7 @@ impl SyncClient {
             relay: batch.relay,
             ranges: batch.ranges.clone(),
             complete: batch.complete,
-            count: batch.blobs.len(),
+            delivered: batch.blobs.iter().map(|b| (b.blob_id, b.cursor)).collect(),
             senders: blobs_senders(&batch.blobs),
             reply,
         })

@@ -13,8 +13,9 @@
 //!   relay acknowledges it (durable on the relay) or refuses it for good, and is re-sent with
 //!   the same blob id after a reconnect or restart (the relay's push is idempotent);
 //! - a refused push is never reported as queued or sent ([`ClientError`]);
-//! - pulled blobs reach the app only after signature and AEAD verification; a bad blob becomes
-//!   [`SyncEvent::BlobRejected`], never data;
+//! - pulled blobs reach the app only after signature and AEAD verification; a bad blob, or a
+//!   blob id served again under another cursor, is an [`IntegrityProblem`] in the pull result
+//!   and a [`SyncEvent::Integrity`], never data;
 //! - the resume cursor advances only over what was pulled and handed to the app, and this
 //!   device's own pushes never make it skip blobs that other devices pushed earlier.
 #![cfg_attr(
@@ -27,6 +28,7 @@ mod client;
 mod driver;
 mod error;
 mod frame_read;
+mod integrity;
 mod invite;
 mod iroh_transport;
 mod relay;
@@ -40,10 +42,13 @@ mod tests;
 
 pub use client::SyncClient;
 pub use error::{ClientError, StoreError, TransportError};
+pub use integrity::IntegrityProblem;
 pub use invite::{InviteFetchError, fetch_invite};
 pub use iroh_transport::{IrohConfig, IrohTransport, self_hosted_endpoint};
 pub use relay::{ResolveError, lookup_relay, resolve_relay};
-pub use store::{STORE_FILE_NAME, SeenDevice, Store, StoreLocation, StoreSync, StoredPush};
+pub use store::{
+    Delivered, STORE_FILE_NAME, SeenDevice, Store, StoreLocation, StoreSync, StoredPush,
+};
 pub use sync_core::{GroupMaterial, InvitedGroup};
 pub use transport::{
     BoxFuture, MemoryTransport, Session, SessionCloser, SessionReader, SessionWriter, Transport,

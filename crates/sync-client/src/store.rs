@@ -1,7 +1,9 @@
 //! The device's local state: SQLite in the data directory (file mode 0600).
 //!
 //! It holds the device key, the groups this device belongs to (descriptor and secret), the
-//! resume cursor per group and relay, and the outbox of pushes the relay has not acknowledged.
+//! resume cursor per group and relay, the outbox of pushes the relay has not acknowledged, and
+//! the ids of the blobs delivered to the app (with their cursors, for as long as a blob can live
+//! on a relay), so a relay that serves one again under another cursor is caught.
 //! A push is written here before it is reported as queued and removed only when the relay
 //! acknowledges it (or refuses it for good), so a crash or restart re-sends it with the same
 //! blob id.
@@ -59,6 +61,14 @@ CREATE TABLE IF NOT EXISTS devices (
     blobs        INTEGER NOT NULL,
     PRIMARY KEY (group_id, device_id)
 );
+CREATE TABLE IF NOT EXISTS delivered (
+    group_id  BLOB    NOT NULL,
+    blob_id   BLOB    NOT NULL,
+    cursor    INTEGER NOT NULL,
+    forget_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, blob_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivered_by_forget ON delivered (forget_ms);
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -541,13 +551,15 @@ impl Store {
     }
 
     /// In one transaction: removes settled pushes (acknowledged or refused for good) from the
-    /// outbox and stores a resume cursor.
+    /// outbox, remembers delivered blobs and stores a resume cursor.
     pub fn settle(
         &mut self,
         removed: &[BlobId],
+        delivered: Option<&Delivered<'_>>,
         cursor: Option<(&GroupId, &RelayId, Cursor)>,
     ) -> Result<(), StoreError> {
-        if removed.is_empty() && cursor.is_none() {
+        let delivered = delivered.filter(|d| !d.blobs.is_empty());
+        if removed.is_empty() && delivered.is_none() && cursor.is_none() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
@@ -557,12 +569,65 @@ impl Store {
                 stmt.execute([blob(id.as_bytes())])?;
             }
         }
+        if let Some(d) = delivered {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO delivered (group_id, blob_id, cursor, forget_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(group_id, blob_id) DO UPDATE SET forget_ms = excluded.forget_ms",
+            )?;
+            for (id, c) in d.blobs {
+                stmt.execute(params![
+                    blob(d.group.as_bytes()),
+                    blob(id.as_bytes()),
+                    to_i64(c.get()),
+                    to_i64(d.forget_ms)
+                ])?;
+            }
+        }
         if let Some((group, relay, c)) = cursor {
             write_cursor(&tx, group, relay, c)?;
         }
         tx.commit()?;
         Ok(())
     }
+
+    /// The cursor `blob_id` was delivered at in `group`, if this device remembers delivering it.
+    pub fn delivered_at(
+        &self,
+        group: &GroupId,
+        blob_id: &BlobId,
+    ) -> Result<Option<Cursor>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT cursor FROM delivered WHERE group_id = ?1 AND blob_id = ?2")?;
+        let c: Option<i64> = stmt
+            .query_row(
+                params![blob(group.as_bytes()), blob(blob_id.as_bytes())],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(c.map(|c| Cursor::new(to_u64(c))))
+    }
+
+    /// Forgets delivered blob ids whose time is up (`forget_ms` before `now_ms`); returns how
+    /// many.
+    pub fn forget_delivered(&self, now_ms: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM delivered WHERE forget_ms < ?1",
+            [to_i64(now_ms)],
+        )?)
+    }
+}
+
+/// Blobs delivered to the app, to remember in [`Store::settle`].
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered<'a> {
+    /// Their group.
+    pub group: &'a GroupId,
+    /// `(blob id, cursor)` of each.
+    pub blobs: &'a [(BlobId, Cursor)],
+    /// When to forget them, milliseconds since the Unix epoch.
+    pub forget_ms: u64,
 }
 
 #[cfg(test)]
@@ -594,6 +659,14 @@ mod tests {
             s.insert_pushes(&gid, &[push(1), push(2), push(3)]).unwrap();
             s.settle(
                 &[BlobId::from_bytes([2; 16])],
+                Some(&Delivered {
+                    group: &gid,
+                    blobs: &[
+                        (BlobId::from_bytes([7; 16]), Cursor::new(40)),
+                        (BlobId::from_bytes([8; 16]), Cursor::new(42)),
+                    ],
+                    forget_ms: 5_000,
+                }),
                 Some((&gid, &RelayId::from_bytes([9; 32]), Cursor::new(42))),
             )
             .unwrap();
@@ -629,6 +702,20 @@ mod tests {
             vec![push(1), push(3)],
             "order kept, settled one gone"
         );
+        // Delivered blob ids are remembered with their cursors until their time is up.
+        let seven = BlobId::from_bytes([7; 16]);
+        assert_eq!(
+            s.delivered_at(&group_id, &seven).unwrap(),
+            Some(Cursor::new(40))
+        );
+        assert_eq!(
+            s.delivered_at(&group_id, &BlobId::from_bytes([2; 16]))
+                .unwrap(),
+            None
+        );
+        assert_eq!(s.forget_delivered(5_000).unwrap(), 0);
+        assert_eq!(s.forget_delivered(5_001).unwrap(), 2);
+        assert_eq!(s.delivered_at(&group_id, &seven).unwrap(), None);
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::time::Duration;
 use sync_core::{
     BackoffConfig, ConnectionConfig, ConnectionStatus, GroupMaterial, OutboxLimits, SyncStatus,
 };
-use sync_crypto::{AdmissionToken, OpenError};
+use sync_crypto::AdmissionToken;
 use sync_types::{BlobId, Cursor, DeviceId, ErrorCode, GroupId, RelayId};
 
+use crate::integrity::IntegrityProblem;
 use crate::store::{StoreLocation, StoreSync};
 use crate::transport::Transport;
 
@@ -173,7 +174,8 @@ pub struct Blob {
 /// batch back to [`SyncClient::commit_pull`](crate::SyncClient::commit_pull), after it has
 /// stored or shown them. Until then (or if the app dies first) the next pull returns them again:
 /// delivery is at least once, never lost. Hand the batch back as pulled: the commit also
-/// records its senders' activity from `blobs`.
+/// records its senders' activity and its blob ids (so the relay cannot serve them again under
+/// other cursors) from `blobs`.
 #[derive(Debug, Clone)]
 pub struct PullBatch {
     /// The blobs, verified and decrypted, in cursor order (own blobs skipped unless
@@ -188,6 +190,9 @@ pub struct PullBatch {
     pub(crate) ranges: Vec<(Cursor, Cursor)>,
     /// Every page was answered (the pull was not cut short by an error).
     pub(crate) complete: bool,
+    /// What the pull found wrong with what the relay served, in cursor order (empty when all
+    /// is well): the blobs concerned are not in `blobs`.
+    pub problems: Vec<IntegrityProblem>,
 }
 
 impl fmt::Debug for Blob {
@@ -223,17 +228,11 @@ pub enum SyncEvent {
         /// The resume cursor after the pull.
         resume_cursor: Cursor,
     },
-    /// A pulled blob failed verification or decryption: it was skipped (never returned as
-    /// data) and its cursor counts as received so sync does not stall.
-    BlobRejected {
-        /// Its cursor.
-        cursor: Cursor,
-        /// Its id.
-        blob_id: BlobId,
-        /// The sender the relay reported.
-        sender: DeviceId,
-        /// Why it was refused.
-        error: OpenError,
+    /// A pull found something wrong with what the relay served (the same problem is in the
+    /// pull's [`PullBatch::problems`]); nothing wrong was delivered as data.
+    Integrity {
+        /// What was found.
+        problem: IntegrityProblem,
     },
     /// The relay acknowledged a push (durable).
     PushAcked {

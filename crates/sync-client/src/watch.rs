@@ -13,7 +13,7 @@ use sync_types::{BlobId, Cursor, DeviceId, RelayId};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_stream::{Stream, StreamExt};
 
-use crate::{ClientError, PullBatch, SyncClient, SyncEvent};
+use crate::{ClientError, IntegrityProblem, PullBatch, SyncClient, SyncEvent};
 
 /// How a [`Watcher`] pulls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,11 +199,14 @@ impl Watcher {
                 })
             }
             SyncEvent::Disconnected { reason } => Some(WatchEvent::Disconnected { reason }),
-            SyncEvent::BlobRejected {
-                cursor,
-                blob_id,
-                sender,
-                error,
+            SyncEvent::Integrity {
+                problem:
+                    IntegrityProblem::Rejected {
+                        cursor,
+                        blob_id,
+                        sender,
+                        error,
+                    },
             } => Some(WatchEvent::Rejected {
                 cursor,
                 blob_id,

@@ -3,7 +3,7 @@
 
 use clap::Args;
 use serde_json::json;
-use sync_client::{Blob, PullBatch, SyncClient};
+use sync_client::{Blob, IntegrityProblem, PullBatch, SyncClient};
 use sync_types::{Cursor, DeviceId};
 
 use crate::device::Ctx;
@@ -101,9 +101,19 @@ async fn print_and_commit(
         Pulled::Reread(blobs) => (blobs.as_slice(), client.status().resume_cursor),
         Pulled::Batch(batch) => (batch.blobs.as_slice(), batch.resume_cursor),
     };
+    let problems = match &pulled {
+        Pulled::Reread(_) => &[][..],
+        Pulled::Batch(batch) => batch.problems.as_slice(),
+    };
+    warn_problems(problems);
     if ctx.json {
         let list: Vec<_> = blobs.iter().map(|b| show::blob_json(b, own)).collect();
-        out::json(&json!({ "blobs": list, "resume_cursor": resume.get() }))?;
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        out::json(&json!({
+            "blobs": list,
+            "resume_cursor": resume.get(),
+            "problems": problems,
+        }))?;
     } else {
         print_blobs(ctx, blobs, own, args.raw)?;
         if !args.raw && blobs.is_empty() {
@@ -121,5 +131,25 @@ async fn print_and_commit(
             )
         })?;
     }
-    Ok(())
+    integrity_outcome(problems.len())
+}
+
+/// One warning line per problem on standard error.
+pub(crate) fn warn_problems(problems: &[IntegrityProblem]) {
+    for p in problems {
+        note!("warning: {p}");
+    }
+}
+
+/// Exit 11 once any integrity problem was seen (the good data was printed).
+pub(crate) fn integrity_outcome(problems: usize) -> Result<(), Failure> {
+    if problems == 0 {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Kind::Integrity,
+        format!(
+            "the relay served {problems} blob(s) that were not delivered (see the warnings above); everything else was printed"
+        ),
+    ))
 }

@@ -4,7 +4,7 @@ use sync_client::{PullBatch, SyncClient, WatchEvent, WatchOptions};
 use sync_types::DeviceId;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::pull::print_blobs;
+use super::pull::{integrity_outcome, print_blobs, warn_problems};
 use crate::device::Ctx;
 use crate::fail::{Failure, Kind, from_client};
 use crate::out::note;
@@ -28,6 +28,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
         note!("relay unreachable at {relay}; waiting for it (Ctrl-C to stop)");
     }
     let mut result = Ok(());
+    let mut problems = 0;
     while result.is_ok() {
         let event = tokio::select! {
             _ = term.recv() => break,
@@ -35,7 +36,10 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
             event = watcher.next() => event,
         };
         result = match event {
-            Some(WatchEvent::Batch(batch)) => print_and_commit(ctx, &client, &batch, own).await,
+            Some(WatchEvent::Batch(batch)) => {
+                problems += batch.problems.len();
+                print_and_commit(ctx, &client, &batch, own).await
+            }
             Some(WatchEvent::Connected { .. }) => {
                 note!("connected to {relay}");
                 Ok(())
@@ -44,18 +48,8 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
                 note!("disconnected ({reason}); reconnecting");
                 Ok(())
             }
-            Some(WatchEvent::Rejected {
-                cursor,
-                sender,
-                error,
-                ..
-            }) => {
-                note!(
-                    "warning: blob at cursor {cursor} from device {} failed verification ({error}); not shown",
-                    sender.short()
-                );
-                Ok(())
-            }
+            // Reported with the batch it was found in.
+            Some(WatchEvent::Rejected { .. }) => Ok(()),
             Some(WatchEvent::PullFailed { error, retry_in }) => {
                 note!(
                     "pull failed ({error}); retrying in {:.0}s",
@@ -69,7 +63,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
         };
     }
     client.close().await;
-    result
+    result.and_then(|()| integrity_outcome(problems))
 }
 
 /// Prints a batch, and only then moves the cursor past it: a batch that did not reach standard
@@ -80,6 +74,7 @@ async fn print_and_commit(
     batch: &PullBatch,
     own: DeviceId,
 ) -> Result<(), Failure> {
+    warn_problems(&batch.problems);
     print_blobs(ctx, &batch.blobs, own, false)?;
     client.commit_pull(batch).await.map(drop).map_err(|e| {
         Failure::new(

@@ -48,7 +48,8 @@ pub(crate) enum Command {
         relay: Option<RelayId>,
         ranges: Vec<(Cursor, Cursor)>,
         complete: bool,
-        count: usize,
+        /// `(blob id, cursor)` of the blobs the app took.
+        delivered: Vec<(BlobId, Cursor)>,
         senders: Vec<(DeviceId, u64, u64)>,
         reply: oneshot::Sender<Result<Cursor, ClientError>>,
     },
@@ -101,11 +102,11 @@ impl Driver {
                     relay,
                     ranges,
                     complete,
-                    count,
+                    delivered,
                     senders,
                     reply,
                 } => {
-                    let result = self.commit_pull(relay, &ranges, complete, count, senders);
+                    let result = self.commit_pull(relay, &ranges, complete, delivered, senders);
                     let _ = reply.send(result);
                 }
                 Command::InvitePut {

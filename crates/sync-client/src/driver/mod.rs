@@ -35,13 +35,14 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use sync_core::{Action, Connection, ConnectionEvent, ConnectionStatus, Outbox, SyncStatusTracker};
 use sync_crypto::{DeviceKey, GroupKeys};
-use sync_types::{BlobId, DeviceId, GroupId, WireError};
+use sync_types::{BlobId, DeviceId, GroupId, WireError, unix_ms};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::error::ClientError;
-use crate::store::Store;
+use crate::integrity::DELIVERED_RETENTION_FLOOR;
+use crate::store::{Delivered, Store};
 use crate::transport::Transport;
 use crate::types::{ClientOptions, ClientStatus, SyncEvent};
 
@@ -174,6 +175,9 @@ impl Driver {
 
     /// Runs until closed (a `Close` command, or every client handle dropped).
     pub(crate) async fn run(mut self) {
+        if let Err(e) = self.store.forget_delivered(unix_ms()) {
+            warn!(error = %e, "could not forget old delivered blob ids");
+        }
         self.connection_event(ConnectionEvent::ConnectRequested);
         self.after_batch();
         let mut commands = Vec::with_capacity(256);
@@ -314,16 +318,29 @@ impl Driver {
         }
         let resume = self.pulls.tracker.resume_cursor();
         let cursor_changed = resume != self.pulls.persisted_cursor;
-        if self.pushes.settled.is_empty() && !cursor_changed {
+        if self.pushes.settled.is_empty() && self.pulls.delivered.is_empty() && !cursor_changed {
             return;
         }
         let cursor = match (&self.pulls.tracker_relay, cursor_changed) {
             (Some(relay), true) => Some((&self.me.group_id, relay, resume)),
             _ => None,
         };
-        match self.store.settle(&self.pushes.settled, cursor) {
+        let retention = Duration::from_secs(u64::from(self.session.limits.max_ttl_secs))
+            .saturating_add(Duration::from_secs(24 * 3600))
+            .max(DELIVERED_RETENTION_FLOOR);
+        let delivered = Delivered {
+            group: &self.me.group_id,
+            blobs: &self.pulls.delivered,
+            forget_ms: unix_ms()
+                .saturating_add(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
+        };
+        match self
+            .store
+            .settle(&self.pushes.settled, Some(&delivered), cursor)
+        {
             Ok(()) => {
                 self.pushes.settled.clear();
+                self.pulls.delivered.clear();
                 if cursor.is_some() {
                     self.pulls.persisted_cursor = resume;
                 }

@@ -4,16 +4,19 @@
 //! cursor tracker of the current relay (cursors are per relay) and the relay's announcements of
 //! new blobs.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use sync_core::{ConnectionState, CursorTracker};
 use sync_crypto::open;
-use sync_types::{Cursor, DeviceId, Message, Notify, Pull, PullResponse, RelayId, WireError};
+use sync_types::{
+    BlobId, Cursor, DeviceId, Message, Notify, Pull, PullResponse, RelayId, WireError,
+};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::{Driver, rejected};
 use crate::error::{ClientError, StoreError};
+use crate::integrity::IntegrityProblem;
 use crate::types::{Blob, PullBatch, SyncEvent};
 
 /// Where this device stands in the relay's log, and the pulls in progress or waiting.
@@ -29,6 +32,8 @@ pub(super) struct PullState {
     queue: VecDeque<PendingPull>,
     /// Device activity (pulled senders, own acknowledged pushes) not yet stored.
     pub(super) device_notes: Vec<(DeviceId, u64, u64)>,
+    /// `(blob id, cursor)` of blobs delivered to the app and not yet remembered in the store.
+    pub(super) delivered: Vec<(BlobId, Cursor)>,
 }
 
 impl PullState {
@@ -41,6 +46,7 @@ impl PullState {
             round: None,
             queue: VecDeque::new(),
             device_notes: Vec::new(),
+            delivered: Vec::new(),
         }
     }
 
@@ -61,6 +67,10 @@ struct PullRound {
     /// `(after, through)` of every page answered so far.
     ranges: Vec<(Cursor, Cursor)>,
     blobs: Vec<Blob>,
+    /// Where each blob of `blobs` sits, by id.
+    ids: HashMap<BlobId, Cursor>,
+    /// What was found wrong so far.
+    problems: Vec<IntegrityProblem>,
     reply: RoundReply,
 }
 
@@ -193,6 +203,8 @@ impl Driver {
             after,
             ranges: Vec::new(),
             blobs: Vec::new(),
+            ids: HashMap::new(),
+            problems: Vec::new(),
             reply,
         });
         self.send_pull(request_id, after);
@@ -241,22 +253,43 @@ impl Driver {
                 &entry.sender,
                 &entry.payload,
             ) {
-                Ok(opened) => round.blobs.push(Blob {
-                    data: opened.plaintext,
-                    sender: opened.sender,
-                    cursor: entry.cursor,
-                    blob_id: entry.blob_id,
-                    timestamp_ms: entry.timestamp_ms,
-                }),
-                Err(error) => {
-                    warn!(cursor = %entry.cursor, %error, "pulled blob refused; skipped");
-                    self.reports.emit(SyncEvent::BlobRejected {
+                Ok(opened) => {
+                    let blob = Blob {
+                        data: opened.plaintext,
+                        sender: opened.sender,
+                        cursor: entry.cursor,
+                        blob_id: entry.blob_id,
+                        timestamp_ms: entry.timestamp_ms,
+                    };
+                    // A re-read (`pull_after`) asks for blobs already delivered.
+                    match round
+                        .reply
+                        .skips_own()
+                        .then(|| self.replay_of(&round, &blob))
+                    {
+                        Some(Some(first_cursor)) => self.found(
+                            &mut round,
+                            IntegrityProblem::Replayed {
+                                cursor: blob.cursor,
+                                blob_id: blob.blob_id,
+                                first_cursor,
+                            },
+                        ),
+                        _ => {
+                            round.ids.insert(blob.blob_id, blob.cursor);
+                            round.blobs.push(blob);
+                        }
+                    }
+                }
+                Err(error) => self.found(
+                    &mut round,
+                    IntegrityProblem::Rejected {
                         cursor: entry.cursor,
                         blob_id: entry.blob_id,
                         sender: entry.sender,
                         error,
-                    });
-                }
+                    },
+                ),
             }
         }
         // With has_more = false the page and max_cursor come from one snapshot: everything in
@@ -277,6 +310,36 @@ impl Driver {
             self.finish_round(round, None);
             self.start_next_pull();
         }
+    }
+
+    /// Where `blob` was delivered before, if it was at another cursor (in this round, in a
+    /// round not yet stored, or as the store remembers).
+    fn replay_of(&self, round: &PullRound, blob: &Blob) -> Option<Cursor> {
+        let earlier = round.ids.get(&blob.blob_id).copied().or_else(|| {
+            self.pulls
+                .delivered
+                .iter()
+                .find(|(id, _)| *id == blob.blob_id)
+                .map(|(_, c)| *c)
+        });
+        let first = earlier.or_else(|| {
+            self.store
+                .delivered_at(&self.me.group_id, &blob.blob_id)
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "could not check the delivered blob ids");
+                    None
+                })
+        });
+        first.filter(|c| *c != blob.cursor)
+    }
+
+    /// Records a problem in the round and tells subscribers.
+    fn found(&mut self, round: &mut PullRound, problem: IntegrityProblem) {
+        warn!(%problem, "pulled blob not delivered");
+        self.reports.emit(SyncEvent::Integrity {
+            problem: problem.clone(),
+        });
+        round.problems.push(problem);
     }
 
     /// The relay refused a page of the round in progress: the caller gets what was collected
@@ -306,6 +369,7 @@ impl Driver {
         let PullRound {
             ranges,
             blobs,
+            problems,
             reply,
             ..
         } = round;
@@ -315,7 +379,9 @@ impl Driver {
         }
         let complete = error.is_none();
         let blobs = match error {
-            Some(e) if blobs.is_empty() && ranges.is_empty() => return reply.fail(e),
+            Some(e) if blobs.is_empty() && ranges.is_empty() && problems.is_empty() => {
+                return reply.fail(e);
+            }
             _ => blobs,
         };
         match reply {
@@ -325,7 +391,8 @@ impl Driver {
             RoundReply::Record(tx) => {
                 let count = blobs.len();
                 let senders = blobs_senders(&blobs);
-                let resume = self.record_pulled(&ranges, complete, senders);
+                let delivered = blobs.iter().map(|b| (b.blob_id, b.cursor)).collect();
+                let resume = self.record_pulled(&ranges, complete, delivered, senders);
                 let _ = tx.send(Ok(blobs));
                 self.reports.emit(SyncEvent::Received {
                     count,
@@ -344,19 +411,23 @@ impl Driver {
                     relay: self.pulls.tracker_relay,
                     ranges,
                     complete,
+                    problems,
                 }));
             }
         }
     }
 
-    /// Records pulled ranges and their senders' activity; returns the resume cursor.
+    /// Records pulled ranges, the delivered blobs and their senders' activity; returns the
+    /// resume cursor.
     fn record_pulled(
         &mut self,
         ranges: &[(Cursor, Cursor)],
         complete: bool,
+        delivered: Vec<(BlobId, Cursor)>,
         senders: Vec<(DeviceId, u64, u64)>,
     ) -> Cursor {
         self.pulls.device_notes.extend(senders);
+        self.pulls.delivered.extend(delivered);
         for (after, through) in ranges {
             if let Err(e) = self.pulls.tracker.received_range(*after, *through) {
                 debug!(error = %e, "pulled range not recorded");
@@ -377,13 +448,14 @@ impl Driver {
         relay: Option<RelayId>,
         ranges: &[(Cursor, Cursor)],
         complete: bool,
-        count: usize,
+        delivered: Vec<(BlobId, Cursor)>,
         senders: Vec<(DeviceId, u64, u64)>,
     ) -> Result<Cursor, ClientError> {
         if relay.is_none() || relay != self.pulls.tracker_relay {
             return Ok(self.pulls.tracker.resume_cursor());
         }
-        let resume = self.record_pulled(ranges, complete, senders);
+        let count = delivered.len();
+        let resume = self.record_pulled(ranges, complete, delivered, senders);
         self.flush_store();
         if self.pulls.persisted_cursor != resume {
             return Err(ClientError::Store(StoreError::Failed(

@@ -125,6 +125,21 @@ impl FakeRelay {
         self.with(|s| commit(s, sender, blob_id, Payload::from(payload), None))
     }
 
+    /// Serves the stored blob `blob_id` again under a new cursor (a relay replaying it; an
+    /// honest relay never stores one id twice) and notifies everyone.
+    pub(crate) fn replay(&self, blob_id: &BlobId) -> Cursor {
+        self.with(|s| {
+            let old = s
+                .blobs
+                .iter()
+                .find(|b| b.blob_id == *blob_id)
+                .cloned()
+                .expect("the blob to replay is stored");
+            s.by_id.remove(blob_id);
+            commit(s, old.sender, old.blob_id, old.payload, None)
+        })
+    }
+
     /// Cuts every session (as a crash or network loss would).
     pub(crate) fn drop_sessions(&self) {
         self.with(|s| {

@@ -14,6 +14,7 @@ use sync_testkit::{GUARD, guard};
 use sync_types::{BlobId, Cursor, ErrorCode, Limits, WireError};
 
 use self::fake_relay::FakeRelay;
+use crate::IntegrityProblem;
 use crate::{
     ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, Store, StoreLocation,
     StreamExt, SyncClient, SyncEvent,
@@ -393,6 +394,63 @@ async fn restart_from_the_same_data_dir_resumes_cursor_and_outbox() {
 }
 
 #[tokio::test]
+async fn a_replayed_blob_is_reported_and_never_delivered_twice() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    let first = guard("push", a.push(b"pay 10 to bob")).await.unwrap();
+    let b = client(&relay, &g).await;
+    let got = guard("pull", b.pull()).await.unwrap();
+    assert_eq!(got.len(), 1);
+
+    // The relay serves the same sealed blob again under a new cursor, then an honest blob.
+    let again = relay.replay(&first.blob_id);
+    assert_ne!(again, first.cursor);
+    guard("push", a.push(b"fresh")).await.unwrap();
+    let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
+    let data: Vec<&[u8]> = batch.blobs.iter().map(|b| b.data.as_slice()).collect();
+    assert_eq!(data, vec![b"fresh".as_slice()], "the replay is not data");
+    assert_eq!(
+        batch.problems,
+        vec![IntegrityProblem::Replayed {
+            cursor: again,
+            blob_id: first.blob_id,
+            first_cursor: first.cursor,
+        }]
+    );
+    guard("commit", b.commit_pull(&batch)).await.unwrap();
+    assert!(guard("pull", b.pull()).await.unwrap().is_empty());
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_replay_is_caught_after_the_device_restarts() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreLocation::Dir(dir.path().join("device"));
+    let a = client(&relay, &g).await;
+    let first = guard("push", a.push(b"once")).await.unwrap();
+    {
+        let b = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
+        assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 1);
+        b.close().await;
+    }
+    let again = relay.replay(&first.blob_id);
+    let b = connect(&relay, store, GroupChoice::Stored(None)).await;
+    let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
+    assert!(batch.blobs.is_empty());
+    assert!(matches!(
+        batch.problems.as_slice(),
+        [IntegrityProblem::Replayed { cursor, first_cursor, .. }]
+            if *cursor == again && *first_cursor == first.cursor
+    ));
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn tampered_blob_is_an_error_event_not_data() {
     let relay = FakeRelay::new();
     let g = material(1);
@@ -414,9 +472,11 @@ async fn tampered_blob_is_an_error_event_not_data() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].data, b"fine");
     assert_eq!(got[0].cursor, Cursor::new(2));
-    let e = wait_for(&mut events, |e| matches!(e, SyncEvent::BlobRejected { .. })).await;
-    assert!(matches!(e, SyncEvent::BlobRejected { cursor, blob_id, .. }
-        if cursor == Cursor::new(1) && blob_id == bad_id));
+    let e = wait_for(&mut events, |e| matches!(e, SyncEvent::Integrity { .. })).await;
+    assert!(
+        matches!(e, SyncEvent::Integrity { problem: IntegrityProblem::Rejected { cursor, blob_id, .. } }
+        if cursor == Cursor::new(1) && blob_id == bad_id)
+    );
     // The bad blob's cursor counts as received: sync does not stall on it.
     assert_eq!(c.status().resume_cursor, Cursor::new(2));
     assert!(guard("pull", c.pull()).await.unwrap().is_empty());

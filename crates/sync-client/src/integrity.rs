@@ -1,0 +1,77 @@
+//! What a device found wrong with the log the relay served. The relay cannot forge a blob, but
+//! it can serve a damaged one or the same one twice; each such finding is reported in the pull
+//! result itself ([`PullBatch::problems`](crate::PullBatch::problems)) and as a
+//! [`SyncEvent::Integrity`](crate::SyncEvent::Integrity), never skipped silently.
+
+use std::fmt;
+use std::time::Duration;
+
+use sync_crypto::OpenError;
+use sync_types::{BlobId, Cursor, DeviceId};
+
+/// How long a delivered blob id is remembered, so the relay cannot serve it again under
+/// another cursor: longer than any blob lives on a relay (the longest TTL a relay may allow is
+/// what its `Welcome` announces; this floor covers the default 30 days plus a margin).
+pub(crate) const DELIVERED_RETENTION_FLOOR: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// One problem with what the relay served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IntegrityProblem {
+    /// A blob failed verification or decryption (damaged, forged, or sealed for another
+    /// group): it is not delivered. Its cursor counts as received, so sync does not stall.
+    Rejected {
+        /// Its cursor.
+        cursor: Cursor,
+        /// Its id.
+        blob_id: BlobId,
+        /// The sender the relay reported.
+        sender: DeviceId,
+        /// Why it was refused.
+        error: OpenError,
+    },
+    /// A blob this device already received at `first_cursor` came again at `cursor`: it is not
+    /// delivered again. A relay never stores one blob id twice, so this is a replay (or a relay
+    /// whose log was reset, which the device reports separately).
+    Replayed {
+        /// Where it came again.
+        cursor: Cursor,
+        /// Its id.
+        blob_id: BlobId,
+        /// Where it was delivered first.
+        first_cursor: Cursor,
+    },
+}
+
+impl IntegrityProblem {
+    /// The cursor the problem was found at.
+    pub fn cursor(&self) -> Cursor {
+        match self {
+            Self::Rejected { cursor, .. } | Self::Replayed { cursor, .. } => *cursor,
+        }
+    }
+}
+
+impl fmt::Display for IntegrityProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected {
+                cursor,
+                blob_id,
+                sender,
+                error,
+            } => write!(
+                f,
+                "blob #{cursor} ({blob_id}) from device {sender} failed verification ({error}); not delivered"
+            ),
+            Self::Replayed {
+                cursor,
+                blob_id,
+                first_cursor,
+            } => write!(
+                f,
+                "blob #{cursor} ({blob_id}) was already received as #{first_cursor}; the relay served it again; not delivered twice"
+            ),
+        }
+    }
+}
