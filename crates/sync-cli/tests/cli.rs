@@ -241,6 +241,57 @@ fn a_blob_damaged_on_the_relay_is_a_warning_and_exit_11_and_the_rest_is_printed(
     assert!(!again.stderr.contains("warning"), "{}", again.stderr);
 }
 
+/// Copies the files of a stopped relay's data directory (its database and identity).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_relay_restored_from_an_older_copy_delivers_everything_pushed_afterwards() {
+    let mut t = TwoDevices::paired();
+    let relay_dir = t.path().join("relay");
+    let backup = t.path().join("relay-backup");
+    t.a.run(&["push", "one"]).ok();
+    t.a.run(&["push", "two"]).ok();
+    assert_eq!(t.b.pull().len(), 2);
+    t.relay.stop();
+    copy_dir(&relay_dir, &backup);
+    t.relay.restart();
+    t.a.run(&["push", "three"]).ok();
+    t.a.run(&["push", "four"]).ok();
+    assert_eq!(t.b.pull().len(), 2, "B has pulled up to cursor 4");
+
+    // The operator restores the relay from the older copy; A pushes three more blobs, which
+    // get cursors 3, 4, 5: at or below B's cursor.
+    t.relay.stop();
+    std::fs::remove_dir_all(&relay_dir).unwrap();
+    copy_dir(&backup, &relay_dir);
+    t.relay.restart();
+    for text in ["x", "y", "z"] {
+        t.a.run(&["push", text]).ok();
+    }
+    let pulled = t.b.run(&["pull", "--json"]).ok();
+    assert_eq!(
+        blobs_data(&pulled.json()),
+        vec![b"x".to_vec(), b"y".to_vec(), b"z".to_vec()],
+        "3 of 3 pushed after the restore, none of the old ones twice"
+    );
+    assert!(
+        pulled
+            .stderr
+            .contains("the relay's log is behind this device"),
+        "{}",
+        pulled.stderr
+    );
+    assert!(t.b.pull().is_empty());
+}
+
 #[test]
 fn a_local_push_does_not_make_a_later_pull_skip_earlier_blobs() {
     let t = TwoDevices::paired();

@@ -121,6 +121,7 @@ impl SyncClient {
             relay_max_cursor: Cursor::ZERO,
             device_id: device.device_id(),
             group_id,
+            relay_rewound: None,
         };
         let (status_tx, status_rx) = watch::channel(initial);
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);

@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS delivered (
     PRIMARY KEY (group_id, blob_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS delivered_by_forget ON delivered (forget_ms);
+CREATE TABLE IF NOT EXISTS relay_logs (
+    group_id BLOB    NOT NULL,
+    relay_id BLOB    NOT NULL,
+    store_id INTEGER NOT NULL,
+    PRIMARY KEY (group_id, relay_id)
+);
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -607,6 +613,76 @@ impl Store {
             )
             .optional()?;
         Ok(c.map(|c| Cursor::new(to_u64(c))))
+    }
+
+    /// The delivered blob with the highest cursor at or below `at` in `group`: a checkpoint to
+    /// compare with what the relay holds at that cursor.
+    pub fn checkpoint(
+        &self,
+        group: &GroupId,
+        at: Cursor,
+    ) -> Result<Option<(Cursor, BlobId)>, StoreError> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT cursor, blob_id FROM delivered
+                 WHERE group_id = ?1 AND cursor > 0 AND cursor <= ?2
+                 ORDER BY cursor DESC LIMIT 1",
+                params![blob(group.as_bytes()), to_i64(at.get())],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(c, id)| {
+            let id = <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| StoreError::Corrupt { what: "blob id" })?;
+            Ok((Cursor::new(to_u64(c)), BlobId::from_bytes(id)))
+        })
+        .transpose()
+    }
+
+    /// The store id of the relay's log last seen for `group` on `relay_id`.
+    pub fn relay_log(
+        &self,
+        group: &GroupId,
+        relay_id: &RelayId,
+    ) -> Result<Option<u64>, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT store_id FROM relay_logs WHERE group_id = ?1 AND relay_id = ?2",
+                params![blob(group.as_bytes()), blob(relay_id.as_bytes())],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.map(|v| u64::from_be_bytes(v.to_be_bytes())))
+    }
+
+    /// In one transaction: records the relay's log id for `group` on `relay_id` and moves the
+    /// resume cursor to `resume` if `rewound` (the log went back to `resume`, or started afresh:
+    /// the delivered blob ids stay, so what the relay serves again is not delivered twice).
+    pub fn set_relay_log(
+        &mut self,
+        group: &GroupId,
+        relay_id: &RelayId,
+        store_id: u64,
+        resume: Cursor,
+        rewound: bool,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO relay_logs (group_id, relay_id, store_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT(group_id, relay_id) DO UPDATE SET store_id = excluded.store_id",
+            params![
+                blob(group.as_bytes()),
+                blob(relay_id.as_bytes()),
+                i64::from_be_bytes(store_id.to_be_bytes())
+            ],
+        )?;
+        if rewound {
+            write_cursor(&tx, group, relay_id, resume)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Forgets delivered blob ids whose time is up (`forget_ms` before `now_ms`); returns how

@@ -234,6 +234,23 @@ pub enum SyncEvent {
         /// What was found.
         problem: IntegrityProblem,
     },
+    /// The relay's log is behind what this device already had: restored from an older copy
+    /// (same store id, `relay_max` below the device's resume cursor) or started afresh (a new
+    /// store id). The device now pulls from `resume_from`; blobs it already has are not
+    /// delivered again. Blobs the relay lost are gone from it: pushes of this device that it had
+    /// acknowledged are not re-sent.
+    RelayRewound {
+        /// The relay.
+        relay_id: RelayId,
+        /// The relay's highest cursor now.
+        relay_max: Cursor,
+        /// Where this device had pulled up to.
+        resume_was: Cursor,
+        /// Where it pulls from now (`relay_max`, or 0 for a log started afresh).
+        resume_from: Cursor,
+        /// Whether the log was started afresh (a new store id) rather than restored.
+        fresh_log: bool,
+    },
     /// The relay acknowledged a push (durable).
     PushAcked {
         /// The push.
@@ -295,4 +312,7 @@ pub struct ClientStatus {
     pub device_id: DeviceId,
     /// The group's id.
     pub group_id: GroupId,
+    /// Set when this client found the relay's log behind what the device had (see
+    /// [`SyncEvent::RelayRewound`]): `(resume_was, resume_from)`.
+    pub relay_rewound: Option<(Cursor, Cursor)>,
 }

@@ -75,6 +75,7 @@ fn welcome(v: &Vectors) {
         relay_id: v.array(&f("relay_id")),
         max_cursor: Cursor::new(v.uint(&f("max_cursor"))),
         limits,
+        store_id: v.uint(&f("store_id")),
     };
     check_frame(v, "welcome", msg.into());
 }

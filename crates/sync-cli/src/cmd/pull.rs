@@ -105,6 +105,9 @@ async fn print_and_commit(
         Pulled::Reread(_) => &[][..],
         Pulled::Batch(batch) => batch.problems.as_slice(),
     };
+    if let Some(line) = rewound_warning(client) {
+        note!("{line}");
+    }
     warn_problems(problems);
     if ctx.json {
         let list: Vec<_> = blobs.iter().map(|b| show::blob_json(b, own)).collect();
@@ -132,6 +135,15 @@ async fn print_and_commit(
         })?;
     }
     integrity_outcome(problems.len())
+}
+
+/// The warning line for a relay whose log was found behind this device, if it was.
+pub(crate) fn rewound_warning(client: &SyncClient) -> Option<String> {
+    client.status().relay_rewound.map(|(was, from)| {
+        format!(
+            "warning: the relay's log is behind this device (it had pulled up to #{was}): the relay was restored from an older copy or reset; pulling again from #{from}, blobs already received are not shown twice"
+        )
+    })
 }
 
 /// One warning line per problem on standard error.

@@ -22,6 +22,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
         let _ = client.flush(ctx.wait).await;
     }
     let after = client.status();
+    let rewound = super::pull::rewound_warning(&client);
     client.close().await;
     let sent_now = before.outbox_len.saturating_sub(after.outbox_len);
     let resume = if online {
@@ -44,6 +45,10 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
             "relay_max_cursor": online.then(|| after.relay_max_cursor.get()),
             "pending": after.outbox_len,
             "sent_now": sent_now,
+            "relay_rewound": after.relay_rewound.map(|(was, from)| json!({
+                "resume_was": was.get(),
+                "resume_from": from.get(),
+            })),
         }))?;
     } else {
         outln!("device:     {} ({name})", device.device_id())?;
@@ -68,6 +73,9 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
             "pending:    {} push(es) in the outbox{sent}",
             after.outbox_len
         )?;
+        if let Some(line) = rewound {
+            outln!("{line}")?;
+        }
     }
     Ok(())
 }

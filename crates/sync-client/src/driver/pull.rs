@@ -34,6 +34,22 @@ pub(super) struct PullState {
     pub(super) device_notes: Vec<(DeviceId, u64, u64)>,
     /// `(blob id, cursor)` of blobs delivered to the app and not yet remembered in the store.
     pub(super) delivered: Vec<(BlobId, Cursor)>,
+    /// `(resume_was, resume_from)` once the relay's log was found behind this device.
+    pub(super) rewound: Option<(Cursor, Cursor)>,
+    /// The check of a delivered blob against the relay's log, answered before any pull.
+    probe: Option<Probe>,
+}
+
+/// A question to the relay's log on a new session: is the blob this device received at
+/// `cursor` still `blob_id` there? A relay restored from an older copy that has since grown past
+/// the device's cursor holds other blobs at the same cursors.
+struct Probe {
+    request_id: Option<u64>,
+    /// The store id and max cursor from `Welcome`.
+    store_id: u64,
+    relay_max: Cursor,
+    cursor: Cursor,
+    blob_id: BlobId,
 }
 
 impl PullState {
@@ -47,14 +63,20 @@ impl PullState {
             queue: VecDeque::new(),
             device_notes: Vec::new(),
             delivered: Vec::new(),
+            rewound: None,
+            probe: None,
         }
     }
 
-    /// Whether the round in progress waits for the answer to `request_id`.
+    /// Whether the round in progress (or the log check) waits for the answer to `request_id`.
     pub(super) fn is_waiting_for(&self, request_id: u64) -> bool {
         self.round
             .as_ref()
             .is_some_and(|r| r.request_id == request_id)
+            || self
+                .probe
+                .as_ref()
+                .is_some_and(|p| p.request_id == Some(request_id))
     }
 }
 
@@ -149,6 +171,84 @@ impl Driver {
         self.pulls.persisted_cursor = cursor;
     }
 
+    /// Checks the relay's log against what this device had (its `Welcome`): a log that went
+    /// back below the resume cursor (same store id) or was started afresh (another store id)
+    /// moves the resume cursor back, so no blob the relay assigns from now on is skipped.
+    pub(super) fn check_relay_log(&mut self, store_id: u64, relay_max: Cursor) {
+        let Some(relay) = self.pulls.tracker_relay else {
+            return;
+        };
+        let known = self
+            .store
+            .relay_log(&self.me.group_id, &relay)
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "could not read the relay's last log id");
+                None
+            });
+        let resume = self.pulls.tracker.resume_cursor();
+        let fresh_log = known.is_some_and(|k| k != store_id);
+        let resume_from = if fresh_log {
+            Some(Cursor::ZERO)
+        } else {
+            (relay_max < resume).then_some(relay_max)
+        };
+        let rewound = resume_from.is_some();
+        let from = resume_from.unwrap_or(resume);
+        if (rewound || known != Some(store_id))
+            && let Err(e) =
+                self.store
+                    .set_relay_log(&self.me.group_id, &relay, store_id, from, rewound)
+        {
+            // Nothing moved: the next session checks again.
+            warn!(error = %e, "could not record the relay's log id");
+            return;
+        }
+        if !rewound {
+            // Same log, not behind: check one delivered blob against it.
+            self.pulls.probe = self
+                .store
+                .checkpoint(&self.me.group_id, resume)
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, "could not read a delivered blob to check the log");
+                    None
+                })
+                .map(|(cursor, blob_id)| Probe {
+                    request_id: None,
+                    store_id,
+                    relay_max,
+                    cursor,
+                    blob_id,
+                });
+            return;
+        }
+        self.rewind(relay, relay_max, resume, from, fresh_log);
+    }
+
+    /// Moves the resume cursor back to `from` and reports it.
+    fn rewind(
+        &mut self,
+        relay: RelayId,
+        relay_max: Cursor,
+        resume: Cursor,
+        from: Cursor,
+        fresh_log: bool,
+    ) {
+        warn!(
+            %relay_max, resume_was = %resume, resume_from = %from, fresh_log,
+            "the relay's log is behind this device; pulling again from an earlier cursor"
+        );
+        self.pulls.tracker = CursorTracker::starting_at(from);
+        self.pulls.persisted_cursor = from;
+        self.pulls.rewound = Some((resume, from));
+        self.reports.emit(SyncEvent::RelayRewound {
+            relay_id: relay,
+            relay_max,
+            resume_was: resume,
+            resume_from: from,
+            fresh_log,
+        });
+    }
+
     /// The session is established and the relay's log reaches `relay_max_cursor`.
     pub(super) fn resume_from(&mut self, relay_max_cursor: Cursor) {
         self.pulls.relay_max = self.pulls.relay_max.max(relay_max_cursor);
@@ -193,6 +293,20 @@ impl Driver {
         if !self.session.established || self.pulls.round.is_some() {
             return;
         }
+        if let Some(probe) = &mut self.pulls.probe {
+            if probe.request_id.is_none() {
+                let request_id = self.session.request_id();
+                probe.request_id = Some(request_id);
+                let after = Cursor::new(probe.cursor.get().saturating_sub(1));
+                self.session.send(Message::Pull(Pull {
+                    request_id,
+                    after,
+                    limit: 1,
+                    max_bytes: None,
+                }));
+            }
+            return;
+        }
         let Some(PendingPull { after, reply }) = self.pulls.queue.pop_front() else {
             return;
         };
@@ -220,6 +334,13 @@ impl Driver {
     }
 
     pub(super) fn on_pull_response(&mut self, resp: PullResponse) {
+        if let Some(probe) = self
+            .pulls
+            .probe
+            .take_if(|p| p.request_id == Some(resp.request_id))
+        {
+            return self.on_probe_answer(probe, &resp);
+        }
         let Some(mut round) = self.pulls.round.take() else {
             return self.session_failed("PullResponse without a pull".into(), true);
         };
@@ -262,12 +383,16 @@ impl Driver {
                         timestamp_ms: entry.timestamp_ms,
                     };
                     // A re-read (`pull_after`) asks for blobs already delivered.
-                    match round
+                    let before = round
                         .reply
                         .skips_own()
-                        .then(|| self.replay_of(&round, &blob))
-                    {
-                        Some(Some(first_cursor)) => self.found(
+                        .then(|| self.delivered_before(&round, &blob))
+                        .flatten();
+                    match before {
+                        // Delivered at this very cursor: a log pulled again after it went
+                        // back in time. Not a problem, not data again.
+                        Some(first_cursor) if first_cursor == blob.cursor => {}
+                        Some(first_cursor) => self.found(
                             &mut round,
                             IntegrityProblem::Replayed {
                                 cursor: blob.cursor,
@@ -275,7 +400,7 @@ impl Driver {
                                 first_cursor,
                             },
                         ),
-                        _ => {
+                        None => {
                             round.ids.insert(blob.blob_id, blob.cursor);
                             round.blobs.push(blob);
                         }
@@ -312,9 +437,9 @@ impl Driver {
         }
     }
 
-    /// Where `blob` was delivered before, if it was at another cursor (in this round, in a
-    /// round not yet stored, or as the store remembers).
-    fn replay_of(&self, round: &PullRound, blob: &Blob) -> Option<Cursor> {
+    /// Where `blob` was delivered before, if it was (in this round, in a round not yet stored,
+    /// or as the store remembers).
+    fn delivered_before(&self, round: &PullRound, blob: &Blob) -> Option<Cursor> {
         let earlier = round.ids.get(&blob.blob_id).copied().or_else(|| {
             self.pulls
                 .delivered
@@ -322,15 +447,14 @@ impl Driver {
                 .find(|(id, _)| *id == blob.blob_id)
                 .map(|(_, c)| *c)
         });
-        let first = earlier.or_else(|| {
+        earlier.or_else(|| {
             self.store
                 .delivered_at(&self.me.group_id, &blob.blob_id)
                 .unwrap_or_else(|e| {
                     warn!(error = %e, "could not check the delivered blob ids");
                     None
                 })
-        });
-        first.filter(|c| *c != blob.cursor)
+        })
     }
 
     /// Records a problem in the round and tells subscribers.
@@ -342,9 +466,39 @@ impl Driver {
         round.problems.push(problem);
     }
 
+    /// The relay's answer to the log check: another blob at the checked cursor means the log
+    /// is not the one this device pulled from (restored from an older copy and grown since):
+    /// everything is pulled again from 0, and what this device already has is not delivered
+    /// twice. A missing blob (expired, deleted) proves nothing.
+    fn on_probe_answer(&mut self, probe: Probe, resp: &PullResponse) {
+        let differs = resp
+            .entries
+            .first()
+            .is_some_and(|e| e.cursor == probe.cursor && e.blob_id != probe.blob_id);
+        if differs && let Some(relay) = self.pulls.tracker_relay {
+            let resume = self.pulls.tracker.resume_cursor();
+            match self.store.set_relay_log(
+                &self.me.group_id,
+                &relay,
+                probe.store_id,
+                Cursor::ZERO,
+                true,
+            ) {
+                Ok(()) => self.rewind(relay, probe.relay_max, resume, Cursor::ZERO, false),
+                Err(e) => warn!(error = %e, "could not move the resume cursor back"),
+            }
+        }
+        self.start_next_pull();
+    }
+
     /// The relay refused a page of the round in progress: the caller gets what was collected
     /// so far, or the refusal if nothing was; the next pull starts.
     pub(super) fn on_pull_refused(&mut self, e: WireError) {
+        if self.pulls.probe.take().is_some() {
+            // The check could not be made; pulls go on as before.
+            debug!(code = %e.code, "log check refused");
+            return self.start_next_pull();
+        }
         if let Some(round) = self.pulls.round.take() {
             self.finish_round(round, Some(rejected(e, None)));
         }
@@ -354,6 +508,7 @@ impl Driver {
     /// The session ended: the round in progress ends with what it collected, waiting pulls
     /// fail.
     pub(super) fn pulls_session_lost(&mut self) {
+        self.pulls.probe = None;
         if let Some(round) = self.pulls.round.take() {
             self.finish_round(round, Some(ClientError::NotConnected));
         }

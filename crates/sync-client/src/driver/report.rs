@@ -68,6 +68,7 @@ impl Driver {
             relay_max_cursor: self.pulls.relay_max,
             device_id: self.me.device_id,
             group_id: self.me.group_id,
+            relay_rewound: self.pulls.rewound,
         };
         self.reports.publish(status);
     }

@@ -251,15 +251,7 @@ impl Driver {
                 let now = Instant::now();
                 self.session.heartbeat.ping_due = now + self.options.ping_interval;
                 self.pulls.relay_max = w.max_cursor;
-                if w.max_cursor < self.pulls.tracker.resume_cursor() {
-                    // The relay lost blobs this device already has (restored from an old
-                    // backup?): new blobs at cursors up to our resume cursor would be missed.
-                    warn!(
-                        relay_max = %w.max_cursor,
-                        resume = %self.pulls.tracker.resume_cursor(),
-                        "relay is behind this device's resume cursor"
-                    );
-                }
+                self.check_relay_log(w.store_id, w.max_cursor);
                 if let Some(relay) = self.session.active.as_ref().map(|s| s.relay_id) {
                     self.reports.emit(SyncEvent::Connected {
                         relay_id: relay,

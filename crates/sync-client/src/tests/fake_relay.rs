@@ -45,6 +45,8 @@ struct State {
     next_session: u64,
     page_limit: u32,
     limits: Limits,
+    /// The id of the log, announced in `Welcome`.
+    store_id: u64,
 }
 
 /// The fake relay; clones share state.
@@ -62,6 +64,7 @@ impl FakeRelay {
                 online: true,
                 page_limit: 1000,
                 limits: Limits::DEFAULT,
+                store_id: 0x5707_e1d0,
                 ..State::default()
             })),
             relay_id: RelayId::from_bytes([0xAB; 32]),
@@ -138,6 +141,26 @@ impl FakeRelay {
             s.by_id.remove(blob_id);
             commit(s, old.sender, old.blob_id, old.payload, None)
         })
+    }
+
+    /// Goes back in time: forgets every blob above `cursor` (as a relay restored from an older
+    /// copy of its database would; the store id stays) and cuts every session.
+    pub(crate) fn roll_back_to(&self, cursor: Cursor) {
+        self.with(|s| {
+            s.blobs.retain(|b| b.cursor <= cursor);
+            s.by_id.retain(|_, c| *c <= cursor);
+        });
+        self.drop_sessions();
+    }
+
+    /// Starts the log afresh (a new database: no blobs, a new store id) and cuts every session.
+    pub(crate) fn reset_store(&self) {
+        self.with(|s| {
+            s.blobs.clear();
+            s.by_id.clear();
+            s.store_id = s.store_id.wrapping_add(1);
+        });
+        self.drop_sessions();
     }
 
     /// Cuts every session (as a crash or network loss would).
@@ -239,6 +262,7 @@ impl FakeRelay {
                         relay_id: *self.relay_id.as_bytes(),
                         max_cursor: max_cursor(s),
                         limits: s.limits,
+                        store_id: s.store_id,
                     }
                 });
                 let _ = tx.send(Message::Welcome(welcome));

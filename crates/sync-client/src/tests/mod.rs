@@ -451,6 +451,139 @@ async fn a_replay_is_caught_after_the_device_restarts() {
 }
 
 #[tokio::test]
+async fn a_relay_restored_from_an_older_copy_skips_nothing_pushed_afterwards() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreLocation::Dir(dir.path().join("b"));
+    for text in [b"1", b"2", b"3", b"4"] {
+        guard("push", a.push(text)).await.unwrap();
+    }
+    {
+        let b = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
+        assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 4);
+        b.close().await;
+    }
+    // The relay is restored from a copy taken at cursor 2 (same store id); three blobs are
+    // pushed afterwards: they get cursors 3, 4, 5, at or below B's resume cursor 4.
+    relay.roll_back_to(Cursor::new(2));
+    let a = client(&relay, &g).await;
+    for text in [b"x", b"y", b"z"] {
+        guard("push", a.push(text)).await.unwrap();
+    }
+    let b = connect(&relay, store.clone(), GroupChoice::Stored(None)).await;
+    let got = guard("pull", b.pull()).await.unwrap();
+    let data: Vec<&[u8]> = got.iter().map(|b| b.data.as_slice()).collect();
+    assert_eq!(data, vec![b"x".as_slice(), b"y", b"z"], "nothing skipped");
+    // The relay had grown past B's cursor (5 > 4): the blob B received at cursor 4 is not the
+    // one the relay holds there, so B pulled again from 0; blobs 1 and 2 were not delivered
+    // twice.
+    assert_eq!(
+        b.status().relay_rewound,
+        Some((Cursor::new(4), Cursor::ZERO))
+    );
+    b.close().await;
+
+    // Reported once: the next run finds the log where it left it.
+    let b = connect(&relay, store, GroupChoice::Stored(None)).await;
+    assert!(guard("pull", b.pull()).await.unwrap().is_empty());
+    assert_eq!(b.status().relay_rewound, None);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_relay_restored_behind_the_device_resumes_from_its_max() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    let b = client(&relay, &g).await;
+    let mut events = b.subscribe();
+    for text in [b"1", b"2", b"3", b"4"] {
+        guard("push", a.push(text)).await.unwrap();
+    }
+    assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 4);
+    // Restored from a copy taken at cursor 2; B reconnects to a relay at 2, behind its 4.
+    relay.roll_back_to(Cursor::new(2));
+    let e = wait_for(&mut events, |e| matches!(e, SyncEvent::RelayRewound { .. })).await;
+    assert!(matches!(
+        e,
+        SyncEvent::RelayRewound { relay_max, resume_was, resume_from, fresh_log: false, .. }
+            if relay_max == Cursor::new(2)
+                && resume_was == Cursor::new(4)
+                && resume_from == Cursor::new(2)
+    ));
+    assert_eq!(b.status().resume_cursor, Cursor::new(2));
+    let a = client(&relay, &g).await;
+    guard("push", a.push(b"after")).await.unwrap();
+    let got = guard("pull", b.pull()).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, b"after");
+    assert_eq!(
+        got[0].cursor,
+        Cursor::new(3),
+        "at a cursor B had passed before"
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_relay_log_started_afresh_is_pulled_from_zero_without_repeats() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreLocation::Dir(dir.path().join("b"));
+    let a = client(&relay, &g).await;
+    let kept = guard("push", a.push(b"before")).await.unwrap();
+    {
+        let b = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
+        assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 1);
+        b.close().await;
+    }
+    let stored = relay
+        .blobs()
+        .into_iter()
+        .find(|s| s.blob_id == kept.blob_id)
+        .unwrap();
+    // A new database: the same relay identity, an empty log with a new store id. A new blob,
+    // then the blob B already has comes again (as a device re-sending what the relay lost
+    // would), at another cursor.
+    relay.reset_store();
+    let a = client(&relay, &g).await;
+    guard("push", a.push(b"after")).await.unwrap();
+    relay.insert_raw(
+        stored.sender,
+        kept.blob_id,
+        stored.payload.as_slice().to_vec(),
+    );
+    let b = connect(&relay, store, GroupChoice::Stored(None)).await;
+    let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
+    let data: Vec<&[u8]> = batch.blobs.iter().map(|b| b.data.as_slice()).collect();
+    assert_eq!(
+        data,
+        vec![b"after".as_slice()],
+        "new data once, old data not again"
+    );
+    assert!(
+        matches!(
+            batch.problems.as_slice(),
+            [IntegrityProblem::Replayed { blob_id, cursor, first_cursor }]
+                if *blob_id == kept.blob_id && cursor.get() == 2 && first_cursor.get() == 1
+        ),
+        "{:?}",
+        batch.problems
+    );
+    assert_eq!(
+        b.status().relay_rewound,
+        Some((Cursor::new(1), Cursor::ZERO))
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn tampered_blob_is_an_error_event_not_data() {
     let relay = FakeRelay::new();
     let g = material(1);

@@ -187,6 +187,7 @@ where
         relay_id: ctx.relay_id,
         max_cursor,
         limits: ctx.limits,
+        store_id: ctx.storage.store_id(),
     });
     if !write_frame(&mut writer, &ctx, &welcome).await {
         ctx.hub.unregister(&group, id);

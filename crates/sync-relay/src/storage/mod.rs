@@ -331,6 +331,12 @@ impl From<std::io::Error> for StorageError {
 /// async and their futures are `Send`, so sessions can run on a multi-threaded runtime; a
 /// backend that must choose at runtime can wrap several backends in an enum.
 pub trait Storage: Clone + Send + Sync + 'static {
+    /// The id of this store's log, announced to devices in `Welcome`: random, fixed for the
+    /// life of the store, and carried by copies of it (a store restored from a backup has its
+    /// original's id). A device that finds the relay's log behind its own cursor under the same
+    /// id knows the log went back in time; under another id, that it was started afresh.
+    fn store_id(&self) -> u64;
+
     /// Stores a blob and assigns the group's next cursor; answers after the commit is durable.
     /// A retry of a stored or remembered `(group, blob_id)` with the same payload returns the
     /// original cursor with `duplicate: true`; with another payload it fails with

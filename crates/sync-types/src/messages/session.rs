@@ -57,17 +57,22 @@ pub struct Welcome {
     pub max_cursor: Cursor,
     /// Limits the relay enforces on this session.
     pub limits: Limits,
+    /// The id of the relay's log (random, fixed for the life of its database, kept by a copy
+    /// restored from a backup): under the same id, a `max_cursor` below a device's cursor means
+    /// the log went back in time; a new id means it was started afresh.
+    pub store_id: u64,
 }
 
 impl Welcome {
     /// Exact size of the body's encoding.
     pub fn encoded_len(&self) -> usize {
         len::sum(&[
-            len::array_header(4),
+            len::array_header(5),
             len::uint(self.request_id),
             len::ID32,
             len::uint(self.max_cursor.get()),
             self.limits.encoded_len(),
+            len::uint(self.store_id),
         ])
     }
 }

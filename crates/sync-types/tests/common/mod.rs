@@ -122,12 +122,13 @@ pub(crate) fn hello() -> impl Strategy<Value = Hello> {
 }
 
 pub(crate) fn welcome() -> impl Strategy<Value = Welcome> {
-    (u64s(), any::<[u8; 32]>(), cursor(), limits()).prop_map(
-        |(request_id, relay_id, max_cursor, limits)| Welcome {
+    (u64s(), any::<[u8; 32]>(), cursor(), limits(), u64s()).prop_map(
+        |(request_id, relay_id, max_cursor, limits, store_id)| Welcome {
             request_id,
             relay_id,
             max_cursor,
             limits,
+            store_id,
         },
     )
 }

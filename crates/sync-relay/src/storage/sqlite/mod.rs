@@ -120,6 +120,7 @@ struct Inner {
     readers: ReaderPool,
     closed: AtomicBool,
     path: PathBuf,
+    store_id: u64,
     /// Commands whose send to the writer has completed (tests wait on it).
     #[cfg(test)]
     sent: std::sync::atomic::AtomicUsize,
@@ -153,6 +154,7 @@ impl SqliteStorage {
             schema::SchemaState::Old(from) => schema::migrate(&conn, from, sync_types::unix_ms())?,
             schema::SchemaState::Current => {}
         }
+        let store_id = schema::store_id(&conn)?;
         let shared = Arc::new(Shared::new(schema::load_stats(&conn)?));
         let commands = Writer::spawn(
             conn,
@@ -168,6 +170,7 @@ impl SqliteStorage {
                 readers: ReaderPool::new(path.clone(), &config),
                 closed: AtomicBool::new(false),
                 path,
+                store_id,
                 #[cfg(test)]
                 sent: std::sync::atomic::AtomicUsize::new(0),
             }),
@@ -200,6 +203,10 @@ impl SqliteStorage {
 }
 
 impl Storage for SqliteStorage {
+    fn store_id(&self) -> u64 {
+        self.inner.store_id
+    }
+
     async fn push(&self, req: PushRequest) -> Result<PushOutcome> {
         self.write(PushOp::new(req)).await
     }

@@ -206,6 +206,29 @@ pub(super) fn migrate(conn: &Connection, from: i64, now_ms: u64) -> Result<()> {
 }
 
 /// Totals over all groups, summed from the per-group counters (once, when the file opens).
+/// The store id of this database file: drawn at random the first time a file is opened by a
+/// build that knows it (kept in `relay_meta`), and the same for as long as the file lives, so a
+/// copy restored from a backup carries it too (and a device can tell a log that went back in
+/// time from a log that was started afresh).
+pub(super) fn store_id(conn: &Connection) -> Result<u64> {
+    let mut fresh = [0u8; 8];
+    getrandom::fill(&mut fresh).map_err(|e| StorageError::Corrupt {
+        what: format!("no randomness for the store id: {e}"),
+    })?;
+    // Stored as SQLite's signed integer: the same 64 bits.
+    let fresh = i64::from_be_bytes(fresh);
+    conn.execute(
+        "INSERT OR IGNORE INTO relay_meta (key, value) VALUES ('store_id', ?1)",
+        [fresh],
+    )?;
+    let id: i64 = conn.query_row(
+        "SELECT value FROM relay_meta WHERE key = 'store_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(u64::from_be_bytes(id.to_be_bytes()))
+}
+
 pub(super) fn load_stats(conn: &Connection) -> Result<StorageStats> {
     let (groups, blobs, bytes): (i64, i64, i64) = conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(blob_count), 0), COALESCE(SUM(byte_count), 0) FROM groups",
