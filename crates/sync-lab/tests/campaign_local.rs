@@ -102,6 +102,20 @@ fn of<'a>(evs: &'a [Value], phase: &str, event: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Runs the ping phase alone, three pings 10 ms apart, with `args` added.
+fn three_pings(args: &[&str]) -> Campaign {
+    let mut argv = vec![
+        "--phase",
+        "ping",
+        "--ping-count",
+        "3",
+        "--ping-gap-ms",
+        "10",
+    ];
+    argv.extend_from_slice(args);
+    campaign(&argv)
+}
+
 #[test]
 fn local_campaign_passes_and_writes_reports_that_parse() {
     let started = Instant::now();
@@ -218,16 +232,7 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
 
 #[test]
 fn an_impossible_threshold_exits_with_the_threshold_code() {
-    let c = campaign(&[
-        "--phase",
-        "ping",
-        "--ping-count",
-        "3",
-        "--ping-gap-ms",
-        "10",
-        "--max-p99-ms",
-        "0.001",
-    ]);
+    let c = three_pings(&["--max-p99-ms", "0.001"]);
     c.exited(3);
     let md = c.markdown();
     assert!(md.contains("| ping | FAIL | 3/3 |"), "{md}");
@@ -330,16 +335,7 @@ fn a_campaign_that_measures_nothing_does_not_pass() {
 
 #[test]
 fn pings_through_the_proxy_report_the_proxy_as_their_path() {
-    let c = campaign(&[
-        "--phase",
-        "ping",
-        "--ping-count",
-        "3",
-        "--ping-gap-ms",
-        "10",
-        "--impair",
-        "delay=5ms",
-    ]);
+    let c = three_pings(&["--impair", "delay=5ms"]);
     c.exited(0);
     let evs = c.events();
     let pings = of(&evs, "ping", "ping");

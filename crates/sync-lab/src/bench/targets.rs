@@ -265,12 +265,17 @@ mod tests {
     /// The figures of a run under attack on both boundaries: 80 % of the quiet throughput,
     /// twice the quiet p99.
     fn attacked_on_the_boundaries() -> Figures {
+        under_attack(AttackFigures {
+            sixteen_devices_rate: 72.0,
+            sixteen_devices_cpu_us: 30.0,
+            idle_p99_us: 2000.0,
+        })
+    }
+
+    /// [`all_met`] with a run under attack that measured `attack`.
+    fn under_attack(attack: AttackFigures) -> Figures {
         Figures {
-            attack: Some(AttackFigures {
-                sixteen_devices_rate: 72.0,
-                sixteen_devices_cpu_us: 30.0,
-                idle_p99_us: 2000.0,
-            }),
+            attack: Some(attack),
             ..all_met()
         }
     }
@@ -305,21 +310,15 @@ mod tests {
         assert!(lines[10].contains("= 2.00×") && lines[10].ends_with("(no target)"));
 
         let attacked = f.attack.unwrap();
-        let slower = Figures {
-            attack: Some(AttackFigures {
-                sixteen_devices_rate: 71.9,
-                ..attacked
-            }),
-            ..f
-        };
+        let slower = under_attack(AttackFigures {
+            sixteen_devices_rate: 71.9,
+            ..attacked
+        });
         assert_eq!(attack_verdicts(&slower), [Verdict::NotMet, Verdict::Met]);
-        let later = Figures {
-            attack: Some(AttackFigures {
-                idle_p99_us: 2000.1,
-                ..attacked
-            }),
-            ..f
-        };
+        let later = under_attack(AttackFigures {
+            idle_p99_us: 2000.1,
+            ..attacked
+        });
         assert_eq!(attack_verdicts(&later), [Verdict::Met, Verdict::NotMet]);
         assert!(target_lines(&later)[9].ends_with("not met"));
         let unmeasured = Figures {
@@ -354,51 +353,20 @@ mod tests {
 
     #[test]
     fn each_target_is_missed_on_its_own_figure() {
-        let misses: [(usize, Figures); 6] = [
-            (
-                0,
-                Figures {
-                    one_device_rate: 79.9,
-                    ..all_met()
-                },
-            ),
-            (
-                1,
-                Figures {
-                    sixteen_devices_rate: 79.9,
-                    ..all_met()
-                },
-            ),
-            (
-                2,
-                Figures {
-                    idle_p99_us: 1000.1,
-                    ..all_met()
-                },
-            ),
-            (
-                3,
-                Figures {
-                    notify_p99_us: 1500.1,
-                    ..all_met()
-                },
-            ),
-            (
-                4,
-                Figures {
-                    one_device_rate: 101.0,
-                    ..all_met()
-                },
-            ),
-            (
-                5,
-                Figures {
-                    empty_group_rate: 101.0,
-                    ..all_met()
-                },
-            ),
+        /// A change of the figures that misses one target.
+        type Miss = fn(&mut Figures);
+        // Each target's index, and the change that misses it.
+        let misses: [(usize, Miss); 6] = [
+            (0, |f| f.one_device_rate = 79.9),
+            (1, |f| f.sixteen_devices_rate = 79.9),
+            (2, |f| f.idle_p99_us = 1000.1),
+            (3, |f| f.notify_p99_us = 1500.1),
+            (4, |f| f.one_device_rate = 101.0),
+            (5, |f| f.empty_group_rate = 101.0),
         ];
-        for (missed, f) in misses {
+        for (missed, miss) in misses {
+            let mut f = all_met();
+            miss(&mut f);
             let v = verdicts(&f);
             assert_eq!(v[missed], Verdict::NotMet, "target {missed} of {f:?}");
             let mut others = v.iter().enumerate().filter(|(i, _)| *i != missed);
