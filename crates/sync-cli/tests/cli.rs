@@ -110,13 +110,7 @@ fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
         &["pair", "--join", "-", "--passphrase"],
         format!("{invite}\nwrong horse\n").as_bytes(),
     );
-    assert_eq!(wrong.code(), 5, "{}", wrong.stderr);
-    assert!(
-        wrong.stderr.contains("wrong passphrase"),
-        "{}",
-        wrong.stderr
-    );
-    assert_eq!(wrong.stderr.lines().count(), 1);
+    wrong.refused(5, &["wrong passphrase"]);
 
     let pw = t.path().join("pw");
     std::fs::write(&pw, "correct horse battery staple\n").unwrap();
@@ -348,9 +342,7 @@ fn quota_exceeded_is_exit_7_and_the_push_stays_queued() {
     let TwoDevices { a, b, .. } = &t;
     a.run(&["push", "fits"]).ok();
     let r = a.run(&["--wait", "2", "push", "over quota"]);
-    assert_eq!(r.code(), 7, "{}", r.stderr);
-    assert!(r.stderr.contains("queued"), "{}", r.stderr);
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    r.refused(7, &["queued"]);
     assert_eq!(b.pull(), vec![b"fits".to_vec()]);
     let st = a.run(&["--wait", "1", "status", "--json"]).ok().json();
     assert_eq!(st["pending"], 1, "kept on the device: {st}");
@@ -362,9 +354,7 @@ fn errors_are_one_line_with_their_exit_codes() {
     let a = Device::new(tmp.path(), "a");
     // Not initialised.
     let r = a.run(&["push", "x"]);
-    assert_eq!(r.code(), 3, "{}", r.stderr);
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-    assert!(r.stderr.contains("sync-cli init"), "{}", r.stderr);
+    r.refused(3, &["sync-cli init"]);
     a.init("solo");
     // No group yet.
     let r = a.run(&["pull"]);
@@ -456,10 +446,7 @@ fn a_device_in_a_group_does_not_use_up_a_short_code() {
     let (_, code) = a.create_group(&relay.dial);
     // A (already in the group) tries the code: refused locally, before the relay sees it.
     let r = a.run(&["pair", "--join", &code, "--relay", &relay.dial]);
-    assert_eq!(r.code(), 2, "{}", r.stderr);
-    assert!(r.stderr.contains("already in group"), "{}", r.stderr);
-    assert!(r.stderr.contains("not used"), "{}", r.stderr);
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    r.refused(2, &["already in group", "not used"]);
     // The code still works for B.
     b.run(&["pair", "--join", &code, "--relay", &relay.dial])
         .ok();
@@ -481,8 +468,7 @@ fn absurd_timeouts_are_bad_input_not_a_panic() {
         ["--connect-timeout", "0", "status"],
     ] {
         let r = a.run(&args);
-        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
-        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
+        r.refused(2, &[]);
         assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
     }
     // A day is still accepted (the command then fails for its own reason: no group).
@@ -557,9 +543,7 @@ fn one_process_per_data_dir_a_second_one_exits_10() {
         &["init", "--name", "x"][..],
     ] {
         let r = b.run(args);
-        assert_eq!(r.code(), 10, "{args:?}: {}", r.stderr);
-        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains("another sync-cli"), "{}", r.stderr);
+        r.refused(10, &["another sync-cli"]);
     }
     // `devices` only reads.
     b.run(&["devices"]).ok();
