@@ -11,8 +11,8 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use support::{
-    CMD_TIMEOUT, Device, Proxy, TwoDevices, WAIT, blobs_data, bytes, cli_bin, output_lines,
-    terminate, wait_exit,
+    CMD_TIMEOUT, Device, Proxy, TwoDevices, WAIT, blobs_data, bytes, cli_bin, lone_device,
+    output_lines, terminate, wait_exit,
 };
 use sync_client::STORE_FILE_NAME;
 
@@ -350,8 +350,7 @@ fn quota_exceeded_is_exit_7_and_the_push_stays_queued() {
 
 #[test]
 fn errors_are_one_line_with_their_exit_codes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Device::new(tmp.path(), "a");
+    let (tmp, a) = lone_device();
     // Not initialised.
     let r = a.run(&["push", "x"]);
     r.refused(3, &["sync-cli init"]);
@@ -456,8 +455,7 @@ fn a_device_in_a_group_does_not_use_up_a_short_code() {
 
 #[test]
 fn absurd_timeouts_are_bad_input_not_a_panic() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Device::new(tmp.path(), "a");
+    let (_tmp, a) = lone_device();
     a.init("solo");
     for args in [
         ["--connect-timeout", "1e19", "status"],
@@ -556,8 +554,7 @@ fn one_process_per_data_dir_a_second_one_exits_10() {
 
 #[test]
 fn init_and_devices_help_list_the_exit_codes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Device::new(tmp.path(), "a");
+    let (_tmp, a) = lone_device();
     for cmd in ["init", "devices", "pull", "pair"] {
         let help = a.run(&[cmd, "--help"]).ok().out();
         assert!(help.contains("Exit codes"), "{cmd}: {help}");

@@ -163,6 +163,14 @@ impl Device {
     }
 }
 
+/// A device `a` in a fresh temporary directory, not initialised (the directory goes with the
+/// returned guard).
+pub fn lone_device() -> (TempDir, Device) {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Device::new(tmp.path(), "a");
+    (tmp, a)
+}
+
 /// A relay on 127.0.0.1 and two initialised devices, A ("laptop") and B ("phone"), in one
 /// temporary directory.
 pub struct TwoDevices {
