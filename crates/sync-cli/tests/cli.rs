@@ -636,20 +636,17 @@ fn a_token_relay_admits_only_devices_with_the_operators_token() {
     let other = keys.path().join("other.key");
     let public = relay_token_command(&["keygen", "--out", key.to_str().unwrap()]);
     relay_token_command(&["keygen", "--out", other.to_str().unwrap()]);
-    let token = relay_token_command(&[
-        "issue",
-        "--key",
-        key.to_str().unwrap(),
-        "--expires-in",
-        "1h",
-    ]);
-    let forged = relay_token_command(&[
-        "issue",
-        "--key",
-        other.to_str().unwrap(),
-        "--expires-in",
-        "1h",
-    ]);
+    let issue = |key: &Path| {
+        relay_token_command(&[
+            "issue",
+            "--key",
+            key.to_str().unwrap(),
+            "--expires-in",
+            "1h",
+        ])
+    };
+    let token = issue(&key);
+    let forged = issue(&other);
 
     let t = TwoDevices::start_with(&["--admission", "token", "--admission-key", &public]);
     let TwoDevices { relay, a, b, .. } = &t;
