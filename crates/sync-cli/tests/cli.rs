@@ -11,8 +11,8 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use support::{
-    CMD_TIMEOUT, Device, Proxy, TwoDevices, WAIT, blobs_data, bytes, cli_bin, output_lines,
-    terminate, wait_exit,
+    CMD_TIMEOUT, Device, Proxy, TwoDevices, WAIT, blobs_data, bytes, cli_bin, lone_device,
+    output_lines, terminate, wait_exit,
 };
 use sync_client::STORE_FILE_NAME;
 
@@ -110,13 +110,7 @@ fn pair_by_passphrase_then_exchange_and_a_wrong_passphrase_is_refused() {
         &["pair", "--join", "-", "--passphrase"],
         format!("{invite}\nwrong horse\n").as_bytes(),
     );
-    assert_eq!(wrong.code(), 5, "{}", wrong.stderr);
-    assert!(
-        wrong.stderr.contains("wrong passphrase"),
-        "{}",
-        wrong.stderr
-    );
-    assert_eq!(wrong.stderr.lines().count(), 1);
+    wrong.refused(5, &["wrong passphrase"]);
 
     let pw = t.path().join("pw");
     std::fs::write(&pw, "correct horse battery staple\n").unwrap();
@@ -458,9 +452,7 @@ fn quota_exceeded_is_exit_7_and_the_push_stays_queued() {
     let TwoDevices { a, b, .. } = &t;
     a.run(&["push", "fits"]).ok();
     let r = a.run(&["--wait", "2", "push", "over quota"]);
-    assert_eq!(r.code(), 7, "{}", r.stderr);
-    assert!(r.stderr.contains("queued"), "{}", r.stderr);
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    r.refused(7, &["queued"]);
     assert_eq!(b.pull(), vec![b"fits".to_vec()]);
     let st = a.run(&["--wait", "1", "status", "--json"]).ok().json();
     assert_eq!(st["pending"], 1, "kept on the device: {st}");
@@ -468,13 +460,10 @@ fn quota_exceeded_is_exit_7_and_the_push_stays_queued() {
 
 #[test]
 fn errors_are_one_line_with_their_exit_codes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Device::new(tmp.path(), "a");
+    let (tmp, a) = lone_device();
     // Not initialised.
     let r = a.run(&["push", "x"]);
-    assert_eq!(r.code(), 3, "{}", r.stderr);
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-    assert!(r.stderr.contains("sync-cli init"), "{}", r.stderr);
+    r.refused(3, &["sync-cli init"]);
     a.init("solo");
     // No group yet.
     let r = a.run(&["pull"]);
@@ -566,10 +555,7 @@ fn a_device_in_a_group_does_not_use_up_a_short_code() {
     let (_, code) = a.create_group(&relay.dial);
     // A (already in the group) tries the code: refused locally, before the relay sees it.
     let r = a.run(&["pair", "--join", &code, "--relay", &relay.dial]);
-    assert_eq!(r.code(), 2, "{}", r.stderr);
-    assert!(r.stderr.contains("already in group"), "{}", r.stderr);
-    assert!(r.stderr.contains("not used"), "{}", r.stderr);
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    r.refused(2, &["already in group", "not used"]);
     // The code still works for B.
     b.run(&["pair", "--join", &code, "--relay", &relay.dial])
         .ok();
@@ -579,8 +565,7 @@ fn a_device_in_a_group_does_not_use_up_a_short_code() {
 
 #[test]
 fn absurd_timeouts_are_bad_input_not_a_panic() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Device::new(tmp.path(), "a");
+    let (_tmp, a) = lone_device();
     a.init("solo");
     for args in [
         ["--connect-timeout", "1e19", "status"],
@@ -591,8 +576,7 @@ fn absurd_timeouts_are_bad_input_not_a_panic() {
         ["--connect-timeout", "0", "status"],
     ] {
         let r = a.run(&args);
-        assert_eq!(r.code(), 2, "{args:?}: {}", r.stderr);
-        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
+        r.refused(2, &[]);
         assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
     }
     // A day is still accepted (the command then fails for its own reason: no group).
@@ -667,9 +651,7 @@ fn one_process_per_data_dir_a_second_one_exits_10() {
         &["init", "--name", "x"][..],
     ] {
         let r = b.run(args);
-        assert_eq!(r.code(), 10, "{args:?}: {}", r.stderr);
-        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains("another sync-cli"), "{}", r.stderr);
+        r.refused(10, &["another sync-cli"]);
     }
     // `devices` only reads.
     b.run(&["devices"]).ok();
@@ -682,8 +664,7 @@ fn one_process_per_data_dir_a_second_one_exits_10() {
 
 #[test]
 fn init_and_devices_help_list_the_exit_codes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Device::new(tmp.path(), "a");
+    let (_tmp, a) = lone_device();
     for cmd in ["init", "devices", "pull", "pair"] {
         let help = a.run(&[cmd, "--help"]).ok().out();
         assert!(help.contains("Exit codes"), "{cmd}: {help}");
@@ -765,20 +746,17 @@ fn a_token_relay_admits_only_devices_with_the_operators_token() {
     let other = keys.path().join("other.key");
     let public = relay_token_command(&["keygen", "--out", key.to_str().unwrap()]);
     relay_token_command(&["keygen", "--out", other.to_str().unwrap()]);
-    let token = relay_token_command(&[
-        "issue",
-        "--key",
-        key.to_str().unwrap(),
-        "--expires-in",
-        "1h",
-    ]);
-    let forged = relay_token_command(&[
-        "issue",
-        "--key",
-        other.to_str().unwrap(),
-        "--expires-in",
-        "1h",
-    ]);
+    let issue = |key: &Path| {
+        relay_token_command(&[
+            "issue",
+            "--key",
+            key.to_str().unwrap(),
+            "--expires-in",
+            "1h",
+        ])
+    };
+    let token = issue(&key);
+    let forged = issue(&other);
 
     let t = TwoDevices::start_with(&["--admission", "token", "--admission-key", &public]);
     let TwoDevices { relay, a, b, .. } = &t;

@@ -33,6 +33,7 @@ use rand_core::CryptoRng;
 use sync_types::GroupId;
 use zeroize::Zeroizing;
 
+use crate::device::{random_signing_key, signing_key_from_seed};
 use crate::hello::strict_verifying_key;
 
 /// The token format this code writes and reads.
@@ -127,15 +128,12 @@ pub struct OperatorKey(SigningKey);
 impl OperatorKey {
     /// A new key from `rng`.
     pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(seed.as_mut());
-        Self::from_secret_bytes(*seed)
+        Self(random_signing_key(rng))
     }
 
     /// The key with this 32-byte seed.
     pub fn from_secret_bytes(bytes: [u8; 32]) -> Self {
-        let seed = Zeroizing::new(bytes);
-        Self(SigningKey::from_bytes(&seed))
+        Self(signing_key_from_seed(bytes))
     }
 
     /// The 32-byte seed, for the operator's key file only.
@@ -387,6 +385,15 @@ mod tests {
         }
     }
 
+    /// Key 1 and a token of it for group 1 only.
+    fn group_one_token() -> (OperatorKey, AdmissionToken) {
+        let k = key(1);
+        let token = k
+            .issue(&claims(TokenScope::Groups(vec![group(1)])))
+            .unwrap();
+        (k, token)
+    }
+
     #[test]
     fn a_valid_token_round_trips_through_text_and_verifies() {
         let k = key(1);
@@ -443,10 +450,7 @@ mod tests {
 
     #[test]
     fn a_token_for_other_groups_is_out_of_scope() {
-        let k = key(1);
-        let token = k
-            .issue(&claims(TokenScope::Groups(vec![group(1)])))
-            .unwrap();
+        let (k, token) = group_one_token();
         assert_eq!(
             verify_token(&k.public_key(), token.as_bytes(), &group(2), NOW),
             Err(TokenError::OutOfScope)
@@ -455,10 +459,7 @@ mod tests {
 
     #[test]
     fn every_bit_flip_is_refused() {
-        let k = key(1);
-        let token = k
-            .issue(&claims(TokenScope::Groups(vec![group(1)])))
-            .unwrap();
+        let (k, token) = group_one_token();
         let bytes = token.as_bytes();
         for i in 0..bytes.len() * 8 {
             let mut flipped = bytes.to_vec();
@@ -473,10 +474,7 @@ mod tests {
 
     #[test]
     fn truncated_extended_and_garbage_tokens_are_malformed() {
-        let k = key(1);
-        let token = k
-            .issue(&claims(TokenScope::Groups(vec![group(1)])))
-            .unwrap();
+        let (k, token) = group_one_token();
         let bytes = token.as_bytes();
         for len in 0..bytes.len() {
             assert_eq!(

@@ -16,15 +16,12 @@ pub struct DeviceKey(SigningKey);
 impl DeviceKey {
     /// A new key from `rng`.
     pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(seed.as_mut());
-        Self(SigningKey::from_bytes(&seed))
+        Self(random_signing_key(rng))
     }
 
     /// The key with this 32-byte seed (same bytes as an iroh `SecretKey`).
     pub fn from_secret_bytes(bytes: [u8; 32]) -> Self {
-        let seed = Zeroizing::new(bytes);
-        Self(SigningKey::from_bytes(&seed))
+        Self(signing_key_from_seed(bytes))
     }
 
     /// The 32-byte seed, for local storage only.
@@ -40,6 +37,20 @@ impl DeviceKey {
     pub(crate) fn sign(&self, message: &[u8]) -> Signature {
         self.0.sign(message)
     }
+}
+
+/// An Ed25519 signing key whose 32-byte seed is drawn from `rng` (the seed is wiped after
+/// use). Device and operator keys are made this way.
+pub(crate) fn random_signing_key<R: CryptoRng + ?Sized>(rng: &mut R) -> SigningKey {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(seed.as_mut());
+    SigningKey::from_bytes(&seed)
+}
+
+/// The Ed25519 signing key with this 32-byte seed (the seed is wiped after use).
+pub(crate) fn signing_key_from_seed(bytes: [u8; 32]) -> SigningKey {
+    let seed = Zeroizing::new(bytes);
+    SigningKey::from_bytes(&seed)
 }
 
 impl fmt::Debug for DeviceKey {

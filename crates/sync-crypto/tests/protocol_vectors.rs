@@ -181,44 +181,12 @@ fn mailbox(v: &Vectors) {
     );
 }
 
-const SECTIONS: &[fn(&Vectors)] = &[
-    key_schedule,
-    hello_signature,
-    sealed_blob,
-    passphrase_group,
-    mailbox,
-];
-
-#[test]
-fn key_schedule_vectors_match_the_code() {
-    key_schedule(&Vectors::load());
-}
-
-#[test]
-fn hello_vectors_match_the_code() {
-    hello_signature(&Vectors::load());
-}
-
-#[test]
-fn sealed_blob_vectors_match_the_code() {
-    sealed_blob(&Vectors::load());
-}
-
-#[test]
-fn passphrase_vectors_match_the_code() {
-    passphrase_group(&Vectors::load());
-}
-
-#[test]
-fn mailbox_vectors_match_the_code() {
-    mailbox(&Vectors::load());
-}
-
-#[test]
-fn every_crypto_vector_is_checked() {
-    let v = Vectors::load();
-    for section in SECTIONS {
-        section(&v);
-    }
-    v.assert_checked("sync-crypto");
+sync_testkit::doc_vector_tests! {
+    crate: "sync-crypto",
+    every: every_crypto_vector_is_checked,
+    key_schedule_vectors_match_the_code: [key_schedule],
+    hello_vectors_match_the_code: [hello_signature],
+    sealed_blob_vectors_match_the_code: [sealed_blob],
+    passphrase_vectors_match_the_code: [passphrase_group],
+    mailbox_vectors_match_the_code: [mailbox],
 }

@@ -108,41 +108,62 @@ pub fn parse_number(
 mod tests {
     use super::*;
 
+    /// Each of `good` parses to its value, each of `bad` is refused.
+    fn check<T: PartialEq + std::fmt::Debug, E>(
+        parse: fn(&str) -> Result<T, E>,
+        good: &[(&str, T)],
+        bad: &[&str],
+    ) {
+        for (text, want) in good {
+            assert_eq!(parse(text).ok().as_ref(), Some(want), "{text:?}");
+        }
+        for text in bad {
+            assert!(parse(text).is_err(), "{text:?}");
+        }
+    }
+
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("20ms").unwrap(), Duration::from_millis(20));
-        assert_eq!(parse_duration("20").unwrap(), Duration::from_millis(20));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("0.5s").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("250us").unwrap(), Duration::from_micros(250));
-        assert_eq!(parse_duration("250µs").unwrap(), Duration::from_micros(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration(" 2s ").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert!(parse_duration("61m").is_err(), "more than an hour");
-        assert!(parse_duration("-1ms").is_err());
-        assert!(parse_duration("-1").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("").is_err());
+        check(
+            parse_duration,
+            &[
+                ("20ms", Duration::from_millis(20)),
+                ("20", Duration::from_millis(20)),
+                ("0", Duration::ZERO),
+                ("1.5s", Duration::from_millis(1500)),
+                ("0.5s", Duration::from_millis(500)),
+                ("250us", Duration::from_micros(250)),
+                ("250µs", Duration::from_micros(250)),
+                ("2m", Duration::from_secs(120)),
+                (" 2s ", Duration::from_secs(2)),
+                ("1h", Duration::from_secs(3600)),
+            ],
+            // "61m": more than an hour.
+            &["61m", "-1ms", "-1", "fast", ""],
+        );
     }
 
     #[test]
     fn probabilities() {
-        assert_eq!(parse_probability("5%").unwrap(), 0.05);
-        assert_eq!(parse_probability("0.25").unwrap(), 0.25);
-        assert!(parse_probability("101%").is_err());
-        assert!(parse_probability("1.5").is_err());
+        check(
+            parse_probability,
+            &[("5%", 0.05), ("0.25", 0.25)],
+            &["101%", "1.5"],
+        );
     }
 
     #[test]
     fn rates() {
-        assert_eq!(parse_byte_rate("125000").unwrap(), 125_000);
-        assert_eq!(parse_byte_rate("500k").unwrap(), 500_000);
-        assert_eq!(parse_byte_rate("2MB/s").unwrap(), 2_000_000);
-        assert_eq!(parse_byte_rate("8mbit").unwrap(), 1_000_000);
-        assert!(parse_byte_rate("0").is_err());
-        assert!(parse_byte_rate("lots").is_err());
+        check(
+            parse_byte_rate,
+            &[
+                ("125000", 125_000),
+                ("500k", 500_000),
+                ("2MB/s", 2_000_000),
+                ("8mbit", 1_000_000),
+            ],
+            &["0", "lots"],
+        );
     }
 
     #[test]

@@ -4,18 +4,19 @@
 //! missing relay binary exits 1 with a readable message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 use std::time::Duration;
 
-use sync_testkit::{relay_bin, run_bounded};
+use common::{run_stress, run_stress_with_relay};
 
 /// Bounds a whole quick run (well under a minute on an idle machine; a loaded 2-core CI host
 /// with debug binaries is far slower).
 const GUARD: Duration = Duration::from_secs(600);
-const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
 
 fn run_bin(args: &[&str]) -> Output {
-    run_bounded(Command::new(BIN).args(args).env("RUST_LOG", "warn"), GUARD)
+    run_stress(args, GUARD)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -98,14 +99,7 @@ fn figure_line<'a>(lines: &[&'a str], start: &str, stdout: &str) -> &'a str {
 
 #[test]
 fn quick_run_prints_every_figure_baseline_and_verdict() {
-    let relay = relay_bin();
-    let out = run_bin(&[
-        "bench",
-        "--quick",
-        "--attack",
-        "--relay-bin",
-        relay.to_str().unwrap(),
-    ]);
+    let out = run_stress_with_relay(&["bench", "--quick", "--attack"], GUARD);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),

@@ -3,25 +3,17 @@
 //! wait is on a process exit with a timeout as a guard.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::{run_stress_with_relay, stress};
 use serde_json::Value;
-use sync_testkit::{relay_bin, run_bounded};
+use sync_testkit::run_bounded;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
 const GUARD: Duration = Duration::from_secs(300);
-
-/// Runs `sync-stress` with `args` to completion (bounded by the guard).
-fn run(args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .arg("--relay-bin")
-        .arg(relay_bin())
-        .env("RUST_LOG", "warn");
-    guarded(cmd)
-}
 
 /// Runs `cmd` to completion, killing it and failing the test after [`GUARD`].
 fn guarded(mut cmd: Command) -> Output {
@@ -43,7 +35,7 @@ fn campaign(args: &[&str]) -> Campaign {
     argv.extend_from_slice(args);
     argv.extend_from_slice(&["--out", dir.to_str().unwrap()]);
     Campaign {
-        output: run(&argv),
+        output: run_stress_with_relay(&argv, GUARD),
         dir,
         _out: out,
     }
@@ -100,6 +92,20 @@ fn of<'a>(evs: &'a [Value], phase: &str, event: &str) -> Vec<&'a Value> {
     evs.iter()
         .filter(|v| v["phase"] == phase && v["event"] == event)
         .collect()
+}
+
+/// Runs the ping phase alone, three pings 10 ms apart, with `args` added.
+fn three_pings(args: &[&str]) -> Campaign {
+    let mut argv = vec![
+        "--phase",
+        "ping",
+        "--ping-count",
+        "3",
+        "--ping-gap-ms",
+        "10",
+    ];
+    argv.extend_from_slice(args);
+    campaign(&argv)
 }
 
 #[test]
@@ -218,16 +224,7 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
 
 #[test]
 fn an_impossible_threshold_exits_with_the_threshold_code() {
-    let c = campaign(&[
-        "--phase",
-        "ping",
-        "--ping-count",
-        "3",
-        "--ping-gap-ms",
-        "10",
-        "--max-p99-ms",
-        "0.001",
-    ]);
+    let c = three_pings(&["--max-p99-ms", "0.001"]);
     c.exited(3);
     let md = c.markdown();
     assert!(md.contains("| ping | FAIL | 3/3 |"), "{md}");
@@ -241,10 +238,8 @@ fn an_impossible_threshold_exits_with_the_threshold_code() {
 #[test]
 fn a_bad_invite_is_a_setup_error_on_one_line() {
     let out = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["campaign", "--invite", "0ksync1:not-an-invite", "--out"])
-        .arg(out.path().join("run"))
-        .env("RUST_LOG", "off");
+    let mut cmd = stress(&["campaign", "--invite", "0ksync1:not-an-invite", "--out"]);
+    cmd.arg(out.path().join("run")).env("RUST_LOG", "off");
     let o = guarded(cmd);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -303,10 +298,8 @@ fn a_campaign_that_measures_nothing_does_not_pass() {
         ["--duration", "0"],
         ["--rate", "1e9"],
     ] {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["campaign", "--local"])
-            .args(bad)
-            .env("RUST_LOG", "off");
+        let mut cmd = stress(&["campaign", "--local"]);
+        cmd.args(bad).env("RUST_LOG", "off");
         let o = guarded(cmd);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
     }
@@ -330,16 +323,7 @@ fn a_campaign_that_measures_nothing_does_not_pass() {
 
 #[test]
 fn pings_through_the_proxy_report_the_proxy_as_their_path() {
-    let c = campaign(&[
-        "--phase",
-        "ping",
-        "--ping-count",
-        "3",
-        "--ping-gap-ms",
-        "10",
-        "--impair",
-        "delay=5ms",
-    ]);
+    let c = three_pings(&["--impair", "delay=5ms"]);
     c.exited(0);
     let evs = c.events();
     let pings = of(&evs, "ping", "ping");

@@ -120,24 +120,50 @@ async fn send_paced(
     }
 }
 
+/// What a paced run through the proxy delivered: every packet that arrived (sequence number,
+/// time on the way), and the proxy with its counters. The sockets live as long as the run.
+struct PacedRun {
+    got: Vec<(u64, Duration)>,
+    proxy: ProxyHandle,
+    _sockets: [UdpSocket; 2],
+}
+
+/// Sends `count` packets paced by `every` through a proxy with `config`, receiving them until
+/// every one is accounted for.
+async fn paced_through(config: ImpairConfig, count: u64, every: Duration) -> PacedRun {
+    let (server, client, proxy) = lab(config).await;
+    let base = Instant::now();
+    let (got, ()) = tokio::join!(
+        receive(&server, &proxy, count, base),
+        send_paced(&client, proxy.local_addr(), count, every, base)
+    );
+    PacedRun {
+        got,
+        proxy,
+        _sockets: [server, client],
+    }
+}
+
+/// One datagram on `sock` (bounded by the guard): its length and sender.
+async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr) {
+    tokio::time::timeout(GUARD, sock.recv_from(buf))
+        .await
+        .expect("a datagram arrives (guard)")
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delay_and_jitter_follow_the_configuration() {
     const DELAY: Duration = Duration::from_millis(20);
     const JITTER: Duration = Duration::from_millis(5);
     const N: u64 = 1000;
-    let (server, client, proxy) = lab(up_only(DirectionConfig {
+    let config = up_only(DirectionConfig {
         delay: DELAY,
         jitter: JITTER,
         ..DirectionConfig::default()
     })
-    .with_seed(7))
-    .await;
-    let base = Instant::now();
-    let to = proxy.local_addr();
-    let (got, ()) = tokio::join!(
-        receive(&server, &proxy, N, base),
-        send_paced(&client, to, N, Duration::from_micros(500), base)
-    );
+    .with_seed(7);
+    let PacedRun { got, proxy, .. } = paced_through(config, N, Duration::from_micros(500)).await;
     assert_eq!(
         got.len() as u64,
         N,
@@ -253,20 +279,14 @@ async fn loss_rate_over_10k_packets_is_within_tolerance_and_reproducible() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_and_reordering_are_observable() {
     const N: u64 = 2000;
-    let (server, client, proxy) = lab(up_only(DirectionConfig {
+    let config = up_only(DirectionConfig {
         duplicate: 0.10,
         reorder: 0.10,
         reorder_gap: Duration::from_millis(5),
         ..DirectionConfig::default()
     })
-    .with_seed(3))
-    .await;
-    let base = Instant::now();
-    let to = proxy.local_addr();
-    let (got, ()) = tokio::join!(
-        receive(&server, &proxy, N, base),
-        send_paced(&client, to, N, Duration::from_micros(200), base)
-    );
+    .with_seed(3);
+    let PacedRun { got, proxy, .. } = paced_through(config, N, Duration::from_micros(200)).await;
     let s = proxy.stats();
     let mut copies: HashMap<u64, usize> = HashMap::new();
     for (seq, _) in &got {
@@ -301,15 +321,9 @@ async fn partition_stops_both_directions_and_heal_restores_them() {
     let mut buf = [0u8; 64];
     // Before: a round trip works, the server sees the proxy's per-client socket.
     client.send_to(b"hello", to).await.unwrap();
-    let (_, peer) = tokio::time::timeout(GUARD, server.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, peer) = recv(&server, &mut buf).await;
     server.send_to(b"back", peer).await.unwrap();
-    let (n, from) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, from) = recv(&client, &mut buf).await;
     assert_eq!((&buf[..n], from), (&b"back"[..], to));
 
     // Packets in flight when the partition starts are dropped too.
@@ -338,16 +352,10 @@ async fn partition_stops_both_directions_and_heal_restores_them() {
 
     proxy.heal();
     client.send_to(b"healed", to).await.unwrap();
-    let (n, _) = tokio::time::timeout(GUARD, server.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, _) = recv(&server, &mut buf).await;
     assert_eq!(&buf[..n], b"healed");
     server.send_to(b"healed back", peer).await.unwrap();
-    let (n, _) = tokio::time::timeout(GUARD, client.recv_from(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let (n, _) = recv(&client, &mut buf).await;
     assert_eq!(&buf[..n], b"healed back");
 }
 
@@ -363,10 +371,7 @@ async fn each_client_gets_its_own_upstream_socket() {
         c.send_to(format!("client {i}").as_bytes(), to)
             .await
             .unwrap();
-        let (n, peer) = tokio::time::timeout(GUARD, server.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let (n, peer) = recv(&server, &mut buf).await;
         peers.insert(peer, String::from_utf8(buf[..n].to_vec()).unwrap());
     }
     assert_eq!(peers.len(), 3, "the upstream sees three distinct peers");
@@ -379,10 +384,7 @@ async fn each_client_gets_its_own_upstream_socket() {
             .unwrap();
     }
     for (i, c) in clients.iter().enumerate() {
-        let (n, _) = tokio::time::timeout(GUARD, c.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let (n, _) = recv(c, &mut buf).await;
         assert_eq!(&buf[..n], format!("to client {i}").as_bytes());
     }
 }

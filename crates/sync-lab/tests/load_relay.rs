@@ -4,21 +4,23 @@
 //! the relay's own session gauge).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
+
+use common::{run_stress, run_stress_with_relay};
 
 use sync_lab::loadgen::{ChurnConfig, LoadConfig, LoadTarget, run_churn, run_load};
 use sync_relay::{RelayConfig, RelayHandle};
-use sync_testkit::{relay_bin, run_bounded};
 use sync_types::{ErrorCode, RelayAddr, RelayId};
 
 const GUARD: Duration = Duration::from_secs(240);
-const BIN: &str = env!("CARGO_BIN_EXE_sync-stress");
 
 /// Runs `sync-stress` with `args` to completion (killed if it outlives the guard).
 fn run_bin(args: &[&str]) -> Output {
-    run_bounded(Command::new(BIN).args(args).env("RUST_LOG", "warn"), GUARD)
+    run_stress(args, GUARD)
 }
 
 async fn start_relay(dir: &Path, max_sessions: u32) -> RelayHandle {
@@ -235,24 +237,24 @@ fn rates_without_a_period_are_a_bad_command_line() {
 
 #[test]
 fn local_churn_samples_the_relay_fds_and_they_return_to_baseline() {
-    let relay = relay_bin();
-    let o = run_bin(&[
-        "load",
-        "--local",
-        "--relay-bin",
-        relay.to_str().unwrap(),
-        "--clients",
-        "0",
-        "--churn",
-        "--churn-connections",
-        "20",
-        "--churn-lifetime",
-        "300ms",
-        "--churn-overlap",
-        "5",
-        "--seed",
-        "3",
-    ]);
+    let o = run_stress_with_relay(
+        &[
+            "load",
+            "--local",
+            "--clients",
+            "0",
+            "--churn",
+            "--churn-connections",
+            "20",
+            "--churn-lifetime",
+            "300ms",
+            "--churn-overlap",
+            "5",
+            "--seed",
+            "3",
+        ],
+        GUARD,
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "stderr: {stderr}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -237,6 +237,44 @@ impl Vectors {
     }
 }
 
+/// The vector tests of one crate: one `#[test]` per group of sections (each loads the document
+/// and runs its sections), and one test that runs every section on one load and then
+/// [`Vectors::assert_checked`] for the crate, so a vector no section reads fails the build.
+///
+/// ```text
+/// sync_testkit::doc_vector_tests! {
+///     crate: "sync-crypto",
+///     every: every_crypto_vector_is_checked,
+///     key_schedule_vectors_match_the_code: [key_schedule],
+///     hello_vectors_match_the_code: [hello_signature],
+/// }
+/// ```
+///
+/// A section is a `fn(&Vectors)` that reads its vectors and asserts the code reproduces them.
+#[macro_export]
+macro_rules! doc_vector_tests {
+    (
+        crate: $krate:literal,
+        every: $every:ident,
+        $($test:ident: [$($section:path),+ $(,)?]),+ $(,)?
+    ) => {
+        $(
+            #[test]
+            fn $test() {
+                let v = $crate::doc_vectors::Vectors::load();
+                $($section(&v);)+
+            }
+        )+
+
+        #[test]
+        fn $every() {
+            let v = $crate::doc_vectors::Vectors::load();
+            $($($section(&v);)+)+
+            v.assert_checked($krate);
+        }
+    };
+}
+
 /// Lower-case hex, for comparing bytes in assertion messages.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

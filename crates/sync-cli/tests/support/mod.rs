@@ -47,6 +47,8 @@ pub struct Device {
 /// What a CLI run gave.
 #[derive(Debug)]
 pub struct Run {
+    /// The command line after `--data-dir`, to name the run in failures.
+    pub args: Vec<String>,
     pub status: ExitStatus,
     pub stdout: Vec<u8>,
     pub stderr: String,
@@ -62,6 +64,17 @@ impl Run {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.out(), self.stderr))
+    }
+    /// Asserts a refusal: exit `code` and a one-line message holding each of `words`.
+    #[track_caller]
+    pub fn refused(&self, code: i32, words: &[&str]) -> &Self {
+        let Run { args, stderr, .. } = self;
+        assert_eq!(self.code(), code, "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        for word in words {
+            assert!(stderr.contains(word), "{args:?}: no {word:?} in: {stderr}");
+        }
+        self
     }
     #[track_caller]
     pub fn ok(self) -> Self {
@@ -116,6 +129,7 @@ impl Device {
         let out = wait_exit(child, CMD_TIMEOUT);
         let _ = writer.join();
         Run {
+            args: args.iter().map(|a| a.to_string()).collect(),
             status: out.status,
             stdout: out.stdout,
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -147,6 +161,14 @@ impl Device {
             v["short_code"].as_str().unwrap().to_string(),
         )
     }
+}
+
+/// A device `a` in a fresh temporary directory, not initialised (the directory goes with the
+/// returned guard).
+pub fn lone_device() -> (TempDir, Device) {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Device::new(tmp.path(), "a");
+    (tmp, a)
 }
 
 /// A relay on 127.0.0.1 and two initialised devices, A ("laptop") and B ("phone"), in one

@@ -166,22 +166,23 @@ fn wrong_group_is_rejected() {
 }
 
 #[test]
-fn unknown_epoch_is_rejected() {
+fn unknown_epochs_and_wrong_keys_for_an_epoch_are_rejected() {
     let f = Fixture::new();
-    let future = EpochKey::from_bytes(KeyEpoch(7), [3; 32]);
-    let sealed = f.seal_under(&future);
-    assert_eq!(
-        f.open(&sealed).unwrap_err(),
-        OpenError::UnknownEpoch(KeyEpoch(7))
-    );
-}
-
-#[test]
-fn wrong_key_for_epoch_is_rejected() {
-    let f = Fixture::new();
-    let impostor = EpochKey::from_bytes(KeyEpoch(0), [3; 32]);
-    let sealed = f.seal_under(&impostor);
-    assert_eq!(f.open(&sealed).unwrap_err(), OpenError::Decrypt);
+    for (case, key, refusal) in [
+        (
+            "unknown epoch",
+            EpochKey::from_bytes(KeyEpoch(7), [3; 32]),
+            OpenError::UnknownEpoch(KeyEpoch(7)),
+        ),
+        (
+            "wrong key for a known epoch",
+            EpochKey::from_bytes(KeyEpoch(0), [3; 32]),
+            OpenError::Decrypt,
+        ),
+    ] {
+        let sealed = f.seal_under(&key);
+        assert_eq!(f.open(&sealed).unwrap_err(), refusal, "{case}");
+    }
 }
 
 #[test]

@@ -162,15 +162,27 @@ impl Figures {
     }
 }
 
+/// The line of a target on a share (`label`, then `share` and `target` in percent, then the
+/// verdict).
+fn share_line(label: &str, share: f64, target: f64, verdict: Verdict) -> String {
+    format!(
+        "{label}{:>6.1} %   target ≥ {:.0} %   {verdict}",
+        share * 100.0,
+        target * 100.0
+    )
+}
+
 /// The lines of the targets under attack (none without an attack run).
 fn attack_lines(f: &Figures) -> Vec<String> {
     let (Some(a), Some([(_, rate), (_, p99)])) = (f.attack, f.attack_verdicts()) else {
         return Vec::new();
     };
     vec![
-        format!(
-            "16-device throughput under attack / quiet:  {:>6.1} %   target ≥ 80 %   {rate}",
-            ratio(a.sixteen_devices_rate, f.sixteen_devices_rate) * 100.0
+        share_line(
+            "16-device throughput under attack / quiet:  ",
+            ratio(a.sixteen_devices_rate, f.sixteen_devices_rate),
+            ATTACKED_VS_QUIET,
+            rate,
         ),
         format!(
             "idle push p99 under attack / quiet: {:.1} µs / {:.1} µs = {:.2}×   target ≤ 2×   {p99}",
@@ -193,13 +205,17 @@ pub fn target_lines(f: &Figures) -> Vec<String> {
     let pct = |a, b| ratio(a, b) * 100.0;
     let n = f.preload;
     vec![
-        format!(
-            "relay throughput / raw SQLite, 1 device:    {:>6.1} %   target ≥ 80 %   {raw1}",
-            pct(f.one_device_rate, f.raw_sqlite_rate)
+        share_line(
+            "relay throughput / raw SQLite, 1 device:    ",
+            ratio(f.one_device_rate, f.raw_sqlite_rate),
+            THROUGHPUT_VS_SQLITE,
+            raw1,
         ),
-        format!(
-            "relay throughput / raw SQLite, 16 devices:  {:>6.1} %   target ≥ 80 %   {raw16}",
-            pct(f.sixteen_devices_rate, f.raw_sqlite_rate)
+        share_line(
+            "relay throughput / raw SQLite, 16 devices:  ",
+            ratio(f.sixteen_devices_rate, f.raw_sqlite_rate),
+            THROUGHPUT_VS_SQLITE,
+            raw16,
         ),
         format!(
             "relay throughput / raw iroh pipelined echo: {:>6.1} % (1 device), {:.1} % (16)   (no target: the QUIC-only ceiling)",
@@ -223,13 +239,17 @@ pub fn target_lines(f: &Figures) -> Vec<String> {
             ratio(f.notify_p99_us, f.echo_rtt_p99_us),
             f.notify_missed
         ),
-        format!(
-            "{n}-blob group / empty group (1-device run of the fresh relay): {:>6.1} %   target ≥ 90 %   {full_fresh}",
-            pct(f.full_group_rate, f.one_device_rate)
+        share_line(
+            &format!("{n}-blob group / empty group (1-device run of the fresh relay): "),
+            ratio(f.full_group_rate, f.one_device_rate),
+            FULL_VS_EMPTY,
+            full_fresh,
         ),
-        format!(
-            "{n}-blob group / empty group (same relay):  {:>6.1} %   target ≥ 90 %   {full_same}",
-            pct(f.full_group_rate, f.empty_group_rate)
+        share_line(
+            &format!("{n}-blob group / empty group (same relay):  "),
+            ratio(f.full_group_rate, f.empty_group_rate),
+            FULL_VS_EMPTY,
+            full_same,
         ),
     ]
     .into_iter()
@@ -265,12 +285,17 @@ mod tests {
     /// The figures of a run under attack on both boundaries: 80 % of the quiet throughput,
     /// twice the quiet p99.
     fn attacked_on_the_boundaries() -> Figures {
+        under_attack(AttackFigures {
+            sixteen_devices_rate: 72.0,
+            sixteen_devices_cpu_us: 30.0,
+            idle_p99_us: 2000.0,
+        })
+    }
+
+    /// [`all_met`] with a run under attack that measured `attack`.
+    fn under_attack(attack: AttackFigures) -> Figures {
         Figures {
-            attack: Some(AttackFigures {
-                sixteen_devices_rate: 72.0,
-                sixteen_devices_cpu_us: 30.0,
-                idle_p99_us: 2000.0,
-            }),
+            attack: Some(attack),
             ..all_met()
         }
     }
@@ -305,21 +330,15 @@ mod tests {
         assert!(lines[10].contains("= 2.00×") && lines[10].ends_with("(no target)"));
 
         let attacked = f.attack.unwrap();
-        let slower = Figures {
-            attack: Some(AttackFigures {
-                sixteen_devices_rate: 71.9,
-                ..attacked
-            }),
-            ..f
-        };
+        let slower = under_attack(AttackFigures {
+            sixteen_devices_rate: 71.9,
+            ..attacked
+        });
         assert_eq!(attack_verdicts(&slower), [Verdict::NotMet, Verdict::Met]);
-        let later = Figures {
-            attack: Some(AttackFigures {
-                idle_p99_us: 2000.1,
-                ..attacked
-            }),
-            ..f
-        };
+        let later = under_attack(AttackFigures {
+            idle_p99_us: 2000.1,
+            ..attacked
+        });
         assert_eq!(attack_verdicts(&later), [Verdict::Met, Verdict::NotMet]);
         assert!(target_lines(&later)[9].ends_with("not met"));
         let unmeasured = Figures {
@@ -354,51 +373,20 @@ mod tests {
 
     #[test]
     fn each_target_is_missed_on_its_own_figure() {
-        let misses: [(usize, Figures); 6] = [
-            (
-                0,
-                Figures {
-                    one_device_rate: 79.9,
-                    ..all_met()
-                },
-            ),
-            (
-                1,
-                Figures {
-                    sixteen_devices_rate: 79.9,
-                    ..all_met()
-                },
-            ),
-            (
-                2,
-                Figures {
-                    idle_p99_us: 1000.1,
-                    ..all_met()
-                },
-            ),
-            (
-                3,
-                Figures {
-                    notify_p99_us: 1500.1,
-                    ..all_met()
-                },
-            ),
-            (
-                4,
-                Figures {
-                    one_device_rate: 101.0,
-                    ..all_met()
-                },
-            ),
-            (
-                5,
-                Figures {
-                    empty_group_rate: 101.0,
-                    ..all_met()
-                },
-            ),
+        /// A change of the figures that misses one target.
+        type Miss = fn(&mut Figures);
+        // Each target's index, and the change that misses it.
+        let misses: [(usize, Miss); 6] = [
+            (0, |f| f.one_device_rate = 79.9),
+            (1, |f| f.sixteen_devices_rate = 79.9),
+            (2, |f| f.idle_p99_us = 1000.1),
+            (3, |f| f.notify_p99_us = 1500.1),
+            (4, |f| f.one_device_rate = 101.0),
+            (5, |f| f.empty_group_rate = 101.0),
         ];
-        for (missed, f) in misses {
+        for (missed, miss) in misses {
+            let mut f = all_met();
+            miss(&mut f);
             let v = verdicts(&f);
             assert_eq!(v[missed], Verdict::NotMet, "target {missed} of {f:?}");
             let mut others = v.iter().enumerate().filter(|(i, _)| *i != missed);
