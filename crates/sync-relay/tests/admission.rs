@@ -111,14 +111,7 @@ async fn connections_without_a_hello_are_limited_per_address() {
 
     // A third connection from the same address is refused before its handshake completes.
     let endpoint = client_endpoint().await;
-    let attempt = guard(
-        "the refused connection",
-        endpoint.connect(
-            iroh::EndpointAddr::new(id).with_ip_addr(addr),
-            sync_types::ALPN,
-        ),
-    )
-    .await;
+    let attempt = try_connect("the refused connection", &endpoint, id, addr).await;
     assert!(attempt.is_err(), "refused: {attempt:?}");
     endpoint.close().await;
     assert!(m.admission_refusals_total.get(Refusal::PreAuthPerIp) >= 1);
@@ -148,15 +141,7 @@ async fn new_connections_are_limited_per_address_before_any_handshake() {
     let mut accepted = Vec::new();
     let mut refused = 0;
     for _ in 0..10 {
-        let attempt = guard(
-            "a connection attempt",
-            endpoint.connect(
-                iroh::EndpointAddr::new(id).with_ip_addr(addr),
-                sync_types::ALPN,
-            ),
-        )
-        .await;
-        match attempt {
+        match try_connect("a connection attempt", &endpoint, id, addr).await {
             Ok(conn) => accepted.push(conn),
             Err(_) => refused += 1,
         }
@@ -171,20 +156,8 @@ async fn new_connections_are_limited_per_address_before_any_handshake() {
         refused
     );
     // Another loopback address has a bucket of its own.
-    let other = sync_client::self_hosted_endpoint(SecretKey::generate())
-        .bind_addr("127.0.0.2:0")
-        .expect("bind addr")
-        .bind()
-        .await
-        .expect("endpoint on 127.0.0.2");
-    let conn = guard(
-        "a connection from another address",
-        other.connect(
-            iroh::EndpointAddr::new(id).with_ip_addr(addr),
-            sync_types::ALPN,
-        ),
-    )
-    .await;
+    let other = client_endpoint_at(SecretKey::generate(), "127.0.0.2:0").await;
+    let conn = try_connect("a connection from another address", &other, id, addr).await;
     assert!(conn.is_ok(), "{conn:?}");
     drop(accepted);
     endpoint.close().await;

@@ -17,12 +17,18 @@ async fn still_serving(a: &mut Client, b: &mut Client, n: u64) {
     }
 }
 
+/// Two sessions of group 1 on `relay`, for [`still_serving`].
+async fn two_sessions(relay: &TestRelay) -> (Client, Client) {
+    let (a, _) = Client::open(relay, &keys(1)).await;
+    let (b, _) = Client::open(relay, &keys(1)).await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn session_limit_refuses_cleanly_and_existing_sessions_keep_working() {
     let relay = TestRelay::start(|c| c.max_sessions = 2).await;
     let k = keys(1);
-    let (mut a, _) = Client::open(&relay, &k).await;
-    let (mut b, _) = Client::open(&relay, &k).await;
+    let (mut a, mut b) = two_sessions(&relay).await;
 
     let mut c = Client::connect(&relay).await;
     let reply = c.hello(&k).await;
@@ -50,8 +56,7 @@ async fn session_limit_refuses_cleanly_and_existing_sessions_keep_working() {
 async fn a_two_gib_frame_header_is_rejected_before_allocation() {
     let relay = TestRelay::start(|_| {}).await;
     let k = keys(1);
-    let (mut a, _) = Client::open(&relay, &k).await;
-    let (mut b, _) = Client::open(&relay, &k).await;
+    let (mut a, mut b) = two_sessions(&relay).await;
     let (mut evil, _) = Client::open(&relay, &k).await;
     // 2 GiB announced, no body follows: the relay must answer from the header alone.
     evil.tx.raw(&0x8000_0000u32.to_be_bytes()).await;
@@ -70,8 +75,7 @@ async fn a_two_gib_frame_header_is_rejected_before_allocation() {
 async fn garbage_gets_a_typed_error_and_the_relay_keeps_serving() {
     let relay = TestRelay::start(|_| {}).await;
     let k = keys(1);
-    let (mut a, _) = Client::open(&relay, &k).await;
-    let (mut b, _) = Client::open(&relay, &k).await;
+    let (mut a, mut b) = two_sessions(&relay).await;
 
     let cases: [(&[u8], ErrorCode); 4] = [
         // A frame of 8 bytes that are not MessagePack of a message.

@@ -26,18 +26,16 @@ async fn a_client_that_cannot_sign_for_the_group_is_unauthorized() {
     let relay = TestRelay::start(|_| {}).await;
     let mut c = Client::connect(&relay).await;
     // Signed by group 2's key but claiming group 1.
-    let mut msg = hello_msg(&keys(2), &c.binding, &c.relay_id, &c.device, 7);
-    if let Message::Hello(h) = &mut msg {
-        h.group_id = keys(1).group_id();
-    }
-    c.tx.send(&msg).await;
+    let mut hello = c.signed_hello(&keys(2), 7);
+    hello.group_id = keys(1).group_id();
+    c.tx.send(&hello.into()).await;
     let err = c.rx.expect_refusal(ErrorCode::Unauthorized).await;
     assert_eq!(err.request_id, Some(7));
 
     // A signature over another connection's binding is refused too (no replay).
     let mut c2 = Client::connect(&relay).await;
-    let replayed = hello_msg(&keys(1), &c.binding, &c2.relay_id, &c2.device, 1);
-    c2.tx.send(&replayed).await;
+    let replayed = signed_hello(&keys(1), &c.binding, &c2.relay_id, &c2.device, 1);
+    c2.tx.send(&replayed.into()).await;
     assert_eq!(c2.rx.next_error().await.code, ErrorCode::Unauthorized);
     assert_eq!(relay.rejections(ErrorCode::Unauthorized), 2);
     relay.stop([c, c2]).await;
@@ -47,11 +45,9 @@ async fn a_client_that_cannot_sign_for_the_group_is_unauthorized() {
 async fn wrong_version_and_non_hello_first_frames_are_refused() {
     let relay = TestRelay::start(|_| {}).await;
     let mut c = Client::connect(&relay).await;
-    let mut msg = hello_msg(&keys(1), &c.binding, &c.relay_id, &c.device, 3);
-    if let Message::Hello(h) = &mut msg {
-        h.version = PROTOCOL_VERSION + 1;
-    }
-    c.tx.send(&msg).await;
+    let mut hello = c.signed_hello(&keys(1), 3);
+    hello.version = PROTOCOL_VERSION + 1;
+    c.tx.send(&hello.into()).await;
     c.rx.expect_refusal(ErrorCode::BadVersion).await;
 
     let mut c2 = Client::connect(&relay).await;
@@ -285,8 +281,8 @@ async fn in_memory_sessions_run_the_same_protocol() {
             .expect("memory session");
         let mut tx = FrameWriter::new(s.writer);
         let mut rx = FrameReader::new(s.reader);
-        tx.send(&hello_msg(&k, &s.binding, &s.relay_id, &device, 1))
-            .await;
+        let hello = signed_hello(&k, &s.binding, &s.relay_id, &device, 1);
+        tx.send(&hello.into()).await;
         assert!(matches!(rx.next().await, Some(Message::Welcome(_))));
         sessions.push((tx, rx));
     }
@@ -297,8 +293,8 @@ async fn in_memory_sessions_run_the_same_protocol() {
         .connect_in_memory(third)
         .expect("memory session");
     let mut tx3 = FrameWriter::new(s.writer);
-    tx3.send(&hello_msg(&k, &s.binding, &s.relay_id, &third, 1))
-        .await;
+    let hello = signed_hello(&k, &s.binding, &s.relay_id, &third, 1);
+    tx3.send(&hello.into()).await;
     let err = FrameReader::new(s.reader).next_error().await;
     assert_eq!(err.code, ErrorCode::TooManySessions);
     assert!(err.retry_after_ms.is_some());

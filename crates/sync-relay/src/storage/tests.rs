@@ -642,44 +642,47 @@ async fn check_invites<S: Storage>(s: &S) {
 // ---------------------------------------------------------------------------------------------
 // SQLite runs
 
-#[tokio::test]
-async fn cursors_are_dense_per_group() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_dense_cursors_per_group(&s).await;
-    assert_audit_agrees(&s).await;
+/// Runs a generic check as its own test on a fresh SQLite storage with the given limits;
+/// `+ audited` then also checks the stored counters against the data.
+macro_rules! sqlite_runs {
+    ($(
+        #[$test:meta]
+        $name:ident => $check:ident($limits:expr) $(+ $audited:ident)?;
+    )+) => {$(
+        #[$test]
+        async fn $name() {
+            let (_dir, s) = fresh($limits).await;
+            $check(&s).await;
+            $( sqlite_runs!(@$audited s); )?
+        }
+    )+};
+    (@audited $s:ident) => {
+        assert_audit_agrees(&$s).await
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn retried_push_returns_the_original_cursor() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_idempotent_retry(&s).await;
-    assert_audit_agrees(&s).await;
-}
-
-#[tokio::test]
-async fn pull_is_bounded_by_count_and_bytes() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_pull_bounds(&s).await;
-}
-
-#[tokio::test]
-async fn first_entry_is_returned_even_when_larger_than_max_bytes() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_first_entry_always_returned(&s).await;
-}
-
-#[tokio::test]
-async fn mixed_sizes_up_to_one_mib_are_all_pulled() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_mixed_sizes_all_pulled(&s).await;
-    assert_audit_agrees(&s).await;
-}
-
-#[tokio::test]
-async fn quota_rejections_are_typed_and_counters_incremental() {
-    let (_dir, s) = fresh(small_limits()).await;
-    check_quotas(&s).await;
-    assert_audit_agrees(&s).await;
+sqlite_runs! {
+    #[tokio::test]
+    cursors_are_dense_per_group =>
+        check_dense_cursors_per_group(StorageLimits::default()) + audited;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    retried_push_returns_the_original_cursor =>
+        check_idempotent_retry(StorageLimits::default()) + audited;
+    #[tokio::test]
+    pull_is_bounded_by_count_and_bytes => check_pull_bounds(StorageLimits::default());
+    #[tokio::test]
+    first_entry_is_returned_even_when_larger_than_max_bytes =>
+        check_first_entry_always_returned(StorageLimits::default());
+    #[tokio::test]
+    mixed_sizes_up_to_one_mib_are_all_pulled =>
+        check_mixed_sizes_all_pulled(StorageLimits::default()) + audited;
+    #[tokio::test]
+    quota_rejections_are_typed_and_counters_incremental => check_quotas(small_limits()) + audited;
+    #[tokio::test]
+    cleanup_removes_only_expired_blobs_and_keeps_cursors =>
+        check_cleanup(StorageLimits::default()) + audited;
+    #[tokio::test]
+    invite_mailbox_is_single_use_and_expires => check_invites(StorageLimits::default());
 }
 
 #[tokio::test]
@@ -715,19 +718,6 @@ async fn a_push_can_carry_a_tighter_group_byte_quota_but_never_a_looser_one() {
         QuotaKind::GroupBytes
     ));
     assert_audit_agrees(&s).await;
-}
-
-#[tokio::test]
-async fn cleanup_removes_only_expired_blobs_and_keeps_cursors() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_cleanup(&s).await;
-    assert_audit_agrees(&s).await;
-}
-
-#[tokio::test]
-async fn invite_mailbox_is_single_use_and_expires() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_invites(&s).await;
 }
 
 /// 16 tasks × 500 pushes into one group while a device pulls after every acknowledged push:
