@@ -182,7 +182,7 @@ async fn stream_floods_are_bounded_by_the_transport_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_before_hello_is_refused_and_others_are_unaffected() {
-    let relay = TestRelay::start(|c| c.hello_timeout = Duration::from_secs(2)).await;
+    let relay = relay_with!(hello_timeout = Duration::from_secs(2)).await;
     let k = keys(1);
     let (mut a, _) = Client::open(&relay, &k).await;
     let (mut b, _) = Client::open(&relay, &k).await;

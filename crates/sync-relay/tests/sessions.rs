@@ -156,11 +156,7 @@ async fn a_thousand_pipelined_pushes_get_cursors_in_send_order() {
 
 #[tokio::test]
 async fn pull_is_clamped_by_count_and_bounded_by_bytes() {
-    let relay = TestRelay::start(|c| {
-        c.max_pull_count = 3;
-        c.session_push_burst = 100;
-    })
-    .await;
+    let relay = relay_with!(max_pull_count = 3, session_push_burst = 100).await;
     let (mut c, welcome) = Client::open(&relay, &keys(1)).await;
     let max = welcome.limits.max_blob_bytes as usize;
     // Mixed sizes, including maximum-size blobs.
@@ -270,7 +266,7 @@ async fn ping_delete_invites_and_unsupported_requests() {
 
 #[tokio::test]
 async fn in_memory_sessions_run_the_same_protocol() {
-    let relay = TestRelay::start(|c| c.max_sessions = 2).await;
+    let relay = relay_with!(max_sessions = 2).await;
     let k = keys(1);
     let mut sessions = Vec::new();
     for d in 1..=2u8 {
@@ -310,11 +306,7 @@ async fn in_memory_sessions_run_the_same_protocol() {
 
 #[tokio::test]
 async fn a_stalled_reader_never_blocks_the_pusher_and_its_notifies_are_coalesced() {
-    let relay = TestRelay::start(|c| {
-        c.session_queue = 4;
-        c.session_push_burst = 10_000;
-    })
-    .await;
+    let relay = relay_with!(session_queue = 4, session_push_burst = 10_000).await;
     let k = keys(1);
     let (mut a, welcome) = Client::open(&relay, &k).await;
     let (b, _) = Client::open(&relay, &k).await;

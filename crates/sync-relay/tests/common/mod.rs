@@ -52,6 +52,19 @@ impl TestRelay {
     }
 }
 
+/// Starts a [`TestRelay`] with these configuration keys changed from the test configuration,
+/// e.g. `relay_with!(max_pull_count = 3, session_push_burst = 100).await`.
+#[allow(unused_macros)] // each test file uses what it needs
+macro_rules! relay_with {
+    ($($key:ident = $value:expr),+ $(,)?) => {
+        TestRelay::start(|c| {
+            $(c.$key = $value;)+
+        })
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use relay_with;
+
 pub fn keys(n: u8) -> GroupKeys {
     GroupKeys::derive(&GroupSecret::from_bytes([n; 32]))
 }
