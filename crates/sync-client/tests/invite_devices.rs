@@ -197,7 +197,7 @@ async fn devices_seen_and_pull_after() {
     a.close().await;
     b.close().await;
     let store = Store::open_dir(&b_dir, StoreSync::Normal).unwrap();
-    let seen = store.devices(&b_id_group(&g)).unwrap();
+    let seen = store.devices(&g.keys().group_id()).unwrap();
     let a_seen = seen.iter().find(|d| d.device_id == a_id).expect("A seen");
     assert_eq!(a_seen.blobs, 2);
     assert!(a_seen.last_seen_ms > 0);
@@ -205,10 +205,6 @@ async fn devices_seen_and_pull_after() {
     assert_eq!(b_seen.blobs, 1);
     assert_eq!(seen.len(), 2);
     stop(relay).await;
-}
-
-fn b_id_group(g: &GroupMaterial) -> sync_types::GroupId {
-    sync_crypto::GroupKeys::derive(&g.secret).group_id()
 }
 
 /// A relay that allows no more lookups answers `TooManyAttempts`, which is typed as such.

@@ -148,6 +148,15 @@ mod tests {
         BlobId::from_bytes([n; 16])
     }
 
+    /// A tracker that is connected and has pulled up to the relay's latest cursor.
+    fn synced() -> SyncStatusTracker {
+        let mut t = SyncStatusTracker::new();
+        t.on_connected();
+        t.on_pull_complete();
+        assert_eq!(t.status(), SyncStatus::Synced);
+        t
+    }
+
     #[test]
     fn sync_status_reflects_actual_state() {
         let mut tracker = SyncStatusTracker::new();
@@ -181,10 +190,7 @@ mod tests {
 
     #[test]
     fn pull_complete_confirms_and_remote_change_unconfirms() {
-        let mut t = SyncStatusTracker::new();
-        t.on_connected();
-        t.on_pull_complete();
-        assert_eq!(t.status(), SyncStatus::Synced);
+        let mut t = synced();
         t.on_remote_change();
         assert_eq!(t.status(), SyncStatus::Connected);
         t.on_pull_complete();
@@ -193,9 +199,7 @@ mod tests {
 
     #[test]
     fn reconnect_needs_fresh_confirmation() {
-        let mut t = SyncStatusTracker::new();
-        t.on_connected();
-        t.on_pull_complete();
+        let mut t = synced();
         t.on_disconnected();
         t.on_connected();
         assert_eq!(t.status(), SyncStatus::Connected);

@@ -31,11 +31,7 @@ async fn assert_refused(c: &mut Client, reply: Message, code: ErrorCode) -> sync
 
 #[tokio::test]
 async fn sessions_are_limited_per_address_and_per_device() {
-    let relay = TestRelay::start(|c| {
-        c.max_sessions_per_ip = 3;
-        c.max_sessions_per_device = 2;
-    })
-    .await;
+    let relay = relay_with!(max_sessions_per_ip = 3, max_sessions_per_device = 2).await;
     let mut open = Vec::new();
     for n in 1..=3 {
         open.push(Client::open(&relay, &keys(n)).await.0);
@@ -99,10 +95,10 @@ async fn after_the_hello_the_largest_blob_passes_both_ways() {
 
 #[tokio::test]
 async fn connections_without_a_hello_are_limited_per_address() {
-    let relay = TestRelay::start(|c| {
-        c.max_pre_auth_per_ip = 2;
-        c.hello_timeout = Duration::from_secs(2);
-    })
+    let relay = relay_with!(
+        max_pre_auth_per_ip = 2,
+        hello_timeout = Duration::from_secs(2)
+    )
     .await;
     let (id, addr) = (relay.handle.endpoint_id(), relay.addr());
     let silent = [quic_connect(id, addr).await, quic_connect(id, addr).await];
@@ -111,14 +107,7 @@ async fn connections_without_a_hello_are_limited_per_address() {
 
     // A third connection from the same address is refused before its handshake completes.
     let endpoint = client_endpoint().await;
-    let attempt = guard(
-        "the refused connection",
-        endpoint.connect(
-            iroh::EndpointAddr::new(id).with_ip_addr(addr),
-            sync_types::ALPN,
-        ),
-    )
-    .await;
+    let attempt = try_connect("the refused connection", &endpoint, id, addr).await;
     assert!(attempt.is_err(), "refused: {attempt:?}");
     endpoint.close().await;
     assert!(m.admission_refusals_total.get(Refusal::PreAuthPerIp) >= 1);
@@ -138,25 +127,13 @@ async fn connections_without_a_hello_are_limited_per_address() {
 /// before any TLS work; another address is not affected.
 #[tokio::test]
 async fn new_connections_are_limited_per_address_before_any_handshake() {
-    let relay = TestRelay::start(|c| {
-        c.ip_connect_rate = 1;
-        c.ip_connect_burst = 3;
-    })
-    .await;
+    let relay = relay_with!(ip_connect_rate = 1, ip_connect_burst = 3).await;
     let (id, addr) = (relay.handle.endpoint_id(), relay.addr());
     let endpoint = client_endpoint().await;
     let mut accepted = Vec::new();
     let mut refused = 0;
     for _ in 0..10 {
-        let attempt = guard(
-            "a connection attempt",
-            endpoint.connect(
-                iroh::EndpointAddr::new(id).with_ip_addr(addr),
-                sync_types::ALPN,
-            ),
-        )
-        .await;
-        match attempt {
+        match try_connect("a connection attempt", &endpoint, id, addr).await {
             Ok(conn) => accepted.push(conn),
             Err(_) => refused += 1,
         }
@@ -171,20 +148,8 @@ async fn new_connections_are_limited_per_address_before_any_handshake() {
         refused
     );
     // Another loopback address has a bucket of its own.
-    let other = sync_client::self_hosted_endpoint(SecretKey::generate())
-        .bind_addr("127.0.0.2:0")
-        .expect("bind addr")
-        .bind()
-        .await
-        .expect("endpoint on 127.0.0.2");
-    let conn = guard(
-        "a connection from another address",
-        other.connect(
-            iroh::EndpointAddr::new(id).with_ip_addr(addr),
-            sync_types::ALPN,
-        ),
-    )
-    .await;
+    let other = client_endpoint_at(SecretKey::generate(), "127.0.0.2:0").await;
+    let conn = try_connect("a connection from another address", &other, id, addr).await;
     assert!(conn.is_ok(), "{conn:?}");
     drop(accepted);
     endpoint.close().await;
@@ -194,7 +159,7 @@ async fn new_connections_are_limited_per_address_before_any_handshake() {
 
 #[tokio::test]
 async fn new_groups_are_limited_per_address_but_known_groups_are_not() {
-    let relay = TestRelay::start(|c| c.ip_new_groups_per_hour = 2).await;
+    let relay = relay_with!(ip_new_groups_per_hour = 2).await;
     let (mut a, _) = Client::open(&relay, &keys(1)).await;
     a.push_acked(blob(1), b"group 1 now exists").await;
     let (b, _) = Client::open(&relay, &keys(2)).await;
@@ -243,10 +208,10 @@ async fn a_token_relay_admits_valid_tokens_only() {
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let operator = OperatorKey::random(&mut rng);
     let stranger = OperatorKey::random(&mut rng);
-    let relay = TestRelay::start(|c| {
-        c.admission = AdmissionMode::Token;
-        c.admission_key = operator.public_key().to_string();
-    })
+    let relay = relay_with!(
+        admission = AdmissionMode::Token,
+        admission_key = operator.public_key().to_string()
+    )
     .await;
     let k = keys(1);
     let later = now_secs() + 3600;
@@ -346,11 +311,11 @@ fn tally(answers: &[Message]) -> (u64, u64) {
 async fn a_sweep_of_lookup_ids_is_throttled_and_the_live_code_still_works() {
     const SESSION_PER_MIN: u64 = 5;
     const IP_PER_MIN: u64 = 12;
-    let relay = TestRelay::start(|c| {
-        c.session_invite_lookups_per_min = SESSION_PER_MIN as u32;
-        c.ip_invite_lookups_per_min = IP_PER_MIN as u32;
-        c.global_invite_lookups_per_min = 1000;
-    })
+    let relay = relay_with!(
+        session_invite_lookups_per_min = SESSION_PER_MIN as u32,
+        ip_invite_lookups_per_min = IP_PER_MIN as u32,
+        global_invite_lookups_per_min = 1000
+    )
     .await;
     let started = Instant::now();
     // The inviting device leaves a sealed invite under its lookup id.
@@ -435,11 +400,11 @@ async fn a_sweep_of_lookup_ids_is_throttled_and_the_live_code_still_works() {
 
 #[tokio::test]
 async fn relay_wide_lookups_are_limited_too() {
-    let relay = TestRelay::start(|c| {
-        c.session_invite_lookups_per_min = 0;
-        c.ip_invite_lookups_per_min = 0;
-        c.global_invite_lookups_per_min = 3;
-    })
+    let relay = relay_with!(
+        session_invite_lookups_per_min = 0,
+        ip_invite_lookups_per_min = 0,
+        global_invite_lookups_per_min = 3
+    )
     .await;
     let mut answers = Vec::new();
     for n in 0..5 {

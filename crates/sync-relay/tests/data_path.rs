@@ -97,11 +97,7 @@ fn watcher(
 async fn every_committed_push_is_announced_even_when_the_pusher_drops_at_once() {
     const ROUNDS: u64 = 8;
     const PUSHES: u64 = 200;
-    let relay = TestRelay::start(|c| {
-        c.session_push_rate = 0;
-        c.global_push_rate = 0;
-    })
-    .await;
+    let relay = relay_with!(session_push_rate = 0, global_push_rate = 0).await;
     let k = keys(1);
     let group = k.group_id();
     let (b, _) = Client::open(&relay, &k).await;
@@ -206,7 +202,7 @@ async fn a_reused_blob_id_is_a_typed_conflict_and_a_retry_after_delete_a_duplica
 /// other devices of the group keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_stops_reading_is_cut_after_the_write_stall_timeout() {
-    let relay = TestRelay::start(|c| c.write_stall_timeout = Duration::from_secs(2)).await;
+    let relay = relay_with!(write_stall_timeout = Duration::from_secs(2)).await;
     let k = keys(1);
     let (mut a, welcome) = Client::open(&relay, &k).await;
     let big = vec![7u8; welcome.limits.max_blob_bytes as usize];

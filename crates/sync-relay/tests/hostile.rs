@@ -15,7 +15,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use sync_relay::Refusal;
 use sync_testkit::RelayProcess;
-use sync_types::{ErrorCode, Hello, Message};
+use sync_types::{ErrorCode, Message};
 use tokio::task::JoinSet;
 
 /// Where a relay process is reached: its id, its UDP address, its HTTP address.
@@ -182,7 +182,7 @@ async fn stream_floods_are_bounded_by_the_transport_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_before_hello_is_refused_and_others_are_unaffected() {
-    let relay = TestRelay::start(|c| c.hello_timeout = Duration::from_secs(2)).await;
+    let relay = relay_with!(hello_timeout = Duration::from_secs(2)).await;
     let k = keys(1);
     let (mut a, _) = Client::open(&relay, &k).await;
     let (mut b, _) = Client::open(&relay, &k).await;
@@ -223,10 +223,7 @@ async fn garbage_before_hello_is_refused_and_others_are_unaffected() {
 
     // A Hello with a bad signature.
     let mut forger = Client::connect(&relay).await;
-    let mut hello = match hello_msg(&k, &forger.binding, &forger.relay_id, &forger.device, 7) {
-        Message::Hello(h) => h,
-        _ => unreachable!(),
-    };
+    let mut hello = forger.signed_hello(&k, 7);
     hello.auth_signature[10] ^= 1;
     forger.tx.send(&Message::Hello(hello)).await;
     let err = forger.rx.expect_refusal(ErrorCode::Unauthorized).await;
@@ -235,11 +232,7 @@ async fn garbage_before_hello_is_refused_and_others_are_unaffected() {
 
     // A Hello replayed from another connection (bound to that connection's TLS exporter).
     let victim = Client::connect(&relay).await;
-    let captured: Hello = match hello_msg(&k, &victim.binding, &victim.relay_id, &victim.device, 8)
-    {
-        Message::Hello(h) => h,
-        _ => unreachable!(),
-    };
+    let captured = victim.signed_hello(&k, 8);
     let mut replayer = Client::connect(&relay).await;
     replayer.tx.send(&Message::Hello(captured)).await;
     replayer.rx.expect_refusal(ErrorCode::Unauthorized).await;

@@ -17,12 +17,18 @@ async fn still_serving(a: &mut Client, b: &mut Client, n: u64) {
     }
 }
 
+/// Two sessions of group 1 on `relay`, for [`still_serving`].
+async fn two_sessions(relay: &TestRelay) -> (Client, Client) {
+    let (a, _) = Client::open(relay, &keys(1)).await;
+    let (b, _) = Client::open(relay, &keys(1)).await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn session_limit_refuses_cleanly_and_existing_sessions_keep_working() {
-    let relay = TestRelay::start(|c| c.max_sessions = 2).await;
+    let relay = relay_with!(max_sessions = 2).await;
     let k = keys(1);
-    let (mut a, _) = Client::open(&relay, &k).await;
-    let (mut b, _) = Client::open(&relay, &k).await;
+    let (mut a, mut b) = two_sessions(&relay).await;
 
     let mut c = Client::connect(&relay).await;
     let reply = c.hello(&k).await;
@@ -50,8 +56,7 @@ async fn session_limit_refuses_cleanly_and_existing_sessions_keep_working() {
 async fn a_two_gib_frame_header_is_rejected_before_allocation() {
     let relay = TestRelay::start(|_| {}).await;
     let k = keys(1);
-    let (mut a, _) = Client::open(&relay, &k).await;
-    let (mut b, _) = Client::open(&relay, &k).await;
+    let (mut a, mut b) = two_sessions(&relay).await;
     let (mut evil, _) = Client::open(&relay, &k).await;
     // 2 GiB announced, no body follows: the relay must answer from the header alone.
     evil.tx.raw(&0x8000_0000u32.to_be_bytes()).await;
@@ -70,8 +75,7 @@ async fn a_two_gib_frame_header_is_rejected_before_allocation() {
 async fn garbage_gets_a_typed_error_and_the_relay_keeps_serving() {
     let relay = TestRelay::start(|_| {}).await;
     let k = keys(1);
-    let (mut a, _) = Client::open(&relay, &k).await;
-    let (mut b, _) = Client::open(&relay, &k).await;
+    let (mut a, mut b) = two_sessions(&relay).await;
 
     let cases: [(&[u8], ErrorCode); 4] = [
         // A frame of 8 bytes that are not MessagePack of a message.
@@ -110,7 +114,7 @@ async fn garbage_gets_a_typed_error_and_the_relay_keeps_serving() {
 
 #[tokio::test]
 async fn hello_timeout_sends_a_typed_error() {
-    let relay = TestRelay::start(|c| c.hello_timeout = Duration::from_secs(2)).await;
+    let relay = relay_with!(hello_timeout = Duration::from_secs(2)).await;
     // Half a header: the stream exists but no Hello arrives.
     let mut slow = Client::connect(&relay).await;
     slow.tx.raw(&[0, 0]).await;
@@ -136,7 +140,7 @@ async fn hello_timeout_sends_a_typed_error() {
 
 #[tokio::test]
 async fn idle_sessions_are_closed_with_a_typed_error() {
-    let relay = TestRelay::start(|c| c.idle_timeout = Duration::from_millis(500)).await;
+    let relay = relay_with!(idle_timeout = Duration::from_millis(500)).await;
     let (mut idle, welcome) = Client::open(&relay, &keys(1)).await;
     assert_eq!(
         welcome.limits.idle_timeout_secs, 0,
@@ -149,11 +153,7 @@ async fn idle_sessions_are_closed_with_a_typed_error() {
 
 #[tokio::test]
 async fn rate_limited_pushes_get_a_retry_hint_and_are_not_stored() {
-    let relay = TestRelay::start(|c| {
-        c.session_push_rate = 1;
-        c.session_push_burst = 2;
-    })
-    .await;
+    let relay = relay_with!(session_push_rate = 1, session_push_burst = 2).await;
     let (c, _) = Client::open(&relay, &keys(1)).await;
     let Client { mut tx, mut rx, .. } = c;
     // Ten pipelined pushes: a bucket of 2 refilling at 1/s cannot take them all.
@@ -184,11 +184,11 @@ async fn rate_limited_pushes_get_a_retry_hint_and_are_not_stored() {
 
 #[tokio::test]
 async fn group_quotas_and_blob_size_are_typed_refusals() {
-    let relay = TestRelay::start(|c| {
-        c.group_max_blobs = 3;
-        c.group_max_bytes = 1000;
-        c.max_blob_bytes = 600;
-    })
+    let relay = relay_with!(
+        group_max_blobs = 3,
+        group_max_bytes = 1000,
+        max_blob_bytes = 600
+    )
     .await;
     let (mut c, _) = Client::open(&relay, &keys(1)).await;
     for n in 0..3u64 {

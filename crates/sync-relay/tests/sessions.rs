@@ -26,18 +26,16 @@ async fn a_client_that_cannot_sign_for_the_group_is_unauthorized() {
     let relay = TestRelay::start(|_| {}).await;
     let mut c = Client::connect(&relay).await;
     // Signed by group 2's key but claiming group 1.
-    let mut msg = hello_msg(&keys(2), &c.binding, &c.relay_id, &c.device, 7);
-    if let Message::Hello(h) = &mut msg {
-        h.group_id = keys(1).group_id();
-    }
-    c.tx.send(&msg).await;
+    let mut hello = c.signed_hello(&keys(2), 7);
+    hello.group_id = keys(1).group_id();
+    c.tx.send(&hello.into()).await;
     let err = c.rx.expect_refusal(ErrorCode::Unauthorized).await;
     assert_eq!(err.request_id, Some(7));
 
     // A signature over another connection's binding is refused too (no replay).
     let mut c2 = Client::connect(&relay).await;
-    let replayed = hello_msg(&keys(1), &c.binding, &c2.relay_id, &c2.device, 1);
-    c2.tx.send(&replayed).await;
+    let replayed = signed_hello(&keys(1), &c.binding, &c2.relay_id, &c2.device, 1);
+    c2.tx.send(&replayed.into()).await;
     assert_eq!(c2.rx.next_error().await.code, ErrorCode::Unauthorized);
     assert_eq!(relay.rejections(ErrorCode::Unauthorized), 2);
     relay.stop([c, c2]).await;
@@ -47,11 +45,9 @@ async fn a_client_that_cannot_sign_for_the_group_is_unauthorized() {
 async fn wrong_version_and_non_hello_first_frames_are_refused() {
     let relay = TestRelay::start(|_| {}).await;
     let mut c = Client::connect(&relay).await;
-    let mut msg = hello_msg(&keys(1), &c.binding, &c.relay_id, &c.device, 3);
-    if let Message::Hello(h) = &mut msg {
-        h.version = PROTOCOL_VERSION + 1;
-    }
-    c.tx.send(&msg).await;
+    let mut hello = c.signed_hello(&keys(1), 3);
+    hello.version = PROTOCOL_VERSION + 1;
+    c.tx.send(&hello.into()).await;
     c.rx.expect_refusal(ErrorCode::BadVersion).await;
 
     let mut c2 = Client::connect(&relay).await;
@@ -160,11 +156,7 @@ async fn a_thousand_pipelined_pushes_get_cursors_in_send_order() {
 
 #[tokio::test]
 async fn pull_is_clamped_by_count_and_bounded_by_bytes() {
-    let relay = TestRelay::start(|c| {
-        c.max_pull_count = 3;
-        c.session_push_burst = 100;
-    })
-    .await;
+    let relay = relay_with!(max_pull_count = 3, session_push_burst = 100).await;
     let (mut c, welcome) = Client::open(&relay, &keys(1)).await;
     let max = welcome.limits.max_blob_bytes as usize;
     // Mixed sizes, including maximum-size blobs.
@@ -274,7 +266,7 @@ async fn ping_delete_invites_and_unsupported_requests() {
 
 #[tokio::test]
 async fn in_memory_sessions_run_the_same_protocol() {
-    let relay = TestRelay::start(|c| c.max_sessions = 2).await;
+    let relay = relay_with!(max_sessions = 2).await;
     let k = keys(1);
     let mut sessions = Vec::new();
     for d in 1..=2u8 {
@@ -285,8 +277,8 @@ async fn in_memory_sessions_run_the_same_protocol() {
             .expect("memory session");
         let mut tx = FrameWriter::new(s.writer);
         let mut rx = FrameReader::new(s.reader);
-        tx.send(&hello_msg(&k, &s.binding, &s.relay_id, &device, 1))
-            .await;
+        let hello = signed_hello(&k, &s.binding, &s.relay_id, &device, 1);
+        tx.send(&hello.into()).await;
         assert!(matches!(rx.next().await, Some(Message::Welcome(_))));
         sessions.push((tx, rx));
     }
@@ -297,8 +289,8 @@ async fn in_memory_sessions_run_the_same_protocol() {
         .connect_in_memory(third)
         .expect("memory session");
     let mut tx3 = FrameWriter::new(s.writer);
-    tx3.send(&hello_msg(&k, &s.binding, &s.relay_id, &third, 1))
-        .await;
+    let hello = signed_hello(&k, &s.binding, &s.relay_id, &third, 1);
+    tx3.send(&hello.into()).await;
     let err = FrameReader::new(s.reader).next_error().await;
     assert_eq!(err.code, ErrorCode::TooManySessions);
     assert!(err.retry_after_ms.is_some());
@@ -314,11 +306,7 @@ async fn in_memory_sessions_run_the_same_protocol() {
 
 #[tokio::test]
 async fn a_stalled_reader_never_blocks_the_pusher_and_its_notifies_are_coalesced() {
-    let relay = TestRelay::start(|c| {
-        c.session_queue = 4;
-        c.session_push_burst = 10_000;
-    })
-    .await;
+    let relay = relay_with!(session_queue = 4, session_push_burst = 10_000).await;
     let k = keys(1);
     let (mut a, welcome) = Client::open(&relay, &k).await;
     let (b, _) = Client::open(&relay, &k).await;

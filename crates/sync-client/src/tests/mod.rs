@@ -130,7 +130,7 @@ async fn handshake_connects_sends_the_resume_cursor_and_keeps_the_name_local() {
     let c = guard("connect", SyncClient::connect(cfg)).await.unwrap();
     let st = c.status();
     assert_eq!(st.connection, ConnectionStatus::Connected);
-    assert_eq!(st.group_id, GroupKeys::derive(&g.secret).group_id());
+    assert_eq!(st.group_id, g.keys().group_id());
     let hellos = relay.hellos();
     assert_eq!(hellos.len(), 1);
     assert_eq!(hellos[0].0, c.device_id());
@@ -372,7 +372,7 @@ async fn restart_from_the_same_data_dir_resumes_cursor_and_outbox() {
 
     // The store holds it.
     let s = Store::open_dir(&dir.path().join("device"), crate::StoreSync::Normal).unwrap();
-    let gid = GroupKeys::derive(&g.secret).group_id();
+    let gid = g.keys().group_id();
     assert_eq!(s.outbox(&gid).unwrap().len(), 1);
     drop(s);
 

@@ -38,14 +38,7 @@ pub(super) async fn fan_out_loop(
     mut commits: mpsc::Receiver<Vec<CommittedPush>>,
     stop: CancellationToken,
 ) {
-    loop {
-        let pushes = tokio::select! {
-            p = commits.recv() => match p {
-                Some(p) => p,
-                None => return,
-            },
-            () = stop.cancelled() => return,
-        };
+    while let Some(Some(pushes)) = stop.run_until_cancelled(commits.recv()).await {
         ctx.hub.announce(&pushes, &ctx.metrics);
     }
 }

@@ -122,14 +122,7 @@ pub(super) async fn accept_loop(
     sessions: TaskTracker,
     stop: CancellationToken,
 ) {
-    loop {
-        let incoming = tokio::select! {
-            i = endpoint.accept() => match i {
-                Some(i) => i,
-                None => break,
-            },
-            () = stop.cancelled() => break,
-        };
+    while let Some(Some(incoming)) = stop.run_until_cancelled(endpoint.accept()).await {
         ctx.metrics.connections_total.inc();
         let origin = Origin::of_incoming(&incoming.remote_addr());
         let incoming =

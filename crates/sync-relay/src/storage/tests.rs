@@ -152,6 +152,24 @@ fn is_quota(r: &Result<PushOutcome, StorageError>, want: QuotaKind) -> bool {
     matches!(r, Err(StorageError::QuotaExceeded { kind, .. }) if *kind == want)
 }
 
+/// Asserts that a push was refused by the `want` quota, with exactly this limit and request.
+#[track_caller]
+fn assert_quota(
+    r: &Result<PushOutcome, StorageError>,
+    want: QuotaKind,
+    want_limit: u64,
+    want_requested: u64,
+) {
+    assert!(
+        matches!(
+            r,
+            Err(StorageError::QuotaExceeded { kind, limit, requested })
+                if (*kind, *limit, *requested) == (want, want_limit, want_requested)
+        ),
+        "{r:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backend-independent checks
 
@@ -380,17 +398,7 @@ async fn check_quotas<S: Storage>(s: &S) {
     let (a, b) = (group(1), group(2));
 
     let r = s.push(push_req(a, 1, 601)).await;
-    assert!(
-        matches!(
-            r,
-            Err(StorageError::QuotaExceeded {
-                kind: QuotaKind::BlobSize,
-                limit: 600,
-                requested: 601
-            })
-        ),
-        "{r:?}"
-    );
+    assert_quota(&r, QuotaKind::BlobSize, 600, 601);
     let mut long = push_req(a, 1, 10);
     long.ttl = DAY + Duration::from_millis(1);
     let r = s.push(long).await;
@@ -407,17 +415,7 @@ async fn check_quotas<S: Storage>(s: &S) {
         assert_eq!(cursor_of(s, push_req(a, n, 10)).await, n);
     }
     let r = s.push(push_req(a, 4, 10)).await;
-    assert!(
-        matches!(
-            r,
-            Err(StorageError::QuotaExceeded {
-                kind: QuotaKind::GroupBlobs,
-                limit: 3,
-                requested: 4
-            })
-        ),
-        "{r:?}"
-    );
+    assert_quota(&r, QuotaKind::GroupBlobs, 3, 4);
     // A retry of a stored blob still succeeds when the group is full.
     assert!(s.push(push_req(a, 2, 10)).await.expect("retry").duplicate);
 
@@ -425,17 +423,7 @@ async fn check_quotas<S: Storage>(s: &S) {
     s.push(push_req(b, 11, 500)).await.expect("push");
     s.push(push_req(b, 12, 400)).await.expect("push");
     let r = s.push(push_req(b, 13, 200)).await;
-    assert!(
-        matches!(
-            r,
-            Err(StorageError::QuotaExceeded {
-                kind: QuotaKind::GroupBytes,
-                limit: 1000,
-                requested: 1100
-            })
-        ),
-        "{r:?}"
-    );
+    assert_quota(&r, QuotaKind::GroupBytes, 1000, 1100);
     assert_eq!(cursor_of(s, push_req(b, 14, 100)).await, 3);
     assert_eq!(s.stats().await.expect("stats"), totals(2, 6, 1030));
 
@@ -529,11 +517,19 @@ async fn check_cleanup<S: Storage>(s: &S) {
 async fn check_invites<S: Storage>(s: &S) {
     let id = |n: u8| vec![n; 8];
     let sealed = b"sealed invite".to_vec();
+    let put = async |n: u8, expires_ms: u64| {
+        s.invite_put(id(n), sealed.clone(), expires_ms)
+            .await
+            .expect("put");
+    };
+    let take = async |n: u8, now_ms: u64, max_attempts: u32| {
+        s.invite_take(id(n), now_ms, max_attempts)
+            .await
+            .expect("take")
+    };
 
     // Delivered once.
-    s.invite_put(id(1), sealed.clone(), T0 + 600_000)
-        .await
-        .expect("put");
+    put(1, T0 + 600_000).await;
     s.invite_put(id(1), sealed.clone(), T0 + 600_000)
         .await
         .expect("retried put is a no-op");
@@ -542,77 +538,36 @@ async fn check_invites<S: Storage>(s: &S) {
         matches!(other, Err(StorageError::InviteExists)),
         "{other:?}"
     );
-    assert_eq!(
-        s.invite_take(id(1), T0, 5).await.expect("take"),
-        InviteLookup::Found(sealed.clone())
-    );
-    assert_eq!(
-        s.invite_take(id(1), T0, 5).await.expect("take"),
-        InviteLookup::NotFound
-    );
-    assert_eq!(
-        s.invite_take(id(2), T0, 5).await.expect("take"),
-        InviteLookup::NotFound
-    );
+    assert_eq!(take(1, T0, 5).await, InviteLookup::Found(sealed.clone()));
+    assert_eq!(take(1, T0, 5).await, InviteLookup::NotFound);
+    assert_eq!(take(2, T0, 5).await, InviteLookup::NotFound);
 
     // Expiry: answered as expired (not found after cleanup); exact expiry time counts.
-    s.invite_put(id(3), sealed.clone(), T0 + 1_000)
-        .await
-        .expect("put");
-    s.invite_put(id(4), sealed.clone(), T0 + 5_000)
-        .await
-        .expect("put");
-    assert_eq!(
-        s.invite_take(id(3), T0 + 1_000, 5).await.expect("take"),
-        InviteLookup::Expired
-    );
-    assert_eq!(
-        s.invite_take(id(3), T0 + 2_000, 5).await.expect("take"),
-        InviteLookup::Expired
-    );
+    put(3, T0 + 1_000).await;
+    put(4, T0 + 5_000).await;
+    assert_eq!(take(3, T0 + 1_000, 5).await, InviteLookup::Expired);
+    assert_eq!(take(3, T0 + 2_000, 5).await, InviteLookup::Expired);
     s.cleanup_expired(T0 + 2_000, 100).await.expect("cleanup");
+    assert_eq!(take(3, T0 + 2_000, 5).await, InviteLookup::NotFound);
     assert_eq!(
-        s.invite_take(id(3), T0 + 2_000, 5).await.expect("take"),
-        InviteLookup::NotFound
-    );
-    assert_eq!(
-        s.invite_take(id(4), T0 + 2_000, 5).await.expect("take"),
+        take(4, T0 + 2_000, 5).await,
         InviteLookup::Found(sealed.clone()),
         "cleanup left the live invite alone"
     );
 
     // Attempts: lookups of an expired invite count; the one that reaches the maximum deletes
     // it with TooManyAttempts.
-    s.invite_put(id(6), sealed.clone(), T0 + 1_000)
-        .await
-        .expect("put");
+    put(6, T0 + 1_000).await;
     for _ in 0..2 {
-        assert_eq!(
-            s.invite_take(id(6), T0 + 1_000, 3).await.expect("take"),
-            InviteLookup::Expired
-        );
+        assert_eq!(take(6, T0 + 1_000, 3).await, InviteLookup::Expired);
     }
-    assert_eq!(
-        s.invite_take(id(6), T0 + 1_000, 3).await.expect("take"),
-        InviteLookup::TooManyAttempts
-    );
-    assert_eq!(
-        s.invite_take(id(6), T0 + 1_000, 3).await.expect("take"),
-        InviteLookup::NotFound
-    );
+    assert_eq!(take(6, T0 + 1_000, 3).await, InviteLookup::TooManyAttempts);
+    assert_eq!(take(6, T0 + 1_000, 3).await, InviteLookup::NotFound);
 
     // A take beyond the allowed attempts burns a live invite too.
-    s.invite_put(id(5), sealed.clone(), T0 + 600_000)
-        .await
-        .expect("put");
-    assert_eq!(
-        s.invite_take(id(5), T0, 0).await.expect("take"),
-        InviteLookup::TooManyAttempts
-    );
-    assert_eq!(
-        s.invite_take(id(5), T0, 5).await.expect("take"),
-        InviteLookup::NotFound
-    );
+    put(5, T0 + 600_000).await;
+    assert_eq!(take(5, T0, 0).await, InviteLookup::TooManyAttempts);
+    assert_eq!(take(5, T0, 5).await, InviteLookup::NotFound);
 
     // Bad arguments are typed errors.
     for bad in [Vec::new(), vec![0u8; 65]] {
@@ -642,44 +597,47 @@ async fn check_invites<S: Storage>(s: &S) {
 // ---------------------------------------------------------------------------------------------
 // SQLite runs
 
-#[tokio::test]
-async fn cursors_are_dense_per_group() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_dense_cursors_per_group(&s).await;
-    assert_audit_agrees(&s).await;
+/// Runs a generic check as its own test on a fresh SQLite storage with the given limits;
+/// `+ audited` then also checks the stored counters against the data.
+macro_rules! sqlite_runs {
+    ($(
+        #[$test:meta]
+        $name:ident => $check:ident($limits:expr) $(+ $audited:ident)?;
+    )+) => {$(
+        #[$test]
+        async fn $name() {
+            let (_dir, s) = fresh($limits).await;
+            $check(&s).await;
+            $( sqlite_runs!(@$audited s); )?
+        }
+    )+};
+    (@audited $s:ident) => {
+        assert_audit_agrees(&$s).await
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn retried_push_returns_the_original_cursor() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_idempotent_retry(&s).await;
-    assert_audit_agrees(&s).await;
-}
-
-#[tokio::test]
-async fn pull_is_bounded_by_count_and_bytes() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_pull_bounds(&s).await;
-}
-
-#[tokio::test]
-async fn first_entry_is_returned_even_when_larger_than_max_bytes() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_first_entry_always_returned(&s).await;
-}
-
-#[tokio::test]
-async fn mixed_sizes_up_to_one_mib_are_all_pulled() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_mixed_sizes_all_pulled(&s).await;
-    assert_audit_agrees(&s).await;
-}
-
-#[tokio::test]
-async fn quota_rejections_are_typed_and_counters_incremental() {
-    let (_dir, s) = fresh(small_limits()).await;
-    check_quotas(&s).await;
-    assert_audit_agrees(&s).await;
+sqlite_runs! {
+    #[tokio::test]
+    cursors_are_dense_per_group =>
+        check_dense_cursors_per_group(StorageLimits::default()) + audited;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    retried_push_returns_the_original_cursor =>
+        check_idempotent_retry(StorageLimits::default()) + audited;
+    #[tokio::test]
+    pull_is_bounded_by_count_and_bytes => check_pull_bounds(StorageLimits::default());
+    #[tokio::test]
+    first_entry_is_returned_even_when_larger_than_max_bytes =>
+        check_first_entry_always_returned(StorageLimits::default());
+    #[tokio::test]
+    mixed_sizes_up_to_one_mib_are_all_pulled =>
+        check_mixed_sizes_all_pulled(StorageLimits::default()) + audited;
+    #[tokio::test]
+    quota_rejections_are_typed_and_counters_incremental => check_quotas(small_limits()) + audited;
+    #[tokio::test]
+    cleanup_removes_only_expired_blobs_and_keeps_cursors =>
+        check_cleanup(StorageLimits::default()) + audited;
+    #[tokio::test]
+    invite_mailbox_is_single_use_and_expires => check_invites(StorageLimits::default());
 }
 
 #[tokio::test]
@@ -693,17 +651,7 @@ async fn a_push_can_carry_a_tighter_group_byte_quota_but_never_a_looser_one() {
         .await
         .expect("within the token's quota");
     let r = s.push(tight(2, 200)).await;
-    assert!(
-        matches!(
-            r,
-            Err(StorageError::QuotaExceeded {
-                kind: QuotaKind::GroupBytes,
-                limit: 300,
-                requested: 400
-            })
-        ),
-        "{r:?}"
-    );
+    assert_quota(&r, QuotaKind::GroupBytes, 300, 400);
     // A quota above the configured one is clamped to it.
     let loose = |n, len| PushRequest {
         group_quota_bytes: Some(1 << 40),
@@ -715,19 +663,6 @@ async fn a_push_can_carry_a_tighter_group_byte_quota_but_never_a_looser_one() {
         QuotaKind::GroupBytes
     ));
     assert_audit_agrees(&s).await;
-}
-
-#[tokio::test]
-async fn cleanup_removes_only_expired_blobs_and_keeps_cursors() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_cleanup(&s).await;
-    assert_audit_agrees(&s).await;
-}
-
-#[tokio::test]
-async fn invite_mailbox_is_single_use_and_expires() {
-    let (_dir, s) = fresh(StorageLimits::default()).await;
-    check_invites(&s).await;
 }
 
 /// 16 tasks × 500 pushes into one group while a device pulls after every acknowledged push:

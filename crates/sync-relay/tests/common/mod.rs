@@ -52,6 +52,19 @@ impl TestRelay {
     }
 }
 
+/// Starts a [`TestRelay`] with these configuration keys changed from the test configuration,
+/// e.g. `relay_with!(max_pull_count = 3, session_push_burst = 100).await`.
+#[allow(unused_macros)] // each test file uses what it needs
+macro_rules! relay_with {
+    ($($key:ident = $value:expr),+ $(,)?) => {
+        TestRelay::start(|c| {
+            $(c.$key = $value;)+
+        })
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use relay_with;
+
 pub fn keys(n: u8) -> GroupKeys {
     GroupKeys::derive(&GroupSecret::from_bytes([n; 32]))
 }
@@ -63,34 +76,24 @@ pub fn blob(n: u64) -> BlobId {
     BlobId::from_bytes(b)
 }
 
-pub fn hello_msg(
+/// A Hello for `device` (without admission token), signed with the group key over the
+/// connection's `binding` and the relay's id.
+pub fn signed_hello(
     keys: &GroupKeys,
     binding: &[u8; 32],
     relay_id: &[u8; 32],
     device: &DeviceId,
     request_id: u64,
-) -> Message {
-    hello_with_token(keys, binding, relay_id, device, request_id, None)
-}
-
-/// A Hello carrying an operator admission token.
-pub fn hello_with_token(
-    keys: &GroupKeys,
-    binding: &[u8; 32],
-    relay_id: &[u8; 32],
-    device: &DeviceId,
-    request_id: u64,
-    token: Option<&[u8]>,
-) -> Message {
+) -> Hello {
     let challenge = HelloChallenge::new(binding, relay_id, device, &keys.group_id());
-    Message::Hello(Hello {
+    Hello {
         request_id,
         version: PROTOCOL_VERSION,
         group_id: keys.group_id(),
         last_cursor: Cursor::ZERO,
         auth_signature: keys.sign_hello(&challenge).0,
-        admission_token: token.map(Payload::copy_from_slice),
-    })
+        admission_token: None,
+    }
 }
 
 /// GET `path` from the relay's HTTP server: the status and the body.
@@ -252,12 +255,32 @@ pub async fn client_endpoint() -> Endpoint {
 }
 
 pub async fn client_endpoint_with(secret: SecretKey) -> Endpoint {
+    client_endpoint_at(secret, "127.0.0.1:0").await
+}
+
+/// A client endpoint bound to `bind` (another loopback address than 127.0.0.1, say).
+pub async fn client_endpoint_at(secret: SecretKey, bind: &str) -> Endpoint {
     sync_client::self_hosted_endpoint(secret)
-        .bind_addr("127.0.0.1:0")
+        .bind_addr(bind)
         .expect("bind addr")
         .bind()
         .await
-        .expect("client endpoint")
+        .unwrap_or_else(|e| panic!("client endpoint on {bind}: {e}"))
+}
+
+/// One QUIC connection attempt from `endpoint` to the relay (bounded by the guard); `what`
+/// names the wait in the guard's message.
+pub async fn try_connect(
+    what: &str,
+    endpoint: &Endpoint,
+    relay_id: iroh::EndpointId,
+    addr: SocketAddr,
+) -> Result<Connection, iroh::endpoint::ConnectError> {
+    guard(
+        what,
+        endpoint.connect(EndpointAddr::new(relay_id).with_ip_addr(addr), ALPN),
+    )
+    .await
 }
 
 /// A device connected to the relay over real iroh QUIC, one bidirectional stream.
@@ -276,12 +299,9 @@ pub struct Client {
 /// A QUIC connection to the relay and nothing else (no stream): what a silent stranger holds.
 pub async fn quic_connect(relay_id: iroh::EndpointId, addr: SocketAddr) -> (Endpoint, Connection) {
     let endpoint = client_endpoint().await;
-    let conn = guard(
-        "the QUIC connection",
-        endpoint.connect(EndpointAddr::new(relay_id).with_ip_addr(addr), ALPN),
-    )
-    .await
-    .expect("connect");
+    let conn = try_connect("the QUIC connection", &endpoint, relay_id, addr)
+        .await
+        .expect("connect");
     (endpoint, conn)
 }
 
@@ -297,12 +317,9 @@ impl Client {
         addr: SocketAddr,
     ) -> Client {
         let endpoint = client_endpoint_with(secret).await;
-        let conn = guard(
-            "the QUIC connection",
-            endpoint.connect(EndpointAddr::new(relay_id).with_ip_addr(addr), ALPN),
-        )
-        .await
-        .expect("connect");
+        let conn = try_connect("the QUIC connection", &endpoint, relay_id, addr)
+            .await
+            .expect("connect");
         Self::on_connection(endpoint, conn, relay_id).await
     }
 
@@ -366,6 +383,17 @@ impl Client {
         self.next_id
     }
 
+    /// A Hello of this connection's device in the group of `keys` (not sent).
+    pub fn signed_hello(&self, keys: &GroupKeys, request_id: u64) -> Hello {
+        signed_hello(
+            keys,
+            &self.binding,
+            &self.relay_id,
+            &self.device,
+            request_id,
+        )
+    }
+
     pub async fn hello(&mut self, keys: &GroupKeys) -> Message {
         self.hello_with_token(keys, None).await
     }
@@ -373,8 +401,11 @@ impl Client {
     /// Sends a Hello carrying `token`; the relay's answer.
     pub async fn hello_with_token(&mut self, keys: &GroupKeys, token: Option<&[u8]>) -> Message {
         let id = self.next_id();
-        let msg = hello_with_token(keys, &self.binding, &self.relay_id, &self.device, id, token);
-        self.tx.send(&msg).await;
+        let hello = Hello {
+            admission_token: token.map(Payload::copy_from_slice),
+            ..self.signed_hello(keys, id)
+        };
+        self.tx.send(&hello.into()).await;
         self.rx.next().await.expect("an answer to Hello")
     }
 

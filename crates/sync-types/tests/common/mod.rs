@@ -5,6 +5,14 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use sync_types::*;
 
+/// A strategy for the struct `$ty`: a tuple of the fields' strategies, drawn in the order
+/// written, mapped into the struct.
+macro_rules! struct_of {
+    ($ty:ident { $($field:ident: $strategy:expr),+ $(,)? }) => {
+        ($($strategy,)+).prop_map(|($($field,)+)| $ty { $($field),+ })
+    };
+}
+
 /// Sizes where MessagePack headers change width.
 const SIZE_EDGES: &[usize] = &[0, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536, 70_000];
 
@@ -78,59 +86,37 @@ pub(crate) fn error_code() -> impl Strategy<Value = ErrorCode> {
 }
 
 pub(crate) fn limits() -> impl Strategy<Value = Limits> {
-    (
-        u32s(),
-        u32s(),
-        u32s(),
-        u32s(),
-        u32s(),
-        u32s(),
-        u32s(),
-        u32s(),
-    )
-        .prop_map(|(a, b, c, d, e, f, g, h)| Limits {
-            max_blob_bytes: a,
-            max_frame_bytes: b,
-            max_pull_count: c,
-            max_pull_bytes: d,
-            default_ttl_secs: e,
-            max_ttl_secs: f,
-            idle_timeout_secs: g,
-            max_in_flight: h,
-        })
+    struct_of!(Limits {
+        max_blob_bytes: u32s(),
+        max_frame_bytes: u32s(),
+        max_pull_count: u32s(),
+        max_pull_bytes: u32s(),
+        default_ttl_secs: u32s(),
+        max_ttl_secs: u32s(),
+        idle_timeout_secs: u32s(),
+        max_in_flight: u32s(),
+    })
 }
 
 pub(crate) fn hello() -> impl Strategy<Value = Hello> {
-    (
-        u64s(),
-        any::<u16>(),
-        group_id(),
-        cursor(),
-        prop::array::uniform::<_, 64>(any::<u8>()),
-        prop::option::of(payload()),
-    )
-        .prop_map(
-            |(request_id, version, group_id, last_cursor, sig, token)| Hello {
-                request_id,
-                version,
-                group_id,
-                last_cursor,
-                auth_signature: sig,
-                admission_token: token,
-            },
-        )
+    struct_of!(Hello {
+        request_id: u64s(),
+        version: any::<u16>(),
+        group_id: group_id(),
+        last_cursor: cursor(),
+        auth_signature: prop::array::uniform::<_, 64>(any::<u8>()),
+        admission_token: prop::option::of(payload()),
+    })
 }
 
 pub(crate) fn welcome() -> impl Strategy<Value = Welcome> {
-    (u64s(), any::<[u8; 32]>(), cursor(), limits(), u64s()).prop_map(
-        |(request_id, relay_id, max_cursor, limits, store_id)| Welcome {
-            request_id,
-            relay_id,
-            max_cursor,
-            limits,
-            store_id,
-        },
-    )
+    struct_of!(Welcome {
+        request_id: u64s(),
+        relay_id: any::<[u8; 32]>(),
+        max_cursor: cursor(),
+        limits: limits(),
+        store_id: u64s(),
+    })
 }
 
 pub(crate) fn challenge() -> impl Strategy<Value = Challenge> {
@@ -138,87 +124,75 @@ pub(crate) fn challenge() -> impl Strategy<Value = Challenge> {
 }
 
 pub(crate) fn push() -> impl Strategy<Value = Push> {
-    (u64s(), blob_id(), payload(), u32s()).prop_map(|(request_id, blob_id, payload, ttl_secs)| {
-        Push {
-            request_id,
-            blob_id,
-            payload,
-            ttl_secs,
-        }
+    struct_of!(Push {
+        request_id: u64s(),
+        blob_id: blob_id(),
+        payload: payload(),
+        ttl_secs: u32s(),
     })
 }
 
 pub(crate) fn push_ack() -> impl Strategy<Value = PushAck> {
-    (u64s(), blob_id(), cursor(), u64s()).prop_map(|(request_id, blob_id, cursor, t)| PushAck {
-        request_id,
-        blob_id,
-        cursor,
-        server_time_ms: t,
+    struct_of!(PushAck {
+        request_id: u64s(),
+        blob_id: blob_id(),
+        cursor: cursor(),
+        server_time_ms: u64s(),
     })
 }
 
 pub(crate) fn pull() -> impl Strategy<Value = Pull> {
-    (u64s(), cursor(), u32s(), prop::option::of(u32s())).prop_map(
-        |(request_id, after, limit, max_bytes)| Pull {
-            request_id,
-            after,
-            limit,
-            max_bytes,
-        },
-    )
+    struct_of!(Pull {
+        request_id: u64s(),
+        after: cursor(),
+        limit: u32s(),
+        max_bytes: prop::option::of(u32s()),
+    })
 }
 
 pub(crate) fn pull_entry() -> impl Strategy<Value = PullEntry> {
-    (cursor(), blob_id(), device_id(), payload(), u64s()).prop_map(
-        |(cursor, blob_id, sender, payload, t)| PullEntry {
-            cursor,
-            blob_id,
-            sender,
-            payload,
-            timestamp_ms: t,
-        },
-    )
+    struct_of!(PullEntry {
+        cursor: cursor(),
+        blob_id: blob_id(),
+        sender: device_id(),
+        payload: payload(),
+        timestamp_ms: u64s(),
+    })
 }
 
 pub(crate) fn pull_response() -> impl Strategy<Value = PullResponse> {
-    (
-        u64s(),
-        prop_oneof![
+    struct_of!(PullResponse {
+        request_id: u64s(),
+        entries: prop_oneof![
             8 => prop::collection::vec(pull_entry(), 0..6),
             // Enough entries to cross the fixarray → array16 boundary.
             1 => prop::collection::vec(pull_entry(), 14..20),
         ],
-        any::<bool>(),
-        cursor(),
-    )
-        .prop_map(|(request_id, entries, has_more, max_cursor)| PullResponse {
-            request_id,
-            entries,
-            has_more,
-            max_cursor,
-        })
+        has_more: any::<bool>(),
+        max_cursor: cursor(),
+    })
 }
 
 pub(crate) fn notify() -> impl Strategy<Value = Notify> {
-    (cursor(), blob_id(), device_id(), u32s()).prop_map(|(cursor, blob_id, sender, size)| Notify {
-        cursor,
-        blob_id,
-        sender,
-        size,
+    struct_of!(Notify {
+        cursor: cursor(),
+        blob_id: blob_id(),
+        sender: device_id(),
+        size: u32s(),
     })
 }
 
 pub(crate) fn delete() -> impl Strategy<Value = Delete> {
-    (u64s(), blob_id()).prop_map(|(request_id, blob_id)| Delete {
-        request_id,
-        blob_id,
+    struct_of!(Delete {
+        request_id: u64s(),
+        blob_id: blob_id(),
     })
 }
 
 pub(crate) fn delete_ack() -> impl Strategy<Value = DeleteAck> {
-    (u64s(), blob_id()).prop_map(|(request_id, blob_id)| DeleteAck {
-        request_id,
-        blob_id,
+    struct_of!(DeleteAck {
+        request_id: u64s(),
+        blob_id: blob_id(),
     })
 }
 
@@ -231,51 +205,45 @@ pub(crate) fn pong() -> impl Strategy<Value = Pong> {
 }
 
 pub(crate) fn revoke_device() -> impl Strategy<Value = RevokeDevice> {
-    (u64s(), device_id(), u32s()).prop_map(|(request_id, device, epoch)| RevokeDevice {
-        request_id,
-        device,
-        epoch,
+    struct_of!(RevokeDevice {
+        request_id: u64s(),
+        device: device_id(),
+        epoch: u32s(),
     })
 }
 
 pub(crate) fn device_revoked() -> impl Strategy<Value = DeviceRevoked> {
-    (prop::option::of(u64s()), device_id(), u32s()).prop_map(|(request_id, device, epoch)| {
-        DeviceRevoked {
-            request_id,
-            device,
-            epoch,
-        }
+    struct_of!(DeviceRevoked {
+        request_id: prop::option::of(u64s()),
+        device: device_id(),
+        epoch: u32s(),
     })
 }
 
 pub(crate) fn content_ref() -> impl Strategy<Value = ContentRef> {
-    (u64s(), blob_id(), any::<[u8; 32]>(), u64s(), u32s(), u32s()).prop_map(
-        |(request_id, blob_id, hash, size, chunk_size, chunks)| ContentRef {
-            request_id,
-            blob_id,
-            hash,
-            size,
-            chunk_size,
-            chunks,
-        },
-    )
+    struct_of!(ContentRef {
+        request_id: u64s(),
+        blob_id: blob_id(),
+        hash: any::<[u8; 32]>(),
+        size: u64s(),
+        chunk_size: u32s(),
+        chunks: u32s(),
+    })
 }
 
 pub(crate) fn content_ack() -> impl Strategy<Value = ContentAck> {
-    (u64s(), blob_id()).prop_map(|(request_id, blob_id)| ContentAck {
-        request_id,
-        blob_id,
+    struct_of!(ContentAck {
+        request_id: u64s(),
+        blob_id: blob_id(),
     })
 }
 
 pub(crate) fn invite_put() -> impl Strategy<Value = InvitePut> {
-    (u64s(), text(), payload(), u32s()).prop_map(|(request_id, lookup_id, sealed, ttl_secs)| {
-        InvitePut {
-            request_id,
-            lookup_id,
-            sealed,
-            ttl_secs,
-        }
+    struct_of!(InvitePut {
+        request_id: u64s(),
+        lookup_id: text(),
+        sealed: payload(),
+        ttl_secs: u32s(),
     })
 }
 
@@ -284,14 +252,17 @@ pub(crate) fn invite_stored() -> impl Strategy<Value = InviteStored> {
 }
 
 pub(crate) fn invite_get() -> impl Strategy<Value = InviteGet> {
-    (u64s(), text()).prop_map(|(request_id, lookup_id)| InviteGet {
-        request_id,
-        lookup_id,
+    struct_of!(InviteGet {
+        request_id: u64s(),
+        lookup_id: text(),
     })
 }
 
 pub(crate) fn invite_found() -> impl Strategy<Value = InviteFound> {
-    (u64s(), payload()).prop_map(|(request_id, sealed)| InviteFound { request_id, sealed })
+    struct_of!(InviteFound {
+        request_id: u64s(),
+        sealed: payload(),
+    })
 }
 
 pub(crate) fn bye() -> impl Strategy<Value = Bye> {
@@ -299,18 +270,12 @@ pub(crate) fn bye() -> impl Strategy<Value = Bye> {
 }
 
 pub(crate) fn wire_error() -> impl Strategy<Value = WireError> {
-    (
-        prop::option::of(u64s()),
-        error_code(),
-        text(),
-        prop::option::of(u64s()),
-    )
-        .prop_map(|(request_id, code, message, retry_after_ms)| WireError {
-            request_id,
-            code,
-            message,
-            retry_after_ms,
-        })
+    struct_of!(WireError {
+        request_id: prop::option::of(u64s()),
+        code: error_code(),
+        message: text(),
+        retry_after_ms: prop::option::of(u64s()),
+    })
 }
 
 /// Any message, every type equally likely.
