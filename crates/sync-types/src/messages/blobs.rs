@@ -33,7 +33,10 @@ impl Push {
     }
 }
 
-/// Relay → client: the blob is durably stored at `cursor`.
+/// Relay → client: the blob is stored at `cursor`, in a committed transaction. "Durable" means
+/// what the relay's `synchronous` setting makes it: with `normal` (the default) the commit
+/// survives a crash of the relay process but the last commits may be lost on power loss; with
+/// `full` it survives power loss too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushAck {
     /// Echo of `Push.request_id`.
