@@ -55,8 +55,8 @@ Exit codes:
   10  another sync-cli process is using this data directory (e.g. `watch`); one command at
       a time per data directory (`devices` excepted)
   11  `pull`/`watch`: the relay served something wrong (a blob that failed verification, a
-      blob already received served again): everything good was printed and the cursor
-      moved; one warning line per problem on stderr
+      blob already received served again, blobs left out without an expiry or delete):
+      everything good was printed and the cursor moved; one warning line per problem
   141 standard output closed early (e.g. `| head`): nothing more is written, no message;
       `pull` then leaves its cursor where it was, so the next `pull` prints the same blobs";
 

@@ -235,6 +235,42 @@ fn a_blob_damaged_on_the_relay_is_a_warning_and_exit_11_and_the_rest_is_printed(
     assert!(!again.stderr.contains("warning"), "{}", again.stderr);
 }
 
+#[test]
+fn a_blob_deleted_from_the_relay_by_hand_is_reported_as_withheld() {
+    let mut t = TwoDevices::paired();
+    for text in ["one", "two", "three"] {
+        t.a.run(&["push", text]).ok();
+    }
+    // An operator with a shell on the relay host deletes one row (no expiry, no delete request).
+    t.relay.stop();
+    let conn = rusqlite::Connection::open(t.path().join("relay").join("relay.db")).unwrap();
+    assert_eq!(
+        conn.execute("DELETE FROM blobs WHERE cursor = 2", [])
+            .unwrap(),
+        1
+    );
+    drop(conn);
+    t.relay.restart();
+
+    let pulled = t.b.run(&["pull", "--json"]);
+    assert_eq!(pulled.code(), 11, "{}", pulled.stderr);
+    assert_eq!(
+        blobs_data(&pulled.json()),
+        vec![b"one".to_vec(), b"three".to_vec()]
+    );
+    let warnings: Vec<&str> = pulled
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", pulled.stderr);
+    assert!(
+        warnings[0].contains("did not serve blob #2") && warnings[0].contains("withheld"),
+        "{}",
+        warnings[0]
+    );
+}
+
 /// Copies the files of a stopped relay's data directory (its database and identity).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

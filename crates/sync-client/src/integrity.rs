@@ -1,6 +1,6 @@
 //! What a device found wrong with the log the relay served. The relay cannot forge a blob, but
-//! it can serve a damaged one or the same one twice; each such finding is reported in the pull
-//! result itself ([`PullBatch::problems`](crate::PullBatch::problems)) and as a
+//! it can serve a damaged one, the same one twice, or leave one out; each such finding is
+//! reported in the pull result itself ([`PullBatch::problems`](crate::PullBatch::problems)) and as a
 //! [`SyncEvent::Integrity`](crate::SyncEvent::Integrity), never skipped silently.
 
 use std::fmt;
@@ -41,6 +41,18 @@ pub enum IntegrityProblem {
         /// Where it was delivered first.
         first_cursor: Cursor,
     },
+    /// Cursors between `from` and `to` (inclusive) held no blob for this device, and the relay
+    /// did not account for `count` of them as expired, deleted or never assigned: it withheld
+    /// them (or lost them without saying so). With no removal in the stretch, each withheld run
+    /// of cursors is reported on its own, exactly.
+    Withheld {
+        /// The first cursor of the stretch.
+        from: Cursor,
+        /// The last cursor of the stretch.
+        to: Cursor,
+        /// How many of its cursors are unaccounted for.
+        count: u64,
+    },
 }
 
 impl IntegrityProblem {
@@ -48,6 +60,7 @@ impl IntegrityProblem {
     pub fn cursor(&self) -> Cursor {
         match self {
             Self::Rejected { cursor, .. } | Self::Replayed { cursor, .. } => *cursor,
+            Self::Withheld { from, .. } => *from,
         }
     }
 }
@@ -71,6 +84,14 @@ impl fmt::Display for IntegrityProblem {
             } => write!(
                 f,
                 "blob #{cursor} ({blob_id}) was already received as #{first_cursor}; the relay served it again; not delivered twice"
+            ),
+            Self::Withheld { from, to, .. } if from == to => write!(
+                f,
+                "the relay did not serve blob #{from} and did not say it expired or was deleted (withheld or lost)"
+            ),
+            Self::Withheld { from, to, count } => write!(
+                f,
+                "the relay did not serve {count} blob(s) between #{from} and #{to} and did not say they expired or were deleted (withheld or lost)"
             ),
         }
     }

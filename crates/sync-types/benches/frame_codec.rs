@@ -53,6 +53,7 @@ fn pull_response(entries: u64, len: usize) -> Message {
             .collect(),
         has_more: true,
         max_cursor: Cursor::new(entries + 10),
+        removed: 0,
     })
 }
 

@@ -37,13 +37,14 @@ pub const PUSH_OVERHEAD: usize = 2 // envelope: fixarray(2) + type byte
     + len::MAX_HEADER // payload bin header
     + len::MAX_U32; // ttl_secs
 
-/// Largest encoding of a `PullResponse` message without its entries (27 bytes).
+/// Largest encoding of a `PullResponse` message without its entries (36 bytes).
 pub const PULL_RESPONSE_OVERHEAD: usize = 2 // envelope
     + 1 // body array header
     + len::MAX_U64 // request_id
     + len::MAX_HEADER // entries array header
     + len::BOOL // has_more
-    + len::MAX_U64; // max_cursor
+    + len::MAX_U64 // max_cursor
+    + len::MAX_U64; // removed
 
 /// Largest encoding of one `PullEntry` minus its payload length (76 bytes).
 pub const PULL_ENTRY_OVERHEAD: usize = 1 // entry array header
@@ -62,9 +63,9 @@ pub const PULL_ENTRY_OVERHEAD: usize = 1 // entry array header
 /// | what | bytes |
 /// |---|---:|
 /// | `Push` around its payload ([`PUSH_OVERHEAD`]) | 40 |
-/// | `PullResponse` without entries ([`PULL_RESPONSE_OVERHEAD`]) | 27 |
+/// | `PullResponse` without entries ([`PULL_RESPONSE_OVERHEAD`]) | 36 |
 /// | one `PullEntry` around its payload ([`PULL_ENTRY_OVERHEAD`]) | 76 |
-/// | `PullResponse` holding one entry | 103 |
+/// | `PullResponse` holding one entry | 112 |
 /// | reserved per frame ([`FRAME_OVERHEAD`]) | 256 |
 ///
 /// so `DEFAULT_MAX_FRAME = DEFAULT_MAX_PAYLOAD + FRAME_OVERHEAD` always carries a `Push` of a
@@ -170,7 +171,7 @@ mod tests {
     #[test]
     fn documented_sizes() {
         assert_eq!(PUSH_OVERHEAD, 40);
-        assert_eq!(PULL_RESPONSE_OVERHEAD, 27);
+        assert_eq!(PULL_RESPONSE_OVERHEAD, 36);
         assert_eq!(PULL_ENTRY_OVERHEAD, 76);
         assert_eq!(DEFAULT_MAX_FRAME, (1 << 20) + 256);
         assert_eq!(

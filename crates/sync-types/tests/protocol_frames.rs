@@ -136,6 +136,7 @@ fn pull_and_response(v: &Vectors) {
         entries: vec![entry],
         has_more: v.flag(&f("has_more")),
         max_cursor: Cursor::new(v.uint(&f("max_cursor"))),
+        removed: v.uint(&f("removed")),
     };
     check_frame(v, "pull_response", msg.into());
 }

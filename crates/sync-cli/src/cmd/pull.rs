@@ -161,7 +161,7 @@ pub(crate) fn integrity_outcome(problems: usize) -> Result<(), Failure> {
     Err(Failure::new(
         Kind::Integrity,
         format!(
-            "the relay served {problems} blob(s) that were not delivered (see the warnings above); everything else was printed"
+            "the relay's log had {problems} problem(s) (see the warnings above); everything else was printed"
         ),
     ))
 }

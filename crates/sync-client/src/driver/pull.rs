@@ -137,6 +137,47 @@ pub(super) struct PendingPull {
     pub(super) reply: RoundReply,
 }
 
+/// The holes of the span `(after, through]` that the relay did not account for, given the
+/// cursors it served (ascending, inside the span) and how many of the span's cursors it says it
+/// `removed`. With nothing removed every hole is reported exactly; otherwise one problem covers
+/// the span, with the count of unaccounted cursors.
+fn withheld(
+    after: Cursor,
+    through: Cursor,
+    served: &[Cursor],
+    removed: u64,
+) -> Vec<IntegrityProblem> {
+    let span = through.get().saturating_sub(after.get());
+    let holes = span.saturating_sub(served.len() as u64);
+    if holes <= removed {
+        return Vec::new();
+    }
+    if removed > 0 {
+        return vec![IntegrityProblem::Withheld {
+            from: Cursor::new(after.get().saturating_add(1)),
+            to: through,
+            count: holes - removed,
+        }];
+    }
+    let mut out = Vec::new();
+    let mut prev = after.get();
+    for next in served
+        .iter()
+        .map(|c| c.get())
+        .chain(std::iter::once(through.get().saturating_add(1)))
+    {
+        if next > prev.saturating_add(1) {
+            out.push(IntegrityProblem::Withheld {
+                from: Cursor::new(prev + 1),
+                to: Cursor::new(next - 1),
+                count: next - prev - 1,
+            });
+        }
+        prev = next;
+    }
+    out
+}
+
 /// `(sender, latest relay timestamp, blob count)` per sender of a pull's blobs.
 pub(crate) fn blobs_senders(blobs: &[Blob]) -> Vec<(DeviceId, u64, u64)> {
     let mut out: Vec<(DeviceId, u64, u64)> = Vec::new();
@@ -362,6 +403,7 @@ impl Driver {
             return self.session_failed("empty PullResponse claims more".into(), true);
         }
         self.pulls.relay_max = self.pulls.relay_max.max(resp.max_cursor).max(prev);
+        let served: Vec<Cursor> = resp.entries.iter().map(|e| e.cursor).collect();
         for entry in resp.entries {
             let own = entry.sender == self.me.device_id || self.pulls.tracker.is_own(entry.cursor);
             if own && round.reply.skips_own() && !self.options.deliver_own {
@@ -418,12 +460,17 @@ impl Driver {
             }
         }
         // With has_more = false the page and max_cursor come from one snapshot: everything in
-        // (after, max_cursor] was returned (holes are expired or deleted blobs).
+        // (after, max_cursor] was returned, and the relay accounts for its holes.
         let through = if resp.has_more {
             prev
         } else {
             prev.max(resp.max_cursor)
         };
+        if round.reply.skips_own() {
+            for problem in withheld(round.after, through, &served, resp.removed) {
+                self.found(&mut round, problem);
+            }
+        }
         round.ranges.push((round.after, through));
         if resp.has_more {
             round.after = through;
@@ -524,10 +571,11 @@ impl Driver {
         let PullRound {
             ranges,
             blobs,
-            problems,
+            mut problems,
             reply,
             ..
         } = round;
+        problems.sort_by_key(IntegrityProblem::cursor);
         if reply.is_closed() {
             // The caller gave up: nothing is delivered, nothing is recorded.
             return;

@@ -47,6 +47,10 @@ struct State {
     limits: Limits,
     /// The id of the log, announced in `Welcome`.
     store_id: u64,
+    /// The last cursor assigned.
+    last_cursor: u64,
+    /// Cursors of blobs removed with the relay's knowledge (counted in `removed`).
+    removed: std::collections::BTreeSet<u64>,
 }
 
 /// The fake relay; clones share state.
@@ -149,6 +153,7 @@ impl FakeRelay {
         self.with(|s| {
             s.blobs.retain(|b| b.cursor <= cursor);
             s.by_id.retain(|_, c| *c <= cursor);
+            s.last_cursor = cursor.get();
         });
         self.drop_sessions();
     }
@@ -158,9 +163,24 @@ impl FakeRelay {
         self.with(|s| {
             s.blobs.clear();
             s.by_id.clear();
+            s.removed.clear();
+            s.last_cursor = 0;
             s.store_id = s.store_id.wrapping_add(1);
         });
         self.drop_sessions();
+    }
+
+    /// Removes the blob at `cursor` as an expiry or a delete would: pages count it in `removed`.
+    pub(crate) fn expire(&self, cursor: Cursor) {
+        self.with(|s| {
+            s.blobs.retain(|b| b.cursor != cursor);
+            s.removed.insert(cursor.get());
+        });
+    }
+
+    /// Leaves the blob at `cursor` out of every page without accounting for it (withholding).
+    pub(crate) fn withhold(&self, cursor: Cursor) {
+        self.with(|s| s.blobs.retain(|b| b.cursor != cursor));
     }
 
     /// Cuts every session (as a crash or network loss would).
@@ -291,7 +311,7 @@ impl FakeRelay {
                     let after: Vec<&Stored> =
                         s.blobs.iter().filter(|b| b.cursor > p.after).collect();
                     let has_more = after.len() > limit;
-                    let entries = after
+                    let entries: Vec<PullEntry> = after
                         .into_iter()
                         .take(limit)
                         .map(|b| PullEntry {
@@ -302,11 +322,23 @@ impl FakeRelay {
                             timestamp_ms: 7,
                         })
                         .collect();
+                    let last = entries.last().map_or(p.after, |e| e.cursor);
+                    let through = if has_more {
+                        last
+                    } else {
+                        last.max(max_cursor(s))
+                    };
+                    let removed = s
+                        .removed
+                        .iter()
+                        .filter(|c| **c > p.after.get() && **c <= through.get())
+                        .count() as u64;
                     Message::PullResponse(PullResponse {
                         request_id: p.request_id,
                         entries,
                         has_more,
                         max_cursor: max_cursor(s),
+                        removed,
                     })
                 }),
                 Message::Ping(p) => Message::Pong(Pong {
@@ -328,7 +360,7 @@ impl FakeRelay {
 }
 
 fn max_cursor(s: &State) -> Cursor {
-    s.blobs.last().map_or(Cursor::ZERO, |b| b.cursor)
+    Cursor::new(s.last_cursor)
 }
 
 fn commit(
@@ -342,6 +374,7 @@ fn commit(
         return *c;
     }
     let cursor = Cursor::new(max_cursor(s).get() + 1);
+    s.last_cursor = cursor.get();
     let size = payload.len() as u32;
     s.blobs.push(Stored {
         cursor,

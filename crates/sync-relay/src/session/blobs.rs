@@ -29,8 +29,10 @@ impl Session {
         let budget = pull_entry_budget(ctx.codec.max_frame);
         let mut used = 0usize;
         let mut has_more = page.has_more;
+        let mut removed = 0u64;
         let mut entries = Vec::with_capacity(page.entries.len());
         for e in page.entries {
+            let removed_before = e.removed_before;
             let entry = PullEntry {
                 cursor: e.cursor,
                 blob_id: e.blob_id,
@@ -44,7 +46,11 @@ impl Session {
                 break;
             }
             used = used.saturating_add(len);
+            removed = removed.saturating_add(removed_before);
             entries.push(entry);
+        }
+        if !has_more {
+            removed = removed.saturating_add(page.removed_after);
         }
         ctx.metrics.pulls_total.inc();
         ctx.metrics.pulled_blobs_total.add(entries.len() as u64);
@@ -53,6 +59,7 @@ impl Session {
             entries,
             has_more,
             max_cursor: page.max_cursor,
+            removed,
         })
     }
 

@@ -120,6 +120,9 @@ pub struct PullEntry {
     pub payload: Vec<u8>,
     /// When the relay stored the blob, in milliseconds since the Unix epoch.
     pub stored_at_ms: u64,
+    /// How many cursors between the previous entry (or the page's `after`) and this one the
+    /// relay removed (expired or deleted blobs) or never assigned to the group.
+    pub removed_before: u64,
 }
 
 impl fmt::Debug for PullEntry {
@@ -130,6 +133,7 @@ impl fmt::Debug for PullEntry {
             .field("sender", &self.sender)
             .field("payload_len", &self.payload.len())
             .field("stored_at_ms", &self.stored_at_ms)
+            .field("removed_before", &self.removed_before)
             .finish()
     }
 }
@@ -145,6 +149,10 @@ pub struct PullPage {
     /// The group's last assigned cursor when the page was read (`Cursor::ZERO` for an unknown
     /// group). It may be above every stored cursor when the newest blobs expired.
     pub max_cursor: Cursor,
+    /// Without `has_more`: how many cursors after the last entry (or `after`), up to
+    /// `max_cursor`, the relay removed or never assigned (all of them: no blob is stored
+    /// there). 0 with `has_more`.
+    pub removed_after: u64,
 }
 
 /// Totals over all groups, kept incrementally (reading them never scans a table).

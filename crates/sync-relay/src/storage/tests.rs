@@ -1127,7 +1127,7 @@ async fn schema_is_versioned_and_foreign_files_are_refused() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("v");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     conn.pragma_update(None, "user_version", 99).expect("bump");
     drop(conn);
     let r = SqliteStorage::open(dir.path(), SqliteConfig::default()).await;
@@ -1136,7 +1136,7 @@ async fn schema_is_versioned_and_foreign_files_are_refused() {
             r,
             Err(StorageError::UnsupportedSchema {
                 found: 99,
-                supported: 2
+                supported: 3
             })
         ),
         "{r:?}"
@@ -1434,7 +1434,7 @@ CREATE TABLE invites (
 CREATE INDEX invites_by_expiry ON invites (expires_at);
 ";
 
-/// A database written with the version 1 schema opens, is migrated to version 2 in place,
+/// A database written with the version 1 schema opens, is migrated to the current version in place,
 /// keeps its data and cursors, and its old blobs (stored without a digest) are idempotent and
 /// conflict-checked like new ones, also after they expire.
 #[tokio::test]
@@ -1506,7 +1506,12 @@ async fn a_version_1_database_is_migrated_when_opened() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+    // Holes made before the migration are counted as removals (the old file did not say).
+    let forgotten: i64 = conn
+        .query_row("SELECT forgotten_through FROM groups", [], |r| r.get(0))
+        .expect("forgotten_through");
+    assert_eq!(forgotten, 2, "the last cursor at the migration");
     let remembered: i64 = conn
         .query_row("SELECT COUNT(*) FROM tombstones", [], |r| r.get(0))
         .expect("tombstones");
@@ -1522,4 +1527,69 @@ async fn a_version_1_database_is_migrated_when_opened() {
     drop(conn);
     let s = open_in(&dir, StorageLimits::default()).await;
     assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(3));
+}
+
+/// `(cursor, removed_before)` of every entry of one page, and its `removed_after`.
+async fn page_holes(
+    s: &SqliteStorage,
+    g: GroupId,
+    after: u64,
+    count: u32,
+) -> (Vec<(u64, u64)>, u64) {
+    let page = s
+        .pull(g, Cursor::new(after), count, u64::MAX)
+        .await
+        .expect("pull");
+    let entries = page
+        .entries
+        .iter()
+        .map(|e| (e.cursor.get(), e.removed_before))
+        .collect();
+    (entries, page.removed_after)
+}
+
+/// A page accounts for the holes the relay made (deleted and expired blobs, and, once their
+/// ids are forgotten, every cursor below the highest forgotten one), and only for those: a row
+/// removed behind the relay's back is a hole nobody accounts for.
+#[tokio::test]
+async fn pages_count_the_holes_the_relay_made_and_only_those() {
+    let (dir, s) = fresh(StorageLimits::default()).await;
+    let g = group(1);
+    for n in 1..=6u64 {
+        assert_eq!(cursor_of(&s, push_req(g, n, 10)).await, n);
+    }
+    assert!(s.delete(g, blob(2), T0).await.expect("delete"));
+    assert!(s.delete(g, blob(5), T0).await.expect("delete"));
+    assert_eq!(
+        page_holes(&s, g, 0, 100).await,
+        (vec![(1, 0), (3, 1), (4, 0), (6, 1)], 0)
+    );
+    // A page cut by count says nothing about what lies after its last entry.
+    assert_eq!(page_holes(&s, g, 0, 2).await, (vec![(1, 0), (3, 1)], 0));
+    // Removed blobs at the end of the log: counted after the last entry.
+    assert!(s.delete(g, blob(6), T0).await.expect("delete"));
+    assert_eq!(page_holes(&s, g, 4, 100).await, (vec![], 2));
+
+    // The operator deletes cursor 3's row by hand: its hole is not accounted for.
+    s.close().await.expect("close");
+    drop(s);
+    let side = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("side conn");
+    assert_eq!(
+        side.execute("DELETE FROM blobs WHERE cursor = 3", [])
+            .expect("delete row"),
+        1
+    );
+    drop(side);
+    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(page_holes(&s, g, 0, 100).await, (vec![(1, 0), (4, 1)], 2));
+
+    // Once the removed ids are forgotten, every hole up to the highest forgotten cursor counts
+    // as a removal (the relay no longer knows better).
+    assert_eq!(
+        s.forget_removed_ids(u64::MAX / 2, 100)
+            .await
+            .expect("forget"),
+        3
+    );
+    assert_eq!(page_holes(&s, g, 0, 100).await, (vec![(1, 0), (4, 2)], 2));
 }

@@ -129,6 +129,11 @@ pub struct PullResponse {
     pub has_more: bool,
     /// Highest cursor committed in the group when the response was built.
     pub max_cursor: Cursor,
+    /// How many cursors of the span this page covers hold no blob because the relay removed
+    /// it (expired or deleted) or never assigned the cursor to this group. The span is
+    /// `(after, last entry]` with `has_more`, else `(after, max(last entry, max_cursor)]`. A
+    /// device counts the span's holes: holes the relay does not account for were withheld.
+    pub removed: u64,
 }
 
 impl PullResponse {
@@ -140,12 +145,13 @@ impl PullResponse {
             .iter()
             .fold(0usize, |a, e| a.saturating_add(e.encoded_len()));
         len::sum(&[
-            len::array_header(4),
+            len::array_header(5),
             len::uint(self.request_id),
             len::array_header(self.entries.len()),
             entries,
             len::BOOL,
             len::uint(self.max_cursor.get()),
+            len::uint(self.removed),
         ])
     }
 }

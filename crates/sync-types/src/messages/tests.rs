@@ -54,6 +54,7 @@ fn pull_response_with_one_max_entry_fits_the_default_frame() {
         entries: vec![entry],
         has_more: true,
         max_cursor: Cursor::new(u64::MAX),
+        removed: u64::MAX,
     });
     let bytes = msg.to_bytes().expect("encode");
     assert_eq!(bytes.len(), msg.encoded_len());
@@ -71,6 +72,7 @@ fn pull_response_overhead_holds_for_a_huge_entry_count() {
         entries,
         has_more: false,
         max_cursor: Cursor::new(u64::MAX),
+        removed: u64::MAX,
     });
     let bytes = msg.to_bytes().expect("encode");
     assert_eq!(bytes.len(), msg.encoded_len());

@@ -170,6 +170,7 @@ pub(crate) fn pull_response() -> impl Strategy<Value = PullResponse> {
         ],
         has_more: any::<bool>(),
         max_cursor: cursor(),
+        removed: u64s(),
     })
 }
 

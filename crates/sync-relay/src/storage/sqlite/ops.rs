@@ -177,8 +177,10 @@ impl WriteOp for PushOp {
                 // A group deleted while idle comes back above every cursor it ever used.
                 let floor = cursor_floor(conn)?;
                 conn.prepare_cached(
-                    "INSERT INTO groups (group_id, last_cursor, blob_count, byte_count, last_active)
-                     VALUES (?1, ?2, 0, 0, ?3)",
+                    "INSERT INTO groups
+                         (group_id, last_cursor, blob_count, byte_count, last_active,
+                          forgotten_through)
+                     VALUES (?1, ?2, 0, 0, ?3, ?2)",
                 )?
                 .execute(params![
                     &req.group.as_bytes()[..],

@@ -141,14 +141,22 @@ pub(super) fn pull_blocking(
 ) -> Result<PullPage> {
     // One read transaction: the page and max_cursor come from the same snapshot.
     let tx = conn.transaction()?;
-    let head: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT id, last_cursor FROM groups WHERE group_id = ?1")?
-        .query_row([&group.as_bytes()[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+    let head: Option<(i64, i64, i64)> = tx
+        .prepare_cached(
+            "SELECT id, last_cursor, forgotten_through FROM groups WHERE group_id = ?1",
+        )?
+        .query_row([&group.as_bytes()[..]], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    let Some((group_ref, last)) = head else {
+    let Some((group_ref, last, forgotten)) = head else {
         return Ok(PullPage::default());
     };
     let max_cursor = Cursor::new(to_u64(last, "last_cursor")?);
+    let holes = Holes {
+        group_ref,
+        forgotten: to_u64(forgotten, "forgotten_through")?,
+    };
 
     let want = usize::try_from(max_count.max(1)).unwrap_or(usize::MAX);
     let mut metas = Vec::new();
@@ -183,9 +191,12 @@ pub(super) fn pull_blocking(
         }
     }
     let mut entries = Vec::with_capacity(metas.len());
+    let mut prev = after.get();
     {
         let mut stmt = tx.prepare_cached("SELECT payload FROM blobs WHERE id = ?1")?;
         for (id, size, cursor, blob_id, sender, stored_at_ms) in metas {
+            let removed_before = holes.removed_between(&tx, prev, cursor.get())?;
+            prev = cursor.get();
             let payload: Vec<u8> = stmt.query_row([id], |r| r.get(0))?;
             if u64::try_from(payload.len()).ok() != Some(size) {
                 return Err(StorageError::Corrupt {
@@ -198,15 +209,54 @@ pub(super) fn pull_blocking(
                 sender,
                 payload,
                 stored_at_ms,
+                removed_before,
             });
         }
     }
+    let removed_after = if has_more || max_cursor.get() <= prev {
+        0
+    } else {
+        holes.removed_between(&tx, prev, max_cursor.get().saturating_add(1))?
+    };
     tx.commit()?;
     Ok(PullPage {
         entries,
         has_more,
         max_cursor,
+        removed_after,
     })
+}
+
+/// What the relay knows about the holes in one group's log.
+struct Holes {
+    group_ref: i64,
+    /// Cursors at or below this may be removals whose tombstones were forgotten, or cursors
+    /// never assigned to this group.
+    forgotten: u64,
+}
+
+impl Holes {
+    /// How many cursors strictly between `lo` and `hi` (a stretch holding no blob) the relay
+    /// removed or never assigned: those at or below `forgotten`, and those with a tombstone.
+    fn removed_between(&self, tx: &rusqlite::Transaction<'_>, lo: u64, hi: u64) -> Result<u64> {
+        let gap = hi.saturating_sub(lo).saturating_sub(1);
+        if gap == 0 {
+            return Ok(0);
+        }
+        let low = self.forgotten.min(hi.saturating_sub(1)).saturating_sub(lo);
+        let from = lo.max(self.forgotten);
+        let listed: i64 = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM tombstones
+                 WHERE group_ref = ?1 AND cursor > ?2 AND cursor < ?3",
+            )?
+            .query_row(
+                params![self.group_ref, clamp_i64(from), clamp_i64(hi)],
+                |r| r.get(0),
+            )?;
+        let listed = to_u64(listed, "tombstone count")?;
+        Ok(low.saturating_add(listed).min(gap))
+    }
 }
 
 /// Recomputes the totals from the blobs and checks them against the group counters.

@@ -179,7 +179,20 @@ pub(super) struct ForgetOp {
 impl WriteOp for ForgetOp {
     type Output = u64;
 
-    fn apply(&mut self, conn: &Connection, _ctx: &mut BatchCtx) -> rusqlite::Result<Result<u64>> {
+    fn apply(&mut self, conn: &Connection, ctx: &mut BatchCtx) -> rusqlite::Result<Result<u64>> {
+        // Group rows change below in SQL: write this batch's pending changes first.
+        ctx.flush_groups(conn)?;
+        // Holes at or below a forgotten tombstone's cursor are removals the relay no longer
+        // lists one by one.
+        conn.prepare_cached(
+            "UPDATE groups SET forgotten_through = max(forgotten_through, t.top)
+             FROM (SELECT group_ref, max(cursor) AS top FROM
+                     (SELECT group_ref, cursor FROM tombstones WHERE forget_at <= ?1
+                      ORDER BY forget_at LIMIT ?2)
+                   GROUP BY group_ref) AS t
+             WHERE groups.id = t.group_ref",
+        )?
+        .execute([clamp_i64(self.now_ms), i64::from(self.batch)])?;
         let forgotten = conn
             .prepare_cached(
                 "DELETE FROM tombstones WHERE (group_ref, blob_id) IN

@@ -6,9 +6,9 @@ use rusqlite::Connection;
 use super::{Result, SqliteConfig, clamp_i64, to_u64};
 use crate::storage::{StorageError, StorageStats};
 
-/// The schema version this build creates and reads (`PRAGMA user_version`). Version 1 files are
-/// migrated when they are opened.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build creates and reads (`PRAGMA user_version`). Version 1 and 2
+/// files are migrated when they are opened.
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of relay databases ("0kSR"), so a foreign SQLite file is refused.
 pub(super) const APPLICATION_ID: i64 = 0x306b_5352;
@@ -38,7 +38,20 @@ CREATE INDEX groups_without_blobs ON groups (last_active) WHERE blob_count = 0;
     };
 }
 
-/// The relay database schema (version 2). Public so benchmarks can measure raw SQLite inserts
+/// What version 3 adds (created by the full schema and by the migration from version 2): per
+/// group, the highest cursor whose removal the relay may no longer remember (`forgotten_through`:
+/// the cursors it never assigned to this group, and tombstones it forgot), and tombstones by
+/// cursor, so a pull page can say how many of its holes are removals.
+macro_rules! new_in_v3 {
+    () => {
+        "
+ALTER TABLE groups ADD COLUMN forgotten_through INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tombstones_by_cursor ON tombstones (group_ref, cursor);
+"
+    };
+}
+
+/// The relay database schema (version 3). Public so benchmarks can measure raw SQLite inserts
 /// on exactly the relay's row shape and indexes.
 ///
 /// `blobs.digest` is the SHA-256 of the payload (NULL only in rows written by version 1, whose
@@ -78,7 +91,8 @@ CREATE TABLE invites (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX invites_by_expiry ON invites (expires_at);
 ",
-    tables_new_in_v2!()
+    tables_new_in_v2!(),
+    new_in_v3!()
 );
 
 /// From version 1 to 2: the digest column (after the payload in migrated files: rows of
@@ -172,7 +186,7 @@ pub(super) fn check_schema(conn: &Connection) -> Result<SchemaState> {
             what: format!("application_id {app_id:#x} is not a relay database"),
         }),
         SCHEMA_VERSION => Ok(SchemaState::Current),
-        1 => Ok(SchemaState::Old(1)),
+        old @ (1 | 2) => Ok(SchemaState::Old(old)),
         found => Err(StorageError::UnsupportedSchema {
             found,
             supported: SCHEMA_VERSION,
@@ -198,6 +212,12 @@ pub(super) fn migrate(conn: &Connection, from: i64, now_ms: u64) -> Result<()> {
     if from <= 1 {
         tx.execute_batch(MIGRATE_1_TO_2)?;
         tx.execute("UPDATE groups SET last_active = ?1", [clamp_i64(now_ms)])?;
+    }
+    if from <= 2 {
+        tx.execute_batch(new_in_v3!())?;
+        // Older versions did not record which tombstones they forgot: every hole up to now
+        // counts as a removal.
+        tx.execute("UPDATE groups SET forgotten_through = last_cursor", [])?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
