@@ -249,8 +249,10 @@ impl SyncClient {
             .await
     }
 
-    /// Pulls every blob this device has not received yet (paging until the relay has no
-    /// more), verified and decrypted, in cursor order. Blobs that fail verification, or that
+    /// Pulls the blobs this device has not received yet (paging until the relay has no more,
+    /// or until [`ClientOptions::pull_round_bytes`](crate::ClientOptions::pull_round_bytes) of
+    /// blobs are collected: then a [`SyncEvent::BlobsAvailable`] says to pull again), verified
+    /// and decrypted, in cursor order. Blobs that fail verification, or that
     /// the relay serves again under another cursor, are not returned: each is reported as a
     /// [`SyncEvent::Integrity`] (and in [`PullBatch::problems`] with
     /// [`pull_uncommitted`](Self::pull_uncommitted)). The resume cursor advances over

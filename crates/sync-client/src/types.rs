@@ -35,6 +35,10 @@ pub struct ClientOptions {
     pub max_in_flight: usize,
     /// Entries asked for per pull page (clamped by the relay).
     pub pull_page: u32,
+    /// Most bytes of blobs one pull collects before it returns (at least one page is always
+    /// taken): a large backlog comes in several pulls, each bounded, instead of whole in
+    /// memory. [`PullBatch::more`] says when more is waiting.
+    pub pull_round_bytes: usize,
     /// Wait used when the relay defers a push without a retry hint.
     pub default_retry: Duration,
     /// Whether [`SyncClient::pull`](crate::SyncClient::pull) also returns this device's own
@@ -58,6 +62,7 @@ impl Default for ClientOptions {
             ping_interval: Duration::from_secs(15),
             max_in_flight: 256,
             pull_page: 1000,
+            pull_round_bytes: 32 << 20,
             default_retry: Duration::from_secs(1),
             deliver_own: false,
             event_capacity: 4096,
@@ -193,6 +198,9 @@ pub struct PullBatch {
     /// What the pull found wrong with what the relay served, in cursor order (empty when all
     /// is well): the blobs concerned are not in `blobs`.
     pub problems: Vec<IntegrityProblem>,
+    /// The pull stopped at [`ClientOptions::pull_round_bytes`] with more blobs waiting on the
+    /// relay: pull again (after committing this batch) for the rest.
+    pub more: bool,
 }
 
 impl fmt::Debug for Blob {

@@ -228,7 +228,10 @@ impl Watcher {
         match pulled {
             Ok(batch) => {
                 self.backoff = self.options.retry_initial;
-                (!batch.blobs.is_empty()).then_some(WatchEvent::Batch(batch))
+                // A bounded batch with more waiting: the next call pulls again.
+                self.want_pull |= batch.more;
+                (!batch.blobs.is_empty() || !batch.problems.is_empty())
+                    .then_some(WatchEvent::Batch(batch))
             }
             Err(ClientError::NotConnected) => None,
             Err(ClientError::Closed) => {

@@ -74,67 +74,94 @@ async fn print_and_commit(
     own: DeviceId,
     args: &PullArgs,
 ) -> Result<(), Failure> {
-    enum Pulled {
-        Reread(Vec<Blob>),
-        Batch(PullBatch),
-    }
-    let pulled = match tokio::time::timeout(ctx.wait, async {
-        match args.after_cursor {
-            Some(n) => client.pull_after(Cursor::new(n)).await.map(Pulled::Reread),
-            None => client.pull_uncommitted().await.map(Pulled::Batch),
+    let mut problems = 0;
+    let mut printed = 0;
+    // A large backlog comes in bounded batches: each is printed and committed before the next
+    // is pulled (with --json, one object per batch).
+    loop {
+        let pulled = within_wait(ctx, relay, async {
+            match args.after_cursor {
+                Some(n) => client.pull_after(Cursor::new(n)).await.map(Pulled::Reread),
+                None => client.pull_uncommitted().await.map(Pulled::Batch),
+            }
+        })
+        .await?;
+        let (blobs, resume, found, more) = match &pulled {
+            Pulled::Reread(blobs) => (
+                blobs.as_slice(),
+                client.status().resume_cursor,
+                &[][..],
+                false,
+            ),
+            Pulled::Batch(b) => (
+                b.blobs.as_slice(),
+                b.resume_cursor,
+                b.problems.as_slice(),
+                b.more,
+            ),
+        };
+        if printed == 0
+            && let Some(line) = rewound_warning(client)
+        {
+            note!("{line}");
         }
-    })
-    .await
-    {
-        Ok(r) => r.map_err(|e| from_client(e, &relay.to_string()))?,
-        Err(_) => {
-            return Err(Failure::new(
-                Kind::Unreachable,
-                format!(
-                    "relay at {relay} did not answer the pull within --wait {}s; nothing pulled",
-                    ctx.wait.as_secs_f64()
-                ),
-            ));
+        warn_problems(found);
+        problems += found.len();
+        printed += blobs.len();
+        if ctx.json {
+            let list: Vec<_> = blobs.iter().map(|b| show::blob_json(b, own)).collect();
+            let found: Vec<String> = found.iter().map(ToString::to_string).collect();
+            out::json(&json!({
+                "blobs": list,
+                "resume_cursor": resume.get(),
+                "problems": found,
+            }))?;
+        } else {
+            print_blobs(ctx, blobs, own, args.raw)?;
         }
-    };
-    let (blobs, resume) = match &pulled {
-        Pulled::Reread(blobs) => (blobs.as_slice(), client.status().resume_cursor),
-        Pulled::Batch(batch) => (batch.blobs.as_slice(), batch.resume_cursor),
-    };
-    let problems = match &pulled {
-        Pulled::Reread(_) => &[][..],
-        Pulled::Batch(batch) => batch.problems.as_slice(),
-    };
-    if let Some(line) = rewound_warning(client) {
-        note!("{line}");
-    }
-    warn_problems(problems);
-    if ctx.json {
-        let list: Vec<_> = blobs.iter().map(|b| show::blob_json(b, own)).collect();
-        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        out::json(&json!({
-            "blobs": list,
-            "resume_cursor": resume.get(),
-            "problems": problems,
-        }))?;
-    } else {
-        print_blobs(ctx, blobs, own, args.raw)?;
-        if !args.raw && blobs.is_empty() {
-            note!("nothing new");
+        if let Pulled::Batch(batch) = &pulled {
+            client.commit_pull(batch).await.map_err(|e| {
+                Failure::new(
+                    Kind::Other,
+                    format!(
+                        "the blobs were printed but the cursor could not be saved ({}); the next pull prints them again",
+                        from_client(e, &relay.to_string()).msg
+                    ),
+                )
+            })?;
+        }
+        if !more {
+            break;
         }
     }
-    if let Pulled::Batch(batch) = &pulled {
-        client.commit_pull(batch).await.map_err(|e| {
-            Failure::new(
-                Kind::Other,
-                format!(
-                    "the blobs were printed but the cursor could not be saved ({}); the next pull prints them again",
-                    from_client(e, &relay.to_string()).msg
-                ),
-            )
-        })?;
+    if !ctx.json && !args.raw && printed == 0 {
+        note!("nothing new");
     }
-    integrity_outcome(problems.len())
+    integrity_outcome(problems)
+}
+
+/// What one pull gave.
+enum Pulled {
+    Reread(Vec<Blob>),
+    Batch(PullBatch),
+}
+
+/// Runs a pull within `--wait`; a pull that takes longer is "unreachable".
+async fn within_wait<T>(
+    ctx: &Ctx,
+    relay: &RelayAddr,
+    pull: impl std::future::Future<Output = Result<T, sync_client::ClientError>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(ctx.wait, pull).await {
+        Ok(r) => r.map_err(|e| from_client(e, &relay.to_string())),
+        Err(_) => Err(Failure::new(
+            Kind::Unreachable,
+            format!(
+                "relay at {relay} did not answer the pull within --wait {}s; nothing more pulled",
+                ctx.wait.as_secs_f64()
+            ),
+        )),
+    }
 }
 
 /// The warning line for a relay whose log was found behind this device, if it was.

@@ -93,6 +93,8 @@ struct PullRound {
     ids: HashMap<BlobId, Cursor>,
     /// What was found wrong so far.
     problems: Vec<IntegrityProblem>,
+    /// Payload bytes of `blobs`.
+    bytes: usize,
     reply: RoundReply,
 }
 
@@ -360,6 +362,7 @@ impl Driver {
             blobs: Vec::new(),
             ids: HashMap::new(),
             problems: Vec::new(),
+            bytes: 0,
             reply,
         });
         self.send_pull(request_id, after);
@@ -444,6 +447,7 @@ impl Driver {
                         ),
                         None => {
                             round.ids.insert(blob.blob_id, blob.cursor);
+                            round.bytes = round.bytes.saturating_add(blob.data.len());
                             round.blobs.push(blob);
                         }
                     }
@@ -472,14 +476,22 @@ impl Driver {
             }
         }
         round.ranges.push((round.after, through));
-        if resp.has_more {
+        if resp.has_more && round.bytes >= self.options.pull_round_bytes {
+            // Bounded: this round returns what it holds; the rest comes with the next pull.
+            self.finish_round(round, None, true);
+            self.reports.emit(SyncEvent::BlobsAvailable {
+                cursor: self.pulls.relay_max,
+                sender: None,
+            });
+            self.start_next_pull();
+        } else if resp.has_more {
             round.after = through;
             round.request_id = self.session.request_id();
             let (id, after) = (round.request_id, round.after);
             self.pulls.round = Some(round);
             self.send_pull(id, after);
         } else {
-            self.finish_round(round, None);
+            self.finish_round(round, None, false);
             self.start_next_pull();
         }
     }
@@ -547,7 +559,7 @@ impl Driver {
             return self.start_next_pull();
         }
         if let Some(round) = self.pulls.round.take() {
-            self.finish_round(round, Some(rejected(e, None)));
+            self.finish_round(round, Some(rejected(e, None)), false);
         }
         self.start_next_pull();
     }
@@ -557,7 +569,7 @@ impl Driver {
     pub(super) fn pulls_session_lost(&mut self) {
         self.pulls.probe = None;
         if let Some(round) = self.pulls.round.take() {
-            self.finish_round(round, Some(ClientError::NotConnected));
+            self.finish_round(round, Some(ClientError::NotConnected), false);
         }
         for waiter in self.pulls.queue.drain(..) {
             waiter.reply.fail(ClientError::NotConnected);
@@ -566,8 +578,9 @@ impl Driver {
 
     /// Hands a round's blobs to its caller and, only if the caller took them, records their
     /// cursors (`Pull`), or leaves that to `CommitPull` (`PullUncommitted`). With `error` and no
-    /// blobs collected, reports the error instead.
-    fn finish_round(&mut self, round: PullRound, error: Option<ClientError>) {
+    /// blobs collected, reports the error instead. `more`: the round stopped at its byte bound
+    /// with more waiting.
+    fn finish_round(&mut self, round: PullRound, error: Option<ClientError>, more: bool) {
         let PullRound {
             ranges,
             blobs,
@@ -615,6 +628,7 @@ impl Driver {
                     ranges,
                     complete,
                     problems,
+                    more,
                 }));
             }
         }

@@ -652,6 +652,51 @@ async fn withheld_cursors_are_reported_exactly_when_nothing_expired() {
 }
 
 #[tokio::test]
+async fn a_large_backlog_comes_in_bounded_batches_each_blob_once() {
+    let relay = FakeRelay::new();
+    relay.set_page_limit(2);
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    for i in 0..10u8 {
+        guard("push", a.push(&vec![i; 100_000])).await.unwrap();
+    }
+    let mut options = fast_options();
+    options.pull_round_bytes = 250_000;
+    let b = guard(
+        "connect",
+        SyncClient::connect(
+            config(&relay, StoreLocation::InMemory, GroupChoice::Use(g.clone()))
+                .with_options(options),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut batches = 0;
+    loop {
+        let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
+        batches += 1;
+        let bytes: usize = batch.blobs.iter().map(|b| b.data.len()).sum();
+        // The bound, plus at most the page that crossed it.
+        assert!(bytes <= 250_000 + 2 * 100_000, "{bytes}");
+        got.extend(batch.blobs.iter().map(|b| b.data[0]));
+        guard("commit", b.commit_pull(&batch)).await.unwrap();
+        if !batch.more {
+            break;
+        }
+        assert!(batches < 10, "the batches end");
+    }
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<u8>>(),
+        "each blob once, in order"
+    );
+    assert!(batches > 1, "{batches}");
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn tampered_blob_is_an_error_event_not_data() {
     let relay = FakeRelay::new();
     let g = material(1);
