@@ -9,7 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use sync_core::{ConnectionState, CursorTracker};
 use sync_crypto::open;
 use sync_types::{
-    BlobId, Cursor, DeviceId, Message, Notify, Pull, PullResponse, RelayId, WireError,
+    BlobId, Cursor, DeviceId, Message, Notify, PULL_ENTRY_OVERHEAD, Pull, PullResponse, RelayId,
+    WireError,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -93,7 +94,7 @@ struct PullRound {
     ids: HashMap<BlobId, Cursor>,
     /// What was found wrong so far.
     problems: Vec<IntegrityProblem>,
-    /// Payload bytes of `blobs`.
+    /// Bytes of the entries served so far (payloads and their framing).
     bytes: usize,
     reply: RoundReply,
 }
@@ -407,6 +408,11 @@ impl Driver {
         }
         self.pulls.relay_max = self.pulls.relay_max.max(resp.max_cursor).max(prev);
         let served: Vec<Cursor> = resp.entries.iter().map(|e| e.cursor).collect();
+        // What the round holds counts everything served, delivered or not, so a relay that
+        // serves endless pages of refused or repeated entries cannot grow it without bound.
+        round.bytes = resp.entries.iter().fold(round.bytes, |n, e| {
+            n.saturating_add(e.payload.len() + PULL_ENTRY_OVERHEAD)
+        });
         for entry in resp.entries {
             let own = entry.sender == self.me.device_id || self.pulls.tracker.is_own(entry.cursor);
             if own && round.reply.skips_own() && !self.options.deliver_own {
@@ -447,7 +453,6 @@ impl Driver {
                         ),
                         None => {
                             round.ids.insert(blob.blob_id, blob.cursor);
-                            round.bytes = round.bytes.saturating_add(blob.data.len());
                             round.blobs.push(blob);
                         }
                     }

@@ -40,7 +40,7 @@ struct State {
     push_counts: HashMap<BlobId, usize>,
     /// Every Hello: the device, its resume cursor and the encoded message.
     hellos: Vec<(DeviceId, Cursor, Vec<u8>)>,
-    sessions: Vec<(u64, DeviceId, mpsc::UnboundedSender<Message>)>,
+    sessions: Vec<(u64, DeviceId, mpsc::UnboundedSender<Out>)>,
     tasks: Vec<JoinHandle<()>>,
     next_session: u64,
     page_limit: u32,
@@ -49,6 +49,8 @@ struct State {
     store_id: u64,
     /// The last cursor assigned.
     last_cursor: u64,
+    /// Misbehaviour on pulls, if any.
+    trick: Option<PullTrick>,
     /// Cursors of blobs removed with the relay's knowledge (counted in `removed`).
     removed: std::collections::BTreeSet<u64>,
 }
@@ -178,6 +180,11 @@ impl FakeRelay {
         });
     }
 
+    /// Misbehaves on pulls from now on (`None`: honest again).
+    pub(crate) fn set_pull_trick(&self, trick: Option<PullTrick>) {
+        self.with(|s| s.trick = trick);
+    }
+
     /// Leaves the blob at `cursor` out of every page without accounting for it (withholding).
     pub(crate) fn withhold(&self, cursor: Cursor) {
         self.with(|s| s.blobs.retain(|b| b.cursor != cursor));
@@ -224,11 +231,14 @@ impl FakeRelay {
         io: tokio::io::DuplexStream,
     ) {
         let (mut r, mut w) = tokio::io::split(io);
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
         let writer = tokio::spawn(async move {
             let codec = FrameCodec::default();
-            while let Some(msg) = rx.recv().await {
-                let frame = codec.encode_to_bytes(&msg).unwrap();
+            while let Some(out) = rx.recv().await {
+                let frame = match out {
+                    Out::Msg(msg) => codec.encode_to_bytes(&msg).unwrap(),
+                    Out::Raw(bytes) => bytes.into(),
+                };
                 if w.write_all(&frame).await.is_err() {
                     break;
                 }
@@ -272,7 +282,7 @@ impl FakeRelay {
                         .map(|_| WireError::new(ErrorCode::Unauthorized, "bad signature"))
                 });
                 if let Some(e) = refusal {
-                    let _ = tx.send(Message::Error(e.for_request(h.request_id)));
+                    let _ = tx.send(Out::Msg(Message::Error(e.for_request(h.request_id))));
                     break;
                 }
                 let welcome = self.with(|s| {
@@ -285,70 +295,24 @@ impl FakeRelay {
                         store_id: s.store_id,
                     }
                 });
-                let _ = tx.send(Message::Welcome(welcome));
+                let _ = tx.send(Out::Msg(Message::Welcome(welcome)));
                 hello_done = true;
                 continue;
             }
             if self.with(|s| s.mute) {
                 continue;
             }
-            let reply = match msg {
-                Message::Push(p) => self.with(|s| {
-                    *s.push_counts.entry(p.blob_id).or_default() += 1;
-                    if let Some(e) = s.push_errors.pop_front() {
-                        return Message::Error(e.for_request(p.request_id));
-                    }
-                    let cursor = commit(s, device, p.blob_id, p.payload, Some(id));
-                    Message::PushAck(PushAck {
-                        request_id: p.request_id,
-                        blob_id: p.blob_id,
-                        cursor,
-                        server_time_ms: 1,
-                    })
-                }),
-                Message::Pull(p) => self.with(|s| {
-                    let limit = p.limit.min(s.page_limit).max(1) as usize;
-                    let after: Vec<&Stored> =
-                        s.blobs.iter().filter(|b| b.cursor > p.after).collect();
-                    let has_more = after.len() > limit;
-                    let entries: Vec<PullEntry> = after
-                        .into_iter()
-                        .take(limit)
-                        .map(|b| PullEntry {
-                            cursor: b.cursor,
-                            blob_id: b.blob_id,
-                            sender: b.sender,
-                            payload: b.payload.clone(),
-                            timestamp_ms: 7,
-                        })
-                        .collect();
-                    let last = entries.last().map_or(p.after, |e| e.cursor);
-                    let through = if has_more {
-                        last
-                    } else {
-                        last.max(max_cursor(s))
-                    };
-                    let removed = s
-                        .removed
-                        .iter()
-                        .filter(|c| **c > p.after.get() && **c <= through.get())
-                        .count() as u64;
-                    Message::PullResponse(PullResponse {
-                        request_id: p.request_id,
-                        entries,
-                        has_more,
-                        max_cursor: max_cursor(s),
-                        removed,
-                    })
-                }),
-                Message::Ping(p) => Message::Pong(Pong {
-                    request_id: p.request_id,
-                }),
-                Message::Bye(_) => {
-                    self.byes.send_modify(|b| *b += 1);
-                    break;
-                }
-                _ => Message::Error(WireError::new(ErrorCode::UnexpectedMessage, "no")),
+            if matches!(msg, Message::Bye(_)) {
+                self.byes.send_modify(|b| *b += 1);
+                break;
+            }
+            let trick = match &msg {
+                Message::Pull(p) => self.with(|s| s.pull_trick(p)),
+                _ => None,
+            };
+            let reply = match (msg, trick) {
+                (_, Some(out)) => out,
+                (msg, None) => Out::Msg(self.answer(msg, id, device)),
             };
             if tx.send(reply).is_err() {
                 break;
@@ -356,6 +320,109 @@ impl FakeRelay {
         }
         self.with(|s| s.sessions.retain(|(sid, _, _)| *sid != id));
         drop(tx);
+    }
+
+    /// The honest answer to a request on an established session.
+    fn answer(&self, msg: Message, id: u64, device: DeviceId) -> Message {
+        match msg {
+            Message::Push(p) => self.with(|s| {
+                *s.push_counts.entry(p.blob_id).or_default() += 1;
+                if let Some(e) = s.push_errors.pop_front() {
+                    return Message::Error(e.for_request(p.request_id));
+                }
+                let cursor = commit(s, device, p.blob_id, p.payload, Some(id));
+                Message::PushAck(PushAck {
+                    request_id: p.request_id,
+                    blob_id: p.blob_id,
+                    cursor,
+                    server_time_ms: 1,
+                })
+            }),
+            Message::Pull(p) => self.with(|s| {
+                let limit = p.limit.min(s.page_limit).max(1) as usize;
+                let after: Vec<&Stored> = s.blobs.iter().filter(|b| b.cursor > p.after).collect();
+                let has_more = after.len() > limit;
+                let entries: Vec<PullEntry> = after
+                    .into_iter()
+                    .take(limit)
+                    .map(|b| PullEntry {
+                        cursor: b.cursor,
+                        blob_id: b.blob_id,
+                        sender: b.sender,
+                        payload: b.payload.clone(),
+                        timestamp_ms: 7,
+                    })
+                    .collect();
+                let last = entries.last().map_or(p.after, |e| e.cursor);
+                let through = if has_more {
+                    last
+                } else {
+                    last.max(max_cursor(s))
+                };
+                let removed = s
+                    .removed
+                    .iter()
+                    .filter(|c| **c > p.after.get() && **c <= through.get())
+                    .count() as u64;
+                Message::PullResponse(PullResponse {
+                    request_id: p.request_id,
+                    entries,
+                    has_more,
+                    max_cursor: max_cursor(s),
+                    removed,
+                })
+            }),
+            Message::Ping(p) => Message::Pong(Pong {
+                request_id: p.request_id,
+            }),
+            _ => Message::Error(WireError::new(ErrorCode::UnexpectedMessage, "no")),
+        }
+    }
+}
+
+/// What a session sends: a message, or bytes that are no valid frame.
+enum Out {
+    Msg(Message),
+    Raw(Vec<u8>),
+}
+
+/// How the relay misbehaves on the next pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PullTrick {
+    /// Answer the next pull with a frame header announcing 4 GiB and a few bytes (once).
+    HugeFrame,
+    /// Answer every pull with one more page: the first stored blob again, under the cursor
+    /// after the pull's, and "more to come".
+    EndlessPages,
+}
+
+impl State {
+    fn pull_trick(&mut self, p: &sync_types::Pull) -> Option<Out> {
+        match self.trick? {
+            PullTrick::HugeFrame => {
+                self.trick = None;
+                let mut raw = 0xFFFF_FFF0u32.to_be_bytes().to_vec();
+                raw.extend_from_slice(&[0x92, 0x13, 0x95]);
+                Some(Out::Raw(raw))
+            }
+            PullTrick::EndlessPages => {
+                let first = self.blobs.first()?;
+                let cursor = Cursor::new(p.after.get() + 1);
+                Some(Out::Msg(Message::PullResponse(PullResponse {
+                    request_id: p.request_id,
+                    entries: vec![PullEntry {
+                        cursor,
+                        blob_id: first.blob_id,
+                        sender: first.sender,
+                        payload: first.payload.clone(),
+                        timestamp_ms: 7,
+                    }],
+                    has_more: true,
+                    max_cursor: Cursor::new(cursor.get() + 1),
+                    removed: 0,
+                })))
+            }
+        }
     }
 }
 
@@ -385,12 +452,12 @@ fn commit(
     s.by_id.insert(blob_id, cursor);
     for (sid, _, tx) in &s.sessions {
         if Some(*sid) != from_session {
-            let _ = tx.send(Message::Notify(Notify {
+            let _ = tx.send(Out::Msg(Message::Notify(Notify {
                 cursor,
                 blob_id,
                 sender,
                 size,
-            }));
+            })));
         }
     }
     cursor

@@ -13,7 +13,7 @@ use sync_testkit::devices::group as material;
 use sync_testkit::{GUARD, guard};
 use sync_types::{BlobId, Cursor, ErrorCode, Limits, WireError};
 
-use self::fake_relay::FakeRelay;
+use self::fake_relay::{FakeRelay, PullTrick};
 use crate::IntegrityProblem;
 use crate::{
     ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, Store, StoreLocation,
@@ -692,6 +692,72 @@ async fn a_large_backlog_comes_in_bounded_batches_each_blob_once() {
         "each blob once, in order"
     );
     assert!(batches > 1, "{batches}");
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_frame_announcing_4_gib_ends_the_session_and_the_next_one_delivers() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    for i in 0..3u8 {
+        guard("push", a.push(&[i])).await.unwrap();
+    }
+    let b = client(&relay, &g).await;
+    let mut events = b.subscribe();
+    relay.set_pull_trick(Some(PullTrick::HugeFrame));
+    // Refused from its 4-byte header (above MAX_FRAME_LIMIT): nothing is reserved for it, the
+    // session ends, the pull fails with a typed error.
+    let first = guard("pull", b.pull()).await;
+    assert!(matches!(first, Err(ClientError::NotConnected)), "{first:?}");
+    wait_for(&mut events, |e| matches!(e, SyncEvent::Connected { .. })).await;
+    let got = guard("pull", b.pull()).await.unwrap();
+    let data: Vec<u8> = got.iter().map(|b| b.data[0]).collect();
+    assert_eq!(data, vec![0, 1, 2], "the next session delivers everything once");
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn endless_pages_end_a_pull_at_its_byte_bound() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    guard("push", a.push(b"real")).await.unwrap();
+    let mut options = fast_options();
+    options.pull_round_bytes = 10_000;
+    let b = guard(
+        "connect",
+        SyncClient::connect(
+            config(&relay, StoreLocation::InMemory, GroupChoice::Use(g.clone()))
+                .with_options(options),
+        ),
+    )
+    .await
+    .unwrap();
+    // Every page says "more", forever, repeating the one real blob under new cursors.
+    relay.set_pull_trick(Some(PullTrick::EndlessPages));
+    let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
+    assert!(batch.more);
+    assert_eq!(batch.blobs.len(), 1, "the real blob once");
+    assert!(
+        !batch.problems.is_empty() && batch.problems.len() < 100,
+        "{} problems: the round stopped at its bound",
+        batch.problems.len()
+    );
+    assert!(
+        batch
+            .problems
+            .iter()
+            .all(|p| matches!(p, IntegrityProblem::Replayed { .. }))
+    );
+    // Not committed; an honest relay again: the blob arrives once.
+    relay.set_pull_trick(None);
+    let got = guard("pull", b.pull_uncommitted()).await.unwrap();
+    assert_eq!(got.blobs.len(), 1);
+    assert_eq!(got.blobs[0].data, b"real");
+    assert!(got.problems.is_empty() && !got.more);
     a.close().await;
     b.close().await;
 }
