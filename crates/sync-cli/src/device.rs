@@ -155,7 +155,19 @@ impl Ctx {
         let client = SyncClient::connect(config)
             .await
             .map_err(|e| from_client(e, &relay.to_string()))?;
-        let online = client.status().connection == ConnectionStatus::Connected;
+        let status = client.status();
+        if status.wrong_relay {
+            client.close().await;
+            return Err(Failure::new(
+                Kind::Refused,
+                format!(
+                    "the endpoint at {} is not relay {}, the one this device pinned: its key changed, or another relay answers there; nothing was sent to it (if the relay's identity changed on purpose, pair again with its new id)",
+                    relay.addrs.join(","),
+                    relay.id
+                ),
+            ));
+        }
+        let online = status.connection == ConnectionStatus::Connected;
         Ok((client, online))
     }
 

@@ -51,7 +51,8 @@ Exit codes:
   7   quota exceeded: the relay's group quota (the push stays queued on this device), or
       this device's outbox is full (the push was NOT queued: send it again after `flush`)
   8   rate limited by the relay; data stays queued
-  9   refused by the relay (e.g. not a member of the group)
+  9   refused by the relay (e.g. not a member of the group), or the endpoint at the relay's
+      address is not the pinned relay, or --relay-id does not match the relay found
   10  another sync-cli process is using this data directory (e.g. `watch`); one command at
       a time per data directory (`devices` excepted)
   11  `pull`/`watch`: the relay served something wrong (a blob that failed verification, a

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use sync_client::ResolveError;
 pub(crate) use sync_types::RelayAddr;
+use sync_types::RelayId;
 
 use crate::fail::{Failure, Kind};
+use crate::out::note;
 
 fn failure(e: &ResolveError) -> Failure {
     let kind = if e.is_bad_input() {
@@ -25,6 +27,47 @@ pub(crate) async fn resolve(text: &str, timeout: Duration) -> Result<RelayAddr, 
     sync_client::resolve_relay(text, timeout)
         .await
         .map_err(|e| failure(&e))
+}
+
+/// [`resolve`], then the relay's identity: with `pin` (hex), the resolved relay must have that
+/// id (a mismatch is refused, never adopted); without it, an id read from an http:// URL is
+/// trusted on first use, and said so on stderr. Every later connection checks the stored id
+/// (the QUIC handshake authenticates it).
+pub(crate) async fn resolve_pinned(
+    text: &str,
+    pin: Option<&str>,
+    timeout: Duration,
+) -> Result<RelayAddr, Failure> {
+    let pin = pin
+        .map(|p| {
+            p.parse::<RelayId>().map_err(|e| {
+                Failure::new(
+                    Kind::BadInput,
+                    format!("--relay-id `{p}` is not a relay id: {e}"),
+                )
+            })
+        })
+        .transpose()?;
+    let relay = resolve(text, timeout).await?;
+    match pin {
+        Some(pin) if pin != relay.id => Err(Failure::new(
+            Kind::Refused,
+            format!(
+                "the relay at {text} says its id is {}, not the {pin} given with --relay-id: refusing it (another relay answers there, or the address is wrong)",
+                relay.id
+            ),
+        )),
+        Some(_) => Ok(relay),
+        None => {
+            if text.trim_start().starts_with("http://") {
+                note!(
+                    "relay id {} read from {text} over plain http: trusted on first use and pinned on this device (check it against the `relay id:` line the relay prints, or pass --relay-id)",
+                    relay.id
+                );
+            }
+            Ok(relay)
+        }
+    }
 }
 
 /// The relay's addresses as socket addresses (host names resolved), within `timeout`.

@@ -11,7 +11,7 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use support::{
-    CMD_TIMEOUT, Device, Proxy, TwoDevices, WAIT, blobs_data, bytes, cli_bin, lone_device,
+    CMD_TIMEOUT, Device, Proxy, Relay, TwoDevices, WAIT, blobs_data, bytes, cli_bin, lone_device,
     output_lines, terminate, wait_exit,
 };
 use sync_client::STORE_FILE_NAME;
@@ -72,10 +72,44 @@ fn pair_by_short_code_over_the_http_url_then_exchange() {
     // `invite` gives the third device a fresh single-use code.
     let v = a.run(&["invite", "--json"]).ok().json();
     let code = v["short_code"].as_str().unwrap();
+    // A relay id pinned with --relay-id must be the one the URL's relay announces: another
+    // is refused before the code is used.
+    let d = t.device("d", "intruder check");
+    let wrong = "ab".repeat(32);
+    let refused = d.run(&[
+        "pair",
+        "--join",
+        code,
+        "--relay",
+        &relay.http,
+        "--relay-id",
+        &wrong,
+    ]);
+    assert_eq!(refused.code(), 9, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("refusing") && refused.stderr.contains(&relay.id),
+        "{}",
+        refused.stderr
+    );
     let c = t.device("c", "tablet");
-    c.run(&["pair", "--join", code, "--relay", &relay.http])
-        .ok();
+    c.run(&[
+        "pair",
+        "--join",
+        code,
+        "--relay",
+        &relay.http,
+        "--relay-id",
+        &relay.id,
+    ])
+    .ok();
     assert_eq!(c.pull().len(), 3);
+    // Without a pin, an id read over plain http is trusted on first use, and said so.
+    let tofu = a.run(&["invite", "--relay", &relay.http]).ok();
+    assert!(
+        tofu.stderr.contains("trusted on first use") && tofu.stderr.contains(&relay.id),
+        "{}",
+        tofu.stderr
+    );
     let devices = a.run(&["devices", "--json"]).ok().json();
     assert_eq!(devices["devices"].as_array().unwrap().len(), 2, "{devices}");
 }
@@ -320,6 +354,29 @@ fn a_relay_restored_from_an_older_copy_delivers_everything_pushed_afterwards() {
         pulled.stderr
     );
     assert!(t.b.pull().is_empty());
+}
+
+#[test]
+fn another_relay_at_the_pinned_address_is_refused_clearly_and_never_re_pinned() {
+    let mut t = TwoDevices::paired();
+    let port = t.relay.port;
+    let pinned = t.relay.id.clone();
+    t.relay.stop();
+    // Another relay (another identity) answers at the same address.
+    let mut other = Relay::start(&t.path().join("other-relay"), port);
+    assert_ne!(other.id, pinned);
+    let pushed = t.a.run(&["push", "not for the other relay"]);
+    assert_eq!(pushed.code(), 9, "{}", pushed.stderr);
+    assert!(
+        pushed.stderr.contains(&format!("is not relay {pinned}")),
+        "{}",
+        pushed.stderr
+    );
+    other.stop();
+    // The pin is kept: with the real relay back, the device syncs again.
+    t.relay.restart();
+    t.a.run(&["push", "back home"]).ok();
+    assert_eq!(t.b.pull(), vec![b"back home".to_vec()]);
 }
 
 #[test]

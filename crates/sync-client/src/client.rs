@@ -122,6 +122,7 @@ impl SyncClient {
             device_id: device.device_id(),
             group_id,
             relay_rewound: None,
+            wrong_relay: false,
         };
         let (status_tx, status_rx) = watch::channel(initial);
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);

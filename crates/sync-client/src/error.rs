@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sync_types::{BlobId, ErrorCode};
+use sync_types::{BlobId, ErrorCode, RelayId};
 
 /// Why a transport could not open a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +17,16 @@ pub enum TransportError {
     /// The connection came up but the session stream or its binding could not be set up.
     #[error("could not open the session: {0}")]
     Session(String),
+    /// The endpoint at the relay's address is not the relay this device pinned: its key
+    /// changed, or another relay answers there. Nothing was sent to it, and the device keeps
+    /// the pinned id (it never re-pins silently).
+    #[error(
+        "the endpoint at the relay's address is not relay {expected}: its key changed, or another relay answers there"
+    )]
+    WrongRelay {
+        /// The pinned relay id.
+        expected: RelayId,
+    },
     /// The transport was shut down and cannot connect any more.
     #[error("transport is shut down")]
     Shutdown,

@@ -134,10 +134,18 @@ impl IrohTransport {
             .relay_addrs
             .iter()
             .fold(EndpointAddr::new(relay), |a, s| a.with_ip_addr(*s));
-        let conn = ep
-            .connect(addr, sync_types::ALPN)
-            .await
-            .map_err(|e| TransportError::Connect(e.to_string()))?;
+        let conn = ep.connect(addr, sync_types::ALPN).await.map_err(|e| {
+            let text = e.to_string();
+            // The TLS handshake checks the peer's raw public key against the dialled id: a
+            // refused certificate is another key at this address.
+            if text.contains("invalid peer certificate") {
+                TransportError::WrongRelay {
+                    expected: self.config.relay_id,
+                }
+            } else {
+                TransportError::Connect(text)
+            }
+        })?;
         let mut binding = [0u8; 32];
         conn.export_keying_material(&mut binding, HELLO_BINDING_LABEL, b"")
             .map_err(|e| TransportError::Session(format!("keying material: {e:?}")))?;
@@ -250,6 +258,34 @@ mod tests {
             Err(TransportError::Shutdown)
         ));
         server.close().await;
+    }
+
+    /// Another key answering at the relay's address is a typed error naming the pinned id.
+    #[tokio::test]
+    async fn another_key_at_the_relays_address_is_the_wrong_relay() {
+        let server = server().await;
+        let addr = server.bound_sockets()[0];
+        let pinned = RelayId::from_bytes(*SecretKey::from_bytes(&[7; 32]).public().as_bytes());
+        let s2 = server.clone();
+        let accepting = tokio::spawn(async move {
+            while let Some(incoming) = s2.accept().await {
+                let _ = incoming.await;
+            }
+        });
+        let device = DeviceKey::random(&mut ChaCha20Rng::seed_from_u64(5));
+        let transport = IrohTransport::new(
+            IrohConfig::new(pinned, vec![addr])
+                .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0))),
+        );
+        let got = transport.connect(&device).await;
+        assert!(
+            matches!(got, Err(TransportError::WrongRelay { expected }) if expected == pinned),
+            "{:?}",
+            got.err()
+        );
+        transport.shutdown().await;
+        server.close().await;
+        accepting.abort();
     }
 
     #[tokio::test]

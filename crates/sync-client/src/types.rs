@@ -323,4 +323,8 @@ pub struct ClientStatus {
     /// Set when this client found the relay's log behind what the device had (see
     /// [`SyncEvent::RelayRewound`]): `(resume_was, resume_from)`.
     pub relay_rewound: Option<(Cursor, Cursor)>,
+    /// The last connection attempt found another key at the relay's address
+    /// ([`TransportError::WrongRelay`](crate::TransportError::WrongRelay)): the relay this device
+    /// pinned is not there.
+    pub wrong_relay: bool,
 }

@@ -27,6 +27,12 @@ pub(crate) struct ShareArgs {
     #[arg(long, value_name = "RELAY")]
     pub(crate) relay: Option<String>,
 
+    /// The relay's id (64 hex characters, as `sync-relay` prints it) to pin: the relay found at
+    /// an http:// --relay must announce exactly this id, or the command refuses. Without it, an
+    /// id read over plain http is trusted on first use (and printed).
+    #[arg(long, value_name = "HEX", requires = "relay")]
+    pub(crate) relay_id: Option<String>,
+
     /// Lifetime of the invite and the short code, in seconds (at most 3600).
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub(crate) expires_in: u64,
@@ -42,7 +48,7 @@ pub(crate) async fn run(ctx: &Ctx, args: &ShareArgs) -> Result<(), Failure> {
     let (store, _device) = ctx.open_device()?;
     let (group_id, group) = stored_group(&store)?;
     let relay = match &args.relay {
-        Some(r) => relay::resolve(r, ctx.connect_timeout).await?,
+        Some(r) => relay::resolve_pinned(r, args.relay_id.as_deref(), ctx.connect_timeout).await?,
         None => stored_relay(&store)?,
     };
     drop(store);

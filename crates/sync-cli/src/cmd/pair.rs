@@ -107,7 +107,12 @@ async fn create_group(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
             )
         })?,
     };
-    let relay = relay::resolve(&relay_text, ctx.connect_timeout).await?;
+    let relay = relay::resolve_pinned(
+        &relay_text,
+        args.share.relay_id.as_deref(),
+        ctx.connect_timeout,
+    )
+    .await?;
     check_expiry(args.share.expires_in)?;
     let mut rng = rng()?;
     let with_passphrase = args.wants_passphrase();
@@ -201,7 +206,10 @@ async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure
         }
         Some(code) => {
             let relay = match &args.share.relay {
-                Some(r) => relay::resolve(r, ctx.connect_timeout).await?,
+                Some(r) => {
+                    relay::resolve_pinned(r, args.share.relay_id.as_deref(), ctx.connect_timeout)
+                        .await?
+                }
                 None => stored_relay(&store).map_err(|_| {
                     Failure::new(
                         Kind::BadInput,

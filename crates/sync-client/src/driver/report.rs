@@ -69,6 +69,7 @@ impl Driver {
             device_id: self.me.device_id,
             group_id: self.me.group_id,
             relay_rewound: self.pulls.rewound,
+            wrong_relay: self.session.wrong_relay,
         };
         self.reports.publish(status);
     }

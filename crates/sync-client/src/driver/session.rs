@@ -63,6 +63,8 @@ pub(super) struct SessionState {
     max_frame: Arc<AtomicUsize>,
     /// Writers of ended sessions, still flushing `Bye` and closing their connection.
     pub(super) closing_writers: Vec<JoinHandle<()>>,
+    /// The last dial reached another key at the relay's address.
+    pub(super) wrong_relay: bool,
 }
 
 impl SessionState {
@@ -85,6 +87,7 @@ impl SessionState {
             invite_requests: HashMap::new(),
             max_frame: Arc::new(AtomicUsize::new(DEFAULT_MAX_FRAME)),
             closing_writers: Vec::new(),
+            wrong_relay: false,
         }
     }
 
@@ -154,11 +157,13 @@ impl Driver {
             }
             Err(_) if !current => {}
             Ok(session) => {
+                self.session.wrong_relay = false;
                 self.install_session(session);
                 self.connection_event(ConnectionEvent::TransportConnected);
             }
             Err(e) => {
                 debug!(error = %e, "dial failed");
+                self.session.wrong_relay = matches!(e, TransportError::WrongRelay { .. });
                 self.connection_event(ConnectionEvent::TransportFailed {
                     reason: e.to_string(),
                 });

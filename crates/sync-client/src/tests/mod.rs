@@ -714,7 +714,11 @@ async fn a_frame_announcing_4_gib_ends_the_session_and_the_next_one_delivers() {
     wait_for(&mut events, |e| matches!(e, SyncEvent::Connected { .. })).await;
     let got = guard("pull", b.pull()).await.unwrap();
     let data: Vec<u8> = got.iter().map(|b| b.data[0]).collect();
-    assert_eq!(data, vec![0, 1, 2], "the next session delivers everything once");
+    assert_eq!(
+        data,
+        vec![0, 1, 2],
+        "the next session delivers everything once"
+    );
     a.close().await;
     b.close().await;
 }
