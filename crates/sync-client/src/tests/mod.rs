@@ -1,5 +1,6 @@
 //! Client behaviour against a scripted in-process relay (see `fake_relay`).
 
+mod delivery_props;
 mod fake_relay;
 
 use std::sync::Arc;
