@@ -49,6 +49,8 @@ struct Probe {
     /// The store id and max cursor from `Welcome`.
     store_id: u64,
     relay_max: Cursor,
+    /// The relay's max is below this device's resume cursor.
+    behind: bool,
     cursor: Cursor,
     blob_id: BlobId,
 }
@@ -215,9 +217,12 @@ impl Driver {
         self.pulls.persisted_cursor = cursor;
     }
 
-    /// Checks the relay's log against what this device had (its `Welcome`): a log that went
-    /// back below the resume cursor (same store id) or was started afresh (another store id)
-    /// moves the resume cursor back, so no blob the relay assigns from now on is skipped.
+    /// Checks the relay's log against what this device had (its `Welcome`), so no blob the
+    /// relay assigns from now on is skipped: a log started afresh (another store id) is pulled
+    /// from 0; otherwise one blob this device has (the highest at or below both its resume
+    /// cursor and the relay's max) is checked against the relay's log before any pull (see
+    /// [`Driver::on_probe_answer`]). A relay behind the device with nothing to check against is
+    /// pulled from 0.
     pub(super) fn check_relay_log(&mut self, store_id: u64, relay_max: Cursor) {
         let Some(relay) = self.pulls.tracker_relay else {
             return;
@@ -230,42 +235,58 @@ impl Driver {
                 None
             });
         let resume = self.pulls.tracker.resume_cursor();
-        let fresh_log = known.is_some_and(|k| k != store_id);
-        let resume_from = if fresh_log {
-            Some(Cursor::ZERO)
-        } else {
-            (relay_max < resume).then_some(relay_max)
-        };
-        let rewound = resume_from.is_some();
-        let from = resume_from.unwrap_or(resume);
-        if (rewound || known != Some(store_id))
+        if known.is_some_and(|k| k != store_id) {
+            return self.rewind_to(relay, store_id, relay_max, Cursor::ZERO, true);
+        }
+        if known.is_none()
             && let Err(e) =
                 self.store
-                    .set_relay_log(&self.me.group_id, &relay, store_id, from, rewound)
+                    .set_relay_log(&self.me.group_id, &relay, store_id, resume, false)
         {
-            // Nothing moved: the next session checks again.
             warn!(error = %e, "could not record the relay's log id");
-            return;
         }
-        if !rewound {
-            // Same log, not behind: check one delivered blob against it.
-            self.pulls.probe = self
-                .store
-                .checkpoint(&self.me.group_id, resume)
-                .unwrap_or_else(|e| {
-                    warn!(error = %e, "could not read a delivered blob to check the log");
-                    None
-                })
-                .map(|(cursor, blob_id)| Probe {
+        let behind = relay_max < resume;
+        let checkpoint = self
+            .store
+            .checkpoint(&self.me.group_id, resume.min(relay_max))
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "could not read a delivered blob to check the log");
+                None
+            });
+        match checkpoint {
+            Some((cursor, blob_id)) => {
+                self.pulls.probe = Some(Probe {
                     request_id: None,
                     store_id,
                     relay_max,
+                    behind,
                     cursor,
                     blob_id,
                 });
-            return;
+            }
+            None if behind => self.rewind_to(relay, store_id, relay_max, Cursor::ZERO, false),
+            None => {}
         }
-        self.rewind(relay, relay_max, resume, from, fresh_log);
+    }
+
+    /// Records the rewind in the store, then in memory; a store failure leaves everything as
+    /// it was (the next session checks again).
+    fn rewind_to(
+        &mut self,
+        relay: RelayId,
+        store_id: u64,
+        relay_max: Cursor,
+        from: Cursor,
+        fresh_log: bool,
+    ) {
+        let resume = self.pulls.tracker.resume_cursor();
+        match self
+            .store
+            .set_relay_log(&self.me.group_id, &relay, store_id, from, true)
+        {
+            Ok(()) => self.rewind(relay, relay_max, resume, from, fresh_log),
+            Err(e) => warn!(error = %e, "could not move the resume cursor back"),
+        }
     }
 
     /// Moves the resume cursor back to `from` and reports it.
@@ -440,9 +461,14 @@ impl Driver {
                         .then(|| self.delivered_before(&round, &blob))
                         .flatten();
                     match before {
-                        // Delivered at this very cursor: a log pulled again after it went
-                        // back in time. Not a problem, not data again.
-                        Some(first_cursor) if first_cursor == blob.cursor => {}
+                        // Delivered (or, for own blobs, pushed) at this very cursor: a log
+                        // pulled again after it went back in time. Not a problem, and not data
+                        // again, except own blobs asked for with `deliver_own`.
+                        Some(first_cursor) if first_cursor == blob.cursor && !own => {}
+                        Some(first_cursor) if first_cursor == blob.cursor => {
+                            round.ids.insert(blob.blob_id, blob.cursor);
+                            round.blobs.push(blob);
+                        }
                         Some(first_cursor) => self.found(
                             &mut round,
                             IntegrityProblem::Replayed {
@@ -530,26 +556,23 @@ impl Driver {
         round.problems.push(problem);
     }
 
-    /// The relay's answer to the log check: another blob at the checked cursor means the log
-    /// is not the one this device pulled from (restored from an older copy and grown since):
-    /// everything is pulled again from 0, and what this device already has is not delivered
-    /// twice. A missing blob (expired, deleted) proves nothing.
+    /// The relay's answer to the log check. Another blob at the checked cursor: the log is not
+    /// the one this device pulled from (restored from an older copy and grown since), so
+    /// everything is pulled again from 0. The same blob, with the relay behind the device: the
+    /// log went back to somewhere after the checked cursor, so pulling resumes from there. What
+    /// this device already has is not delivered twice either way. A missing blob (expired,
+    /// deleted) proves nothing; a relay behind the device is then pulled from the checked cursor
+    /// all the same.
     fn on_probe_answer(&mut self, probe: Probe, resp: &PullResponse) {
         let differs = resp
             .entries
             .first()
             .is_some_and(|e| e.cursor == probe.cursor && e.blob_id != probe.blob_id);
-        if differs && let Some(relay) = self.pulls.tracker_relay {
-            let resume = self.pulls.tracker.resume_cursor();
-            match self.store.set_relay_log(
-                &self.me.group_id,
-                &relay,
-                probe.store_id,
-                Cursor::ZERO,
-                true,
-            ) {
-                Ok(()) => self.rewind(relay, probe.relay_max, resume, Cursor::ZERO, false),
-                Err(e) => warn!(error = %e, "could not move the resume cursor back"),
+        if let Some(relay) = self.pulls.tracker_relay {
+            if differs {
+                self.rewind_to(relay, probe.store_id, probe.relay_max, Cursor::ZERO, false);
+            } else if probe.behind {
+                self.rewind_to(relay, probe.store_id, probe.relay_max, probe.cursor, false);
             }
         }
         self.start_next_pull();

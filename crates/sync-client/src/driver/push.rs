@@ -183,6 +183,9 @@ impl Driver {
         match self.pushes.outbox.ack(&ack.blob_id, ack.cursor) {
             AckOutcome::Acked { .. } => {
                 self.pushes.settled.push(ack.blob_id);
+                // Remembered like a delivered blob: the relay cannot serve it back under
+                // another cursor, and it can be checked against a relay's log.
+                self.pulls.delivered.push((ack.blob_id, ack.cursor));
                 if let Err(e) = self.pulls.tracker.own_push_acked(ack.cursor) {
                     // Not recorded as own: it is pulled (and skipped as own) later instead.
                     debug!(error = %e, "own push not recorded in the cursor tracker");

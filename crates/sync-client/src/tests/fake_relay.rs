@@ -180,6 +180,21 @@ impl FakeRelay {
         });
     }
 
+    /// Flips one bit in the middle of the stored blob at `cursor`.
+    pub(crate) fn tamper(&self, cursor: Cursor) {
+        self.with(|s| {
+            let b = s
+                .blobs
+                .iter_mut()
+                .find(|b| b.cursor == cursor)
+                .expect("the blob to tamper with is stored");
+            let mut bytes = b.payload.as_slice().to_vec();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x01;
+            b.payload = Payload::from(bytes);
+        });
+    }
+
     /// Misbehaves on pulls from now on (`None`: honest again).
     pub(crate) fn set_pull_trick(&self, trick: Option<PullTrick>) {
         self.with(|s| s.trick = trick);
@@ -217,20 +232,72 @@ impl FakeRelay {
         let mut binding = [0u8; 32];
         binding[..8].copy_from_slice(&id.to_be_bytes());
         let relay = self.clone();
-        let task = tokio::spawn(async move { relay.serve(id, device, binding, server).await });
+        let task = tokio::spawn(async move {
+            let (r, w) = tokio::io::split(server);
+            relay.serve(id, device, binding, r, w).await;
+        });
         self.with(|s| s.tasks.push(task));
         let (r, w) = tokio::io::split(client);
         Ok(Session::new(r, w, binding, self.relay_id))
     }
 
-    async fn serve(
-        self,
-        id: u64,
-        device: DeviceId,
-        binding: [u8; 32],
-        io: tokio::io::DuplexStream,
-    ) {
-        let (mut r, mut w) = tokio::io::split(io);
+    /// The same relay behind a real iroh endpoint on 127.0.0.1 (QUIC, TLS with its own key, the
+    /// Hello bound to the connection's exporter value): its id becomes the endpoint's, and the
+    /// returned configuration dials it (one transport per device). Sessions end with the
+    /// returned endpoint.
+    pub(crate) async fn over_iroh(mut self) -> (Self, crate::IrohConfig, iroh::Endpoint) {
+        use iroh::SecretKey;
+        let endpoint = crate::self_hosted_endpoint(SecretKey::from_bytes(&[0x5e; 32]))
+            .bind_addr("127.0.0.1:0")
+            .expect("bind addr")
+            .alpns(vec![sync_types::ALPN.to_vec()])
+            .bind()
+            .await
+            .expect("endpoint");
+        self.relay_id = RelayId::from_bytes(*endpoint.id().as_bytes());
+        let addr = endpoint.bound_sockets()[0];
+        let relay = self.clone();
+        let accepting = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                let relay = relay.clone();
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    let mut binding = [0u8; 32];
+                    if conn
+                        .export_keying_material(&mut binding, sync_types::HELLO_BINDING_LABEL, b"")
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let device = DeviceId::from_bytes(*conn.remote_id().as_bytes());
+                    let Ok((send, recv)) = conn.accept_bi().await else {
+                        return;
+                    };
+                    let id = relay.with(|s| {
+                        s.next_session += 1;
+                        s.next_session
+                    });
+                    let serving = relay.clone();
+                    let task = tokio::spawn(async move {
+                        serving.serve(id, device, binding, recv, send).await;
+                        // Keep the connection until the session is over.
+                        drop(conn);
+                    });
+                    relay.with(|s| s.tasks.push(task));
+                });
+            }
+        });
+        let config = crate::IrohConfig::new(self.relay_id, vec![addr])
+            .with_bind_addr(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        (self, config, endpoint)
+    }
+
+    async fn serve<R, W>(self, id: u64, device: DeviceId, binding: [u8; 32], mut r: R, mut w: W)
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+        W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
         let writer = tokio::spawn(async move {
             let codec = FrameCodec::default();

@@ -2,6 +2,7 @@
 
 mod delivery_props;
 mod fake_relay;
+mod hostile_iroh;
 
 use std::sync::Arc;
 use std::time::Duration;
