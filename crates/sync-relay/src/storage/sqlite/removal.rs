@@ -188,7 +188,7 @@ impl WriteOp for ForgetOp {
             "UPDATE groups SET forgotten_through = max(forgotten_through, t.top)
              FROM (SELECT group_ref, max(cursor) AS top FROM
                      (SELECT group_ref, cursor FROM tombstones WHERE forget_at <= ?1
-                      ORDER BY forget_at LIMIT ?2)
+                      ORDER BY forget_at, group_ref, blob_id LIMIT ?2)
                    GROUP BY group_ref) AS t
              WHERE groups.id = t.group_ref",
         )?
@@ -197,7 +197,7 @@ impl WriteOp for ForgetOp {
             .prepare_cached(
                 "DELETE FROM tombstones WHERE (group_ref, blob_id) IN
                      (SELECT group_ref, blob_id FROM tombstones WHERE forget_at <= ?1
-                      ORDER BY forget_at LIMIT ?2)",
+                      ORDER BY forget_at, group_ref, blob_id LIMIT ?2)",
             )?
             .execute([clamp_i64(self.now_ms), i64::from(self.batch)])?;
         Ok(Ok(forgotten as u64))
