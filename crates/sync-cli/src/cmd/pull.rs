@@ -76,23 +76,29 @@ async fn print_and_commit(
 ) -> Result<(), Failure> {
     let mut problems = 0;
     let mut printed = 0;
-    // A large backlog comes in bounded batches: each is printed and committed before the next
-    // is pulled (with --json, one object per batch).
+    let mut batches = 0;
+    let mut reread_after = args.after_cursor.map(Cursor::new);
+    // A large backlog comes in bounded batches: each is printed (and, for a plain pull,
+    // committed) before the next is pulled (with --json, one object per batch). A re-read goes
+    // on after the last blob it printed until a batch comes back empty.
     loop {
         let pulled = within_wait(ctx, relay, async {
-            match args.after_cursor {
-                Some(n) => client.pull_after(Cursor::new(n)).await.map(Pulled::Reread),
+            match reread_after {
+                Some(after) => client.pull_after(after).await.map(Pulled::Reread),
                 None => client.pull_uncommitted().await.map(Pulled::Batch),
             }
         })
         .await?;
         let (blobs, resume, found, more) = match &pulled {
-            Pulled::Reread(blobs) => (
-                blobs.as_slice(),
-                client.status().resume_cursor,
-                &[][..],
-                false,
-            ),
+            Pulled::Reread(blobs) => {
+                reread_after = blobs.last().map(|b| b.cursor);
+                (
+                    blobs.as_slice(),
+                    client.status().resume_cursor,
+                    &[][..],
+                    reread_after.is_some(),
+                )
+            }
             Pulled::Batch(b) => (
                 b.blobs.as_slice(),
                 b.resume_cursor,
@@ -100,15 +106,19 @@ async fn print_and_commit(
                 b.more,
             ),
         };
-        if printed == 0
+        if batches == 0
             && let Some(line) = rewound_warning(client)
         {
             note!("{line}");
         }
         warn_problems(found);
+        let first = batches == 0;
+        batches += 1;
         problems += found.len();
         printed += blobs.len();
-        if ctx.json {
+        // With --json: one object per batch that holds something (or the first, when nothing
+        // came at all).
+        if ctx.json && (first || !blobs.is_empty() || !found.is_empty()) {
             let list: Vec<_> = blobs.iter().map(|b| show::blob_json(b, own)).collect();
             let found: Vec<String> = found.iter().map(ToString::to_string).collect();
             out::json(&json!({
@@ -116,7 +126,7 @@ async fn print_and_commit(
                 "resume_cursor": resume.get(),
                 "problems": found,
             }))?;
-        } else {
+        } else if !ctx.json {
             print_blobs(ctx, blobs, own, args.raw)?;
         }
         if let Pulled::Batch(batch) = &pulled {
