@@ -40,6 +40,7 @@ mod cursor;
 mod group;
 mod invite;
 mod outbox;
+mod session;
 mod status;
 
 pub use backoff::{Backoff, BackoffConfig};
@@ -55,4 +56,8 @@ pub use invite::{
     open_from_mailbox, seal_for_mailbox,
 };
 pub use outbox::{AckOutcome, Outbox, OutboxEntry, OutboxError, OutboxLimits, RejectOutcome};
+pub use session::{
+    Established, HelloAuth, Input, MAX_RETRY_HINT, Page, PullEnd, PullMode, Session, SessionConfig,
+    SessionError, SessionEvent, Transmit, retry_hint,
+};
 pub use status::{SyncStatus, SyncStatusTracker};

@@ -1,10 +1,10 @@
 //! Leaving a sealed invite in the relay's mailbox through this device's session (`InvitePut`,
 //! answered by `InviteStored` or an error).
 
-use sync_types::{InvitePut, Message};
+use sync_types::WireError;
 use tokio::sync::oneshot;
 
-use super::Driver;
+use super::{Driver, rejected};
 use crate::error::ClientError;
 
 impl Driver {
@@ -15,28 +15,19 @@ impl Driver {
         ttl_secs: u32,
         reply: oneshot::Sender<Result<(), ClientError>>,
     ) {
-        if !self.session.established {
-            let _ = reply.send(Err(ClientError::NotConnected));
-            return;
+        match self.session.put_invite(lookup_id, sealed.into(), ttl_secs) {
+            Ok(request_id) => {
+                self.io.invite_requests.insert(request_id, reply);
+            }
+            Err(_) => {
+                let _ = reply.send(Err(ClientError::NotConnected));
+            }
         }
-        let request_id = self.session.request_id();
-        self.session.invite_requests.insert(request_id, reply);
-        self.session.send(Message::InvitePut(InvitePut {
-            request_id,
-            lookup_id,
-            sealed: sealed.into(),
-            ttl_secs,
-        }));
     }
 
-    pub(super) fn on_invite_stored(&mut self, request_id: u64) {
-        match self.session.invite_requests.remove(&request_id) {
-            Some(waiter) => {
-                let _ = waiter.send(Ok(()));
-            }
-            None => {
-                self.session_failed("InviteStored for no InvitePut".into(), true);
-            }
+    pub(super) fn on_invite_stored(&mut self, request_id: u64, result: Result<(), WireError>) {
+        if let Some(waiter) = self.io.invite_requests.remove(&request_id) {
+            let _ = waiter.send(result.map_err(|e| rejected(e, None)));
         }
     }
 }

@@ -1,20 +1,22 @@
 //! The background task behind a [`SyncClient`](crate::SyncClient).
 //!
-//! One task owns all mutable sync state: the sync-core [`Connection`] state machine, the
-//! outbox, the cursor tracker, the status tracker and the [`Store`]. It reacts to three inputs —
-//! commands from the client handles, frames and failures from the session's I/O tasks, and
-//! timers — and never blocks on the network: a reader task turns the stream into messages, a
-//! writer task turns frames into bytes, and dials run in their own tasks. State changes are
-//! batched: commands and inputs that are ready together are handled together and settled in one
-//! store transaction.
+//! One task owns all mutable sync state: the sans-IO [`Session`] from sync-core (connection
+//! state machine, handshake checks, push window, pull paging, heartbeat), the cursor tracker,
+//! the status tracker and the [`Store`]. The driver is the session's shell: it feeds in what
+//! happened — commands from the client handles, frames and failures from the session's I/O
+//! tasks, timers — carries out what the session transmits, and turns what the session reports
+//! into opened blobs, stored state and the app's events. It never blocks on the network: a
+//! reader task turns the stream into messages, a writer task turns frames into bytes, and dials
+//! run in their own tasks. State changes are batched: commands and inputs that are ready
+//! together are handled together and settled in one store transaction.
 //!
-//! This file holds the event loop, the driver's state, the connection state machine's actions
-//! and the store bookkeeping; the rest is split by job:
-//! - `session`: dialing, the handshake and its checks, heartbeat and silence, teardown;
-//! - `inbound`: frames from the relay on an established session, and errors matched to the
-//!   request they answer;
-//! - `push`: the push pipeline (outbox, in-flight window, acknowledgements, refusals);
-//! - `pull`: pulls and paging, the cursor tracker and committed batches;
+//! This file holds the event loop, the driver's state, the session's outputs and the store
+//! bookkeeping; the rest is split by job:
+//! - `session`: dials, a connection's reader and writer, and closing it;
+//! - `inbound`: what the I/O tasks report, fed into the session;
+//! - `push`: pushes accepted, made durable, and settled by the relay's answer;
+//! - `pull`: pull rounds, opening and checking what they bring, the cursor tracker, committed
+//!   batches;
 //! - `command`: what the client handles ask for, handled a batch at a time;
 //! - `invite`: leaving invites in the relay's mailbox;
 //! - `report`: events and the status snapshot the app sees;
@@ -33,12 +35,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
-use sync_core::{Action, Connection, ConnectionEvent, ConnectionStatus, Outbox, SyncStatusTracker};
+#[cfg(test)]
+pub(crate) use sync_core::MAX_RETRY_HINT;
+use sync_core::{
+    ConnectionStatus, Input as SessionInput, Outbox, Session, SessionConfig, SessionEvent,
+    SyncStatusTracker, Transmit, retry_hint,
+};
 use sync_crypto::{DeviceKey, GroupKeys};
 use sync_types::{BlobId, DeviceId, GroupId, WireError, unix_ms};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{info, warn};
 
 use crate::error::ClientError;
 use crate::integrity::DELIVERED_RETENTION_FLOOR;
@@ -50,7 +57,7 @@ use self::io::Input;
 use self::pull::PullState;
 use self::push::PushPipeline;
 use self::report::Reports;
-use self::session::SessionState;
+use self::session::IoState;
 
 pub(crate) use self::command::{Command, PushReply};
 pub(crate) use self::pull::blobs_senders;
@@ -84,7 +91,7 @@ struct Member {
 
 /// The background task's state, in parts that belong together (see the module docs).
 pub(crate) struct Driver {
-    conn: Connection,
+    session: Session,
     rng: ChaCha20Rng,
     me: Member,
     options: ClientOptions,
@@ -93,7 +100,7 @@ pub(crate) struct Driver {
     commands: mpsc::Receiver<Command>,
     input_tx: mpsc::Sender<Input>,
     input_rx: mpsc::Receiver<Input>,
-    session: SessionState,
+    io: IoState,
     pushes: PushPipeline,
     pulls: PullState,
     reports: Reports,
@@ -104,20 +111,6 @@ pub(crate) struct Driver {
 /// Longest wait on `close` for a session's writer to flush `Bye` and close its connection.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-fn wire_reason(e: &WireError) -> String {
-    format!("{}: {}", e.code, e.message)
-}
-
-/// Longest wait a relay's retry hint can impose on this device: a hint above it (a broken or
-/// hostile relay's `u64::MAX`) waits this long, then the device tries again.
-pub(crate) const MAX_RETRY_HINT: Duration = Duration::from_secs(300);
-
-/// The relay's retry hint, clamped to [`MAX_RETRY_HINT`].
-fn retry_hint(e: &WireError) -> Option<Duration> {
-    e.retry_after_ms
-        .map(|ms| Duration::from_millis(ms).min(MAX_RETRY_HINT))
-}
-
 /// The relay's refusal `e` as the caller's error.
 fn rejected(e: WireError, blob_id: Option<BlobId>) -> ClientError {
     ClientError::Rejected {
@@ -126,10 +119,6 @@ fn rejected(e: WireError, blob_id: Option<BlobId>) -> ClientError {
         code: e.code,
         message: e.message,
     }
-}
-
-fn now_std(now: Instant) -> std::time::Instant {
-    now.into_std()
 }
 
 impl Driver {
@@ -149,8 +138,16 @@ impl Driver {
             first,
         } = parts;
         let (input_tx, input_rx) = mpsc::channel(1024);
+        let config = SessionConfig {
+            connection: options.connection,
+            ping_interval: options.ping_interval,
+            max_in_flight: options.max_in_flight,
+            pull_page: options.pull_page,
+            pull_round_bytes: options.pull_round_bytes,
+            default_retry: options.default_retry,
+        };
         Self {
-            conn: Connection::new(options.connection),
+            session: Session::new(config, keys.group_id(), outbox),
             rng,
             me: Member {
                 device_id: device.device_id(),
@@ -164,8 +161,8 @@ impl Driver {
             commands,
             input_tx,
             input_rx,
-            session: SessionState::new(Instant::now()),
-            pushes: PushPipeline::new(outbox),
+            io: IoState::new(),
+            pushes: PushPipeline::new(),
             pulls: PullState::new(),
             reports: Reports::new(status, events, status_tx),
             first: Some(first),
@@ -178,7 +175,7 @@ impl Driver {
         if let Err(e) = self.store.forget_delivered(unix_ms()) {
             warn!(error = %e, "could not forget old delivered blob ids");
         }
-        self.connection_event(ConnectionEvent::ConnectRequested);
+        self.feed(SessionInput::Connect);
         self.after_batch();
         let mut commands = Vec::with_capacity(256);
         while !self.stopped {
@@ -213,64 +210,71 @@ impl Driver {
         }
     }
 
-    // ----- timers -----
+    // ----- the session -----
+
+    /// Feeds one input into the session (its outputs are carried out by [`Driver::drive`]).
+    fn feed(&mut self, input: SessionInput) {
+        self.session
+            .handle(input, Instant::now().into_std(), &mut self.rng);
+    }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let mut next: Option<Instant> = self.conn.poll_timeout().map(Instant::from_std);
-        let mut consider = |t: Instant| {
-            next = Some(next.map_or(t, |n| n.min(t)));
-        };
-        if self.session.established {
-            consider(self.session.heartbeat.ping_due);
-            if let Some(h) = self.pushes.hold_until
-                && self.pushes.outbox.next_to_send().is_some()
-            {
-                consider(h);
-            }
-        }
-        next
+        self.session.poll_timeout().map(Instant::from_std)
     }
 
     fn on_timer(&mut self) {
-        let now = Instant::now();
-        if self.conn.poll_timeout().is_some_and(|t| now_std(now) >= t) {
-            self.connection_event(ConnectionEvent::TimerFired);
-        }
-        if self.pushes.hold_until.is_some_and(|h| now >= h) {
-            self.pushes.hold_until = None;
-        }
-        self.heartbeat(now);
+        self.session
+            .handle_timeout(Instant::now().into_std(), &mut self.rng);
     }
 
-    // ----- the state machine -----
-
-    fn connection_event(&mut self, event: ConnectionEvent) {
-        let now = now_std(Instant::now());
-        match self.conn.handle(event, now, &mut self.rng) {
-            Ok(actions) => {
-                for action in actions {
-                    self.perform(action);
-                }
+    /// Carries out what the session reports and transmits until it has nothing more. Reacting
+    /// to an event may give the session more to do (a pull started), so both are polled until
+    /// both are empty.
+    fn drive(&mut self) {
+        loop {
+            if let Some(event) = self.session.poll_event() {
+                self.on_session_event(event);
+            } else if let Some(transmit) = self.session.poll_transmit(Instant::now().into_std()) {
+                self.perform(transmit);
+            } else {
+                break;
             }
-            Err(unexpected) => debug!(%unexpected, "connection event ignored"),
         }
     }
 
-    fn perform(&mut self, action: Action) {
-        match action {
-            Action::Dial => self.dial(),
-            Action::SendHello => self.send_hello(),
-            Action::ScheduleReconnect { delay, .. } => {
-                debug!(?delay, "reconnect scheduled");
+    fn perform(&mut self, transmit: Transmit) {
+        match transmit {
+            Transmit::Dial => self.dial(),
+            Transmit::Frame(msg) => self.io.send(msg, self.session.max_frame()),
+            Transmit::Close => self.close_io(),
+        }
+    }
+
+    fn on_session_event(&mut self, event: SessionEvent) {
+        match event {
+            SessionEvent::Status(status) => self.on_connection_status(status),
+            SessionEvent::Established(e) => self.on_established(e),
+            SessionEvent::HandshakeRefused { error } => {
+                info!(code = %error.code, "relay refused the session");
+                self.io.last_rejection = Some(error);
             }
-            Action::EmitStatus { status } => self.on_connection_status(status),
-            Action::ResumeFrom { relay_max_cursor } => self.resume_from(relay_max_cursor),
-            Action::ResendPending => {
-                self.pushes.outbox.requeue_all_in_flight();
-                self.pump_sends();
+            SessionEvent::Ended {
+                reason,
+                was_established,
+            } => self.on_session_ended(reason, was_established),
+            SessionEvent::PushAcked { blob_id, cursor } => self.on_push_acked(blob_id, cursor),
+            SessionEvent::PushDeferred {
+                blob_id,
+                error,
+                retry_after,
+            } => self.on_push_deferred(blob_id, error, retry_after),
+            SessionEvent::PushRejected { blob_id, error } => self.on_push_rejected(blob_id, error),
+            SessionEvent::Page(page) => self.on_page(page),
+            SessionEvent::PullRefused { error } => self.on_pull_refused(error),
+            SessionEvent::Notify(n) => self.on_notify(n),
+            SessionEvent::InviteStored { request_id, result } => {
+                self.on_invite_stored(request_id, result);
             }
-            Action::Close => self.teardown(true, "closed".into()),
-            _ => debug!(?action, "unhandled connection action"),
         }
     }
 
@@ -288,7 +292,7 @@ impl Driver {
             ConnectionStatus::Failed { reason } => {
                 self.reports.sync.on_connection_rejected();
                 warn!(%reason, "relay refused this device; not retrying");
-                Some(Err(match self.session.last_rejection.take() {
+                Some(Err(match self.io.last_rejection.take() {
                     Some(e) => rejected(e, None),
                     None => ClientError::NotConnected,
                 }))
@@ -325,7 +329,7 @@ impl Driver {
             (Some(relay), true) => Some((&self.me.group_id, relay, resume)),
             _ => None,
         };
-        let retention = Duration::from_secs(u64::from(self.session.limits.max_ttl_secs))
+        let retention = Duration::from_secs(u64::from(self.session.limits().max_ttl_secs))
             .saturating_add(Duration::from_secs(24 * 3600))
             .max(DELIVERED_RETENTION_FLOOR);
         let delivered = Delivered {
@@ -351,22 +355,23 @@ impl Driver {
     }
 
     fn after_batch(&mut self) {
+        self.drive();
         self.flush_store();
-        self.pump_sends();
         self.publish_status();
     }
 
     async fn shutdown(&mut self, reply: Option<oneshot::Sender<()>>) {
-        self.connection_event(ConnectionEvent::CloseRequested);
-        // Close was already performed by the state machine unless it was disconnected.
-        self.teardown(true, "client closed".into());
+        self.feed(SessionInput::Close);
+        self.drive();
+        // The session closed its transport, if it had one; a dial in progress ends too.
+        self.close_io();
         self.flush_store();
         self.pushes.answer_waiters_offline();
         if let Some(first) = self.first.take() {
             let _ = first.send(Err(ClientError::Closed));
         }
         // Let the last session deliver its `Bye` and close its connection (bounded).
-        for writer in self.session.closing_writers.drain(..) {
+        for writer in self.io.closing_writers.drain(..) {
             let _ = tokio::time::timeout(CLOSE_WAIT, writer).await;
         }
         self.transport.shutdown().await;

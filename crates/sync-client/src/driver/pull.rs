@@ -1,17 +1,15 @@
-//! Pulls: one round at a time (later ones queue), each paging through the relay's log until it
-//! has no more; pulled blobs are verified and opened, and their cursors are recorded only once
-//! the caller took them (or, for an uncommitted pull, when the app commits the batch). Also the
-//! cursor tracker of the current relay (cursors are per relay) and the relay's announcements of
-//! new blobs.
+//! Pulls: one round at a time (later ones queue); the session pages through the relay's log and
+//! checks each page's order, and here pulled blobs are verified, opened, checked against what
+//! this device has seen, and their cursors are recorded only once the caller took them (or, for
+//! an uncommitted pull, when the app commits the batch). Also the cursor tracker of the current
+//! relay (cursors are per relay), the check of the relay's log on a new session, and the relay's
+//! announcements of new blobs.
 
 use std::collections::{HashMap, VecDeque};
 
-use sync_core::{ConnectionState, CursorTracker};
+use sync_core::{ConnectionState, CursorTracker, Page, PullEnd, PullMode};
 use sync_crypto::open;
-use sync_types::{
-    BlobId, Cursor, DeviceId, Message, Notify, PULL_ENTRY_OVERHEAD, Pull, PullResponse, RelayId,
-    WireError,
-};
+use sync_types::{BlobId, Cursor, DeviceId, Notify, RelayId, WireError};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -27,8 +25,6 @@ pub(super) struct PullState {
     pub(super) tracker_relay: Option<RelayId>,
     /// The resume cursor last persisted for `tracker_relay`.
     pub(super) persisted_cursor: Cursor,
-    /// The relay's highest cursor as last heard.
-    pub(super) relay_max: Cursor,
     round: Option<PullRound>,
     queue: VecDeque<PendingPull>,
     /// Device activity (pulled senders, own acknowledged pushes) not yet stored.
@@ -45,7 +41,8 @@ pub(super) struct PullState {
 /// `cursor` still `blob_id` there? A relay restored from an older copy that has since grown past
 /// the device's cursor holds other blobs at the same cursors.
 struct Probe {
-    request_id: Option<u64>,
+    /// The session's pull is this check.
+    sent: bool,
     /// The store id and max cursor from `Welcome`.
     store_id: u64,
     relay_max: Cursor,
@@ -61,7 +58,6 @@ impl PullState {
             tracker: CursorTracker::new(),
             tracker_relay: None,
             persisted_cursor: Cursor::ZERO,
-            relay_max: Cursor::ZERO,
             round: None,
             queue: VecDeque::new(),
             device_notes: Vec::new(),
@@ -70,25 +66,11 @@ impl PullState {
             probe: None,
         }
     }
-
-    /// Whether the round in progress (or the log check) waits for the answer to `request_id`.
-    pub(super) fn is_waiting_for(&self, request_id: u64) -> bool {
-        self.round
-            .as_ref()
-            .is_some_and(|r| r.request_id == request_id)
-            || self
-                .probe
-                .as_ref()
-                .is_some_and(|p| p.request_id == Some(request_id))
-    }
 }
 
 /// A pull in progress: pages are collected and only applied to the cursor tracker once the
 /// caller has received them, so the persisted cursor never covers undelivered blobs.
 struct PullRound {
-    request_id: u64,
-    /// The page's `after`.
-    after: Cursor,
     /// `(after, through)` of every page answered so far.
     ranges: Vec<(Cursor, Cursor)>,
     blobs: Vec<Blob>,
@@ -96,8 +78,6 @@ struct PullRound {
     ids: HashMap<BlobId, Cursor>,
     /// What was found wrong so far.
     problems: Vec<IntegrityProblem>,
-    /// Bytes of the entries served so far (payloads and their framing).
-    bytes: usize,
     reply: RoundReply,
 }
 
@@ -256,7 +236,7 @@ impl Driver {
         match checkpoint {
             Some((cursor, blob_id)) => {
                 self.pulls.probe = Some(Probe {
-                    request_id: None,
+                    sent: false,
                     store_id,
                     relay_max,
                     behind,
@@ -316,7 +296,6 @@ impl Driver {
 
     /// The session is established and the relay's log reaches `relay_max_cursor`.
     pub(super) fn resume_from(&mut self, relay_max_cursor: Cursor) {
-        self.pulls.relay_max = self.pulls.relay_max.max(relay_max_cursor);
         if relay_max_cursor > self.pulls.tracker.resume_cursor() {
             self.reports.emit(SyncEvent::BlobsAvailable {
                 cursor: relay_max_cursor,
@@ -330,7 +309,6 @@ impl Driver {
 
     /// The relay announced a blob.
     pub(super) fn on_notify(&mut self, n: Notify) {
-        self.pulls.relay_max = self.pulls.relay_max.max(n.cursor);
         if n.sender != self.me.device_id && n.cursor > self.pulls.tracker.resume_cursor() {
             self.reports.sync.on_remote_change();
             self.reports.emit(SyncEvent::BlobsAvailable {
@@ -341,7 +319,7 @@ impl Driver {
     }
 
     pub(super) fn on_pull_request(&mut self, pull: PendingPull) {
-        match self.conn.state() {
+        match self.session.connection() {
             ConnectionState::Connected { .. }
             | ConnectionState::Connecting { .. }
             | ConnectionState::Handshaking { .. } => {
@@ -355,20 +333,18 @@ impl Driver {
     }
 
     fn start_next_pull(&mut self) {
-        if !self.session.established || self.pulls.round.is_some() {
+        if !self.session.is_established() || self.session.is_pulling() {
             return;
         }
         if let Some(probe) = &mut self.pulls.probe {
-            if probe.request_id.is_none() {
-                let request_id = self.session.request_id();
-                probe.request_id = Some(request_id);
-                let after = Cursor::new(probe.cursor.get().saturating_sub(1));
-                self.session.send(Message::Pull(Pull {
-                    request_id,
-                    after,
-                    limit: 1,
-                    max_bytes: None,
-                }));
+            let after = Cursor::new(probe.cursor.get().saturating_sub(1));
+            if !probe.sent
+                && self
+                    .session
+                    .start_pull(after, PullMode::Single { limit: 1 })
+                    .is_ok()
+            {
+                probe.sent = true;
             }
             return;
         }
@@ -376,65 +352,31 @@ impl Driver {
             return;
         };
         let after = after.unwrap_or_else(|| self.pulls.tracker.resume_cursor());
-        let request_id = self.session.request_id();
+        if let Err(e) = self.session.start_pull(after, PullMode::Round) {
+            debug!(error = %e, "pull not started");
+            return reply.fail(ClientError::NotConnected);
+        }
         self.pulls.round = Some(PullRound {
-            request_id,
-            after,
             ranges: Vec::new(),
             blobs: Vec::new(),
             ids: HashMap::new(),
             problems: Vec::new(),
-            bytes: 0,
             reply,
         });
-        self.send_pull(request_id, after);
     }
 
-    fn send_pull(&mut self, request_id: u64, after: Cursor) {
-        self.session.send(Message::Pull(Pull {
-            request_id,
-            after,
-            limit: self.options.pull_page.max(1),
-            max_bytes: None,
-        }));
-    }
-
-    pub(super) fn on_pull_response(&mut self, resp: PullResponse) {
-        if let Some(probe) = self
-            .pulls
-            .probe
-            .take_if(|p| p.request_id == Some(resp.request_id))
-        {
-            return self.on_probe_answer(probe, &resp);
+    /// A checked page of the session's pull: the answer to the log check, or a page of the
+    /// round in progress, whose blobs are opened and checked here.
+    pub(super) fn on_page(&mut self, page: Page) {
+        if let Some(probe) = self.pulls.probe.take_if(|p| p.sent) {
+            return self.on_probe_answer(probe, &page);
         }
         let Some(mut round) = self.pulls.round.take() else {
-            return self.session_failed("PullResponse without a pull".into(), true);
+            debug!("page for no pull round");
+            return;
         };
-        if round.request_id != resp.request_id {
-            self.pulls.round = Some(round);
-            return self.session_failed("PullResponse for another request".into(), true);
-        }
-        // Entries must be ascending and after the page's cursor.
-        let mut prev = round.after;
-        for e in &resp.entries {
-            if e.cursor <= prev {
-                self.pulls.round = Some(round);
-                return self.session_failed("PullResponse out of order".into(), true);
-            }
-            prev = e.cursor;
-        }
-        if resp.has_more && resp.entries.is_empty() {
-            self.pulls.round = Some(round);
-            return self.session_failed("empty PullResponse claims more".into(), true);
-        }
-        self.pulls.relay_max = self.pulls.relay_max.max(resp.max_cursor).max(prev);
-        let served: Vec<Cursor> = resp.entries.iter().map(|e| e.cursor).collect();
-        // What the round holds counts everything served, delivered or not, so a relay that
-        // serves endless pages of refused or repeated entries cannot grow it without bound.
-        round.bytes = resp.entries.iter().fold(round.bytes, |n, e| {
-            n.saturating_add(e.payload.len() + PULL_ENTRY_OVERHEAD)
-        });
-        for entry in resp.entries {
+        let served: Vec<Cursor> = page.entries.iter().map(|e| e.cursor).collect();
+        for entry in page.entries {
             let own = entry.sender == self.me.device_id || self.pulls.tracker.is_own(entry.cursor);
             if own && round.reply.skips_own() && !self.options.deliver_own {
                 continue;
@@ -494,36 +436,27 @@ impl Driver {
                 ),
             }
         }
-        // With has_more = false the page and max_cursor come from one snapshot: everything in
-        // (after, max_cursor] was returned, and the relay accounts for its holes.
-        let through = if resp.has_more {
-            prev
-        } else {
-            prev.max(resp.max_cursor)
-        };
         if round.reply.skips_own() {
-            for problem in withheld(round.after, through, &served, resp.removed) {
+            for problem in withheld(page.after, page.through, &served, page.removed) {
                 self.found(&mut round, problem);
             }
         }
-        round.ranges.push((round.after, through));
-        if resp.has_more && round.bytes >= self.options.pull_round_bytes {
-            // Bounded: this round returns what it holds; the rest comes with the next pull.
-            self.finish_round(round, None, true);
-            self.reports.emit(SyncEvent::BlobsAvailable {
-                cursor: self.pulls.relay_max,
-                sender: None,
-            });
-            self.start_next_pull();
-        } else if resp.has_more {
-            round.after = through;
-            round.request_id = self.session.request_id();
-            let (id, after) = (round.request_id, round.after);
-            self.pulls.round = Some(round);
-            self.send_pull(id, after);
-        } else {
-            self.finish_round(round, None, false);
-            self.start_next_pull();
+        round.ranges.push((page.after, page.through));
+        match page.end {
+            None => self.pulls.round = Some(round),
+            Some(PullEnd::Bounded) => {
+                // Bounded: this round returns what it holds; the rest comes with the next pull.
+                self.finish_round(round, None, true);
+                self.reports.emit(SyncEvent::BlobsAvailable {
+                    cursor: self.session.relay_max(),
+                    sender: None,
+                });
+                self.start_next_pull();
+            }
+            Some(PullEnd::Complete) => {
+                self.finish_round(round, None, false);
+                self.start_next_pull();
+            }
         }
     }
 
@@ -563,8 +496,8 @@ impl Driver {
     /// this device already has is not delivered twice either way. A missing blob (expired,
     /// deleted) proves nothing; a relay behind the device is then pulled from the checked cursor
     /// all the same.
-    fn on_probe_answer(&mut self, probe: Probe, resp: &PullResponse) {
-        let differs = resp
+    fn on_probe_answer(&mut self, probe: Probe, page: &Page) {
+        let differs = page
             .entries
             .first()
             .is_some_and(|e| e.cursor == probe.cursor && e.blob_id != probe.blob_id);
@@ -678,7 +611,7 @@ impl Driver {
                 debug!(error = %e, "pulled range not recorded");
             }
         }
-        if complete && self.pulls.tracker.resume_cursor() >= self.pulls.relay_max {
+        if complete && self.pulls.tracker.resume_cursor() >= self.session.relay_max() {
             self.reports.sync.on_pull_complete();
         }
         self.publish_status();

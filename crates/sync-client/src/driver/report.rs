@@ -63,13 +63,13 @@ impl Driver {
         let status = ClientStatus {
             sync: self.reports.sync.status(),
             connection: self.reports.connection.clone(),
-            outbox_len: self.pushes.outbox.len(),
+            outbox_len: self.session.outbox().len(),
             resume_cursor: self.pulls.tracker.resume_cursor(),
-            relay_max_cursor: self.pulls.relay_max,
+            relay_max_cursor: self.session.relay_max(),
             device_id: self.me.device_id,
             group_id: self.me.group_id,
             relay_rewound: self.pulls.rewound,
-            wrong_relay: self.session.wrong_relay,
+            wrong_relay: self.io.wrong_relay,
         };
         self.reports.publish(status);
     }
