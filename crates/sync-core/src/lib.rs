@@ -14,21 +14,27 @@
 //!
 //! # Call order (for the shell that drives this crate)
 //!
-//! 1. Build a [`Connection`], an [`Outbox`], a [`CursorTracker`] (from the persisted cursor)
-//!    and a [`SyncStatusTracker`].
-//! 2. Feed every input into [`Connection::handle`] with the current `now` and the RNG: user
-//!    requests ([`ConnectionEvent::ConnectRequested`], [`ConnectionEvent::CloseRequested`]),
-//!    transport outcomes, handshake outcomes, and [`ConnectionEvent::TimerFired`].
-//! 3. Execute the returned [`Action`]s in order (dial, send `Hello`, schedule a wake-up, pull
-//!    from a cursor, resend pending pushes, close, publish a status).
-//! 4. After every call, ask [`Connection::poll_timeout`] when to wake up next and deliver
-//!    [`ConnectionEvent::TimerFired`] at (or after) that instant. Early or stale timer events
-//!    are harmless.
-//! 5. While connected, take pushes with [`Outbox::send_next`] (peek with
-//!    [`Outbox::next_to_send`]), settle them with [`Outbox::ack`] / [`Outbox::reject`], record
-//!    pulled cursors with [`CursorTracker::received`] / [`CursorTracker::received_range`] and own
-//!    acks with [`CursorTracker::own_push_acked`], and mirror everything into the
-//!    [`SyncStatusTracker`]. On disconnect call [`Outbox::requeue_all_in_flight`].
+//! The client's side of a session is one [`Session`]: it owns the [`Connection`] state machine
+//! and the [`Outbox`], and decides everything about the conversation with the relay that needs
+//! no keys, no storage and no clock of its own.
+//!
+//! 1. Build a [`Session`] from a [`SessionConfig`], the group id and the [`Outbox`] of pushes
+//!    restored from storage; keep a [`CursorTracker`] (from the persisted cursor) and a
+//!    [`SyncStatusTracker`] beside it.
+//! 2. Feed what happened into [`Session::handle`] with the current `now` and the RNG: the app's
+//!    [`Input::Connect`] / [`Input::Close`], the dial's outcome ([`Input::TransportUp`] with the
+//!    signed `Hello` proof, or [`Input::DialFailed`]), every frame from the relay, and
+//!    [`Input::TransportLost`]. At the instant [`Session::poll_timeout`] names, call
+//!    [`Session::handle_timeout`].
+//! 3. Then carry out [`Session::poll_transmit`] (dial, write a frame, close) and react to
+//!    [`Session::poll_event`] until both return `None`: reacting to an event (a page that ends
+//!    a pull) may give the session more to send. Both enums are exhaustive.
+//! 4. Queue pushes with [`Session::enqueue`] once they are durable; the session sends them
+//!    within the in-flight window and reports [`SessionEvent::PushAcked`],
+//!    [`SessionEvent::PushDeferred`] or [`SessionEvent::PushRejected`]. Pull with
+//!    [`Session::start_pull`]; pages arrive as [`SessionEvent::Page`], checked for order, with
+//!    the span they account for. Record pulled cursors with [`CursorTracker::received_range`]
+//!    and own acknowledgements with [`CursorTracker::own_push_acked`].
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
