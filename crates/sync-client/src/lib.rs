@@ -47,7 +47,7 @@ pub use invite::{InviteFetchError, fetch_invite};
 pub use iroh_transport::{IrohConfig, IrohTransport, self_hosted_endpoint};
 pub use relay::{ResolveError, lookup_relay, resolve_relay};
 pub use store::{
-    Delivered, STORE_FILE_NAME, SeenDevice, Store, StoreLocation, StoreSync, StoredPush,
+    Delivered, STORE_FILE_NAME, SeenDevice, Settled, Store, StoreLocation, StoreSync, StoredPush,
 };
 pub use sync_core::{GroupMaterial, InvitedGroup};
 pub use transport::{

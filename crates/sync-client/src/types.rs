@@ -258,6 +258,9 @@ pub enum SyncEvent {
         resume_from: Cursor,
         /// Whether the log was started afresh (a new store id) rather than restored.
         fresh_log: bool,
+        /// How many of this device's pushes, acknowledged after `resume_from` and not yet
+        /// expired, were queued again (the relay lost them).
+        resent: usize,
     },
     /// The relay acknowledged a push (durable).
     PushAcked {

@@ -178,7 +178,7 @@ async fn within_wait<T>(
 pub(crate) fn rewound_warning(client: &SyncClient) -> Option<String> {
     client.status().relay_rewound.map(|(was, from)| {
         format!(
-            "warning: the relay's log is behind this device (it had pulled up to #{was}): the relay was restored from an older copy or reset; pulling again from #{from}, blobs already received are not shown twice"
+            "warning: the relay's log is behind this device (it had pulled up to #{was}): the relay was restored from an older copy or reset; pulling again from #{from}, blobs already received are not shown twice, and this device's pushes the relay lost are pushed again"
         )
     })
 }

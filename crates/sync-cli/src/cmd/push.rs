@@ -73,6 +73,9 @@ pub(crate) async fn run(ctx: &Ctx, args: PushArgs) -> Result<(), Failure> {
     };
     if outcome.is_ok() {
         ctx.finish(&client, online).await;
+        if let Some(line) = super::pull::rewound_warning(&client) {
+            note!("{line}");
+        }
     } else {
         // Refused or deferred past --wait: do not wait again, the outbox keeps what is queued.
         client.close().await;

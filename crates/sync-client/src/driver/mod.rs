@@ -262,7 +262,11 @@ impl Driver {
                 reason,
                 was_established,
             } => self.on_session_ended(reason, was_established),
-            SessionEvent::PushAcked { blob_id, cursor } => self.on_push_acked(blob_id, cursor),
+            SessionEvent::PushAcked {
+                blob_id,
+                cursor,
+                ttl_secs,
+            } => self.on_push_acked(blob_id, cursor, ttl_secs),
             SessionEvent::PushDeferred {
                 blob_id,
                 error,

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 
 use sync_core::{ConnectionState, CursorTracker, Page, PullEnd, PullMode};
 use sync_crypto::open;
-use sync_types::{BlobId, Cursor, DeviceId, Notify, RelayId, WireError};
+use sync_types::{BlobId, Cursor, DeviceId, Notify, RelayId, WireError, unix_ms};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -259,14 +259,51 @@ impl Driver {
         from: Cursor,
         fresh_log: bool,
     ) {
+        // What was delivered so far is stored first, so it loses its place with the rest.
+        self.flush_store();
         let resume = self.pulls.tracker.resume_cursor();
         match self
             .store
             .set_relay_log(&self.me.group_id, &relay, store_id, from, true)
         {
-            Ok(()) => self.rewind(relay, relay_max, resume, from, fresh_log),
+            Ok(()) => {
+                let resent = self.push_again(from);
+                self.rewind(relay, relay_max, resume, from, fresh_log, resent);
+            }
             Err(e) => warn!(error = %e, "could not move the resume cursor back"),
         }
+    }
+
+    /// Queues again this device's pushes that the relay acknowledged after `from` and that
+    /// have not expired: a log that went back to `from` lost them. A push the relay still has
+    /// is a duplicate there (same id, same bytes) and keeps its place. Returns how many.
+    fn push_again(&mut self, from: Cursor) -> usize {
+        let pushes = match self.store.sent_after(&self.me.group_id, from, unix_ms()) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "could not read the pushes the relay acknowledged");
+                return 0;
+            }
+        };
+        if pushes.is_empty() {
+            return 0;
+        }
+        if let Err(e) = self.store.insert_pushes(&self.me.group_id, &pushes) {
+            warn!(error = %e, "could not queue the lost pushes again");
+            return 0;
+        }
+        let mut queued = 0;
+        for p in pushes {
+            match self.session.enqueue(p.blob_id, p.payload, p.ttl_secs) {
+                Ok(()) => {
+                    self.reports.sync.on_push_queued(p.blob_id);
+                    queued += 1;
+                }
+                // Durable in the store's outbox: sent after the next start.
+                Err(e) => debug!(error = %e, "lost push waits for the next start"),
+            }
+        }
+        queued
     }
 
     /// Moves the resume cursor back to `from` and reports it.
@@ -277,10 +314,12 @@ impl Driver {
         resume: Cursor,
         from: Cursor,
         fresh_log: bool,
+        resent: usize,
     ) {
         warn!(
-            %relay_max, resume_was = %resume, resume_from = %from, fresh_log,
-            "the relay's log is behind this device; pulling again from an earlier cursor"
+            %relay_max, resume_was = %resume, resume_from = %from, fresh_log, resent,
+            "the relay's log is behind this device; pulling again from an earlier cursor and \
+             pushing again what it lost of this device's"
         );
         self.pulls.tracker = CursorTracker::starting_at(from);
         self.pulls.persisted_cursor = from;
@@ -291,6 +330,7 @@ impl Driver {
             resume_was: resume,
             resume_from: from,
             fresh_log,
+            resent,
         });
     }
 
@@ -407,6 +447,11 @@ impl Driver {
                         // pulled again after it went back in time. Not a problem, and not data
                         // again, except own blobs asked for with `deliver_own`.
                         Some(first_cursor) if first_cursor == blob.cursor && !own => {}
+                        // Delivered where a log that went back in time lost it, and pushed
+                        // again by its sender: it has its place again; not data again.
+                        Some(Cursor::ZERO) => {
+                            self.pulls.delivered.push((blob.blob_id, blob.cursor));
+                        }
                         Some(first_cursor) if first_cursor == blob.cursor => {
                             round.ids.insert(blob.blob_id, blob.cursor);
                             round.blobs.push(blob);

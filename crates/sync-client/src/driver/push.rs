@@ -12,15 +12,15 @@ use tracing::{debug, info, warn};
 
 use super::{Driver, PushReply, rejected};
 use crate::error::{ClientError, StoreError};
-use crate::store::StoredPush;
+use crate::store::{Settled, StoredPush};
 use crate::types::{Receipt, SyncEvent};
 
 /// Pushes between the caller and the relay's answer.
 pub(super) struct PushPipeline {
     /// Callers of `push` waiting for the relay's answer.
     ack_waiters: HashMap<BlobId, oneshot::Sender<Result<Receipt, ClientError>>>,
-    /// Settled pushes not yet removed from the store.
-    pub(super) settled: Vec<BlobId>,
+    /// Settled pushes not yet taken out of the store's outbox.
+    pub(super) settled: Vec<Settled>,
 }
 
 impl PushPipeline {
@@ -123,9 +123,19 @@ impl Driver {
         }
     }
 
-    /// The relay stored a push.
-    pub(super) fn on_push_acked(&mut self, blob_id: BlobId, cursor: Cursor) {
-        self.pushes.settled.push(blob_id);
+    /// The relay stored a push. Its sealed copy is kept for as long as it may live on the
+    /// relay (its retention, as the relay applies it), to push again if the relay loses it.
+    pub(super) fn on_push_acked(&mut self, blob_id: BlobId, cursor: Cursor, ttl_secs: u32) {
+        let limits = self.session.limits();
+        let ttl = match ttl_secs {
+            0 => limits.default_ttl_secs,
+            t => t.min(limits.max_ttl_secs),
+        };
+        self.pushes.settled.push(Settled::Acked {
+            blob_id,
+            cursor,
+            expires_ms: unix_ms().saturating_add(u64::from(ttl).saturating_mul(1000)),
+        });
         // Remembered like a delivered blob: the relay cannot serve it back under another
         // cursor, and it can be checked against a relay's log.
         self.pulls.delivered.push((blob_id, cursor));
@@ -166,7 +176,7 @@ impl Driver {
 
     /// The relay refused a push for good: it left the outbox.
     pub(super) fn on_push_rejected(&mut self, blob_id: BlobId, e: WireError) {
-        self.pushes.settled.push(blob_id);
+        self.pushes.settled.push(Settled::Refused { blob_id });
         self.reports.sync.on_push_rejected(blob_id);
         warn!(code = %e.code, "push refused by the relay; dropped from the outbox");
         self.reports.emit(SyncEvent::PushRejected {

@@ -3,7 +3,9 @@
 //! It holds the device key, the groups this device belongs to (descriptor and secret), the
 //! resume cursor per group and relay, the outbox of pushes the relay has not acknowledged, and
 //! the ids of the blobs delivered to the app (with their cursors, for as long as a blob can live
-//! on a relay), so a relay that serves one again under another cursor is caught.
+//! on a relay), so a relay that serves one again under another cursor is caught, and the sealed
+//! pushes the relay acknowledged, for as long as they may live on it, so a relay whose log went
+//! back in time gets them again.
 //! A push is written here before it is reported as queued and removed only when the relay
 //! acknowledges it (or refuses it for good), so a crash or restart re-sends it with the same
 //! blob id.
@@ -69,6 +71,18 @@ CREATE TABLE IF NOT EXISTS delivered (
     PRIMARY KEY (group_id, blob_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS delivered_by_forget ON delivered (forget_ms);
+CREATE TABLE IF NOT EXISTS sent (
+    group_id   BLOB    NOT NULL,
+    blob_id    BLOB    NOT NULL,
+    cursor     INTEGER NOT NULL,
+    payload    BLOB    NOT NULL,
+    ttl_secs   INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    UNIQUE (group_id, blob_id)
+);
+CREATE INDEX IF NOT EXISTS sent_by_cursor ON sent (group_id, cursor);
+CREATE INDEX IF NOT EXISTS sent_by_expiry ON sent (expires_ms);
 CREATE TABLE IF NOT EXISTS relay_logs (
     group_id BLOB    NOT NULL,
     relay_id BLOB    NOT NULL,
@@ -556,30 +570,56 @@ impl Store {
         Ok(())
     }
 
-    /// In one transaction: removes settled pushes (acknowledged or refused for good) from the
-    /// outbox, remembers delivered blobs and stores a resume cursor.
+    /// In one transaction: takes settled pushes out of the outbox (an acknowledged one is kept,
+    /// sealed, until it expires on the relay), remembers delivered blobs and stores a resume
+    /// cursor.
     pub fn settle(
         &mut self,
-        removed: &[BlobId],
+        settled: &[Settled],
         delivered: Option<&Delivered<'_>>,
         cursor: Option<(&GroupId, &RelayId, Cursor)>,
     ) -> Result<(), StoreError> {
         let delivered = delivered.filter(|d| !d.blobs.is_empty());
-        if removed.is_empty() && delivered.is_none() && cursor.is_none() {
+        if settled.is_empty() && delivered.is_none() && cursor.is_none() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE blob_id = ?1")?;
-            for id in removed {
-                stmt.execute([blob(id.as_bytes())])?;
+            let mut keep = tx.prepare_cached(
+                "INSERT INTO sent (group_id, blob_id, cursor, payload, ttl_secs, created_ms,
+                                   expires_ms)
+                 SELECT group_id, blob_id, ?2, payload, ttl_secs, created_ms, ?3
+                 FROM outbox WHERE blob_id = ?1
+                 ON CONFLICT(group_id, blob_id) DO UPDATE SET
+                     cursor = excluded.cursor, expires_ms = excluded.expires_ms",
+            )?;
+            let mut delete = tx.prepare_cached("DELETE FROM outbox WHERE blob_id = ?1")?;
+            for s in settled {
+                match s {
+                    Settled::Acked {
+                        blob_id,
+                        cursor,
+                        expires_ms,
+                    } => {
+                        keep.execute(params![
+                            blob(blob_id.as_bytes()),
+                            to_i64(cursor.get()),
+                            to_i64(*expires_ms)
+                        ])?;
+                        delete.execute([blob(blob_id.as_bytes())])?;
+                    }
+                    Settled::Refused { blob_id } => {
+                        delete.execute([blob(blob_id.as_bytes())])?;
+                    }
+                }
             }
         }
         if let Some(d) = delivered {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO delivered (group_id, blob_id, cursor, forget_ms)
                  VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(group_id, blob_id) DO UPDATE SET forget_ms = excluded.forget_ms",
+                 ON CONFLICT(group_id, blob_id) DO UPDATE SET
+                     cursor = excluded.cursor, forget_ms = excluded.forget_ms",
             )?;
             for (id, c) in d.blobs {
                 stmt.execute(params![
@@ -657,9 +697,11 @@ impl Store {
         Ok(v.map(|v| u64::from_be_bytes(v.to_be_bytes())))
     }
 
-    /// In one transaction: records the relay's log id for `group` on `relay_id` and moves the
-    /// resume cursor to `resume` if `rewound` (the log went back to `resume`, or started afresh:
-    /// the delivered blob ids stay, so what the relay serves again is not delivered twice).
+    /// In one transaction: records the relay's log id for `group` on `relay_id` and, if
+    /// `rewound` (the log went back to `resume`, or started afresh), moves the resume cursor to
+    /// `resume`. The delivered blob ids stay, so what the relay serves again is not delivered
+    /// twice; those delivered above `resume` lose their place (cursor 0: the relay lost it, and
+    /// a sender may push them again under another cursor).
     pub fn set_relay_log(
         &mut self,
         group: &GroupId,
@@ -680,19 +722,90 @@ impl Store {
         )?;
         if rewound {
             write_cursor(&tx, group, relay_id, resume)?;
+            tx.execute(
+                "UPDATE delivered SET cursor = 0 WHERE group_id = ?1 AND cursor > ?2",
+                params![blob(group.as_bytes()), to_i64(resume.get())],
+            )?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Forgets delivered blob ids whose time is up (`forget_ms` before `now_ms`); returns how
-    /// many.
+    /// Forgets delivered blob ids whose time is up (`forget_ms` before `now_ms`) and the kept
+    /// copies of acknowledged pushes that have expired on the relay; returns how many rows.
     pub fn forget_delivered(&self, now_ms: u64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute(
+        let ids = self.conn.execute(
             "DELETE FROM delivered WHERE forget_ms < ?1",
             [to_i64(now_ms)],
-        )?)
+        )?;
+        let sent = self
+            .conn
+            .execute("DELETE FROM sent WHERE expires_ms < ?1", [to_i64(now_ms)])?;
+        Ok(ids + sent)
     }
+
+    /// The acknowledged pushes of `group` that the relay put after `after` and that have not
+    /// expired at `now_ms` (nor wait in the outbox again), oldest first, each with the
+    /// retention it has left (at least a second): what a relay whose log went back to `after`
+    /// no longer has.
+    pub fn sent_after(
+        &self,
+        group: &GroupId,
+        after: Cursor,
+        now_ms: u64,
+    ) -> Result<Vec<StoredPush>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT blob_id, payload, expires_ms, created_ms FROM sent
+             WHERE group_id = ?1 AND cursor > ?2 AND expires_ms > ?3
+               AND blob_id NOT IN (SELECT blob_id FROM outbox)
+             ORDER BY cursor",
+        )?;
+        let rows = stmt.query_map(
+            params![blob(group.as_bytes()), to_i64(after.get()), to_i64(now_ms)],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, payload, expires, created) = row?;
+            let id = <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| StoreError::Corrupt { what: "blob id" })?;
+            let left_secs = to_u64(expires).saturating_sub(now_ms).div_ceil(1000).max(1);
+            out.push(StoredPush {
+                blob_id: BlobId::from_bytes(id),
+                payload: Bytes::from(payload),
+                ttl_secs: u32::try_from(left_secs).unwrap_or(u32::MAX),
+                created_ms: to_u64(created),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A push the relay answered for good, taken out of the outbox by [`Store::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Stored by the relay at `cursor`: kept, sealed, until `expires_ms` (when it expires on
+    /// the relay), to push again if the relay's log goes back in time.
+    Acked {
+        /// The push.
+        blob_id: BlobId,
+        /// Where the relay put it.
+        cursor: Cursor,
+        /// When it expires on the relay, milliseconds since the Unix epoch.
+        expires_ms: u64,
+    },
+    /// Refused for good: dropped.
+    Refused {
+        /// The push.
+        blob_id: BlobId,
+    },
 }
 
 /// Blobs delivered to the app, to remember in [`Store::settle`].

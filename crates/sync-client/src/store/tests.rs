@@ -26,7 +26,9 @@ fn file_is_owner_only_and_state_survives_reopen() {
             .unwrap();
         s.insert_pushes(&gid, &[push(1), push(2), push(3)]).unwrap();
         s.settle(
-            &[BlobId::from_bytes([2; 16])],
+            &[Settled::Refused {
+                blob_id: BlobId::from_bytes([2; 16]),
+            }],
             Some(&Delivered {
                 group: &gid,
                 blobs: &[
@@ -156,4 +158,89 @@ fn debug_is_redacted() {
     assert!(text.contains("redacted"));
     assert!(!text.contains(&format!("{:?}", g.secret.expose_bytes())));
     assert!(!text.contains("[7, 7, 7"));
+}
+
+#[test]
+fn acknowledged_pushes_are_kept_until_they_expire_and_come_back_for_a_rewound_log() {
+    let mut s = Store::open_in_memory().unwrap();
+    let g = s.save_group(&group(6)).unwrap();
+    let relay = RelayId::from_bytes([9; 32]);
+    s.insert_pushes(&g, &[push(1), push(2), push(3)]).unwrap();
+    let acked = |n: u8, cursor: u64, expires_ms: u64| Settled::Acked {
+        blob_id: BlobId::from_bytes([n; 16]),
+        cursor: Cursor::new(cursor),
+        expires_ms,
+    };
+    s.settle(
+        &[
+            acked(1, 5, 10_000),
+            acked(2, 8, 2_000),
+            Settled::Refused {
+                blob_id: BlobId::from_bytes([3; 16]),
+            },
+        ],
+        Some(&Delivered {
+            group: &g,
+            blobs: &[
+                (BlobId::from_bytes([1; 16]), Cursor::new(5)),
+                (BlobId::from_bytes([2; 16]), Cursor::new(8)),
+                (BlobId::from_bytes([7; 16]), Cursor::new(6)),
+            ],
+            forget_ms: 50_000,
+        }),
+        None,
+    )
+    .unwrap();
+    assert!(
+        s.outbox(&g).unwrap().is_empty(),
+        "settled pushes leave the outbox"
+    );
+    let ids = |v: Vec<StoredPush>| {
+        v.into_iter()
+            .map(|p| p.blob_id.as_bytes()[0])
+            .collect::<Vec<_>>()
+    };
+    // Everything after cursor 4, oldest first, the refused one never; each with the retention
+    // it has left.
+    let again = s.sent_after(&g, Cursor::new(4), 1_000).unwrap();
+    assert_eq!(
+        again.iter().map(|p| p.ttl_secs).collect::<Vec<_>>(),
+        vec![9, 1]
+    );
+    assert_eq!(
+        again[0].payload,
+        push(1).payload,
+        "the sealed bytes, unchanged"
+    );
+    assert_eq!(ids(again), vec![1, 2]);
+    assert_eq!(
+        ids(s.sent_after(&g, Cursor::new(5), 1_000).unwrap()),
+        vec![2]
+    );
+    // Expired on the relay: neither pushed again nor kept.
+    assert_eq!(ids(s.sent_after(&g, Cursor::ZERO, 3_000).unwrap()), vec![1]);
+    s.forget_delivered(3_000).unwrap();
+    assert_eq!(ids(s.sent_after(&g, Cursor::ZERO, 0).unwrap()), vec![1]);
+    // Queued again: not offered twice.
+    s.insert_pushes(&g, &s.sent_after(&g, Cursor::ZERO, 3_000).unwrap())
+        .unwrap();
+    assert!(s.sent_after(&g, Cursor::ZERO, 3_000).unwrap().is_empty());
+    // The log went back to cursor 5: what was delivered above it lost its place; below, kept.
+    s.set_relay_log(&g, &relay, 1, Cursor::new(5), true)
+        .unwrap();
+    assert_eq!(s.cursor(&g, &relay).unwrap(), Cursor::new(5));
+    assert_eq!(
+        s.delivered_at(&g, &BlobId::from_bytes([7; 16])).unwrap(),
+        Some(Cursor::ZERO)
+    );
+    assert_eq!(
+        s.delivered_at(&g, &BlobId::from_bytes([1; 16])).unwrap(),
+        Some(Cursor::new(5))
+    );
+    // Acknowledged again elsewhere: the new place is remembered.
+    s.settle(&[acked(1, 12, 10_000)], None, None).unwrap();
+    assert_eq!(
+        ids(s.sent_after(&g, Cursor::new(11), 3_000).unwrap()),
+        vec![1]
+    );
 }

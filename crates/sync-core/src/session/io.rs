@@ -89,6 +89,8 @@ pub enum SessionEvent {
         blob_id: BlobId,
         /// Where the relay put it.
         cursor: Cursor,
+        /// The retention the push asked for (0: the relay's default).
+        ttl_secs: u32,
     },
     /// The relay deferred a push: it stays queued, and nothing is sent before `retry_after`
     /// has passed.

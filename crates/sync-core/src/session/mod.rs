@@ -601,10 +601,11 @@ impl Session {
         }
         self.relay_max = self.relay_max.max(ack.cursor);
         // Anything else is a repeated acknowledgement, or one for a push no longer queued.
-        if let AckOutcome::Acked { .. } = self.outbox.ack(&ack.blob_id, ack.cursor) {
+        if let AckOutcome::Acked { entry, .. } = self.outbox.ack(&ack.blob_id, ack.cursor) {
             self.events.push_back(SessionEvent::PushAcked {
                 blob_id: ack.blob_id,
                 cursor: ack.cursor,
+                ttl_secs: entry.ttl_secs(),
             });
         }
     }

@@ -372,7 +372,8 @@ fn pushes_wait_for_the_session_and_stay_within_the_window() {
     assert_eq!(h.push_ids().len(), 1);
     assert!(h.events.contains(&SessionEvent::PushAcked {
         blob_id,
-        cursor: Cursor::new(1)
+        cursor: Cursor::new(1),
+        ttl_secs: 0,
     }));
     assert_eq!(h.s.outbox().len(), 19);
 }
