@@ -340,7 +340,9 @@ fn a_relay_restored_from_an_older_copy_delivers_everything_pushed_afterwards() {
     // A notices on its next connection, and pushes again what the relay lost of its own.
     let first = t.a.run(&["push", "x"]).ok();
     assert!(
-        first.stderr.contains("the relay's log is behind this device")
+        first
+            .stderr
+            .contains("the relay's log is behind this device")
             && first.stderr.contains("pushed again"),
         "{}",
         first.stderr

@@ -11,6 +11,9 @@
 //! - [`guard`]: a bounded wait for an event, so a hung test fails instead of holding CI.
 //! - With the `devices` feature: [`devices`], test devices (`SyncClient`s over real iroh on
 //!   loopback) and groups.
+//! - With the `hostile` feature: [`hostile_relay`], an in-process relay speaking the real
+//!   protocol (over real iroh on loopback, or in memory) that can be told to misbehave: damage,
+//!   withhold, replay, roll back, announce huge frames, page forever, ask for endless waits.
 //! - [`doc_vectors`]: the test vectors of `docs/PROTOCOL.md`, read from the document so the
 //!   tests that check them keep it true.
 //!
@@ -25,6 +28,8 @@ mod bin;
 pub mod devices;
 pub mod doc_vectors;
 mod guard;
+#[cfg(feature = "hostile")]
+pub mod hostile_relay;
 mod process;
 mod relay;
 

@@ -1,8 +1,8 @@
-//! Client behaviour against a scripted in-process relay (see `fake_relay`).
+//! Client behaviour against the test kit's in-process relay, scripted per test (see
+//! `fake_relay`); the same relay over real iroh is in `tests/hostile_relay.rs`.
 
 mod delivery_props;
 mod fake_relay;
-mod hostile_iroh;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +38,8 @@ fn fast_options() -> ClientOptions {
 }
 
 fn config(relay: &FakeRelay, store: StoreLocation, group: GroupChoice) -> ClientConfig {
-    ClientConfig::new(store, Arc::new(relay.transport()), group).with_options(fast_options())
+    ClientConfig::new(store, Arc::new(fake_relay::transport(relay)), group)
+        .with_options(fast_options())
 }
 
 /// A client of `relay` with its state in `store`, connected (or working offline).
@@ -406,7 +407,7 @@ async fn a_replayed_blob_is_reported_and_never_delivered_twice() {
     assert_eq!(got.len(), 1);
 
     // The relay serves the same sealed blob again under a new cursor, then an honest blob.
-    let again = relay.replay(&first.blob_id);
+    let again = relay.replay(&first.blob_id).expect("stored");
     assert_ne!(again, first.cursor);
     guard("push", a.push(b"fresh")).await.unwrap();
     let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
@@ -439,7 +440,7 @@ async fn a_replay_is_caught_after_the_device_restarts() {
         assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 1);
         b.close().await;
     }
-    let again = relay.replay(&first.blob_id);
+    let again = relay.replay(&first.blob_id).expect("stored");
     let b = connect(&relay, store, GroupChoice::Stored(None)).await;
     let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
     assert!(batch.blobs.is_empty());

@@ -1,21 +1,56 @@
-//! A malicious relay speaking the real wire protocol over real iroh on 127.0.0.1 (QUIC, TLS,
-//! the Hello bound to the connection): it damages, replays and withholds blobs, rolls its log
-//! back and grows it again, announces a 4 GiB frame, serves endless pages and asks for an
-//! endless wait. Each trick is a typed problem or error, never garbage data, and an honest
-//! session afterwards delivers everything once.
+//! A malicious relay (the test kit's `HostileRelay`) speaking the real wire protocol over real
+//! iroh on 127.0.0.1 (QUIC, TLS, the Hello bound to the connection), against devices built from
+//! the public API only: it damages, replays and withholds blobs, rolls its log back and grows it
+//! again, announces a 4 GiB frame, serves endless pages and asks for an endless wait. Each trick
+//! is a typed problem or error, never garbage data, and an honest session afterwards delivers
+//! everything once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use iroh::SecretKey;
+use sync_client::{
+    ClientConfig, ClientError, ClientOptions, GroupChoice, IntegrityProblem, IrohConfig,
+    IrohTransport, StoreLocation, Stream, StreamExt, SyncClient, SyncEvent, self_hosted_endpoint,
+};
+use sync_core::{BackoffConfig, ConnectionConfig, MAX_RETRY_HINT};
 use sync_testkit::devices::group as material;
 use sync_testkit::guard;
+use sync_testkit::hostile_relay::{HostileRelay, PullTrick};
 use sync_types::{Cursor, ErrorCode, WireError};
 
-use super::fake_relay::{FakeRelay, PullTrick};
-use super::{fast_options, wait_for};
-use crate::{
-    ClientConfig, ClientError, ClientOptions, GroupChoice, IntegrityProblem, IrohConfig,
-    IrohTransport, StoreLocation, SyncClient, SyncEvent,
-};
+/// Reconnects within milliseconds, so a test never waits on a backoff.
+fn fast_options() -> ClientOptions {
+    let mut options = ClientOptions::default();
+    options.connection = ConnectionConfig {
+        backoff: BackoffConfig {
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(20),
+            max_jitter: Duration::from_millis(5),
+        },
+        connect_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(5),
+    };
+    options
+}
+
+/// The next event matching `pred` (bounded).
+async fn wait_for(
+    events: &mut (impl Stream<Item = SyncEvent> + Unpin),
+    mut pred: impl FnMut(&SyncEvent) -> bool,
+) -> SyncEvent {
+    guard("event", async {
+        while let Some(e) = events.next().await {
+            if pred(&e) {
+                return e;
+            }
+        }
+        panic!("event stream ended");
+    })
+    .await
+}
 
 /// A device with its own iroh endpoint, dialling the relay of `relay`.
 async fn device(
@@ -33,7 +68,12 @@ async fn device(
 
 #[tokio::test]
 async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
-    let (relay, transport, endpoint) = FakeRelay::new().over_iroh().await;
+    let (relay, addr, endpoint) = HostileRelay::new()
+        .over_iroh(self_hosted_endpoint(SecretKey::from_bytes(&[0x5e; 32])))
+        .await
+        .expect("relay endpoint");
+    let transport = IrohConfig::new(relay.relay_id(), vec![addr])
+        .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)));
     let g = material(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let b_store = StoreLocation::Dir(dir.path().join("b"));
@@ -61,10 +101,10 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
     for i in 7..=9u8 {
         guard("push", a.push(&[i])).await.expect("push");
     }
-    relay.tamper(Cursor::new(7));
+    assert!(relay.tamper(Cursor::new(7)));
     relay.withhold(Cursor::new(8));
     let first = relay.blobs()[0].blob_id;
-    let replayed_at = relay.replay(&first);
+    let replayed_at = relay.replay(&first).expect("stored");
     let batch = guard("pull", b.pull_uncommitted()).await.expect("pull");
     let data: Vec<u8> = batch.blobs.iter().map(|b| b.data[0]).collect();
     assert_eq!(data, vec![9]);
@@ -92,7 +132,7 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
     let deferred = guard("push", b.push(b"own")).await.expect_err("deferred");
     assert!(
         matches!(&deferred, ClientError::Deferred { retry_after: Some(w), .. }
-            if *w == crate::driver::MAX_RETRY_HINT),
+            if *w == MAX_RETRY_HINT),
         "{deferred:?}"
     );
 
