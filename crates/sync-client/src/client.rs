@@ -1,5 +1,6 @@
 //! [`SyncClient`]: the app's handle on one sync group through one relay.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ struct Inner {
     device: DeviceKey,
     ttl_secs: u32,
     rng: Mutex<ChaCha20Rng>,
+    /// The sequence number of this device's next push in the group (shared with the driver,
+    /// which stores the highest one used with the push).
+    next_seq: Arc<AtomicU64>,
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -95,6 +99,7 @@ impl SyncClient {
         };
         let keys = Arc::new(group.keys());
         let group_id = keys.group_id();
+        let next_seq = Arc::new(AtomicU64::new(store.own_seq(&group_id)?.saturating_add(1)));
 
         // The outbox holds at least everything stored, even if the limits shrank since.
         let stored = store.outbox(&group_id)?;
@@ -141,6 +146,7 @@ impl SyncClient {
             status_tx,
             commands: cmd_rx,
             first: first_tx,
+            next_seq: Arc::clone(&next_seq),
         });
         let handle = tokio::spawn(driver.run());
         let client = SyncClient {
@@ -153,6 +159,7 @@ impl SyncClient {
                 device,
                 ttl_secs,
                 rng: Mutex::new(os_seeded_rng()?),
+                next_seq,
                 driver: Mutex::new(Some(handle)),
             }),
         };
@@ -199,7 +206,7 @@ impl SyncClient {
         rx.await.map_err(|_| ClientError::Closed)?
     }
 
-    fn seal(&self, data: &[u8]) -> Result<(BlobId, Bytes), ClientError> {
+    fn seal(&self, data: &[u8]) -> Result<(BlobId, u64, Bytes), ClientError> {
         let keys = &self.inner.keys;
         let key = keys
             .epoch_key(keys.current_epoch())
@@ -208,21 +215,25 @@ impl SyncClient {
         // Time-ordered, so the relay's index of the group's blob ids grows at its end.
         let unix_secs = unix_ms() / 1000;
         let blob_id = BlobId::time_ordered(&mut *rng, unix_secs);
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
         let sealed = seal(
             &mut *rng,
             &key,
             &self.inner.group_id,
             &self.inner.device,
             &blob_id,
+            seq,
             data,
         )?;
-        Ok((blob_id, Bytes::from(sealed)))
+        Ok((blob_id, seq, Bytes::from(sealed)))
     }
 
-    /// The command that queues the sealed push `blob_id`, answered through `reply`.
-    fn push_command(&self, blob_id: BlobId, sealed: Bytes, reply: PushReply) -> Command {
+    /// The command that queues the sealed push `blob_id` (number `seq`), answered through
+    /// `reply`.
+    fn push_command(&self, blob_id: BlobId, seq: u64, sealed: Bytes, reply: PushReply) -> Command {
         Command::Push {
             blob_id,
+            seq,
             payload: sealed,
             ttl_secs: self.inner.ttl_secs,
             created_ms: unix_ms(),
@@ -237,16 +248,16 @@ impl SyncClient {
     /// and `Deferred` pushes stay in the outbox and are sent automatically; `Rejected`,
     /// `TooLarge` and `OutboxFull` pushes are not queued and will never be sent.
     pub async fn push(&self, data: &[u8]) -> Result<Receipt, ClientError> {
-        let (blob_id, sealed) = self.seal(data)?;
-        self.request(|tx| self.push_command(blob_id, sealed, PushReply::Ack(tx)))
+        let (blob_id, seq, sealed) = self.seal(data)?;
+        self.request(|tx| self.push_command(blob_id, seq, sealed, PushReply::Ack(tx)))
             .await
     }
 
     /// Seals `data` and returns its blob id as soon as it is durable in the outbox (for
     /// offline use); the relay's acknowledgement arrives later as [`SyncEvent::PushAcked`].
     pub async fn push_queued(&self, data: &[u8]) -> Result<BlobId, ClientError> {
-        let (blob_id, sealed) = self.seal(data)?;
-        self.request(|tx| self.push_command(blob_id, sealed, PushReply::Durable(tx)))
+        let (blob_id, seq, sealed) = self.seal(data)?;
+        self.request(|tx| self.push_command(blob_id, seq, sealed, PushReply::Durable(tx)))
             .await
     }
 

@@ -53,6 +53,21 @@ pub enum IntegrityProblem {
         /// How many of its cursors are unaccounted for.
         count: u64,
     },
+    /// The sender's blobs numbered `from` to `to` (its own numbering, signed in every blob)
+    /// have not arrived although a later one did, for longer than
+    /// [`ClientOptions::missing_grace`](crate::ClientOptions::missing_grace), and the relay did
+    /// not account for them as removed: it withheld or lost them, whatever its cursors say (or
+    /// refused them for good, which the sender was told).
+    MissingFromSender {
+        /// The sender.
+        sender: DeviceId,
+        /// The first missing number.
+        from: u64,
+        /// The last missing number.
+        to: u64,
+        /// The cursor of the blob that revealed the gap.
+        noticed_at: Cursor,
+    },
 }
 
 impl IntegrityProblem {
@@ -61,6 +76,7 @@ impl IntegrityProblem {
         match self {
             Self::Rejected { cursor, .. } | Self::Replayed { cursor, .. } => *cursor,
             Self::Withheld { from, .. } => *from,
+            Self::MissingFromSender { noticed_at, .. } => *noticed_at,
         }
     }
 }
@@ -92,6 +108,24 @@ impl fmt::Display for IntegrityProblem {
             Self::Withheld { from, to, count } => write!(
                 f,
                 "the relay did not serve {count} blob(s) between #{from} and #{to} and did not say they expired or were deleted (withheld or lost)"
+            ),
+            Self::MissingFromSender {
+                sender,
+                from,
+                to,
+                noticed_at,
+            } if from == to => write!(
+                f,
+                "blob number {from} of device {sender} never arrived, though later ones did (from #{noticed_at} on): the relay withheld or lost it, or refused it"
+            ),
+            Self::MissingFromSender {
+                sender,
+                from,
+                to,
+                noticed_at,
+            } => write!(
+                f,
+                "blobs number {from} to {to} of device {sender} never arrived, though later ones did (from #{noticed_at} on): the relay withheld or lost them, or refused them"
             ),
         }
     }

@@ -32,6 +32,7 @@ mod integrity;
 mod invite;
 mod iroh_transport;
 mod relay;
+mod sequences;
 mod store;
 mod transport;
 mod types;
@@ -47,7 +48,8 @@ pub use invite::{InviteFetchError, fetch_invite};
 pub use iroh_transport::{IrohConfig, IrohTransport, self_hosted_endpoint};
 pub use relay::{ResolveError, lookup_relay, resolve_relay};
 pub use store::{
-    Delivered, STORE_FILE_NAME, SeenDevice, Settled, Store, StoreLocation, StoreSync, StoredPush,
+    Delivered, STORE_FILE_NAME, SeenDevice, SenderSeq, SeqGap, Settled, Store, StoreLocation,
+    StoreSync, StoredPush,
 };
 pub use sync_core::{GroupMaterial, InvitedGroup};
 pub use transport::{

@@ -44,6 +44,10 @@ pub struct ClientOptions {
     /// Whether [`SyncClient::pull`](crate::SyncClient::pull) also returns this device's own
     /// blobs (default: no, the app already has them).
     pub deliver_own: bool,
+    /// How long a gap in a sender's numbering may stay open before it is reported as
+    /// [`IntegrityProblem::MissingFromSender`](crate::IntegrityProblem::MissingFromSender)
+    /// (pushes can reach the relay out of order when it defers one; default 10 minutes).
+    pub missing_grace: Duration,
     /// Capacity of the event channel; a subscriber that falls further behind receives
     /// [`SyncEvent::Lagged`].
     pub event_capacity: usize,
@@ -65,6 +69,7 @@ impl Default for ClientOptions {
             pull_round_bytes: 32 << 20,
             default_retry: Duration::from_secs(1),
             deliver_own: false,
+            missing_grace: Duration::from_secs(600),
             event_capacity: 4096,
             admission_token: None,
         }

@@ -196,3 +196,50 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
     b.close().await;
     endpoint.close().await;
 }
+
+#[tokio::test]
+async fn a_push_acknowledged_and_dropped_without_a_trace_is_missing_from_its_sender() {
+    let (relay, addr, endpoint) = HostileRelay::new()
+        .over_iroh(self_hosted_endpoint(SecretKey::from_bytes(&[0x5f; 32])))
+        .await
+        .expect("relay endpoint");
+    let transport = IrohConfig::new(relay.relay_id(), vec![addr])
+        .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let g = material(2);
+    let a = device(
+        &transport,
+        StoreLocation::InMemory,
+        GroupChoice::Use(g.clone()),
+        fast_options(),
+    )
+    .await;
+    let mut watchful = fast_options();
+    watchful.missing_grace = Duration::ZERO;
+    let b = device(
+        &transport,
+        StoreLocation::InMemory,
+        GroupChoice::Use(g.clone()),
+        watchful,
+    )
+    .await;
+    guard("push", a.push(b"one")).await.expect("push");
+    relay.swallow_next_pushes(2);
+    for text in [b"two".as_slice(), b"three", b"four"] {
+        guard("push", a.push(text)).await.expect("push");
+    }
+    let batch = guard("pull", b.pull_uncommitted()).await.expect("pull");
+    let data: Vec<&[u8]> = batch.blobs.iter().map(|b| b.data.as_slice()).collect();
+    assert_eq!(data, vec![b"one".as_slice(), b"four"]);
+    assert!(
+        matches!(
+            batch.problems.as_slice(),
+            [IntegrityProblem::MissingFromSender { sender, from: 2, to: 3, .. }]
+                if *sender == a.device_id()
+        ),
+        "{:?}",
+        batch.problems
+    );
+    a.close().await;
+    b.close().await;
+    endpoint.close().await;
+}

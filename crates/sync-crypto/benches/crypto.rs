@@ -42,7 +42,7 @@ fn seal_and_open(c: &mut Criterion) {
         sealing.throughput(Throughput::Bytes(len as u64));
         sealing.bench_function(name, |b| {
             b.iter(|| {
-                seal(&mut rng, &key, &group, &device, &blob, black_box(&plain))
+                seal(&mut rng, &key, &group, &device, &blob, 1, black_box(&plain))
                     .expect("sealing a blob of a valid size")
             });
         });
@@ -51,7 +51,7 @@ fn seal_and_open(c: &mut Criterion) {
 
     let mut opening = c.benchmark_group("open");
     for (name, len) in sizes {
-        let sealed = seal(&mut rng, &key, &group, &device, &blob, &vec![0x5a; len])
+        let sealed = seal(&mut rng, &key, &group, &device, &blob, 1, &vec![0x5a; len])
             .expect("sealing a blob of a valid size");
         opening.throughput(Throughput::Bytes(len as u64));
         opening.bench_function(name, |b| {

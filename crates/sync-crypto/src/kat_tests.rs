@@ -45,9 +45,20 @@ const CONTENT_KEY: &str = "82fadad5f63d5486dfcc5ae95927b544482b2e6abe50bb8e77dcf
 const DEVICE_ID: &str = "29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7";
 const HELLO_SIG: &str = "fa82b7e57c960a8c4efe04a1fb6b278573907d823dad0395138fa8a26a1d7ba4\
                          c8f0a4891460861906746f1152bb4928bcda13c6c5e0781eee0e159eda7c110d";
-/// `seal(sync_key, group, device, blob, b"hello 0k-sync")` with nonce 40 41 … 57 (the bytes
-/// `CountingRng(0x40)` yields).
-const SEALED: &str = "01\
+/// `seal(sync_key, group, device, blob, seq 1, b"hello 0k-sync")` with nonce 40 41 … 57 (the
+/// bytes `CountingRng(0x40)` yields).
+const SEALED: &str = "02\
+                      00000000\
+                      29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7\
+                      0000000000000001\
+                      404142434445464748494a4b4c4d4e4f5051525354555657\
+                      c6306a9476d16036971eb7ff1d\
+                      23d8fd167b5d3e402ea4a78663b8c1d7\
+                      5cab7a6f8add4794f2b9f75c1d42c8abf6bb0180588a0bffa4918a42e1b6f970\
+                      aa535b2d8981181ef84f407c8afc9dc61b230d24139e165edbb80355a04d4702";
+/// The same blob in the first sealed format (no sequence number), as a build before version 2
+/// wrote it: it still opens.
+const SEALED_V1: &str = "01\
                       00000000\
                       29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7\
                       404142434445464748494a4b4c4d4e4f5051525354555657\
@@ -106,6 +117,7 @@ fn kat_sealed_blob() {
         &keys.group_id(),
         &kat_device(),
         &kat_blob(),
+        1,
         b"hello 0k-sync",
     )
     .unwrap();
@@ -121,6 +133,22 @@ fn kat_sealed_blob() {
     )
     .unwrap();
     assert_eq!(opened.plaintext, b"hello 0k-sync");
+    assert_eq!(opened.seq, Some(1));
+}
+
+#[test]
+fn kat_sealed_blob_in_the_first_format_still_opens() {
+    let keys = kat_keys();
+    let opened = open(
+        &keys,
+        &keys.group_id(),
+        &kat_blob(),
+        &kat_device().device_id(),
+        &hex::decode(SEALED_V1).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(opened.plaintext, b"hello 0k-sync");
+    assert_eq!(opened.seq, None);
 }
 
 #[test]

@@ -31,9 +31,11 @@
 //! // Seal on one device, open on another that holds the same group keys.
 //! let blob = BlobId::random(&mut rng);
 //! let key = keys.epoch_key(keys.current_epoch()).unwrap();
-//! let sealed = seal(&mut rng, &key, &group, &device, &blob, b"note").unwrap();
+//! // This device's first blob in the group: sequence number 1.
+//! let sealed = seal(&mut rng, &key, &group, &device, &blob, 1, b"note").unwrap();
 //! let opened = open(&keys, &group, &blob, &device.device_id(), &sealed).unwrap();
 //! assert_eq!(opened.plaintext, b"note");
+//! assert_eq!(opened.seq, Some(1));
 //! ```
 #![cfg_attr(
     not(test),

@@ -17,20 +17,29 @@ use crate::error::{CryptoError, OpenError};
 use crate::hello::strict_verifying_key;
 use crate::schedule::{EpochKey, GroupKeys, KeyEpoch};
 
-/// Version byte of the sealed format this build writes and reads.
-pub const SEAL_VERSION: u8 = 1;
+/// Version byte of the sealed format this build writes. It also reads version 1 (the same
+/// layout without the sender's sequence number).
+pub const SEAL_VERSION: u8 = 2;
+
+/// The first sealed format: no sequence number.
+const SEAL_VERSION_1: u8 = 1;
 
 const SIG_LABEL: &[u8] = b"0k-sync/v1/seal-sig";
 const EPOCH_AT: usize = 1;
 const SENDER_AT: usize = 5;
-const NONCE_AT: usize = 37;
-/// Length of the header: version, epoch, sender, nonce.
-const HEADER_LEN: usize = 61;
+const SEQ_AT: usize = 37;
+/// Length of the header: version, epoch, sender, sequence number, nonce.
+const HEADER_LEN: usize = 69;
+/// Length of a version 1 header: version, epoch, sender, nonce.
+const HEADER_LEN_1: usize = 61;
 const TAG_LEN: usize = 16;
 const SIG_LEN: usize = 64;
 
-/// Bytes a sealed blob adds to its plaintext: header (61) + tag (16) + signature (64).
+/// Bytes a sealed blob adds to its plaintext: header (69) + tag (16) + signature (64).
 pub const SEAL_OVERHEAD: usize = HEADER_LEN + TAG_LEN + SIG_LEN;
+
+/// Bytes a version 1 sealed blob adds to its plaintext (no sequence number).
+const SEAL_OVERHEAD_1: usize = HEADER_LEN_1 + TAG_LEN + SIG_LEN;
 
 /// A blob that passed every check.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,6 +50,9 @@ pub struct Opened {
     pub sender: DeviceId,
     /// The key epoch it was sealed under.
     pub epoch: KeyEpoch,
+    /// The sender's sequence number (signed): 1 for its first blob in the group, one more for
+    /// each after. `None` for a blob in the first sealed format, which has none.
+    pub seq: Option<u64>,
 }
 
 impl std::fmt::Debug for Opened {
@@ -49,29 +61,34 @@ impl std::fmt::Debug for Opened {
             .field("plaintext_len", &self.plaintext.len())
             .field("sender", &self.sender)
             .field("epoch", &self.epoch)
+            .field("seq", &self.seq)
             .finish()
     }
 }
 
-/// Seals `plaintext` for `group` under `key` as `device`, with a random nonce from `rng`.
-/// Fails only for plaintexts too large for one AEAD message (~256 GiB).
+/// Seals `plaintext` for `group` under `key` as `device`, as the device's blob number `seq` in
+/// the group, with a random nonce from `rng`. Fails only for plaintexts too large for one AEAD
+/// message (~256 GiB).
 ///
-/// Sealed layout (version 1), all integers big-endian:
+/// Sealed layout (version 2), all integers big-endian:
 ///
 /// ```text
 /// offset  len  field
-/// 0       1    version = 1
+/// 0       1    version = 2
 /// 1       4    key epoch (u32)
 /// 5       32   sender device id (Ed25519 public key)
-/// 37      24   XChaCha20-Poly1305 nonce (random)
-/// 61      n+16 ciphertext ‖ Poly1305 tag
-/// 77+n    64   Ed25519 signature by the sender's device key
+/// 37      8    sender sequence number (u64): 1, 2, 3, … per sender and group
+/// 45      24   XChaCha20-Poly1305 nonce (random)
+/// 69      n+16 ciphertext ‖ Poly1305 tag
+/// 85+n    64   Ed25519 signature by the sender's device key
 /// ```
 ///
-/// AEAD associated data: `version ‖ group_id(32) ‖ sender(32) ‖ blob_id(16) ‖ epoch(4)`.
-/// Signed message: `"0k-sync/v1/seal-sig" ‖ group_id(32) ‖ blob_id(16) ‖ bytes 0..77+n`
-/// (everything before the signature). Group and blob id are not carried in the blob: the
-/// receiver supplies them from the relay's metadata, and the AAD and the signature bind them.
+/// AEAD associated data: `version ‖ group_id(32) ‖ sender(32) ‖ blob_id(16) ‖ epoch(4) ‖
+/// seq(8)`. Signed message: `"0k-sync/v1/seal-sig" ‖ group_id(32) ‖ blob_id(16) ‖ bytes
+/// 0..85+n` (everything before the signature). Group and blob id are not carried in the blob:
+/// the receiver supplies them from the relay's metadata, and the AAD and the signature bind
+/// them. Version 1 is the same without the sequence number (header 61 bytes, AAD without it);
+/// [`open`] reads both.
 ///
 pub fn seal<R: CryptoRng + ?Sized>(
     rng: &mut R,
@@ -79,6 +96,7 @@ pub fn seal<R: CryptoRng + ?Sized>(
     group: &GroupId,
     device: &DeviceKey,
     blob_id: &BlobId,
+    seq: u64,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; 24];
@@ -94,11 +112,12 @@ pub fn seal<R: CryptoRng + ?Sized>(
     out.push(SEAL_VERSION);
     out.extend_from_slice(&epoch.0.to_be_bytes());
     out.extend_from_slice(sender.as_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
 
     let cipher = XChaCha20Poly1305::new(<&Key>::from(key.expose_bytes()));
-    let aad = aad(group, &sender, blob_id, epoch);
+    let aad = aad(SEAL_VERSION, group, &sender, blob_id, epoch, Some(seq));
     let tag = match out.get_mut(HEADER_LEN..) {
         Some(body) => cipher
             .encrypt_inout_detached(<&XNonce>::from(&nonce), &aad, body.into())
@@ -127,13 +146,22 @@ pub fn open(
         return Err(OpenError::GroupMismatch);
     }
     let len = sealed.len();
-    if len < SEAL_OVERHEAD {
+    let version = *sealed.first().ok_or(OpenError::Truncated { len })?;
+    let overhead = match version {
+        SEAL_VERSION => SEAL_OVERHEAD,
+        SEAL_VERSION_1 => SEAL_OVERHEAD_1,
+        other => {
+            return Err(if len < SEAL_OVERHEAD_1 {
+                OpenError::Truncated { len }
+            } else {
+                OpenError::UnsupportedVersion(other)
+            });
+        }
+    };
+    if len < overhead {
         return Err(OpenError::Truncated { len });
     }
     let header = Header::parse(sealed).ok_or(OpenError::Truncated { len })?;
-    if header.version != SEAL_VERSION {
-        return Err(OpenError::UnsupportedVersion(header.version));
-    }
     if header.sender != *sender {
         return Err(OpenError::WrongSender);
     }
@@ -164,7 +192,7 @@ pub fn open(
         .checked_sub(TAG_LEN)
         .ok_or(OpenError::Truncated { len })?;
     let ciphertext = signed
-        .get(HEADER_LEN..ct_end)
+        .get(header.len..ct_end)
         .ok_or(OpenError::Truncated { len })?;
     let tag = signed
         .get(ct_end..sig_at)
@@ -172,7 +200,14 @@ pub fn open(
         .ok_or(OpenError::Truncated { len })?;
 
     let cipher = XChaCha20Poly1305::new(<&Key>::from(key.expose_bytes()));
-    let aad = aad(group, &header.sender, blob_id, header.epoch);
+    let aad = aad(
+        header.version,
+        group,
+        &header.sender,
+        blob_id,
+        header.epoch,
+        header.seq,
+    );
     let mut plaintext = ciphertext.to_vec();
     if cipher
         .decrypt_inout_detached(
@@ -191,6 +226,7 @@ pub fn open(
         plaintext,
         sender: header.sender,
         epoch: header.epoch,
+        seq: header.seq,
     })
 }
 
@@ -198,32 +234,55 @@ struct Header {
     version: u8,
     epoch: KeyEpoch,
     sender: DeviceId,
+    /// `None` in version 1.
+    seq: Option<u64>,
     nonce: [u8; 24],
+    /// Where the ciphertext starts.
+    len: usize,
 }
 
 impl Header {
+    /// The header of a version 1 or 2 blob (the caller checked the version).
     fn parse(sealed: &[u8]) -> Option<Header> {
         let version = *sealed.first()?;
         let epoch: [u8; 4] = sealed.get(EPOCH_AT..SENDER_AT)?.try_into().ok()?;
-        let sender: [u8; 32] = sealed.get(SENDER_AT..NONCE_AT)?.try_into().ok()?;
-        let nonce: [u8; 24] = sealed.get(NONCE_AT..HEADER_LEN)?.try_into().ok()?;
+        let sender: [u8; 32] = sealed.get(SENDER_AT..SEQ_AT)?.try_into().ok()?;
+        let (seq, nonce_at, len) = if version == SEAL_VERSION_1 {
+            (None, SEQ_AT, HEADER_LEN_1)
+        } else {
+            let seq: [u8; 8] = sealed.get(SEQ_AT..SEQ_AT + 8)?.try_into().ok()?;
+            (Some(u64::from_be_bytes(seq)), SEQ_AT + 8, HEADER_LEN)
+        };
+        let nonce: [u8; 24] = sealed.get(nonce_at..len)?.try_into().ok()?;
         Some(Header {
             version,
             epoch: KeyEpoch(u32::from_be_bytes(epoch)),
             sender: DeviceId::from_bytes(sender),
+            seq,
             nonce,
+            len,
         })
     }
 }
 
-/// `version ‖ group ‖ sender ‖ blob_id ‖ epoch(u32 BE)`.
-fn aad(group: &GroupId, sender: &DeviceId, blob_id: &BlobId, epoch: KeyEpoch) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(1 + 32 + 32 + 16 + 4);
-    aad.push(SEAL_VERSION);
+/// `version ‖ group ‖ sender ‖ blob_id ‖ epoch(u32 BE)`, then `‖ seq(u64 BE)` from version 2.
+fn aad(
+    version: u8,
+    group: &GroupId,
+    sender: &DeviceId,
+    blob_id: &BlobId,
+    epoch: KeyEpoch,
+    seq: Option<u64>,
+) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(1 + 32 + 32 + 16 + 4 + 8);
+    aad.push(version);
     aad.extend_from_slice(group.as_bytes());
     aad.extend_from_slice(sender.as_bytes());
     aad.extend_from_slice(blob_id.as_bytes());
     aad.extend_from_slice(&epoch.0.to_be_bytes());
+    if let Some(seq) = seq {
+        aad.extend_from_slice(&seq.to_be_bytes());
+    }
     aad
 }
 

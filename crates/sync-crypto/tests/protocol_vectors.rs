@@ -13,8 +13,9 @@ use sync_crypto::*;
 use sync_testkit::doc_vectors::{FixedBytes, Vectors, hex};
 use sync_types::{BlobId, DeviceId, GroupId};
 
-/// Version, epoch, sender and nonce: the bytes before the ciphertext of a sealed blob.
-const SEALED_HEADER_LEN: usize = 1 + 4 + 32 + 24;
+/// Version, epoch, sender, sequence number and nonce: the bytes before the ciphertext of a
+/// sealed blob.
+const SEALED_HEADER_LEN: usize = 1 + 4 + 32 + 8 + 24;
 
 /// Compares a computed value with the document's.
 fn assert_doc(v: &Vectors, name: &str, computed: &[u8]) {
@@ -96,7 +97,17 @@ fn sealed_blob(v: &Vectors) {
     let nonce: [u8; 24] = v.array("seal.nonce");
 
     let mut rng = FixedBytes::new(nonce.to_vec());
-    let sealed = seal(&mut rng, &key, &group, &device, &blob, plaintext.as_bytes()).unwrap();
+    let seq = u64::from(v.u32("seal.seq"));
+    let sealed = seal(
+        &mut rng,
+        &key,
+        &group,
+        &device,
+        &blob,
+        seq,
+        plaintext.as_bytes(),
+    )
+    .unwrap();
     assert!(rng.is_spent(), "sealing draws exactly the nonce");
     assert_doc(v, "seal.sealed", &sealed);
     assert_eq!(sealed.len(), plaintext.len() + SEAL_OVERHEAD);
@@ -105,6 +116,7 @@ fn sealed_blob(v: &Vectors) {
     let opened = open(&keys, &group, &blob, &device.device_id(), &doc_sealed).unwrap();
     assert_eq!(opened.plaintext, plaintext.as_bytes());
     assert_eq!(opened.epoch, epoch);
+    assert_eq!(opened.seq, Some(seq));
 
     // The document's AAD authenticates the ciphertext the code wrote.
     let (signed, sig) = doc_sealed.split_at(doc_sealed.len() - 64);

@@ -74,6 +74,8 @@ struct State {
     last_cursor: u64,
     /// Misbehaviour on pulls, if any.
     trick: Option<PullTrick>,
+    /// Pushes to acknowledge and drop without a trace (no blob, no hole).
+    swallow: usize,
     /// Cursors of blobs removed with the relay's knowledge (counted in `removed`).
     removed: BTreeSet<u64>,
 }
@@ -136,6 +138,12 @@ impl HostileRelay {
     /// Refuses the next `Hello` with `e`.
     pub fn refuse_hello(&self, e: WireError) {
         self.with(|s| s.hello_error = Some(e));
+    }
+
+    /// Acknowledges the next `n` pushes and drops them without a trace: the cursor each was
+    /// given goes to the next blob, so the log has no hole where they were.
+    pub fn swallow_next_pushes(&self, n: usize) {
+        self.with(|s| s.swallow += n);
     }
 
     /// Refuses the next push with `e` (a retry hint of `u64::MAX`, for one).
@@ -450,6 +458,15 @@ impl HostileRelay {
                 *s.push_counts.entry(p.blob_id).or_default() += 1;
                 if let Some(e) = s.push_errors.pop_front() {
                     return Message::Error(e.for_request(p.request_id));
+                }
+                if s.swallow > 0 && !s.by_id.contains_key(&p.blob_id) {
+                    s.swallow -= 1;
+                    return Message::PushAck(PushAck {
+                        request_id: p.request_id,
+                        blob_id: p.blob_id,
+                        cursor: Cursor::new(max_cursor(s).get() + 1),
+                        server_time_ms: 1,
+                    });
                 }
                 let cursor = commit(s, device, p.blob_id, p.payload, Some(id));
                 Message::PushAck(PushAck {

@@ -24,6 +24,8 @@ pub(crate) enum Command {
     /// Queue a sealed push.
     Push {
         blob_id: BlobId,
+        /// Its number in this device's sequence (sealed in it).
+        seq: u64,
         payload: Bytes,
         ttl_secs: u32,
         created_ms: u64,
@@ -66,11 +68,12 @@ pub(crate) enum Command {
 
 impl Driver {
     pub(super) async fn on_commands(&mut self, batch: Vec<Command>) {
-        let mut accepted: Vec<(StoredPush, PushReply)> = Vec::new();
+        let mut accepted: Vec<(StoredPush, u64, PushReply)> = Vec::new();
         for cmd in batch {
             match cmd {
                 Command::Push {
                     blob_id,
+                    seq,
                     payload,
                     ttl_secs,
                     created_ms,
@@ -82,8 +85,9 @@ impl Driver {
                         ttl_secs,
                         created_ms,
                     };
-                    if let Some(reply) = self.accept_push(&push, reply) {
-                        accepted.push((push, reply));
+                    match self.accept_push(&push, reply) {
+                        Some(reply) => accepted.push((push, seq, reply)),
+                        None => self.seq_unused(seq),
                     }
                 }
                 Command::Pull { reply } => self.on_pull_request(PendingPull {

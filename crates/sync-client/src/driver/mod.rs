@@ -32,6 +32,7 @@ mod report;
 mod session;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
@@ -79,6 +80,8 @@ pub(crate) struct DriverParts {
     pub(crate) status_tx: watch::Sender<ClientStatus>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) first: FirstOutcome,
+    /// The next sequence number the client seals a push with.
+    pub(crate) next_seq: Arc<AtomicU64>,
 }
 
 /// This device as a member of the group.
@@ -87,6 +90,8 @@ struct Member {
     device_id: DeviceId,
     keys: Arc<GroupKeys>,
     group_id: GroupId,
+    /// The next sequence number the client seals a push with.
+    next_seq: Arc<AtomicU64>,
 }
 
 /// The background task's state, in parts that belong together (see the module docs).
@@ -136,6 +141,7 @@ impl Driver {
             status_tx,
             commands,
             first,
+            next_seq,
         } = parts;
         let (input_tx, input_rx) = mpsc::channel(1024);
         let config = SessionConfig {
@@ -154,6 +160,7 @@ impl Driver {
                 group_id: keys.group_id(),
                 device,
                 keys,
+                next_seq,
             },
             options,
             store,
@@ -326,7 +333,12 @@ impl Driver {
         }
         let resume = self.pulls.tracker.resume_cursor();
         let cursor_changed = resume != self.pulls.persisted_cursor;
-        if self.pushes.settled.is_empty() && self.pulls.delivered.is_empty() && !cursor_changed {
+        let senders = self.pulls.seqs.changed();
+        if self.pushes.settled.is_empty()
+            && self.pulls.delivered.is_empty()
+            && senders.is_empty()
+            && !cursor_changed
+        {
             return;
         }
         let cursor = match (&self.pulls.tracker_relay, cursor_changed) {
@@ -341,6 +353,7 @@ impl Driver {
             blobs: &self.pulls.delivered,
             forget_ms: unix_ms()
                 .saturating_add(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
+            senders: &senders,
         };
         match self
             .store
@@ -349,6 +362,7 @@ impl Driver {
             Ok(()) => {
                 self.pushes.settled.clear();
                 self.pulls.delivered.clear();
+                self.pulls.seqs.saved();
                 if cursor.is_some() {
                     self.pulls.persisted_cursor = resume;
                 }

@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use super::{Driver, rejected};
 use crate::error::{ClientError, StoreError};
 use crate::integrity::IntegrityProblem;
+use crate::sequences::Sequences;
 use crate::types::{Blob, PullBatch, SyncEvent};
 
 /// Where this device stands in the relay's log, and the pulls in progress or waiting.
@@ -35,6 +36,8 @@ pub(super) struct PullState {
     pub(super) rewound: Option<(Cursor, Cursor)>,
     /// The check of a delivered blob against the relay's log, answered before any pull.
     probe: Option<Probe>,
+    /// The other devices' numbering, as far as this device has seen it.
+    pub(super) seqs: Sequences,
 }
 
 /// A question to the relay's log on a new session: is the blob this device received at
@@ -64,6 +67,7 @@ impl PullState {
             delivered: Vec::new(),
             rewound: None,
             probe: None,
+            seqs: Sequences::default(),
         }
     }
 }
@@ -78,6 +82,13 @@ struct PullRound {
     ids: HashMap<BlobId, Cursor>,
     /// What was found wrong so far.
     problems: Vec<IntegrityProblem>,
+    /// Removals the relay declared in the round that no gap in a sender's numbering used yet.
+    removed: u64,
+    /// Where the round started, the cursors it served (ascending), and each sender's last blob
+    /// in it: where the holes are, for gaps in a sender's numbering.
+    start: Cursor,
+    served: Vec<Cursor>,
+    last_from: HashMap<DeviceId, Cursor>,
     reply: RoundReply,
 }
 
@@ -161,6 +172,14 @@ fn withheld(
         prev = next;
     }
     out
+}
+
+/// How many cursors strictly between `from` and `to` were not served (`served` ascending).
+fn holes_between(served: &[Cursor], from: Cursor, to: Cursor) -> u64 {
+    let span = to.get().saturating_sub(from.get()).saturating_sub(1);
+    let lo = served.partition_point(|c| *c <= from);
+    let hi = served.partition_point(|c| *c < to);
+    span.saturating_sub(hi.saturating_sub(lo) as u64)
 }
 
 /// `(sender, latest relay timestamp, blob count)` per sender of a pull's blobs.
@@ -288,7 +307,7 @@ impl Driver {
         if pushes.is_empty() {
             return 0;
         }
-        if let Err(e) = self.store.insert_pushes(&self.me.group_id, &pushes) {
+        if let Err(e) = self.store.insert_pushes(&self.me.group_id, &pushes, None) {
             warn!(error = %e, "could not queue the lost pushes again");
             return 0;
         }
@@ -401,6 +420,10 @@ impl Driver {
             blobs: Vec::new(),
             ids: HashMap::new(),
             problems: Vec::new(),
+            removed: 0,
+            start: after,
+            served: Vec::new(),
+            last_from: HashMap::new(),
             reply,
         });
     }
@@ -416,6 +439,8 @@ impl Driver {
             return;
         };
         let served: Vec<Cursor> = page.entries.iter().map(|e| e.cursor).collect();
+        round.removed = round.removed.saturating_add(page.removed);
+        round.served.extend_from_slice(&served);
         for entry in page.entries {
             let own = entry.sender == self.me.device_id || self.pulls.tracker.is_own(entry.cursor);
             if own && round.reply.skips_own() && !self.options.deliver_own {
@@ -429,6 +454,7 @@ impl Driver {
                 &entry.payload,
             ) {
                 Ok(opened) => {
+                    let seq = opened.seq;
                     let blob = Blob {
                         data: opened.plaintext,
                         sender: opened.sender,
@@ -465,6 +491,31 @@ impl Driver {
                             },
                         ),
                         None => {
+                            if let Some(seq) = seq
+                                && round.reply.skips_own()
+                                && blob.sender != self.me.device_id
+                            {
+                                let (store, group) = (&self.store, &self.me.group_id);
+                                let since = round
+                                    .last_from
+                                    .insert(blob.sender, blob.cursor)
+                                    .unwrap_or(round.start);
+                                let holes = holes_between(&round.served, since, blob.cursor);
+                                self.pulls.seqs.note(
+                                    blob.sender,
+                                    seq,
+                                    blob.cursor,
+                                    unix_ms(),
+                                    holes,
+                                    &mut round.removed,
+                                    || {
+                                        store.sender_seq(group, &blob.sender).unwrap_or_else(|e| {
+                                            warn!(error = %e, "could not read a sender's numbering");
+                                            None
+                                        })
+                                    },
+                                );
+                            }
                             round.ids.insert(blob.blob_id, blob.cursor);
                             round.blobs.push(blob);
                         }
@@ -499,6 +550,13 @@ impl Driver {
                 self.start_next_pull();
             }
             Some(PullEnd::Complete) => {
+                if round.reply.skips_own() {
+                    let grace =
+                        u64::try_from(self.options.missing_grace.as_millis()).unwrap_or(u64::MAX);
+                    for problem in self.pulls.seqs.due(unix_ms(), grace) {
+                        self.found(&mut round, problem);
+                    }
+                }
                 self.finish_round(round, None, false);
                 self.start_next_pull();
             }

@@ -3,6 +3,7 @@
 //! sends them within the in-flight window and holds the pipeline while a deferral lasts.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sync_core::{ConnectionState, OutboxError};
@@ -81,15 +82,23 @@ impl Driver {
     }
 
     /// Makes accepted pushes durable (one transaction), then answers their callers.
-    pub(super) fn commit_pushes(&mut self, accepted: Vec<(StoredPush, PushReply)>) {
+    /// The highest sequence number among them is stored with them, so a restart seals the
+    /// next push with the number after it.
+    pub(super) fn commit_pushes(&mut self, accepted: Vec<(StoredPush, u64, PushReply)>) {
         if accepted.is_empty() {
             return;
         }
-        let rows: Vec<StoredPush> = accepted.iter().map(|(p, _)| p.clone()).collect();
-        if let Err(e) = self.store.insert_pushes(&self.me.group_id, &rows) {
+        let rows: Vec<StoredPush> = accepted.iter().map(|(p, _, _)| p.clone()).collect();
+        let seq_high = accepted.iter().map(|(_, seq, _)| *seq).max();
+        if let Err(e) = self.store.insert_pushes(&self.me.group_id, &rows, seq_high) {
             warn!(error = %e, "could not store pushes; refusing them");
             let text = e.to_string();
-            for (push, reply) in accepted {
+            let mut seqs: Vec<u64> = accepted.iter().map(|(_, seq, _)| *seq).collect();
+            seqs.sort_unstable_by(|a, b| b.cmp(a));
+            for seq in seqs {
+                self.seq_unused(seq);
+            }
+            for (push, _, reply) in accepted {
                 // Not durable, so not queued: take it back out of the in-memory outbox.
                 self.session.withdraw(&push.blob_id);
                 reply_err(reply, ClientError::Store(StoreError::Failed(text.clone())));
@@ -102,11 +111,11 @@ impl Driver {
                 | ConnectionState::Handshaking { .. }
                 | ConnectionState::Connected { .. }
         );
-        for (push, _) in &accepted {
+        for (push, _, _) in &accepted {
             self.reports.sync.on_push_queued(push.blob_id);
         }
         self.publish_status();
-        for (push, reply) in accepted {
+        for (push, _, reply) in accepted {
             match reply {
                 PushReply::Durable(tx) => {
                     let _ = tx.send(Ok(push.blob_id));
@@ -121,6 +130,17 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A push sealed with `seq` was not queued: the number is given back if no later one was
+    /// handed out (else the receivers see a gap in this device's numbering).
+    pub(super) fn seq_unused(&self, seq: u64) {
+        let _ = self.me.next_seq.compare_exchange(
+            seq.saturating_add(1),
+            seq,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 
     /// The relay stored a push. Its sealed copy is kept for as long as it may live on the

@@ -83,6 +83,17 @@ CREATE TABLE IF NOT EXISTS sent (
 );
 CREATE INDEX IF NOT EXISTS sent_by_cursor ON sent (group_id, cursor);
 CREATE INDEX IF NOT EXISTS sent_by_expiry ON sent (expires_ms);
+CREATE TABLE IF NOT EXISTS own_seq (
+    group_id BLOB PRIMARY KEY,
+    high     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sender_seqs (
+    group_id  BLOB    NOT NULL,
+    device_id BLOB    NOT NULL,
+    high      INTEGER NOT NULL,
+    gaps      BLOB    NOT NULL,
+    PRIMARY KEY (group_id, device_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS relay_logs (
     group_id BLOB    NOT NULL,
     relay_id BLOB    NOT NULL,
@@ -544,13 +555,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Appends pushes to the outbox of `group` in one transaction (all or nothing).
+    /// The highest sequence number this device sealed a stored push with in `group` (0 if
+    /// none): the next push is sealed with one more.
+    pub fn own_seq(&self, group: &GroupId) -> Result<u64, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT high FROM own_seq WHERE group_id = ?1",
+                [blob(group.as_bytes())],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.map_or(0, to_u64))
+    }
+
+    /// Appends pushes to the outbox of `group` in one transaction (all or nothing), and with
+    /// `seq_high`, raises the highest sequence number sealed in `group` to it in the same
+    /// transaction.
     pub fn insert_pushes(
         &mut self,
         group: &GroupId,
         pushes: &[StoredPush],
+        seq_high: Option<u64>,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        if let Some(high) = seq_high {
+            tx.execute(
+                "INSERT INTO own_seq (group_id, high) VALUES (?1, ?2)
+                 ON CONFLICT(group_id) DO UPDATE SET high = MAX(high, excluded.high)",
+                params![blob(group.as_bytes()), to_i64(high)],
+            )?;
+        }
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO outbox (group_id, blob_id, payload, ttl_secs, created_ms)
@@ -579,8 +614,9 @@ impl Store {
         delivered: Option<&Delivered<'_>>,
         cursor: Option<(&GroupId, &RelayId, Cursor)>,
     ) -> Result<(), StoreError> {
+        let delivered_or_seqs = delivered.filter(|d| !d.blobs.is_empty() || !d.senders.is_empty());
         let delivered = delivered.filter(|d| !d.blobs.is_empty());
-        if settled.is_empty() && delivered.is_none() && cursor.is_none() {
+        if settled.is_empty() && delivered_or_seqs.is_none() && cursor.is_none() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
@@ -633,8 +669,54 @@ impl Store {
         if let Some((group, relay, c)) = cursor {
             write_cursor(&tx, group, relay, c)?;
         }
+        if let Some(d) = delivered_or_seqs {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO sender_seqs (group_id, device_id, high, gaps) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(group_id, device_id) DO UPDATE SET
+                     high = excluded.high, gaps = excluded.gaps",
+            )?;
+            for s in d.senders {
+                let gaps = rmp_serde::to_vec(&s.gaps).map_err(|_| StoreError::Corrupt {
+                    what: "sequence gaps",
+                })?;
+                stmt.execute(params![
+                    blob(d.group.as_bytes()),
+                    blob(s.device.as_bytes()),
+                    to_i64(s.high),
+                    gaps
+                ])?;
+            }
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// What this device knows of `device`'s sequence numbers in `group`, if it received
+    /// anything from it.
+    pub fn sender_seq(
+        &self,
+        group: &GroupId,
+        device: &DeviceId,
+    ) -> Result<Option<SenderSeq>, StoreError> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT high, gaps FROM sender_seqs WHERE group_id = ?1 AND device_id = ?2",
+                params![blob(group.as_bytes()), blob(device.as_bytes())],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(high, gaps)| {
+            let gaps = rmp_serde::from_slice(&gaps).map_err(|_| StoreError::Corrupt {
+                what: "sequence gaps",
+            })?;
+            Ok(SenderSeq {
+                device: *device,
+                high: to_u64(high),
+                gaps,
+            })
+        })
+        .transpose()
     }
 
     /// The cursor `blob_id` was delivered at in `group`, if this device remembers delivering it.
@@ -817,6 +899,35 @@ pub struct Delivered<'a> {
     pub blobs: &'a [(BlobId, Cursor)],
     /// When to forget them, milliseconds since the Unix epoch.
     pub forget_ms: u64,
+    /// What is known of the senders' sequence numbers now (those that changed).
+    pub senders: &'a [SenderSeq],
+}
+
+/// What a device knows of another device's sequence numbers in a group: the highest it
+/// received, and the runs below it that have not arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderSeq {
+    /// The sender.
+    pub device: DeviceId,
+    /// The highest sequence number received from it.
+    pub high: u64,
+    /// Runs below `high` not received (yet), oldest first.
+    pub gaps: Vec<SeqGap>,
+}
+
+/// A run of a sender's sequence numbers that has not arrived although a later one did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SeqGap {
+    /// The first missing number.
+    pub from: u64,
+    /// The last missing number.
+    pub to: u64,
+    /// When it was noticed, milliseconds since the Unix epoch.
+    pub noticed_ms: u64,
+    /// The cursor of the blob that revealed it.
+    pub noticed_at: Cursor,
+    /// Already reported as missing.
+    pub reported: bool,
 }
 
 #[cfg(test)]

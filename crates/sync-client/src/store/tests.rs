@@ -24,7 +24,8 @@ fn file_is_owner_only_and_state_survives_reopen() {
         let gid = s.save_group(&g).unwrap();
         s.set_cursor(&gid, &RelayId::from_bytes([9; 32]), Cursor::new(41))
             .unwrap();
-        s.insert_pushes(&gid, &[push(1), push(2), push(3)]).unwrap();
+        s.insert_pushes(&gid, &[push(1), push(2), push(3)], Some(3))
+            .unwrap();
         s.settle(
             &[Settled::Refused {
                 blob_id: BlobId::from_bytes([2; 16]),
@@ -36,6 +37,7 @@ fn file_is_owner_only_and_state_survives_reopen() {
                     (BlobId::from_bytes([8; 16]), Cursor::new(42)),
                 ],
                 forget_ms: 5_000,
+                senders: &[],
             }),
             Some((&gid, &RelayId::from_bytes([9; 32]), Cursor::new(42))),
         )
@@ -92,10 +94,18 @@ fn file_is_owner_only_and_state_survives_reopen() {
 fn insert_is_all_or_nothing() {
     let mut s = Store::open_in_memory().unwrap();
     let gid = s.save_group(&group(2)).unwrap();
-    s.insert_pushes(&gid, &[push(1)]).unwrap();
+    s.insert_pushes(&gid, &[push(1)], None).unwrap();
     // The second batch holds a duplicate blob id: nothing of it is kept.
-    assert!(s.insert_pushes(&gid, &[push(2), push(1)]).is_err());
+    assert!(s.insert_pushes(&gid, &[push(2), push(1)], Some(9)).is_err());
     assert_eq!(s.outbox(&gid).unwrap(), vec![push(1)]);
+    assert_eq!(
+        s.own_seq(&gid).unwrap(),
+        0,
+        "the numbering did not move either"
+    );
+    s.insert_pushes(&gid, &[push(3)], Some(4)).unwrap();
+    s.insert_pushes(&gid, &[push(4)], Some(2)).unwrap();
+    assert_eq!(s.own_seq(&gid).unwrap(), 4, "never goes back");
 }
 
 #[test]
@@ -165,7 +175,8 @@ fn acknowledged_pushes_are_kept_until_they_expire_and_come_back_for_a_rewound_lo
     let mut s = Store::open_in_memory().unwrap();
     let g = s.save_group(&group(6)).unwrap();
     let relay = RelayId::from_bytes([9; 32]);
-    s.insert_pushes(&g, &[push(1), push(2), push(3)]).unwrap();
+    s.insert_pushes(&g, &[push(1), push(2), push(3)], None)
+        .unwrap();
     let acked = |n: u8, cursor: u64, expires_ms: u64| Settled::Acked {
         blob_id: BlobId::from_bytes([n; 16]),
         cursor: Cursor::new(cursor),
@@ -187,6 +198,7 @@ fn acknowledged_pushes_are_kept_until_they_expire_and_come_back_for_a_rewound_lo
                 (BlobId::from_bytes([7; 16]), Cursor::new(6)),
             ],
             forget_ms: 50_000,
+            senders: &[],
         }),
         None,
     )
@@ -222,7 +234,7 @@ fn acknowledged_pushes_are_kept_until_they_expire_and_come_back_for_a_rewound_lo
     s.forget_delivered(3_000).unwrap();
     assert_eq!(ids(s.sent_after(&g, Cursor::ZERO, 0).unwrap()), vec![1]);
     // Queued again: not offered twice.
-    s.insert_pushes(&g, &s.sent_after(&g, Cursor::ZERO, 3_000).unwrap())
+    s.insert_pushes(&g, &s.sent_after(&g, Cursor::ZERO, 3_000).unwrap(), None)
         .unwrap();
     assert!(s.sent_after(&g, Cursor::ZERO, 3_000).unwrap().is_empty());
     // The log went back to cursor 5: what was delivered above it lost its place; below, kept.

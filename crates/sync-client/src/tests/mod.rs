@@ -648,6 +648,61 @@ async fn a_relay_log_started_afresh_is_pulled_from_zero_without_repeats() {
 }
 
 #[tokio::test]
+async fn a_push_the_relay_dropped_without_a_hole_is_missing_from_its_sender() {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    let mut options = fast_options();
+    options.missing_grace = Duration::ZERO;
+    let b = guard(
+        "connect",
+        SyncClient::connect(
+            ClientConfig::new(
+                StoreLocation::InMemory,
+                Arc::new(fake_relay::transport(&relay)),
+                GroupChoice::Use(g.clone()),
+            )
+            .with_options(options),
+        ),
+    )
+    .await
+    .unwrap();
+    guard("push", a.push(b"1")).await.unwrap();
+    guard("push", a.push(b"2")).await.unwrap();
+    // The relay acknowledges A's third push and drops it; the fourth takes its cursor.
+    relay.swallow_next_pushes(1);
+    let dropped = guard("push", a.push(b"3")).await.unwrap();
+    let next = guard("push", a.push(b"4")).await.unwrap();
+    assert_eq!(dropped.cursor, next.cursor, "no hole in the log");
+    // One of A's blobs expired on the way (the relay says so): not a problem.
+    guard("push", a.push(b"5")).await.unwrap();
+    let expired = guard("push", a.push(b"6")).await.unwrap();
+    guard("push", a.push(b"7")).await.unwrap();
+    relay.expire(expired.cursor);
+    let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
+    let data: Vec<&[u8]> = batch.blobs.iter().map(|b| b.data.as_slice()).collect();
+    assert_eq!(data, vec![b"1".as_slice(), b"2", b"4", b"5", b"7"]);
+    assert_eq!(
+        batch.problems,
+        vec![IntegrityProblem::MissingFromSender {
+            sender: a.device_id(),
+            from: 3,
+            to: 3,
+            noticed_at: next.cursor,
+        }],
+        "the cursors look whole; A's numbering does not"
+    );
+    guard("commit", b.commit_pull(&batch)).await.unwrap();
+    // Reported once.
+    guard("push", a.push(b"8")).await.unwrap();
+    let later = guard("pull", b.pull_uncommitted()).await.unwrap();
+    assert_eq!(later.blobs.len(), 1);
+    assert!(later.problems.is_empty(), "{:?}", later.problems);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn a_withheld_blob_is_reported_and_an_expired_one_is_not() {
     let relay = FakeRelay::new();
     let g = material(1);
@@ -839,9 +894,18 @@ async fn tampered_blob_is_an_error_event_not_data() {
     let evil = DeviceKey::random(&mut rng);
     let key = keys.epoch_key(keys.current_epoch()).unwrap();
     let good_id = BlobId::random(&mut rng);
-    let good = seal(&mut rng, &key, &keys.group_id(), &evil, &good_id, b"fine").unwrap();
+    let good = seal(
+        &mut rng,
+        &key,
+        &keys.group_id(),
+        &evil,
+        &good_id,
+        1,
+        b"fine",
+    )
+    .unwrap();
     let bad_id = BlobId::random(&mut rng);
-    let mut bad = seal(&mut rng, &key, &keys.group_id(), &evil, &bad_id, b"evil").unwrap();
+    let mut bad = seal(&mut rng, &key, &keys.group_id(), &evil, &bad_id, 2, b"evil").unwrap();
     bad[70] ^= 1; // inside the ciphertext
     relay.insert_raw(evil.device_id(), bad_id, bad);
     relay.insert_raw(evil.device_id(), good_id, good);

@@ -8,6 +8,7 @@ use super::*;
 use crate::GroupSecret;
 
 const PLAINTEXT: &[u8] = b"attack at dawn";
+const SEQ: u64 = 7;
 
 struct Fixture {
     keys: GroupKeys,
@@ -23,7 +24,16 @@ impl Fixture {
         let device = DeviceKey::random(&mut rng);
         let blob = BlobId::random(&mut rng);
         let key = keys.epoch_key(KeyEpoch(0)).unwrap();
-        let sealed = seal(&mut rng, &key, &keys.group_id(), &device, &blob, PLAINTEXT).unwrap();
+        let sealed = seal(
+            &mut rng,
+            &key,
+            &keys.group_id(),
+            &device,
+            &blob,
+            SEQ,
+            PLAINTEXT,
+        )
+        .unwrap();
         Self {
             keys,
             device,
@@ -55,7 +65,7 @@ impl Fixture {
     /// Seals `PLAINTEXT` with an arbitrary key, group and device under the fixture's blob id.
     fn seal_as(&self, key: &EpochKey, group: &GroupId, device: &DeviceKey) -> Vec<u8> {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
-        seal(&mut rng, key, group, device, &self.blob, PLAINTEXT).unwrap()
+        seal(&mut rng, key, group, device, &self.blob, SEQ, PLAINTEXT).unwrap()
     }
 }
 
@@ -75,7 +85,16 @@ fn round_trip_empty_and_large() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     for len in [0usize, 1, 4096, 1 << 20] {
         let pt: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let sealed = seal(&mut rng, &key, &f.keys.group_id(), &f.device, &f.blob, &pt).unwrap();
+        let sealed = seal(
+            &mut rng,
+            &key,
+            &f.keys.group_id(),
+            &f.device,
+            &f.blob,
+            SEQ,
+            &pt,
+        )
+        .unwrap();
         assert_eq!(sealed.len(), len + SEAL_OVERHEAD);
         assert_eq!(f.open(&sealed).unwrap().plaintext, pt);
     }
@@ -85,11 +104,14 @@ fn round_trip_empty_and_large() {
 fn layout_is_as_documented() {
     let f = Fixture::new();
     let s = &f.sealed;
-    assert_eq!(SEAL_OVERHEAD, 141);
+    assert_eq!(SEAL_OVERHEAD, 149);
     assert_eq!(s.len(), PLAINTEXT.len() + SEAL_OVERHEAD);
     assert_eq!(s[0], SEAL_VERSION);
+    assert_eq!(SEAL_VERSION, 2);
     assert_eq!(&s[1..5], &0u32.to_be_bytes());
     assert_eq!(&s[5..37], f.device.device_id().as_bytes());
+    assert_eq!(&s[37..45], &SEQ.to_be_bytes());
+    assert_eq!(f.open(s).unwrap().seq, Some(SEQ));
     // The plaintext does not appear in the clear.
     assert!(!s.windows(PLAINTEXT.len()).any(|w| w == PLAINTEXT));
 }
@@ -98,7 +120,7 @@ fn layout_is_as_documented() {
 fn nonces_are_fresh() {
     let f = Fixture::new();
     let other = f.seal_under(&f.keys.epoch_key(KeyEpoch(0)).unwrap());
-    assert_ne!(other[37..61], f.sealed[37..61]);
+    assert_ne!(other[45..69], f.sealed[45..69]);
     assert_ne!(other, f.sealed);
     assert_eq!(f.open(&other).unwrap().plaintext, PLAINTEXT);
 }
@@ -322,7 +344,7 @@ proptest! {
         let f = Fixture::new();
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let key = f.keys.epoch_key(KeyEpoch(0)).unwrap();
-        let sealed = seal(&mut rng, &key, &f.keys.group_id(), &f.device, &f.blob, &pt).unwrap();
+        let sealed = seal(&mut rng, &key, &f.keys.group_id(), &f.device, &f.blob, SEQ, &pt).unwrap();
         prop_assert_eq!(f.open(&sealed).unwrap().plaintext, pt);
     }
 }

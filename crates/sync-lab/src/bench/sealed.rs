@@ -61,7 +61,7 @@ pub(super) fn seal_pushes(
     for (i, request_id) in (first_request..).take(n).enumerate() {
         plain[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let blob_id = BlobId::time_ordered(&mut rng, unix_ms() / 1000);
-        let sealed = sync_crypto::seal(&mut rng, &key, &g.id, dev, &blob_id, &plain)?;
+        let sealed = sync_crypto::seal(&mut rng, &key, &g.id, dev, &blob_id, i as u64 + 1, &plain)?;
         debug_assert_eq!(sealed.len(), SEALED);
         let push = Message::Push(Push {
             request_id,
