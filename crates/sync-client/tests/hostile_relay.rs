@@ -15,25 +15,22 @@ use sync_client::{
     ClientConfig, ClientError, ClientOptions, GroupChoice, IntegrityProblem, IrohConfig,
     IrohTransport, StoreLocation, Stream, StreamExt, SyncClient, SyncEvent, self_hosted_endpoint,
 };
-use sync_core::{BackoffConfig, ConnectionConfig, MAX_RETRY_HINT};
+use sync_core::MAX_RETRY_HINT;
 use sync_testkit::devices::group as material;
 use sync_testkit::guard;
 use sync_testkit::hostile_relay::{HostileRelay, PullTrick};
 use sync_types::{Cursor, ErrorCode, WireError};
 
-/// Reconnects within milliseconds, so a test never waits on a backoff.
-fn fast_options() -> ClientOptions {
-    let mut options = ClientOptions::default();
-    options.connection = ConnectionConfig {
-        backoff: BackoffConfig {
-            base: Duration::from_millis(5),
-            cap: Duration::from_millis(20),
-            max_jitter: Duration::from_millis(5),
-        },
-        connect_timeout: Duration::from_secs(5),
-        handshake_timeout: Duration::from_secs(5),
-    };
-    options
+/// A hostile relay (honest until told otherwise) behind its own iroh endpoint on 127.0.0.1, with
+/// the configuration that dials it.
+async fn hostile_relay(key: u8) -> (HostileRelay, IrohConfig, iroh::Endpoint) {
+    let (relay, addr, endpoint) = HostileRelay::new()
+        .over_iroh(self_hosted_endpoint(SecretKey::from_bytes(&[key; 32])))
+        .await
+        .expect("relay endpoint");
+    let transport = IrohConfig::new(relay.relay_id(), vec![addr])
+        .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+    (relay, transport, endpoint)
 }
 
 /// The next event matching `pred` (bounded).
@@ -68,12 +65,7 @@ async fn device(
 
 #[tokio::test]
 async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
-    let (relay, addr, endpoint) = HostileRelay::new()
-        .over_iroh(self_hosted_endpoint(SecretKey::from_bytes(&[0x5e; 32])))
-        .await
-        .expect("relay endpoint");
-    let transport = IrohConfig::new(relay.relay_id(), vec![addr])
-        .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (relay, transport, endpoint) = hostile_relay(0x5e).await;
     let g = material(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let b_store = StoreLocation::Dir(dir.path().join("b"));
@@ -81,14 +73,14 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
         &transport,
         StoreLocation::InMemory,
         GroupChoice::Use(g.clone()),
-        fast_options(),
+        ClientOptions::for_tests(),
     )
     .await;
     let b = device(
         &transport,
         b_store.clone(),
         GroupChoice::Use(g.clone()),
-        fast_options(),
+        ClientOptions::for_tests(),
     )
     .await;
     let mut events = b.subscribe();
@@ -146,7 +138,7 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
     assert!(guard("pull", b.pull()).await.expect("pull").is_empty());
 
     // Endless pages end at the round's byte bound.
-    let mut bounded = fast_options();
+    let mut bounded = ClientOptions::for_tests();
     bounded.pull_round_bytes = 10_000;
     let c = device(
         &transport,
@@ -171,7 +163,7 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
         &transport,
         StoreLocation::InMemory,
         GroupChoice::Use(g.clone()),
-        fast_options(),
+        ClientOptions::for_tests(),
     )
     .await;
     for i in 20..=22u8 {
@@ -181,7 +173,7 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
         &transport,
         b_store,
         GroupChoice::Stored(None),
-        fast_options(),
+        ClientOptions::for_tests(),
     )
     .await;
     let got: Vec<u8> = guard("pull", b.pull())
@@ -199,21 +191,16 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
 
 #[tokio::test]
 async fn a_push_acknowledged_and_dropped_without_a_trace_is_missing_from_its_sender() {
-    let (relay, addr, endpoint) = HostileRelay::new()
-        .over_iroh(self_hosted_endpoint(SecretKey::from_bytes(&[0x5f; 32])))
-        .await
-        .expect("relay endpoint");
-    let transport = IrohConfig::new(relay.relay_id(), vec![addr])
-        .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (relay, transport, endpoint) = hostile_relay(0x5f).await;
     let g = material(2);
     let a = device(
         &transport,
         StoreLocation::InMemory,
         GroupChoice::Use(g.clone()),
-        fast_options(),
+        ClientOptions::for_tests(),
     )
     .await;
-    let mut watchful = fast_options();
+    let mut watchful = ClientOptions::for_tests();
     watchful.missing_grace = Duration::ZERO;
     let b = device(
         &transport,
