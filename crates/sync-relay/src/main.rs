@@ -42,6 +42,11 @@ struct Cli {
     #[arg(long)]
     print_config: bool,
 
+    /// Check the configuration (file + env + flags) and exit without starting anything: 0 and
+    /// one line if it is valid, 2 and the reason if not (a service manager's pre-start check).
+    #[arg(long, conflicts_with = "print_config")]
+    check_config: bool,
+
     /// Once ready, print one JSON object on a line of stdout instead of the text banner:
     /// `relay_id` (hex), `addrs` (dialable `ip:port`), `dial` (`ID@ADDR,…`), `http` (`ip:port`),
     /// `pid`, `data_dir`, `version`. For scripts and test harnesses.
@@ -74,6 +79,15 @@ fn main() -> ExitCode {
     };
     if cli.print_config {
         print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if cli.check_config {
+        println!(
+            "sync-relay: configuration is valid (data dir {}, QUIC on {}, HTTP on {})",
+            config.data_dir.display(),
+            config.bind,
+            config.http_bind
+        );
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_format);
