@@ -82,7 +82,8 @@ pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
     }
 }
 
-/// Logs one line of figures every `stats_interval`.
+/// Logs one line of figures every `stats_interval`, and a last one for the time since the
+/// previous line when the relay stops (`at_shutdown = true`).
 pub(super) async fn stats_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(ctx.config.stats_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,10 +102,10 @@ pub(super) async fn stats_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
     let mut last = snapshot();
     let mut last_at = Instant::now();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = stop.cancelled() => return,
-        }
+        let at_shutdown = tokio::select! {
+            _ = tick.tick() => false,
+            () = stop.cancelled() => true,
+        };
         let now = snapshot();
         let secs = last_at.elapsed().as_secs_f64().max(0.001);
         let rate = |i: usize| {
@@ -129,8 +130,12 @@ pub(super) async fn stats_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
             stored_blobs = stored.blobs,
             stored_bytes = stored.bytes,
             groups = stored.groups,
+            at_shutdown,
             "stats"
         );
+        if at_shutdown {
+            return;
+        }
         last = now;
         last_at = Instant::now();
     }
