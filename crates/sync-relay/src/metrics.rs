@@ -53,6 +53,11 @@ impl Gauge {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
     /// Subtracts one.
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -262,6 +267,10 @@ relay_metrics! {
     invite_lookups_failed_total: Counter,
     /// Audit lines of refusals not written because more were due than the audit rate allows.
     audit_suppressed_total: Counter,
+    /// The configured limit of open sessions (`max_sessions`), for alerts on `sessions`.
+    max_sessions: Gauge,
+    /// The configured limit of connections waiting for a valid Hello (`max_pre_auth`).
+    max_pre_auth: Gauge,
 }
 
 impl Metrics {

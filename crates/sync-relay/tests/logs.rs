@@ -37,7 +37,9 @@ async fn the_audit_trail_and_the_stats_line_are_one_json_object_per_line() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(
-        log.lines().filter(|l| !l.trim().is_empty()).all(|l| l.starts_with('{')),
+        log.lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| l.starts_with('{')),
         "every log line is JSON:\n{log}"
     );
     let target = |t: &str| {

@@ -71,7 +71,10 @@ fn the_systemd_unit_verifies_against_this_binary() {
         .and_then(|v| v.trim_end_matches('s').parse().ok())
         .expect("TimeoutStopSec in seconds");
     let drain = sync_relay::RelayConfig::default().drain_timeout.as_secs();
-    assert!(stop > drain, "TimeoutStopSec {stop}s must exceed the drain timeout {drain}s");
+    assert!(
+        stop > drain,
+        "TimeoutStopSec {stop}s must exceed the drain timeout {drain}s"
+    );
 
     // `systemd-analyze verify` checks every directive and that the binary is executable.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -43,6 +43,7 @@ pub(crate) struct RelayCtx {
 impl RelayCtx {
     pub(crate) fn new(config: RelayConfig, relay_id: [u8; 32], storage: SqliteStorage) -> Self {
         let max_frame = max_frame_for_payload(config.max_blob_bytes as usize);
+        let metrics = Arc::new(metrics_for(&config));
         Self {
             limits: wire_limits(&config, max_frame),
             codec: FrameCodec::new(max_frame),
@@ -52,13 +53,21 @@ impl RelayCtx {
             config,
             relay_id,
             storage,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             hub: Hub::default(),
             shutdown: CancellationToken::new(),
             next_session: AtomicU64::new(1),
             started: Instant::now(),
         }
     }
+}
+
+/// Fresh metrics, with the configured limits they are compared against.
+fn metrics_for(config: &RelayConfig) -> Metrics {
+    let metrics = Metrics::default();
+    metrics.max_sessions.set(i64::from(config.max_sessions));
+    metrics.max_pre_auth.set(i64::from(config.max_pre_auth));
+    metrics
 }
 
 /// Limits announced in `Welcome`, from the configuration.
