@@ -33,6 +33,7 @@ mod outbox;
 mod server;
 mod session;
 mod signals;
+mod status;
 mod storage;
 
 pub use admission::{OperatorKeyError, Refusal, Refusals, create_operator_key, load_operator_key};

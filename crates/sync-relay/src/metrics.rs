@@ -107,6 +107,18 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Observations per bucket of [`LATENCY_BUCKETS`] (not cumulative), then those above the
+    /// last bound.
+    pub fn buckets(&self) -> Vec<u64> {
+        let within: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let above = self.count().saturating_sub(within.iter().sum());
+        within.into_iter().chain(std::iter::once(above)).collect()
+    }
+
     fn render(&self, name: &str, help: &str, out: &mut String) {
         header(out, name, help, "histogram");
         let mut cumulative = 0u64;
@@ -172,6 +184,15 @@ impl<R: Reason> ByReason<R> {
     /// How many were counted with this reason.
     pub fn get(&self, reason: R) -> u64 {
         self.slot(reason).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Every reason's label with its count.
+    pub fn counts(&self) -> Vec<(&'static str, u64)> {
+        R::ALL
+            .iter()
+            .zip(&self.counts)
+            .map(|(r, c)| (r.label(), c.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// All of them.

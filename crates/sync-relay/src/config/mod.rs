@@ -401,6 +401,12 @@ config_keys! {
     #[arg(value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Duration = Duration::from_secs(60), env "SYNC_RELAY_STATS_INTERVAL";
 
+    /// How often the status page (`/` on the HTTP port) gets a point; it keeps the last 720
+    /// (an hour at the default `5s`).
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    status_interval: Duration = Duration::from_secs(5), env "SYNC_RELAY_STATUS_INTERVAL";
+
     /// Log line format: `text` or `json`. The level comes from `RUST_LOG` (default `info`).
     #[arg(value_name = "FORMAT", value_enum)]
     log_format: LogFormat = LogFormat::Text, env "SYNC_RELAY_LOG_FORMAT";
@@ -483,6 +489,7 @@ impl RelayConfig {
             ("idle_timeout", self.idle_timeout),
             ("cleanup_interval", self.cleanup_interval),
             ("stats_interval", self.stats_interval),
+            ("status_interval", self.status_interval),
             ("default_ttl", self.default_ttl),
             ("invite_default_ttl", self.invite_default_ttl),
             ("write_stall_timeout", self.write_stall_timeout),

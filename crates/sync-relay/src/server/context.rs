@@ -13,6 +13,7 @@ use crate::config::RelayConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::session::bucket;
+use crate::status::History;
 use crate::storage::SqliteStorage;
 
 /// Largest first frame of a connection (a `Hello` with the largest admission token, or an
@@ -38,6 +39,8 @@ pub(crate) struct RelayCtx {
     pub(crate) shutdown: CancellationToken,
     pub(crate) next_session: AtomicU64,
     pub(crate) started: Instant,
+    /// The last hour of figures, for the status page.
+    pub(crate) history: History,
 }
 
 impl RelayCtx {
@@ -58,6 +61,7 @@ impl RelayCtx {
             shutdown: CancellationToken::new(),
             next_session: AtomicU64::new(1),
             started: Instant::now(),
+            history: History::default(),
         }
     }
 }

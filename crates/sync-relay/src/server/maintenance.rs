@@ -82,6 +82,20 @@ pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
     }
 }
 
+/// Samples the figures for the status page every `status_interval`.
+pub(super) async fn history_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(ctx.config.status_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let stored = ctx.storage.stats().await.unwrap_or_default();
+        ctx.history.sample(&ctx.metrics, stored, unix_ms());
+    }
+}
+
 /// Logs one line of figures every `stats_interval`, and a last one for the time since the
 /// previous line when the relay stops (`at_shutdown = true`).
 pub(super) async fn stats_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {

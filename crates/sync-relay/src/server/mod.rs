@@ -34,7 +34,7 @@ use crate::identity::{IdentityError, load_or_create_secret_key};
 use crate::metrics::Metrics;
 use crate::storage::{SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits};
 use fanout::{FAN_OUT_QUEUE, commit_hook, fan_out_loop};
-use maintenance::{cleanup_loop, stats_loop};
+use maintenance::{cleanup_loop, history_loop, stats_loop};
 use quic::{LINGER, accept_loop, bind_endpoint, direct_addrs};
 
 /// How much longer than the longest TTL the id of a removed blob is remembered (a device may
@@ -215,6 +215,10 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     inner
         .background
         .spawn(stats_loop(Arc::clone(&ctx), inner.stop_background.clone()));
+    inner.background.spawn(history_loop(
+        Arc::clone(&ctx),
+        inner.stop_background.clone(),
+    ));
 
     tracing::info!(
         relay_id = %endpoint.id(),
