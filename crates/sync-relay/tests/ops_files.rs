@@ -1,6 +1,7 @@
 //! The monitoring files in `ops/`: the Prometheus alert rules and the Grafana dashboard use
 //! only metrics a live relay exports (scraped here from its `/metrics`), with reasons it can
-//! report, and are well-formed for the tools that load them.
+//! report, and are well-formed for the tools that load them (`promtool check rules`, from the
+//! Debian package `prometheus`, for the rules).
 
 mod common;
 
@@ -137,6 +138,28 @@ async fn alert_rules_use_only_exported_metrics_and_cover_the_operators_cases() {
     ] {
         assert!(seen.contains(wanted), "no {wanted} alert");
     }
+}
+
+#[test]
+fn promtool_accepts_the_alert_rules() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/prometheus/alerts.yml");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian package prometheus) is installed");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    let parsed: RuleFile = yaml_serde::from_str(&ops("prometheus/alerts.yml")).expect("rules");
+    let count: usize = parsed.groups.iter().map(|g| g.rules.len()).sum();
+    assert!(
+        said.contains(&format!("SUCCESS: {count} rules found")),
+        "{said}"
+    );
 }
 
 #[tokio::test]
