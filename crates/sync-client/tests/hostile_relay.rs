@@ -21,6 +21,17 @@ use sync_testkit::guard;
 use sync_testkit::hostile_relay::{HostileRelay, PullTrick};
 use sync_types::{Cursor, ErrorCode, WireError};
 
+/// A device with its store in memory and the test options, in group `g`.
+async fn in_memory_device(relay: &IrohConfig, g: &sync_client::GroupMaterial) -> SyncClient {
+    device(
+        relay,
+        StoreLocation::InMemory,
+        GroupChoice::Use(g.clone()),
+        ClientOptions::for_tests(),
+    )
+    .await
+}
+
 /// A hostile relay (honest until told otherwise) behind its own iroh endpoint on 127.0.0.1, with
 /// the configuration that dials it.
 async fn hostile_relay(key: u8) -> (HostileRelay, IrohConfig, iroh::Endpoint) {
@@ -69,13 +80,7 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
     let g = material(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let b_store = StoreLocation::Dir(dir.path().join("b"));
-    let a = device(
-        &transport,
-        StoreLocation::InMemory,
-        GroupChoice::Use(g.clone()),
-        ClientOptions::for_tests(),
-    )
-    .await;
+    let a = in_memory_device(&transport, &g).await;
     let b = device(
         &transport,
         b_store.clone(),
@@ -159,13 +164,7 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
     b.close().await;
     a.close().await;
     relay.roll_back_to(Cursor::new(6));
-    let a = device(
-        &transport,
-        StoreLocation::InMemory,
-        GroupChoice::Use(g.clone()),
-        ClientOptions::for_tests(),
-    )
-    .await;
+    let a = in_memory_device(&transport, &g).await;
     for i in 20..=22u8 {
         guard("push", a.push(&[i])).await.expect("push");
     }
@@ -193,13 +192,7 @@ async fn every_trick_of_a_malicious_relay_over_iroh_is_caught() {
 async fn a_push_acknowledged_and_dropped_without_a_trace_is_missing_from_its_sender() {
     let (relay, transport, endpoint) = hostile_relay(0x5f).await;
     let g = material(2);
-    let a = device(
-        &transport,
-        StoreLocation::InMemory,
-        GroupChoice::Use(g.clone()),
-        ClientOptions::for_tests(),
-    )
-    .await;
+    let a = in_memory_device(&transport, &g).await;
     let mut watchful = ClientOptions::for_tests();
     watchful.missing_grace = Duration::ZERO;
     let b = device(

@@ -90,12 +90,7 @@ async fn the_audit_trail_and_the_stats_line_are_one_json_object_per_line() {
     }
 
     // Nothing that opens or names a group in full.
-    let group_hex: String = group
-        .group_id()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let group_hex = hex_id(group.group_id().as_bytes());
     assert!(!log.contains(&group_hex), "a full group id in the log");
     assert!(!log.contains("secret payload"), "a payload in the log");
 }

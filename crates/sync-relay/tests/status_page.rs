@@ -159,12 +159,7 @@ async fn the_status_page_draws_the_relays_traffic_in_a_real_browser() {
         dom.contains("<span id=\"error\"></span>"),
         "the page could not read its data"
     );
-    let group_hex: String = group
-        .group_id()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let group_hex = hex_id(group.group_id().as_bytes());
     assert!(!dom.contains(&group_hex));
 
     // The screenshot the README shows.

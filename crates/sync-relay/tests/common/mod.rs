@@ -65,6 +65,11 @@ macro_rules! relay_with {
 #[allow(unused_imports)]
 pub(crate) use relay_with;
 
+/// An id in full, as lowercase hex (to check it appears nowhere it must not).
+pub fn hex_id(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn keys(n: u8) -> GroupKeys {
     GroupKeys::derive(&GroupSecret::from_bytes([n; 32]))
 }
