@@ -252,11 +252,7 @@ fn a_blob_damaged_on_the_relay_is_a_warning_and_exit_11_and_the_rest_is_printed(
         "the good blobs are printed, the damaged one is not"
     );
     assert_eq!(json["problems"].as_array().map(Vec::len), Some(1));
-    let warnings: Vec<&str> = pulled
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("warning: "))
-        .collect();
+    let warnings = pulled.warnings();
     assert_eq!(warnings.len(), 1, "{}", pulled.stderr);
     assert!(
         warnings[0].contains("blob #2") && warnings[0].contains("failed verification"),
@@ -292,11 +288,7 @@ fn a_blob_deleted_from_the_relay_by_hand_is_reported_as_withheld() {
         blobs_data(&pulled.json()),
         vec![b"one".to_vec(), b"three".to_vec()]
     );
-    let warnings: Vec<&str> = pulled
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("warning: "))
-        .collect();
+    let warnings = pulled.warnings();
     assert_eq!(warnings.len(), 1, "{}", pulled.stderr);
     assert!(
         warnings[0].contains("did not serve blob #2") && warnings[0].contains("withheld"),

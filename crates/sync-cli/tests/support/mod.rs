@@ -65,6 +65,13 @@ impl Run {
         serde_json::from_slice(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.out(), self.stderr))
     }
+    /// The `warning:` lines on stderr (one per integrity problem).
+    pub fn warnings(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("warning: "))
+            .collect()
+    }
     /// Asserts a refusal: exit `code` and a one-line message holding each of `words`.
     #[track_caller]
     pub fn refused(&self, code: i32, words: &[&str]) -> &Self {

@@ -100,6 +100,14 @@ async fn wait_for(
     .await
 }
 
+/// Opens the device whose store is `store` in group `g`, pulls (expecting `n` blobs) and closes
+/// it: a device that had received everything so far.
+async fn pull_and_close(relay: &FakeRelay, store: &StoreLocation, g: &GroupMaterial, n: usize) {
+    let b = connect(relay, store.clone(), GroupChoice::Use(g.clone())).await;
+    assert_eq!(guard("pull", b.pull()).await.unwrap().len(), n);
+    b.close().await;
+}
+
 /// A client's event stream, apart from the client.
 type Events = Box<dyn crate::Stream<Item = SyncEvent> + Unpin>;
 
@@ -435,11 +443,7 @@ async fn a_replay_is_caught_after_the_device_restarts() {
     let store = StoreLocation::Dir(dir.path().join("device"));
     let a = client(&relay, &g).await;
     let first = guard("push", a.push(b"once")).await.unwrap();
-    {
-        let b = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
-        assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 1);
-        b.close().await;
-    }
+    pull_and_close(&relay, &store, &g, 1).await;
     let again = relay.replay(&first.blob_id).expect("stored");
     let b = connect(&relay, store, GroupChoice::Stored(None)).await;
     let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
@@ -463,11 +467,7 @@ async fn a_relay_restored_from_an_older_copy_skips_nothing_pushed_afterwards() {
     for text in [b"1", b"2", b"3", b"4"] {
         guard("push", a.push(text)).await.unwrap();
     }
-    {
-        let b = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
-        assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 4);
-        b.close().await;
-    }
+    pull_and_close(&relay, &store, &g, 4).await;
     // The relay is restored from a copy taken at cursor 2 (same store id); three blobs are
     // pushed afterwards: they get cursors 3, 4, 5, at or below B's resume cursor 4.
     relay.roll_back_to(Cursor::new(2));
@@ -607,11 +607,7 @@ async fn a_relay_log_started_afresh_is_pulled_from_zero_without_repeats() {
     let store = StoreLocation::Dir(dir.path().join("b"));
     let a = client(&relay, &g).await;
     let kept = guard("push", a.push(b"before")).await.unwrap();
-    {
-        let b = connect(&relay, store.clone(), GroupChoice::Use(g.clone())).await;
-        assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 1);
-        b.close().await;
-    }
+    pull_and_close(&relay, &store, &g, 1).await;
     let stored = relay
         .blobs()
         .into_iter()
