@@ -9,8 +9,14 @@
 //!   group's secret at each of the three Argon2id cost tiers a group can be created with (19 MiB
 //!   t=2, 46 MiB t=1, 64 MiB t=3). Each call takes tens of milliseconds, so this group takes
 //!   few samples.
+//! - `hybrid kem/seal_envelope`, `hybrid kem/open_envelope`: sealing a 32-byte epoch secret to
+//!   a device's hybrid KEM public key (X25519 + ML-KEM-768 encapsulation, HKDF combiner,
+//!   ChaCha20-Poly1305) and opening it again; done once per member device at each key rotation.
+//! - `hybrid kem/kem_keypair`: deriving a device's hybrid KEM key pair from its Ed25519 seed
+//!   (HKDF, X25519 base-point multiplication, ML-KEM-768 key generation).
 //!
-//! Run: `cargo bench -p sync-crypto` (`-- --quick` for a short run, `-- argon2id` for one group).
+//! Run: `cargo bench -p sync-crypto` (`-- --quick` for a short run, `-- argon2id` for one group,
+//! `-- "hybrid kem"` for the envelopes).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -18,7 +24,10 @@ use std::time::Duration;
 use criterion::{Criterion, SamplingMode, Throughput};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use sync_crypto::{DeviceKey, GroupDescriptor, GroupKeys, GroupSecret, KdfParams, open, seal};
+use sync_crypto::{
+    DeviceKey, EnvelopeContext, GroupDescriptor, GroupKeys, GroupSecret, KdfParams, KeyEpoch, open,
+    open_envelope, seal, seal_envelope,
+};
 use sync_types::BlobId;
 
 const KIB: usize = 1024;
@@ -99,10 +108,47 @@ fn argon2id(c: &mut Criterion) {
     group.finish();
 }
 
+fn hybrid_kem(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let keys = GroupKeys::derive(&GroupSecret::random(&mut rng));
+    let admin = DeviceKey::random(&mut rng);
+    let member = DeviceKey::random(&mut rng);
+    let keypair = member.kem_keypair();
+    let public = keypair.public_key();
+    let ctx = EnvelopeContext {
+        group: keys.group_id(),
+        epoch: KeyEpoch(1),
+        sender: admin.device_id(),
+        recipient: member.device_id(),
+    };
+    let secret = [0x5a; 32];
+    let envelope =
+        seal_envelope(&mut rng, &public, &ctx, &secret).expect("sealing to a derived key pair");
+
+    let mut group = c.benchmark_group("hybrid kem");
+    group.bench_function("seal_envelope", |b| {
+        b.iter(|| {
+            seal_envelope(&mut rng, &public, &ctx, black_box(&secret))
+                .expect("sealing to a derived key pair")
+        });
+    });
+    group.bench_function("open_envelope", |b| {
+        b.iter(|| {
+            open_envelope(&keypair, &ctx, black_box(&envelope))
+                .expect("the envelope just sealed opens")
+        });
+    });
+    group.bench_function("kem_keypair", |b| {
+        b.iter(|| black_box(&member).kem_keypair());
+    });
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     seal_and_open(&mut c);
     key_schedule(&mut c);
     argon2id(&mut c);
+    hybrid_kem(&mut c);
     c.final_summary();
 }

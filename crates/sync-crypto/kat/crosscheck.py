@@ -1,9 +1,11 @@
 """Independent cross-check of the sync-crypto known-answer values (src/kat_tests.rs) and of the
 test vectors of docs/PROTOCOL.md.
 
-Uses only Python `cryptography` (>= 44, for Argon2id): HKDF-SHA256, Ed25519, Argon2id, and
+Uses Python `cryptography` (>= 44, for Argon2id): HKDF-SHA256, Ed25519, X25519, Argon2id, and
 ChaCha20-Poly1305 with a hand-written HChaCha20 for XChaCha20-Poly1305; MessagePack is encoded by
-hand. Run `python3 crates/sync-crypto/kat/crosscheck.py` from anywhere:
+hand. The hybrid KEM envelope lines also need ML-KEM-768, from the pure-Python `kyber-py`
+(`pip install kyber-py`); without it they are skipped with a note. Run
+`python3 crates/sync-crypto/kat/crosscheck.py` from anywhere:
 
 1. it prints the same name/hex lines as the Rust KATs: compare them with src/kat_tests.rs;
 2. it recomputes every vector of docs/PROTOCOL.md from the document's own inputs, prints
@@ -64,6 +66,43 @@ try:
     a=Argon2id(salt=salt,length=32,iterations=2,lanes=1,memory_cost=19*1024)
     print("mailbox",a.derive(b"IJKLMNOP").hex())
 except Exception as e: print("argon2 unavailable:",e)
+
+# Hybrid KEM envelope (src/kem.rs): X25519 + ML-KEM-768, combined with HKDF-SHA256, payload under
+# ChaCha20-Poly1305. Sender = the device above, recipient seed 60 61 … 7f, epoch 7.
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+def hkdf_with(salt, ikm, info):
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+def x25519_pub(sk):
+    return X25519PrivateKey.from_private_bytes(sk).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def x25519(sk, pk):  # raises on the all-zero shared secret (low-order pk), as the Rust code refuses it
+    return X25519PrivateKey.from_private_bytes(sk).exchange(X25519PublicKey.from_public_bytes(pk))
+rseed=seq(32,0x60); rid=pub(rseed)
+kem_seed=lambda label: hkdf_with(b"0k-sync/v1/kem", rseed, label)
+r_xsk=kem_seed(b"0k-sync/v1/kem-x25519"); r_xpk=x25519_pub(r_xsk)
+print("kem_x25519_pk",r_xpk.hex())
+try:
+    from kyber_py.ml_kem import ML_KEM_768
+except ImportError as e:
+    ML_KEM_768=None; print("kyber-py unavailable (pip install kyber-py), envelope lines skipped:",e)
+if ML_KEM_768 is not None:
+    # FIPS 203 ML-KEM.KeyGen_internal(d, z) and Encaps_internal(ek, m).
+    r_ek,r_dk=ML_KEM_768._keygen_internal(kem_seed(b"0k-sync/v1/kem-mlkem-d"), kem_seed(b"0k-sync/v1/kem-mlkem-z"))
+    print("kem_mlkem_ek_sha256",hashlib.sha256(r_ek).hexdigest())
+    rng=seq(64,0x40); esk,m=rng[:32],rng[32:]  # CountingRng(0x40): ephemeral X25519 secret, then m
+    epk=x25519_pub(esk)
+    ss_mlkem,ct_mlkem=ML_KEM_768._encaps_internal(r_ek,m)
+    ctx=gid+struct.pack(">I",7)+did+rid
+    key=hkdf_with(b"0k-sync/v1/envelope", ss_mlkem+x25519(esk,r_xpk)+epk+r_xpk, b"0k-sync/v1/envelope-key"+ctx)
+    header=b"\x01"+epk+ct_mlkem
+    payload=seq(32,0x80)
+    envelope=header+ChaCha20Poly1305(key).encrypt(b"\0"*12,payload,header+ctx)
+    assert len(envelope)==1169
+    print("envelope_sha256",hashlib.sha256(envelope).hexdigest())
+    print("envelope_prefix",envelope[:32].hex())
+    # The recipient's side: decapsulate, X25519 with its own secret, open.
+    ss_open=ML_KEM_768._decaps_internal(r_dk,envelope[33:1121])
+    key_open=hkdf_with(b"0k-sync/v1/envelope", ss_open+x25519(r_xsk,envelope[1:33])+envelope[1:33]+r_xpk, b"0k-sync/v1/envelope-key"+ctx)
+    assert ChaCha20Poly1305(key_open).decrypt(b"\0"*12,envelope[1121:],envelope[:1121]+ctx)==payload
 
 # ---------------------------------------------------------------------------------------------
 # docs/PROTOCOL.md: every vector recomputed from the document's own inputs by this independent

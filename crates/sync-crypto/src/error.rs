@@ -2,7 +2,7 @@
 
 use crate::schedule::KeyEpoch;
 
-/// Errors of key derivation, Hello verification and the invite mailbox.
+/// Errors of key derivation, Hello verification, the invite mailbox and key envelopes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CryptoError {
@@ -44,9 +44,34 @@ pub enum CryptoError {
     /// The mailbox ciphertext does not authenticate under this key (wrong code or tampering).
     #[error("mailbox ciphertext does not decrypt")]
     MailboxDecrypt,
+    /// An epoch secret does not belong to this group or epoch: epoch 0's secret must give the
+    /// group id, and an epoch already held cannot get another secret.
+    #[error("the secret of key epoch {} does not match this group", .0.0)]
+    EpochSecretMismatch(KeyEpoch),
     /// The plaintext is longer than the AEAD can encrypt under one nonce (~256 GiB).
     #[error("plaintext too large to seal")]
     PlaintextTooLarge,
+    /// A hybrid KEM public key has the wrong length, or its ML-KEM-768 encapsulation key fails
+    /// the FIPS 203 check (a coefficient not below the modulus).
+    #[error("invalid hybrid KEM public key")]
+    InvalidKemKey,
+    /// X25519 gave the all-zero shared secret: the other side's X25519 key is a low-order
+    /// point. Refused rather than continuing with ML-KEM alone.
+    #[error("X25519 key is a low-order point")]
+    WeakKemSharedSecret,
+    /// The envelope is shorter than its fixed overhead.
+    #[error("key envelope is truncated ({len} bytes)")]
+    EnvelopeTruncated {
+        /// Length received.
+        len: usize,
+    },
+    /// The envelope's version byte is not one this build can open.
+    #[error("unsupported key envelope version {0}")]
+    EnvelopeVersion(u8),
+    /// The envelope does not authenticate: sealed to another device or under another context
+    /// (group, epoch, sender, recipient), or tampered with.
+    #[error("key envelope does not decrypt")]
+    EnvelopeDecrypt,
 }
 
 /// Why a sealed blob could not be opened. Checked in this order: length/version, sender,

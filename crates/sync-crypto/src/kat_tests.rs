@@ -2,11 +2,13 @@
 //! primitive fails here.
 //!
 //! Policy: the values were computed once by this crate and confirmed by an independent
-//! implementation, `kat/crosscheck.py` (Python `cryptography`: HKDF, Ed25519, Argon2id, and
-//! ChaCha20-Poly1305 with a hand-written HChaCha20). Never edit a value to make a test pass: a
-//! deliberate schedule or format change gets new `v2` labels / a new `SEAL_VERSION`, new KATs
-//! next to these, and a new cross-check run.
+//! implementation, `kat/crosscheck.py` (Python `cryptography`: HKDF, Ed25519, X25519, Argon2id,
+//! and ChaCha20-Poly1305 with a hand-written HChaCha20; the pure-Python `kyber-py` for
+//! ML-KEM-768). Never edit a value to make a test pass: a deliberate schedule or format change
+//! gets new `v2` labels / a new `SEAL_VERSION` or `ENVELOPE_VERSION`, new KATs next to these,
+//! and a new cross-check run.
 
+use sha2::{Digest, Sha256};
 use sync_types::BlobId;
 
 use crate::test_util::CountingRng;
@@ -85,7 +87,7 @@ fn kat_group_id_is_auth_public_key() {
 
 #[test]
 fn kat_content_key() {
-    let key = kat_keys().content_key(&kat_blob());
+    let key = kat_keys().content_key(&kat_blob()).unwrap();
     assert_hex(key.expose_bytes(), CONTENT_KEY);
 }
 
@@ -168,4 +170,61 @@ fn kat_mailbox_key() {
     // Normalization: case, `-` and spaces do not matter.
     let key = MailboxKey::from_code_half("abcd-efgh", "IJKL MNOP").unwrap();
     assert_hex(key.expose_bytes(), MAILBOX_KEY);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hybrid KEM envelopes (X25519 + ML-KEM-768). Cross-checked by `kat/crosscheck.py` with Python
+// `cryptography` (X25519, HKDF, ChaCha20-Poly1305) and the pure-Python `kyber-py` (ML-KEM-768).
+
+/// Recipient device seed 60 61 … 7f.
+fn kat_recipient() -> DeviceKey {
+    DeviceKey::from_secret_bytes(seq(0x60))
+}
+
+/// Sender `kat_device()`, recipient `kat_recipient()`, group `GROUP_ID`, epoch 7.
+fn kat_envelope_context() -> EnvelopeContext {
+    EnvelopeContext {
+        group: kat_keys().group_id(),
+        epoch: KeyEpoch(7),
+        sender: kat_device().device_id(),
+        recipient: kat_recipient().device_id(),
+    }
+}
+
+/// X25519 public key of `kat_recipient().kem_keypair()`.
+const KEM_X25519_PK: &str = "5f95c5bf19892dc11ad4a0e12eebeca375bc81510c2613e0ebb6a2f2bce61e52";
+/// SHA-256 of the ML-KEM-768 encapsulation key of `kat_recipient().kem_keypair()` (1184 bytes).
+const KEM_MLKEM_EK_SHA256: &str =
+    "6e1e5624e2e12334588103202830fa87118f46e11c59dc0b2d32ce9e1880359c";
+/// `seal_envelope(CountingRng(0x40), recipient, kat_envelope_context(), 80 81 … 9f)`: X25519
+/// ephemeral secret 40 41 … 5f, ML-KEM encapsulation randomness m = 60 61 … 7f. The envelope
+/// is 1169 bytes: its SHA-256, and its first 32 bytes (version and most of the ephemeral key).
+const ENVELOPE_SHA256: &str = "791160325225bc6c328940039949d29d047908316c0747cb554e0accf22fec77";
+const ENVELOPE_PREFIX: &str = "0179a631eede1bf9c98f12032cdeadd0e7a079398fc786b88cc846ec89af85a5";
+
+#[test]
+fn kat_kem_public_key() {
+    let public = kat_recipient().kem_keypair().public_key();
+    let bytes = public.as_bytes();
+    assert_eq!(bytes.len(), KEM_PUBLIC_KEY_LEN);
+    assert_hex(&bytes[..32], KEM_X25519_PK);
+    assert_hex(Sha256::digest(&bytes[32..]), KEM_MLKEM_EK_SHA256);
+}
+
+#[test]
+fn kat_envelope() {
+    let recipient = kat_recipient().kem_keypair();
+    let payload: [u8; 32] = seq(0x80);
+    let envelope = seal_envelope(
+        &mut CountingRng(0x40),
+        &recipient.public_key(),
+        &kat_envelope_context(),
+        &payload,
+    )
+    .unwrap();
+    assert_eq!(envelope.len(), 32 + ENVELOPE_OVERHEAD);
+    assert_hex(Sha256::digest(&envelope), ENVELOPE_SHA256);
+    assert_hex(&envelope[..32], ENVELOPE_PREFIX);
+    let opened = open_envelope(&recipient, &kat_envelope_context(), &envelope).unwrap();
+    assert_eq!(opened.as_slice(), &payload);
 }

@@ -49,7 +49,9 @@ mod device;
 mod error;
 mod hello;
 mod kdf;
+mod kem;
 mod mailbox;
+mod membership;
 mod schedule;
 mod seal;
 mod secrets;
@@ -67,7 +69,16 @@ pub use device::DeviceKey;
 pub use error::{CryptoError, OpenError};
 pub use hello::{HELLO_TRANSCRIPT_LEN, HelloChallenge, HelloSignature, verify_hello};
 pub use kdf::{GroupDescriptor, KdfParams};
+pub use kem::{
+    ENVELOPE_OVERHEAD, ENVELOPE_VERSION, EnvelopeContext, KEM_PUBLIC_KEY_LEN, KemKeypair,
+    KemPublicKey, open_envelope, seal_envelope,
+};
 pub use mailbox::{MAILBOX_OVERHEAD, MailboxKey, open_mailbox, seal_mailbox};
-pub use schedule::{ContentKey, EpochKey, GroupKeys, KeyEpoch};
+pub use membership::{
+    Applied, Change, Enrollment, GrantError, GroupRecord, GroupState, MAX_ENROLLMENT_BYTES,
+    MAX_GRANT_EPOCHS, MAX_MEMBERS, MAX_NAME, MAX_RECORD_BYTES, MAX_SEALED_NAME, MembershipError,
+    open_grant, seal_grant,
+};
+pub use schedule::{ContentKey, EpochKey, EpochSecret, GroupKeys, KeyEpoch};
 pub use seal::{Opened, SEAL_OVERHEAD, SEAL_VERSION, open, seal};
 pub use secrets::GroupSecret;

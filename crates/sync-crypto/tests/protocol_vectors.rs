@@ -47,7 +47,7 @@ fn key_schedule(v: &Vectors) {
     assert_doc(
         v,
         "keys.content_key",
-        keys.content_key(&blob).expose_bytes(),
+        keys.content_key(&blob).unwrap().expose_bytes(),
     );
 
     let device = DeviceKey::from_secret_bytes(v.array("device.secret_key"));

@@ -210,14 +210,15 @@ fn unknown_epochs_and_wrong_keys_for_an_epoch_are_rejected() {
 #[test]
 fn rotated_epochs_open_once_known() {
     let f = Fixture::new();
-    let rotated = EpochKey::from_bytes(KeyEpoch(1), [8; 32]);
+    let mut keys = f.keys.clone();
+    keys.add_epoch(KeyEpoch(1), crate::EpochSecret::from_bytes([8; 32]))
+        .unwrap();
+    let rotated = keys.epoch_key(KeyEpoch(1)).unwrap();
     let sealed = f.seal_under(&rotated);
     assert_eq!(
         f.open(&sealed).unwrap_err(),
         OpenError::UnknownEpoch(KeyEpoch(1))
     );
-    let mut keys = f.keys.clone();
-    keys.insert_epoch_key(rotated);
     let opened = f.open_with(&keys, &sealed).unwrap();
     assert_eq!(
         (opened.epoch, opened.plaintext.as_slice()),
