@@ -63,7 +63,7 @@ pub use invite::{
 };
 pub use outbox::{AckOutcome, Outbox, OutboxEntry, OutboxError, OutboxLimits, RejectOutcome};
 pub use session::{
-    Established, HelloAuth, Input, MAX_RETRY_HINT, Page, PullEnd, PullMode, Session, SessionConfig,
-    SessionError, SessionEvent, Transmit, retry_hint,
+    Established, GroupReply, GroupRequest, HelloAuth, Input, MAX_RETRY_HINT, Page, PullEnd,
+    PullMode, Session, SessionConfig, SessionError, SessionEvent, Transmit, retry_hint,
 };
 pub use status::{SyncStatus, SyncStatusTracker};

@@ -80,6 +80,8 @@ error_codes! {
     /// | 201 | `AdmissionRequired` | the relay requires an operator admission token | no |
     /// | 202 | `AdmissionInvalid` | the admission token is invalid or expired | no |
     /// | 203 | `DeviceRevoked` | this device was revoked from the group | no |
+    /// | 204 | `EpochSuperseded` | signed or sealed under a key epoch the group has rotated away from | no |
+    /// | 205 | `MembershipRefused` | a membership record, enrollment or grant breaks the group's rules | no |
     /// | 300 | `BlobTooLarge` | payload above the relay's maximum blob size | no |
     /// | 301 | `QuotaExceeded` | the group's byte or blob quota is full | yes |
     /// | 302 | `RateLimited` | too many requests; see `retry_after_ms` | yes |
@@ -91,7 +93,7 @@ error_codes! {
     /// | 401 | `InviteExpired` | the invite mailbox entry expired | no |
     /// | 402 | `InviteUsed` | the invite was already fetched (single use) | no |
     /// | 403 | `TooManyAttempts` | too many lookups for this invite id | no |
-    /// | 404 | `Conflict` | a blob id was reused with a different payload | no |
+    /// | 404 | `Conflict` | a blob id was reused with a different payload, or a membership record lost to a concurrent one | no |
     /// | 500 | `StorageFailure` | the relay could not commit or read storage | yes |
     /// | 501 | `ShuttingDown` | the relay is draining sessions | yes |
     /// | 502 | `Internal` | any other relay fault | yes |
@@ -123,6 +125,12 @@ error_codes! {
     AdmissionInvalid = 202, false;
     /// This device was revoked from the group.
     DeviceRevoked = 203, false;
+    /// Signed (`Hello`) or sealed (`Push`) under a key epoch the group has rotated away from:
+    /// fetch the group's records and grants with `GroupGet`.
+    EpochSuperseded = 204, false;
+    /// A membership record, enrollment or grant breaks the group's rules (bad signature, not
+    /// an admin, an unknown recipient).
+    MembershipRefused = 205, false;
     /// Payload above the relay's maximum blob size.
     BlobTooLarge = 300, false;
     /// The group's byte or blob quota is full.
@@ -145,7 +153,8 @@ error_codes! {
     InviteUsed = 402, false;
     /// Too many lookups for this invite id.
     TooManyAttempts = 403, false;
-    /// A blob id was reused with a different payload.
+    /// A blob id was reused with a different payload, or a membership record is not the next
+    /// one (a concurrent change won).
     Conflict = 404, false;
     /// The relay could not commit or read storage.
     StorageFailure = 500, true;

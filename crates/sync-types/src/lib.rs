@@ -39,10 +39,10 @@ pub use limits::{
     pull_entry_budget,
 };
 pub use messages::{
-    Bye, Challenge, ContentAck, ContentRef, Delete, DeleteAck, DeviceRevoked, Direction,
-    ENVELOPE_LEN, Hello, InviteFound, InviteGet, InvitePut, InviteStored, Message, MessageType,
-    Notify, Ping, Pong, Pull, PullEntry, PullResponse, Push, PushAck, RevokeDevice, Welcome,
-    WireError,
+    Bye, Challenge, ContentAck, ContentRef, Delete, DeleteAck, Direction, ENVELOPE_LEN, Enroll,
+    Grant, GroupChanged, GroupGet, GroupInfo, GroupUpdate, Hello, InviteFound, InviteGet,
+    InvitePut, InviteStored, Message, MessageType, Notify, Ping, Pong, Pull, PullEntry,
+    PullResponse, Push, PushAck, Welcome, WireError,
 };
 pub use payload::Payload;
 pub use relay::{RelayAddr, RelayAddrError, RelayId, bind_addr_for};

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use sync_types::{BlobId, Cursor, Limits, Message, Notify, Payload, PullEntry, RelayId, WireError};
+use sync_types::{
+    BlobId, Cursor, Grant, GroupChanged, GroupId, GroupInfo, Limits, Message, Notify, Payload,
+    PullEntry, RelayId, WireError,
+};
 
 use crate::connection::ConnectionStatus;
 
@@ -126,6 +129,53 @@ pub enum SessionEvent {
         /// Stored, or the relay's refusal.
         result: Result<(), WireError>,
     },
+    /// The relay refused a push sealed under a key epoch the group rotated away from. The
+    /// push stays queued (held like a deferral): the shell fetches the group's new keys and
+    /// re-seals it under the same blob id.
+    EpochSuperseded {
+        /// The push.
+        blob_id: BlobId,
+    },
+    /// The answer to a [`Session::group_request`](super::Session::group_request).
+    GroupReply {
+        /// The request it answers.
+        request_id: u64,
+        /// The relay's answer, or its refusal.
+        result: Result<GroupReply, WireError>,
+    },
+    /// Another device changed the group's membership (broadcast `GroupChanged`).
+    GroupChanged(GroupChanged),
+}
+
+/// A membership request, for [`Session::group_request`](super::Session::group_request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupRequest {
+    /// Announce this device's enrollment (answered by [`GroupReply::Changed`]).
+    Enroll(Payload),
+    /// Post a membership record and/or key grants (answered by [`GroupReply::Changed`]).
+    Update {
+        /// The encoded record, if any.
+        record: Option<Payload>,
+        /// Grants, each naming its recipient.
+        grants: Vec<Grant>,
+    },
+    /// Read the group's records after a sequence number, its enrollments and this device's
+    /// grants (answered by [`GroupReply::Info`]).
+    Get {
+        /// The group.
+        group_id: GroupId,
+        /// Records after this sequence number.
+        after_seq: u64,
+    },
+}
+
+/// The relay's answer to a [`GroupRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupReply {
+    /// The membership after an `Enroll` or `Update`.
+    Changed(GroupChanged),
+    /// What a `Get` asked for.
+    Info(GroupInfo),
 }
 
 /// What a relay's `Welcome` established.

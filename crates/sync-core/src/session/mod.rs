@@ -26,12 +26,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand_core::CryptoRng;
 use sync_types::{
-    BlobId, Bye, Cursor, DEFAULT_MAX_FRAME, GroupId, Hello, InvitePut, Limits, MAX_FRAME_LIMIT,
-    Message, PROTOCOL_VERSION, Ping, Push, PushAck, RelayId, Welcome, WireError,
+    BlobId, Bye, Cursor, DEFAULT_MAX_FRAME, Enroll, ErrorCode, GroupGet, GroupId, GroupUpdate,
+    Hello, InvitePut, Limits, MAX_FRAME_LIMIT, Message, PROTOCOL_VERSION, Ping, Push, PushAck,
+    RelayId, Welcome, WireError,
 };
 
 pub use io::{
-    Established, HelloAuth, Input, Page, PullEnd, PullMode, SessionError, SessionEvent, Transmit,
+    Established, GroupReply, GroupRequest, HelloAuth, Input, Page, PullEnd, PullMode, SessionError,
+    SessionEvent, Transmit,
 };
 
 use crate::connection::{Action, Connection, ConnectionConfig, ConnectionEvent, ConnectionState};
@@ -101,6 +103,7 @@ struct Transport {
     in_flight: HashMap<u64, BlobId>,
     pull: Option<PullInProgress>,
     invites: HashSet<u64>,
+    group_requests: HashSet<u64>,
 }
 
 /// The client's session with the relay (see the module docs).
@@ -320,6 +323,39 @@ impl Session {
         Ok(request_id)
     }
 
+    /// Sends a membership request; answered by [`SessionEvent::GroupReply`] with the returned
+    /// request id.
+    pub fn group_request(&mut self, request: GroupRequest) -> Result<u64, SessionError> {
+        let request_id = self.request_id();
+        let t = self
+            .transport
+            .as_mut()
+            .filter(|t| t.established)
+            .ok_or(SessionError::NotEstablished)?;
+        t.group_requests.insert(request_id);
+        let msg = match request {
+            GroupRequest::Enroll(enrollment) => Message::Enroll(Enroll {
+                request_id,
+                enrollment,
+            }),
+            GroupRequest::Update { record, grants } => Message::GroupUpdate(GroupUpdate {
+                request_id,
+                record,
+                grants,
+            }),
+            GroupRequest::Get {
+                group_id,
+                after_seq,
+            } => Message::GroupGet(GroupGet {
+                request_id,
+                group_id,
+                after_seq,
+            }),
+        };
+        self.transmits.push_back(Transmit::Frame(msg));
+        Ok(request_id)
+    }
+
     // ----- what the shell reports -----
 
     /// Applies one input at `now`.
@@ -344,6 +380,7 @@ impl Session {
                     in_flight: HashMap::new(),
                     pull: None,
                     invites: HashSet::new(),
+                    group_requests: HashSet::new(),
                 });
                 self.connection_event(ConnectionEvent::TransportConnected, now, rng);
             }
@@ -562,6 +599,16 @@ impl Session {
                     self.fail("InviteStored for no InvitePut".into(), true, now, rng);
                 }
             }
+            Message::GroupChanged(changed) => match changed.request_id {
+                None => self.events.push_back(SessionEvent::GroupChanged(changed)),
+                Some(id) => {
+                    let reply = GroupReply::Changed(changed);
+                    self.on_group_reply(id, reply, now, rng);
+                }
+            },
+            Message::GroupInfo(info) => {
+                self.on_group_reply(info.request_id, GroupReply::Info(info), now, rng);
+            }
             Message::Error(e) => self.on_error(e, now, rng),
             Message::Bye(b) => {
                 let reason = format!(
@@ -578,8 +625,9 @@ impl Session {
             | Message::Delete(_)
             | Message::DeleteAck(_)
             | Message::Ping(_)
-            | Message::RevokeDevice(_)
-            | Message::DeviceRevoked(_)
+            | Message::Enroll(_)
+            | Message::GroupUpdate(_)
+            | Message::GroupGet(_)
             | Message::ContentRef(_)
             | Message::ContentAck(_)
             | Message::InvitePut(_)
@@ -588,6 +636,27 @@ impl Session {
                 let reason = format!("unexpected {} from relay", other.message_type().name());
                 self.fail(reason, true, now, rng);
             }
+        }
+    }
+
+    fn on_group_reply<R: CryptoRng + ?Sized>(
+        &mut self,
+        request_id: u64,
+        reply: GroupReply,
+        now: Instant,
+        rng: &mut R,
+    ) {
+        let known = self
+            .transport
+            .as_mut()
+            .is_some_and(|t| t.group_requests.remove(&request_id));
+        if known {
+            self.events.push_back(SessionEvent::GroupReply {
+                request_id,
+                result: Ok(reply),
+            });
+        } else {
+            self.fail("membership answer for no request".into(), true, now, rng);
         }
     }
 
@@ -683,11 +752,29 @@ impl Session {
             });
             return;
         }
+        if t.group_requests.remove(&request_id) {
+            self.events.push_back(SessionEvent::GroupReply {
+                request_id,
+                result: Err(e),
+            });
+            return;
+        }
         let reason = format!("error for an unknown request: {}", wire_reason(&e));
         self.fail(reason, true, now, rng);
     }
 
     fn on_push_refused(&mut self, blob_id: BlobId, error: WireError, now: Instant) {
+        if error.code == ErrorCode::EpochSuperseded {
+            // Not the push's fault: this device missed a rotation. Hold it until the shell has
+            // the new keys and re-sealed it.
+            if let RejectOutcome::WillRetry = self.outbox.reject(&blob_id, false) {
+                let until = after(now, self.config.default_retry);
+                self.hold_until = Some(self.hold_until.map_or(until, |h| h.max(until)));
+                self.events
+                    .push_back(SessionEvent::EpochSuperseded { blob_id });
+            }
+            return;
+        }
         if error.is_retryable() {
             let wait = retry_hint(&error).unwrap_or(self.config.default_retry);
             if let RejectOutcome::WillRetry = self.outbox.reject(&blob_id, false) {

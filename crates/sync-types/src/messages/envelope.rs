@@ -4,9 +4,9 @@
 use std::io::Write;
 
 use super::{
-    Bye, Challenge, ContentAck, ContentRef, Delete, DeleteAck, DeviceRevoked, Hello, InviteFound,
-    InviteGet, InvitePut, InviteStored, Notify, Ping, Pong, Pull, PullResponse, Push, PushAck,
-    RevokeDevice, Welcome, WireError,
+    Bye, Challenge, ContentAck, ContentRef, Delete, DeleteAck, Enroll, GroupChanged, GroupGet,
+    GroupInfo, GroupUpdate, Hello, InviteFound, InviteGet, InvitePut, InviteStored, Notify, Ping,
+    Pong, Pull, PullResponse, Push, PushAck, Welcome, WireError,
 };
 use crate::error::{DecodeError, EncodeError};
 use crate::wire::value_extent;
@@ -132,8 +132,11 @@ messages! {
     /// | 0x16 | [`DeleteAck`] | relay | |
     /// | 0x20 | [`Ping`] | client (heartbeat) | `Pong` |
     /// | 0x21 | [`Pong`] | relay | |
-    /// | 0x30 | [`RevokeDevice`] | client | `DeviceRevoked` |
-    /// | 0x31 | [`DeviceRevoked`] | relay (reply and broadcast) | |
+    /// | 0x30 | [`Enroll`] | client | `GroupChanged` |
+    /// | 0x31 | [`GroupChanged`] | relay (reply and broadcast) | |
+    /// | 0x32 | [`GroupUpdate`] | client | `GroupChanged` |
+    /// | 0x33 | [`GroupGet`] | client, first frame or in a session | `GroupInfo` |
+    /// | 0x34 | [`GroupInfo`] | relay | |
     /// | 0x40 | [`ContentRef`] | client | `ContentAck` |
     /// | 0x41 | [`ContentAck`] | relay | |
     /// | 0x50 | [`InvitePut`] | client | `InviteStored` |
@@ -159,7 +162,7 @@ messages! {
     ///
     /// Client requests carry a `request_id` chosen by the client; the response (or an `Error`)
     /// echoes it, so requests can be pipelined. `Notify`, `Challenge` and broadcast
-    /// `DeviceRevoked` are unsolicited and carry none.
+    /// `GroupChanged` are unsolicited and carry none.
     enum Message;
 
     /// 0x01: client's first frame.
@@ -186,10 +189,16 @@ messages! {
     Ping(Ping) = 0x20, ClientToRelay;
     /// 0x21: heartbeat answer.
     Pong(Pong) = 0x21, RelayToClient;
-    /// 0x30: revoke a device.
-    RevokeDevice(RevokeDevice) = 0x30, ClientToRelay;
-    /// 0x31: a device was revoked.
-    DeviceRevoked(DeviceRevoked) = 0x31, RelayToClient;
+    /// 0x30: announce this device's KEM key and name.
+    Enroll(Enroll) = 0x30, ClientToRelay;
+    /// 0x31: the group's membership changed.
+    GroupChanged(GroupChanged) = 0x31, RelayToClient;
+    /// 0x32: a membership record and key grants.
+    GroupUpdate(GroupUpdate) = 0x32, ClientToRelay;
+    /// 0x33: read the group's records, enrollments and this device's grants.
+    GroupGet(GroupGet) = 0x33, ClientToRelay;
+    /// 0x34: the group's records, enrollments and grants.
+    GroupInfo(GroupInfo) = 0x34, RelayToClient;
     /// 0x40: register large content.
     ContentRef(ContentRef) = 0x40, ClientToRelay;
     /// 0x41: large content registered.
@@ -227,8 +236,11 @@ impl Message {
             Message::DeleteAck(m) => Some(m.request_id),
             Message::Ping(m) => Some(m.request_id),
             Message::Pong(m) => Some(m.request_id),
-            Message::RevokeDevice(m) => Some(m.request_id),
-            Message::DeviceRevoked(m) => m.request_id,
+            Message::Enroll(m) => Some(m.request_id),
+            Message::GroupChanged(m) => m.request_id,
+            Message::GroupUpdate(m) => Some(m.request_id),
+            Message::GroupGet(m) => Some(m.request_id),
+            Message::GroupInfo(m) => Some(m.request_id),
             Message::ContentRef(m) => Some(m.request_id),
             Message::ContentAck(m) => Some(m.request_id),
             Message::InvitePut(m) => Some(m.request_id),

@@ -5,7 +5,7 @@ mod blobs;
 mod content;
 mod envelope;
 mod mailbox;
-mod revocation;
+mod membership;
 mod session;
 mod wire_error;
 
@@ -16,6 +16,6 @@ pub use blobs::{Delete, DeleteAck, Notify, Pull, PullEntry, PullResponse, Push, 
 pub use content::{ContentAck, ContentRef};
 pub use envelope::{Direction, ENVELOPE_LEN, Message, MessageType};
 pub use mailbox::{InviteFound, InviteGet, InvitePut, InviteStored};
-pub use revocation::{DeviceRevoked, RevokeDevice};
+pub use membership::{Enroll, Grant, GroupChanged, GroupGet, GroupInfo, GroupUpdate};
 pub use session::{Bye, Challenge, Hello, Ping, Pong, Welcome};
 pub use wire_error::WireError;

@@ -205,19 +205,54 @@ pub(crate) fn pong() -> impl Strategy<Value = Pong> {
     u64s().prop_map(|request_id| Pong { request_id })
 }
 
-pub(crate) fn revoke_device() -> impl Strategy<Value = RevokeDevice> {
-    struct_of!(RevokeDevice {
+pub(crate) fn enroll() -> impl Strategy<Value = Enroll> {
+    struct_of!(Enroll {
         request_id: u64s(),
-        device: device_id(),
+        enrollment: payload(),
+    })
+}
+
+pub(crate) fn group_changed() -> impl Strategy<Value = GroupChanged> {
+    struct_of!(GroupChanged {
+        request_id: prop::option::of(u64s()),
+        seq: u64s(),
         epoch: u32s(),
     })
 }
 
-pub(crate) fn device_revoked() -> impl Strategy<Value = DeviceRevoked> {
-    struct_of!(DeviceRevoked {
-        request_id: prop::option::of(u64s()),
-        device: device_id(),
-        epoch: u32s(),
+fn grants() -> impl Strategy<Value = Vec<Grant>> {
+    prop::collection::vec(
+        struct_of!(Grant {
+            device: device_id(),
+            epoch: u32s(),
+            envelope: payload(),
+        }),
+        0..4,
+    )
+}
+
+pub(crate) fn group_update() -> impl Strategy<Value = GroupUpdate> {
+    struct_of!(GroupUpdate {
+        request_id: u64s(),
+        record: prop::option::of(payload()),
+        grants: grants(),
+    })
+}
+
+pub(crate) fn group_get() -> impl Strategy<Value = GroupGet> {
+    struct_of!(GroupGet {
+        request_id: u64s(),
+        group_id: group_id(),
+        after_seq: u64s(),
+    })
+}
+
+pub(crate) fn group_info() -> impl Strategy<Value = GroupInfo> {
+    struct_of!(GroupInfo {
+        request_id: u64s(),
+        records: prop::collection::vec(payload(), 0..4),
+        enrollments: prop::collection::vec(payload(), 0..4),
+        grants: grants(),
     })
 }
 
@@ -294,8 +329,11 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
         delete_ack().prop_map(Message::DeleteAck),
         ping().prop_map(Message::Ping),
         pong().prop_map(Message::Pong),
-        revoke_device().prop_map(Message::RevokeDevice),
-        device_revoked().prop_map(Message::DeviceRevoked),
+        enroll().prop_map(Message::Enroll),
+        group_changed().prop_map(Message::GroupChanged),
+        group_update().prop_map(Message::GroupUpdate),
+        group_get().prop_map(Message::GroupGet),
+        group_info().prop_map(Message::GroupInfo),
         content_ref().prop_map(Message::ContentRef),
         content_ack().prop_map(Message::ContentAck),
         invite_put().prop_map(Message::InvitePut),
