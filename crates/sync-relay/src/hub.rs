@@ -11,7 +11,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use sync_types::{DeviceId, GroupId, Notify};
+use sync_types::{DeviceId, GroupChanged, GroupId, Message, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -23,6 +24,8 @@ pub(crate) struct Link {
     pub(crate) session: u64,
     pub(crate) device: DeviceId,
     pub(crate) outbox: Arc<Outbox>,
+    /// Cancelled when a rotation revokes the device: its session ends.
+    pub(crate) revoked: CancellationToken,
 }
 
 /// The open sessions of one group.
@@ -117,6 +120,42 @@ impl Hub {
         }
     }
 
+    /// Tells the group's sessions that its membership changed, except session `except` (the
+    /// one that changed it, answered directly): sessions of `revoked` devices end; the others
+    /// get a `GroupChanged` if their queue has room (one that misses it learns at its next
+    /// push, refused under the old epoch, or its next session).
+    pub(crate) fn group_changed(
+        &self,
+        group: &GroupId,
+        changed: &GroupChanged,
+        revoked: &[DeviceId],
+        except: u64,
+        metrics: &Metrics,
+    ) {
+        let sessions = self
+            .groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(group)
+            .cloned();
+        let Some(sessions) = sessions else {
+            return;
+        };
+        let msg = Message::GroupChanged(changed.clone());
+        for link in sessions
+            .links
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            if revoked.contains(&link.device) {
+                link.revoked.cancel();
+            } else if link.session != except {
+                link.outbox.offer_message(&msg, metrics);
+            }
+        }
+    }
+
     /// Groups with at least one open session.
     pub(crate) fn active_groups(&self) -> usize {
         self.groups
@@ -167,6 +206,7 @@ mod tests {
             session,
             device: DeviceId::from_bytes([device; 32]),
             outbox,
+            revoked: CancellationToken::new(),
         };
         (Arc::new(link), rx)
     }

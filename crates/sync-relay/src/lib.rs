@@ -28,6 +28,7 @@ mod config;
 mod http;
 mod hub;
 mod identity;
+mod membership;
 mod metrics;
 mod outbox;
 mod server;

@@ -160,6 +160,23 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Queues `msg` if there is room now; drops it otherwise. Never waits. Returns whether it
+    /// was queued.
+    pub(crate) fn offer_message(&self, msg: &Message, _metrics: &Metrics) -> bool {
+        let Ok(bytes) = self.encode(msg) else {
+            return false;
+        };
+        let Ok(permit) = Arc::clone(&self.budget).try_acquire_many_owned(self.share(bytes.len()))
+        else {
+            return false;
+        };
+        let frame = QueuedFrame {
+            bytes,
+            _budget: Some(permit),
+        };
+        self.tx.try_send(Outbound::Frame(frame)).is_ok()
+    }
+
     /// The pending coalesced notification, if any (taken: the slot is empty afterwards).
     pub(crate) fn take_coalesced(&self) -> Option<Notify> {
         self.coalesced

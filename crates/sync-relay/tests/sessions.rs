@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use sync_types::{
     Bye, ContentRef, Cursor, DeviceId, ErrorCode, InviteGet, InvitePut, Message, PROTOCOL_VERSION,
-    Payload, RevokeDevice,
+    Payload,
 };
 
 #[tokio::test]
@@ -204,7 +204,7 @@ async fn ping_delete_invites_and_unsupported_requests() {
     let reply = c.delete(blob(1)).await;
     assert_eq!(expect_error(&reply).code, ErrorCode::NotFound);
 
-    // ContentRef and RevokeDevice: typed NotSupported, and the session stays open.
+    // ContentRef: typed NotSupported, and the session stays open.
     let id = c.next_id();
     let reply = c
         .request(Message::ContentRef(ContentRef {
@@ -214,15 +214,6 @@ async fn ping_delete_invites_and_unsupported_requests() {
             size: 1,
             chunk_size: 1,
             chunks: 1,
-        }))
-        .await;
-    assert_eq!(expect_error(&reply).code, ErrorCode::NotSupported);
-    let id = c.next_id();
-    let reply = c
-        .request(Message::RevokeDevice(RevokeDevice {
-            request_id: id,
-            device: DeviceId::from_bytes([5; 32]),
-            epoch: 1,
         }))
         .await;
     assert_eq!(expect_error(&reply).code, ErrorCode::NotSupported);

@@ -261,6 +261,13 @@ impl Driver {
         match event {
             SessionEvent::Status(status) => self.on_connection_status(status),
             SessionEvent::Established(e) => self.on_established(e),
+            SessionEvent::EpochSuperseded { blob_id } => {
+                // This device missed a key rotation: the push waits until it holds the new
+                // epoch's key and is sealed again.
+                warn!(blob = %blob_id, "push held: the group rotated its keys");
+            }
+            // Membership requests are not sent by this client yet; broadcasts need no action.
+            SessionEvent::GroupReply { .. } | SessionEvent::GroupChanged(_) => {}
             SessionEvent::HandshakeRefused { error } => {
                 info!(code = %error.code, "relay refused the session");
                 self.io.last_rejection = Some(error);

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Admission;
 use crate::config::RelayConfig;
 use crate::hub::Hub;
+use crate::membership::Memberships;
 use crate::metrics::Metrics;
 use crate::session::bucket;
 use crate::status::History;
@@ -41,6 +42,8 @@ pub(crate) struct RelayCtx {
     pub(crate) started: Instant,
     /// The last hour of figures, for the status page.
     pub(crate) history: History,
+    /// Group membership: record chains and current key epochs.
+    pub(crate) memberships: Memberships,
 }
 
 impl RelayCtx {
@@ -62,6 +65,7 @@ impl RelayCtx {
             next_session: AtomicU64::new(1),
             started: Instant::now(),
             history: History::default(),
+            memberships: Memberships::default(),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! Admission: the first frame of a session must be a `Hello` that proves membership of its
-//! group (or a one-shot `InviteGet` from a device that is not in a group yet), in time.
+//! group under its current key epoch (or a one-shot `InviteGet` from a device that is not in a
+//! group yet, or a one-shot `GroupGet` from a device whose keys are behind), in time.
 
-use sync_crypto::{HelloChallenge, HelloSignature, verify_hello};
+use sync_crypto::{GroupState, HelloChallenge, HelloSignature};
 use sync_types::{DeviceId, ErrorCode, Hello, Message, PROTOCOL_VERSION, WireError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::frames::{FrameReader, ReadError, refuse, write_frame};
 use super::invites::invite_get;
-use super::{STORAGE_RETRY_MS, SessionEnd};
+use super::membership::{group_info, superseded};
+use super::{STORAGE_RETRY_MS, SessionEnd, storage_error};
 use crate::admission::PreAuth;
 use crate::server::RelayCtx;
 
@@ -87,6 +89,10 @@ pub(super) async fn read_hello<R: AsyncRead + Unpin>(
             return Err(Early::Refuse(WireError::new(e.error_code(), e.to_string())));
         }
         Ok(Ok(Message::Hello(hello))) => hello,
+        Ok(Ok(Message::GroupGet(get))) => {
+            // A device that missed a rotation fetches its grants: one answer, then close.
+            return Err(Early::Answer(group_info(ctx, *peer, get, true).await));
+        }
         Ok(Ok(Message::InviteGet(get))) => {
             // A device joining by short code is not in the group yet: one lookup, then close.
             let answer = invite_get(ctx, pre.origin, None, get.request_id, get.lookup_id).await;
@@ -99,17 +105,25 @@ pub(super) async fn read_hello<R: AsyncRead + Unpin>(
             )));
         }
     };
-    check_hello(ctx, binding, peer, &hello)
+    let state = ctx
+        .memberships
+        .state(&ctx.storage, hello.group_id)
+        .await
+        .map_err(|e| Early::Refuse(storage_error(ctx, &e).for_request(hello.request_id)))?;
+    check_hello(ctx, binding, peer, &hello, &state)
         .map_err(|err| Early::Refuse(err.for_request(hello.request_id)))?;
     Ok(hello)
 }
 
-/// Version and group-membership checks of a `Hello`.
+/// Version and group-membership checks of a `Hello`: signed by the auth key of the group's
+/// current epoch. An older epoch's key is `DeviceRevoked` for a revoked device and
+/// `EpochSuperseded` for a member that missed a rotation.
 fn check_hello(
     ctx: &RelayCtx,
     binding: &[u8; 32],
     peer: &DeviceId,
     hello: &Hello,
+    state: &GroupState,
 ) -> Result<(), WireError> {
     if hello.version != PROTOCOL_VERSION {
         return Err(WireError::new(
@@ -121,15 +135,16 @@ fn check_hello(
         ));
     }
     let challenge = HelloChallenge::new(binding, &ctx.relay_id, peer, &hello.group_id);
-    verify_hello(
-        &hello.group_id,
-        &challenge,
-        &HelloSignature(hello.auth_signature),
-    )
-    .map_err(|_| {
-        WireError::new(
+    match state.hello_epoch(&challenge, &HelloSignature(hello.auth_signature)) {
+        Some(epoch) if epoch == state.epoch() => Ok(()),
+        Some(_) if state.revoked_at(peer).is_some() => Err(WireError::new(
+            ErrorCode::DeviceRevoked,
+            "this device was revoked from the group",
+        )),
+        Some(_) => Err(superseded(state)),
+        None => Err(WireError::new(
             ErrorCode::Unauthorized,
             "the Hello signature does not prove membership of this group",
-        )
-    })
+        )),
+    }
 }

@@ -30,6 +30,7 @@ mod blobs;
 mod frames;
 mod handshake;
 mod invites;
+mod membership;
 mod outbound;
 mod push;
 mod requests;
@@ -156,10 +157,12 @@ where
         ctx.config.session_queue_bytes,
         FrameCodec::new(ctx.codec.max_frame),
     );
+    let revoked = CancellationToken::new();
     let link = Link {
         session: id,
         device: peer,
         outbox: Arc::clone(&outbox),
+        revoked: revoked.clone(),
     };
     ctx.hub.register(group, Arc::new(link));
     let max_cursor = match ctx.storage.max_cursor(group).await {
@@ -213,6 +216,7 @@ where
         group,
         outbox: Arc::clone(&outbox),
         cancel: CancellationToken::new(),
+        revoked,
         in_flight: Arc::new(Semaphore::new(ctx.config.max_in_flight.max(1) as usize)),
         push_bytes: Arc::new(Semaphore::new(ctx.config.session_push_bytes.max(1) as usize)),
         pulls: Arc::new(Semaphore::new(ctx.config.session_pulls.max(1) as usize)),
@@ -268,6 +272,8 @@ struct Session {
     outbox: Arc<Outbox>,
     /// Cancelled when the writer fails: the device stopped reading or the stream broke.
     cancel: CancellationToken,
+    /// Cancelled when a rotation revokes the session's device: the session ends at once.
+    revoked: CancellationToken,
     in_flight: Arc<Semaphore>,
     /// Payload bytes of pushes read and not yet committed (`session_push_bytes`).
     push_bytes: Arc<Semaphore>,
@@ -333,6 +339,10 @@ fn storage_error(ctx: &RelayCtx, e: &StorageError) -> WireError {
         StorageError::BlobConflict => WireError::new(
             ErrorCode::Conflict,
             "this blob id is already used for a different payload",
+        ),
+        StorageError::RecordConflict => WireError::new(
+            ErrorCode::Conflict,
+            "another membership change was stored first",
         ),
         StorageError::InviteExists => WireError::new(
             ErrorCode::Conflict,

@@ -1,6 +1,7 @@
 //! The push pipeline: checks, rate limits (per session, per address and global), queueing to
 //! storage in arrival order, and one FIFO task that answers queued pushes in commit order.
 
+use crate::membership::sealed_epoch;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -116,6 +117,20 @@ impl Session {
             let err = WireError::new(
                 ErrorCode::TtlTooLong,
                 format!("ttl above the maximum of {}s", ctx.config.max_ttl.as_secs()),
+            );
+            return self.send_error(reject(err)).await;
+        }
+        // Sealed under an epoch the group rotated away from: a member that missed the rotation
+        // (it re-seals once it has the new key); never stored, so a revoked device's old key
+        // opens nothing new.
+        let current = ctx.memberships.epoch(&self.group);
+        if sealed_epoch(&push.payload).is_some_and(|e| e < current) {
+            let err = WireError::new(
+                ErrorCode::EpochSuperseded,
+                format!(
+                    "sealed under an old key epoch; the group is at epoch {}",
+                    current.0
+                ),
             );
             return self.send_error(reject(err)).await;
         }

@@ -36,6 +36,7 @@ impl Session {
                     Err(_) => break (SessionEnd::Lost, None),
                 },
                 () = self.cancel.cancelled() => break (self.writer_end(), None),
+                () = self.revoked.cancelled() => break revoked_end(),
                 () = ctx.shutdown.cancelled() => break (SessionEnd::Shutdown, None),
             };
             let frame = tokio::select! {
@@ -44,6 +45,7 @@ impl Session {
                     reader.next(&ctx.codec, &ctx),
                 ) => r,
                 () = self.cancel.cancelled() => break (self.writer_end(), None),
+                () = self.revoked.cancelled() => break revoked_end(),
                 () = ctx.shutdown.cancelled() => break (SessionEnd::Shutdown, None),
             };
             let msg = match frame {
@@ -207,9 +209,24 @@ impl Session {
                 self.send_error(not_supported("ContentRef", m.request_id))
                     .await;
             }
-            Message::RevokeDevice(m) => {
-                self.send_error(not_supported("RevokeDevice", m.request_id))
-                    .await;
+            Message::Enroll(m) => {
+                self.answer_in_task(
+                    permit,
+                    None,
+                    move |this| async move { this.enroll(m).await },
+                );
+            }
+            Message::GroupUpdate(m) => {
+                self.answer_in_task(permit, None, move |this| async move {
+                    this.group_update(m).await
+                });
+            }
+            Message::GroupGet(m) => {
+                self.answer_in_task(
+                    permit,
+                    None,
+                    move |this| async move { this.group_get(m).await },
+                );
             }
             Message::Bye(_) => return Next::End(SessionEnd::PeerClosed, None),
             Message::Error(e) => {
@@ -231,6 +248,13 @@ impl Session {
         }
         Next::Continue
     }
+}
+
+/// How a session ends when a rotation revoked its device.
+fn revoked_end() -> (SessionEnd, Option<WireError>) {
+    let code = ErrorCode::DeviceRevoked;
+    let err = WireError::new(code, "this device was revoked from the group");
+    (SessionEnd::Error(code), Some(err))
 }
 
 /// The answer to a request this relay does not serve yet (the session stays open).

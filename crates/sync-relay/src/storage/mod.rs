@@ -167,6 +167,40 @@ pub struct StorageStats {
     pub bytes: u64,
 }
 
+/// A key grant as stored: a hybrid KEM envelope for one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredGrant {
+    /// The device that sealed it.
+    pub sender: DeviceId,
+    /// The epoch it was issued in.
+    pub epoch: u32,
+    /// The envelope (opaque to the relay).
+    pub envelope: Vec<u8>,
+}
+
+/// A group's membership as stored, for one device: see [`Storage::membership`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipRead {
+    /// Encoded records after the asked sequence number, in order.
+    pub records: Vec<Vec<u8>>,
+    /// Each device's latest encoded enrollment.
+    pub enrollments: Vec<(DeviceId, Vec<u8>)>,
+    /// Grants addressed to the device, oldest first.
+    pub grants: Vec<StoredGrant>,
+}
+
+/// One membership change to store: see [`Storage::membership_write`]. The caller has checked
+/// every signature; storage only keeps the record order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembershipWrite {
+    /// The next record: its sequence number and bytes.
+    pub record: Option<(u64, Vec<u8>)>,
+    /// A device's enrollment (replaces its earlier one).
+    pub enrollment: Option<(DeviceId, Vec<u8>)>,
+    /// Grants: recipient and grant.
+    pub grants: Vec<(DeviceId, StoredGrant)>,
+}
+
 /// The result of taking an invite from the mailbox.
 #[derive(Clone, PartialEq, Eq)]
 pub enum InviteLookup {
@@ -301,6 +335,10 @@ pub enum StorageError {
     /// A different invite is already stored under this lookup id.
     #[error("an invite with this lookup id already exists")]
     InviteExists,
+    /// The group already has a membership record with this sequence number (a concurrent
+    /// change was stored first). Nothing was stored.
+    #[error("a membership record with this sequence number exists")]
+    RecordConflict,
     /// A blocking read task panicked or was cancelled.
     #[error("a storage worker task failed")]
     TaskFailed,
@@ -442,6 +480,23 @@ pub trait Storage: Clone + Send + Sync + 'static {
         now_ms: u64,
         max_attempts: u32,
     ) -> impl Future<Output = Result<InviteLookup, StorageError>> + Send;
+
+    /// The group's membership records after `after_seq`, its enrollments, and the grants
+    /// addressed to `device`.
+    fn membership(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+        after_seq: u64,
+    ) -> impl Future<Output = Result<MembershipRead, StorageError>> + Send;
+
+    /// Stores a membership change in one transaction: a record whose sequence number is
+    /// taken fails with [`StorageError::RecordConflict`] and stores nothing.
+    fn membership_write(
+        &self,
+        group: GroupId,
+        write: MembershipWrite,
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
 
     /// Makes the durable state compact (for SQLite: a `TRUNCATE` WAL checkpoint).
     fn checkpoint(&self) -> impl Future<Output = Result<(), StorageError>> + Send;

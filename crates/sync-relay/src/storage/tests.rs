@@ -1127,7 +1127,7 @@ async fn schema_is_versioned_and_foreign_files_are_refused() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("v");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     conn.pragma_update(None, "user_version", 99).expect("bump");
     drop(conn);
     let r = SqliteStorage::open(dir.path(), SqliteConfig::default()).await;
@@ -1136,7 +1136,7 @@ async fn schema_is_versioned_and_foreign_files_are_refused() {
             r,
             Err(StorageError::UnsupportedSchema {
                 found: 99,
-                supported: 3
+                supported: 4
             })
         ),
         "{r:?}"
@@ -1499,6 +1499,14 @@ async fn a_version_1_database_is_migrated_when_opened() {
     );
     // New pushes continue the cursors.
     assert_eq!(cursor_of(&s, push_req(g, 3, 40)).await, 3);
+    // The membership tables exist in a migrated file.
+    let write = MembershipWrite {
+        record: Some((1, b"record".to_vec())),
+        ..MembershipWrite::default()
+    };
+    s.membership_write(g, write).await.expect("membership");
+    let read = s.membership(g, device(1), 0).await.expect("read");
+    assert_eq!(read.records, vec![b"record".to_vec()]);
     s.close().await.expect("close");
     drop(s);
 
@@ -1506,7 +1514,7 @@ async fn a_version_1_database_is_migrated_when_opened() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     // Holes made before the migration are counted as removals (the old file did not say).
     let forgotten: i64 = conn
         .query_row("SELECT forgotten_through FROM groups", [], |r| r.get(0))
@@ -1592,4 +1600,71 @@ async fn pages_count_the_holes_the_relay_made_and_only_those() {
         3
     );
     assert_eq!(page_holes(&s, g, 0, 100).await, (vec![(1, 0), (4, 2)], 2));
+}
+
+#[tokio::test]
+async fn membership_records_keep_their_order_and_grants_go_to_their_recipient() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = open_in(&dir, StorageLimits::default()).await;
+    let (g, other) = (group(1), group(2));
+    let grant = |sender: u8, epoch: u32, bytes: &[u8]| StoredGrant {
+        sender: device(sender),
+        epoch,
+        envelope: bytes.to_vec(),
+    };
+    let first = MembershipWrite {
+        record: Some((1, b"genesis".to_vec())),
+        enrollment: Some((device(2), b"enrol v1".to_vec())),
+        grants: vec![
+            (device(2), grant(1, 0, b"for 2")),
+            (device(3), grant(1, 0, b"for 3")),
+        ],
+    };
+    s.membership_write(g, first).await.expect("first");
+    // A second record 1 (a concurrent change) is refused whole: its grant is not stored.
+    let racing = MembershipWrite {
+        record: Some((1, b"other genesis".to_vec())),
+        grants: vec![(device(2), grant(4, 0, b"racing"))],
+        ..MembershipWrite::default()
+    };
+    assert!(matches!(
+        s.membership_write(g, racing).await,
+        Err(StorageError::RecordConflict)
+    ));
+    let second = MembershipWrite {
+        record: Some((2, b"rotation".to_vec())),
+        enrollment: Some((device(2), b"enrol v2".to_vec())),
+        grants: vec![(device(2), grant(1, 1, b"epoch 1 for 2"))],
+    };
+    s.membership_write(g, second).await.expect("second");
+
+    let read = s.membership(g, device(2), 0).await.expect("read");
+    assert_eq!(
+        read.records,
+        vec![b"genesis".to_vec(), b"rotation".to_vec()]
+    );
+    assert_eq!(read.enrollments, vec![(device(2), b"enrol v2".to_vec())]);
+    assert_eq!(
+        read.grants,
+        vec![grant(1, 0, b"for 2"), grant(1, 1, b"epoch 1 for 2")]
+    );
+    let later = s.membership(g, device(3), 1).await.expect("after 1");
+    assert_eq!(later.records, vec![b"rotation".to_vec()]);
+    assert_eq!(later.grants, vec![grant(1, 0, b"for 3")]);
+    assert_eq!(
+        s.membership(other, device(2), 0).await.expect("other"),
+        MembershipRead::default()
+    );
+    // Membership survives a restart.
+    s.close().await.expect("close");
+    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(
+        s.membership(g, device(2), 0)
+            .await
+            .expect("again")
+            .records
+            .len(),
+        2
+    );
+    s.close().await.expect("close");
 }

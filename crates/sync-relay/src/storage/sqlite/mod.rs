@@ -26,16 +26,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use sync_types::{BlobId, Cursor, GroupId};
+use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use tokio::sync::mpsc;
 
-use self::ops::{InvitePutOp, InviteTakeOp, PushOp};
-use self::readers::{ReaderPool, audit_blocking, max_cursor_blocking, pull_blocking};
+use self::ops::{InvitePutOp, InviteTakeOp, MembershipOp, PushOp};
+use self::readers::{
+    ReaderPool, audit_blocking, max_cursor_blocking, membership_blocking, pull_blocking,
+};
 use self::removal::{CleanupOp, DeleteOp, DropIdleGroupsOp, ForgetOp};
 use self::writer::{Command, Shared, Writer};
 use super::{
-    CommitHook, InviteLookup, PullPage, PushOutcome, PushReply, PushRequest, QuotaKind, Storage,
-    StorageError, StorageLimits, StorageStats,
+    CommitHook, InviteLookup, MembershipRead, MembershipWrite, PullPage, PushOutcome, PushReply,
+    PushRequest, QuotaKind, Storage, StorageError, StorageLimits, StorageStats,
 };
 
 type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -296,6 +298,20 @@ impl Storage for SqliteStorage {
     ) -> Result<InviteLookup> {
         self.write(InviteTakeOp::new(lookup_id, now_ms, max_attempts)?)
             .await
+    }
+
+    async fn membership(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+        after_seq: u64,
+    ) -> Result<MembershipRead> {
+        self.read(move |conn| membership_blocking(conn, &group, &device, after_seq))
+            .await
+    }
+
+    async fn membership_write(&self, group: GroupId, write: MembershipWrite) -> Result<()> {
+        self.write(MembershipOp { group, write }).await
     }
 
     async fn checkpoint(&self) -> Result<()> {

@@ -3,12 +3,13 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
-use sync_types::{BlobId, Cursor};
+use sync_types::{BlobId, Cursor, GroupId};
 
 use super::writer::{BatchCtx, GroupRow, WriteOp};
 use super::{Result, clamp_i64, quota, to_u64};
 use crate::storage::{
-    CommittedPush, InviteLookup, PushOutcome, PushRequest, QuotaKind, StorageError, StorageLimits,
+    CommittedPush, InviteLookup, MembershipWrite, PushOutcome, PushRequest, QuotaKind,
+    StorageError, StorageLimits,
 };
 
 /// Longest invite lookup id accepted, in bytes.
@@ -432,4 +433,52 @@ fn check_lookup_id(lookup_id: &[u8]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Stores a membership change (record, enrollment, grants) in the batch transaction.
+pub(super) struct MembershipOp {
+    pub(super) group: GroupId,
+    pub(super) write: MembershipWrite,
+}
+
+impl WriteOp for MembershipOp {
+    type Output = ();
+
+    fn apply(&mut self, conn: &Connection, _ctx: &mut BatchCtx) -> rusqlite::Result<Result<()>> {
+        let group = &self.group.as_bytes()[..];
+        if let Some((seq, record)) = &self.write.record {
+            let taken: Option<i64> = conn
+                .prepare_cached("SELECT seq FROM group_records WHERE group_id = ?1 AND seq = ?2")?
+                .query_row(params![group, clamp_i64(*seq)], |r| r.get(0))
+                .optional()?;
+            if taken.is_some() {
+                return Ok(Err(StorageError::RecordConflict));
+            }
+            conn.prepare_cached(
+                "INSERT INTO group_records (group_id, seq, record) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![group, clamp_i64(*seq), &record[..]])?;
+        }
+        if let Some((device, enrollment)) = &self.write.enrollment {
+            conn.prepare_cached(
+                "INSERT INTO enrollments (group_id, device, enrollment) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (group_id, device) DO UPDATE SET enrollment = excluded.enrollment",
+            )?
+            .execute(params![group, &device.as_bytes()[..], &enrollment[..]])?;
+        }
+        for (recipient, grant) in &self.write.grants {
+            conn.prepare_cached(
+                "INSERT INTO grants (group_id, recipient, sender, epoch, envelope)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                group,
+                &recipient.as_bytes()[..],
+                &grant.sender.as_bytes()[..],
+                i64::from(grant.epoch),
+                &grant.envelope[..]
+            ])?;
+        }
+        Ok(Ok(()))
+    }
 }

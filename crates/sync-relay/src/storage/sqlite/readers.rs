@@ -13,7 +13,9 @@ use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use tokio::sync::Semaphore;
 
 use super::{Result, SqliteConfig, SqliteStorage, clamp_i64, to_u64};
-use crate::storage::{PullEntry, PullPage, StorageError, StorageStats};
+use crate::storage::{
+    MembershipRead, PullEntry, PullPage, StorageError, StorageStats, StoredGrant,
+};
 
 /// Read-only connections to the database file, opened on demand and kept for reuse; at most
 /// `readers` of them are in use at once.
@@ -129,6 +131,66 @@ pub(super) fn max_cursor_blocking(conn: &mut Connection, group: &GroupId) -> Res
             .transpose()?
             .unwrap_or(0),
     ))
+}
+
+/// A group's records after `after_seq`, its enrollments and the grants for `device`.
+pub(super) fn membership_blocking(
+    conn: &mut Connection,
+    group: &GroupId,
+    device: &DeviceId,
+    after_seq: u64,
+) -> Result<MembershipRead> {
+    let g = &group.as_bytes()[..];
+    let records = conn
+        .prepare_cached(
+            "SELECT record FROM group_records WHERE group_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?
+        .query_map(params![g, clamp_i64(after_seq)], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let enrollments = conn
+        .prepare_cached("SELECT device, enrollment FROM enrollments WHERE group_id = ?1")?
+        .query_map([g], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|(d, e)| Ok((device_id(&d)?, e)))
+        .collect::<Result<Vec<_>>>()?;
+    let grants = conn
+        .prepare_cached(
+            "SELECT sender, epoch, envelope FROM grants
+             WHERE group_id = ?1 AND recipient = ?2 ORDER BY id",
+        )?
+        .query_map(params![g, &device.as_bytes()[..]], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|(sender, epoch, envelope)| {
+            Ok(StoredGrant {
+                sender: device_id(&sender)?,
+                epoch: u32::try_from(epoch).map_err(|_| StorageError::Corrupt {
+                    what: format!("grant epoch out of range: {epoch}"),
+                })?,
+                envelope,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MembershipRead {
+        records,
+        enrollments,
+        grants,
+    })
+}
+
+fn device_id(bytes: &[u8]) -> Result<DeviceId> {
+    DeviceId::try_from_slice(bytes).map_err(|_| StorageError::Corrupt {
+        what: "a device id is not 32 bytes".into(),
+    })
 }
 
 /// Blobs of `group` after `after`, bounded by count and bytes (the first always included).

@@ -6,9 +6,9 @@ use rusqlite::Connection;
 use super::{Result, SqliteConfig, clamp_i64, to_u64};
 use crate::storage::{StorageError, StorageStats};
 
-/// The schema version this build creates and reads (`PRAGMA user_version`). Version 1 and 2
+/// The schema version this build creates and reads (`PRAGMA user_version`). Version 1, 2 and 3
 /// files are migrated when they are opened.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of relay databases ("0kSR"), so a foreign SQLite file is refused.
 pub(super) const APPLICATION_ID: i64 = 0x306b_5352;
@@ -51,7 +51,39 @@ CREATE INDEX tombstones_by_cursor ON tombstones (group_ref, cursor);
     };
 }
 
-/// The relay database schema (version 3). Public so benchmarks can measure raw SQLite inserts
+/// What version 4 adds (created by the full schema and by the migration from version 3): group
+/// membership. The signed records of each group, in order; each device's latest enrollment; and
+/// key grants (hybrid KEM envelopes the relay cannot open) by recipient. Keyed by group id, not
+/// `group_ref`: membership outlives the blob state of an idle group.
+macro_rules! new_in_v4 {
+    () => {
+        "
+CREATE TABLE group_records (
+    group_id BLOB    NOT NULL,
+    seq      INTEGER NOT NULL,
+    record   BLOB    NOT NULL,
+    PRIMARY KEY (group_id, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE enrollments (
+    group_id   BLOB NOT NULL,
+    device     BLOB NOT NULL,
+    enrollment BLOB NOT NULL,
+    PRIMARY KEY (group_id, device)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE grants (
+    id        INTEGER PRIMARY KEY,
+    group_id  BLOB    NOT NULL,
+    recipient BLOB    NOT NULL,
+    sender    BLOB    NOT NULL,
+    epoch     INTEGER NOT NULL,
+    envelope  BLOB    NOT NULL
+) STRICT;
+CREATE INDEX grants_by_recipient ON grants (group_id, recipient, id);
+"
+    };
+}
+
+/// The relay database schema (version 4). Public so benchmarks can measure raw SQLite inserts
 /// on exactly the relay's row shape and indexes.
 ///
 /// `blobs.digest` is the SHA-256 of the payload (NULL only in rows written by version 1, whose
@@ -92,7 +124,8 @@ CREATE TABLE invites (
 CREATE INDEX invites_by_expiry ON invites (expires_at);
 ",
     tables_new_in_v2!(),
-    new_in_v3!()
+    new_in_v3!(),
+    new_in_v4!()
 );
 
 /// From version 1 to 2: the digest column (after the payload in migrated files: rows of
@@ -218,6 +251,9 @@ pub(super) fn migrate(conn: &Connection, from: i64, now_ms: u64) -> Result<()> {
         // Older versions did not record which tombstones they forgot: every hole up to now
         // counts as a removal.
         tx.execute("UPDATE groups SET forgotten_through = last_cursor", [])?;
+    }
+    if from <= 3 {
+        tx.execute_batch(new_in_v4!())?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
