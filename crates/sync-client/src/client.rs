@@ -1,7 +1,7 @@
 //! [`SyncClient`]: the app's handle on one sync group through one relay.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use rand_core::SeedableRng;
 use sync_core::{
     ConnectionStatus, Invite, Outbox, OutboxLimits, ShortCode, SyncStatusTracker, seal_for_mailbox,
 };
-use sync_crypto::{DeviceKey, GroupKeys, seal};
+use sync_crypto::{DeviceKey, seal};
 use sync_types::{BlobId, Cursor, GroupId, unix_ms};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -19,7 +19,9 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::{Stream, StreamExt};
 use zeroize::Zeroizing;
 
-use crate::driver::{Command, Driver, DriverParts, PushReply, blobs_senders};
+use crate::driver::{
+    Command, Driver, DriverParts, MembershipOp, PushReply, SharedKeys, blobs_senders,
+};
 use crate::error::{ClientError, StoreError};
 use crate::store::Store;
 use crate::types::{Blob, ClientConfig, ClientStatus, GroupChoice, PullBatch, Receipt, SyncEvent};
@@ -35,7 +37,7 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<SyncEvent>,
     status: watch::Receiver<ClientStatus>,
-    keys: Arc<GroupKeys>,
+    keys: SharedKeys,
     group_id: GroupId,
     device: DeviceKey,
     ttl_secs: u32,
@@ -97,8 +99,16 @@ impl SyncClient {
                 group
             }
         };
-        let keys = Arc::new(group.keys());
-        let group_id = keys.group_id();
+        let mut group_keys = group.keys();
+        let group_id = group_keys.group_id();
+        for (epoch, secret) in store.epoch_secrets(&group_id)? {
+            group_keys
+                .add_epoch(epoch, secret)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "epoch secret",
+                })?;
+        }
+        let keys: SharedKeys = Arc::new(RwLock::new(group_keys));
         let next_seq = Arc::new(AtomicU64::new(store.own_seq(&group_id)?.saturating_add(1)));
 
         // The outbox holds at least everything stored, even if the limits shrank since.
@@ -207,7 +217,11 @@ impl SyncClient {
     }
 
     fn seal(&self, data: &[u8]) -> Result<(BlobId, u64, Bytes), ClientError> {
-        let keys = &self.inner.keys;
+        let keys = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let key = keys
             .epoch_key(keys.current_epoch())
             .ok_or_else(|| ClientError::Internal("no key for the current epoch".into()))?;
@@ -239,6 +253,55 @@ impl SyncClient {
             created_ms: unix_ms(),
             reply,
         }
+    }
+
+    /// Rotates the group's keys (this device must be an admin): a fresh epoch secret, sealed to
+    /// every other current device in a hybrid KEM grant the relay keeps for it; new pushes are
+    /// sealed under the new epoch. Returns the new epoch. If another admin's change was stored
+    /// first, the rotation is rebuilt on it (a few times at most).
+    pub async fn rotate(&self) -> Result<sync_crypto::KeyEpoch, ClientError> {
+        self.revoke_devices(Vec::new()).await
+    }
+
+    /// Revokes `devices` (this device must be an admin): a rotation that leaves them out. The
+    /// relay ends their sessions and refuses them from then on, and nothing sealed after this
+    /// opens with their keys. What they already read stays read.
+    pub async fn revoke(
+        &self,
+        devices: &[sync_types::DeviceId],
+    ) -> Result<sync_crypto::KeyEpoch, ClientError> {
+        self.revoke_devices(devices.to_vec()).await
+    }
+
+    async fn revoke_devices(
+        &self,
+        revoke: Vec<sync_types::DeviceId>,
+    ) -> Result<sync_crypto::KeyEpoch, ClientError> {
+        self.request(|reply| Command::Membership(MembershipOp::Rotate { revoke, reply }))
+            .await
+    }
+
+    /// Makes `admins` the group's admins (this device must be one; each must be a current
+    /// device of the group).
+    pub async fn set_admins(&self, admins: &[sync_types::DeviceId]) -> Result<(), ClientError> {
+        let admins = admins.to_vec();
+        self.request(|reply| Command::Membership(MembershipOp::Admins { admins, reply }))
+            .await
+    }
+
+    /// The group's devices, as the relay's records and enrollments say after checking them.
+    pub async fn members(&self) -> Result<Vec<crate::MemberInfo>, ClientError> {
+        self.request(|reply| Command::Membership(MembershipOp::Members { reply }))
+            .await
+    }
+
+    /// The key epoch new pushes are sealed under.
+    pub fn epoch(&self) -> sync_crypto::KeyEpoch {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current_epoch()
     }
 
     /// Seals `data`, stores it in the outbox (durable), sends it and waits for the relay's

@@ -142,6 +142,14 @@ pub enum ClientError {
     /// [`ClientError::Offline`].)
     #[error("protocol violation by the relay: {0}")]
     Protocol(String),
+    /// The relay served membership data that breaks the group's rules (a forged or reordered
+    /// record, a grant whose secret does not match the records): nothing of it was used.
+    #[error("membership data from the relay refused: {0}")]
+    Membership(#[from] sync_crypto::MembershipError),
+    /// A membership change was asked for that this device may not make or the group's state
+    /// does not allow (not an admin, an unknown device, a member without a KEM key yet).
+    #[error("membership change not possible: {0}")]
+    MembershipChange(String),
     /// A fault of this device, not of the relay: a poisoned lock, a background task that
     /// failed, or local state the client cannot use (no key for the group's current epoch, a
     /// blob id drawn twice). Retrying the same request does not help.

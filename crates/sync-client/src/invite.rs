@@ -89,50 +89,83 @@ async fn fetch_sealed(
     device: &DeviceKey,
     code: &ShortCode,
 ) -> Result<Vec<u8>, InviteFetchError> {
-    let mut session = transport.connect(device).await?;
+    let request_id = 1;
+    let request = Message::InviteGet(InviteGet {
+        request_id,
+        lookup_id: code.lookup_id().to_string(),
+    });
+    let answer = exchange(transport, device, &request, FrameCodec::default())
+        .await
+        .map_err(|e| match e {
+            ExchangeError::Transport(e) => InviteFetchError::Unreachable(e),
+            ExchangeError::Protocol(m) => InviteFetchError::Protocol(m),
+            ExchangeError::Internal(m) => InviteFetchError::Internal(m),
+        })?;
+    match answer {
+        Message::InviteFound(found) if found.request_id == request_id => {
+            Ok(found.sealed.as_slice().to_vec())
+        }
+        Message::Error(e) => Err(match e.code {
+            ErrorCode::NotFound => InviteFetchError::NotFound,
+            ErrorCode::InviteExpired => InviteFetchError::Expired,
+            ErrorCode::TooManyAttempts => InviteFetchError::TooManyAttempts,
+            code => InviteFetchError::Refused {
+                code,
+                message: e.message,
+            },
+        }),
+        other => Err(InviteFetchError::Protocol(format!(
+            "unexpected {} in answer to InviteGet",
+            other.message_type().name()
+        ))),
+    }
+}
+
+/// Why a one-shot exchange with the relay failed.
+#[derive(Debug)]
+pub(crate) enum ExchangeError {
+    /// The relay could not be reached, or the stream broke.
+    Transport(TransportError),
+    /// The relay's answer is not a frame.
+    Protocol(String),
+    /// The request could not be encoded.
+    Internal(String),
+}
+
+/// Opens a connection, sends `request` as its first frame, reads one answer (at most the
+/// codec's frame size) and closes: how a device asks the relay something without a session.
+pub(crate) async fn exchange(
+    transport: &dyn Transport,
+    device: &DeviceKey,
+    request: &Message,
+    codec: FrameCodec,
+) -> Result<Message, ExchangeError> {
+    let mut session = transport
+        .connect(device)
+        .await
+        .map_err(ExchangeError::Transport)?;
     let closer = session.take_closer();
     let result = async {
-        let codec = FrameCodec::default();
-        let request_id = 1;
-        let frame = codec
-            .encode_to_bytes(&Message::InviteGet(InviteGet {
-                request_id,
-                lookup_id: code.lookup_id().to_string(),
-            }))
-            .map_err(|e| InviteFetchError::Internal(format!("InviteGet not encoded: {e}")))?;
-        let io = |e: std::io::Error| {
-            InviteFetchError::Unreachable(TransportError::Session(e.to_string()))
-        };
+        let frame = codec.encode_to_bytes(request).map_err(|e| {
+            ExchangeError::Internal(format!(
+                "{} not encoded: {e}",
+                request.message_type().name()
+            ))
+        })?;
+        let io =
+            |e: std::io::Error| ExchangeError::Transport(TransportError::Session(e.to_string()));
         session.writer.write_all(&frame).await.map_err(io)?;
         session.writer.flush().await.map_err(io)?;
         let mut header = [0u8; FRAME_HEADER_LEN];
         session.reader.read_exact(&mut header).await.map_err(io)?;
         let len = codec
             .decode_header(&header)
-            .map_err(|e| InviteFetchError::Protocol(e.to_string()))?
-            .ok_or_else(|| InviteFetchError::Protocol("short frame header".into()))?;
+            .map_err(|e| ExchangeError::Protocol(e.to_string()))?
+            .ok_or_else(|| ExchangeError::Protocol("short frame header".into()))?;
         let body = read_body(&mut session.reader, len).await.map_err(io)?;
-        let msg = codec
+        codec
             .decode_body(&body)
-            .map_err(|e| InviteFetchError::Protocol(e.to_string()))?;
-        match msg {
-            Message::InviteFound(found) if found.request_id == request_id => {
-                Ok(found.sealed.as_slice().to_vec())
-            }
-            Message::Error(e) => Err(match e.code {
-                ErrorCode::NotFound => InviteFetchError::NotFound,
-                ErrorCode::InviteExpired => InviteFetchError::Expired,
-                ErrorCode::TooManyAttempts => InviteFetchError::TooManyAttempts,
-                code => InviteFetchError::Refused {
-                    code,
-                    message: e.message,
-                },
-            }),
-            other => Err(InviteFetchError::Protocol(format!(
-                "unexpected {} in answer to InviteGet",
-                other.message_type().name()
-            ))),
-        }
+            .map_err(|e| ExchangeError::Protocol(e.to_string()))
     }
     .await;
     let _ = session.writer.shutdown().await;

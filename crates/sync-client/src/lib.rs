@@ -31,6 +31,7 @@ mod frame_read;
 mod integrity;
 mod invite;
 mod iroh_transport;
+mod membership;
 mod relay;
 mod sequences;
 mod store;
@@ -56,7 +57,8 @@ pub use transport::{
     BoxFuture, MemoryTransport, Session, SessionCloser, SessionReader, SessionWriter, Transport,
 };
 pub use types::{
-    Blob, ClientConfig, ClientOptions, ClientStatus, GroupChoice, PullBatch, Receipt, SyncEvent,
+    Blob, ClientConfig, ClientOptions, ClientStatus, GroupChoice, MemberInfo, PullBatch, Receipt,
+    SyncEvent,
 };
 pub use watch::{WatchEvent, WatchOptions, Watcher};
 

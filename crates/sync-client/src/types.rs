@@ -309,6 +309,12 @@ pub enum SyncEvent {
         /// Events missed.
         missed: u64,
     },
+    /// This device holds the keys of a new epoch (it rotated, or received a grant): new pushes
+    /// are sealed under it, and queued ones were sealed again.
+    EpochChanged {
+        /// The new epoch.
+        epoch: u32,
+    },
 }
 
 /// A snapshot of the client's state.
@@ -335,4 +341,20 @@ pub struct ClientStatus {
     /// ([`TransportError::WrongRelay`](crate::TransportError::WrongRelay)): the relay this device
     /// pinned is not there.
     pub wrong_relay: bool,
+}
+
+/// A device of the group, as the relay's records and enrollments say (checked on this device).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberInfo {
+    /// The device.
+    pub device: DeviceId,
+    /// Its name, if it enrolled and this device holds the epoch it enrolled in.
+    pub name: Option<String>,
+    /// Whether it may change the group's membership.
+    pub admin: bool,
+    /// The first epoch it may not hold, if it was revoked.
+    pub revoked_at: Option<u32>,
+    /// Whether it is this device.
+    pub this_device: bool,
 }

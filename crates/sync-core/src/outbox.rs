@@ -241,6 +241,29 @@ impl Outbox {
         Ok(())
     }
 
+    /// Replaces the payload of a queued push that is not in flight (the same blob sealed
+    /// again, e.g. under a newer key epoch); it keeps its place in the queue. Whether it was
+    /// replaced (an entry in flight, or not queued, is left alone).
+    pub fn replace_payload(&mut self, blob_id: &BlobId, payload: impl Into<Bytes>) -> bool {
+        let Some(entry) = self
+            .index
+            .get(blob_id)
+            .and_then(|seq| self.entries.get_mut(seq))
+        else {
+            return false;
+        };
+        if entry.in_flight {
+            return false;
+        }
+        let payload = payload.into();
+        self.bytes = self
+            .bytes
+            .saturating_sub(entry.payload.len())
+            .saturating_add(payload.len());
+        entry.payload = payload;
+        true
+    }
+
     /// The oldest entry that is not in flight, if any.
     pub fn next_to_send(&self) -> Option<&OutboxEntry> {
         self.pending.first().and_then(|seq| self.entries.get(seq))

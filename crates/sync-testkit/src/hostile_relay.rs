@@ -514,6 +514,11 @@ impl HostileRelay {
             Message::Ping(p) => Message::Pong(Pong {
                 request_id: p.request_id,
             }),
+            // Membership: like a relay that does not serve it (the device carries on).
+            m @ (Message::GroupGet(_) | Message::GroupUpdate(_) | Message::Enroll(_)) => {
+                let id = m.request_id().unwrap_or(0);
+                Message::Error(WireError::new(ErrorCode::NotSupported, "no").for_request(id))
+            }
             _ => Message::Error(WireError::new(ErrorCode::UnexpectedMessage, "no")),
         }
     }

@@ -62,6 +62,8 @@ pub(crate) enum Command {
         ttl_secs: u32,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    /// A membership change or question.
+    Membership(super::MembershipOp),
     /// Send `Bye`, close, stop.
     Close { reply: oneshot::Sender<()> },
 }
@@ -119,6 +121,7 @@ impl Driver {
                     ttl_secs,
                     reply,
                 } => self.on_invite_put(lookup_id, sealed, ttl_secs, reply),
+                Command::Membership(op) => self.on_membership_op(op),
                 Command::Close { reply } => {
                     self.commit_pushes(accepted);
                     self.shutdown(Some(reply)).await;

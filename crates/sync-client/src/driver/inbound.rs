@@ -15,6 +15,7 @@ impl Driver {
                     self.feed(SessionInput::Frame(msg));
                 }
             }
+            Input::GroupFetched(result) => self.on_group_fetched(result),
             Input::ReadEnded { session, reason } | Input::WriteFailed { session, reason } => {
                 if self.io.is_current(session) {
                     self.feed(SessionInput::TransportLost { reason });

@@ -32,6 +32,8 @@ pub(super) enum Input {
         session: u64,
         reason: String,
     },
+    /// The answer to a `GroupGet` sent before `Hello`.
+    GroupFetched(Result<sync_types::GroupInfo, String>),
 }
 
 /// What the driver hands a session's writer.

@@ -26,13 +26,14 @@ mod command;
 mod inbound;
 mod invite;
 mod io;
+mod membership;
 mod pull;
 mod push;
 mod report;
 mod session;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
@@ -50,11 +51,14 @@ use tracing::{info, warn};
 
 use crate::error::ClientError;
 use crate::integrity::DELIVERED_RETENTION_FLOOR;
+use crate::membership::GroupView;
 use crate::store::{Delivered, Store};
 use crate::transport::Transport;
 use crate::types::{ClientOptions, ClientStatus, SyncEvent};
 
 use self::io::Input;
+use self::membership::Membership;
+pub(crate) use self::membership::MembershipOp;
 use self::pull::PullState;
 use self::push::PushPipeline;
 use self::report::Reports;
@@ -71,7 +75,7 @@ pub(crate) struct DriverParts {
     pub(crate) store: Store,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) device: DeviceKey,
-    pub(crate) keys: Arc<GroupKeys>,
+    pub(crate) keys: SharedKeys,
     pub(crate) outbox: Outbox,
     pub(crate) status: SyncStatusTracker,
     pub(crate) options: ClientOptions,
@@ -84,14 +88,30 @@ pub(crate) struct DriverParts {
     pub(crate) next_seq: Arc<AtomicU64>,
 }
 
+/// The group keys, shared by the client handles (which seal) and the driver (which opens,
+/// signs `Hello` and adds the epochs that rotations bring).
+pub(crate) type SharedKeys = Arc<RwLock<GroupKeys>>;
+
 /// This device as a member of the group.
 struct Member {
     device: DeviceKey,
     device_id: DeviceId,
-    keys: Arc<GroupKeys>,
+    keys: SharedKeys,
     group_id: GroupId,
     /// The next sequence number the client seals a push with.
     next_seq: Arc<AtomicU64>,
+}
+
+impl Member {
+    /// The group keys, for reading.
+    fn keys(&self) -> RwLockReadGuard<'_, GroupKeys> {
+        self.keys.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The group keys, to add epochs.
+    fn keys_mut(&self) -> RwLockWriteGuard<'_, GroupKeys> {
+        self.keys.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The background task's state, in parts that belong together (see the module docs).
@@ -109,6 +129,7 @@ pub(crate) struct Driver {
     pushes: PushPipeline,
     pulls: PullState,
     reports: Reports,
+    group: Membership,
     first: Option<FirstOutcome>,
     stopped: bool,
 }
@@ -144,6 +165,17 @@ impl Driver {
             next_seq,
         } = parts;
         let (input_tx, input_rx) = mpsc::channel(1024);
+        let group_id = keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .group_id();
+        // The records this device checked before; if they no longer check (a store from a
+        // build with other rules), the group's records are read afresh from the relay.
+        let view = store
+            .group_records(&group_id)
+            .ok()
+            .and_then(|records| GroupView::load(group_id, &records).ok())
+            .unwrap_or_else(|| GroupView::new(group_id));
         let config = SessionConfig {
             connection: options.connection,
             ping_interval: options.ping_interval,
@@ -153,11 +185,11 @@ impl Driver {
             default_retry: options.default_retry,
         };
         Self {
-            session: Session::new(config, keys.group_id(), outbox),
+            session: Session::new(config, group_id, outbox),
             rng,
             me: Member {
                 device_id: device.device_id(),
-                group_id: keys.group_id(),
+                group_id,
                 device,
                 keys,
                 next_seq,
@@ -172,6 +204,7 @@ impl Driver {
             pushes: PushPipeline::new(),
             pulls: PullState::new(),
             reports: Reports::new(status, events, status_tx),
+            group: Membership::new(view),
             first: Some(first),
             stopped: false,
         }
@@ -264,12 +297,18 @@ impl Driver {
             SessionEvent::EpochSuperseded { blob_id } => {
                 // This device missed a key rotation: the push waits until it holds the new
                 // epoch's key and is sealed again.
-                warn!(blob = %blob_id, "push held: the group rotated its keys");
+                info!(blob = %blob_id, "push held: the group rotated its keys");
+                self.refresh_membership();
             }
-            // Membership requests are not sent by this client yet; broadcasts need no action.
-            SessionEvent::GroupReply { .. } | SessionEvent::GroupChanged(_) => {}
+            SessionEvent::GroupReply { request_id, result } => {
+                self.on_group_reply(request_id, result);
+            }
+            SessionEvent::GroupChanged(_) => self.refresh_membership(),
             SessionEvent::HandshakeRefused { error } => {
                 info!(code = %error.code, "relay refused the session");
+                if error.code == sync_types::ErrorCode::EpochSuperseded {
+                    self.fetch_membership_before_hello();
+                }
                 self.io.last_rejection = Some(error);
             }
             SessionEvent::Ended {

@@ -446,13 +446,14 @@ impl Driver {
             if own && round.reply.skips_own() && !self.options.deliver_own {
                 continue;
             }
-            match open(
-                &self.me.keys,
+            let opened = open(
+                &self.me.keys(),
                 &self.me.group_id,
                 &entry.blob_id,
                 &entry.sender,
                 &entry.payload,
-            ) {
+            );
+            match opened {
                 Ok(opened) => {
                     let seq = opened.seq;
                     let blob = Blob {

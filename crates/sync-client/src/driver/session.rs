@@ -154,7 +154,7 @@ impl Driver {
             &self.me.group_id,
         );
         HelloAuth {
-            auth_signature: self.me.keys.sign_hello(&challenge).0,
+            auth_signature: self.me.keys().sign_hello(&challenge).0,
             last_cursor: self.pulls.tracker.resume_cursor(),
             admission_token: self
                 .options
@@ -176,6 +176,7 @@ impl Driver {
         });
         info!(max_cursor = %e.max_cursor, "session established");
         self.resume_from(e.max_cursor);
+        self.refresh_membership();
     }
 
     /// Abandons the dial in progress and closes the current connection once its writer has
@@ -197,6 +198,7 @@ impl Driver {
     pub(super) fn on_session_ended(&mut self, reason: String, was_established: bool) {
         self.pushes_session_lost();
         self.pulls_session_lost();
+        self.membership_session_lost();
         for (_, waiter) in self.io.invite_requests.drain() {
             let _ = waiter.send(Err(ClientError::NotConnected));
         }

@@ -100,6 +100,18 @@ CREATE TABLE IF NOT EXISTS relay_logs (
     store_id INTEGER NOT NULL,
     PRIMARY KEY (group_id, relay_id)
 );
+CREATE TABLE IF NOT EXISTS group_records (
+    group_id BLOB    NOT NULL,
+    seq      INTEGER NOT NULL,
+    record   BLOB    NOT NULL,
+    PRIMARY KEY (group_id, seq)
+);
+CREATE TABLE IF NOT EXISTS epoch_secrets (
+    group_id BLOB    NOT NULL,
+    epoch    INTEGER NOT NULL,
+    secret   BLOB    NOT NULL,
+    PRIMARY KEY (group_id, epoch)
+);
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -606,6 +618,7 @@ impl Store {
     }
 }
 
+mod membership;
 mod memory;
 
 pub use memory::{Delivered, SenderSeq, SeqGap, Settled};

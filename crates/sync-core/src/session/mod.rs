@@ -267,6 +267,12 @@ impl Session {
         self.outbox.enqueue(blob_id, payload, ttl_secs)
     }
 
+    /// Replaces the sealed bytes of a queued push that is not in flight (see
+    /// [`Outbox::replace_payload`]).
+    pub fn replace_payload(&mut self, blob_id: &BlobId, payload: Bytes) -> bool {
+        self.outbox.replace_payload(blob_id, payload)
+    }
+
     /// Takes a push back out of the outbox (it could not be made durable). Whether it was still
     /// there.
     pub fn withdraw(&mut self, blob_id: &BlobId) -> bool {
@@ -524,7 +530,9 @@ impl Session {
             }
             Message::Error(e) if e.request_id.is_none() || e.request_id == Some(hello_id) => {
                 let reason = wire_reason(&e);
-                let retryable = e.is_retryable();
+                // A device behind the group's key epoch is not refused for good: the shell
+                // fetches the new keys and connects again.
+                let retryable = e.is_retryable() || e.code == ErrorCode::EpochSuperseded;
                 let retry_after = retry_hint(&e);
                 self.events
                     .push_back(SessionEvent::HandshakeRefused { error: e });
