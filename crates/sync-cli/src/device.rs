@@ -238,6 +238,24 @@ pub(crate) fn save_membership(
     Ok(group_id)
 }
 
+/// Keeps what the invite a device joined with carries beyond the group: the key epoch of a group
+/// that rotated, and the invite's id (named when the device enrolls, so the inviter grants it
+/// the group's history).
+pub(crate) fn remember_invite(
+    store: &mut Store,
+    group: GroupId,
+    joined: &sync_client::InvitedGroup,
+) -> Result<(), Failure> {
+    if let Some(epoch) = joined.epoch.clone() {
+        store
+            .add_membership(&group, &[], &[epoch])
+            .map_err(from_store)?;
+    }
+    store
+        .note_joined_invite(&group, joined.invite_id)
+        .map_err(from_store)
+}
+
 /// A random number generator keyed from the operating system's randomness.
 pub(crate) fn rng() -> Result<ChaCha20Rng, Failure> {
     let mut seed = Zeroizing::new([0u8; 32]);

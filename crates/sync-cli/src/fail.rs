@@ -209,6 +209,11 @@ pub(crate) fn from_client_about(e: ClientError, relay: &str, about: About) -> Fa
             ),
         ),
         ClientError::Store(e) => from_store(e),
+        ClientError::MembershipChange(why) => Failure::new(Kind::Refused, why),
+        ClientError::Membership(e) => Failure::new(
+            Kind::Integrity,
+            format!("the relay served membership records this device refuses: {e}"),
+        ),
         other => Failure::new(Kind::Other, other.to_string()),
     }
 }

@@ -132,8 +132,13 @@ enum Command {
     Status,
     /// Devices seen in the group (senders of pulled blobs, and this device), last activity.
     /// Only reads: it works while another sync-cli (e.g. `watch`) uses the data directory.
+    /// `devices members | revoke DEVICE | promote DEVICE` ask the relay and change membership.
     #[command(after_help = EXIT_CODES)]
-    Devices,
+    Devices(cmd::devices::DevicesArgs),
+    /// Rotate the group's keys (admins only): a fresh key for everything written from now on,
+    /// sent to every other member sealed with post-quantum hybrid encryption.
+    #[command(after_help = EXIT_CODES)]
+    Rotate,
     /// Send the queued pushes now and wait for the relay to acknowledge them.
     #[command(after_help = EXIT_CODES)]
     Flush,
@@ -195,7 +200,7 @@ async fn run(ctx: &Ctx, command: Command) -> Result<(), Failure> {
     // Held until the command is done. `init` locks once it has made the directory; `devices`
     // only reads; without a store the command fails as "not initialised" anyway.
     let _lock = match command {
-        Command::Init(_) | Command::Devices => None,
+        Command::Init(_) | Command::Devices(cmd::devices::DevicesArgs { action: None }) => None,
         _ if ctx.has_store() => Some(lock::lock(&ctx.data_dir)?),
         _ => None,
     };
@@ -207,7 +212,8 @@ async fn run(ctx: &Ctx, command: Command) -> Result<(), Failure> {
         Command::Pull(args) => cmd::pull::run(ctx, &args).await,
         Command::Watch => cmd::watch::run(ctx).await,
         Command::Status => cmd::status::run(ctx).await,
-        Command::Devices => cmd::devices::run(ctx),
+        Command::Devices(args) => cmd::devices::run(ctx, args).await,
+        Command::Rotate => cmd::devices::rotate(ctx).await,
         Command::Flush => cmd::flush::run(ctx).await,
     }
 }

@@ -879,3 +879,59 @@ fn a_token_relay_admits_only_devices_with_the_operators_token() {
     b.run(&["--token", &token, "pair", "--join", invite]).ok();
     assert_eq!(b.pull(), vec![b"admitted".to_vec()]);
 }
+
+#[test]
+fn rotate_and_revoke_from_the_command_line() {
+    let t = TwoDevices::start();
+    let TwoDevices { relay, a, b, .. } = &t;
+    let (invite, _) = a.create_group(&relay.dial);
+    b.run(&["pair", "--join", &invite]).ok();
+    let c = t.device("c", "tablet");
+    c.run(&["pair", "--join", &invite]).ok();
+    // Asking for the members settles each device's enrollment first.
+    for d in [b, &c] {
+        d.run(&["devices", "members"]).ok();
+    }
+    let v = a.run(&["devices", "members", "--json"]).ok().json();
+    let members = v["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{v}");
+    let me = members.iter().find(|m| m["this_device"] == true).unwrap();
+    assert_eq!(me["admin"], true, "the group's creator is its admin");
+    let names: Vec<_> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"phone") && names.contains(&"tablet"),
+        "{names:?}"
+    );
+    let c_id = members.iter().find(|m| m["name"] == "tablet").unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Only an admin rotates; B is refused with a sentence and exit 9.
+    b.run(&["rotate"]).refused(9, &["not an admin"]);
+    let v = a.run(&["rotate", "--json"]).ok().json();
+    assert_eq!(v["epoch"], 1);
+    a.run(&["push", "under epoch 1"]).ok();
+    // B was offline during the rotation: it catches up on its next command.
+    assert_eq!(b.pull(), vec![b"under epoch 1".to_vec()]);
+
+    // C is revoked: its next command is refused for good, B keeps reading.
+    let v = a.run(&["devices", "revoke", &c_id, "--json"]).ok().json();
+    assert_eq!(v["epoch"], 2);
+    a.run(&["push", "under epoch 2"]).ok();
+    c.run(&["pull"]).refused(9, &["revoked"]);
+    assert_eq!(b.pull(), vec![b"under epoch 2".to_vec()]);
+    let v = b.run(&["devices", "members", "--json"]).ok().json();
+    let revoked = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["device_id"] == c_id.as_str())
+        .unwrap();
+    assert_eq!(revoked["revoked_at_epoch"], 2);
+    a.run(&["devices", "revoke", "not-a-device"])
+        .refused(2, &["not a device id"]);
+}

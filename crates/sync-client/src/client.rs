@@ -82,7 +82,7 @@ impl SyncClient {
             device_name,
             options,
         } = config;
-        let store = Store::open(&store, options.store_sync)?;
+        let mut store = Store::open(&store, options.store_sync)?;
         let device = store.device_key_or_create()?;
         // The name stays on this device (the CLI and apps show it); it is never sent.
         if let Some(name) = device_name {
@@ -97,6 +97,14 @@ impl SyncClient {
                 };
                 store.save_group(&group)?;
                 group
+            }
+            GroupChoice::Invited(invited) => {
+                let group_id = store.save_group(&invited.group)?;
+                if let Some(epoch) = invited.epoch.clone() {
+                    store.add_membership(&group_id, &[], &[epoch])?;
+                }
+                store.note_joined_invite(&group_id, invited.invite_id)?;
+                invited.group
             }
         };
         let mut group_keys = group.keys();
@@ -293,6 +301,34 @@ impl SyncClient {
     pub async fn members(&self) -> Result<Vec<crate::MemberInfo>, ClientError> {
         self.request(|reply| Command::Membership(MembershipOp::Members { reply }))
             .await
+    }
+
+    /// The current key epoch past 0 and its secret, for an invite (a device joining a group that
+    /// rotated needs them to say `Hello`); `None` at epoch 0, which the group secret gives.
+    pub fn current_epoch_secret(
+        &self,
+    ) -> Option<(sync_crypto::KeyEpoch, sync_crypto::EpochSecret)> {
+        let keys = self
+            .inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let epoch = keys.current_epoch();
+        if epoch == sync_crypto::KeyEpoch::INITIAL {
+            return None;
+        }
+        keys.epoch_secret(epoch).map(|s| (epoch, s))
+    }
+
+    /// Every key epoch this device holds, oldest first (a device that joined without the
+    /// group's history lacks the epochs before it joined).
+    pub fn epochs(&self) -> Vec<sync_crypto::KeyEpoch> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .epochs()
+            .collect()
     }
 
     /// The key epoch new pushes are sealed under.

@@ -101,6 +101,10 @@ pub enum GroupChoice {
     Stored(Option<GroupId>),
     /// This group (stored first, so later runs can use [`GroupChoice::Stored`]).
     Use(GroupMaterial),
+    /// The group an invite gave: stored with the key epoch the invite carries, and the invite
+    /// named when the device enrolls (its inviter then grants it the group's history, unless
+    /// the invite was made without).
+    Invited(sync_core::InvitedGroup),
 }
 
 /// Everything [`SyncClient::connect`](crate::SyncClient::connect) needs.

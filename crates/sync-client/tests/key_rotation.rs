@@ -241,3 +241,110 @@ async fn stop(mut relay: RelayProcess) {
     .unwrap();
     assert!(outcome.is_clean(), "the relay stops cleanly: {outcome}");
 }
+
+/// Waits until `c` holds `epoch` among its epochs (history arrives in a grant of its own).
+async fn until_holds(c: &SyncClient, epoch: KeyEpoch) {
+    let mut events = c.subscribe();
+    guard("an epoch of the group's history to arrive", async {
+        use sync_client::StreamExt;
+        while !c.epochs().contains(&epoch) {
+            let _ = events.next().await;
+        }
+    })
+    .await;
+}
+
+/// An invite to `g` at `relay` made by `inviter` (its store in `dir`), carrying the group's
+/// current epoch, with or without history.
+fn invite(
+    relay: &RelayProcess,
+    g: &GroupMaterial,
+    inviter: &SyncClient,
+    dir: &Path,
+    history: bool,
+) -> sync_core::InvitedGroup {
+    use rand_core::SeedableRng;
+    let now = unix_ms();
+    let invite = sync_core::Invite::create(
+        &mut rand_chacha::ChaCha20Rng::seed_from_u64(now ^ u64::from(history)),
+        sync_core::InviteParams {
+            relay_id: *relay.id().as_bytes(),
+            relay_addrs: relay.addrs().iter().map(ToString::to_string).collect(),
+            group_id: inviter.group_id(),
+            group: g.descriptor.clone(),
+            secret: Some(g.secret.clone()),
+            ttl: sync_core::DEFAULT_INVITE_TTL,
+        },
+        now,
+    )
+    .unwrap();
+    let (epoch, secret) = inviter.current_epoch_secret().expect("the group rotated");
+    let invite = invite.with_epoch(epoch, &secret);
+    let store = Store::open(&StoreLocation::Dir(dir.to_path_buf()), StoreSync::Normal).unwrap();
+    store
+        .note_issued_invite(*invite.invite_id(), history)
+        .unwrap();
+    sync_core::Invite::from_qr_payload(&invite.to_qr_payload())
+        .unwrap()
+        .into_group(None, now)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_device_joining_after_rotations_gets_the_history_its_invite_allows() {
+    let relay = RelayProcess::start();
+    let g = group(43);
+    let dir = tempfile::tempdir().unwrap();
+    let a = device(&relay, &g, dir.path()).await;
+    until_members(&a, 1).await;
+    a.push(b"epoch 0").await.unwrap();
+    a.rotate().await.unwrap();
+    a.push(b"epoch 1").await.unwrap();
+    a.rotate().await.unwrap();
+    a.push(b"epoch 2").await.unwrap();
+
+    // With history: the invite carries epoch 2's key; the inviter grants epoch 1 once the
+    // new device enrolls; the new device reads everything.
+    let with = invite(&relay, &g, &a, dir.path(), true);
+    let mut config =
+        sync_testkit::devices::config(&relay.relay_addr(), &g, StoreLocation::InMemory);
+    config.group = sync_client::GroupChoice::Invited(with);
+    let c = guard("a device to join", SyncClient::connect(config))
+        .await
+        .unwrap();
+    assert_eq!(c.epoch(), KeyEpoch(2));
+    until_holds(&c, KeyEpoch(1)).await;
+    let got: Vec<_> = pull_until(&c, 3)
+        .await
+        .into_iter()
+        .map(|b| b.data)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            b"epoch 0".to_vec(),
+            b"epoch 1".to_vec(),
+            b"epoch 2".to_vec()
+        ]
+    );
+
+    // Without history: epoch 1 stays closed to it, reported as a problem, never as data.
+    let without = invite(&relay, &g, &a, dir.path(), false);
+    let mut config =
+        sync_testkit::devices::config(&relay.relay_addr(), &g, StoreLocation::InMemory);
+    config.group = sync_client::GroupChoice::Invited(without);
+    let d = guard("a device to join", SyncClient::connect(config))
+        .await
+        .unwrap();
+    until_members(&a, 3).await;
+    // The inviter has seen it enroll and owes it nothing: whatever it pulls now is final.
+    let batch = d.pull_uncommitted().await.unwrap();
+    let got: Vec<_> = batch.blobs.iter().map(|b| b.data.clone()).collect();
+    assert_eq!(got, [b"epoch 0".to_vec(), b"epoch 2".to_vec()]);
+    assert_eq!(batch.problems.len(), 1, "{:?}", batch.problems);
+    assert_eq!(d.epochs(), [KeyEpoch(0), KeyEpoch(2)]);
+    for x in [a, c, d] {
+        x.close().await;
+    }
+    stop(relay).await;
+}

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use sync_crypto::{GroupDescriptor, GroupKeys, GroupSecret};
+use sync_crypto::{EpochSecret, GroupDescriptor, GroupKeys, GroupSecret, KeyEpoch};
 use sync_types::{RelayAddr, RelayId};
 
 use crate::{Invite, InviteError};
@@ -41,13 +41,29 @@ impl fmt::Debug for GroupMaterial {
     }
 }
 
-/// What an invite gives a device that joins: where the group's relay is, and the group.
-#[derive(Debug, Clone)]
+/// What an invite gives a device that joins: where the group's relay is, the group, and the
+/// group's current key epoch (once it rotated). `Debug` redacts the secrets.
+#[derive(Clone)]
 pub struct InvitedGroup {
     /// The relay named by the invite.
     pub relay: RelayAddr,
     /// The group, its secret included.
     pub group: GroupMaterial,
+    /// The group's key epoch past 0 and its secret, if it rotated.
+    pub epoch: Option<(KeyEpoch, EpochSecret)>,
+    /// The invite's id (the device names it when it enrolls, so the inviter can grant it the
+    /// group's history).
+    pub invite_id: [u8; 16],
+}
+
+impl fmt::Debug for InvitedGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvitedGroup")
+            .field("relay", &self.relay)
+            .field("group", &self.group)
+            .field("epoch", &self.epoch.as_ref().map(|(e, _)| e.0))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Invite {
@@ -75,6 +91,8 @@ impl Invite {
                 descriptor: self.group().clone(),
                 secret,
             },
+            epoch: self.epoch(),
+            invite_id: *self.invite_id(),
         })
     }
 }
@@ -103,6 +121,31 @@ mod tests {
             NOW,
         )
         .expect("invite")
+    }
+
+    #[test]
+    fn an_invite_of_a_rotated_group_carries_its_epoch_and_one_at_epoch_0_does_not() {
+        let group = GroupMaterial::random(&mut ChaCha20Rng::seed_from_u64(3));
+        let plain = invite(&group, 60);
+        let at_zero = plain
+            .clone()
+            .with_epoch(KeyEpoch(0), &EpochSecret::from_bytes([1; 32]));
+        assert_eq!(
+            at_zero.to_bytes(),
+            plain.to_bytes(),
+            "epoch 0 changes nothing"
+        );
+        let rotated = plain.with_epoch(KeyEpoch(4), &EpochSecret::from_bytes([7; 32]));
+        let back = Invite::from_qr_payload(&rotated.to_qr_payload()).expect("decodes");
+        assert!(
+            !format!("{back:?}").contains("0707"),
+            "Debug shows no secret"
+        );
+        let joined = back.into_group(None, NOW).expect("joins");
+        let (epoch, secret) = joined.epoch.clone().expect("carries the epoch");
+        assert_eq!((epoch, secret.expose_bytes()), (KeyEpoch(4), &[7; 32]));
+        assert_eq!(&joined.invite_id, rotated.invite_id());
+        assert!(!format!("{joined:?}").contains("[7, 7"));
     }
 
     #[test]

@@ -722,6 +722,11 @@ impl GroupState {
         &self.members
     }
 
+    /// Every revoked device with the first epoch it may not hold.
+    pub fn revoked(&self) -> impl Iterator<Item = (DeviceId, KeyEpoch)> + '_ {
+        self.revoked.iter().map(|(d, e)| (*d, *e))
+    }
+
     /// The first epoch `device` may not hold, if it was revoked.
     pub fn revoked_at(&self, device: &DeviceId) -> Option<KeyEpoch> {
         self.revoked.get(device).copied()

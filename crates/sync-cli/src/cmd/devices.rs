@@ -1,15 +1,171 @@
-//! `devices`: the devices seen in the group and their last activity. It only reads the store,
-//! so it takes no lock and works while another `sync-cli` uses the data directory.
+//! `devices`: the devices seen in the group and their last activity (only reads the store, so
+//! it takes no lock and works while another `sync-cli` uses the data directory); `devices
+//! members` asks the relay for the group's membership (checked on this device); `devices
+//! revoke` and `devices promote` change it (admins only).
 
+use clap::{Args, Subcommand};
 use serde_json::json;
+use sync_client::MemberInfo;
+use sync_types::DeviceId;
 
 use crate::device::{Ctx, stored_group};
-use crate::fail::{Failure, from_store};
+use crate::fail::{Failure, Kind, from_client, from_store};
 use crate::out::{self, outln};
 use crate::show;
 
+/// `devices` and its subcommands.
+#[derive(Debug, Args)]
+pub(crate) struct DevicesArgs {
+    #[command(subcommand)]
+    pub(crate) action: Option<DevicesAction>,
+}
+
+/// What `devices` does besides listing the devices seen.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DevicesAction {
+    /// The group's members as the relay's signed records say (checked here): admins, revoked
+    /// devices, names.
+    Members,
+    /// Revoke a device (admins only): the group's keys rotate without it; the relay ends its
+    /// sessions and refuses it, and nothing written from now on opens with its keys.
+    Revoke {
+        /// The device id (43 characters, as `devices members` prints it).
+        device: String,
+    },
+    /// Make a device an admin too (admins only).
+    Promote {
+        /// The device id.
+        device: String,
+    },
+}
+
+fn parse_device(text: &str) -> Result<DeviceId, Failure> {
+    text.trim().parse().map_err(|e| {
+        Failure::new(
+            Kind::BadInput,
+            format!("{text:?} is not a device id ({e}); `sync-cli devices members` lists them"),
+        )
+    })
+}
+
+/// Runs `devices` or one of its subcommands.
+pub(crate) async fn run(ctx: &Ctx, args: DevicesArgs) -> Result<(), Failure> {
+    match args.action {
+        None => seen(ctx),
+        Some(DevicesAction::Members) => {
+            let members = with_client(ctx, |c| async move { c.members().await }).await?;
+            print_members(ctx, &members)
+        }
+        Some(DevicesAction::Revoke { device }) => {
+            let device = parse_device(&device)?;
+            let epoch = with_client(ctx, |c| async move { c.revoke(&[device]).await }).await?;
+            if ctx.json {
+                out::json(&json!({ "revoked": device.to_string(), "epoch": epoch.0 }))?;
+            } else {
+                outln!(
+                    "revoked {device}; the group's keys are now at epoch {}",
+                    epoch.0
+                )?;
+            }
+            Ok(())
+        }
+        Some(DevicesAction::Promote { device }) => {
+            let device = parse_device(&device)?;
+            let members = with_client(ctx, |c| async move {
+                let mut admins: Vec<DeviceId> = c
+                    .members()
+                    .await?
+                    .into_iter()
+                    .filter(|m| m.admin)
+                    .map(|m| m.device)
+                    .collect();
+                if !admins.contains(&device) {
+                    admins.push(device);
+                }
+                c.set_admins(&admins).await?;
+                c.members().await
+            })
+            .await?;
+            if !ctx.json {
+                outln!("{device} is now an admin")?;
+            }
+            print_members(ctx, &members)
+        }
+    }
+}
+
+/// `rotate`: a new key epoch for the group.
+pub(crate) async fn rotate(ctx: &Ctx) -> Result<(), Failure> {
+    let epoch = with_client(ctx, |c| async move { c.rotate().await }).await?;
+    if ctx.json {
+        out::json(&json!({ "epoch": epoch.0 }))?;
+    } else {
+        outln!("the group's keys are now at epoch {}", epoch.0)?;
+    }
+    Ok(())
+}
+
+/// Connects, runs `f` on the client, closes.
+async fn with_client<T, F, Fut>(ctx: &Ctx, f: F) -> Result<T, Failure>
+where
+    F: FnOnce(sync_client::SyncClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, sync_client::ClientError>>,
+{
+    let (_device, _group, relay) = ctx.ready()?;
+    let (client, online) = ctx.connect(&relay).await?;
+    if !online {
+        ctx.finish(&client, online).await;
+        return Err(crate::fail::unreachable(&relay.to_string()));
+    }
+    let result = tokio::time::timeout(ctx.wait, f(client.clone())).await;
+    ctx.finish(&client, online).await;
+    match result {
+        Ok(r) => r.map_err(|e| from_client(e, &relay.to_string())),
+        Err(_) => Err(Failure::new(
+            Kind::Unreachable,
+            format!(
+                "relay at {relay} did not answer within --wait {}s",
+                ctx.wait.as_secs_f64()
+            ),
+        )),
+    }
+}
+
+fn print_members(ctx: &Ctx, members: &[MemberInfo]) -> Result<(), Failure> {
+    if ctx.json {
+        let list: Vec<_> = members
+            .iter()
+            .map(|m| {
+                json!({
+                    "device_id": m.device.to_string(),
+                    "name": m.name,
+                    "admin": m.admin,
+                    "revoked_at_epoch": m.revoked_at,
+                    "this_device": m.this_device,
+                })
+            })
+            .collect();
+        return out::json(&json!({ "members": list }));
+    }
+    for m in members {
+        let mut tags = Vec::new();
+        if m.this_device {
+            tags.push("this device".to_string());
+        }
+        if m.admin {
+            tags.push("admin".to_string());
+        }
+        if let Some(e) = m.revoked_at {
+            tags.push(format!("revoked at epoch {e}"));
+        }
+        let name = m.name.as_deref().unwrap_or("(name not readable)");
+        outln!("  {}  {name}  {}", m.device, tags.join(", "))?;
+    }
+    Ok(())
+}
+
 /// Lists the senders of pulled blobs, and this device.
-pub(crate) fn run(ctx: &Ctx) -> Result<(), Failure> {
+fn seen(ctx: &Ctx) -> Result<(), Failure> {
     let (store, device) = ctx.open_device()?;
     let (group_id, _) = stored_group(&store)?;
     let name = store.device_name().map_err(from_store)?.unwrap_or_default();

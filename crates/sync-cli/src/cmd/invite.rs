@@ -11,7 +11,7 @@ use sync_crypto::GroupDescriptor;
 use sync_types::{GroupId, unix_ms};
 
 use crate::device::{Ctx, rng, stored_group, stored_relay};
-use crate::fail::{self, About, Failure, Kind, from_client_about, from_invite};
+use crate::fail::{self, About, Failure, Kind, from_client_about, from_invite, from_store};
 use crate::out::{self, outln};
 use crate::relay::{self, RelayAddr};
 use crate::show;
@@ -40,6 +40,13 @@ pub(crate) struct ShareArgs {
     /// Do not print the QR code.
     #[arg(long)]
     no_qr: bool,
+
+    /// Withhold the group's history from the device that joins: it gets the key of the
+    /// current epoch (and epoch 0's, which is the group secret), not those of the epochs
+    /// between. By default this device grants them, sealed to the new device, once it sees
+    /// it enroll.
+    #[arg(long)]
+    pub(crate) no_history: bool,
 }
 
 /// Prints a fresh invite for the device's group.
@@ -78,6 +85,12 @@ pub(crate) async fn share(
 ) -> Result<(), Failure> {
     let mut rng = rng()?;
     let now = unix_ms();
+    // The short code needs the relay's mailbox; the invite needs the group's current epoch
+    // (read fresh from the relay when it is reachable).
+    let (client, online) = ctx.connect(relay).await?;
+    if online {
+        let _ = tokio::time::timeout(ctx.wait, client.members()).await;
+    }
     let invite = Invite::create(
         &mut rng,
         InviteParams {
@@ -91,11 +104,22 @@ pub(crate) async fn share(
         now,
     )
     .map_err(from_invite)?;
+    let invite = match client.current_epoch_secret() {
+        Some((epoch, secret)) => invite.with_epoch(epoch, &secret),
+        None => invite,
+    };
+    let noted = ctx.open_device().and_then(|(store, _)| {
+        store
+            .note_issued_invite(*invite.invite_id(), !args.no_history)
+            .map_err(from_store)
+    });
+    if let Err(e) = noted {
+        ctx.finish(&client, online).await;
+        return Err(e);
+    }
     let payload = invite.to_qr_payload();
     let code = ShortCode::random(&mut rng);
 
-    // The short code needs the relay's mailbox.
-    let (client, online) = ctx.connect(relay).await?;
     let put = if online {
         match tokio::time::timeout(ctx.wait, client.put_invite(&invite, &code)).await {
             Ok(r) => r.map_err(|e| from_client_about(e, &relay.to_string(), About::Invite)),

@@ -12,7 +12,7 @@ use sync_types::{GroupId, unix_ms};
 use zeroize::Zeroizing;
 
 use super::invite::{ShareArgs, check_expiry, share};
-use crate::device::{Ctx, RELAY_SETTING, rng, save_membership, stored_relay};
+use crate::device::{Ctx, RELAY_SETTING, remember_invite, rng, save_membership, stored_relay};
 use crate::fail::{Failure, Kind, from_fetch, from_invite, from_store};
 use crate::out::{self, note, outln};
 use crate::{relay, secret};
@@ -156,7 +156,7 @@ fn join_input(arg: &str) -> Result<Zeroizing<String>, Failure> {
 }
 
 async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure> {
-    let (store, device) = ctx.open_device()?;
+    let (mut store, device) = ctx.open_device()?;
     let input = join_input(arg)?;
     let input = input.trim();
     let in_group = |group_id: Option<GroupId>| -> Result<(), Failure> {
@@ -233,8 +233,9 @@ async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure
     let joined = invite
         .into_group(passphrase.as_deref().map(|p| p.as_str()), unix_ms())
         .map_err(from_invite)?;
-    let relay = joined.relay;
-    save_membership(&store, &joined.group, &relay)?;
+    let relay = joined.relay.clone();
+    let saved = save_membership(&store, &joined.group, &relay)?;
+    remember_invite(&mut store, saved, &joined)?;
     drop(store);
 
     let (client, online) = ctx.connect(&relay).await?;

@@ -11,9 +11,10 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use sync_core::{GroupReply, GroupRequest, Input as SessionInput};
-use sync_crypto::{Enrollment, EpochSecret, GroupRecord, KeyEpoch, open, seal};
+use sync_crypto::{Enrollment, EpochSecret, GroupRecord, KeyEpoch, open, seal, seal_grant};
 use sync_types::{
-    BlobId, DeviceId, ErrorCode, FrameCodec, GroupGet, GroupInfo, Message, Payload, WireError,
+    BlobId, DeviceId, ErrorCode, FrameCodec, Grant, GroupGet, GroupInfo, Message, Payload,
+    WireError,
 };
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -63,6 +64,8 @@ enum Pending {
     Refresh,
     Genesis,
     Enroll,
+    /// History granted to the device that joined with this invite.
+    History([u8; 16]),
     Change {
         op: MembershipOp,
         attempts: u8,
@@ -138,6 +141,15 @@ impl Driver {
                 warn!(answer = ?other.err(), "reading the group's membership failed");
             }
             (Pending::Genesis | Pending::Enroll, Ok(_)) => self.refresh_membership(),
+            (Pending::History(invite), Ok(_)) => {
+                if let Err(e) = self.store.history_granted(invite) {
+                    warn!(error = %e, "recording a history grant failed");
+                }
+                self.after_refresh();
+            }
+            (Pending::History(_), Err(e)) => {
+                warn!(code = %e.code, "the relay refused a history grant");
+            }
             (Pending::Genesis | Pending::Enroll, Err(e)) => {
                 warn!(code = %e.code, "membership request refused");
                 if e.code == ErrorCode::Conflict || e.code == ErrorCode::EpochSuperseded {
@@ -260,8 +272,14 @@ impl Driver {
         }
         if holds_current && !view.enrolled(&me) {
             let name = self.store.device_name().ok().flatten().unwrap_or_default();
-            let enrollment =
-                Enrollment::new(&mut self.rng, &self.me.keys(), &self.me.device, &name, None);
+            let invite = self.store.joined_invite(&self.me.group_id).ok().flatten();
+            let enrollment = Enrollment::new(
+                &mut self.rng,
+                &self.me.keys(),
+                &self.me.device,
+                &name,
+                invite,
+            );
             match enrollment {
                 Ok(e) => {
                     let request = GroupRequest::Enroll(Payload::from(e.encode()));
@@ -273,8 +291,73 @@ impl Driver {
             }
             return;
         }
+        if holds_current && self.grant_history() {
+            return;
+        }
         if let Some((op, attempts)) = self.group.queued.pop_front() {
             self.run_change(op, attempts);
+        }
+    }
+
+    /// Grants the group's history to a device that joined with an invite this device made
+    /// (with history): the secrets of the epochs after 0 (the invite carried the group secret)
+    /// and before the one it joined in. Whether a grant was sent.
+    fn grant_history(&mut self) -> bool {
+        let owed = self.group.view.enrollments.values().find_map(|e| {
+            let invite = e.invite_id()?;
+            let owes = self.store.owes_history(invite).ok()?;
+            owes.then(|| (invite, e.device(), e.epoch(), e.kem().clone()))
+        });
+        let Some((invite, device, joined_at, kem)) = owed else {
+            return false;
+        };
+        let keys = self.me.keys().clone();
+        let secrets: Vec<_> = keys
+            .epochs()
+            .filter(|e| *e > KeyEpoch::INITIAL && *e < joined_at)
+            .filter_map(|e| keys.epoch_secret(e).map(|s| (e, s)))
+            .collect();
+        if secrets.is_empty() {
+            if let Err(e) = self.store.history_granted(invite) {
+                warn!(error = %e, "recording a history grant failed");
+            }
+            return false;
+        }
+        let epoch = self.group.view.state.epoch();
+        let sealed = seal_grant(
+            &mut self.rng,
+            self.me.group_id,
+            epoch,
+            self.me.device_id,
+            device,
+            &kem,
+            &secrets,
+        );
+        let envelope = match sealed {
+            Ok(env) => env,
+            Err(e) => {
+                warn!(error = %e, "sealing a history grant failed");
+                return false;
+            }
+        };
+        let request = GroupRequest::Update {
+            record: None,
+            grants: vec![Grant {
+                device,
+                epoch: epoch.0,
+                envelope: Payload::from(envelope),
+            }],
+        };
+        match self.session.group_request(request) {
+            Ok(id) => {
+                info!(
+                    epochs = secrets.len(),
+                    "granting the group's history to a new device"
+                );
+                self.group.pending.insert(id, Pending::History(invite));
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -336,9 +419,14 @@ impl Driver {
         let view = &self.group.view;
         let keys = self.me.keys();
         let mut devices = view.current_devices();
-        for d in view.enrollments.keys() {
-            if !devices.contains(d) {
-                devices.push(*d);
+        for d in view
+            .enrollments
+            .keys()
+            .copied()
+            .chain(view.state.revoked().map(|(d, _)| d))
+        {
+            if !devices.contains(&d) {
+                devices.push(d);
             }
         }
         devices
@@ -453,17 +541,30 @@ impl Driver {
         });
     }
 
+    /// Whether a fetch before `Hello` is running.
+    pub(super) fn group_fetching(&self) -> bool {
+        self.group.fetching
+    }
+
     pub(super) fn on_group_fetched(&mut self, result: Result<GroupInfo, String>) {
         self.group.fetching = false;
-        match result {
+        let caught_up = match result {
             Ok(info) => {
                 let before = self.me.keys().current_epoch();
-                if self.learn(&info) && self.me.keys().current_epoch() > before {
-                    // Holding the new epoch's key: try the session again now.
-                    self.feed(SessionInput::Connect);
-                }
+                self.learn(&info) && self.me.keys().current_epoch() > before
             }
-            Err(e) => warn!(error = %e, "fetching the group's keys before Hello failed"),
+            Err(e) => {
+                warn!(error = %e, "fetching the group's keys before Hello failed");
+                false
+            }
+        };
+        if caught_up {
+            // Holding the new epoch's key: try the session again now.
+            self.feed(SessionInput::Connect);
+        } else if let Some(first) = self.first.take() {
+            // The first attempt ends offline: the client keeps retrying.
+            self.publish_status();
+            let _ = first.send(Ok(()));
         }
     }
 

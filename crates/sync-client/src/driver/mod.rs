@@ -341,6 +341,12 @@ impl Driver {
                 self.reports.sync.on_connected();
                 Some(Ok(()))
             }
+            // Refused as behind the group's key epoch, with the new keys being fetched: the
+            // first attempt is not over yet (it ends connected, or offline if that fails).
+            ConnectionStatus::Reconnecting { .. } if self.group_fetching() => {
+                self.reports.sync.on_disconnected();
+                None
+            }
             // Offline is a normal state: the client works from the outbox.
             ConnectionStatus::Reconnecting { .. } | ConnectionStatus::Disconnected => {
                 self.reports.sync.on_disconnected();

@@ -9,6 +9,22 @@ use zeroize::Zeroizing;
 use super::{Store, blob, to_i64};
 use crate::error::StoreError;
 
+const HISTORY: &str = "history";
+const NO_HISTORY: &str = "no-history";
+const GRANTED: &str = "granted";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn joined_key(group: &GroupId) -> String {
+    format!("joined-invite.{}", hex(group.as_bytes()))
+}
+
+fn issued_key(invite_id: [u8; 16]) -> String {
+    format!("issued-invite.{}", hex(&invite_id))
+}
+
 impl Store {
     /// The group's membership records this device checked, in order.
     pub fn group_records(&self, group: &GroupId) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -72,6 +88,40 @@ impl Store {
             out.push((KeyEpoch(epoch), EpochSecret::from_bytes(bytes)));
         }
         Ok(out)
+    }
+
+    /// Remembers the invite this device joined `group` with (named in its enrollment).
+    pub fn note_joined_invite(
+        &self,
+        group: &GroupId,
+        invite_id: [u8; 16],
+    ) -> Result<(), StoreError> {
+        self.set_meta(&joined_key(group), &invite_id)
+    }
+
+    /// The invite this device joined `group` with, if it joined by one.
+    pub fn joined_invite(&self, group: &GroupId) -> Result<Option<[u8; 16]>, StoreError> {
+        Ok(self
+            .meta(&joined_key(group))?
+            .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok()))
+    }
+
+    /// Remembers an invite this device made, and whether the device that joins with it gets
+    /// the group's history (the secrets of the epochs before the one the invite carries).
+    pub fn note_issued_invite(&self, invite_id: [u8; 16], history: bool) -> Result<(), StoreError> {
+        let policy = if history { HISTORY } else { NO_HISTORY };
+        self.set_meta(&issued_key(invite_id), policy.as_bytes())
+    }
+
+    /// Whether the device that joined with `invite_id` is still owed the group's history by
+    /// this device (it made the invite, with history, and has not granted it yet).
+    pub fn owes_history(&self, invite_id: [u8; 16]) -> Result<bool, StoreError> {
+        Ok(self.meta(&issued_key(invite_id))?.as_deref() == Some(HISTORY.as_bytes()))
+    }
+
+    /// Records that the history owed for `invite_id` was granted.
+    pub fn history_granted(&self, invite_id: [u8; 16]) -> Result<(), StoreError> {
+        self.set_meta(&issued_key(invite_id), GRANTED.as_bytes())
     }
 
     /// Replaces the sealed bytes of queued pushes (sealed again under a newer key epoch, same

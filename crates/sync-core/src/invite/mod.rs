@@ -10,7 +10,9 @@
 //! expires.
 //!
 //! Encoded invite: `version (1 byte) ‖ MessagePack array [relay_id, relay_addrs, group_id,
-//! group, secret, invite_id, expires_at_ms]`. Every decoder here returns a typed error on bad
+//! group, secret, invite_id, expires_at_ms, epoch, epoch_secret]`; the last two are present
+//! only once the group rotated its keys (epoch > 0), so the invite of a group at epoch 0 is the
+//! same bytes as before rotation existed. Every decoder here returns a typed error on bad
 //! input and never panics.
 
 mod error;
@@ -28,7 +30,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteArray;
-use sync_crypto::{GroupDescriptor, GroupKeys, GroupSecret};
+use sync_crypto::{EpochSecret, GroupDescriptor, GroupKeys, GroupSecret, KeyEpoch};
 use sync_types::GroupId;
 use zeroize::Zeroizing;
 
@@ -61,6 +63,16 @@ struct Body {
     secret: Option<GroupSecret>,
     invite_id: ByteArray<16>,
     expires_at_ms: u64,
+    /// The group's current key epoch, when past 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    epoch: u32,
+    /// The secret of `epoch` (a joining device needs it to say `Hello`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch_secret: Option<ByteArray<32>>,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// What [`Invite::create`] needs to know.
@@ -122,10 +134,33 @@ impl Invite {
                 secret: params.secret,
                 invite_id: ByteArray::new(invite_id),
                 expires_at_ms: now_ms.saturating_add(ttl_ms),
+                epoch: 0,
+                epoch_secret: None,
             },
         };
         invite.validate()?;
         Ok(invite)
+    }
+
+    /// The same invite carrying the group's current key epoch and its secret (for a group that
+    /// rotated its keys: a joining device needs them to say `Hello`). Epoch 0 carries nothing.
+    pub fn with_epoch(mut self, epoch: KeyEpoch, secret: &EpochSecret) -> Self {
+        if epoch > KeyEpoch::INITIAL {
+            self.body.epoch = epoch.0;
+            self.body.epoch_secret = Some(ByteArray::new(*secret.expose_bytes()));
+        }
+        self
+    }
+
+    /// The group's key epoch past 0 and its secret, if the invite carries them.
+    pub fn epoch(&self) -> Option<(KeyEpoch, EpochSecret)> {
+        let secret = self.body.epoch_secret.as_ref()?;
+        (self.body.epoch > 0).then(|| {
+            (
+                KeyEpoch(self.body.epoch),
+                EpochSecret::from_bytes(secret.into_array()),
+            )
+        })
     }
 
     /// The format version.
@@ -303,6 +338,7 @@ impl fmt::Debug for Invite {
             .field("group", &self.body.group)
             .field("secret", &self.body.secret.as_ref().map(|_| "[redacted]"))
             .field("expires_at_ms", &self.body.expires_at_ms)
+            .field("epoch", &self.body.epoch)
             .finish_non_exhaustive()
     }
 }
