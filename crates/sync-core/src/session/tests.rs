@@ -5,8 +5,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_types::{
     BlobId, Cursor, DEFAULT_MAX_FRAME, DeviceId, ErrorCode, GroupId, InviteStored, Limits,
-    MAX_FRAME_LIMIT, Message, Notify, Pong, PullEntry, PullResponse, PushAck, RelayId, Welcome,
-    WireError,
+    MAX_FRAME_LIMIT, Message, Notify, Payload, Pong, PullEntry, PullResponse, PushAck, RelayId,
+    Welcome, WireError,
 };
 
 use super::*;
@@ -813,4 +813,117 @@ fn close_says_bye_and_stays_closed() {
             .contains(&SessionEvent::Status(ConnectionStatus::Disconnected))
     );
     assert!(h.s.poll_timeout().is_none());
+}
+
+#[test]
+fn a_push_refused_under_an_old_epoch_is_held_and_sent_again_resealed() {
+    let mut h = Harness::established();
+    h.s.enqueue(blob(1), Bytes::from_static(b"old epoch"), 0)
+        .expect("queued");
+    h.drain();
+    let (id, blob_id) = h.push_ids()[0];
+    h.take_sent();
+    h.frame(error(Some(id), ErrorCode::EpochSuperseded, None));
+    assert!(
+        h.events
+            .contains(&SessionEvent::EpochSuperseded { blob_id })
+    );
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::PushRejected { .. })),
+        "not refused for good: nothing is lost"
+    );
+    assert!(h.push_ids().is_empty(), "held");
+    // The shell re-seals it meanwhile; after the hold it goes with the new bytes.
+    assert!(h.s.replace_payload(&blob_id, Bytes::from_static(b"new epoch")));
+    h.advance(config().default_retry + SEC);
+    let pushes: Vec<Bytes> = h
+        .take_sent()
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Push(p) => Some(Bytes::copy_from_slice(&p.payload)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pushes, vec![Bytes::from_static(b"new epoch")]);
+    assert!(h.s.is_established());
+}
+
+#[test]
+fn membership_answers_go_to_their_request_and_broadcasts_are_reported() {
+    let mut h = Harness::established();
+    let get =
+        h.s.group_request(GroupRequest::Get {
+            group_id: GroupId::from_bytes([1; 32]),
+            after_seq: 3,
+        })
+        .expect("established");
+    let enroll =
+        h.s.group_request(GroupRequest::Enroll(Payload::copy_from_slice(
+            b"enrollment",
+        )))
+        .expect("established");
+    h.drain();
+    let sent = h.take_sent();
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::GroupGet(g) if g.request_id == get && g.after_seq == 3))
+    );
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::Enroll(e) if e.request_id == enroll))
+    );
+    let info = sync_types::GroupInfo {
+        request_id: get,
+        records: Vec::new(),
+        enrollments: Vec::new(),
+        grants: Vec::new(),
+    };
+    h.frame(Message::GroupInfo(info.clone()));
+    h.frame(error(Some(enroll), ErrorCode::MembershipRefused, None));
+    let broadcast = sync_types::GroupChanged {
+        request_id: None,
+        seq: 4,
+        epoch: 1,
+    };
+    h.frame(Message::GroupChanged(broadcast.clone()));
+    let events = h.take_events();
+    assert!(events.contains(&SessionEvent::GroupReply {
+        request_id: get,
+        result: Ok(GroupReply::Info(info)),
+    }));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SessionEvent::GroupReply { request_id, result: Err(err) }
+            if *request_id == enroll && err.code == ErrorCode::MembershipRefused
+    )));
+    assert!(events.contains(&SessionEvent::GroupChanged(broadcast)));
+    assert!(h.s.is_established());
+    // An answer to no request is a protocol violation.
+    h.frame(Message::GroupChanged(sync_types::GroupChanged {
+        request_id: Some(999),
+        seq: 4,
+        epoch: 1,
+    }));
+    assert!(h.ended());
+}
+
+#[test]
+fn a_hello_refused_as_behind_the_epoch_is_retried_not_final() {
+    let mut h = Harness::new();
+    h.up();
+    let hello = h.hello_id();
+    h.frame(error(Some(hello), ErrorCode::EpochSuperseded, None));
+    let events = h.take_events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SessionEvent::HandshakeRefused { error } if error.code == ErrorCode::EpochSuperseded
+    )));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Status(ConnectionStatus::Failed { .. }))),
+        "the device fetches its keys and tries again: {events:?}"
+    );
 }
