@@ -36,22 +36,11 @@ async fn relay_and_member(
     (relay, g, a, t)
 }
 
-/// Stops the relay (SIGTERM) off the async workers; it must exit cleanly.
-async fn stop(mut relay: RelayProcess) {
-    let outcome = guard(
-        "the relay to stop",
-        tokio::task::spawn_blocking(move || relay.stop()),
-    )
-    .await
-    .unwrap();
-    assert!(outcome.is_clean(), "the relay stops cleanly: {outcome}");
-}
-
 /// Shuts the transport down, closes the member, stops the relay.
 async fn finish(t: Arc<IrohTransport>, a: SyncClient, relay: RelayProcess) {
     t.shutdown().await;
     a.close().await;
-    stop(relay).await;
+    relay.stop_clean().await;
 }
 
 /// Takes the invite under `code` as `joiner`.
@@ -204,7 +193,7 @@ async fn devices_seen_and_pull_after() {
     let b_seen = seen.iter().find(|d| d.device_id == b_id).expect("own");
     assert_eq!(b_seen.blobs, 1);
     assert_eq!(seen.len(), 2);
-    stop(relay).await;
+    relay.stop_clean().await;
 }
 
 /// A relay that allows no more lookups answers `TooManyAttempts`, which is typed as such.

@@ -159,7 +159,7 @@ async fn offline_members_catch_up_and_a_revoked_device_reads_nothing_new() {
     let got = pull_until(reader, 1).await;
     assert_eq!(got[0].data, b"after the revocation");
     reader.close().await;
-    stop(relay).await;
+    relay.stop_clean().await;
 }
 
 fn admin_store_device(dir: &tempfile::TempDir) -> DeviceId {
@@ -216,7 +216,7 @@ async fn concurrent_rotations_converge_and_queued_pushes_are_sealed_again() {
     for x in [a, b, c] {
         x.close().await;
     }
-    stop(relay).await;
+    relay.stop_clean().await;
 }
 
 /// A transport that never reaches anything (a device that is offline from the start).
@@ -229,17 +229,6 @@ impl sync_client::Transport for Unreachable {
     ) -> sync_client::BoxFuture<'a, Result<sync_client::Session, sync_client::TransportError>> {
         Box::pin(async { Err(sync_client::TransportError::Connect("offline".into())) })
     }
-}
-
-/// Stops the relay (SIGTERM) off the async workers; it must exit cleanly.
-async fn stop(mut relay: RelayProcess) {
-    let outcome = guard(
-        "the relay to stop",
-        tokio::task::spawn_blocking(move || relay.stop()),
-    )
-    .await
-    .unwrap();
-    assert!(outcome.is_clean(), "the relay stops cleanly: {outcome}");
 }
 
 /// Waits until `c` holds `epoch` among its epochs (history arrives in a grant of its own).
@@ -346,5 +335,5 @@ async fn a_device_joining_after_rotations_gets_the_history_its_invite_allows() {
     for x in [a, c, d] {
         x.close().await;
     }
-    stop(relay).await;
+    relay.stop_clean().await;
 }

@@ -25,17 +25,6 @@ fn start_relay(flags: &[&str]) -> RelayProcess {
         .expect("relay starts")
 }
 
-/// Stops the relay (SIGTERM: drain, flush, exit) off the async workers; it must exit cleanly.
-async fn stop(mut relay: RelayProcess) -> RelayProcess {
-    let stopping = tokio::task::spawn_blocking(move || {
-        let outcome = relay.stop();
-        (relay, outcome)
-    });
-    let (relay, outcome) = guard("the relay to stop", stopping).await.unwrap();
-    assert!(outcome.is_clean(), "the relay stops cleanly: {outcome}");
-    relay
-}
-
 /// A device of `group` in memory, connected to `relay`.
 async fn device(relay: &RelayAddr, group: &GroupMaterial) -> SyncClient {
     device_at(relay, group, StoreLocation::InMemory).await
@@ -65,7 +54,7 @@ async fn close_all(clients: impl IntoIterator<Item = SyncClient>, relay: RelayPr
     for c in clients {
         c.close().await;
     }
-    stop(relay).await;
+    relay.stop_clean().await;
 }
 
 async fn converge(devices: usize, per_device: usize) {
@@ -267,7 +256,7 @@ async fn relay_restart_mid_burst_loses_nothing_and_duplicates_nothing() {
         matches!(e, SyncEvent::PushAcked { .. })
     })
     .await;
-    let mut relay = stop(relay).await;
+    let mut relay = relay.stop_clean().await;
     wait_for(&mut a_events, "disconnect", |e| {
         matches!(e, SyncEvent::Disconnected { .. })
     })

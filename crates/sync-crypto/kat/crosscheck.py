@@ -57,6 +57,13 @@ aad=b"\x01"+gid+did+blob+epoch
 ct=xchacha_encrypt(sync_key,nonce,b"hello 0k-sync",aad)
 body=b"\x01"+epoch+did+nonce+ct
 sig=sign(dseed,b"0k-sync/v1/seal-sig"+gid+blob+body)
+print("sealed_v1",(body+sig).hex())
+# Version 2: the sender's sequence number (1) in the header and the AAD.
+sq=struct.pack('>Q',1)
+aad=b"\x02"+gid+did+blob+epoch+sq
+ct=xchacha_encrypt(sync_key,nonce,b"hello 0k-sync",aad)
+body=b"\x02"+epoch+did+sq+nonce+ct
+sig=sign(dseed,b"0k-sync/v1/seal-sig"+gid+blob+body)
 print("sealed",(body+sig).hex())
 try:
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
@@ -192,9 +199,10 @@ check("hello.signature", sign(auth_seed, transcript))
 # Sealing.
 s_secret_key, s_group, s_blob, s_nonce = vb("seal.sender_secret_key"), vb("seal.group_id"), vb("seal.blob_id"), vb("seal.nonce")
 s_sender, s_epoch = pub(s_secret_key), struct.pack(">I", vu("seal.epoch"))
-s_aad = b"\x01" + s_group + s_sender + s_blob + s_epoch
+s_seq = struct.pack(">Q", vu("seal.seq"))
+s_aad = b"\x02" + s_group + s_sender + s_blob + s_epoch + s_seq
 check("seal.aad", s_aad)
-s_body = b"\x01" + s_epoch + s_sender + s_nonce + xchacha_encrypt(vb("seal.key"), s_nonce, vt("seal.plaintext").encode(), s_aad)
+s_body = b"\x02" + s_epoch + s_sender + s_seq + s_nonce + xchacha_encrypt(vb("seal.key"), s_nonce, vt("seal.plaintext").encode(), s_aad)
 s_signed = b"0k-sync/v1/seal-sig" + s_group + s_blob + s_body
 check("seal.signed_message", s_signed)
 check("seal.sealed", s_body + sign(s_secret_key, s_signed))
@@ -233,7 +241,7 @@ check(f("hello"), frame(0x01, [mp_uint(vu(f("hello.request_id"))), mp_uint(vu(f(
 limits = [mp_uint(vu(f("welcome." + k))) for k in ("max_blob_bytes", "max_frame_bytes", "max_pull_count", "max_pull_bytes",
           "default_ttl_secs", "max_ttl_secs", "idle_timeout_secs", "max_in_flight")]
 check(f("welcome"), frame(0x02, [mp_uint(vu(f("welcome.request_id"))), mp_bin(vb(f("welcome.relay_id"))),
-      mp_uint(vu(f("welcome.max_cursor"))), mp_array(limits)]))
+      mp_uint(vu(f("welcome.max_cursor"))), mp_array(limits), mp_uint(vu(f("welcome.store_id")))]))
 check(f("push"), frame(0x10, [mp_uint(vu(f("push.request_id"))), mp_bin(blob_id), mp_bin(sealed), mp_uint(vu(f("push.ttl_secs")))]))
 check(f("push_ack"), frame(0x11, [mp_uint(vu(f("push_ack.request_id"))), mp_bin(vb(f("push_ack.blob_id"))),
       mp_uint(vu(f("push_ack.cursor"))), mp_uint(vu(f("push_ack.server_time_ms")))]))
@@ -246,7 +254,7 @@ entry = mp_array([mp_uint(vu(f("pull_response.entry.cursor"))), mp_bin(vb(f("pul
                   mp_uint(vu(f("pull_response.entry.timestamp_ms")))])
 has_more = {"true": TRUE, "false": FALSE}[raw(f("pull_response.has_more"))]
 check(f("pull_response"), frame(0x13, [mp_uint(vu(f("pull_response.request_id"))), mp_array([entry]), has_more,
-      mp_uint(vu(f("pull_response.max_cursor")))]))
+      mp_uint(vu(f("pull_response.max_cursor"))), mp_uint(vu(f("pull_response.removed")))]))
 check(f("error"), frame(0x7f, [mp_opt(vopt(f("error.request_id"), vu), mp_uint), mp_uint(vu(f("error.code"))),
       mp_str(vt(f("error.message"))), mp_opt(vopt(f("error.retry_after_ms"), vu), mp_uint)]))
 check(f("ping"), frame(0x20, [mp_uint(vu(f("ping.request_id")))]))

@@ -79,6 +79,6 @@ pub use membership::{
     MAX_GRANT_EPOCHS, MAX_MEMBERS, MAX_NAME, MAX_RECORD_BYTES, MAX_SEALED_NAME, MembershipError,
     open_grant, seal_grant,
 };
-pub use schedule::{ContentKey, EpochKey, EpochSecret, GroupKeys, KeyEpoch};
+pub use schedule::{ContentKey, EpochKey, GroupKeys, KeyEpoch};
 pub use seal::{Opened, SEAL_OVERHEAD, SEAL_VERSION, open, seal};
-pub use secrets::GroupSecret;
+pub use secrets::{EpochSecret, GroupSecret};

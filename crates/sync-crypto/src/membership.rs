@@ -35,7 +35,8 @@ use zeroize::Zeroizing;
 use crate::device::DeviceKey;
 use crate::hello::{HelloChallenge, HelloSignature, strict_verifying_key};
 use crate::kem::{EnvelopeContext, KemKeypair, KemPublicKey, open_envelope, seal_envelope};
-use crate::schedule::{EpochSecret, GroupKeys, KeyEpoch};
+use crate::schedule::{GroupKeys, KeyEpoch};
+use crate::secrets::EpochSecret;
 
 /// Most devices a group's membership may name (a rotation seals one envelope to each).
 pub const MAX_MEMBERS: usize = 512;

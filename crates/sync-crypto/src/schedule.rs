@@ -9,7 +9,6 @@ use std::fmt;
 
 use ed25519_dalek::{Signer, SigningKey};
 use hkdf::Hkdf;
-use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sync_types::{BlobId, GroupId};
@@ -17,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::error::CryptoError;
 use crate::hello::{HelloChallenge, HelloSignature};
-use crate::secrets::GroupSecret;
+use crate::secrets::{EpochSecret, GroupSecret};
 
 const SCHEDULE_SALT: &[u8] = b"0k-sync/v1/key-schedule";
 const LABEL_SYNC_KEY: &[u8] = b"0k-sync/v1/sync-key";
@@ -90,37 +89,6 @@ impl fmt::Debug for ContentKey {
     }
 }
 
-/// The secret of one key epoch: 32 bytes every key of the epoch derives from. Epoch 0's secret
-/// is the group secret; a rotation draws a fresh one and sends it to each remaining member in a
-/// hybrid KEM envelope. Zeroized on drop; `Debug` is redacted.
-#[derive(Clone)]
-pub struct EpochSecret(Zeroizing<[u8; 32]>);
-
-impl EpochSecret {
-    /// A fresh secret from `rng` (for a rotation).
-    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(bytes.as_mut());
-        Self(bytes)
-    }
-
-    /// Wraps 32 secret bytes (from an envelope, an invite or local storage).
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(Zeroizing::new(bytes))
-    }
-
-    /// The raw secret, for envelopes, invites and local storage only.
-    pub fn expose_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for EpochSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("EpochSecret([redacted])")
-    }
-}
-
 /// The keys of one epoch.
 #[derive(Clone)]
 struct Epoch {
@@ -162,7 +130,7 @@ pub struct GroupKeys {
 impl GroupKeys {
     /// Derives every epoch 0 key from the group secret (see [`GroupKeys`] for the labels).
     pub fn derive(secret: &GroupSecret) -> Self {
-        let epoch = derive_epoch0(EpochSecret(Zeroizing::new(*secret.expose_bytes())));
+        let epoch = derive_epoch0(EpochSecret::from_bytes(*secret.expose_bytes()));
         let group_id = GroupId::from_bytes(epoch.auth.verifying_key().to_bytes());
         let mut epochs = BTreeMap::new();
         epochs.insert(KeyEpoch::INITIAL, epoch);

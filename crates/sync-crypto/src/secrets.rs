@@ -1,4 +1,4 @@
-//! The group secret: the root of every group key.
+//! The group secret, the root of every group key, and the secrets of later key epochs.
 
 use std::fmt;
 
@@ -7,41 +7,62 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-/// The 32-byte root secret of a sync group. Every group key derives from it (see
-/// [`GroupKeys::derive`](crate::GroupKeys::derive)). Zeroized on drop; `Debug` is redacted.
-///
-/// Serializes as 32 raw bytes (MessagePack `bin`) so an invite can carry it.
-#[derive(Clone)]
-pub struct GroupSecret(Zeroizing<[u8; 32]>);
+/// A 32-byte secret type: zeroized on drop, `Debug` redacted, drawn from an RNG or wrapped.
+macro_rules! secret32 {
+    ($(#[$doc:meta])* $name:ident, $wrap_doc:literal) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(Zeroizing<[u8; 32]>);
+
+        impl $name {
+            /// A new secret of 32 bytes from `rng`.
+            pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                rng.fill_bytes(bytes.as_mut());
+                Self(bytes)
+            }
+
+            #[doc = $wrap_doc]
+            pub fn from_bytes(bytes: [u8; 32]) -> Self {
+                // The caller's copy is theirs to wipe; ours is wiped on drop.
+                Self(Zeroizing::new(bytes))
+            }
+
+            /// The raw secret, for invites, envelopes and local storage only.
+            pub fn expose_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "([redacted])"))
+            }
+        }
+    };
+}
+
+secret32!(
+    /// The 32-byte root secret of a sync group. Every group key derives from it (see
+    /// [`GroupKeys::derive`](crate::GroupKeys::derive)). Zeroized on drop; `Debug` is redacted.
+    ///
+    /// Serializes as 32 raw bytes (MessagePack `bin`) so an invite can carry it.
+    GroupSecret,
+    "Wraps 32 secret bytes (from an invite or local storage)."
+);
+
+secret32!(
+    /// The secret of one key epoch: 32 bytes every key of the epoch derives from. Epoch 0's
+    /// secret is the group secret; a rotation draws a fresh one and sends it to each remaining
+    /// member in a hybrid KEM envelope. Zeroized on drop; `Debug` is redacted.
+    EpochSecret,
+    "Wraps 32 secret bytes (from an envelope, an invite or local storage)."
+);
 
 impl GroupSecret {
-    /// A new secret of 32 bytes from `rng`.
-    pub fn random<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(bytes.as_mut());
-        Self(bytes)
-    }
-
-    /// Wraps 32 secret bytes (from an invite or local storage).
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        // The caller's copy is theirs to wipe; ours is wiped on drop.
-        Self(Zeroizing::new(bytes))
-    }
-
     /// Takes ownership of an already-zeroizing buffer (no stray copy).
     pub(crate) fn from_zeroizing(bytes: Zeroizing<[u8; 32]>) -> Self {
         Self(bytes)
-    }
-
-    /// The raw secret, for invites and local storage only.
-    pub fn expose_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for GroupSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("GroupSecret([redacted])")
     }
 }
 

@@ -223,6 +223,11 @@ async fn a_rotation_revokes_a_device_and_members_that_missed_it_catch_up() {
     let hello = again.signed_hello(&keys0, 1);
     again.tx.send(&hello.into()).await;
     again.rx.expect_refusal(ErrorCode::DeviceRevoked).await;
+    // Even with the current epoch's key (leaked to it), a revoked device stays out.
+    let mut leaked = connect(&relay, c).await;
+    let hello = leaked.signed_hello(&keys1, 1);
+    leaked.tx.send(&hello.into()).await;
+    leaked.rx.expect_refusal(ErrorCode::DeviceRevoked).await;
     // C may read the records that revoked it, and nothing else: no grant.
     let mut ask_c = connect(&relay, c).await;
     let msg = get_msg(&mut ask_c, &keys0);

@@ -329,6 +329,24 @@ impl RelayProcess {
         self.child.stop(STOP_TIMEOUT)
     }
 
+    /// [`stop`](Self::stop) off the async workers, under the test guard, asserting the relay
+    /// exited cleanly; gives the process back (to restart it, or to read its log).
+    ///
+    /// # Panics
+    /// When the relay does not stop cleanly in time: this is for tests.
+    #[allow(clippy::panic, clippy::expect_used)]
+    pub async fn stop_clean(mut self) -> RelayProcess {
+        let stopping = tokio::task::spawn_blocking(move || {
+            let outcome = self.stop();
+            (self, outcome)
+        });
+        let (relay, outcome) = crate::guard("the relay to stop", stopping)
+            .await
+            .expect("the stopping task runs");
+        assert!(outcome.is_clean(), "the relay stops cleanly: {outcome}");
+        relay
+    }
+
     /// SIGKILL now, as a crash would end it.
     pub fn kill(&mut self) {
         self.child.kill();

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
-use sync_core::{GroupReply, GroupRequest, Input as SessionInput};
+use sync_core::{GroupReply, GroupRequest, Input as SessionInput, Page};
 use sync_crypto::{Enrollment, EpochSecret, GroupRecord, KeyEpoch, open, seal, seal_grant};
 use sync_types::{
     BlobId, DeviceId, ErrorCode, FrameCodec, Grant, GroupGet, GroupInfo, Message, Payload,
@@ -82,6 +82,14 @@ pub(super) struct Membership {
     refreshing: bool,
     /// A fetch before `Hello` is running.
     fetching: bool,
+    /// Pull pages that hold blobs of an epoch newer than this device holds, waiting (with the
+    /// pages after them) for the refresh in `keys_refresh` to bring its key.
+    parked: VecDeque<Page>,
+    /// The refresh the parked pages wait for.
+    keys_refresh: Option<u64>,
+    /// A refresh was in flight when pages were parked: ask again once it is answered (it may
+    /// have been read before the rotation).
+    refresh_again: bool,
 }
 
 impl Membership {
@@ -92,23 +100,74 @@ impl Membership {
             queued: VecDeque::new(),
             refreshing: false,
             fetching: false,
+            parked: VecDeque::new(),
+            keys_refresh: None,
+            refresh_again: false,
         }
     }
 }
 
 impl Driver {
-    /// Reads the group's membership again (one request at a time).
-    pub(super) fn refresh_membership(&mut self) {
+    /// Reads the group's membership again (one request at a time); the request id.
+    pub(super) fn refresh_membership(&mut self) -> Option<u64> {
         if self.group.refreshing {
-            return;
+            return None;
         }
         let request = GroupRequest::Get {
             group_id: self.me.group_id,
             after_seq: self.group.view.state.seq(),
         };
-        if let Ok(id) = self.session.group_request(request) {
-            self.group.pending.insert(id, Pending::Refresh);
-            self.group.refreshing = true;
+        let id = self.session.group_request(request).ok()?;
+        self.group.pending.insert(id, Pending::Refresh);
+        self.group.refreshing = true;
+        Some(id)
+    }
+
+    /// A pull page to open now, or `None` if it waits: a page with a blob sealed under an epoch
+    /// newer than this device holds (the rotation's broadcast raced the blob's notification)
+    /// waits for a refresh that brings the key, and the pages after it wait behind it, so no
+    /// blob of a member is reported undecryptable for want of a grant on its way.
+    pub(super) fn park_page_for_keys(&mut self, page: Page) -> Option<Page> {
+        let current = self.me.keys().current_epoch();
+        let newer = page.entries.iter().any(|e| {
+            e.payload
+                .get(1..5)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .is_some_and(|b| u32::from_be_bytes(b) > current.0)
+        });
+        if self.group.parked.is_empty() && !newer {
+            return Some(page);
+        }
+        self.group.parked.push_back(page);
+        if self.group.keys_refresh.is_none() {
+            match self.refresh_membership() {
+                Some(id) => self.group.keys_refresh = Some(id),
+                None if self.group.refreshing => self.group.refresh_again = true,
+                None => self.release_parked(),
+            }
+        }
+        None
+    }
+
+    /// Opens the parked pages (with whatever keys the device now holds).
+    fn release_parked(&mut self) {
+        self.group.keys_refresh = None;
+        self.group.refresh_again = false;
+        while let Some(page) = self.group.parked.pop_front() {
+            self.on_page(page);
+        }
+    }
+
+    /// A refresh was answered: parked pages go on once the refresh they wait for is done.
+    fn after_keys_refresh(&mut self, request_id: u64) {
+        if self.group.keys_refresh == Some(request_id) {
+            self.release_parked();
+        } else if self.group.refresh_again && self.group.keys_refresh.is_none() {
+            self.group.refresh_again = false;
+            match self.refresh_membership() {
+                Some(id) => self.group.keys_refresh = Some(id),
+                None => self.release_parked(),
+            }
         }
     }
 
@@ -132,15 +191,20 @@ impl Driver {
         match (pending, result) {
             (Pending::Refresh, Ok(GroupReply::Info(info))) => {
                 self.group.refreshing = false;
-                if self.learn(&info) {
+                let learned = self.learn(&info);
+                self.after_keys_refresh(request_id);
+                if learned {
                     self.after_refresh();
                 }
             }
             (Pending::Refresh, other) => {
                 self.group.refreshing = false;
                 warn!(answer = ?other.err(), "reading the group's membership failed");
+                self.after_keys_refresh(request_id);
             }
-            (Pending::Genesis | Pending::Enroll, Ok(_)) => self.refresh_membership(),
+            (Pending::Genesis | Pending::Enroll, Ok(_)) => {
+                self.refresh_membership();
+            }
             (Pending::History(invite), Ok(_)) => {
                 if let Err(e) = self.store.history_granted(invite) {
                     warn!(error = %e, "recording a history grant failed");
@@ -242,8 +306,10 @@ impl Driver {
             info!(epoch = epoch.0, "received the group's keys of a new epoch");
             self.reports
                 .emit(SyncEvent::EpochChanged { epoch: epoch.0 });
-            self.reseal_outbox();
         }
+        // Also without new keys: a push that was in flight when they came was refused since,
+        // and is queued again under its old epoch.
+        self.reseal_outbox();
         true
     }
 
@@ -571,6 +637,10 @@ impl Driver {
     /// The session ended: requests in flight are lost; the app's changes fail.
     pub(super) fn membership_session_lost(&mut self) {
         self.group.refreshing = false;
+        // The pull round they belong to ended with the session.
+        self.group.parked.clear();
+        self.group.keys_refresh = None;
+        self.group.refresh_again = false;
         for (_, pending) in self.group.pending.drain() {
             if let Pending::Change { op, .. } = pending {
                 op.fail(ClientError::NotConnected);

@@ -303,7 +303,9 @@ impl Driver {
             SessionEvent::GroupReply { request_id, result } => {
                 self.on_group_reply(request_id, result);
             }
-            SessionEvent::GroupChanged(_) => self.refresh_membership(),
+            SessionEvent::GroupChanged(_) => {
+                self.refresh_membership();
+            }
             SessionEvent::HandshakeRefused { error } => {
                 info!(code = %error.code, "relay refused the session");
                 if error.code == sync_types::ErrorCode::EpochSuperseded {
@@ -326,7 +328,11 @@ impl Driver {
                 retry_after,
             } => self.on_push_deferred(blob_id, error, retry_after),
             SessionEvent::PushRejected { blob_id, error } => self.on_push_rejected(blob_id, error),
-            SessionEvent::Page(page) => self.on_page(page),
+            SessionEvent::Page(page) => {
+                if let Some(page) = self.park_page_for_keys(page) {
+                    self.on_page(page);
+                }
+            }
             SessionEvent::PullRefused { error } => self.on_pull_refused(error),
             SessionEvent::Notify(n) => self.on_notify(n),
             SessionEvent::InviteStored { request_id, result } => {

@@ -18,6 +18,20 @@ fn group_keys() -> GroupKeys {
     GroupKeys::derive(&GroupSecret::from_bytes([0x11; 32]))
 }
 
+/// A rotation keeping `keep` and revoking nobody else.
+fn rotation(keep: Vec<DeviceId>) -> Change {
+    Change::Rotate {
+        keep,
+        revoke: vec![],
+    }
+}
+
+/// Applies the record of `change` by device `by`, signed with `keys`.
+fn apply_next(state: &mut GroupState, keys: &GroupKeys, by: u8, change: Change) -> Applied {
+    let record = GroupRecord::next(state, keys, &device(by), change).unwrap();
+    state.apply(&record).unwrap()
+}
+
 /// A group whose genesis names device 1; the state after it, and device 1's keys.
 fn genesis() -> (GroupState, GroupKeys, GroupRecord) {
     let keys = group_keys();
@@ -48,16 +62,7 @@ fn a_chain_of_promotion_rotation_and_revocation_applies_in_order() {
     assert!(state.members().contains(&d2));
 
     let (keys1, _) = with_next_epoch(&keys, &state, 7);
-    let rotate = GroupRecord::next(
-        &state,
-        &keys1,
-        &device(2),
-        Change::Rotate {
-            keep: vec![d1, d2, d3],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
+    let rotate = GroupRecord::next(&state, &keys1, &device(2), rotation(vec![d1, d2, d3])).unwrap();
     assert_eq!(
         state.apply(&rotate),
         Ok(Applied::Rotation {
@@ -68,16 +73,7 @@ fn a_chain_of_promotion_rotation_and_revocation_applies_in_order() {
     assert_eq!(state.auth_key(KeyEpoch(1)), keys1.auth_public(KeyEpoch(1)));
 
     let (keys2, _) = with_next_epoch(&keys1, &state, 8);
-    let revoke = GroupRecord::next(
-        &state,
-        &keys2,
-        &device(1),
-        Change::Rotate {
-            keep: vec![d1, d3],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
+    let revoke = GroupRecord::next(&state, &keys2, &device(1), rotation(vec![d1, d3])).unwrap();
     assert_eq!(
         state.apply(&revoke),
         Ok(Applied::Rotation {
@@ -117,32 +113,10 @@ fn records_by_non_admins_or_revoked_admins_are_refused() {
     state.apply(&promote).unwrap();
     let (keys1, _) = with_next_epoch(&keys, &state, 1);
     let stale_state = state.clone();
-    state
-        .apply(
-            &GroupRecord::next(
-                &state,
-                &keys1,
-                &device(1),
-                Change::Rotate {
-                    keep: vec![d1],
-                    revoke: vec![],
-                },
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    apply_next(&mut state, &keys1, 1, rotation(vec![d1]));
     // Built on the state 2 last saw: not the next record.
     let (keys_2, _) = with_next_epoch(&keys, &stale_state, 2);
-    let late = GroupRecord::next(
-        &stale_state,
-        &keys_2,
-        &device(2),
-        Change::Rotate {
-            keep: vec![d2],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
+    let late = GroupRecord::next(&stale_state, &keys_2, &device(2), rotation(vec![d2])).unwrap();
     assert!(matches!(
         state.apply(&late),
         Err(MembershipError::NotNext { .. })
@@ -153,29 +127,12 @@ fn records_by_non_admins_or_revoked_admins_are_refused() {
         .add_epoch(KeyEpoch(2), EpochSecret::from_bytes([9; 32]))
         .unwrap();
     assert_eq!(
-        GroupRecord::next(
-            &state,
-            &keys_2,
-            &device(2),
-            Change::Rotate {
-                keep: vec![d2],
-                revoke: vec![]
-            }
-        ),
+        GroupRecord::next(&state, &keys_2, &device(2), rotation(vec![d2])),
         Err(MembershipError::UnknownEpoch(1))
     );
     let (keys_3, _) = with_next_epoch(&keys1, &state, 3);
     // With another device's signature forged in place of the admin's: refused.
-    let mut stolen = GroupRecord::next(
-        &state,
-        &keys_3,
-        &device(1),
-        Change::Rotate {
-            keep: vec![d1],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
+    let mut stolen = GroupRecord::next(&state, &keys_3, &device(1), rotation(vec![d1])).unwrap();
     stolen.body.signer = d2;
     assert_eq!(state.clone().apply(&stolen), Err(MembershipError::NotAdmin));
 }
@@ -184,31 +141,11 @@ fn records_by_non_admins_or_revoked_admins_are_refused() {
 fn concurrent_rotations_one_wins_the_other_is_not_next() {
     let (mut state, keys, _) = genesis();
     let [d1, d2, d3] = [device(1), device(2), device(3)].map(|d| d.device_id());
-    state
-        .apply(&GroupRecord::next(&state, &keys, &device(1), Change::Admins(vec![d1, d2])).unwrap())
-        .unwrap();
+    apply_next(&mut state, &keys, 1, Change::Admins(vec![d1, d2]));
     let (k_a, _) = with_next_epoch(&keys, &state, 10);
     let (k_b, _) = with_next_epoch(&keys, &state, 11);
-    let a = GroupRecord::next(
-        &state,
-        &k_a,
-        &device(1),
-        Change::Rotate {
-            keep: vec![d1, d2],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
-    let b = GroupRecord::next(
-        &state,
-        &k_b,
-        &device(2),
-        Change::Rotate {
-            keep: vec![d1, d2, d3],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
+    let a = GroupRecord::next(&state, &k_a, &device(1), rotation(vec![d1, d2])).unwrap();
+    let b = GroupRecord::next(&state, &k_b, &device(2), rotation(vec![d1, d2, d3])).unwrap();
     let mut relay = state.clone();
     relay.apply(&a).unwrap();
     assert_eq!(
@@ -273,10 +210,7 @@ fn every_byte_flip_of_a_record_is_refused() {
         &state,
         &k1,
         &device(1),
-        Change::Rotate {
-            keep: vec![device(1).device_id()],
-            revoke: vec![],
-        },
+        rotation(vec![device(1).device_id()]),
     )
     .unwrap();
     let bytes = rec.encode();
@@ -327,24 +261,9 @@ fn enrollments_prove_the_epoch_keys_and_seal_the_name() {
     // After device 2 is revoked its enrollments are refused, old or new.
     let d1 = device(1).device_id();
     let d2 = device(2).device_id();
-    state
-        .apply(&GroupRecord::next(&state, &keys, &device(1), Change::Admins(vec![d1, d2])).unwrap())
-        .unwrap();
+    apply_next(&mut state, &keys, 1, Change::Admins(vec![d1, d2]));
     let (k1, _) = with_next_epoch(&keys, &state, 3);
-    state
-        .apply(
-            &GroupRecord::next(
-                &state,
-                &k1,
-                &device(1),
-                Change::Rotate {
-                    keep: vec![d1],
-                    revoke: vec![],
-                },
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    apply_next(&mut state, &k1, 1, rotation(vec![d1]));
     assert_eq!(state.check_enrollment(&e), Err(MembershipError::Revoked));
 }
 
@@ -353,20 +272,7 @@ fn grants_open_only_for_their_recipient_and_forged_secrets_are_caught() {
     let (mut state, keys, _) = genesis();
     let [d1, d2] = [device(1), device(2)].map(|d| d.device_id());
     let (k1, secret) = with_next_epoch(&keys, &state, 9);
-    state
-        .apply(
-            &GroupRecord::next(
-                &state,
-                &k1,
-                &device(1),
-                Change::Rotate {
-                    keep: vec![d1, d2],
-                    revoke: vec![],
-                },
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    apply_next(&mut state, &k1, 1, rotation(vec![d1, d2]));
     let kem2 = device(2).kem_keypair();
     let env = seal_grant(
         &mut rng(4),
@@ -428,20 +334,7 @@ fn hello_signatures_name_their_epoch() {
         Some(KeyEpoch(0))
     );
     let (k1, _) = with_next_epoch(&keys, &state, 1);
-    state
-        .apply(
-            &GroupRecord::next(
-                &state,
-                &k1,
-                &device(1),
-                Change::Rotate {
-                    keep: vec![device(1).device_id()],
-                    revoke: vec![],
-                },
-            )
-            .unwrap(),
-        )
-        .unwrap();
+    apply_next(&mut state, &k1, 1, rotation(vec![device(1).device_id()]));
     assert_eq!(
         state.hello_epoch(&ch, &k1.sign_hello(&ch)),
         Some(KeyEpoch(1))
@@ -546,7 +439,7 @@ proptest! {
                     let secret = EpochSecret::random(&mut r);
                     devs[admin_i].keys.add_epoch(new_epoch, secret.clone()).unwrap();
                     let members: Vec<DeviceId> = keep.iter().map(|i| devs[*i].key.device_id()).collect();
-                    let rec = GroupRecord::next(&state, &devs[admin_i].keys, &devs[admin_i].key, Change::Rotate { keep: members, revoke: vec![] }).unwrap();
+                    let rec = GroupRecord::next(&state, &devs[admin_i].keys, &devs[admin_i].key, rotation(members)).unwrap();
                     let Applied::Rotation { revoked, .. } = state.apply(&rec).unwrap() else { panic!("not a rotation") };
                     let sender = devs[admin_i].key.device_id();
                     for i in &keep {

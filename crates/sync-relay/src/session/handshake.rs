@@ -136,11 +136,12 @@ fn check_hello(
     }
     let challenge = HelloChallenge::new(binding, &ctx.relay_id, peer, &hello.group_id);
     match state.hello_epoch(&challenge, &HelloSignature(hello.auth_signature)) {
-        Some(epoch) if epoch == state.epoch() => Ok(()),
+        // A revoked device stays out even with a key it should not have (leaked to it).
         Some(_) if state.revoked_at(peer).is_some() => Err(WireError::new(
             ErrorCode::DeviceRevoked,
             "this device was revoked from the group",
         )),
+        Some(epoch) if epoch == state.epoch() => Ok(()),
         Some(_) => Err(superseded(state)),
         None => Err(WireError::new(
             ErrorCode::Unauthorized,

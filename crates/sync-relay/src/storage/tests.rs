@@ -1668,3 +1668,52 @@ async fn membership_records_keep_their_order_and_grants_go_to_their_recipient() 
     );
     s.close().await.expect("close");
 }
+
+/// A file of the previous version (3: no membership tables) is migrated when opened: its blobs
+/// and cursors stay, and membership can be stored.
+#[tokio::test]
+async fn a_version_3_database_is_migrated_when_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = group(1);
+    {
+        let s = open_in(&dir, StorageLimits::default()).await;
+        assert_eq!(cursor_of(&s, push_req(g, 1, 40)).await, 1);
+        s.close().await.expect("close");
+    }
+    {
+        // What version 3 wrote: this build's file without the tables version 4 added.
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("open");
+        conn.execute_batch(
+            "DROP TABLE group_records; DROP TABLE enrollments; DROP TABLE grants;
+             PRAGMA user_version = 3;",
+        )
+        .expect("back to version 3");
+    }
+    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(
+        cursor_of(&s, push_req(g, 2, 40)).await,
+        2,
+        "cursors continue"
+    );
+    let write = MembershipWrite {
+        record: Some((1, b"genesis".to_vec())),
+        ..MembershipWrite::default()
+    };
+    s.membership_write(g, write)
+        .await
+        .expect("membership after migration");
+    assert_eq!(
+        s.membership(g, device(1), 0)
+            .await
+            .expect("read")
+            .records
+            .len(),
+        1
+    );
+    s.close().await.expect("close");
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("open");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 4);
+}

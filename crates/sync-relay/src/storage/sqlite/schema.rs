@@ -219,7 +219,7 @@ pub(super) fn check_schema(conn: &Connection) -> Result<SchemaState> {
             what: format!("application_id {app_id:#x} is not a relay database"),
         }),
         SCHEMA_VERSION => Ok(SchemaState::Current),
-        old @ (1 | 2) => Ok(SchemaState::Old(old)),
+        old @ 1..SCHEMA_VERSION => Ok(SchemaState::Old(old)),
         found => Err(StorageError::UnsupportedSchema {
             found,
             supported: SCHEMA_VERSION,
