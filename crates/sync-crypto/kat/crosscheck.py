@@ -4,10 +4,12 @@ test vectors of docs/PROTOCOL.md.
 Uses Python `cryptography` (>= 44, for Argon2id): HKDF-SHA256, Ed25519, X25519, Argon2id, and
 ChaCha20-Poly1305 with a hand-written HChaCha20 for XChaCha20-Poly1305; MessagePack is encoded by
 hand. The hybrid KEM envelope lines also need ML-KEM-768, from the pure-Python `kyber-py`
-(`pip install kyber-py`); without it they are skipped with a note. Run
+(`pip install kyber-py`); without it they are reported UNCHECKED. CI (`.ci/run`) installs both in a
+virtual environment and runs this script; run it yourself with
 `python3 crates/sync-crypto/kat/crosscheck.py` from anywhere:
 
-1. it prints the same name/hex lines as the Rust KATs: compare them with src/kat_tests.rs;
+1. it prints the same name/hex lines as the Rust KATs and compares them with the values in
+   src/kat_tests.rs (`MISMATCH kat <name>` for each that differs);
 2. it recomputes every vector of docs/PROTOCOL.md from the document's own inputs, prints
    `MISMATCH <name> computed: <value>` for each that differs and `UNCHECKED <name>` for each it
    does not read, and exits 1 if there is any (0 and "N of N vectors agree" otherwise).
@@ -19,6 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives import serialization
 
+KAT = {}
+def kat(name, value):
+    """Prints a known-answer value and keeps it for the comparison with src/kat_tests.rs."""
+    KAT[name] = value; print(name, value)
 def seq(n, start): return bytes((start+i) & 0xff for i in range(n))
 def hkdf(ikm, info):
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"0k-sync/v1/key-schedule", info=info).derive(ikm)
@@ -49,29 +55,29 @@ gid=pub(auth_seed)
 blob=seq(16,0xb0)
 content=hkdf(secret,b"0k-sync/v1/content-key"+blob)
 dseed=seq(32,0x20); did=pub(dseed)
-print("sync_key",sync_key.hex()); print("group_id",gid.hex()); print("content",content.hex()); print("device_id",did.hex())
+kat("sync_key",sync_key.hex()); kat("group_id",gid.hex()); kat("content",content.hex()); kat("device_id",did.hex())
 ch=b"0k-sync/v1/hello"+b"\x11"*32+b"\x22"*32+did+gid
-print("hello_sig",sign(auth_seed,ch).hex())
+kat("hello_sig",sign(auth_seed,ch).hex())
 nonce=seq(24,0x40); epoch=struct.pack('>I',0)
 aad=b"\x01"+gid+did+blob+epoch
 ct=xchacha_encrypt(sync_key,nonce,b"hello 0k-sync",aad)
 body=b"\x01"+epoch+did+nonce+ct
 sig=sign(dseed,b"0k-sync/v1/seal-sig"+gid+blob+body)
-print("sealed_v1",(body+sig).hex())
+kat("sealed_v1",(body+sig).hex())
 # Version 2: the sender's sequence number (1) in the header and the AAD.
 sq=struct.pack('>Q',1)
 aad=b"\x02"+gid+did+blob+epoch+sq
 ct=xchacha_encrypt(sync_key,nonce,b"hello 0k-sync",aad)
 body=b"\x02"+epoch+did+sq+nonce+ct
 sig=sign(dseed,b"0k-sync/v1/seal-sig"+gid+blob+body)
-print("sealed",(body+sig).hex())
+kat("sealed",(body+sig).hex())
 try:
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
     a=Argon2id(salt=seq(16,0x10),length=32,iterations=2,lanes=1,memory_cost=19*1024)
-    print("pass_secret",a.derive(b"correct horse battery staple").hex())
+    kat("pass_secret",a.derive(b"correct horse battery staple").hex())
     salt=hashlib.sha256(b"0k-sync/v1/mailbox"+b"ABCDEFGH").digest()[:16]
     a=Argon2id(salt=salt,length=32,iterations=2,lanes=1,memory_cost=19*1024)
-    print("mailbox",a.derive(b"IJKLMNOP").hex())
+    kat("mailbox",a.derive(b"IJKLMNOP").hex())
 except Exception as e: print("argon2 unavailable:",e)
 
 # Hybrid KEM envelope (src/kem.rs): X25519 + ML-KEM-768, combined with HKDF-SHA256, payload under
@@ -86,7 +92,7 @@ def x25519(sk, pk):  # raises on the all-zero shared secret (low-order pk), as t
 rseed=seq(32,0x60); rid=pub(rseed)
 kem_seed=lambda label: hkdf_with(b"0k-sync/v1/kem", rseed, label)
 r_xsk=kem_seed(b"0k-sync/v1/kem-x25519"); r_xpk=x25519_pub(r_xsk)
-print("kem_x25519_pk",r_xpk.hex())
+kat("kem_x25519_pk",r_xpk.hex())
 try:
     from kyber_py.ml_kem import ML_KEM_768
 except ImportError as e:
@@ -94,7 +100,7 @@ except ImportError as e:
 if ML_KEM_768 is not None:
     # FIPS 203 ML-KEM.KeyGen_internal(d, z) and Encaps_internal(ek, m).
     r_ek,r_dk=ML_KEM_768._keygen_internal(kem_seed(b"0k-sync/v1/kem-mlkem-d"), kem_seed(b"0k-sync/v1/kem-mlkem-z"))
-    print("kem_mlkem_ek_sha256",hashlib.sha256(r_ek).hexdigest())
+    kat("kem_mlkem_ek_sha256",hashlib.sha256(r_ek).hexdigest())
     rng=seq(64,0x40); esk,m=rng[:32],rng[32:]  # CountingRng(0x40): ephemeral X25519 secret, then m
     epk=x25519_pub(esk)
     ss_mlkem,ct_mlkem=ML_KEM_768._encaps_internal(r_ek,m)
@@ -104,8 +110,8 @@ if ML_KEM_768 is not None:
     payload=seq(32,0x80)
     envelope=header+ChaCha20Poly1305(key).encrypt(b"\0"*12,payload,header+ctx)
     assert len(envelope)==1169
-    print("envelope_sha256",hashlib.sha256(envelope).hexdigest())
-    print("envelope_prefix",envelope[:32].hex())
+    kat("envelope_sha256",hashlib.sha256(envelope).hexdigest())
+    kat("envelope_prefix",envelope[:32].hex())
     # The recipient's side: decapsulate, X25519 with its own secret, open.
     ss_open=ML_KEM_768._decaps_internal(r_dk,envelope[33:1121])
     key_open=hkdf_with(b"0k-sync/v1/envelope", ss_open+x25519(r_xsk,envelope[1:33])+envelope[1:33]+r_xpk, b"0k-sync/v1/envelope-key"+ctx)
@@ -285,4 +291,21 @@ except ImportError as e:
 unread = sorted(set(V) - used)
 for name in unread: print("UNCHECKED", name)
 print(f"docs/PROTOCOL.md: {len(used) - len(mismatches)} of {len(V)} vectors agree")
-sys.exit(1 if mismatches or unread else 0)
+# The known-answer values of src/kat_tests.rs, as the Rust tests hold them.
+import os, re
+rust = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "kat_tests.rs")).read()
+consts = {m.group(1): re.sub(r"\\\n\s*", "", m.group(2))
+          for m in re.finditer(r'const (\w+): &str =\s*"((?:[^"\\]|\\\n)*)"', rust)}
+names = {"sync_key": "SYNC_KEY", "group_id": "GROUP_ID", "content": "CONTENT_KEY",
+         "device_id": "DEVICE_ID", "hello_sig": "HELLO_SIG", "sealed": "SEALED",
+         "sealed_v1": "SEALED_V1", "pass_secret": "PASSPHRASE_SECRET", "mailbox": "MAILBOX_KEY",
+         "kem_x25519_pk": "KEM_X25519_PK", "kem_mlkem_ek_sha256": "KEM_MLKEM_EK_SHA256",
+         "envelope_sha256": "ENVELOPE_SHA256", "envelope_prefix": "ENVELOPE_PREFIX"}
+kat_bad = []
+for ours, theirs in names.items():
+    if ours not in KAT:
+        kat_bad.append(ours); print("UNCHECKED kat", ours)
+    elif consts.get(theirs) != KAT[ours]:
+        kat_bad.append(ours); print("MISMATCH kat", ours, "rust:", consts.get(theirs))
+print(f"src/kat_tests.rs: {len(names) - len(kat_bad)} of {len(names)} known-answer values agree")
+sys.exit(1 if mismatches or unread or kat_bad else 0)
