@@ -5,7 +5,7 @@
 //!
 //! No I/O: the driver feeds in `GroupInfo` answers and sends what is planned here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rand_core::CryptoRng;
 use sync_crypto::{
@@ -23,6 +23,11 @@ pub(crate) struct GroupView {
     pub(crate) state: GroupState,
     /// The latest valid enrollment of each device.
     pub(crate) enrollments: BTreeMap<DeviceId, Enrollment>,
+    /// Enrollments checked and kept, by their bytes: the same bytes served again are not
+    /// checked again.
+    checked: HashMap<Vec<u8>, DeviceId>,
+    /// Grants already opened: the relay serves every grant of this device, oldest first.
+    grants_seen: usize,
 }
 
 /// What one `GroupInfo` taught the device, to be stored.
@@ -50,6 +55,8 @@ impl GroupView {
         Self {
             state: GroupState::new(group),
             enrollments: BTreeMap::new(),
+            checked: HashMap::new(),
+            grants_seen: 0,
         }
     }
 
@@ -84,7 +91,15 @@ impl GroupView {
             }
             learned.records.push((record.seq(), bytes.to_vec()));
         }
+        // A device revoked since its enrollment was kept is not a member any more.
+        let state = &self.state;
+        self.enrollments
+            .retain(|d, _| state.revoked_at(d).is_none());
+        self.checked.retain(|_, d| state.revoked_at(d).is_none());
         for bytes in &info.enrollments {
+            if self.checked.contains_key(bytes.as_slice()) {
+                continue;
+            }
             match Enrollment::decode(bytes).and_then(|e| {
                 self.state.check_enrollment(&e)?;
                 Ok(e)
@@ -95,6 +110,7 @@ impl GroupView {
                         .get(&e.device())
                         .is_none_or(|old| old.epoch() <= e.epoch());
                     if newer {
+                        self.checked.insert(bytes.to_vec(), e.device());
                         self.enrollments.insert(e.device(), e);
                     }
                 }
@@ -102,7 +118,9 @@ impl GroupView {
                 Err(e) => warn!(error = %e, "an enrollment from the relay does not check"),
             }
         }
-        for grant in &info.grants {
+        let fresh = info.grants.get(self.grants_seen..).unwrap_or(&[]);
+        self.grants_seen = info.grants.len().max(self.grants_seen);
+        for grant in fresh {
             let epoch = KeyEpoch(grant.epoch);
             let opened = open_grant(
                 kem,
