@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use sync_lab::bench::{BenchConfig, PRELOAD_RANGE, PUSHES_RANGE, SAMPLES_RANGE, serve_echo};
+use sync_lab::bench::{
+    BenchConfig, DEFAULT_ROTATION_SIZES, MAX_ROTATION_SIZES, PRELOAD_RANGE, PUSHES_RANGE,
+    ROTATION_SIZE_RANGE, ROTATIONS_RANGE, SAMPLES_RANGE, serve_echo,
+};
 use sync_relay::StopSignals;
 use sync_testkit::find_relay_bin;
 
@@ -38,6 +41,26 @@ fn pushes(s: &str) -> Result<usize, String> {
 fn samples(s: &str) -> Result<usize, String> {
     count_in(s, &SAMPLES_RANGE)
 }
+fn rotations(s: &str) -> Result<usize, String> {
+    count_in(s, &ROTATIONS_RANGE)
+}
+
+/// Group sizes separated by commas (`2,16,128`), each in range, at most
+/// [`MAX_ROTATION_SIZES`] of them.
+fn rotation_sizes(s: &str) -> Result<RotationSizes, String> {
+    let sizes = s
+        .split(',')
+        .map(|n| count_in(n, &ROTATION_SIZE_RANGE).map_err(|e| format!("group size {n:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if sizes.len() > MAX_ROTATION_SIZES {
+        return Err(format!("at most {MAX_ROTATION_SIZES} group sizes"));
+    }
+    Ok(RotationSizes(sizes))
+}
+
+/// The group sizes of `--rotation-sizes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RotationSizes(Vec<usize>);
 
 /// Shown after `--help`.
 const AFTER_HELP: &str = "Build both binaries in release first (cargo build --release -p \
@@ -50,6 +73,7 @@ command line.";
 /// devices), idle push latency, push→notify latency, throughput into a group holding many
 /// blobs; with same-run baselines (raw SQLite inserts, raw iroh echo) and the relay's CPU per
 /// push. Prints the figures, the ratios and whether each of this project's targets is met.
+/// With --rotation, also what rotating a group's keys costs.
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub(crate) struct Args {
@@ -82,6 +106,18 @@ pub(crate) struct Args {
     /// garbage before Hello, an invite-lookup sweep), and print the ratios to the quiet runs.
     #[arg(long)]
     attack: bool,
+    /// Also measure key rotation: the hybrid KEM grants' CPU and bytes per group size against
+    /// the bare envelope, and the wall time from the admin's rotate() to the last member
+    /// holding the new key, with real clients against a relay of its own.
+    #[arg(long)]
+    rotation: bool,
+    /// With --rotation: the group sizes, devices with the admin, separated by commas (2 to
+    /// 512, at most 8 sizes; default 2,16,128).
+    #[arg(long, value_name = "N,N,…", value_parser = rotation_sizes, requires = "rotation")]
+    rotation_sizes: Option<RotationSizes>,
+    /// With --rotation: timed rotations per group size (1 to 100; default 5, 3 with --quick).
+    #[arg(long, value_name = "N", value_parser = rotations, requires = "rotation")]
+    rotations: Option<usize>,
 }
 
 /// Runs the benchmark, printing to stdout.
@@ -98,6 +134,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.perf_prefix = args.perf_record;
     config.perf_callgraph = args.perf_callgraph;
     config.attack = args.attack;
+    if args.rotation {
+        config.rotation_sizes = args
+            .rotation_sizes
+            .map_or_else(|| DEFAULT_ROTATION_SIZES.to_vec(), |s| s.0);
+        config.rotations = args.rotations.unwrap_or(config.rotations);
+    }
     let mut out = std::io::stdout();
     sync_lab::bench::run(&config, &mut out).await?;
     Ok(ExitCode::SUCCESS)

@@ -17,14 +17,17 @@
 //! target/release/sync-stress bench --preload 100000   # shorter
 //! target/release/sync-stress bench --quick            # small counts, a few seconds
 //! target/release/sync-stress bench --attack           # also the runs under attack
+//! target/release/sync-stress bench --quick --rotation # also the key rotation section
 //! ```
 //!
 //! `--pushes N` (pushes per throughput run, default 20,000), `--samples N` (latency samples,
 //! default 2,000), `--relay-bin PATH` (default: `sync-relay` next to `sync-stress`, then on
 //! `PATH`), `--perf-record PREFIX` (a `perf record` of the relay during each throughput run, into
 //! `PREFIX-1dev.data`, `PREFIX-16dev.data`, `PREFIX-empty-group.data`, `PREFIX-full-group.data`,
-//! and `PREFIX-16dev-attack.data` with `--attack`), `--attack` (the runs under attack below).
-//! Build both in release: a debug build measures the compiler, not the relay.
+//! and `PREFIX-16dev-attack.data` with `--attack`), `--attack` (the runs under attack below),
+//! `--rotation` (the key rotation section below) with `--rotation-sizes N,N,…` (group sizes,
+//! default 2,16,128) and `--rotations N` (timed rotations per size, default 5, 3 with
+//! `--quick`). Build both in release: a debug build measures the compiler, not the relay.
 //!
 //! # What it prints
 //!
@@ -57,6 +60,15 @@
 //! - `[4]` a second relay whose "full" group already holds `--preload` blobs (written through
 //!   the relay's storage library on its data dir before the binary starts on it): the preload
 //!   rate, then push→ack throughput into an empty group and into the full group of that relay.
+//! - With `--rotation`, `## Key rotation`, after `[4]`: the bare hybrid KEM envelope
+//!   (X25519 + ML-KEM-768, seal and open of a 32-byte payload) and one X25519 scalar
+//!   multiplication alone as baselines; what a member pays on each read of the group (opening
+//!   a grant, checking an enrollment); per group size the admin's planning in process (CPU per
+//!   grant, sealed with `seal_grant` to real KEM keys, against the bare envelope; the grant
+//!   envelope's, the record's and the whole request's bytes); then, against a relay process
+//!   of its own, one real `SyncClient` per device, and the wall time from the admin's
+//!   `rotate()` to the last member holding the new epoch, with the relay's and the devices'
+//!   CPU per rotation until the group is quiet again (see the `rotation` module). No target.
 //! - Ratios and this project's targets, each marked `met` or `not met`: relay throughput at
 //!   least 80 % of raw SQLite inserts (1 and 16 devices); idle push p99 at most 1 ms;
 //!   push→notify p99 at most 1.5 ms with no notify missing; a group holding the preload within
@@ -83,6 +95,7 @@ mod plan;
 mod preload;
 mod quic_baseline;
 mod relay;
+mod rotation;
 mod runner;
 mod sealed;
 mod session;
@@ -95,6 +108,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use echo::serve_echo;
+pub use rotation::DEFAULT_SIZES as DEFAULT_ROTATION_SIZES;
 pub use runner::run;
 pub use targets::{AttackFigures, Figures, Verdict, target_lines};
 
@@ -113,6 +127,13 @@ pub const PRELOAD_RANGE: RangeInclusive<usize> = 1..=10_000_000;
 pub const PUSHES_RANGE: RangeInclusive<usize> = 16..=10_000_000;
 /// Accepted `--samples` values (a tenth more are taken and dropped as warm-up).
 pub const SAMPLES_RANGE: RangeInclusive<usize> = 10..=1_000_000;
+/// Accepted group sizes of the key rotation section (devices, the admin included; a group's
+/// records name at most 512).
+pub const ROTATION_SIZE_RANGE: RangeInclusive<usize> = 2..=sync_crypto::MAX_MEMBERS;
+/// Most group sizes one key rotation section measures.
+pub const MAX_ROTATION_SIZES: usize = 8;
+/// Accepted `--rotations` values (timed rotations per group size).
+pub const ROTATIONS_RANGE: RangeInclusive<usize> = 1..=100;
 
 /// What one benchmark run does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +156,10 @@ pub struct BenchConfig {
     /// Repeat the 16-device throughput run and the idle latency run while hostile connections
     /// attack the relay (see the `attack` runs in the module documentation).
     pub attack: bool,
+    /// Group sizes of the key rotation section, in order; empty: no such section.
+    pub rotation_sizes: Vec<usize>,
+    /// Timed rotations per group size in the key rotation section.
+    pub rotations: usize,
 }
 
 impl BenchConfig {
@@ -149,6 +174,8 @@ impl BenchConfig {
             perf_prefix: None,
             perf_callgraph: false,
             attack: false,
+            rotation_sizes: Vec::new(),
+            rotations: 5,
         }
     }
 
@@ -157,16 +184,33 @@ impl BenchConfig {
         self.preload = 5_000;
         self.pushes = 2_000;
         self.samples = 200;
+        self.rotations = 3;
         self
     }
 
-    /// Checks the counts against [`PRELOAD_RANGE`], [`PUSHES_RANGE`] and [`SAMPLES_RANGE`].
+    /// Checks the counts against [`PRELOAD_RANGE`], [`PUSHES_RANGE`], [`SAMPLES_RANGE`],
+    /// [`ROTATIONS_RANGE`], and the key rotation group sizes against [`ROTATION_SIZE_RANGE`]
+    /// (at most [`MAX_ROTATION_SIZES`] of them).
     pub fn validate(&self) -> Result<(), BenchError> {
+        if self.rotation_sizes.len() > MAX_ROTATION_SIZES {
+            return Err(BenchError::Invalid(format!(
+                "{} rotation group sizes (at most {MAX_ROTATION_SIZES})",
+                self.rotation_sizes.len()
+            )));
+        }
+        let sizes = self
+            .rotation_sizes
+            .iter()
+            .map(|n| ("rotation group size", *n, ROTATION_SIZE_RANGE));
         for (name, value, range) in [
             ("preload", self.preload, PRELOAD_RANGE),
             ("pushes", self.pushes, PUSHES_RANGE),
             ("samples", self.samples, SAMPLES_RANGE),
-        ] {
+            ("rotations", self.rotations, ROTATIONS_RANGE),
+        ]
+        .into_iter()
+        .chain(sizes)
+        {
             if !range.contains(&value) {
                 return Err(BenchError::Invalid(format!(
                     "{name} {value} is out of range ({} to {})",
@@ -210,6 +254,9 @@ pub enum BenchError {
     /// The raw SQLite baseline failed.
     #[error("raw SQLite baseline: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A device of the key rotation section failed (connect, rotate, a wait that ran out).
+    #[error("key rotation: {0}")]
+    Rotation(String),
     /// A file, directory, thread or the output failed.
     #[error("{what}: {source}")]
     Io {
@@ -252,6 +299,12 @@ mod tests {
     fn defaults_and_quick_counts_are_valid() {
         config().validate().unwrap();
         config().quick().validate().unwrap();
+        BenchConfig {
+            rotation_sizes: DEFAULT_ROTATION_SIZES.to_vec(),
+            ..config().quick()
+        }
+        .validate()
+        .unwrap();
         assert!(config().quick().preload < config().preload);
     }
 
@@ -268,6 +321,22 @@ mod tests {
             },
             BenchConfig {
                 samples: 2_000_000,
+                ..config()
+            },
+            BenchConfig {
+                rotations: 0,
+                ..config()
+            },
+            BenchConfig {
+                rotation_sizes: vec![2, 1],
+                ..config()
+            },
+            BenchConfig {
+                rotation_sizes: vec![513],
+                ..config()
+            },
+            BenchConfig {
+                rotation_sizes: vec![2; MAX_ROTATION_SIZES + 1],
                 ..config()
             },
         ] {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use sync_testkit::RelayProcess;
+use sync_types::RelayAddr;
 
 use super::preload::{GROUP_MAX_BLOBS, GROUP_MAX_BYTES};
 use super::session::Peer;
@@ -17,6 +18,8 @@ pub(super) struct BenchRelay {
     process: RelayProcess,
     /// Where devices dial it.
     pub(super) peer: Peer,
+    /// Where `SyncClient`s dial it.
+    pub(super) addr: RelayAddr,
     /// Its process id.
     pub(super) pid: u32,
     http: SocketAddr,
@@ -25,6 +28,15 @@ pub(super) struct BenchRelay {
 impl BenchRelay {
     /// Starts `bin` on `data_dir` and waits until it reports ready.
     pub(super) async fn start(bin: &Path, data_dir: &Path) -> Result<Self, BenchError> {
+        Self::start_with(bin, data_dir, &[]).await
+    }
+
+    /// [`BenchRelay::start`] with `extra` arguments after the benchmark's own.
+    pub(super) async fn start_with(
+        bin: &Path,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Result<Self, BenchError> {
         let builder = RelayProcess::builder()
             .bin(bin)
             .data_dir(data_dir)
@@ -39,10 +51,12 @@ impl BenchRelay {
             .arg("--group-max-blobs")
             .arg(GROUP_MAX_BLOBS.to_string())
             .arg("--group-max-bytes")
-            .arg(GROUP_MAX_BYTES.to_string());
+            .arg(GROUP_MAX_BYTES.to_string())
+            .args(extra.iter().copied());
         let started = tokio::task::spawn_blocking(move || builder.start()).await;
         let process = joined(started, "starting the relay")??;
-        let peer = Peer::new(&process.relay_addr())?;
+        let addr = process.relay_addr();
+        let peer = Peer::new(&addr)?;
         let pid = process
             .pid()
             .ok_or_else(|| BenchError::Protocol("the relay has no process id".into()))?;
@@ -50,6 +64,7 @@ impl BenchRelay {
         Ok(Self {
             process,
             peer,
+            addr,
             pid,
             http,
         })

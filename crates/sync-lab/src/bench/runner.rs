@@ -15,6 +15,7 @@ use super::plan::{DEVICE_A, DEVICE_B, DEVICE_EMPTY, DEVICE_FULL, DEVICE_MANY, MA
 use super::preload::preload;
 use super::quic_baseline::{EchoProcess, pipelined, rtt};
 use super::relay::BenchRelay;
+use super::rotation::{self, Section};
 use super::sealed::{Group, frames};
 use super::session::{Device, endpoint};
 use super::targets::{AttackFigures, Figures, target_lines};
@@ -22,12 +23,18 @@ use super::{BenchConfig, BenchError, PLAIN, SEALED, joined, sqlite_baseline};
 use crate::stats::percentile;
 
 /// Lines to the output, flushed one by one (a full run takes minutes).
-struct Printer<'a> {
+pub(super) struct Printer<'a> {
     out: &'a mut (dyn Write + Send),
 }
 
-impl Printer<'_> {
-    fn line(&mut self, text: impl AsRef<str>) -> Result<(), BenchError> {
+impl<'a> Printer<'a> {
+    /// Lines to `out`.
+    pub(super) fn new(out: &'a mut (dyn Write + Send)) -> Self {
+        Self { out }
+    }
+
+    /// One line, flushed.
+    pub(super) fn line(&mut self, text: impl AsRef<str>) -> Result<(), BenchError> {
         writeln!(self.out, "{}", text.as_ref())
             .and_then(|()| self.out.flush())
             .map_err(BenchError::io("write the report"))
@@ -61,7 +68,7 @@ async fn close_all(devices: Vec<Device>) {
 }
 
 /// A temporary directory for one relay's data or the raw SQLite baseline.
-fn temp_dir(what: &str) -> Result<tempfile::TempDir, BenchError> {
+pub(super) fn temp_dir(what: &str) -> Result<tempfile::TempDir, BenchError> {
     tempfile::Builder::new()
         .prefix("sync-bench-")
         .tempdir()
@@ -77,7 +84,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<Figures, BenchError> {
     config.validate()?;
-    let mut p = Printer { out };
+    let mut p = Printer::new(out);
     let wall = Instant::now();
     p.line("# 0k-sync relay end-to-end benchmark")?;
     p.line(format!(
@@ -127,6 +134,11 @@ pub async fn run(
     bench.p.line("")?;
     bench.fresh_relay().await?;
     bench.preloaded_relay().await?;
+    if !config.rotation_sizes.is_empty() {
+        bench.p.line("")?;
+        let section = Section::new(&config.relay_bin, &config.rotation_sizes, config.rotations);
+        rotation::run(&section, &mut bench.p).await?;
+    }
     let Bench { f, mut p, .. } = bench;
     p.line("")?;
 
