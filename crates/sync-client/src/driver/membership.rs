@@ -213,11 +213,15 @@ impl Driver {
             }
             (Pending::History(_), Err(e)) => {
                 warn!(code = %e.code, "the relay refused a history grant");
+                self.run_queued();
             }
             (Pending::Genesis | Pending::Enroll, Err(e)) => {
                 warn!(code = %e.code, "membership request refused");
                 if e.code == ErrorCode::Conflict || e.code == ErrorCode::EpochSuperseded {
                     self.refresh_membership();
+                } else {
+                    // Not retried before the next read; the app's changes go on meanwhile.
+                    self.run_queued();
                 }
             }
             (
@@ -360,6 +364,11 @@ impl Driver {
         if holds_current && self.grant_history() {
             return;
         }
+        self.run_queued();
+    }
+
+    /// Runs the next change the app asked for, if any.
+    fn run_queued(&mut self) {
         if let Some((op, attempts)) = self.group.queued.pop_front() {
             self.run_change(op, attempts);
         }
