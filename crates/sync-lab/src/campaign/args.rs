@@ -23,6 +23,25 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     )
 }
 
+/// Slowest message rate of a group device.
+pub(super) const MIN_GROUP_RATE: f64 = 0.1;
+/// Fastest message rate of a group device.
+pub(super) const MAX_GROUP_RATE: f64 = 50.0;
+/// Shortest group phase, in seconds: a third of it each for traffic before the rotation,
+/// between the rotation and the revocation, and after the revocation.
+pub(super) const MIN_GROUP_SECONDS: u64 = 3;
+/// Longest group phase taken from `--duration` when `--group-duration` is not given.
+const GROUP_SECONDS_FROM_DURATION: u64 = 60;
+
+/// `--group-rate`: messages per second of each group device.
+fn parse_group_rate(s: &str) -> Result<f64, String> {
+    parse_number(
+        s,
+        |r| (MIN_GROUP_RATE..=MAX_GROUP_RATE).contains(&r),
+        &format!("must be {MIN_GROUP_RATE} to {MAX_GROUP_RATE} messages/s per device"),
+    )
+}
+
 /// A threshold: a finite number ≥ 0 (NaN would make every comparison pass).
 fn parse_threshold(s: &str) -> Result<f64, String> {
     parse_number(s, |v| v >= 0.0, "must be a finite number ≥ 0")
@@ -31,7 +50,7 @@ fn parse_threshold(s: &str) -> Result<f64, String> {
 /// Shown after `--help`.
 const AFTER_HELP: &str = "Exit codes: 0 every phase that ran passed and at least one measured \
 something; 3 a threshold was missed; 4 nothing was measured (only phases that are not \
-available, e.g. --phase group or --phase failover); 1 setup or runtime error; 2 bad command line.";
+available, e.g. --phase failover); 1 setup or runtime error; 2 bad command line.";
 
 /// Which phases to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +61,7 @@ pub enum PhaseArg {
     Burst,
     /// Encryption and signatures verified end to end.
     E2e,
-    /// Group traffic across a key rotation (not available yet).
+    /// Group traffic across a key rotation and a revocation; the revoked device refused.
     Group,
     /// Primary relay killed (not available yet).
     Failover,
@@ -95,7 +114,8 @@ pub struct Args {
         requires = "impair"
     )]
     pub impair_phases: Vec<PhaseArg>,
-    /// Length of the endurance phase in seconds (1 to 2592000, 30 days).
+    /// Length of the endurance phase in seconds (1 to 2592000, 30 days); also of the group
+    /// phase when --group-duration is not given (then at least 3 and at most 60).
     #[arg(long, value_name = "SECONDS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..=2_592_000))]
     pub duration: u64,
@@ -135,6 +155,18 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub e2e_count: u32,
+    /// Devices besides the admin in the group phase (2 to 16); the last one is revoked.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(2..=16))]
+    pub group_devices: u16,
+    /// Messages per second each group device pushes, the admin included (0.1 to 50).
+    #[arg(long, value_name = "RATE", default_value_t = 2.0, value_parser = parse_group_rate)]
+    pub group_rate: f64,
+    /// Length of the group phase's traffic in seconds (3 to 86400): the rotation comes after a
+    /// third of it, the revocation after two thirds. Default: --duration, at most 60.
+    #[arg(long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(3..=86_400))]
+    pub group_duration: Option<u64>,
     /// Messages per second in the endurance phase (0.001 to 1000).
     #[arg(long, value_name = "RATE", default_value_t = 1.0, value_parser = parse_rate)]
     pub rate: f64,
@@ -157,6 +189,10 @@ pub struct Args {
     /// Threshold: largest p99 RTT of any phase, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000.0, value_parser = parse_threshold)]
     pub max_p99_ms: f64,
+    /// Threshold: longest time from the admin's revoke() call to the revoked device seeing
+    /// itself refused (its session ended or its reconnect refused), milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000.0, value_parser = parse_threshold)]
+    pub max_refusal_ms: f64,
     /// Threshold: largest relay RSS growth after warm-up in the endurance phase, percent per
     /// hour (judged only over at least --min-soak-window seconds).
     #[arg(long, value_name = "PCT", default_value_t = 10.0, value_parser = parse_threshold)]
@@ -179,10 +215,27 @@ impl Args {
         self.phase == PhaseArg::All || self.phase == phase
     }
 
+    /// Length of the group phase's traffic in seconds: `--group-duration`, else `--duration`
+    /// within 3 to 60.
+    pub fn group_seconds(&self) -> u64 {
+        self.group_duration.unwrap_or_else(|| {
+            self.duration
+                .clamp(MIN_GROUP_SECONDS, GROUP_SECONDS_FROM_DURATION)
+        })
+    }
+
     /// Messages the selected phases are planned to send (the progress bar's length).
     pub fn planned_messages(&self) -> u64 {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let endurance = (self.duration as f64 * self.rate) as u64;
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let group = (f64::from(self.group_devices + 1)
+            * self.group_rate
+            * self.group_seconds() as f64) as u64;
         [
             (PhaseArg::Ping, u64::from(self.ping_count)),
             (
@@ -190,6 +243,7 @@ impl Args {
                 u64::from(self.burst_rounds) * u64::from(self.burst_size),
             ),
             (PhaseArg::E2e, u64::from(self.e2e_count)),
+            (PhaseArg::Group, group),
             (PhaseArg::Endurance, endurance),
         ]
         .iter()
@@ -207,6 +261,7 @@ impl Args {
             rss_warmup_s: self.rss_warmup,
             min_soak_window_s: self.min_soak_window,
             fd_slack: self.fd_slack,
+            max_refusal_ms: self.max_refusal_ms,
         }
     }
 }
@@ -246,6 +301,12 @@ mod tests {
             &["--reply-timeout", "18446744073709551615"],
             &["--max-loss-pct", "NaN"],
             &["--max-p99-ms", "-1"],
+            &["--group-devices", "1"],
+            &["--group-devices", "17"],
+            &["--group-rate", "0"],
+            &["--group-rate", "51"],
+            &["--group-duration", "2"],
+            &["--max-refusal-ms", "NaN"],
         ] {
             let e = parse(bad).expect_err(&format!("{bad:?} must be refused"));
             assert_eq!(e.exit_code(), 2, "{bad:?}: a bad command line");
@@ -257,11 +318,30 @@ mod tests {
     #[test]
     fn only_selected_phases_count_towards_the_plan() {
         let all = parse(&["--duration", "10", "--rate", "2"]).unwrap();
-        assert_eq!(all.planned_messages(), 20 + 3 * 100 + 50 + 20);
+        // The group phase: 5 devices at 2 msg/s for 10 s.
+        assert_eq!(all.planned_messages(), 20 + 3 * 100 + 50 + 100 + 20);
         let ping = parse(&["--phase", "ping", "--ping-count", "7"]).unwrap();
         assert_eq!(ping.planned_messages(), 7);
         assert!(ping.selected(PhaseArg::Ping) && !ping.selected(PhaseArg::Burst));
-        let group = parse(&["--phase", "group"]).unwrap();
-        assert_eq!(group.planned_messages(), 0);
+        let group = parse(&[
+            "--phase",
+            "group",
+            "--group-devices",
+            "3",
+            "--duration",
+            "20",
+        ]);
+        assert_eq!(group.unwrap().planned_messages(), 4 * 2 * 20);
+        let failover = parse(&["--phase", "failover"]).unwrap();
+        assert_eq!(failover.planned_messages(), 0);
+    }
+
+    #[test]
+    fn the_group_phase_takes_its_length_from_duration_within_bounds() {
+        let len = |extra: &[&str]| parse(extra).unwrap().group_seconds();
+        assert_eq!(len(&[]), 60, "the 1 h default is capped");
+        assert_eq!(len(&["--duration", "20"]), 20);
+        assert_eq!(len(&["--duration", "1"]), 3, "a third each needs 3 s");
+        assert_eq!(len(&["--duration", "5", "--group-duration", "600"]), 600);
     }
 }

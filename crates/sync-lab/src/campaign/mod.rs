@@ -5,7 +5,8 @@
 //! - [`Args`]: the command line;
 //! - `--local` starts a relay (`sync-relay`) and a responder (this executable's `responder`
 //!   subcommand) on loopback for the run, optionally behind the impairment proxy (`--impair`);
-//! - the phases: ping, burst, e2e, endurance (group and failover are not available yet);
+//! - the phases: ping, burst, e2e, group (a group of its own: traffic across a key rotation
+//!   and a revocation), endurance (failover is not available yet);
 //! - [`verdict`]: the pure judgement of what was measured.
 //!
 //! Exit codes: 0 every phase that ran met its thresholds and at least one measured something;
@@ -16,6 +17,7 @@
 mod args;
 mod e2e;
 mod error;
+mod group;
 mod impairment;
 mod local;
 mod phases;
@@ -34,6 +36,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use sync_client::{InvitedGroup, SyncClient};
 use sync_types::{bind_addr_for, unix_ms};
+
+use self::group::GroupTarget;
 
 pub use args::{Args, PhaseArg};
 pub use error::CampaignError;
@@ -91,6 +95,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
     };
     let (device_dir, _temp_device) = device_dir(&args)?;
     let dial = impair.as_ref().map(|i| vec![i.local_addr()]);
+    let group_target = group_target(&joined, dial.clone(), local.is_some());
     let client = connect(&joined, &device_dir, dial, local.is_some()).await?;
 
     bar.set_length(args.planned_messages());
@@ -122,7 +127,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
     // Periodic relay samples for the whole run.
     let sampler = session.spawn_sampler(Duration::from_secs(args.sample_interval));
     let relay_data = local.as_ref().map(|l| l.relay.data_dir().to_path_buf());
-    let ran = run_phases(&session, &args, relay_data.as_deref()).await;
+    let ran = run_phases(&session, &args, relay_data.as_deref(), &group_target).await;
     sampler.abort();
     teardown(&session, background, &client).await;
     let mut stop_ok = true;
@@ -133,6 +138,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
     let verdict = verdict::judge(
         &ran.phases,
         ran.e2e.as_ref(),
+        ran.group.as_ref(),
         ran.soak.as_ref(),
         &args.thresholds(),
     );
@@ -182,6 +188,11 @@ fn measured(session: &Session, ran: Ran, sampling: String) -> Measured {
             .impair
             .as_ref()
             .map(Impairment::periods)
+            .unwrap_or_default(),
+        markers: session
+            .markers
+            .lock()
+            .map(|v| v.clone())
             .unwrap_or_default(),
     }
 }
@@ -262,6 +273,22 @@ fn echo_around(bar: &ProgressBar) -> Echo {
     })
 }
 
+/// Where the group phase's devices connect: like the campaign device, to the relay of `joined`
+/// or to `dial` (the impairment proxy).
+fn group_target(joined: &InvitedGroup, dial: Option<Vec<SocketAddr>>, local: bool) -> GroupTarget {
+    let relay = joined.relay.socket_addrs();
+    GroupTarget {
+        relay_id: joined.relay.id,
+        bind: if local {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        } else {
+            bind_addr_for(&relay)
+        },
+        dial: dial.unwrap_or(relay),
+        fast_reconnect: local,
+    }
+}
+
 /// Connects the campaign device (state in `dir`) to the relay of `joined`, or to `dial` (the
 /// impairment proxy) when given; it must be connected to go on.
 async fn connect(
@@ -299,14 +326,21 @@ async fn connect(
 struct Ran {
     phases: Vec<PhaseResult>,
     e2e: Option<verdict::E2eCheck>,
+    group: Option<verdict::GroupCheck>,
     soak: Option<soak::Verdict>,
 }
 
 /// Runs (or skips) every phase in order, each impaired when `--impair` applies to it.
-async fn run_phases(session: &Arc<Session>, args: &Args, relay_data: Option<&Path>) -> Ran {
+async fn run_phases(
+    session: &Arc<Session>,
+    args: &Args,
+    relay_data: Option<&Path>,
+    group_target: &GroupTarget,
+) -> Ran {
     let mut ran = Ran {
         phases: Vec::new(),
         e2e: None,
+        group: None,
         soak: None,
     };
     for phase in [
@@ -323,9 +357,6 @@ async fn run_phases(session: &Arc<Session>, args: &Args, relay_data: Option<&Pat
             continue;
         }
         let why = match phase {
-            PhaseArg::Group => Some(
-                "group encryption with key rotation is not implemented yet (no key rotation in sync-crypto/sync-client)",
-            ),
             PhaseArg::Failover => {
                 Some("relay failover is not implemented yet (a client dials one relay)")
             }
@@ -342,6 +373,11 @@ async fn run_phases(session: &Arc<Session>, args: &Args, relay_data: Option<&Pat
             PhaseArg::E2e => {
                 let (result, check) = e2e::run(session, args, relay_data).await;
                 ran.e2e = Some(check);
+                result
+            }
+            PhaseArg::Group => {
+                let (result, check) = group::run(session, args, group_target).await;
+                ran.group = Some(check);
                 result
             }
             _ => {

@@ -12,7 +12,7 @@ use super::Args;
 use super::CampaignError;
 use super::verdict::Verdict;
 use crate::events::{EventLog, round3};
-use crate::report::{self, Impairment, PhaseResult, Point, Report};
+use crate::report::{self, Impairment, Marker, PhaseResult, Point, Report};
 use crate::soak::{self, Sample};
 
 /// The UTC date (`YYYY-MM-DD`) and time (`HH:MM:SS`) of a Unix time in seconds.
@@ -107,12 +107,15 @@ impl<'a> Setup<'a> {
             }
         });
         let counts = format!(
-            "ping {} (gap {} ms), burst {}×{}, e2e {}, endurance {} s at {}/s (windows of {} s), reply timeout {} s",
+            "ping {} (gap {} ms), burst {}×{}, e2e {}, group {} devices + admin at {}/s each for {} s, endurance {} s at {}/s (windows of {} s), reply timeout {} s",
             a.ping_count,
             a.ping_gap_ms,
             a.burst_rounds,
             a.burst_size,
             a.e2e_count,
+            a.group_devices,
+            a.group_rate,
+            a.group_seconds(),
             a.duration,
             a.rate,
             a.rolling_interval,
@@ -165,6 +168,8 @@ pub(super) struct Measured {
     pub(super) soak: Option<soak::Verdict>,
     /// Impaired periods.
     pub(super) impairments: Vec<Impairment>,
+    /// Key events.
+    pub(super) markers: Vec<Marker>,
 }
 
 /// Writes the `campaign_end` event, then the event log, `campaign-report.md` and `report.html`
@@ -205,6 +210,11 @@ pub(super) fn write(
         sampling: measured.sampling,
         soak: measured.soak,
         impairments: measured.impairments,
+        markers: {
+            let mut m = measured.markers;
+            m.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+            m
+        },
         duration_s,
     };
     log.finish()

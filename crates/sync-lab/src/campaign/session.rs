@@ -18,7 +18,7 @@ use super::impairment::Impairment;
 use crate::device::{self, Incoming};
 use crate::events::EventLog;
 use crate::protocol;
-use crate::report::Point;
+use crate::report::{Marker, Point};
 use crate::soak::{self, Sample, Target};
 
 /// How often the receiver pulls even without an announcement (a safety net).
@@ -74,6 +74,7 @@ pub(super) struct Session {
     phase: Arc<Mutex<String>>,
     pub(super) points: Mutex<Vec<Point>>,
     pub(super) samples: Mutex<Vec<Sample>>,
+    pub(super) markers: Mutex<Vec<Marker>>,
     target: Target,
     reply_timeout: Duration,
     responder: Mutex<Option<DeviceId>>,
@@ -134,6 +135,7 @@ impl Session {
             phase,
             points: Mutex::new(Vec::new()),
             samples: Mutex::new(Vec::new()),
+            markers: Mutex::new(Vec::new()),
             target,
             reply_timeout: reply_timeout.max(Duration::from_secs(1)),
             responder: Mutex::new(responder),
@@ -171,6 +173,23 @@ impl Session {
     /// Writes one event.
     pub(super) fn emit(&self, phase: &str, event: &str, fields: &[(&str, Value)]) {
         self.log.emit(phase, event, fields);
+    }
+
+    /// Marks a key event now, for the reports' charts and lists.
+    pub(super) fn mark(&self, label: String) {
+        let at_s = self.log.elapsed_s();
+        if let Ok(mut m) = self.markers.lock() {
+            m.push(Marker { at_s, label });
+        }
+    }
+
+    /// Records messages of a phase that does not go through [`Session::wait`]: on the RTT
+    /// and rate charts, and one step each on the progress bar.
+    pub(super) fn record_points(&self, points: &[Point]) {
+        self.bar.inc(points.len() as u64);
+        if let Ok(mut p) = self.points.lock() {
+            p.extend_from_slice(points);
+        }
     }
 
     /// Remembers the first device that answered as the responder.

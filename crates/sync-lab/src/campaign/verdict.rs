@@ -1,6 +1,7 @@
 //! The campaign's verdict, as pure functions of what was measured: [`check_phase`] holds one
-//! phase's messages against the loss and p99 thresholds when the phase ends, [`judge`] the whole
-//! run (the threshold table, PASS / FAIL / NOT MEASURED and the exit code).
+//! phase's messages against the loss and p99 thresholds when the phase ends, [`group_rows`] the
+//! group phase's key rotation and revocation, [`judge`] the whole run (the threshold table,
+//! PASS / FAIL / NOT MEASURED and the exit code).
 
 use crate::report::{PhaseResult, PhaseStatus, ThresholdRow};
 use crate::soak::{self, LeakLimits};
@@ -26,6 +27,9 @@ pub struct Thresholds {
     pub min_soak_window_s: u64,
     /// Open FDs of the relay at the end of endurance may exceed those at its start by this many.
     pub fd_slack: u64,
+    /// Longest time from the admin calling `revoke()` to the revoked device seeing itself
+    /// refused, milliseconds (group phase).
+    pub max_refusal_ms: f64,
 }
 
 impl Thresholds {
@@ -85,6 +89,134 @@ impl E2eCheck {
         self.failed == 0 && self.rejected == 0 && self.plaintext.ok()
     }
 }
+
+/// A key change the group phase's admin made (a rotation, or a revocation, which is a rotation
+/// leaving devices out).
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyChange {
+    /// Done: the new epoch, and how long the admin's call took (milliseconds).
+    Done {
+        /// The epoch the group moved to.
+        epoch: u32,
+        /// From the call to its return.
+        call_ms: f64,
+    },
+    /// Refused, failed or never attempted (the phase's setup failed): why.
+    Failed(String),
+}
+
+impl KeyChange {
+    /// For reports: `epoch 1 in 12.3 ms`, or `FAILED: …`.
+    pub fn describe(&self) -> String {
+        match self {
+            KeyChange::Done { epoch, call_ms } => format!("epoch {epoch} in {call_ms:.1} ms"),
+            KeyChange::Failed(why) => format!("FAILED: {why}"),
+        }
+    }
+
+    fn done(&self) -> bool {
+        matches!(self, KeyChange::Done { .. })
+    }
+}
+
+/// The revoked device seeing itself refused by the relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// From the admin calling `revoke()` to the device seeing the refusal, milliseconds.
+    pub after_call_ms: f64,
+    /// What it saw: its session ended, or a reconnect refused (with the relay's code).
+    pub how: String,
+}
+
+/// What the group phase measured: traffic of the remaining members across a key rotation and a
+/// revocation, and the revoked device after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupCheck {
+    /// The admin's rotation.
+    pub rotation: KeyChange,
+    /// The admin's revocation of one device.
+    pub revocation: KeyChange,
+    /// Messages every other remaining member had to receive: every message of a remaining
+    /// member, and every message of the revoked device the relay acknowledged before the
+    /// revocation.
+    pub messages: u64,
+    /// Of those, messages that did not reach every other remaining member.
+    pub lost: u64,
+    /// Blobs a remaining member pulled and could not open or verify.
+    pub undecryptable: u64,
+    /// Other integrity problems remaining members found (replays, withheld cursors, gaps in a
+    /// sender's numbering).
+    pub integrity: u64,
+    /// When and how the revoked device saw itself refused; `None`: it never did.
+    pub refusal: Option<Refusal>,
+    /// Plaintext blobs the revoked device obtained that were sealed after `revoke()` returned.
+    pub revoked_reads: u64,
+    /// Sessions the relay admitted for the revoked device after `revoke()` returned.
+    pub revoked_admitted: u64,
+}
+
+impl GroupCheck {
+    /// Every group threshold met.
+    pub fn ok(&self, limits: &Thresholds) -> bool {
+        group_rows(self, limits).iter().all(|r| r.ok)
+    }
+}
+
+/// The group phase's rows of the threshold table: both key changes done, nothing lost, nothing
+/// undecryptable, the revoked device refused within `--max-refusal-ms` and reading nothing new.
+pub fn group_rows(c: &GroupCheck, limits: &Thresholds) -> Vec<ThresholdRow> {
+    let refused = match &c.refusal {
+        Some(r) => ThresholdRow {
+            name: GROUP_REFUSAL.into(),
+            limit: format!("≤ {} ms", limits.max_refusal_ms),
+            observed: format!("{:.1} ms ({})", r.after_call_ms, r.how),
+            ok: r.after_call_ms <= limits.max_refusal_ms,
+        },
+        None => ThresholdRow {
+            name: GROUP_REFUSAL.into(),
+            limit: format!("≤ {} ms", limits.max_refusal_ms),
+            observed: "never refused".into(),
+            ok: false,
+        },
+    };
+    vec![
+        ThresholdRow {
+            name: "group: key rotation, then revocation, by the admin".into(),
+            limit: "both done".into(),
+            observed: format!(
+                "rotation {}; revocation {}",
+                c.rotation.describe(),
+                c.revocation.describe()
+            ),
+            ok: c.rotation.done() && c.revocation.done(),
+        },
+        ThresholdRow {
+            name: "group: messages lost across the rotation and revocation (remaining members)"
+                .into(),
+            limit: "0".into(),
+            observed: format!("{} of {}", c.lost, c.messages),
+            ok: c.lost == 0,
+        },
+        ThresholdRow {
+            name: "group: blobs undecryptable, other integrity problems (remaining members)"
+                .into(),
+            limit: "0, 0".into(),
+            observed: format!("{}, {}", c.undecryptable, c.integrity),
+            ok: c.undecryptable == 0 && c.integrity == 0,
+        },
+        refused,
+        ThresholdRow {
+            name: "group: revoked device's reads of blobs sealed after its revocation, sessions admitted after it".into(),
+            limit: "0, 0".into(),
+            observed: format!("{}, {}", c.revoked_reads, c.revoked_admitted),
+            ok: c.revoked_reads == 0 && c.revoked_admitted == 0,
+        },
+    ]
+}
+
+/// The refusal row's name.
+const GROUP_REFUSAL: &str =
+    "group: revoked device refused, from the revoke() call (--max-refusal-ms)";
 
 /// Holds one phase's messages against the thresholds; what fails, in words (empty: it passes).
 /// A phase that sent nothing, or got no answer at all, fails: it measured nothing.
@@ -213,11 +345,12 @@ fn worst_row(
 }
 
 /// Judges a finished campaign: `phases` as they ended (their status set by [`check_phase`] and
-/// the phase's own checks), the e2e phase's verification and the endurance phase's soak
-/// verdict when those ran.
+/// the phase's own checks), the e2e phase's verification, the group phase's checks and the
+/// endurance phase's soak verdict when those ran.
 pub fn judge(
     phases: &[PhaseResult],
     e2e: Option<&E2eCheck>,
+    group: Option<&GroupCheck>,
     soak: Option<&soak::Verdict>,
     limits: &Thresholds,
 ) -> Verdict {
@@ -245,6 +378,9 @@ pub fn judge(
             observed: format!("{}, {}, {}", c.failed, c.rejected, c.plaintext.describe()),
             ok: c.ok(),
         });
+    }
+    if let Some(g) = group {
+        thresholds.extend(group_rows(g, limits));
     }
     if let Some(v) = soak {
         thresholds.push(ThresholdRow {

@@ -198,7 +198,20 @@ pub async fn run_churn(
         .await
         .ok_or(LoadError::Metrics(http))? as u64;
     let fd_baseline = match config.relay_pid {
-        Some(pid) => Some((pid, read_fd_count(pid).ok_or(LoadError::Proc(pid))?)),
+        Some(pid) => {
+            // The relay keeps a few pooled read connections to its database, opened on demand
+            // (and kept): one round of `overlap` devices first opens them, so the baseline is
+            // the relay at work, and what the churn leaves above it is what it leaked.
+            let warm = ChurnConfig {
+                connections: config.overlap.min(config.connections),
+                seed: config.seed.map(|s| s.wrapping_add(1)),
+                ..config.clone()
+            };
+            let warm_groups = group_materials(warm.connections, warm.group_size, warm.seed);
+            churn_devices(target, &warm, &warm_groups).await?;
+            settle_sessions(target, baseline, config.settle_timeout).await;
+            Some((pid, read_fd_count(pid).ok_or(LoadError::Proc(pid))?))
+        }
         None => None,
     };
     let materials = group_materials(config.connections, config.group_size, config.seed);

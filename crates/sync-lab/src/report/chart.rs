@@ -1,9 +1,10 @@
 //! The HTML report's charts: inline SVG, one x axis in seconds since the campaign started,
-//! phase starts as dashed lines, impairment periods shaded, lost messages as red ticks.
+//! phase starts as dashed lines, impairment periods shaded, key events as purple lines, lost
+//! messages as red ticks.
 
 use std::fmt::Write as _;
 
-use super::{Impairment, PhaseResult, Point, escape};
+use super::{Impairment, Marker, PhaseResult, Point, escape};
 
 const W: f64 = 900.0;
 const H: f64 = 260.0;
@@ -37,7 +38,12 @@ pub(super) struct Chart<'a> {
     pub(super) lost: Vec<f64>,
     pub(super) phases: &'a [PhaseResult],
     pub(super) shades: &'a [Impairment],
+    /// Key events: a purple line each, labelled at the foot of the plot.
+    pub(super) markers: &'a [Marker],
 }
+
+/// The colour of key event markers.
+const MARKER_COLOR: &str = "#7b2cbf";
 
 pub(super) fn nice_max(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
@@ -97,6 +103,20 @@ pub(super) fn chart(c: &Chart<'_>) -> String {
                 escape(&p.name)
             );
         }
+    }
+    // Key events: labels at three heights in turn, so events close together stay legible.
+    for (i, m) in c.markers.iter().enumerate() {
+        let x = sx(m.at_s);
+        #[allow(clippy::cast_precision_loss)]
+        let ly = MT + ph - 4.0 - 11.0 * (i % 3) as f64;
+        let _ = write!(
+            o,
+            r#"<g class="marker"><title>{t} at {at:.1} s</title><line x1="{x:.1}" y1="{MT}" x2="{x:.1}" y2="{b:.1}" stroke="{MARKER_COLOR}" stroke-width="1.5"/><text x="{tx:.1}" y="{ly:.1}" font-size="10" fill="{MARKER_COLOR}">{t}</text></g>"#,
+            t = escape(&m.label),
+            at = m.at_s,
+            b = MT + ph,
+            tx = x + 2.0,
+        );
     }
     // Axes and ticks.
     let _ = write!(

@@ -49,6 +49,18 @@ pub fn html(r: &Report) -> String {
         }
     }
     o.push_str("</table>\n");
+    if !r.markers.is_empty() {
+        o.push_str("<h2>Key events</h2><table><tr><th>At</th><th>Event</th></tr>");
+        for m in &r.markers {
+            let _ = write!(
+                o,
+                "<tr><td>{:.3} s</td><td>{}</td></tr>",
+                m.at_s,
+                escape(&m.label)
+            );
+        }
+        o.push_str("</table>\n");
+    }
     let mut answered = Vec::new();
     let mut lost = Vec::new();
     for p in &r.points {
@@ -57,7 +69,7 @@ pub fn html(r: &Report) -> String {
             None => lost.push(p.sent_s),
         }
     }
-    o.push_str("<h2>Round-trip time</h2><p>Each dot is one message (x: when it was sent, y: its round trip through the relay and the responder). Red ticks at the top: messages never answered. Dashed lines: phase starts. Shaded: impairment.</p>\n");
+    o.push_str("<h2>Round-trip time</h2><p>Each dot is one message (x: when it was sent, y: its round trip through the relay and the responder; in the group phase, the time until the last remaining member had pulled and opened it). Red ticks at the top: messages never answered (never delivered to every remaining member). Dashed lines: phase starts. Purple lines: key events (rotation, revocation, the revoked device refused). Shaded: impairment.</p>\n");
     o.push_str(&chart(&Chart {
         title: "RTT over time",
         y_label: "RTT (ms)",
@@ -71,6 +83,7 @@ pub fn html(r: &Report) -> String {
         lost,
         phases: &r.phases,
         shades: &r.impairments,
+        markers: &r.markers,
     }));
     o.push_str("\n<h2>Message rate</h2>\n");
     o.push_str(&chart(&Chart {
@@ -86,6 +99,7 @@ pub fn html(r: &Report) -> String {
         lost: Vec::new(),
         phases: &r.phases,
         shades: &r.impairments,
+        markers: &r.markers,
     }));
     let _ = write!(o, "\n<h2>Relay soak</h2><p>{}</p>\n", escape(&r.sampling));
     #[allow(clippy::cast_precision_loss)]
@@ -123,6 +137,7 @@ pub fn html(r: &Report) -> String {
             lost: Vec::new(),
             phases: &r.phases,
             shades: &r.impairments,
+            markers: &r.markers,
         }));
     }
     if let Some(v) = &r.soak {

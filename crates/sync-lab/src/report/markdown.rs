@@ -40,6 +40,14 @@ pub fn markdown(r: &Report) -> String {
             }
         }
     }
+    if !r.markers.is_empty() {
+        let _ = writeln!(o, "\n### Key events\n");
+        let _ = writeln!(o, "| At | Event |");
+        let _ = writeln!(o, "|---|---|");
+        for m in &r.markers {
+            let _ = writeln!(o, "| {:.3} s | {} |", m.at_s, m.label);
+        }
+    }
     let noted: Vec<&PhaseResult> = r.phases.iter().filter(|p| !p.notes.is_empty()).collect();
     if !noted.is_empty() {
         let _ = writeln!(o, "\n### Notes\n");

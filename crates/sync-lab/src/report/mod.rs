@@ -1,6 +1,6 @@
 //! The campaign's reports: `campaign-report.md` (setup, per-phase results, thresholds, soak)
 //! and `report.html` (self-contained: inline SVG charts of RTT over time, message rate and the
-//! relay's soak figures, impairment periods shaded; no script, no network).
+//! relay's soak figures, impairment periods shaded, key events marked; no script, no network).
 
 mod chart;
 mod html;
@@ -88,6 +88,16 @@ pub struct Impairment {
     pub spec: String,
 }
 
+/// A key event (a key rotation, a revocation, a device refused), marked on every chart and
+/// listed in the reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    /// When, seconds since the campaign started.
+    pub at_s: f64,
+    /// What happened, e.g. `key rotation → epoch 1`.
+    pub label: String,
+}
+
 /// Everything the reports show.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -111,6 +121,8 @@ pub struct Report {
     pub soak: Option<Verdict>,
     /// Impairment periods.
     pub impairments: Vec<Impairment>,
+    /// Key events, in time order.
+    pub markers: Vec<Marker>,
     /// Total duration in seconds.
     pub duration_s: f64,
 }

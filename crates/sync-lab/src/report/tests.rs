@@ -15,10 +15,17 @@ fn sample_report() -> Report {
             },
             PhaseResult {
                 name: "group".into(),
+                status: PhaseStatus::Pass,
+                summary: Some(Summary::new(2, 0, &[4.0, 6.0])),
+                span_s: Some((1.0, 3.0)),
+                notes: vec![],
+            },
+            PhaseResult {
+                name: "failover".into(),
                 status: PhaseStatus::NotAvailable,
                 summary: None,
                 span_s: None,
-                notes: vec!["needs key rotation".into()],
+                notes: vec!["needs relay failover".into()],
             },
         ],
         thresholds: vec![ThresholdRow {
@@ -55,6 +62,16 @@ fn sample_report() -> Report {
             to_s: 2.0,
             spec: "loss=5%".into(),
         }],
+        markers: vec![
+            Marker {
+                at_s: 1.5,
+                label: "key rotation → epoch 1".into(),
+            },
+            Marker {
+                at_s: 2.5,
+                label: "revoked <dev> → epoch 2".into(),
+            },
+        ],
         duration_s: 3.0,
     }
 }
@@ -63,7 +80,10 @@ fn sample_report() -> Report {
 fn markdown_has_the_tables() {
     let md = markdown(&sample_report());
     assert!(md.contains("| ping | PASS | 2/3 | 33.33 % |"), "{md}");
-    assert!(md.contains("| group | NOT AVAILABLE |"));
+    assert!(md.contains("| group | PASS | 2/2 | 0 % |"), "{md}");
+    assert!(md.contains("| failover | NOT AVAILABLE |"));
+    assert!(md.contains("### Key events"), "{md}");
+    assert!(md.contains("| 1.500 s | key rotation → epoch 1 |"), "{md}");
     assert!(md.contains("**FAILED**"));
     assert!(md.contains("`loss=5%`"));
 }
@@ -79,6 +99,10 @@ fn html_is_self_contained_with_charts_and_shading() {
         "{h}"
     );
     assert!(h.contains("t &lt;x&gt;"));
+    // A marker for each key event on each chart (RTT, rate, RSS, FDs, sessions), escaped.
+    assert_eq!(h.matches("<g class=\"marker\">").count(), 2 * 5, "{h}");
+    assert!(h.contains("revoked &lt;dev&gt; → epoch 2 at 2.5 s"), "{h}");
+    assert!(h.contains("<td>2.500 s</td><td>revoked &lt;dev&gt; → epoch 2</td>"));
     assert!(!h.contains("<script"));
     assert!(!h.contains("http://") || h.contains("http://www.w3.org/2000/svg"));
     assert!(!h.contains("https://"));

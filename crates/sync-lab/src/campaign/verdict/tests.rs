@@ -9,6 +9,7 @@ fn limits() -> Thresholds {
         rss_warmup_s: 300,
         min_soak_window_s: 600,
         fd_slack: 2,
+        max_refusal_ms: 10_000.0,
     }
 }
 
@@ -87,6 +88,7 @@ fn a_phase_that_sent_nothing_fails() {
         ],
         None,
         None,
+        None,
         &limits(),
     );
     assert_eq!((v.outcome, v.exit_code()), (Outcome::Fail, EXIT_THRESHOLD));
@@ -104,10 +106,11 @@ fn clean_measured_phases_pass_with_every_threshold_met() {
     let v = judge(
         &[
             phase("ping", clean(), true),
-            without_summary("group", PhaseStatus::NotAvailable),
-            without_summary("failover", PhaseStatus::Skipped),
+            without_summary("failover", PhaseStatus::NotAvailable),
+            without_summary("burst", PhaseStatus::Skipped),
         ],
         Some(&e2e(0, 0, PlaintextScan::Found(0))),
+        None,
         Some(&soak_verdict(pass("flat"), pass("back"))),
         &limits(),
     );
@@ -127,6 +130,7 @@ fn loss_above_the_limit_fails_the_loss_threshold() {
     assert!(check_phase(&lossy, &limits())[0].contains("loss 10.00 % above the limit 0 %"));
     let v = judge(
         &[phase("ping", clean(), true), phase("burst", lossy, true)],
+        None,
         None,
         None,
         &limits(),
@@ -157,7 +161,7 @@ fn p99_above_the_limit_fails_the_p99_threshold() {
         notes: failures,
         ..phase("ping", clean(), true)
     };
-    let v = judge(&[ended], None, None, &strict);
+    let v = judge(&[ended], None, None, None, &strict);
     assert_eq!(v.exit_code(), EXIT_THRESHOLD);
     assert_eq!(failed_names(&v), ["p99 RTT, each phase (--max-p99-ms)"]);
 }
@@ -175,6 +179,7 @@ fn e2e_verification_failures_rejections_and_plaintext_fail_the_e2e_threshold() {
             &[phase("e2e", clean(), check.ok())],
             Some(&check),
             None,
+            None,
             &limits(),
         );
         assert_eq!(v.exit_code(), EXIT_THRESHOLD, "{check:?}");
@@ -185,6 +190,7 @@ fn e2e_verification_failures_rejections_and_plaintext_fail_the_e2e_threshold() {
     let v = judge(
         &[phase("e2e", clean(), remote.ok())],
         Some(&remote),
+        None,
         None,
         &limits(),
     );
@@ -209,6 +215,7 @@ fn rss_growth_and_fds_left_open_fail_their_thresholds() {
         let v = judge(
             &[phase("endurance", clean(), leak_ok)],
             None,
+            None,
             Some(&soak),
             &limits(),
         );
@@ -217,6 +224,7 @@ fn rss_growth_and_fds_left_open_fail_their_thresholds() {
     }
     let v = judge(
         &[phase("endurance", clean(), true)],
+        None,
         None,
         Some(&soak_verdict(pass("flat"), pass("back"))),
         &limits(),
@@ -234,6 +242,7 @@ fn a_soak_not_judged_is_not_a_failure() {
     let v = judge(
         &[phase("endurance", clean(), true)],
         None,
+        None,
         Some(&soak_verdict(not_judged, pass("back"))),
         &limits(),
     );
@@ -246,8 +255,9 @@ fn only_phases_that_are_not_available_measure_nothing() {
     let v = judge(
         &[
             without_summary("ping", PhaseStatus::Skipped),
-            without_summary("group", PhaseStatus::NotAvailable),
+            without_summary("failover", PhaseStatus::NotAvailable),
         ],
+        None,
         None,
         None,
         &limits(),
@@ -269,7 +279,7 @@ fn only_phases_that_are_not_available_measure_nothing() {
         ..phase("ping", Summary::new(0, 0, &[]), true)
     };
     assert_eq!(
-        judge(&[empty], None, None, &limits()).outcome,
+        judge(&[empty], None, None, None, &limits()).outcome,
         Outcome::NotMeasured
     );
 }
@@ -286,4 +296,149 @@ fn leak_limits_come_from_the_thresholds() {
         ),
         (300.0, 600.0, 10.0, 2)
     );
+}
+
+/// A group phase where everything held: both key changes done, 120 messages delivered, the
+/// revoked device refused 40 ms after the call and reading nothing new.
+fn group_clean() -> GroupCheck {
+    GroupCheck {
+        rotation: KeyChange::Done {
+            epoch: 1,
+            call_ms: 12.5,
+        },
+        revocation: KeyChange::Done {
+            epoch: 2,
+            call_ms: 9.0,
+        },
+        messages: 120,
+        lost: 0,
+        undecryptable: 0,
+        integrity: 0,
+        refusal: Some(Refusal {
+            after_call_ms: 40.0,
+            how: "session ended: DeviceRevoked(203)".into(),
+        }),
+        revoked_reads: 0,
+        revoked_admitted: 0,
+    }
+}
+
+#[test]
+fn a_clean_group_phase_meets_every_group_threshold() {
+    let g = group_clean();
+    assert!(g.ok(&limits()));
+    let v = judge(
+        &[phase("group", clean(), g.ok(&limits()))],
+        None,
+        Some(&g),
+        None,
+        &limits(),
+    );
+    assert_eq!((v.outcome, v.exit_code()), (Outcome::Pass, 0));
+    assert_eq!(v.thresholds.len(), 7, "loss, p99 and five group rows");
+    let rows: Vec<(&str, &str)> = v.thresholds[2..]
+        .iter()
+        .map(|t| (t.limit.as_str(), t.observed.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "both done",
+                "rotation epoch 1 in 12.5 ms; revocation epoch 2 in 9.0 ms"
+            ),
+            ("0", "0 of 120"),
+            ("0, 0", "0, 0"),
+            ("≤ 10000 ms", "40.0 ms (session ended: DeviceRevoked(203))"),
+            ("0, 0", "0, 0"),
+        ]
+    );
+}
+
+/// Spoils one figure of a clean group phase.
+type Spoil = fn(&mut GroupCheck);
+
+#[test]
+fn each_group_failure_fails_its_own_row() {
+    let cases: [(Spoil, &str); 8] = [
+        (
+            |g| g.rotation = KeyChange::Failed("not an admin".into()),
+            "group: key rotation, then revocation, by the admin",
+        ),
+        (
+            |g| g.revocation = KeyChange::Failed("setup failed".into()),
+            "group: key rotation, then revocation, by the admin",
+        ),
+        (
+            |g| g.lost = 1,
+            "group: messages lost across the rotation and revocation (remaining members)",
+        ),
+        (
+            |g| g.undecryptable = 1,
+            "group: blobs undecryptable, other integrity problems (remaining members)",
+        ),
+        (
+            |g| g.integrity = 2,
+            "group: blobs undecryptable, other integrity problems (remaining members)",
+        ),
+        (|g| g.refusal = None, GROUP_REFUSAL),
+        (
+            |g| g.revoked_reads = 1,
+            "group: revoked device's reads of blobs sealed after its revocation, sessions admitted after it",
+        ),
+        (
+            |g| g.revoked_admitted = 1,
+            "group: revoked device's reads of blobs sealed after its revocation, sessions admitted after it",
+        ),
+    ];
+    for (spoil, name) in cases {
+        let mut g = group_clean();
+        spoil(&mut g);
+        assert!(!g.ok(&limits()), "{name}");
+        let v = judge(
+            &[phase("group", clean(), g.ok(&limits()))],
+            None,
+            Some(&g),
+            None,
+            &limits(),
+        );
+        assert_eq!(v.exit_code(), EXIT_THRESHOLD, "{name}");
+        assert_eq!(failed_names(&v), [name]);
+    }
+    let mut never = group_clean();
+    never.refusal = None;
+    let rows = group_rows(&never, &limits());
+    assert_eq!(rows[3].observed, "never refused");
+    let mut failed = group_clean();
+    failed.rotation = KeyChange::Failed("not an admin".into());
+    assert_eq!(
+        group_rows(&failed, &limits())[0].observed,
+        "rotation FAILED: not an admin; revocation epoch 2 in 9.0 ms"
+    );
+}
+
+#[test]
+fn a_refusal_slower_than_the_limit_fails_and_the_limit_is_a_flag() {
+    let mut slow = group_clean();
+    slow.refusal = Some(Refusal {
+        after_call_ms: 10_000.5,
+        how: "reconnect refused: DeviceRevoked(203)".into(),
+    });
+    assert!(!slow.ok(&limits()));
+    assert_eq!(
+        failed_names(&judge(
+            &[phase("group", clean(), slow.ok(&limits()))],
+            None,
+            Some(&slow),
+            None,
+            &limits()
+        )),
+        [GROUP_REFUSAL]
+    );
+    let lenient = Thresholds {
+        max_refusal_ms: 20_000.0,
+        ..limits()
+    };
+    assert!(slow.ok(&lenient));
+    assert_eq!(group_rows(&slow, &lenient)[3].limit, "≤ 20000 ms");
 }
