@@ -32,6 +32,14 @@ fn refused(e: &MembershipError) -> WireError {
     }
 }
 
+/// The answer to a membership request.
+fn reply(request_id: u64, answer: Result<GroupChanged, WireError>) -> Message {
+    match answer {
+        Ok(c) => Message::GroupChanged(c),
+        Err(e) => Message::Error(e.for_request(request_id)),
+    }
+}
+
 fn refuse(what: &str) -> WireError {
     WireError::new(ErrorCode::MembershipRefused, what)
 }
@@ -50,11 +58,7 @@ impl Session {
         let ctx = &self.ctx;
         let answer = async {
             let _writing = ctx.memberships.write.lock().await;
-            let state = ctx
-                .memberships
-                .state(&ctx.storage, self.group)
-                .await
-                .map_err(|e| storage_error(ctx, &e))?;
+            let state = self.current_state().await?;
             let e = Enrollment::decode(&m.enrollment).map_err(|e| refused(&e))?;
             if e.device() != self.peer {
                 return Err(refuse("an enrollment is posted by its own device"));
@@ -71,19 +75,9 @@ impl Session {
                 .membership_write(self.group, write)
                 .await
                 .map_err(|e| storage_error(ctx, &e))?;
-            ctx.hub.group_changed(
-                &self.group,
-                &changed(None, &state),
-                &[],
-                self.id,
-                &ctx.metrics,
-            );
-            Ok(changed(Some(m.request_id), &state))
+            Ok(self.announce(m.request_id, &state, &[]))
         };
-        match answer.await {
-            Ok(c) => Message::GroupChanged(c),
-            Err(e) => Message::Error(e.for_request(m.request_id)),
-        }
+        reply(m.request_id, answer.await)
     }
 
     /// `GroupUpdate`: checks and stores a record and its grants, then tells the group.
@@ -91,11 +85,7 @@ impl Session {
         let ctx = &self.ctx;
         let answer = async {
             let _writing = ctx.memberships.write.lock().await;
-            let state = ctx
-                .memberships
-                .state(&ctx.storage, self.group)
-                .await
-                .map_err(|e| storage_error(ctx, &e))?;
+            let state = self.current_state().await?;
             let enrolled = if m.record.is_some() || !m.grants.is_empty() {
                 self.ctx
                     .storage
@@ -176,19 +166,32 @@ impl Session {
                     revoked = revoked.len(),
                 );
             }
-            ctx.hub.group_changed(
-                &self.group,
-                &changed(None, &next),
-                &revoked,
-                self.id,
-                &ctx.metrics,
-            );
-            Ok(changed(Some(m.request_id), &next))
+            Ok(self.announce(m.request_id, &next, &revoked))
         };
-        match answer.await {
-            Ok(c) => Message::GroupChanged(c),
-            Err(e) => Message::Error(e.for_request(m.request_id)),
-        }
+        reply(m.request_id, answer.await)
+    }
+
+    /// The group's membership as stored (the caller holds the membership write lock).
+    async fn current_state(&self) -> Result<Arc<GroupState>, WireError> {
+        self.ctx
+            .memberships
+            .state(&self.ctx.storage, self.group)
+            .await
+            .map_err(|e| storage_error(&self.ctx, &e))
+    }
+
+    /// Tells the group's other sessions that its membership is now `state` (ending those of
+    /// `revoked` devices); the answer for the requester.
+    fn announce(&self, request_id: u64, state: &GroupState, revoked: &[DeviceId]) -> GroupChanged {
+        let ctx = &self.ctx;
+        ctx.hub.group_changed(
+            &self.group,
+            &changed(None, state),
+            revoked,
+            self.id,
+            &ctx.metrics,
+        );
+        changed(Some(request_id), state)
     }
 
     /// `GroupGet` in a session: the session's group only.
