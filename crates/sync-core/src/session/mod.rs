@@ -289,6 +289,7 @@ impl Session {
     pub fn start_pull(&mut self, after: Cursor, mode: PullMode) -> Result<(), SessionError> {
         let request_id = self.next_request;
         let page = self.config.pull_page.max(1);
+        // Field by field: the request counter changes while the transport is borrowed.
         let t = self
             .transport
             .as_mut()
@@ -313,11 +314,7 @@ impl Session {
         ttl_secs: u32,
     ) -> Result<u64, SessionError> {
         let request_id = self.request_id();
-        let t = self
-            .transport
-            .as_mut()
-            .filter(|t| t.established)
-            .ok_or(SessionError::NotEstablished)?;
+        let t = self.established_transport()?;
         t.invites.insert(request_id);
         self.transmits
             .push_back(Transmit::Frame(Message::InvitePut(InvitePut {
@@ -329,15 +326,19 @@ impl Session {
         Ok(request_id)
     }
 
+    /// The transport of the established session, or `NotEstablished`.
+    fn established_transport(&mut self) -> Result<&mut Transport, SessionError> {
+        self.transport
+            .as_mut()
+            .filter(|t| t.established)
+            .ok_or(SessionError::NotEstablished)
+    }
+
     /// Sends a membership request; answered by [`SessionEvent::GroupReply`] with the returned
     /// request id.
     pub fn group_request(&mut self, request: GroupRequest) -> Result<u64, SessionError> {
         let request_id = self.request_id();
-        let t = self
-            .transport
-            .as_mut()
-            .filter(|t| t.established)
-            .ok_or(SessionError::NotEstablished)?;
+        let t = self.established_transport()?;
         t.group_requests.insert(request_id);
         let msg = match request {
             GroupRequest::Enroll(enrollment) => Message::Enroll(Enroll {
