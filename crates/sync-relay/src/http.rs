@@ -240,7 +240,11 @@ mod tests {
         let storage = SqliteStorage::open(dir, SqliteConfig::default())
             .await
             .expect("storage");
-        let ctx = Arc::new(RelayCtx::new(RelayConfig::for_tests(dir), [9; 32], storage));
+        let ctx = Arc::new(RelayCtx::new(
+            RelayConfig::for_tests(dir),
+            [9; 32],
+            storage.into(),
+        ));
         let id = iroh::SecretKey::from_bytes(&[3; 32]).public();
         HttpState::new(ctx, id, || vec![SocketAddr::from(([127, 0, 0, 1], 7440))])
     }

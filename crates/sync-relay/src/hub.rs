@@ -156,6 +156,24 @@ impl Hub {
         }
     }
 
+    /// The groups with at least one open session.
+    pub(crate) fn groups(&self) -> Vec<GroupId> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Whether the group has an open session here.
+    pub(crate) fn has_sessions(&self, group: &GroupId) -> bool {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(group)
+    }
+
     /// Groups with at least one open session.
     pub(crate) fn active_groups(&self) -> usize {
         self.groups

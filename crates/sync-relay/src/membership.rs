@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use sync_crypto::{GroupRecord, GroupState, KeyEpoch};
 use sync_types::GroupId;
 
-use crate::storage::SqliteStorage;
+use crate::storage::RelayStorage;
 use crate::storage::{Storage, StorageError};
 
 /// Membership state of the groups this relay serves.
@@ -30,7 +30,7 @@ impl Memberships {
     /// records is at epoch 0 under its id, with no admin yet).
     pub(crate) async fn state(
         &self,
-        storage: &SqliteStorage,
+        storage: &RelayStorage,
         group: GroupId,
     ) -> Result<Arc<GroupState>, StorageError> {
         if let Some(s) = self.cached(&group) {
@@ -62,6 +62,23 @@ impl Memberships {
             .unwrap_or_else(PoisonError::into_inner)
             .get(group)
             .cloned()
+    }
+
+    /// Drops what is known of the group (another relay changed it): the next read replays its
+    /// stored records. Its epoch for pushes stays until then, never going back.
+    pub(crate) fn forget(&self, group: &GroupId) {
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(group);
+    }
+
+    /// Drops what is known of every group.
+    pub(crate) fn forget_all(&self) {
+        self.states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Makes `state` the group's current state (after its record was stored).

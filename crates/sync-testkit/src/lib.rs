@@ -8,6 +8,8 @@
 //!   kill on drop).
 //! - [`relay_bin`] finds (and when stale, builds) the relay binary for tests;
 //!   [`find_relay_bin`] finds it for the lab at run time.
+//! - [`PostgresServer`]: a private PostgreSQL cluster on a free loopback port, for the
+//!   storage suite and the scale-out tests; stopped and removed on drop.
 //! - [`guard`]: a bounded wait for an event, so a hung test fails instead of holding CI.
 //! - With the `devices` feature: [`devices`], test devices (`SyncClient`s over real iroh on
 //!   loopback) and groups.
@@ -30,11 +32,13 @@ pub mod doc_vectors;
 mod guard;
 #[cfg(feature = "hostile")]
 pub mod hostile_relay;
+mod postgres;
 mod process;
 mod relay;
 
 pub use bin::{RELAY_BIN_ENV, find_relay_bin, relay_bin};
 pub use guard::{GUARD, guard, guard_for};
+pub use postgres::{PG_BIN_ENV, PostgresServer};
 pub use process::{ChildProcess, StopOutcome, run_bounded, wait_exit};
 pub use relay::{RelayBuilder, RelayProcess, RelayReady};
 

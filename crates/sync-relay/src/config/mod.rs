@@ -79,6 +79,17 @@ impl From<Durability> for Synchronous {
     }
 }
 
+/// Where the relay keeps its data, as the configuration spells it (`sqlite` or `postgres`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// One SQLite file in `data_dir` (embedded; one relay).
+    #[default]
+    Sqlite,
+    /// The PostgreSQL database at `postgres_url`, which several relays may share.
+    Postgres,
+}
+
 /// Whether log lines are human-readable text or one JSON object per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -184,6 +195,29 @@ config_keys! {
     /// (it also survives power loss; one fsync per commit). Default `normal`.
     #[arg(value_name = "MODE", value_enum)]
     synchronous: Durability = Durability::Normal, env "SYNC_RELAY_SYNCHRONOUS";
+
+    /// Where blobs, cursors, invites and membership live: `sqlite` (one file in `data_dir`;
+    /// the default) or `postgres` (the database at `postgres_url`, shared by every relay that
+    /// names it). The relay's secret key stays in `data_dir` either way.
+    #[arg(value_name = "BACKEND", value_enum)]
+    storage: StorageBackend = StorageBackend::Sqlite, env "SYNC_RELAY_STORAGE";
+
+    /// PostgreSQL connection string for `storage = "postgres"`: a URL
+    /// (`postgres://user:password@host:5432/db`) or key-value pairs (`host=… dbname=…`). It
+    /// may carry a password; the relay never logs it and `--print-config` masks it. Default
+    /// empty.
+    #[arg(value_name = "URL")]
+    postgres_url: String = String::new(), env "SYNC_RELAY_POSTGRES_URL";
+
+    /// Most connections this relay opens to PostgreSQL (reads, removals, membership, plus one
+    /// per push writer and one that listens for the other relays). Default 16.
+    #[arg(value_name = "N")]
+    postgres_pool: u32 = 16, env "SYNC_RELAY_POSTGRES_POOL";
+
+    /// Push writers of this relay on PostgreSQL: each commits the pushes of its share of the
+    /// groups in batches, so pushes to different groups commit in parallel. Default 4.
+    #[arg(value_name = "N")]
+    postgres_writers: u32 = 4, env "SYNC_RELAY_POSTGRES_WRITERS";
 
     /// Most concurrent sessions; a session slot is taken only after a valid `Hello`, and
     /// further sessions are refused with `TooManySessions` and a retry hint. Default 10000.
@@ -412,6 +446,32 @@ config_keys! {
     log_format: LogFormat = LogFormat::Text, env "SYNC_RELAY_LOG_FORMAT";
 }
 
+/// A connection string with its password replaced by `***` (URL or key-value form).
+pub fn mask_password(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                &rest[..colon],
+                &rest[at..]
+            );
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Largest accepted `max_blob_bytes` (64 MiB): larger content is not carried as a single blob.
 pub const MAX_BLOB_BYTES_LIMIT: u32 = 64 << 20;
 const _: () = assert!(MAX_BLOB_BYTES_LIMIT as usize == sync_types::MAX_PAYLOAD_LIMIT);
@@ -453,7 +513,9 @@ impl RelayConfig {
     pub fn to_toml(&self) -> String {
         // Every field serializes to a TOML scalar, so this cannot fail; an empty document would
         // still be a valid (all-defaults) configuration.
-        toml::to_string(self).unwrap_or_default()
+        let mut shown = self.clone();
+        shown.postgres_url = mask_password(&self.postgres_url);
+        toml::to_string(&shown).unwrap_or_default()
     }
 
     /// The effective configuration: defaults, then the file (if any), then `overrides` (flags
@@ -479,6 +541,15 @@ impl RelayConfig {
         let u32_secs = |d: Duration| d.as_secs() <= u64::from(u32::MAX);
         if self.max_sessions == 0 {
             return invalid("max_sessions", "must be at least 1");
+        }
+        if self.storage == StorageBackend::Postgres && self.postgres_url.trim().is_empty() {
+            return invalid("postgres_url", "required with storage = \"postgres\"");
+        }
+        if self.postgres_writers == 0 || self.postgres_writers > 64 {
+            return invalid("postgres_writers", "must be between 1 and 64");
+        }
+        if self.postgres_pool == 0 {
+            return invalid("postgres_pool", "must be at least 1");
         }
         if self.max_pre_auth == 0 {
             return invalid("max_pre_auth", "must be at least 1");

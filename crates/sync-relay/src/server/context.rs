@@ -15,7 +15,7 @@ use crate::membership::Memberships;
 use crate::metrics::Metrics;
 use crate::session::bucket;
 use crate::status::History;
-use crate::storage::SqliteStorage;
+use crate::storage::RelayStorage;
 
 /// Largest first frame of a connection (a `Hello` with the largest admission token, or an
 /// `InviteGet`, is a few KiB): before a valid Hello, the relay buffers no
@@ -26,7 +26,7 @@ pub(crate) const MAX_FIRST_FRAME: usize = 16 * 1024;
 pub(crate) struct RelayCtx {
     pub(crate) config: RelayConfig,
     pub(crate) relay_id: [u8; 32],
-    pub(crate) storage: SqliteStorage,
+    pub(crate) storage: RelayStorage,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) hub: Hub,
     pub(crate) limits: Limits,
@@ -47,7 +47,7 @@ pub(crate) struct RelayCtx {
 }
 
 impl RelayCtx {
-    pub(crate) fn new(config: RelayConfig, relay_id: [u8; 32], storage: SqliteStorage) -> Self {
+    pub(crate) fn new(config: RelayConfig, relay_id: [u8; 32], storage: RelayStorage) -> Self {
         let max_frame = max_frame_for_payload(config.max_blob_bytes as usize);
         let metrics = Arc::new(metrics_for(&config));
         Self {

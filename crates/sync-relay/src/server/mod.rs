@@ -29,11 +29,15 @@ use iroh::{Endpoint, EndpointId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::StorageBackend;
 use crate::config::{ConfigError, RelayConfig};
 use crate::identity::{IdentityError, load_or_create_secret_key};
 use crate::metrics::Metrics;
-use crate::storage::{SqliteConfig, SqliteStorage, Storage, StorageError, StorageLimits};
-use fanout::{FAN_OUT_QUEUE, commit_hook, fan_out_loop};
+use crate::storage::{
+    PostgresConfig, PostgresStorage, RelayStorage, SqliteConfig, SqliteStorage, Storage,
+    StorageError, StorageLimits,
+};
+use fanout::{FAN_OUT_QUEUE, commit_hook, fan_out_loop, remote_loop};
 use maintenance::{cleanup_loop, history_loop, stats_loop};
 use quic::{LINGER, accept_loop, bind_endpoint, direct_addrs};
 
@@ -116,29 +120,48 @@ impl Drop for Inner {
     }
 }
 
-/// Starts a relay with SQLite storage in `config.data_dir`: loads (or creates) its identity,
-/// opens the database, binds the QUIC endpoint and the HTTP server, and starts serving.
+/// Opens the configured storage: the SQLite file in the data dir, or the PostgreSQL database.
+async fn open_storage(config: &RelayConfig) -> Result<RelayStorage, RelayError> {
+    let limits = StorageLimits {
+        max_blob_bytes: u64::from(config.max_blob_bytes),
+        max_group_bytes: config.group_max_bytes,
+        max_group_blobs: config.group_max_blobs,
+        max_ttl: config.max_ttl,
+        forget_ids_after: config.max_ttl.saturating_add(FORGET_IDS_MARGIN),
+    };
+    Ok(match config.storage {
+        StorageBackend::Sqlite => SqliteStorage::open(
+            &config.data_dir,
+            SqliteConfig {
+                synchronous: config.synchronous.into(),
+                limits,
+                ..SqliteConfig::default()
+            },
+        )
+        .await?
+        .into(),
+        StorageBackend::Postgres => PostgresStorage::open(PostgresConfig {
+            pool_size: config.postgres_pool as usize,
+            writers: config.postgres_writers as usize,
+            limits,
+            ..PostgresConfig::new(config.postgres_url.clone())
+        })
+        .await?
+        .into(),
+    })
+}
+
+/// Starts a relay on its configured storage (SQLite in `config.data_dir` by default): loads
+/// (or creates) its identity, opens the database, binds the QUIC endpoint and the HTTP server,
+/// and starts serving. On PostgreSQL it also listens for what the other relays on the same
+/// database commit, and tells its own sessions.
 pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     config.validate()?;
     let dir = config.data_dir.clone();
     let secret = tokio::task::spawn_blocking(move || load_or_create_secret_key(&dir))
         .await
         .map_err(|_| RelayError::TaskFailed)??;
-    let storage = SqliteStorage::open(
-        &config.data_dir,
-        SqliteConfig {
-            synchronous: config.synchronous.into(),
-            limits: StorageLimits {
-                max_blob_bytes: u64::from(config.max_blob_bytes),
-                max_group_bytes: config.group_max_bytes,
-                max_group_blobs: config.group_max_blobs,
-                max_ttl: config.max_ttl,
-                forget_ids_after: config.max_ttl.saturating_add(FORGET_IDS_MARGIN),
-            },
-            ..SqliteConfig::default()
-        },
-    )
-    .await?;
+    let storage = open_storage(&config).await?;
     let endpoint = match bind_endpoint(&config, secret).await {
         Ok(e) => e,
         Err(e) => {
@@ -188,6 +211,13 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         commits_rx,
         inner.stop_background.clone(),
     ));
+    if let RelayStorage::Postgres(pg) = &ctx.storage {
+        inner.background.spawn(remote_loop(
+            Arc::clone(&ctx),
+            pg.subscribe_remote(),
+            inner.stop_background.clone(),
+        ));
+    }
     inner.background.spawn(accept_loop(
         Arc::clone(&ctx),
         endpoint.clone(),
@@ -263,7 +293,7 @@ impl RelayHandle {
     }
 
     /// The relay's storage (for tests and operator tools).
-    pub fn storage(&self) -> &SqliteStorage {
+    pub fn storage(&self) -> &RelayStorage {
         &self.inner.ctx.storage
     }
 
@@ -302,7 +332,10 @@ impl RelayHandle {
         inner.background.close();
         inner.background.wait().await;
         ctx.storage.close().await?;
-        tracing::info!("relay stopped: storage flushed and checkpointed");
+        tracing::info!(
+            storage = ctx.storage.kind(),
+            "relay stopped: storage flushed and closed"
+        );
         Ok(())
     }
 }

@@ -147,10 +147,14 @@ impl Session {
                 .membership_write(self.group, write)
                 .await
                 .map_err(|e| match e {
-                    crate::storage::StorageError::RecordConflict => WireError::new(
-                        ErrorCode::Conflict,
-                        "another change was stored first: fetch the group's records",
-                    ),
+                    crate::storage::StorageError::RecordConflict => {
+                        // Another relay on the same database stored first: read it again.
+                        ctx.memberships.forget(&self.group);
+                        WireError::new(
+                            ErrorCode::Conflict,
+                            "another change was stored first: fetch the group's records",
+                        )
+                    }
                     other => storage_error(ctx, &other),
                 })?;
             if has_record {

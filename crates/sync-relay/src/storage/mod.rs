@@ -2,7 +2,9 @@
 //!
 //! Sessions talk to [`Storage`], a cheap-clone async handle. [`SqliteStorage`] is the embedded
 //! default (one WAL-mode database file, one writer thread doing group commit, a small pool of
-//! read-only connections); a PostgreSQL backend can implement the same trait later.
+//! read-only connections); [`PostgresStorage`] lets several relays share one database (writer
+//! tasks doing group commit, cursors assigned under the group's row lock, other relays' commits
+//! heard through `LISTEN`). [`RelayStorage`] is whichever of the two the configuration names.
 //!
 //! What every backend promises:
 //! - `push` is idempotent on `(group, blob_id)`: a retry (same payload) gets the original cursor
@@ -18,10 +20,15 @@
 //!
 //! Payloads are opaque ciphertext: storage never looks inside them.
 
+mod any;
+mod postgres;
+mod rules;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use any::RelayStorage;
+pub use postgres::{PostgresConfig, PostgresStorage, RemoteEvent};
 pub use sqlite::{DB_FILE_NAME, SCHEMA, SqliteConfig, SqliteStorage, Synchronous, WriterMetrics};
 
 use std::fmt;
@@ -289,6 +296,13 @@ pub enum StorageError {
     /// The database reported an error. For a push this means its whole batch was rolled back.
     #[error("sqlite: {0}")]
     Sqlite(Arc<rusqlite::Error>),
+    /// PostgreSQL refused a statement. For a push this means its whole batch was rolled back.
+    #[error("postgres: {0}")]
+    Postgres(Arc<tokio_postgres::Error>),
+    /// The database cannot be reached (connection refused or lost, no pooled connection in
+    /// time). Nothing was stored by the call; a retry once it is back is safe.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// A file or thread operation failed (creating the data dir, spawning the writer).
     #[error("i/o: {0}")]
     Io(Arc<std::io::Error>),

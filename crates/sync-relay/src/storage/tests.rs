@@ -57,6 +57,89 @@ async fn open_in(dir: &TempDir, limits: StorageLimits) -> SqliteStorage {
         .expect("open storage")
 }
 
+/// A backend the behaviour tests run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test's data lives: a temp dir for SQLite, or a private PostgreSQL server with a
+/// fresh database (stopped and removed when the test ends).
+enum Place {
+    Sqlite(TempDir),
+    Postgres {
+        /// Kept for its lifetime: dropping it stops the server.
+        _server: sync_testkit::PostgresServer,
+        url: String,
+    },
+}
+
+impl Place {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Sqlite => Self::Sqlite(tempfile::tempdir().expect("tempdir")),
+            Kind::Postgres => {
+                let mut server = sync_testkit::PostgresServer::start().expect("postgres");
+                let url = server.create_database().expect("database");
+                Self::Postgres {
+                    _server: server,
+                    url,
+                }
+            }
+        }
+    }
+
+    /// Opens (or reopens) the storage on this place's data.
+    async fn open(&self, limits: StorageLimits) -> RelayStorage {
+        match self {
+            Self::Sqlite(dir) => open_in(dir, limits).await.into(),
+            Self::Postgres { url, .. } => PostgresStorage::open(PostgresConfig {
+                limits,
+                ..PostgresConfig::new(url.clone())
+            })
+            .await
+            .expect("open postgres storage")
+            .into(),
+        }
+    }
+
+    /// Runs a statement by hand, as an operator would; returns the rows it changed.
+    async fn execute(&self, sql: &str) -> u64 {
+        match self {
+            Self::Sqlite(dir) => {
+                let side = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME))
+                    .expect("side connection");
+                side.execute(sql, []).expect("statement") as u64
+            }
+            Self::Postgres { url, .. } => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("side connection");
+                let driver = tokio::spawn(connection);
+                let n = client.execute(sql, &[]).await.expect("statement");
+                drop(client);
+                let _ = driver.await;
+                n
+            }
+        }
+    }
+
+    /// The SQLite data dir, `None` on PostgreSQL.
+    fn sqlite_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Sqlite(dir) => Some(dir.path()),
+            Self::Postgres { .. } => None,
+        }
+    }
+}
+
+async fn fresh_on(kind: Kind, limits: StorageLimits) -> (Place, RelayStorage) {
+    let place = Place::new(kind);
+    let s = place.open(limits).await;
+    (place, s)
+}
+
 async fn fresh(limits: StorageLimits) -> (TempDir, SqliteStorage) {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = open_in(&dir, limits).await;
@@ -127,7 +210,7 @@ fn totals(groups: u64, blobs: u64, bytes: u64) -> StorageStats {
 }
 
 /// The totals kept incrementally agree with a full scan of the blobs.
-async fn assert_audit_agrees(s: &SqliteStorage) {
+async fn assert_audit_agrees(s: &RelayStorage) {
     assert_eq!(
         s.audit().await.expect("audit"),
         s.stats().await.expect("stats")
@@ -597,26 +680,43 @@ async fn check_invites<S: Storage>(s: &S) {
 // ---------------------------------------------------------------------------------------------
 // SQLite runs
 
-/// Runs a generic check as its own test on a fresh SQLite storage with the given limits;
-/// `+ audited` then also checks the stored counters against the data.
-macro_rules! sqlite_runs {
+/// Runs a generic check as its own test on each backend (a fresh SQLite storage in a temp dir,
+/// a fresh PostgreSQL database) with the given limits; `+ audited` then also checks the stored
+/// counters against the data.
+macro_rules! check_runs {
     ($(
         #[$test:meta]
         $name:ident => $check:ident($limits:expr) $(+ $audited:ident)?;
-    )+) => {$(
-        #[$test]
-        async fn $name() {
-            let (_dir, s) = fresh($limits).await;
-            $check(&s).await;
-            $( sqlite_runs!(@$audited s); )?
+    )+) => {
+        mod checks_on_sqlite {
+            use super::*;
+            $(
+                #[$test]
+                async fn $name() {
+                    let (_place, s) = fresh_on(Kind::Sqlite, $limits).await;
+                    $check(&s).await;
+                    $( check_runs!(@$audited s); )?
+                }
+            )+
         }
-    )+};
+        mod checks_on_postgres {
+            use super::*;
+            $(
+                #[$test]
+                async fn $name() {
+                    let (_place, s) = fresh_on(Kind::Postgres, $limits).await;
+                    $check(&s).await;
+                    $( check_runs!(@$audited s); )?
+                }
+            )+
+        }
+    };
     (@audited $s:ident) => {
         assert_audit_agrees(&$s).await
     };
 }
 
-sqlite_runs! {
+check_runs! {
     #[tokio::test]
     cursors_are_dense_per_group =>
         check_dense_cursors_per_group(StorageLimits::default()) + audited;
@@ -640,9 +740,8 @@ sqlite_runs! {
     invite_mailbox_is_single_use_and_expires => check_invites(StorageLimits::default());
 }
 
-#[tokio::test]
-async fn a_push_can_carry_a_tighter_group_byte_quota_but_never_a_looser_one() {
-    let (_dir, s) = fresh(small_limits()).await;
+async fn a_push_can_carry_a_tighter_group_byte_quota_but_never_a_looser_one(kind: Kind) {
+    let (_place, s) = fresh_on(kind, small_limits()).await;
     let tight = |n, len| PushRequest {
         group_quota_bytes: Some(300),
         ..push_req(group(1), n, len)
@@ -668,11 +767,10 @@ async fn a_push_can_carry_a_tighter_group_byte_quota_but_never_a_looser_one() {
 /// 16 tasks × 500 pushes into one group while a device pulls after every acknowledged push:
 /// each pull must continue exactly where the last one stopped (never N+1 before N), must
 /// already contain the acknowledged cursor, and in the end every blob is seen exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_pushers_and_a_puller_see_every_blob_exactly_once() {
+async fn concurrent_pushers_and_a_puller_see_every_blob_exactly_once(kind: Kind) {
     const TASKS: u64 = 16;
     const PUSHES: u64 = 500;
-    let (_dir, s) = fresh(StorageLimits::default()).await;
+    let (_place, s) = fresh_on(kind, StorageLimits::default()).await;
     let g = group(1);
     let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<Cursor>();
 
@@ -682,7 +780,7 @@ async fn concurrent_pushers_and_a_puller_see_every_blob_exactly_once() {
             let mut at = Cursor::ZERO;
             let mut seen = Vec::new();
             let mut pulls = 0u64;
-            let catch_up = |s: SqliteStorage, mut at: Cursor, mut seen: Vec<PullEntry>| async move {
+            let catch_up = |s: RelayStorage, mut at: Cursor, mut seen: Vec<PullEntry>| async move {
                 loop {
                     let page = s.pull(g, at, 64, 64 * 1024).await.expect("pull");
                     for e in page.entries {
@@ -818,7 +916,7 @@ async fn queued_pushes_commit_together_and_a_rejection_spares_the_rest() {
     assert_eq!(ok(5), Some((4, false)));
     assert_eq!(ids_in(&s, g).await, [blob(1), blob(2), blob(4), blob(5)]);
     assert_eq!(s.stats().await.expect("stats"), totals(1, 4, 40));
-    assert_audit_agrees(&s).await;
+    assert_audit_agrees(&s.clone().into()).await;
 }
 
 /// The writer keeps a batch's group counters in memory and writes them back once before the
@@ -884,7 +982,7 @@ async fn a_batch_mixing_pushes_deletes_and_a_new_group_keeps_counters_exact() {
     assert_eq!(ids_in(&s, g).await, [blob(2), blob(3), blob(4)]);
     assert_eq!(s.max_cursor(g).await.expect("max"), Cursor::new(4));
     assert_eq!(s.stats().await.expect("stats"), totals(2, 4, 40));
-    assert_audit_agrees(&s).await;
+    assert_audit_agrees(&s.clone().into()).await;
 }
 
 /// If the batch transaction fails, every caller in it gets the error and nothing of it is
@@ -926,11 +1024,10 @@ async fn a_failed_commit_fails_every_push_in_the_batch() {
     assert_eq!(s.stats().await.expect("stats"), totals(1, 4, 46));
 }
 
-#[tokio::test]
-async fn reopening_continues_cursors_with_all_data_present() {
-    let dir = tempfile::tempdir().expect("tempdir");
+async fn reopening_continues_cursors_with_all_data_present(kind: Kind) {
+    let place = Place::new(kind);
     let (a, b) = (group(1), group(2));
-    let s = open_in(&dir, StorageLimits::default()).await;
+    let s = place.open(StorageLimits::default()).await;
     for n in 1..=10u64 {
         let g = if n % 3 == 0 { b } else { a };
         let mut r = push_req(g, n, 100 * n as usize);
@@ -954,7 +1051,7 @@ async fn reopening_continues_cursors_with_all_data_present() {
     s.close().await.expect("close");
     drop(s);
 
-    let s = open_in(&dir, StorageLimits::default()).await;
+    let s = place.open(StorageLimits::default()).await;
     assert_eq!(
         s.stats().await.expect("stats"),
         stats,
@@ -979,15 +1076,14 @@ async fn reopening_continues_cursors_with_all_data_present() {
 }
 
 /// Without `close()`, an acknowledged push is still in the file the next process opens.
-#[tokio::test]
-async fn acknowledged_pushes_survive_dropping_the_handle() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = open_in(&dir, StorageLimits::default()).await;
+async fn acknowledged_pushes_survive_dropping_the_handle(kind: Kind) {
+    let place = Place::new(kind);
+    let s = place.open(StorageLimits::default()).await;
     for n in 1..=5 {
         s.push(push_req(group(1), n, 10)).await.expect("push");
     }
     drop(s);
-    let s = open_in(&dir, StorageLimits::default()).await;
+    let s = place.open(StorageLimits::default()).await;
     assert_eq!(s.max_cursor(group(1)).await.expect("max"), Cursor::new(5));
     assert_eq!(
         pull_all(&s, group(1), Cursor::ZERO, 100, u64::MAX)
@@ -998,10 +1094,9 @@ async fn acknowledged_pushes_survive_dropping_the_handle() {
     assert_eq!(cursor_of(&s, push_req(group(1), 6, 10)).await, 6);
 }
 
-#[tokio::test]
-async fn stats_follow_pushes_deletes_cleanup_and_reopen() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = open_in(&dir, StorageLimits::default()).await;
+async fn stats_follow_pushes_deletes_cleanup_and_reopen(kind: Kind) {
+    let place = Place::new(kind);
+    let s = place.open(StorageLimits::default()).await;
     assert_eq!(s.stats().await.expect("stats"), totals(0, 0, 0));
     for g in 1..=3u8 {
         for n in 0..4u64 {
@@ -1030,7 +1125,7 @@ async fn stats_follow_pushes_deletes_cleanup_and_reopen() {
     assert_eq!(stats, totals(3, 5, 1250));
     assert_eq!(s.audit().await.expect("audit"), stats);
     s.close().await.expect("close");
-    let s = open_in(&dir, StorageLimits::default()).await;
+    let s = place.open(StorageLimits::default()).await;
     assert_eq!(s.stats().await.expect("stats"), stats);
     assert_eq!(
         s.cleanup_expired(T0 + DAY.as_millis() as u64, 100)
@@ -1045,10 +1140,9 @@ async fn stats_follow_pushes_deletes_cleanup_and_reopen() {
     );
 }
 
-#[tokio::test]
-async fn close_finishes_queued_writes_then_refuses_calls() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = open_in(&dir, StorageLimits::default()).await;
+async fn close_finishes_queued_writes_then_refuses_calls(kind: Kind) {
+    let place = Place::new(kind);
+    let s = place.open(StorageLimits::default()).await;
     let pushes: Vec<_> = (0..50u64)
         .map(|n| {
             let s = s.clone();
@@ -1078,13 +1172,15 @@ async fn close_finishes_queued_writes_then_refuses_calls() {
     assert!(matches!(s.stats().await, Err(StorageError::Closed)));
     assert!(matches!(s.checkpoint().await, Err(StorageError::Closed)));
     s.close().await.expect("closing twice is fine");
-    let wal = dir.path().join(format!("{DB_FILE_NAME}-wal"));
-    let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-    assert_eq!(wal_len, 0, "the WAL was checkpointed and truncated");
+    if let Some(dir) = place.sqlite_dir() {
+        let wal = dir.join(format!("{DB_FILE_NAME}-wal"));
+        let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(wal_len, 0, "the WAL was checkpointed and truncated");
+    }
     drop(s);
 
     // Exactly the acknowledged pushes are in the file.
-    let s = open_in(&dir, StorageLimits::default()).await;
+    let s = place.open(StorageLimits::default()).await;
     let entries = pull_all(&s, group(1), Cursor::ZERO, 1000, u64::MAX).await;
     let found: HashSet<_> = entries
         .iter()
@@ -1227,13 +1323,15 @@ async fn push_queued_keeps_call_order_and_commits_together() {
 /// A removed blob's id is remembered: a retry after expiry or deletion gets the original cursor
 /// (nothing stored), the same id with other bytes is a conflict, and the cleanup forgets ids
 /// once their time is up (then the id is free again).
-#[tokio::test]
-async fn removed_blob_ids_are_remembered_until_their_time_is_up() {
+async fn removed_blob_ids_are_remembered_until_their_time_is_up(kind: Kind) {
     let memory = Duration::from_secs(3600);
-    let (_dir, s) = fresh(StorageLimits {
-        forget_ids_after: memory,
-        ..StorageLimits::default()
-    })
+    let (_place, s) = fresh_on(
+        kind,
+        StorageLimits {
+            forget_ids_after: memory,
+            ..StorageLimits::default()
+        },
+    )
     .await;
     let g = group(1);
     let mut short = push_req(g, 1, 40);
@@ -1309,12 +1407,14 @@ async fn removed_blob_ids_are_remembered_until_their_time_is_up() {
 /// A group that holds no blob, remembers no id and was not active for the idle time is deleted
 /// with its counters; groups seen with a session are active; a deleted group that comes back
 /// continues above every cursor it used.
-#[tokio::test]
-async fn idle_empty_groups_are_deleted_and_come_back_above_their_old_cursors() {
-    let (_dir, s) = fresh(StorageLimits {
-        forget_ids_after: Duration::from_secs(60),
-        ..StorageLimits::default()
-    })
+async fn idle_empty_groups_are_deleted_and_come_back_above_their_old_cursors(kind: Kind) {
+    let (_place, s) = fresh_on(
+        kind,
+        StorageLimits {
+            forget_ids_after: Duration::from_secs(60),
+            ..StorageLimits::default()
+        },
+    )
     .await;
     let idle = Duration::from_secs(600);
     let idle_ms = idle.as_millis() as u64;
@@ -1473,7 +1573,7 @@ async fn a_version_1_database_is_migrated_when_opened() {
     }
     let s = open_in(&dir, StorageLimits::default()).await;
     assert_eq!(s.stats().await.expect("stats"), totals(1, 2, 80));
-    assert_audit_agrees(&s).await;
+    assert_audit_agrees(&s.clone().into()).await;
     let page = pull_all(&s, g, Cursor::ZERO, 100, u64::MAX).await;
     assert_eq!(page.len(), 2);
     assert_eq!(page[1].payload, payload(2, 40));
@@ -1539,7 +1639,7 @@ async fn a_version_1_database_is_migrated_when_opened() {
 
 /// `(cursor, removed_before)` of every entry of one page, and its `removed_after`.
 async fn page_holes(
-    s: &SqliteStorage,
+    s: &RelayStorage,
     g: GroupId,
     after: u64,
     count: u32,
@@ -1559,9 +1659,8 @@ async fn page_holes(
 /// A page accounts for the holes the relay made (deleted and expired blobs, and, once their
 /// ids are forgotten, every cursor below the highest forgotten one), and only for those: a row
 /// removed behind the relay's back is a hole nobody accounts for.
-#[tokio::test]
-async fn pages_count_the_holes_the_relay_made_and_only_those() {
-    let (dir, s) = fresh(StorageLimits::default()).await;
+async fn pages_count_the_holes_the_relay_made_and_only_those(kind: Kind) {
+    let (place, s) = fresh_on(kind, StorageLimits::default()).await;
     let g = group(1);
     for n in 1..=6u64 {
         assert_eq!(cursor_of(&s, push_req(g, n, 10)).await, n);
@@ -1581,14 +1680,8 @@ async fn pages_count_the_holes_the_relay_made_and_only_those() {
     // The operator deletes cursor 3's row by hand: its hole is not accounted for.
     s.close().await.expect("close");
     drop(s);
-    let side = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("side conn");
-    assert_eq!(
-        side.execute("DELETE FROM blobs WHERE cursor = 3", [])
-            .expect("delete row"),
-        1
-    );
-    drop(side);
-    let s = open_in(&dir, StorageLimits::default()).await;
+    assert_eq!(place.execute("DELETE FROM blobs WHERE cursor = 3").await, 1);
+    let s = place.open(StorageLimits::default()).await;
     assert_eq!(page_holes(&s, g, 0, 100).await, (vec![(1, 0), (4, 1)], 2));
 
     // Once the removed ids are forgotten, every hole up to the highest forgotten cursor counts
@@ -1602,10 +1695,9 @@ async fn pages_count_the_holes_the_relay_made_and_only_those() {
     assert_eq!(page_holes(&s, g, 0, 100).await, (vec![(1, 0), (4, 2)], 2));
 }
 
-#[tokio::test]
-async fn membership_records_keep_their_order_and_grants_go_to_their_recipient() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let s = open_in(&dir, StorageLimits::default()).await;
+async fn membership_records_keep_their_order_and_grants_go_to_their_recipient(kind: Kind) {
+    let place = Place::new(kind);
+    let s = place.open(StorageLimits::default()).await;
     let (g, other) = (group(1), group(2));
     let grant = |sender: u8, epoch: u32, bytes: &[u8]| StoredGrant {
         sender: device(sender),
@@ -1657,7 +1749,7 @@ async fn membership_records_keep_their_order_and_grants_go_to_their_recipient() 
     );
     // Membership survives a restart.
     s.close().await.expect("close");
-    let s = open_in(&dir, StorageLimits::default()).await;
+    let s = place.open(StorageLimits::default()).await;
     assert_eq!(
         s.membership(g, device(2), 0)
             .await
@@ -1716,4 +1808,40 @@ async fn a_version_3_database_is_migrated_when_opened() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
     assert_eq!(version, 4);
+}
+
+/// Runs each listed behaviour test once per backend: on SQLite in a temp dir, and on a fresh
+/// database of a private PostgreSQL server.
+macro_rules! on_both {
+    ($( #[$test:meta] $name:ident; )+) => {
+        mod on_sqlite {
+            $( #[$test] async fn $name() { super::$name(super::Kind::Sqlite).await } )+
+        }
+        mod on_postgres {
+            $( #[$test] async fn $name() { super::$name(super::Kind::Postgres).await } )+
+        }
+    };
+}
+
+on_both! {
+    #[tokio::test]
+    a_push_can_carry_a_tighter_group_byte_quota_but_never_a_looser_one;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    concurrent_pushers_and_a_puller_see_every_blob_exactly_once;
+    #[tokio::test]
+    reopening_continues_cursors_with_all_data_present;
+    #[tokio::test]
+    acknowledged_pushes_survive_dropping_the_handle;
+    #[tokio::test]
+    stats_follow_pushes_deletes_cleanup_and_reopen;
+    #[tokio::test]
+    close_finishes_queued_writes_then_refuses_calls;
+    #[tokio::test]
+    removed_blob_ids_are_remembered_until_their_time_is_up;
+    #[tokio::test]
+    idle_empty_groups_are_deleted_and_come_back_above_their_old_cursors;
+    #[tokio::test]
+    pages_count_the_holes_the_relay_made_and_only_those;
+    #[tokio::test]
+    membership_records_keep_their_order_and_grants_go_to_their_recipient;
 }

@@ -37,8 +37,10 @@ use self::removal::{CleanupOp, DeleteOp, DropIdleGroupsOp, ForgetOp};
 use self::writer::{Command, Shared, Writer};
 use super::{
     CommitHook, InviteLookup, MembershipRead, MembershipWrite, PullPage, PushOutcome, PushReply,
-    PushRequest, QuotaKind, Storage, StorageError, StorageLimits, StorageStats,
+    PushRequest, Storage, StorageError, StorageLimits, StorageStats,
 };
+
+use super::rules::{clamp_i64, to_u64};
 
 type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -329,26 +331,5 @@ impl Storage for SqliteStorage {
         // checkpointed WAL when it closes.
         self.inner.readers.close();
         self.control(Command::Close).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Integer conversions (SQLite integers are i64)
-
-fn clamp_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_u64(v: i64, what: &str) -> Result<u64> {
-    u64::try_from(v).map_err(|_| StorageError::Corrupt {
-        what: format!("negative {what}: {v}"),
-    })
-}
-
-fn quota(kind: QuotaKind, limit: u64, requested: u64) -> StorageError {
-    StorageError::QuotaExceeded {
-        kind,
-        limit,
-        requested,
     }
 }

@@ -2,50 +2,17 @@
 //! and the invite mailbox; the removing ones are in `removal`.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sha2::{Digest, Sha256};
 use sync_types::{BlobId, Cursor, GroupId};
 
 use super::writer::{BatchCtx, GroupRow, WriteOp};
-use super::{Result, clamp_i64, quota, to_u64};
-use crate::storage::{
-    CommittedPush, InviteLookup, MembershipWrite, PushOutcome, PushRequest, QuotaKind,
-    StorageError, StorageLimits,
+use super::{Result, clamp_i64};
+use crate::storage::rules::{
+    GroupCounts, Original, check_invite, check_lookup_id, check_push, payload_digest, payload_size,
+    ttl_ms,
 };
-
-/// Longest invite lookup id accepted, in bytes.
-const MAX_LOOKUP_ID_BYTES: usize = 64;
-
-/// Largest sealed invite accepted, in bytes.
-const MAX_INVITE_BYTES: usize = 64 * 1024;
-
-/// The SHA-256 of a sealed payload: what tells a retried push (same bytes) from a reused blob
-/// id (other bytes).
-pub(super) fn payload_digest(payload: &[u8]) -> [u8; 32] {
-    Sha256::digest(payload).into()
-}
-
-/// A blob id the group holds or remembers: its original cursor and store time, and the digest
-/// of its payload.
-struct Original {
-    cursor: i64,
-    stored_at: i64,
-    digest: [u8; 32],
-}
-
-impl Original {
-    /// The answer to a push of this id with a payload of `digest`: the original (a retry), or
-    /// [`StorageError::BlobConflict`] (other bytes under the same id).
-    fn answer(&self, digest: &[u8; 32]) -> Result<PushOutcome> {
-        if self.digest != *digest {
-            return Err(StorageError::BlobConflict);
-        }
-        Ok(PushOutcome {
-            cursor: Cursor::new(to_u64(self.cursor, "cursor")?),
-            duplicate: true,
-            stored_at_ms: to_u64(self.stored_at, "stored_at")?,
-        })
-    }
-}
+use crate::storage::{
+    CommittedPush, InviteLookup, MembershipWrite, PushOutcome, PushRequest, StorageError,
+};
 
 /// A digest column as read: 32 bytes, or NULL for a row written before digests were kept.
 pub(super) fn digest_column(value: Option<Vec<u8>>) -> rusqlite::Result<Option<[u8; 32]>> {
@@ -152,7 +119,12 @@ impl WriteOp for PushOp {
     ) -> rusqlite::Result<Result<PushOutcome>> {
         let req = &self.req;
         let group = ctx.group(conn, &req.group)?;
-        match check_push(req, group.as_ref(), &ctx.limits) {
+        let counts = group.as_ref().map(|g| GroupCounts {
+            last_cursor: g.last_cursor,
+            blob_count: g.blob_count,
+            byte_count: g.byte_count,
+        });
+        match check_push(req, counts, &ctx.limits) {
             Ok(()) => {}
             Err(refusal) => {
                 // A retry of a stored or remembered blob gets the original answer, whatever the
@@ -200,7 +172,7 @@ impl WriteOp for PushOp {
         };
         // check_push made sure this does not overflow.
         let cursor = g.last_cursor.saturating_add(1);
-        let ttl_ms = u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = ttl_ms(req);
         let stored_at = clamp_i64(req.now_ms);
         let expires_at = clamp_i64(req.now_ms.saturating_add(ttl_ms));
         // The unique (group_ref, blob_id) index answers "already stored?" as part of the
@@ -265,57 +237,6 @@ fn cursor_floor(conn: &Connection) -> rusqlite::Result<i64> {
         .unwrap_or(0))
 }
 
-/// The payload size as SQLite stores it (a payload in memory is far below `i64::MAX` bytes).
-fn payload_size(req: &PushRequest) -> i64 {
-    clamp_i64(u64::try_from(req.payload.len()).unwrap_or(u64::MAX))
-}
-
-/// Every limit a new blob must respect: size, TTL, the group's quotas, and a sane cursor.
-fn check_push(req: &PushRequest, group: Option<&GroupRow>, limits: &StorageLimits) -> Result<()> {
-    let size = payload_size(req);
-    let size_u = size.unsigned_abs();
-    if size_u > limits.max_blob_bytes {
-        return Err(quota(QuotaKind::BlobSize, limits.max_blob_bytes, size_u));
-    }
-    let ttl_ms = u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX);
-    let max_ttl_ms = u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX);
-    if ttl_ms > max_ttl_ms {
-        return Err(quota(QuotaKind::Ttl, max_ttl_ms, ttl_ms));
-    }
-    let (last, count, bytes) =
-        group.map_or((0, 0, 0), |g| (g.last_cursor, g.blob_count, g.byte_count));
-    let new_count = count.saturating_add(1);
-    if new_count.unsigned_abs() > limits.max_group_blobs {
-        return Err(quota(
-            QuotaKind::GroupBlobs,
-            limits.max_group_blobs,
-            new_count.unsigned_abs(),
-        ));
-    }
-    let new_bytes = bytes.saturating_add(size);
-    let max_bytes = req
-        .group_quota_bytes
-        .map_or(limits.max_group_bytes, |q| q.min(limits.max_group_bytes));
-    if new_bytes.unsigned_abs() > max_bytes {
-        return Err(quota(
-            QuotaKind::GroupBytes,
-            max_bytes,
-            new_bytes.unsigned_abs(),
-        ));
-    }
-    if count < 0 || bytes < 0 || last < 0 {
-        return Err(StorageError::Corrupt {
-            what: "negative group counter".into(),
-        });
-    }
-    if last == i64::MAX {
-        return Err(StorageError::Corrupt {
-            what: "group cursor space exhausted".into(),
-        });
-    }
-    Ok(())
-}
-
 /// Stores a sealed invite (a retry with the same bytes is a no-op).
 pub(super) struct InvitePutOp {
     lookup_id: Vec<u8>,
@@ -326,12 +247,7 @@ pub(super) struct InvitePutOp {
 impl InvitePutOp {
     /// Checks the lookup id and the invite's size.
     pub(super) fn new(lookup_id: Vec<u8>, sealed: Vec<u8>, expires_ms: u64) -> Result<Self> {
-        check_lookup_id(&lookup_id)?;
-        if sealed.len() > MAX_INVITE_BYTES {
-            return Err(StorageError::InvalidArgument {
-                what: "sealed invite is too large",
-            });
-        }
+        check_invite(&lookup_id, &sealed)?;
         Ok(Self {
             lookup_id,
             sealed,
@@ -424,15 +340,6 @@ impl WriteOp for InviteTakeOp {
         }
         Ok(Ok(InviteLookup::Found(sealed)))
     }
-}
-
-fn check_lookup_id(lookup_id: &[u8]) -> Result<()> {
-    if lookup_id.is_empty() || lookup_id.len() > MAX_LOOKUP_ID_BYTES {
-        return Err(StorageError::InvalidArgument {
-            what: "invite lookup id must be 1..=64 bytes",
-        });
-    }
-    Ok(())
 }
 
 /// Stores a membership change (record, enrollment, grants) in the batch transaction.

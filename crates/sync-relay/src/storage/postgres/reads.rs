@@ -1,0 +1,344 @@
+//! Reads: a pull page (one repeatable-read snapshot, so the page and the group's last cursor
+//! agree), the last cursor, membership, the totals, and the audit that recomputes them.
+
+use deadpool_postgres::Transaction;
+use sync_types::{BlobId, Cursor, DeviceId, GroupId};
+use tokio_postgres::IsolationLevel;
+
+use super::{PostgresStorage, Result, pg_error, pool_client};
+use crate::storage::rules::{clamp_i64, to_u64};
+use crate::storage::{
+    MembershipRead, PullEntry, PullPage, StorageError, StorageStats, StoredGrant,
+};
+
+fn corrupt(what: &str) -> StorageError {
+    StorageError::Corrupt { what: what.into() }
+}
+
+impl PostgresStorage {
+    pub(super) async fn read_page(
+        &self,
+        group: GroupId,
+        after: Cursor,
+        max_count: u32,
+        max_bytes: u64,
+    ) -> Result<PullPage> {
+        let mut client = pool_client(&self.inner.pool).await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let g = &group.as_bytes()[..];
+        let stmt = tx
+            .prepare_cached("SELECT last_cursor, forgotten_through FROM groups WHERE group_id = $1")
+            .await
+            .map_err(pg_error)?;
+        let Some(head) = tx.query_opt(&stmt, &[&g]).await.map_err(pg_error)? else {
+            return Ok(PullPage::default());
+        };
+        let max_cursor = Cursor::new(to_u64(head.get(0), "last_cursor")?);
+        let holes = Holes {
+            group: g,
+            forgotten: to_u64(head.get(1), "forgotten_through")?,
+        };
+        let want = usize::try_from(max_count.max(1)).unwrap_or(usize::MAX);
+        // Metadata first; one row beyond the count limit tells whether more follow.
+        let stmt = tx
+            .prepare_cached(
+                "SELECT cursor, blob_id, sender, size, stored_at FROM blobs
+                 WHERE group_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $3",
+            )
+            .await
+            .map_err(pg_error)?;
+        let rows = tx
+            .query(
+                &stmt,
+                &[
+                    &g,
+                    &clamp_i64(after.get()),
+                    &(i64::from(max_count.max(1)) + 1),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut metas = Vec::new();
+        let mut bytes = 0u64;
+        let mut has_more = false;
+        for row in &rows {
+            let size = to_u64(row.get(3), "blob size")?;
+            if metas.len() >= want || (!metas.is_empty() && bytes.saturating_add(size) > max_bytes)
+            {
+                has_more = true;
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            let cursor: i64 = row.get(0);
+            let blob_id = <[u8; 16]>::try_from(row.get::<_, &[u8]>(1))
+                .map(BlobId::from_bytes)
+                .map_err(|_| corrupt("a blob id is not 16 bytes"))?;
+            let sender = DeviceId::try_from_slice(row.get(2))
+                .map_err(|_| corrupt("a device id is not 32 bytes"))?;
+            let stored_at_ms = to_u64(row.get(4), "stored_at")?;
+            metas.push((cursor, size, blob_id, sender, stored_at_ms));
+        }
+        let cursors: Vec<i64> = metas.iter().map(|m| m.0).collect();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT cursor, payload FROM blobs WHERE group_id = $1 AND cursor = ANY($2)
+                 ORDER BY cursor",
+            )
+            .await
+            .map_err(pg_error)?;
+        let payloads = tx.query(&stmt, &[&g, &cursors]).await.map_err(pg_error)?;
+        if payloads.len() != metas.len() {
+            return Err(corrupt("a blob vanished inside a read snapshot"));
+        }
+        let mut entries = Vec::with_capacity(metas.len());
+        let mut prev = after.get();
+        for ((cursor, size, blob_id, sender, stored_at_ms), row) in metas.into_iter().zip(payloads)
+        {
+            let cursor = Cursor::new(to_u64(cursor, "cursor")?);
+            let payload: Vec<u8> = row.get(1);
+            if u64::try_from(payload.len()).ok() != Some(size) {
+                return Err(StorageError::Corrupt {
+                    what: format!("blob at cursor {cursor} has a payload of the wrong size"),
+                });
+            }
+            let removed_before = holes.removed_between(&tx, prev, cursor.get()).await?;
+            prev = cursor.get();
+            entries.push(PullEntry {
+                cursor,
+                blob_id,
+                sender,
+                payload,
+                stored_at_ms,
+                removed_before,
+            });
+        }
+        let removed_after = if has_more || max_cursor.get() <= prev {
+            0
+        } else {
+            holes
+                .removed_between(&tx, prev, max_cursor.get().saturating_add(1))
+                .await?
+        };
+        tx.commit().await.map_err(pg_error)?;
+        Ok(PullPage {
+            entries,
+            has_more,
+            max_cursor,
+            removed_after,
+        })
+    }
+
+    pub(super) async fn read_max_cursor(&self, group: GroupId) -> Result<Cursor> {
+        let client = pool_client(&self.inner.pool).await?;
+        let stmt = client
+            .prepare_cached("SELECT last_cursor FROM groups WHERE group_id = $1")
+            .await
+            .map_err(pg_error)?;
+        let last = client
+            .query_opt(&stmt, &[&&group.as_bytes()[..]])
+            .await
+            .map_err(pg_error)?
+            .map_or(0, |r| r.get::<_, i64>(0));
+        Ok(Cursor::new(to_u64(last, "last_cursor")?))
+    }
+
+    pub(super) async fn read_membership(
+        &self,
+        group: GroupId,
+        device: DeviceId,
+        after_seq: u64,
+    ) -> Result<MembershipRead> {
+        let mut client = pool_client(&self.inner.pool).await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let g = &group.as_bytes()[..];
+        let stmt = tx
+            .prepare_cached(
+                "SELECT record FROM group_records WHERE group_id = $1 AND seq > $2 ORDER BY seq",
+            )
+            .await
+            .map_err(pg_error)?;
+        let records = tx
+            .query(&stmt, &[&g, &clamp_i64(after_seq)])
+            .await
+            .map_err(pg_error)?
+            .into_iter()
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .collect();
+        let stmt = tx
+            .prepare_cached("SELECT device, enrollment FROM enrollments WHERE group_id = $1")
+            .await
+            .map_err(pg_error)?;
+        let mut enrollments = Vec::new();
+        for r in tx.query(&stmt, &[&g]).await.map_err(pg_error)? {
+            let d = DeviceId::try_from_slice(r.get(0))
+                .map_err(|_| corrupt("a device id is not 32 bytes"))?;
+            enrollments.push((d, r.get::<_, Vec<u8>>(1)));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "SELECT sender, epoch, envelope FROM grants
+                 WHERE group_id = $1 AND recipient = $2 ORDER BY id",
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut grants = Vec::new();
+        for r in tx
+            .query(&stmt, &[&g, &&device.as_bytes()[..]])
+            .await
+            .map_err(pg_error)?
+        {
+            grants.push(StoredGrant {
+                sender: DeviceId::try_from_slice(r.get(0))
+                    .map_err(|_| corrupt("a device id is not 32 bytes"))?,
+                epoch: u32::try_from(r.get::<_, i64>(1))
+                    .map_err(|_| corrupt("a grant epoch is out of range"))?,
+                envelope: r.get(2),
+            });
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(MembershipRead {
+            records,
+            enrollments,
+            grants,
+        })
+    }
+
+    pub(super) async fn read_stats(&self) -> Result<StorageStats> {
+        let client = pool_client(&self.inner.pool).await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT COALESCE(SUM(groups), 0)::int8, COALESCE(SUM(blobs), 0)::int8,
+                        COALESCE(SUM(bytes), 0)::int8 FROM counters",
+            )
+            .await
+            .map_err(pg_error)?;
+        let row = client.query_one(&stmt, &[]).await.map_err(pg_error)?;
+        Ok(StorageStats {
+            groups: to_u64(row.get(0), "group count")?,
+            blobs: to_u64(row.get(1), "blob count")?,
+            bytes: to_u64(row.get(2), "byte count")?,
+        })
+    }
+
+    /// Recomputes the totals from the rows and checks them against the group counters and the
+    /// sharded totals (for tests and operator tools; scans every table).
+    pub async fn audit(&self) -> Result<StorageStats> {
+        let mut client = pool_client(&self.inner.pool).await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let bad: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM groups g LEFT JOIN
+                   (SELECT group_id, COUNT(*) AS n, COALESCE(SUM(size), 0) AS b, MAX(cursor) AS top
+                    FROM blobs GROUP BY group_id) s ON s.group_id = g.group_id
+                 WHERE g.blob_count <> COALESCE(s.n, 0) OR g.byte_count <> COALESCE(s.b, 0)
+                    OR g.last_cursor < COALESCE(s.top, 0)",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if bad != 0 {
+            return Err(StorageError::Corrupt {
+                what: format!("{bad} groups' counters disagree with their blobs"),
+            });
+        }
+        let orphans: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM blobs b WHERE NOT EXISTS
+                   (SELECT 1 FROM groups g WHERE g.group_id = b.group_id)",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if orphans != 0 {
+            return Err(corrupt("blobs without a group"));
+        }
+        let row = tx
+            .query_one(
+                "SELECT COUNT(*), COALESCE(SUM(blob_count), 0)::int8,
+                        COALESCE(SUM(byte_count), 0)::int8 FROM groups",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let counted = StorageStats {
+            groups: to_u64(row.get(0), "group count")?,
+            blobs: to_u64(row.get(1), "blob count")?,
+            bytes: to_u64(row.get(2), "byte count")?,
+        };
+        let row = tx
+            .query_one(
+                "SELECT COALESCE(SUM(groups), 0)::int8, COALESCE(SUM(blobs), 0)::int8,
+                        COALESCE(SUM(bytes), 0)::int8 FROM counters",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let totals = StorageStats {
+            groups: to_u64(row.get(0), "group total")?,
+            blobs: to_u64(row.get(1), "blob total")?,
+            bytes: to_u64(row.get(2), "byte total")?,
+        };
+        tx.commit().await.map_err(pg_error)?;
+        if totals != counted {
+            return Err(StorageError::Corrupt {
+                what: format!("totals {totals:?} disagree with the groups' {counted:?}"),
+            });
+        }
+        Ok(counted)
+    }
+}
+
+/// What the relay knows about the holes in one group's log.
+struct Holes<'a> {
+    group: &'a [u8],
+    /// Cursors at or below this may be removals whose tombstones were forgotten, or cursors
+    /// never assigned to this group.
+    forgotten: u64,
+}
+
+impl Holes<'_> {
+    /// How many cursors strictly between `lo` and `hi` (a stretch holding no blob) the relay
+    /// removed or never assigned: those at or below `forgotten`, and those with a tombstone.
+    async fn removed_between(&self, tx: &Transaction<'_>, lo: u64, hi: u64) -> Result<u64> {
+        let gap = hi.saturating_sub(lo).saturating_sub(1);
+        if gap == 0 {
+            return Ok(0);
+        }
+        let low = self.forgotten.min(hi.saturating_sub(1)).saturating_sub(lo);
+        let from = lo.max(self.forgotten);
+        let stmt = tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM tombstones WHERE group_id = $1 AND cursor > $2 AND cursor < $3",
+            )
+            .await
+            .map_err(pg_error)?;
+        let listed: i64 = tx
+            .query_one(&stmt, &[&self.group, &clamp_i64(from), &clamp_i64(hi)])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        Ok(low
+            .saturating_add(to_u64(listed, "tombstone count")?)
+            .min(gap))
+    }
+}

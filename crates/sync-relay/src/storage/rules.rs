@@ -1,0 +1,163 @@
+//! The rules every backend applies the same way: what a push must respect (size, TTL, the
+//! group's quotas, a sane cursor), how a retried push is told from a reused blob id, and what
+//! an invite's lookup id and size may be.
+
+use sha2::{Digest, Sha256};
+use sync_types::Cursor;
+
+use super::{PushOutcome, PushRequest, QuotaKind, StorageError, StorageLimits};
+
+/// Longest invite lookup id accepted, in bytes.
+const MAX_LOOKUP_ID_BYTES: usize = 64;
+
+/// Largest sealed invite accepted, in bytes.
+const MAX_INVITE_BYTES: usize = 64 * 1024;
+
+/// The SHA-256 of a sealed payload: what tells a retried push (same bytes) from a reused blob
+/// id (other bytes).
+pub(super) fn payload_digest(payload: &[u8]) -> [u8; 32] {
+    Sha256::digest(payload).into()
+}
+
+/// A blob id the group holds or remembers: its original cursor and store time, and the digest
+/// of its payload.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Original {
+    pub(super) cursor: i64,
+    pub(super) stored_at: i64,
+    pub(super) digest: [u8; 32],
+}
+
+impl Original {
+    /// The answer to a push of this id with a payload of `digest`: the original (a retry), or
+    /// [`StorageError::BlobConflict`] (other bytes under the same id).
+    pub(super) fn answer(&self, digest: &[u8; 32]) -> Result<PushOutcome, StorageError> {
+        if self.digest != *digest {
+            return Err(StorageError::BlobConflict);
+        }
+        Ok(PushOutcome {
+            cursor: Cursor::new(to_u64(self.cursor, "cursor")?),
+            duplicate: true,
+            stored_at_ms: to_u64(self.stored_at, "stored_at")?,
+        })
+    }
+}
+
+/// A group's counters as stored (signed: the databases' integer type).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct GroupCounts {
+    /// The last cursor assigned.
+    pub(super) last_cursor: i64,
+    /// Blobs held.
+    pub(super) blob_count: i64,
+    /// Payload bytes held.
+    pub(super) byte_count: i64,
+}
+
+/// The payload size as the databases store it (a payload in memory is far below `i64::MAX`
+/// bytes).
+pub(super) fn payload_size(req: &PushRequest) -> i64 {
+    clamp_i64(u64::try_from(req.payload.len()).unwrap_or(u64::MAX))
+}
+
+/// A push's TTL in whole milliseconds (saturating).
+pub(super) fn ttl_ms(req: &PushRequest) -> u64 {
+    u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Every limit a new blob must respect: size, TTL, the group's quotas (`group`: its counters,
+/// `None` for a group that holds nothing yet), and a sane cursor.
+pub(super) fn check_push(
+    req: &PushRequest,
+    group: Option<GroupCounts>,
+    limits: &StorageLimits,
+) -> Result<(), StorageError> {
+    let size = payload_size(req);
+    let size_u = size.unsigned_abs();
+    if size_u > limits.max_blob_bytes {
+        return Err(quota(QuotaKind::BlobSize, limits.max_blob_bytes, size_u));
+    }
+    let ttl = ttl_ms(req);
+    let max_ttl_ms = u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX);
+    if ttl > max_ttl_ms {
+        return Err(quota(QuotaKind::Ttl, max_ttl_ms, ttl));
+    }
+    let g = group.unwrap_or_default();
+    let new_count = g.blob_count.saturating_add(1);
+    if new_count.unsigned_abs() > limits.max_group_blobs {
+        return Err(quota(
+            QuotaKind::GroupBlobs,
+            limits.max_group_blobs,
+            new_count.unsigned_abs(),
+        ));
+    }
+    let new_bytes = g.byte_count.saturating_add(size);
+    let max_bytes = req
+        .group_quota_bytes
+        .map_or(limits.max_group_bytes, |q| q.min(limits.max_group_bytes));
+    if new_bytes.unsigned_abs() > max_bytes {
+        return Err(quota(
+            QuotaKind::GroupBytes,
+            max_bytes,
+            new_bytes.unsigned_abs(),
+        ));
+    }
+    if g.blob_count < 0 || g.byte_count < 0 || g.last_cursor < 0 {
+        return Err(StorageError::Corrupt {
+            what: "negative group counter".into(),
+        });
+    }
+    if g.last_cursor == i64::MAX {
+        return Err(StorageError::Corrupt {
+            what: "group cursor space exhausted".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks an invite's lookup id (1 ..= 64 bytes).
+pub(super) fn check_lookup_id(lookup_id: &[u8]) -> Result<(), StorageError> {
+    if lookup_id.is_empty() || lookup_id.len() > MAX_LOOKUP_ID_BYTES {
+        return Err(StorageError::InvalidArgument {
+            what: "invite lookup id must be 1..=64 bytes",
+        });
+    }
+    Ok(())
+}
+
+/// Checks an invite's lookup id and its sealed size.
+pub(super) fn check_invite(lookup_id: &[u8], sealed: &[u8]) -> Result<(), StorageError> {
+    check_lookup_id(lookup_id)?;
+    if sealed.len() > MAX_INVITE_BYTES {
+        return Err(StorageError::InvalidArgument {
+            what: "sealed invite is too large",
+        });
+    }
+    Ok(())
+}
+
+/// A `u64` as the databases' signed integer (saturating).
+pub(super) fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored integer that must not be negative.
+pub(super) fn to_u64(v: i64, what: &str) -> Result<u64, StorageError> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt {
+        what: format!("negative {what}: {v}"),
+    })
+}
+
+/// A duration in whole milliseconds (saturating).
+pub(super) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The error for a push that would break `kind`.
+pub(super) fn quota(kind: QuotaKind, limit: u64, requested: u64) -> StorageError {
+    StorageError::QuotaExceeded {
+        kind,
+        limit,
+        requested,
+    }
+}
