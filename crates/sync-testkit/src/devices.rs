@@ -7,8 +7,8 @@ use std::sync::Arc;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_client::{
-    Blob, ClientConfig, ClientOptions, GroupChoice, IrohConfig, IrohTransport, StoreLocation,
-    StreamExt, SyncClient, SyncEvent,
+    Blob, ClientConfig, ClientOptions, GroupChoice, IrohConfig, IrohTransport, MemberInfo,
+    StoreLocation, StreamExt, SyncClient, SyncEvent,
 };
 use sync_core::GroupMaterial;
 use sync_types::RelayAddr;
@@ -92,4 +92,40 @@ pub async fn pull_until(client: &SyncClient, want: usize) -> Vec<Blob> {
     })
     .await;
     got
+}
+
+/// Waits until `admin` sees `n` enrolled, unrevoked devices (each enrolls right after its
+/// first `Welcome`), asking the relay again after every answer; returns the member list.
+///
+/// # Panics
+/// When they do not enroll within the guard, or a request fails.
+#[allow(clippy::panic)]
+pub async fn until_members(admin: &SyncClient, n: usize) -> Vec<MemberInfo> {
+    guard("devices to enroll", async {
+        loop {
+            let members = admin
+                .members()
+                .await
+                .unwrap_or_else(|e| panic!("members: {e}"));
+            if members.iter().filter(|m| m.revoked_at.is_none()).count() >= n {
+                return members;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}
+
+/// Waits until `client` holds key epoch `epoch` (learnt from a broadcast or its next session).
+///
+/// # Panics
+/// When it does not within the guard.
+pub async fn until_epoch(client: &SyncClient, epoch: u32) {
+    let mut events = client.subscribe();
+    guard("the new epoch to arrive", async {
+        while client.epoch().0 < epoch {
+            let _ = events.next().await;
+        }
+    })
+    .await;
 }

@@ -278,7 +278,10 @@ fn command(bin: &Path, name: &str, as_postgres: bool) -> Command {
 
 fn chown_to_postgres(dir: &Path) -> Result<(), TestkitError> {
     let out = run_bounded(
-        Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir),
+        Command::new("chown")
+            .arg("-R")
+            .arg("postgres:postgres")
+            .arg(dir),
         Duration::from_secs(60),
     );
     if out.status.success() {

@@ -335,6 +335,11 @@ fn storage_error(ctx: &RelayCtx, e: &StorageError) -> WireError {
             WireError::new(ErrorCode::ShuttingDown, "relay storage is closing")
                 .retry_after_ms(STORAGE_RETRY_MS)
         }
+        StorageError::Unavailable(reason) => {
+            tracing::warn!(%reason, "storage database unavailable");
+            WireError::new(ErrorCode::StorageFailure, "relay database unavailable")
+                .retry_after_ms(STORAGE_RETRY_MS)
+        }
         StorageError::InvalidArgument { what } => WireError::new(ErrorCode::Malformed, *what),
         StorageError::BlobConflict => WireError::new(
             ErrorCode::Conflict,

@@ -1845,3 +1845,73 @@ on_both! {
     #[tokio::test]
     membership_records_keep_their_order_and_grants_go_to_their_recipient;
 }
+
+/// Two relays on one PostgreSQL database run their cleanup at the same moment: each expired
+/// blob is removed (and its id remembered) exactly once, the live ones stay, and the totals
+/// and every group's counters stay exact; forgetting the remembered ids at once is exact too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_cleaning_up_at_once_remove_each_expired_blob_once() {
+    const PER_GROUP: u64 = 600;
+    let place = Place::new(Kind::Postgres);
+    let one = place.open(StorageLimits::default()).await;
+    let two = place.open(StorageLimits::default()).await;
+    let mut live = 0u64;
+    for g in 1..=3u8 {
+        for n in 0..PER_GROUP {
+            let mut r = push_req(group(g), u64::from(g) << 32 | n, 100);
+            // Two in three expire after a second; the rest live a day.
+            if n % 3 != 0 {
+                r.ttl = Duration::from_secs(1);
+            } else {
+                live += 1;
+            }
+            let s = if n % 2 == 0 { &one } else { &two };
+            s.push(r).await.expect("push");
+        }
+    }
+    let expired = 3 * PER_GROUP - live;
+    let later = T0 + 2_000;
+    let sweep = |s: RelayStorage, forget: bool| {
+        tokio::spawn(async move {
+            let mut total = 0;
+            loop {
+                let n = if forget {
+                    s.forget_removed_ids(u64::MAX, 64).await.expect("forget")
+                } else {
+                    s.cleanup_expired(later, 64).await.expect("cleanup")
+                };
+                total += n;
+                if n < 64 {
+                    return total;
+                }
+            }
+        })
+    };
+    let (a, b) = (sweep(one.clone(), false), sweep(two.clone(), false));
+    let removed = a.await.expect("sweep") + b.await.expect("sweep");
+    assert_eq!(removed, expired, "each expired blob removed once");
+    let stats = one.stats().await.expect("stats");
+    assert_eq!(stats, totals(3, live, live * 100));
+    assert_eq!(one.audit().await.expect("audit"), stats);
+    for g in 1..=3u8 {
+        let ids = ids_in(&two, group(g)).await;
+        let want: Vec<BlobId> = (0..PER_GROUP)
+            .filter(|n| n % 3 == 0)
+            .map(|n| blob(u64::from(g) << 32 | n))
+            .collect();
+        assert_eq!(ids, want, "exactly the live blobs of group {g}");
+        // A retry of an expired blob is still answered with its original cursor.
+        let retry = two
+            .push(PushRequest {
+                ttl: Duration::from_secs(1),
+                ..push_req(group(g), u64::from(g) << 32 | 1, 100)
+            })
+            .await
+            .expect("retry");
+        assert_eq!((retry.cursor.get(), retry.duplicate), (2, true));
+    }
+    let (a, b) = (sweep(one.clone(), true), sweep(two.clone(), true));
+    let forgotten = a.await.expect("forget") + b.await.expect("forget");
+    assert_eq!(forgotten, expired, "each remembered id forgotten once");
+    assert_eq!(one.audit().await.expect("audit"), stats);
+}

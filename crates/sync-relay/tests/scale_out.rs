@@ -1,0 +1,292 @@
+//! Several relay processes on one PostgreSQL database: one log per group whichever relay a
+//! device uses, notifications across relays, and a database restart that loses nothing.
+//!
+//! Real processes (a private PostgreSQL cluster, the `sync-relay` binary), real QUIC on
+//! 127.0.0.1, real devices. Every wait is on an event, bounded by the test kit's guard.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+
+use sync_client::{Blob, StoreLocation, SyncClient};
+use sync_testkit::devices::{self, pull_until};
+use sync_testkit::{GUARD, PostgresServer, RelayProcess, guard};
+use sync_types::BlobId;
+
+/// A relay on the PostgreSQL database at `url`, push rate limits off (pushes are under test).
+fn relay_on(url: &str) -> RelayProcess {
+    RelayProcess::builder()
+        .args(["--storage", "postgres", "--postgres-url", url])
+        .args(["--session-push-rate", "0", "--global-push-rate", "0"])
+        .start()
+        .expect("relay starts on postgres")
+}
+
+/// Checks that a reader got every pushed blob exactly once, in strictly increasing cursors.
+fn assert_once_in_order(who: &str, got: &[Blob], pushed: &HashSet<BlobId>) {
+    assert_eq!(
+        got.len(),
+        pushed.len(),
+        "{who}: nothing twice, nothing missing"
+    );
+    let ids: HashSet<BlobId> = got.iter().map(|b| b.blob_id).collect();
+    assert_eq!(&ids, pushed, "{who}: exactly the pushed blobs");
+    assert!(
+        got.windows(2).all(|w| w[0].cursor < w[1].cursor),
+        "{who}: one cursor order"
+    );
+}
+
+/// 3 relays on one PostgreSQL, 4 pushers on each and one reader on each that pulls on every
+/// notification: 20,000 blobs, and every reader sees each exactly once, all in the same
+/// cursor order (the log is the database's, not a relay's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relays_on_one_postgres_deliver_every_blob_once_in_one_order() {
+    const TOTAL: usize = 20_000;
+    const TAIL: usize = 10;
+    const PUSHERS_PER_RELAY: usize = 4;
+    const RELAYS: usize = 3;
+    let mut pg = PostgresServer::start().expect("postgres");
+    let url = pg.create_database().expect("database");
+    let relays: Vec<RelayProcess> = (0..RELAYS).map(|_| relay_on(&url)).collect();
+    let stores = tempfile::tempdir().unwrap();
+    let group = devices::group(31);
+
+    let mut readers = Vec::new();
+    let mut pushers = Vec::new();
+    for (r, relay) in relays.iter().enumerate() {
+        let dial = relay.relay_addr();
+        let store = |name: String| StoreLocation::Dir(stores.path().join(name));
+        readers.push(devices::connect(&dial, &group, store(format!("reader-{r}"))).await);
+        for p in 0..PUSHERS_PER_RELAY {
+            pushers.push(devices::connect(&dial, &group, store(format!("pusher-{r}-{p}"))).await);
+        }
+    }
+    // Readers start pulling before the first push, so they pull on notifications all along.
+    let reading: Vec<_> = readers
+        .iter()
+        .map(|reader| {
+            let reader = reader.clone();
+            tokio::spawn(async move { pull_until(&reader, TOTAL - TAIL).await })
+        })
+        .collect();
+    let n = pushers.len();
+    let main = TOTAL - TAIL;
+    let pushing: Vec<_> = pushers
+        .iter()
+        .enumerate()
+        .map(|(i, pusher)| {
+            let pusher = pusher.clone();
+            // Shared out: the first ones push one more.
+            let count = main / n + usize::from(i < main % n);
+            tokio::spawn(async move {
+                let mut ids = Vec::with_capacity(count);
+                for k in 0..count {
+                    let data = format!("pusher {i} blob {k}");
+                    ids.push(pusher.push_queued(data.as_bytes()).await.expect("queued"));
+                }
+                pusher.flush(GUARD).await.expect("every push acknowledged");
+                ids
+            })
+        })
+        .collect();
+    let mut pushed = HashSet::new();
+    for p in pushing {
+        pushed.extend(guard("a pusher to finish", p).await.expect("pusher"));
+    }
+    let mut main_phase = Vec::new();
+    for reading in reading {
+        main_phase.push(
+            guard("a reader to catch up", reading)
+                .await
+                .expect("reader"),
+        );
+    }
+    // The tail goes through relay 0 alone once every reader has caught up: the readers on
+    // relays 1 and 2 hear of it only through relay 0's notifications, by way of the database.
+    let tailing: Vec<_> = readers
+        .iter()
+        .map(|reader| {
+            let reader = reader.clone();
+            tokio::spawn(async move { pull_until(&reader, TAIL).await })
+        })
+        .collect();
+    for k in 0..TAIL {
+        let receipt = pushers[0]
+            .push(format!("tail {k}").as_bytes())
+            .await
+            .expect("tail push");
+        pushed.insert(receipt.blob_id);
+    }
+    assert_eq!(pushed.len(), TOTAL);
+    let mut orders = Vec::new();
+    for (r, (mut got, tailing)) in main_phase.into_iter().zip(tailing).enumerate() {
+        got.extend(
+            guard("a reader to get the tail", tailing)
+                .await
+                .expect("reader"),
+        );
+        assert_once_in_order(&format!("reader on relay {r}"), &got, &pushed);
+        orders.push(got.iter().map(|b| b.blob_id).collect::<Vec<_>>());
+    }
+    assert!(
+        orders.windows(2).all(|w| w[0] == w[1]),
+        "every reader saw the same order"
+    );
+    assert!(
+        readers[0].pull().await.expect("pull").is_empty(),
+        "nothing is delivered twice"
+    );
+    println!(
+        "scale-out: {TOTAL} blobs through {RELAYS} relays on one PostgreSQL, {} readers saw each once",
+        orders.len()
+    );
+    close_all(readers.iter().chain(pushers.iter())).await;
+    for mut relay in relays {
+        assert!(relay.stop().is_clean(), "relay stops cleanly");
+    }
+}
+
+/// The database restarts in the middle of a burst: the relay answers pushes with a typed,
+/// retryable error while it is down (the device keeps them queued), reports itself
+/// unavailable on `/health`, and recovers by itself when the database is back; every push
+/// lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_burst_loses_nothing_and_the_relay_recovers_by_itself() {
+    const BURST: usize = 3_000;
+    let mut pg = PostgresServer::start().expect("postgres");
+    let url = pg.create_database().expect("database");
+    let mut relay = relay_on(&url);
+    let dial = relay.relay_addr();
+    let stores = tempfile::tempdir().unwrap();
+    let group = devices::group(32);
+    let a = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("a"))).await;
+    let mut events = a.subscribe();
+
+    let pusher = a.clone();
+    let burst = tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(BURST);
+        for i in 0..BURST {
+            ids.push(pusher.push_queued(format!("{i}").as_bytes()).await.unwrap());
+        }
+        ids
+    });
+    // Crash the database once some pushes are acknowledged.
+    wait_for_acks(&mut events, BURST / 5).await;
+    pg.crash();
+    let health = http_get(relay.http_addr(), "/health").await;
+    assert!(
+        health.starts_with("HTTP/1.1 503") && health.contains("\"unavailable\""),
+        "health while the database is down: {health}"
+    );
+    assert!(
+        a.status().outbox_len > 0,
+        "pushes wait in the outbox while the database is down"
+    );
+    pg.restart().expect("postgres restarts");
+    guard("flush after the database is back", a.flush(GUARD))
+        .await
+        .unwrap();
+    let pushed: HashSet<BlobId> = guard("the burst queued", burst)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let health = http_get(relay.http_addr(), "/health").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    let b = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("b"))).await;
+    let got = pull_until(&b, BURST).await;
+    assert_once_in_order("the reader", &got, &pushed);
+    let seqs: Vec<usize> = got
+        .iter()
+        .map(|b| String::from_utf8_lossy(&b.data).parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..BURST).collect::<Vec<_>>(), "push order kept");
+    close_all([&a, &b]).await;
+    assert!(relay.stop().is_clean(), "relay stops cleanly");
+}
+
+async fn wait_for_acks(
+    events: &mut (impl sync_client::StreamExt<Item = sync_client::SyncEvent> + Unpin),
+    want: usize,
+) {
+    let mut acked = 0;
+    guard("acks", async {
+        while acked < want {
+            if let Some(sync_client::SyncEvent::PushAcked { .. }) = events.next().await {
+                acked += 1;
+            }
+        }
+    })
+    .await;
+}
+
+async fn close_all<'a>(clients: impl IntoIterator<Item = &'a SyncClient>) {
+    for c in clients {
+        c.close().await;
+    }
+}
+
+/// A plain HTTP/1.1 GET; the whole response as text.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut out = String::new();
+    guard("an HTTP answer", s.read_to_string(&mut out))
+        .await
+        .expect("response");
+    out
+}
+
+/// A membership change stored through one relay reaches the sessions on another: a member
+/// on relay 2 learns of the admin's rotation on relay 1 (and reads what is sealed under the new
+/// epoch), and a device revoked by the admin on relay 1 loses its session on relay 2 at once
+/// and is refused there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_and_a_revocation_through_one_relay_reach_the_sessions_on_another() {
+    use sync_client::{ClientError, StreamExt, SyncEvent};
+    use sync_types::ErrorCode;
+
+    let mut pg = PostgresServer::start().expect("postgres");
+    let url = pg.create_database().expect("database");
+    let (one, two) = (relay_on(&url), relay_on(&url));
+    let stores = tempfile::tempdir().unwrap();
+    let store = |name: &str| StoreLocation::Dir(stores.path().join(name));
+    let group = devices::group(33);
+    // The admin (the first device) on relay 1; two members on relay 2.
+    let admin = devices::connect(&one.relay_addr(), &group, store("admin")).await;
+    let member = devices::connect(&two.relay_addr(), &group, store("member")).await;
+    let doomed = devices::connect(&two.relay_addr(), &group, store("doomed")).await;
+    devices::until_members(&admin, 3).await;
+
+    let epoch = admin.rotate().await.expect("rotate");
+    admin.push(b"after the rotation").await.expect("push");
+    devices::until_epoch(&member, epoch.0).await;
+    let got = pull_until(&member, 1).await;
+    assert_eq!(got[0].data, b"after the rotation");
+
+    let mut doomed_events = doomed.subscribe();
+    admin.revoke(&[doomed.device_id()]).await.expect("revoke");
+    guard("the revoked session on relay 2 to end", async {
+        loop {
+            if let Some(SyncEvent::Disconnected { .. }) = doomed_events.next().await {
+                return;
+            }
+        }
+    })
+    .await;
+    doomed.close().await;
+    let again =
+        SyncClient::connect(devices::config(&two.relay_addr(), &group, store("doomed"))).await;
+    match again {
+        Err(ClientError::Rejected { code, .. }) => assert_eq!(code, ErrorCode::DeviceRevoked),
+        other => panic!("a revoked device must be refused on relay 2, got {other:?}"),
+    }
+    close_all([&admin, &member]).await;
+    for mut relay in [one, two] {
+        assert!(relay.stop().is_clean(), "relay stops cleanly");
+    }
+}
