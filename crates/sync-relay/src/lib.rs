@@ -40,8 +40,8 @@ mod storage;
 pub use admission::{OperatorKeyError, Refusal, Refusals, create_operator_key, load_operator_key};
 pub use config::{
     AdmissionMode, ConfigError, ConfigOverrides, DATA_DIR_NAME, Durability, LogFormat,
-    MAX_BLOB_BYTES_LIMIT, RelayConfig, StorageBackend, default_data_dir, format_duration,
-    mask_password, parse_duration,
+    MAX_BLOB_BYTES_LIMIT, PostgresTlsMode, RelayConfig, StorageBackend, default_data_dir,
+    format_duration, mask_password, parse_duration,
 };
 pub use identity::{IdentityError, KEY_FILE_NAME, load_or_create_secret_key};
 pub use metrics::{
@@ -54,7 +54,7 @@ pub use server::{RelayError, RelayHandle, start};
 pub use signals::StopSignals;
 pub use storage::{
     CommitHook, CommitReport, CommittedPush, DB_FILE_NAME, InviteLookup, PostgresConfig,
-    PostgresStorage, PullEntry, PullPage, PushOutcome, PushReply, PushRequest, QuotaKind,
-    RelayStorage, RemoteEvent, SCHEMA, SqliteConfig, SqliteStorage, Storage, StorageError,
-    StorageLimits, StorageStats, Synchronous, WriterMetrics,
+    PostgresStorage, PostgresTls, PullEntry, PullPage, PushOutcome, PushReply, PushRequest,
+    QuotaKind, RelayStorage, RemoteEvent, SCHEMA, SqliteConfig, SqliteStorage, Storage,
+    StorageError, StorageLimits, StorageStats, Synchronous, WriterMetrics,
 };

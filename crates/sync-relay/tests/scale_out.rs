@@ -290,3 +290,60 @@ async fn a_rotation_and_a_revocation_through_one_relay_reach_the_sessions_on_ano
         assert!(relay.stop().is_clean(), "relay stops cleanly");
     }
 }
+
+/// With `postgres_tls = "require"` the relay reaches a database that accepts TLS only, and
+/// checks its certificate: against the right CA it serves devices; without TLS, or against
+/// another CA, it does not start, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_talks_to_postgres_over_tls_and_checks_its_certificate() {
+    let mut pg = PostgresServer::start_tls().expect("postgres with TLS");
+    let url = pg.create_database().expect("database");
+    let ca = pg.ca_file().expect("the server's CA");
+    let mut relay = RelayProcess::builder()
+        .args(["--storage", "postgres", "--postgres-url", &url])
+        .args(["--postgres-tls", "require", "--postgres-ca-file"])
+        .arg(&ca)
+        .start()
+        .expect("relay starts over TLS");
+    let stores = tempfile::tempdir().unwrap();
+    let group = devices::group(34);
+    let dial = relay.relay_addr();
+    let a = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("a"))).await;
+    let b = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("b"))).await;
+    for i in 0..10 {
+        a.push(format!("over TLS {i}").as_bytes())
+            .await
+            .expect("push");
+    }
+    let got = pull_until(&b, 10).await;
+    assert_eq!(got.len(), 10);
+    assert_eq!(got[9].data, b"over TLS 9");
+    close_all([&a, &b]).await;
+    assert!(relay.stop().is_clean(), "relay stops cleanly");
+
+    // The server takes no plain connection: a relay without TLS cannot start.
+    let plain = RelayProcess::builder()
+        .args(["--storage", "postgres", "--postgres-url", &url])
+        .start()
+        .expect_err("no TLS, no database");
+    assert!(
+        plain.to_string().contains("no encryption"),
+        "{plain}"
+    );
+    // Another CA's certificate is refused.
+    let other = tempfile::tempdir().unwrap();
+    let mut stranger = PostgresServer::start_tls().expect("another server");
+    let other_ca = other.path().join("ca.pem");
+    std::fs::copy(stranger.ca_file().expect("its CA"), &other_ca).unwrap();
+    stranger.stop();
+    let refused = RelayProcess::builder()
+        .args(["--storage", "postgres", "--postgres-url", &url])
+        .args(["--postgres-tls", "require", "--postgres-ca-file"])
+        .arg(&other_ca)
+        .start()
+        .expect_err("a certificate from another CA");
+    assert!(
+        refused.to_string().contains("certificate"),
+        "the reason names the certificate: {refused}"
+    );
+}

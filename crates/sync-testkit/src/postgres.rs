@@ -64,6 +64,26 @@ impl PostgresServer {
     /// # Errors
     /// As [`PostgresServer::start`].
     pub fn start_with(fsync: bool) -> Result<Self, TestkitError> {
+        Self::start_inner(fsync, false)
+    }
+
+    /// Starts a server that accepts TCP connections over TLS only (`hostssl` in
+    /// `pg_hba.conf`), with a certificate for `127.0.0.1` issued by a CA of its own; the CA's
+    /// certificate is at [`PostgresServer::ca_file`].
+    ///
+    /// # Errors
+    /// As [`PostgresServer::start`], or when `openssl` cannot make the certificates.
+    pub fn start_tls() -> Result<Self, TestkitError> {
+        Self::start_inner(false, true)
+    }
+
+    /// The CA certificate (PEM) of a server started with [`PostgresServer::start_tls`].
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        let ca = self.dir.path().join("tls").join("ca.pem");
+        ca.exists().then_some(ca)
+    }
+
+    fn start_inner(fsync: bool, tls: bool) -> Result<Self, TestkitError> {
         let bin = bin_dir()?;
         let as_postgres = nix::unistd::geteuid().is_root();
         let template = template(&bin, as_postgres)?;
@@ -81,6 +101,14 @@ impl PostgresServer {
                 "cannot copy the cluster template: {}",
                 String::from_utf8_lossy(&out.stderr)
             )));
+        }
+        if tls {
+            make_certificates(&dir.path().join("tls"))?;
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .map_err(|e| TestkitError::NoBinary(format!("cannot write pg_hba.conf: {e}")))?;
         }
         if as_postgres {
             chown_to_postgres(dir.path())?;
@@ -117,8 +145,19 @@ impl PostgresServer {
             .args(["-c", "max_connections=300"])
             .args(["-c", "shared_buffers=128MB"])
             .args(["-c", if self.fsync { "fsync=on" } else { "fsync=off" }])
-            .args(["-c", "log_min_messages=warning"])
-            .stdin(Stdio::null())
+            .args(["-c", "log_min_messages=warning"]);
+        let tls = self.dir.path().join("tls");
+        if tls.join("server.key").exists() {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    tls.join("server.pem").display()
+                ))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", tls.join("server.key").display()));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|source| TestkitError::Spawn {
@@ -293,6 +332,93 @@ fn chown_to_postgres(dir: &Path) -> Result<(), TestkitError> {
             String::from_utf8_lossy(&out.stderr)
         )))
     }
+}
+
+/// A CA and a server certificate for `127.0.0.1` it issued (P-256 keys, two days), made with
+/// the `openssl` command in `dir`.
+fn make_certificates(dir: &Path) -> Result<(), TestkitError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| TestkitError::NoBinary(format!("cannot make {}: {e}", dir.display())))?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| TestkitError::NoBinary(format!("cannot write the extensions: {e}")))?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let steps: [&[&str]; 3] = [
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=sync-testkit CA",
+            ],
+        ]
+        .concat(),
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let out = run_bounded(
+            Command::new("openssl").args(args).current_dir(dir),
+            Duration::from_secs(60),
+        );
+        if !out.status.success() {
+            return Err(TestkitError::NoBinary(format!(
+                "openssl {} failed: {}",
+                args.first().copied().unwrap_or_default(),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    // PostgreSQL refuses a key others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .map_err(|e| TestkitError::NoBinary(format!("cannot protect the key: {e}")))
 }
 
 /// A port free on 127.0.0.1 right now.

@@ -90,6 +90,18 @@ pub enum StorageBackend {
     Postgres,
 }
 
+/// TLS to PostgreSQL, as the configuration spells it (`disable` or `require`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresTlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS, with the server's certificate checked (against `postgres_ca_file`, or the system's
+    /// trust store).
+    Require,
+}
+
 /// Whether log lines are human-readable text or one JSON object per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -213,6 +225,17 @@ config_keys! {
     /// per push writer and one that listens for the other relays). Default 16.
     #[arg(value_name = "N")]
     postgres_pool: u32 = 16, env "SYNC_RELAY_POSTGRES_POOL";
+
+    /// TLS to PostgreSQL: `disable` or `require` (the server's certificate must chain to
+    /// `postgres_ca_file`, or to the system's trust store, and name the host dialled).
+    /// Default `disable`.
+    #[arg(value_name = "MODE", value_enum)]
+    postgres_tls: PostgresTlsMode = PostgresTlsMode::Disable, env "SYNC_RELAY_POSTGRES_TLS";
+
+    /// CA certificates (PEM) the PostgreSQL server's certificate must chain to with
+    /// `postgres_tls = "require"`; empty: the system's trust store. Default empty.
+    #[arg(value_name = "PATH")]
+    postgres_ca_file: PathBuf = PathBuf::new(), env "SYNC_RELAY_POSTGRES_CA_FILE";
 
     /// Push writers of this relay on PostgreSQL: each commits the pushes of its share of the
     /// groups in batches, so pushes to different groups commit in parallel. Default 4.
@@ -771,6 +794,39 @@ mod tests {
         });
         assert_eq!(c.max_sessions, 8);
         assert_eq!(c.max_pull_count, 9);
+    }
+
+    #[test]
+    fn postgres_needs_a_url_and_its_password_never_shows() {
+        let err = RelayConfig::from_toml("storage = \"postgres\"")
+            .and_then(|c| c.validate().map(|()| c))
+            .expect_err("no url");
+        assert!(err.to_string().contains("postgres_url"), "{err}");
+        let c = RelayConfig::from_toml(
+            "storage = \"postgres\"\npostgres_url = \"postgres://relay:s3cret@db:5432/sync\"",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        let shown = c.to_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://relay:***@db:5432/sync"),
+            "{shown}"
+        );
+        for (url, masked) in [
+            (
+                "host=db user=relay password=s3cret dbname=sync",
+                "host=db user=relay password=*** dbname=sync",
+            ),
+            ("postgres://db/sync", "postgres://db/sync"),
+            ("postgres://relay@db/sync", "postgres://relay@db/sync"),
+            (
+                "postgresql://u:p%40ss@h/db?sslmode=require",
+                "postgresql://u:***@h/db?sslmode=require",
+            ),
+        ] {
+            assert_eq!(mask_password(url), masked);
+        }
     }
 
     #[test]

@@ -29,13 +29,13 @@ use iroh::{Endpoint, EndpointId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::StorageBackend;
 use crate::config::{ConfigError, RelayConfig};
+use crate::config::{PostgresTlsMode, StorageBackend};
 use crate::identity::{IdentityError, load_or_create_secret_key};
 use crate::metrics::Metrics;
 use crate::storage::{
-    PostgresConfig, PostgresStorage, RelayStorage, SqliteConfig, SqliteStorage, Storage,
-    StorageError, StorageLimits,
+    PostgresConfig, PostgresStorage, PostgresTls, RelayStorage, SqliteConfig, SqliteStorage,
+    Storage, StorageError, StorageLimits,
 };
 use fanout::{FAN_OUT_QUEUE, commit_hook, fan_out_loop, remote_loop};
 use maintenance::{cleanup_loop, history_loop, stats_loop};
@@ -144,6 +144,13 @@ async fn open_storage(config: &RelayConfig) -> Result<RelayStorage, RelayError> 
             pool_size: config.postgres_pool as usize,
             writers: config.postgres_writers as usize,
             limits,
+            tls: match config.postgres_tls {
+                PostgresTlsMode::Disable => PostgresTls::Disable,
+                PostgresTlsMode::Require => PostgresTls::Require {
+                    ca_file: (!config.postgres_ca_file.as_os_str().is_empty())
+                        .then(|| config.postgres_ca_file.clone()),
+                },
+            },
             ..PostgresConfig::new(config.postgres_url.clone())
         })
         .await?

@@ -28,7 +28,7 @@ mod sqlite;
 mod tests;
 
 pub use any::RelayStorage;
-pub use postgres::{PostgresConfig, PostgresStorage, RemoteEvent};
+pub use postgres::{PostgresConfig, PostgresStorage, PostgresTls, RemoteEvent};
 pub use sqlite::{DB_FILE_NAME, SCHEMA, SqliteConfig, SqliteStorage, Synchronous, WriterMetrics};
 
 use std::fmt;
@@ -297,12 +297,15 @@ pub enum StorageError {
     #[error("sqlite: {0}")]
     Sqlite(Arc<rusqlite::Error>),
     /// PostgreSQL refused a statement. For a push this means its whole batch was rolled back.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", describe_postgres(.0))]
     Postgres(Arc<tokio_postgres::Error>),
     /// The database cannot be reached (connection refused or lost, no pooled connection in
     /// time). Nothing was stored by the call; a retry once it is back is safe.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// TLS to the database could not be set up (an unreadable CA file, no trusted root).
+    #[error("TLS to the database: {0}")]
+    Tls(String),
     /// A file or thread operation failed (creating the data dir, spawning the writer).
     #[error("i/o: {0}")]
     Io(Arc<std::io::Error>),
@@ -356,6 +359,30 @@ pub enum StorageError {
     /// A blocking read task panicked or was cancelled.
     #[error("a storage worker task failed")]
     TaskFailed,
+}
+
+/// The server's message and SQLSTATE for a database error (the driver's own text is only
+/// "db error").
+fn describe_postgres(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error_chain(e),
+    }
+}
+
+/// An error's text followed by each of its sources' (`a: b: c`), each said once.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 impl From<rusqlite::Error> for StorageError {

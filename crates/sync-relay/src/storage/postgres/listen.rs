@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
+use super::tls::Connector;
 use crate::storage::CommittedPush;
 
 /// The channel committed pushes are announced on.
@@ -77,7 +78,7 @@ fn split(text: &str) -> Option<(u64, Vec<u8>)> {
 }
 
 fn decode_pushes(raw: &[u8]) -> Option<Vec<CommittedPush>> {
-    if raw.len() % PUSH_BYTES != 0 {
+    if !raw.len().is_multiple_of(PUSH_BYTES) {
         return None;
     }
     raw.chunks_exact(PUSH_BYTES)
@@ -112,6 +113,7 @@ fn event(instance: u64, channel: &str, text: &str) -> Option<RemoteEvent> {
 /// connection is lost.
 pub(super) async fn listen_loop(
     config: tokio_postgres::Config,
+    connector: Connector,
     instance: u64,
     events: mpsc::Sender<RemoteEvent>,
     stop: CancellationToken,
@@ -119,7 +121,7 @@ pub(super) async fn listen_loop(
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
     loop {
-        let session = listen_once(&config, instance, &events, first);
+        let session = listen_once(&config, &connector, instance, &events, first);
         match stop.run_until_cancelled(session).await {
             None => return,
             Some(Ok(())) => return, // the receiver is gone
@@ -143,11 +145,34 @@ pub(super) async fn listen_loop(
 /// connection failed.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    connector: &Connector,
     instance: u64,
     events: &mpsc::Sender<RemoteEvent>,
     first: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    match connector {
+        Connector::Plain => {
+            let (client, connection) = config.connect(NoTls).await?;
+            listen_on(client, connection, instance, events, first).await
+        }
+        Connector::Rustls(tls) => {
+            let (client, connection) = config.connect(tls.clone()).await?;
+            listen_on(client, connection, instance, events, first).await
+        }
+    }
+}
+
+async fn listen_on<S, T>(
+    client: tokio_postgres::Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    instance: u64,
+    events: &mpsc::Sender<RemoteEvent>,
+    first: bool,
+) -> Result<(), tokio_postgres::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, mut rx) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         loop {

@@ -14,9 +14,11 @@ mod listen;
 mod ops;
 mod reads;
 mod schema;
+mod tls;
 mod writer;
 
 pub use listen::RemoteEvent;
+pub use tls::PostgresTls;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +65,8 @@ pub struct PostgresConfig {
     pub connect_timeout: Duration,
     /// The per-blob and per-group limits.
     pub limits: StorageLimits,
+    /// TLS to the database. Default off.
+    pub tls: PostgresTls,
 }
 
 impl std::fmt::Debug for PostgresConfig {
@@ -75,6 +79,7 @@ impl std::fmt::Debug for PostgresConfig {
             .field("max_batch", &self.max_batch)
             .field("connect_timeout", &self.connect_timeout)
             .field("limits", &self.limits)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -90,6 +95,7 @@ impl PostgresConfig {
             max_batch: 512,
             connect_timeout: Duration::from_secs(5),
             limits: StorageLimits::default(),
+            tls: PostgresTls::Disable,
         }
     }
 }
@@ -111,6 +117,7 @@ impl std::fmt::Debug for PostgresStorage {
 struct Inner {
     pool: Pool,
     pg_config: tokio_postgres::Config,
+    connector: tls::Connector,
     /// One queue per writer task; emptied by `close`.
     writers: RwLock<Vec<mpsc::Sender<writer::Job>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -174,13 +181,19 @@ impl PostgresStorage {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("sync-relay");
         }
-        let manager = Manager::from_config(
-            pg_config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let connector = tls::connector(&config.tls)?;
+        if matches!(config.tls, PostgresTls::Require { .. }) {
+            pg_config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &connector {
+            tls::Connector::Plain => Manager::from_config(pg_config.clone(), NoTls, manager_config),
+            tls::Connector::Rustls(t) => {
+                Manager::from_config(pg_config.clone(), t.clone(), manager_config)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size.max(config.writers + 2))
             .wait_timeout(Some(config.connect_timeout))
@@ -222,6 +235,7 @@ impl PostgresStorage {
             inner: Arc::new(Inner {
                 pool,
                 pg_config,
+                connector,
                 writers: RwLock::new(senders),
                 tasks: Mutex::new(tasks),
                 shared,
@@ -252,6 +266,7 @@ impl PostgresStorage {
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(listen::listen_loop(
             self.inner.pg_config.clone(),
+            self.inner.connector.clone(),
             self.inner.instance,
             tx,
             self.inner.stop.clone(),
@@ -336,7 +351,7 @@ fn pg_error(e: tokio_postgres::Error) -> StorageError {
     }) || e.is_closed()
         || e.code().is_none()
     {
-        StorageError::Unavailable(redact(&e.to_string()))
+        StorageError::Unavailable(redact(&crate::storage::error_chain(&e)))
     } else {
         StorageError::Postgres(Arc::new(e))
     }

@@ -127,7 +127,7 @@ pub(super) async fn prepare(client: &mut Client) -> Result<u64> {
             });
         }
     }
-    if found > SCHEMA_VERSION || found < 0 {
+    if !(0..=SCHEMA_VERSION).contains(&found) {
         return Err(StorageError::UnsupportedSchema {
             found,
             supported: SCHEMA_VERSION,
