@@ -55,10 +55,7 @@ impl Ctx {
         let token = token
             .map(|t| {
                 t.parse::<AdmissionToken>().map_err(|e| {
-                    Failure::new(
-                        Kind::BadInput,
-                        format!("--token is not an admission token: {e}"),
-                    )
+                    Failure::bad_input(format!("--token is not an admission token: {e}"))
                 })
             })
             .transpose()?;
@@ -86,9 +83,7 @@ impl Ctx {
         }
         match store.setting(TOKEN_SETTING).map_err(from_store)? {
             Some(text) => text.parse().map(Some).map_err(|e| {
-                Failure::new(
-                    Kind::BadInput,
-                    format!("the admission token stored on this device is not valid ({e}): pass a new one with --token"),
+                Failure::bad_input(format!("the admission token stored on this device is not valid ({e}): pass a new one with --token"),
                 )
             }),
             None => Ok(None),
@@ -187,12 +182,9 @@ fn secs(what: &str, v: f64) -> Result<Duration, Failure> {
         .and_then(|v| Duration::try_from_secs_f64(v).ok())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| {
-            Failure::new(
-                Kind::BadInput,
-                format!(
-                    "--{what} must be a positive number of seconds, at most {MAX_WAIT_SECS} (a day)"
-                ),
-            )
+            Failure::bad_input(format!(
+                "--{what} must be a positive number of seconds, at most {MAX_WAIT_SECS} (a day)"
+            ))
         })
 }
 
@@ -213,10 +205,9 @@ pub(crate) fn stored_group(store: &Store) -> Result<(GroupId, GroupMaterial), Fa
 pub(crate) fn stored_relay(store: &Store) -> Result<RelayAddr, Failure> {
     match store.setting(RELAY_SETTING).map_err(from_store)? {
         Some(text) => text.parse().map_err(|e| {
-            Failure::new(
-                Kind::BadInput,
-                format!("the relay stored on this device (`{text}`) is not valid: {e}"),
-            )
+            Failure::bad_input(format!(
+                "the relay stored on this device (`{text}`) is not valid: {e}"
+            ))
         }),
         None => Err(Failure::new(
             Kind::NotInitialised,

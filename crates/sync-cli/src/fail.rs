@@ -95,6 +95,11 @@ impl Failure {
             msg: msg.into(),
         }
     }
+
+    /// A failure of kind [`Kind::BadInput`]: the user's input cannot be used.
+    pub(crate) fn bad_input(msg: impl Into<String>) -> Self {
+        Self::new(Kind::BadInput, msg)
+    }
 }
 
 impl fmt::Display for Failure {
@@ -198,10 +203,9 @@ pub(crate) fn from_client_about(e: ClientError, relay: &str, about: About) -> Fa
             Kind::Unreachable,
             format!("relay at {relay} did not answer in time"),
         ),
-        ClientError::TooLarge { len, max } => Failure::new(
-            Kind::BadInput,
-            format!("too large: {len} bytes sealed, the relay accepts at most {max}"),
-        ),
+        ClientError::TooLarge { len, max } => Failure::bad_input(format!(
+            "too large: {len} bytes sealed, the relay accepts at most {max}"
+        )),
         ClientError::OutboxFull { entries, bytes } => Failure::new(
             Kind::Quota,
             format!(
@@ -245,31 +249,32 @@ pub(crate) fn from_invite(e: InviteError) -> Failure {
             Kind::InviteGone,
             "this invite has expired; ask for a fresh one (`sync-cli invite` on a device of the group)",
         ),
-        InviteError::PassphraseRequired => Failure::new(
-            Kind::BadInput,
-            "this group is protected by a passphrase: add --passphrase",
-        ),
+        InviteError::PassphraseRequired => {
+            Failure::bad_input("this group is protected by a passphrase: add --passphrase")
+        }
         InviteError::Crypto(_) => Failure::new(
             Kind::InviteGone,
             "the invite does not open with this code (mistyped code?)",
         ),
-        other => Failure::new(Kind::BadInput, format!("invalid invite: {other}")),
+        other => Failure::bad_input(format!("invalid invite: {other}")),
     }
+}
+
+/// The invite a short code named cannot be had any more, and why.
+fn invite_gone(why: &str) -> Failure {
+    Failure::new(Kind::InviteGone, why)
 }
 
 /// A mailbox lookup error as a failure. `relay` is the address tried.
 pub(crate) fn from_fetch(e: InviteFetchError, relay: &str) -> Failure {
     match e {
-        InviteFetchError::NotFound => Failure::new(
-            Kind::InviteGone,
-            "no invite for this code on the relay: already used, expired, or mistyped",
-        ),
-        InviteFetchError::Expired => Failure::new(
-            Kind::InviteGone,
-            "this short code has expired; ask for a fresh one (`sync-cli invite`)",
-        ),
-        InviteFetchError::TooManyAttempts => Failure::new(
-            Kind::InviteGone,
+        InviteFetchError::NotFound => {
+            invite_gone("no invite for this code on the relay: already used, expired, or mistyped")
+        }
+        InviteFetchError::Expired => {
+            invite_gone("this short code has expired; ask for a fresh one (`sync-cli invite`)")
+        }
+        InviteFetchError::TooManyAttempts => invite_gone(
             "too many attempts with this code; the relay deleted the invite: ask for a fresh one",
         ),
         InviteFetchError::Unreachable(_) | InviteFetchError::Timeout => unreachable(relay),

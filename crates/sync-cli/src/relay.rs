@@ -40,12 +40,8 @@ pub(crate) async fn resolve_pinned(
 ) -> Result<RelayAddr, Failure> {
     let pin = pin
         .map(|p| {
-            p.parse::<RelayId>().map_err(|e| {
-                Failure::new(
-                    Kind::BadInput,
-                    format!("--relay-id `{p}` is not a relay id: {e}"),
-                )
-            })
+            p.parse::<RelayId>()
+                .map_err(|e| Failure::bad_input(format!("--relay-id `{p}` is not a relay id: {e}")))
         })
         .transpose()?;
     let relay = resolve(text, timeout).await?;

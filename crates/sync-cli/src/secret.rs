@@ -7,7 +7,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::fail::{Failure, Kind};
+use crate::fail::Failure;
 
 /// What a passphrase is called in errors.
 const PASSPHRASE: &str = "the passphrase";
@@ -24,7 +24,7 @@ fn read_stdin_line(what: &str) -> Result<Zeroizing<String>, Failure> {
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|e| Failure::new(Kind::BadInput, format!("reading {what}: {e}")))?;
+        .map_err(|e| Failure::bad_input(format!("reading {what}: {e}")))?;
     Ok(first_line(line))
 }
 
@@ -32,7 +32,7 @@ fn read_stdin_line(what: &str) -> Result<Zeroizing<String>, Failure> {
 fn prompt(text: &str, what: &str) -> Result<Zeroizing<String>, Failure> {
     rpassword::prompt_password(text)
         .map(Zeroizing::new)
-        .map_err(|e| Failure::new(Kind::BadInput, format!("reading {what}: {e}")))
+        .map_err(|e| Failure::bad_input(format!("reading {what}: {e}")))
 }
 
 /// The passphrase; with `confirm` (a new group, on a terminal) it is asked twice.
@@ -44,7 +44,7 @@ pub(crate) fn read_passphrase(
         Some(f) if f == Path::new("-") => read_stdin_line(PASSPHRASE)?,
         Some(f) => {
             first_line(Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
-                Failure::new(Kind::BadInput, format!("{}: {e}", f.display()))
+                Failure::bad_input(format!("{}: {e}", f.display()))
             })?))
         }
         None if std::io::stdin().is_terminal() => {
@@ -52,7 +52,7 @@ pub(crate) fn read_passphrase(
             if confirm {
                 let again = prompt("Repeat the passphrase: ", PASSPHRASE)?;
                 if *again != *first {
-                    return Err(Failure::new(Kind::BadInput, "the passphrases do not match"));
+                    return Err(Failure::bad_input("the passphrases do not match"));
                 }
             }
             first
@@ -60,7 +60,7 @@ pub(crate) fn read_passphrase(
         None => read_stdin_line(PASSPHRASE)?,
     };
     if passphrase.is_empty() {
-        return Err(Failure::new(Kind::BadInput, "the passphrase is empty"));
+        return Err(Failure::bad_input("the passphrase is empty"));
     }
     Ok(passphrase)
 }
@@ -75,8 +75,7 @@ pub(crate) fn read_join_input() -> Result<Zeroizing<String>, Failure> {
         read_stdin_line(what)?
     };
     if text.trim().is_empty() {
-        return Err(Failure::new(
-            Kind::BadInput,
+        return Err(Failure::bad_input(
             "`--join -` read no invite or short code (give it on standard input or at the prompt)",
         ));
     }

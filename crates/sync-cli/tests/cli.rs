@@ -11,8 +11,8 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use support::{
-    CMD_TIMEOUT, Device, Proxy, Relay, TwoDevices, WAIT, blobs_data, bytes, cli_bin, lone_device,
-    output_lines, terminate, wait_exit,
+    CMD_TIMEOUT, Device, Proxy, Relay, Run, TwoDevices, WAIT, blobs_data, bytes, cli_bin,
+    lone_device, output_lines, terminate, wait_exit,
 };
 use sync_client::STORE_FILE_NAME;
 
@@ -74,17 +74,19 @@ fn pair_by_short_code_over_the_http_url_then_exchange() {
     let code = v["short_code"].as_str().unwrap();
     // A relay id pinned with --relay-id must be the one the URL's relay announces: another
     // is refused before the code is used.
+    let join = |device: &Device, relay_id: &str| {
+        device.run(&[
+            "pair",
+            "--join",
+            code,
+            "--relay",
+            &relay.http,
+            "--relay-id",
+            relay_id,
+        ])
+    };
     let d = t.device("d", "intruder check");
-    let wrong = "ab".repeat(32);
-    let refused = d.run(&[
-        "pair",
-        "--join",
-        code,
-        "--relay",
-        &relay.http,
-        "--relay-id",
-        &wrong,
-    ]);
+    let refused = join(&d, &"ab".repeat(32));
     assert_eq!(refused.code(), 9, "{}", refused.stderr);
     assert!(
         refused.stderr.contains("refusing") && refused.stderr.contains(&relay.id),
@@ -92,16 +94,7 @@ fn pair_by_short_code_over_the_http_url_then_exchange() {
         refused.stderr
     );
     let c = t.device("c", "tablet");
-    c.run(&[
-        "pair",
-        "--join",
-        code,
-        "--relay",
-        &relay.http,
-        "--relay-id",
-        &relay.id,
-    ])
-    .ok();
+    join(&c, &relay.id).ok();
     assert_eq!(c.pull().len(), 3);
     // Without a pin, an id read over plain http is trusted on first use, and said so.
     let tofu = a.run(&["invite", "--relay", &relay.http]).ok();
@@ -210,54 +203,55 @@ fn offline_push_is_queued_then_delivered_exactly_once_when_the_relay_is_back() {
     assert_eq!(written, 1, "stored once on the relay");
 }
 
-/// Flips one byte in the middle of the stored payload of the blob at `cursor`, in the relay's
-/// database file (the relay must be stopped), as an operator with a shell on the relay host
-/// could.
-fn damage_stored_blob(relay_dir: &Path, cursor: i64) {
-    let conn = rusqlite::Connection::open(relay_dir.join("relay.db")).unwrap();
-    let mut payload: Vec<u8> = conn
-        .query_row(
-            "SELECT payload FROM blobs WHERE cursor = ?1",
-            [cursor],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let mid = payload.len() / 2;
-    payload[mid] ^= 0x20;
-    let changed = conn
-        .execute(
-            "UPDATE blobs SET payload = ?1 WHERE cursor = ?2",
-            rusqlite::params![payload, cursor],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
-}
-
-#[test]
-fn a_blob_damaged_on_the_relay_is_a_warning_and_exit_11_and_the_rest_is_printed() {
+/// A pushes "one", "two" and "three"; `tamper` then changes the stopped relay's database, as
+/// an operator with a shell on the relay host could; then B pulls. The pull exits 11, prints
+/// the good blobs ("one" and "three") and warns once. Returns the pair and the pull.
+fn pull_after_tampering(tamper: impl FnOnce(&rusqlite::Connection)) -> (TwoDevices, Run) {
     let mut t = TwoDevices::paired();
     for text in ["one", "two", "three"] {
         t.a.run(&["push", text]).ok();
     }
     t.relay.stop();
-    damage_stored_blob(&t.path().join("relay"), 2);
+    let conn = rusqlite::Connection::open(t.path().join("relay").join("relay.db")).unwrap();
+    tamper(&conn);
+    drop(conn);
     t.relay.restart();
 
     let pulled = t.b.run(&["pull", "--json"]);
     assert_eq!(pulled.code(), 11, "{}", pulled.stderr);
-    let json = pulled.json();
     assert_eq!(
-        blobs_data(&json),
+        blobs_data(&pulled.json()),
         vec![b"one".to_vec(), b"three".to_vec()],
         "the good blobs are printed, the damaged one is not"
     );
-    assert_eq!(json["problems"].as_array().map(Vec::len), Some(1));
-    let warnings = pulled.warnings();
-    assert_eq!(warnings.len(), 1, "{}", pulled.stderr);
+    assert_eq!(pulled.warnings().len(), 1, "{}", pulled.stderr);
+    (t, pulled)
+}
+
+#[test]
+fn a_blob_damaged_on_the_relay_is_a_warning_and_exit_11_and_the_rest_is_printed() {
+    // Flips one byte in the middle of the stored payload of blob 2.
+    let (t, pulled) = pull_after_tampering(|conn| {
+        let mut payload: Vec<u8> = conn
+            .query_row("SELECT payload FROM blobs WHERE cursor = 2", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let mid = payload.len() / 2;
+        payload[mid] ^= 0x20;
+        let changed = conn
+            .execute(
+                "UPDATE blobs SET payload = ?1 WHERE cursor = 2",
+                rusqlite::params![payload],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
+    });
+    assert_eq!(pulled.json()["problems"].as_array().map(Vec::len), Some(1));
+    let warning = pulled.warnings()[0];
     assert!(
-        warnings[0].contains("blob #2") && warnings[0].contains("failed verification"),
-        "{}",
-        warnings[0]
+        warning.contains("blob #2") && warning.contains("failed verification"),
+        "{warning}"
     );
     // The cursor moved past it: the next pull has nothing and nothing to warn about.
     let again = t.b.run(&["pull"]);
@@ -267,33 +261,17 @@ fn a_blob_damaged_on_the_relay_is_a_warning_and_exit_11_and_the_rest_is_printed(
 
 #[test]
 fn a_blob_deleted_from_the_relay_by_hand_is_reported_as_withheld() {
-    let mut t = TwoDevices::paired();
-    for text in ["one", "two", "three"] {
-        t.a.run(&["push", text]).ok();
-    }
-    // An operator with a shell on the relay host deletes one row (no expiry, no delete request).
-    t.relay.stop();
-    let conn = rusqlite::Connection::open(t.path().join("relay").join("relay.db")).unwrap();
-    assert_eq!(
-        conn.execute("DELETE FROM blobs WHERE cursor = 2", [])
-            .unwrap(),
-        1
-    );
-    drop(conn);
-    t.relay.restart();
-
-    let pulled = t.b.run(&["pull", "--json"]);
-    assert_eq!(pulled.code(), 11, "{}", pulled.stderr);
-    assert_eq!(
-        blobs_data(&pulled.json()),
-        vec![b"one".to_vec(), b"three".to_vec()]
-    );
-    let warnings = pulled.warnings();
-    assert_eq!(warnings.len(), 1, "{}", pulled.stderr);
+    // One row deleted: no expiry, no delete request.
+    let (_t, pulled) = pull_after_tampering(|conn| {
+        let deleted = conn
+            .execute("DELETE FROM blobs WHERE cursor = 2", [])
+            .unwrap();
+        assert_eq!(deleted, 1);
+    });
+    let warning = pulled.warnings()[0];
     assert!(
-        warnings[0].contains("did not serve blob #2") && warnings[0].contains("withheld"),
-        "{}",
-        warnings[0]
+        warning.contains("did not serve blob #2") && warning.contains("withheld"),
+        "{warning}"
     );
 }
 

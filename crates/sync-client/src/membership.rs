@@ -170,6 +170,28 @@ impl GroupView {
         out
     }
 
+    /// Checks that `me` is an admin and each of `devices` a current device (the start of any
+    /// change an admin makes to them); returns the current devices.
+    fn admin_changing(
+        &self,
+        me: &DeviceKey,
+        devices: &[DeviceId],
+    ) -> Result<Vec<DeviceId>, ClientError> {
+        if !self.state.admins().contains(&me.device_id()) {
+            return Err(ClientError::MembershipChange(
+                "this device is not an admin of the group".into(),
+            ));
+        }
+        let current = self.current_devices();
+        if let Some(d) = devices.iter().find(|d| !current.contains(d)) {
+            return Err(ClientError::MembershipChange(format!(
+                "device {} is not a member of the group",
+                d.short()
+            )));
+        }
+        Ok(current)
+    }
+
     /// A rotation by `me` that keeps every current device except `revoke`.
     pub(crate) fn plan_rotation<R: CryptoRng + ?Sized>(
         &self,
@@ -178,19 +200,8 @@ impl GroupView {
         me: &DeviceKey,
         revoke: &[DeviceId],
     ) -> Result<Rotation, ClientError> {
+        let current = self.admin_changing(me, revoke)?;
         let my_id = me.device_id();
-        if !self.state.admins().contains(&my_id) {
-            return Err(ClientError::MembershipChange(
-                "this device is not an admin of the group".into(),
-            ));
-        }
-        let current = self.current_devices();
-        if let Some(d) = revoke.iter().find(|d| !current.contains(d)) {
-            return Err(ClientError::MembershipChange(format!(
-                "device {} is not a member of the group",
-                d.short()
-            )));
-        }
         if revoke.contains(&my_id) {
             return Err(ClientError::MembershipChange(
                 "a device cannot revoke itself".into(),
@@ -254,18 +265,7 @@ impl GroupView {
         me: &DeviceKey,
         admins: Vec<DeviceId>,
     ) -> Result<GroupRecord, ClientError> {
-        if !self.state.admins().contains(&me.device_id()) {
-            return Err(ClientError::MembershipChange(
-                "this device is not an admin of the group".into(),
-            ));
-        }
-        let current = self.current_devices();
-        if let Some(d) = admins.iter().find(|d| !current.contains(d)) {
-            return Err(ClientError::MembershipChange(format!(
-                "device {} is not a member of the group",
-                d.short()
-            )));
-        }
+        self.admin_changing(me, &admins)?;
         Ok(GroupRecord::next(
             &self.state,
             keys,

@@ -1,7 +1,5 @@
 //! A group as a device holds it, and what an invite gives a device that joins.
 
-use std::fmt;
-
 use sync_crypto::{EpochSecret, GroupDescriptor, GroupKeys, GroupSecret, KeyEpoch};
 use sync_types::{RelayAddr, RelayId};
 
@@ -9,7 +7,7 @@ use crate::{Invite, InviteError};
 
 /// A group as a device holds it: how its secret came to be (public), and the secret.
 /// `Debug` redacts the secret.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct GroupMaterial {
     /// How the secret came to be: random, or a passphrase with its Argon2id parameters.
     pub descriptor: GroupDescriptor,
@@ -32,18 +30,9 @@ impl GroupMaterial {
     }
 }
 
-impl fmt::Debug for GroupMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GroupMaterial")
-            .field("descriptor", &self.descriptor)
-            .field("secret", &"[redacted]")
-            .finish()
-    }
-}
-
 /// What an invite gives a device that joins: where the group's relay is, the group, and the
 /// group's current key epoch (once it rotated). `Debug` redacts the secrets.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct InvitedGroup {
     /// The relay named by the invite.
     pub relay: RelayAddr,
@@ -54,16 +43,6 @@ pub struct InvitedGroup {
     /// The invite's id (the device names it when it enrolls, so the inviter can grant it the
     /// group's history).
     pub invite_id: [u8; 16],
-}
-
-impl fmt::Debug for InvitedGroup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InvitedGroup")
-            .field("relay", &self.relay)
-            .field("group", &self.group)
-            .field("epoch", &self.epoch.as_ref().map(|(e, _)| e.0))
-            .finish_non_exhaustive()
-    }
 }
 
 impl Invite {

@@ -355,6 +355,15 @@ mod tests {
     }
 
     /// Sends everything pending, returning the blob ids in send order.
+    /// An empty outbox with these limits, and `n` ids to fill it with.
+    fn bounded(max_entries: usize, max_bytes: usize, n: usize) -> (Outbox, Vec<BlobId>) {
+        let limits = OutboxLimits {
+            max_entries,
+            max_bytes,
+        };
+        (Outbox::new(limits), ids(n))
+    }
+
     fn send_all(outbox: &mut Outbox) -> Vec<BlobId> {
         let mut sent = Vec::new();
         while let Some(entry) = outbox.send_next() {
@@ -459,11 +468,7 @@ mod tests {
 
     #[test]
     fn full_outbox_refuses_and_drops_nothing() {
-        let mut outbox = Outbox::new(OutboxLimits {
-            max_entries: 2,
-            max_bytes: 100,
-        });
-        let ids = ids(4);
+        let (mut outbox, ids) = bounded(2, 100, 4);
         outbox.enqueue(ids[0], vec![0; 10], 0).expect("room");
         outbox.enqueue(ids[1], vec![0; 10], 0).expect("room");
         assert_eq!(
@@ -483,11 +488,7 @@ mod tests {
 
     #[test]
     fn byte_limit_refuses() {
-        let mut outbox = Outbox::new(OutboxLimits {
-            max_entries: 100,
-            max_bytes: 25,
-        });
-        let ids = ids(3);
+        let (mut outbox, ids) = bounded(100, 25, 3);
         outbox.enqueue(ids[0], vec![0; 20], 0).expect("room");
         assert!(matches!(
             outbox.enqueue(ids[1], vec![0; 10], 0),

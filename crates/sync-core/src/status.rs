@@ -148,85 +148,94 @@ mod tests {
         BlobId::from_bytes([n; 16])
     }
 
+    /// Calls each `method(args)` on the tracker in turn and checks the status after it.
+    macro_rules! steps {
+        ($t:ident; $($method:ident($($arg:expr),*) => $status:ident),+ $(,)?) => {
+            $(
+                $t.$method($($arg),*);
+                assert_eq!($t.status(), SyncStatus::$status, stringify!($method));
+            )+
+        };
+    }
+
     /// A tracker that is connected and has pulled up to the relay's latest cursor.
     fn synced() -> SyncStatusTracker {
         let mut t = SyncStatusTracker::new();
-        t.on_connected();
-        t.on_pull_complete();
-        assert_eq!(t.status(), SyncStatus::Synced);
+        steps!(t;
+            on_connected() => Connected,
+            on_pull_complete() => Synced,
+        );
         t
     }
 
     #[test]
     fn sync_status_reflects_actual_state() {
-        let mut tracker = SyncStatusTracker::new();
-        assert_eq!(tracker.status(), SyncStatus::Offline);
-        tracker.on_connected();
-        assert_eq!(tracker.status(), SyncStatus::Connected);
-        tracker.on_push_acked(id(1));
-        assert_eq!(tracker.status(), SyncStatus::Synced);
-        tracker.on_push_failed(id(2));
-        assert_eq!(tracker.status(), SyncStatus::PendingSync);
-        tracker.on_disconnected();
-        assert_eq!(tracker.status(), SyncStatus::Offline);
+        let mut t = SyncStatusTracker::new();
+        assert_eq!(t.status(), SyncStatus::Offline);
+        steps!(t;
+            on_connected() => Connected,
+            on_push_acked(id(1)) => Synced,
+            on_push_failed(id(2)) => PendingSync,
+            on_disconnected() => Offline,
+        );
     }
 
     #[test]
     fn synced_only_when_connected_and_outbox_empty() {
         let mut t = SyncStatusTracker::new();
-        t.on_push_queued(id(1));
-        t.on_push_queued(id(2));
-        assert_eq!(t.status(), SyncStatus::Offline, "offline wins");
-        t.on_connected();
-        assert_eq!(t.status(), SyncStatus::PendingSync);
-        t.on_pull_complete();
-        assert_eq!(t.status(), SyncStatus::PendingSync);
-        t.on_push_acked(id(1));
-        assert_eq!(t.status(), SyncStatus::PendingSync);
+        // Offline wins over pending pushes.
+        steps!(t;
+            on_push_queued(id(1)) => Offline,
+            on_push_queued(id(2)) => Offline,
+            on_connected() => PendingSync,
+            on_pull_complete() => PendingSync,
+            on_push_acked(id(1)) => PendingSync,
+        );
         assert_eq!(t.pending_count(), 1);
-        t.on_push_acked(id(2));
-        assert_eq!(t.status(), SyncStatus::Synced);
+        steps!(t; on_push_acked(id(2)) => Synced);
     }
 
     #[test]
     fn pull_complete_confirms_and_remote_change_unconfirms() {
         let mut t = synced();
-        t.on_remote_change();
-        assert_eq!(t.status(), SyncStatus::Connected);
-        t.on_pull_complete();
-        assert_eq!(t.status(), SyncStatus::Synced);
+        steps!(t;
+            on_remote_change() => Connected,
+            on_pull_complete() => Synced,
+        );
     }
 
     #[test]
     fn reconnect_needs_fresh_confirmation() {
         let mut t = synced();
-        t.on_disconnected();
-        t.on_connected();
-        assert_eq!(t.status(), SyncStatus::Connected);
+        steps!(t;
+            on_disconnected() => Offline,
+            on_connected() => Connected,
+        );
     }
 
     #[test]
     fn permanent_rejection_is_failure_not_sent() {
         let mut t = SyncStatusTracker::new();
-        t.on_connected();
-        t.on_push_queued(id(1));
-        t.on_push_rejected(id(1));
-        assert_eq!(t.status(), SyncStatus::SyncFailed);
+        steps!(t;
+            on_connected() => Connected,
+            on_push_queued(id(1)) => PendingSync,
+            on_push_rejected(id(1)) => SyncFailed,
+        );
         assert_eq!(t.pending_count(), 0);
         assert_eq!(t.failed_count(), 1);
         // Later successes do not hide the failure until the app clears it.
-        t.on_pull_complete();
-        assert_eq!(t.status(), SyncStatus::SyncFailed);
-        t.clear_failures();
-        assert_eq!(t.status(), SyncStatus::Synced);
+        steps!(t;
+            on_pull_complete() => SyncFailed,
+            clear_failures() => Synced,
+        );
     }
 
     #[test]
     fn fatal_connection_rejection_shows_failed_until_connected() {
         let mut t = SyncStatusTracker::new();
-        t.on_connection_rejected();
-        assert_eq!(t.status(), SyncStatus::SyncFailed);
-        t.on_connected();
-        assert_eq!(t.status(), SyncStatus::Connected);
+        steps!(t;
+            on_connection_rejected() => SyncFailed,
+            on_connected() => Connected,
+        );
     }
 }

@@ -26,6 +26,7 @@ use chacha20poly1305::aead::{Aead, Payload as AeadPayload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use ed25519_dalek::Signature;
 use rand_core::CryptoRng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteArray;
 use sha2::{Digest, Sha256};
@@ -250,14 +251,11 @@ impl GroupRecord {
         auth_epoch: KeyEpoch,
         signer: &DeviceKey,
     ) -> Result<Self, MembershipError> {
-        let msg = labelled(RECORD_LABEL, &body)?;
-        let auth_sig = keys
-            .sign_auth(auth_epoch, &msg)
-            .ok_or(MembershipError::UnknownEpoch(auth_epoch.0))?;
+        let (device_sig, auth_sig) = sign_twice(RECORD_LABEL, &body, keys, auth_epoch, signer)?;
         Ok(Self {
-            device_sig: ByteArray::new(signer.sign(&msg).to_bytes()),
-            auth_sig: ByteArray::new(auth_sig),
             body,
+            device_sig,
+            auth_sig,
         })
     }
 
@@ -268,11 +266,12 @@ impl GroupRecord {
 
     /// Reads a record; bounds are checked, signatures are not (see [`GroupState::apply`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, MembershipError> {
-        if bytes.len() > MAX_RECORD_BYTES {
-            return Err(MembershipError::Malformed("record too long"));
-        }
-        let record: Self = rmp_serde::from_slice(bytes)
-            .map_err(|_| MembershipError::Malformed("not a group record"))?;
+        let record: Self = decode_bounded(
+            bytes,
+            MAX_RECORD_BYTES,
+            "record too long",
+            "not a group record",
+        )?;
         if record.body.admins.len() > MAX_MEMBERS
             || record.body.members.len() > MAX_MEMBERS
             || record.body.revoked.len() > MAX_MEMBERS
@@ -334,6 +333,38 @@ fn labelled<T: Serialize>(label: &[u8], body: &T) -> Result<Vec<u8>, MembershipE
     Ok(msg)
 }
 
+/// The two signatures a record or an enrollment carries, in wire order: by `device` and by
+/// the auth key of `epoch`, both over `label ‖ MessagePack(body)`.
+fn sign_twice<T: Serialize>(
+    label: &[u8],
+    body: &T,
+    keys: &GroupKeys,
+    epoch: KeyEpoch,
+    device: &DeviceKey,
+) -> Result<(ByteArray<64>, ByteArray<64>), MembershipError> {
+    let msg = labelled(label, body)?;
+    let auth_sig = keys
+        .sign_auth(epoch, &msg)
+        .ok_or(MembershipError::UnknownEpoch(epoch.0))?;
+    Ok((
+        ByteArray::new(device.sign(&msg).to_bytes()),
+        ByteArray::new(auth_sig),
+    ))
+}
+
+/// Decodes `bytes` of at most `max` bytes; `too_long` and `malformed` say what was wrong.
+fn decode_bounded<T: DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+    too_long: &'static str,
+    malformed: &'static str,
+) -> Result<T, MembershipError> {
+    if bytes.len() > max {
+        return Err(MembershipError::Malformed(too_long));
+    }
+    rmp_serde::from_slice(bytes).map_err(|_| MembershipError::Malformed(malformed))
+}
+
 fn verify(key: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
     strict_verifying_key(key)
         .is_some_and(|k| k.verify_strict(msg, &Signature::from_bytes(sig)).is_ok())
@@ -382,14 +413,11 @@ impl Enrollment {
             sealed_name,
             invite_id: invite_id.map(ByteArray::new),
         };
-        let msg = labelled(ENROLL_LABEL, &body)?;
-        let auth_sig = keys
-            .sign_auth(epoch, &msg)
-            .ok_or(MembershipError::UnknownEpoch(epoch.0))?;
+        let (device_sig, auth_sig) = sign_twice(ENROLL_LABEL, &body, keys, epoch, device)?;
         Ok(Self {
-            device_sig: ByteArray::new(device.sign(&msg).to_bytes()),
-            auth_sig: ByteArray::new(auth_sig),
             body,
+            device_sig,
+            auth_sig,
         })
     }
 
@@ -401,11 +429,12 @@ impl Enrollment {
     /// Reads an enrollment; bounds and the KEM key's form are checked, signatures are not (see
     /// [`GroupState::check_enrollment`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, MembershipError> {
-        if bytes.len() > MAX_ENROLLMENT_BYTES {
-            return Err(MembershipError::Malformed("enrollment too long"));
-        }
-        let e: Self = rmp_serde::from_slice(bytes)
-            .map_err(|_| MembershipError::Malformed("not an enrollment"))?;
+        let e: Self = decode_bounded(
+            bytes,
+            MAX_ENROLLMENT_BYTES,
+            "enrollment too long",
+            "not an enrollment",
+        )?;
         if e.body.sealed_name.len() > MAX_SEALED_NAME {
             return Err(MembershipError::Malformed("sealed name too long"));
         }

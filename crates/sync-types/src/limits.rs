@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::len;
+use crate::wire::{encoded_len, len};
 
 /// Protocol version sent in `Hello`.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -134,29 +134,21 @@ impl Limits {
         idle_timeout_secs: 60,
         max_in_flight: 256,
     };
-
-    /// Exact size of the MessagePack encoding.
-    pub fn encoded_len(&self) -> usize {
-        let fields = [
-            self.max_blob_bytes,
-            self.max_frame_bytes,
-            self.max_pull_count,
-            self.max_pull_bytes,
-            self.default_ttl_secs,
-            self.max_ttl_secs,
-            self.idle_timeout_secs,
-            self.max_in_flight,
-        ];
-        fields
-            .iter()
-            .fold(len::array_header(fields.len()), |acc, v| {
-                acc + len::uint(u64::from(*v))
-            })
-    }
 }
 
-// `Limits::encoded_len` lists every field: a new field makes this fail until it is listed there.
-const _: () = assert!(size_of::<Limits>() == size_of::<[u32; 8]>());
+encoded_len!(
+    /// Exact size of the MessagePack encoding.
+    Limits {
+        max_blob_bytes,
+        max_frame_bytes,
+        max_pull_count,
+        max_pull_bytes,
+        default_ttl_secs,
+        max_ttl_secs,
+        idle_timeout_secs,
+        max_in_flight,
+    }
+);
 
 impl Default for Limits {
     fn default() -> Self {

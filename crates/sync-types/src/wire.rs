@@ -8,6 +8,8 @@ use serde::de::{self, Visitor};
 use serde::{Deserializer, Serializer};
 
 use crate::error::DecodeError;
+use crate::ids::{BlobId, Cursor, DeviceId, GroupId};
+use crate::payload::Payload;
 
 /// Exact MessagePack sizes of the encodings `rmp-serde` produces (smallest representation).
 pub(crate) mod len {
@@ -70,14 +72,6 @@ pub(crate) mod len {
         n.saturating_add(header)
     }
 
-    /// Encoded size of an optional string.
-    pub(crate) fn opt_str(s: Option<&str>) -> usize {
-        match s {
-            Some(s) => str(s.len()),
-            None => NIL,
-        }
-    }
-
     /// Header size of an array with `n` elements.
     pub(crate) const fn array_header(n: usize) -> usize {
         if n <= 15 {
@@ -98,8 +92,6 @@ pub(crate) mod len {
     pub(crate) const BLOB_ID: usize = 18;
     /// Encoded size of a 32-byte identifier or hash (`bin8`).
     pub(crate) const ID32: usize = 34;
-    /// Encoded size of a 64-byte signature (`bin8`).
-    pub(crate) const SIG64: usize = 66;
     /// Largest encoded size of a `u64`.
     pub(crate) const MAX_U64: usize = 9;
     /// Largest encoded size of a `u32`.
@@ -107,6 +99,130 @@ pub(crate) mod len {
     /// Largest size of a `bin` or `array` header.
     pub(crate) const MAX_HEADER: usize = 5;
 }
+
+/// A field's exact encoded size, so that a message's `encoded_len` lists its fields (see
+/// [`encoded_len!`]) instead of spelling out the size of each one.
+pub(crate) trait WireLen {
+    /// Exact encoded size of the value.
+    fn wire_len(&self) -> usize;
+}
+
+impl WireLen for u64 {
+    fn wire_len(&self) -> usize {
+        len::uint(*self)
+    }
+}
+
+impl WireLen for u32 {
+    fn wire_len(&self) -> usize {
+        len::uint(u64::from(*self))
+    }
+}
+
+impl WireLen for u16 {
+    fn wire_len(&self) -> usize {
+        len::uint(u64::from(*self))
+    }
+}
+
+impl WireLen for bool {
+    fn wire_len(&self) -> usize {
+        len::BOOL
+    }
+}
+
+impl WireLen for String {
+    fn wire_len(&self) -> usize {
+        len::str(self.len())
+    }
+}
+
+/// Fixed-size binary fields ([`fixed_bin`]).
+impl<const N: usize> WireLen for [u8; N] {
+    fn wire_len(&self) -> usize {
+        len::bin(N)
+    }
+}
+
+impl WireLen for Payload {
+    fn wire_len(&self) -> usize {
+        len::bin(self.len())
+    }
+}
+
+impl WireLen for Cursor {
+    fn wire_len(&self) -> usize {
+        len::uint(self.get())
+    }
+}
+
+impl WireLen for BlobId {
+    fn wire_len(&self) -> usize {
+        len::BLOB_ID
+    }
+}
+
+impl WireLen for DeviceId {
+    fn wire_len(&self) -> usize {
+        len::ID32
+    }
+}
+
+impl WireLen for GroupId {
+    fn wire_len(&self) -> usize {
+        len::ID32
+    }
+}
+
+/// `nil` when absent.
+impl<T: WireLen> WireLen for Option<T> {
+    fn wire_len(&self) -> usize {
+        self.as_ref().map_or(len::NIL, T::wire_len)
+    }
+}
+
+impl<T: WireLen> WireLen for Vec<T> {
+    fn wire_len(&self) -> usize {
+        self.iter().fold(len::array_header(self.len()), |a, v| {
+            a.saturating_add(v.wire_len())
+        })
+    }
+}
+
+/// Gives a struct that travels as a MessagePack array of its fields an inherent
+/// `pub fn encoded_len(&self) -> usize` (documented "Exact size of the body's encoding." unless
+/// doc attributes are given) and a [`WireLen`] impl, so it can be a field of another message.
+///
+/// Every field must be listed: the struct is destructured, so a new field fails to compile
+/// until it is added here. Each field's type must implement [`WireLen`].
+macro_rules! encoded_len {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        $crate::wire::encoded_len!(
+            /// Exact size of the body's encoding.
+            $ty { $($field),+ }
+        );
+    };
+    ($(#[$doc:meta])+ $ty:ident { $($field:ident),+ $(,)? }) => {
+        impl $ty {
+            $(#[$doc])+
+            pub fn encoded_len(&self) -> usize {
+                let Self { $($field),+ } = self;
+                let fields = [$($crate::wire::WireLen::wire_len($field)),+];
+                fields.iter().fold(
+                    $crate::wire::len::array_header(fields.len()),
+                    |a, b| a.saturating_add(*b),
+                )
+            }
+        }
+
+        impl $crate::wire::WireLen for $ty {
+            fn wire_len(&self) -> usize {
+                self.encoded_len()
+            }
+        }
+    };
+}
+pub(crate) use encoded_len;
 
 /// Deepest nesting any message of this protocol uses (frame array → `PullResponse` →
 /// entries → entry), with a little room. Deeper input is malformed.

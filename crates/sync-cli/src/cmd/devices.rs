@@ -41,10 +41,9 @@ pub(crate) enum DevicesAction {
 
 fn parse_device(text: &str) -> Result<DeviceId, Failure> {
     text.trim().parse().map_err(|e| {
-        Failure::new(
-            Kind::BadInput,
-            format!("{text:?} is not a device id ({e}); `sync-cli devices members` lists them"),
-        )
+        Failure::bad_input(format!(
+            "{text:?} is not a device id ({e}); `sync-cli devices members` lists them"
+        ))
     })
 }
 

@@ -23,8 +23,7 @@ pub(crate) struct InitArgs {
 pub(crate) fn run(ctx: &Ctx, args: &InitArgs) -> Result<(), Failure> {
     let name = args.name.trim();
     if name.is_empty() || name.len() > 64 {
-        return Err(Failure::new(
-            Kind::BadInput,
+        return Err(Failure::bad_input(
             "the device name must be 1 to 64 characters",
         ));
     }

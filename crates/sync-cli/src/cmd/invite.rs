@@ -66,10 +66,9 @@ pub(crate) async fn run(ctx: &Ctx, args: &ShareArgs) -> Result<(), Failure> {
 /// `--expires-in` is 1 to [`MAX_INVITE_SECS`] seconds.
 pub(crate) fn check_expiry(secs: u64) -> Result<(), Failure> {
     if secs == 0 || secs > MAX_INVITE_SECS {
-        return Err(Failure::new(
-            Kind::BadInput,
-            format!("--expires-in must be 1 to {MAX_INVITE_SECS} seconds"),
-        ));
+        return Err(Failure::bad_input(format!(
+            "--expires-in must be 1 to {MAX_INVITE_SECS} seconds"
+        )));
     }
     Ok(())
 }

@@ -66,8 +66,7 @@ impl PairArgs {
 /// Creates a group (`--create`) or joins one (`--join`).
 pub(crate) async fn run(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
     if matches!(args.passphrase, Some(Some(_))) {
-        return Err(Failure::new(
-            Kind::BadInput,
+        return Err(Failure::bad_input(
             "refusing a passphrase on the command line (other users can read it): write `--passphrase` alone to be prompted, or use --passphrase-file FILE",
         ));
     }
@@ -93,17 +92,14 @@ fn ram_bytes() -> u64 {
 async fn create_group(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
     let (store, _device) = ctx.open_device()?;
     if let Some(id) = store.group_ids().map_err(from_store)?.first() {
-        return Err(Failure::new(
-            Kind::BadInput,
-            format!("this device is already in group {id}: use `sync-cli invite` to add a device"),
-        ));
+        return Err(Failure::bad_input(format!(
+            "this device is already in group {id}: use `sync-cli invite` to add a device"
+        )));
     }
     let relay_text = match &args.share.relay {
         Some(r) => r.clone(),
         None => store.setting(RELAY_SETTING).map_err(from_store)?.ok_or_else(|| {
-            Failure::new(
-                Kind::BadInput,
-                "--relay is needed: ENDPOINT_ID@HOST:PORT from the relay's `dial:` line, or its http:// URL",
+            Failure::bad_input("--relay is needed: ENDPOINT_ID@HOST:PORT from the relay's `dial:` line, or its http:// URL",
             )
         })?,
     };
@@ -162,17 +158,14 @@ async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure
     let in_group = |group_id: Option<GroupId>| -> Result<(), Failure> {
         let existing = store.group_ids().map_err(from_store)?;
         match existing.iter().find(|g| Some(**g) != group_id) {
-            Some(other) => Err(Failure::new(
-                Kind::BadInput,
-                format!(
-                    "this device is already in group {other} (use another --data-dir for a second group){}",
-                    if group_id.is_none() {
-                        "; the short code was not used"
-                    } else {
-                        ""
-                    }
-                ),
-            )),
+            Some(other) => Err(Failure::bad_input(format!(
+                "this device is already in group {other} (use another --data-dir for a second group){}",
+                if group_id.is_none() {
+                    "; the short code was not used"
+                } else {
+                    ""
+                }
+            ))),
             None => Ok(()),
         }
     };
@@ -183,12 +176,9 @@ async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure
         None
     } else {
         let code = ShortCode::parse(input).map_err(|e| {
-            Failure::new(
-                Kind::BadInput,
-                format!(
-                    "`--join` takes an invite (0ksync1:…) or a short code XXXX-XXXX-XXXX-XXXX: {e}"
-                ),
-            )
+            Failure::bad_input(format!(
+                "`--join` takes an invite (0ksync1:…) or a short code XXXX-XXXX-XXXX-XXXX: {e}"
+            ))
         })?;
         in_group(None)?;
         Some(code)
@@ -211,9 +201,7 @@ async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure
                         .await?
                 }
                 None => stored_relay(&store).map_err(|_| {
-                    Failure::new(
-                        Kind::BadInput,
-                        "joining by short code needs --relay (the relay shown on the inviting device)",
+                    Failure::bad_input("joining by short code needs --relay (the relay shown on the inviting device)",
                     )
                 })?,
             };

@@ -10,7 +10,7 @@ use sync_client::{ClientError, Receipt, Stream, StreamExt, SyncEvent};
 use sync_types::BlobId;
 
 use crate::device::Ctx;
-use crate::fail::{Failure, Kind, from_client};
+use crate::fail::{Failure, from_client};
 use crate::out::{self, note, outln};
 
 /// Arguments of `push`.
@@ -32,12 +32,13 @@ fn read_input(text: Option<String>, file: Option<&Path>) -> Result<Vec<u8>, Fail
             let mut buf = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut buf)
-                .map_err(|e| Failure::new(Kind::BadInput, format!("standard input: {e}")))?;
+                .map_err(|e| Failure::bad_input(format!("standard input: {e}")))?;
             Ok(buf)
         }
-        (None, Some(f)) => std::fs::read(f)
-            .map_err(|e| Failure::new(Kind::BadInput, format!("{}: {e}", f.display()))),
-        (None, None) => Err(Failure::new(Kind::BadInput, "give TEXT or --file FILE")),
+        (None, Some(f)) => {
+            std::fs::read(f).map_err(|e| Failure::bad_input(format!("{}: {e}", f.display())))
+        }
+        (None, None) => Err(Failure::bad_input("give TEXT or --file FILE")),
     }
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rusqlite::{OptionalExtension, params};
 use sync_types::{BlobId, Cursor, DeviceId, GroupId, RelayId};
 
-use super::{Store, StoredPush, blob, to_i64, to_u64, write_cursor};
+use super::{Store, StoredPush, blob, to_i64, to_u64, write_cursor, write_relay_value};
 use crate::error::StoreError;
 
 impl Store {
@@ -174,14 +174,11 @@ impl Store {
         group: &GroupId,
         relay_id: &RelayId,
     ) -> Result<Option<u64>, StoreError> {
-        let v: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT store_id FROM relay_logs WHERE group_id = ?1 AND relay_id = ?2",
-                params![blob(group.as_bytes()), blob(relay_id.as_bytes())],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let v = self.relay_value(
+            "SELECT store_id FROM relay_logs WHERE group_id = ?1 AND relay_id = ?2",
+            group,
+            relay_id,
+        )?;
         Ok(v.map(|v| u64::from_be_bytes(v.to_be_bytes())))
     }
 
@@ -199,14 +196,13 @@ impl Store {
         rewound: bool,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
+        write_relay_value(
+            &tx,
             "INSERT INTO relay_logs (group_id, relay_id, store_id) VALUES (?1, ?2, ?3)
              ON CONFLICT(group_id, relay_id) DO UPDATE SET store_id = excluded.store_id",
-            params![
-                blob(group.as_bytes()),
-                blob(relay_id.as_bytes()),
-                i64::from_be_bytes(store_id.to_be_bytes())
-            ],
+            group,
+            relay_id,
+            i64::from_be_bytes(store_id.to_be_bytes()),
         )?;
         if rewound {
             write_cursor(&tx, group, relay_id, resume)?;
@@ -250,14 +246,7 @@ impl Store {
         )?;
         let rows = stmt.query_map(
             params![blob(group.as_bytes()), to_i64(after.get()), to_i64(now_ms)],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            },
+            |r| <(Vec<u8>, Vec<u8>, i64, i64)>::try_from(r),
         )?;
         let mut out = Vec::new();
         for row in rows {

@@ -213,14 +213,27 @@ fn write_cursor(
     relay: &RelayId,
     cursor: Cursor,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    write_relay_value(
+        conn,
         "INSERT INTO cursors (group_id, relay_id, resume) VALUES (?1, ?2, ?3)
          ON CONFLICT(group_id, relay_id) DO UPDATE SET resume = excluded.resume",
-        params![
-            blob(group.as_bytes()),
-            blob(relay.as_bytes()),
-            to_i64(cursor.get())
-        ],
+        group,
+        relay,
+        to_i64(cursor.get()),
+    )
+}
+
+/// Runs `sql`, which stores `value` (`?3`) for `group` (`?1`) on `relay` (`?2`).
+fn write_relay_value(
+    conn: &Connection,
+    sql: &str,
+    group: &GroupId,
+    relay: &RelayId,
+    value: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        sql,
+        params![blob(group.as_bytes()), blob(relay.as_bytes()), value],
     )?;
     Ok(())
 }
@@ -420,11 +433,7 @@ impl Store {
              ORDER BY last_seen_ms DESC, device_id",
         )?;
         let rows = stmt.query_map([blob(group.as_bytes())], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
+            <(Vec<u8>, i64, i64)>::try_from(r)
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -517,15 +526,24 @@ impl Store {
 
     /// The resume cursor of `group` on relay `relay_id` (0 if never stored).
     pub fn cursor(&self, group: &GroupId, relay_id: &RelayId) -> Result<Cursor, StoreError> {
-        let v: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT resume FROM cursors WHERE group_id = ?1 AND relay_id = ?2",
-                params![blob(group.as_bytes()), blob(relay_id.as_bytes())],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let v = self.relay_value(
+            "SELECT resume FROM cursors WHERE group_id = ?1 AND relay_id = ?2",
+            group,
+            relay_id,
+        )?;
         Ok(Cursor::new(v.map_or(0, to_u64)))
+    }
+
+    /// The integer `sql` selects for `group` (`?1`) on relay `relay_id` (`?2`), if a row
+    /// holds one.
+    fn relay_value(
+        &self,
+        sql: &str,
+        group: &GroupId,
+        relay_id: &RelayId,
+    ) -> Result<Option<i64>, StoreError> {
+        let params = params![blob(group.as_bytes()), blob(relay_id.as_bytes())];
+        Ok(self.conn.query_row(sql, params, |r| r.get(0)).optional()?)
     }
 
     /// Stores the resume cursor of `group` on relay `relay_id`.
@@ -545,12 +563,7 @@ impl Store {
              WHERE group_id = ?1 ORDER BY seq",
         )?;
         let rows = stmt.query_map([blob(group.as_bytes())], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
+            <(Vec<u8>, Vec<u8>, i64, i64)>::try_from(r)
         })?;
         let mut out = Vec::new();
         for row in rows {

@@ -18,8 +18,8 @@ use sync_types::{BlobId, Cursor, ErrorCode, Limits, WireError};
 use self::fake_relay::{FakeRelay, PullTrick};
 use crate::IntegrityProblem;
 use crate::{
-    ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, Store, StoreLocation,
-    StreamExt, SyncClient, SyncEvent,
+    ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, Receipt, Store,
+    StoreLocation, StreamExt, SyncClient, SyncEvent,
 };
 
 fn fast_options() -> ClientOptions {
@@ -57,6 +57,24 @@ async fn client(relay: &FakeRelay, group: &GroupMaterial) -> SyncClient {
         GroupChoice::Use(group.clone()),
     )
     .await
+}
+
+/// A client of `group` with its state in memory and `fast_options` changed by `tune`.
+async fn tuned_client(
+    relay: &FakeRelay,
+    group: &GroupMaterial,
+    tune: impl FnOnce(&mut ClientOptions),
+) -> SyncClient {
+    let mut options = fast_options();
+    tune(&mut options);
+    let cfg = config(
+        relay,
+        StoreLocation::InMemory,
+        GroupChoice::Use(group.clone()),
+    );
+    guard("connect", SyncClient::connect(cfg.with_options(options)))
+        .await
+        .unwrap()
 }
 
 /// Two clients of group 1 (devices A and B).
@@ -106,6 +124,59 @@ async fn pull_and_close(relay: &FakeRelay, store: &StoreLocation, g: &GroupMater
     let b = connect(relay, store.clone(), GroupChoice::Use(g.clone())).await;
     assert_eq!(guard("pull", b.pull()).await.unwrap().len(), n);
     b.close().await;
+}
+
+/// Device A has pushed to a fresh relay and device B, its store on disk, has pulled it all and
+/// closed.
+struct Pulled {
+    relay: FakeRelay,
+    g: GroupMaterial,
+    /// Device A, still connected.
+    a: SyncClient,
+    /// A's receipts, one a push.
+    pushed: Vec<Receipt>,
+    /// B's store (in `_dir`).
+    store: StoreLocation,
+    _dir: tempfile::TempDir,
+}
+
+/// A pushes each of `blobs`, then B pulls them into a new store.
+async fn pulled_by_b(blobs: &[&[u8]]) -> Pulled {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = StoreLocation::Dir(dir.path().join("b"));
+    let a = client(&relay, &g).await;
+    let mut pushed = Vec::new();
+    for data in blobs {
+        pushed.push(guard("push", a.push(data)).await.unwrap());
+    }
+    pull_and_close(&relay, &store, &g, blobs.len()).await;
+    Pulled {
+        relay,
+        g,
+        a,
+        pushed,
+        store,
+        _dir: dir,
+    }
+}
+
+/// A fresh relay and group, and device A connected to it.
+async fn one_device() -> (FakeRelay, GroupMaterial, SyncClient) {
+    let relay = FakeRelay::new();
+    let g = material(1);
+    let a = client(&relay, &g).await;
+    (relay, g, a)
+}
+
+/// [`one_device`] after A pushed one one-byte blob `[i]` for each `i`.
+async fn a_pushed(bytes: impl IntoIterator<Item = u8>) -> (FakeRelay, GroupMaterial, SyncClient) {
+    let (relay, g, a) = one_device().await;
+    for i in bytes {
+        guard("push", a.push(&[i])).await.unwrap();
+    }
+    (relay, g, a)
 }
 
 /// A client's event stream, apart from the client.
@@ -406,9 +477,7 @@ async fn restart_from_the_same_data_dir_resumes_cursor_and_outbox() {
 
 #[tokio::test]
 async fn a_replayed_blob_is_reported_and_never_delivered_twice() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
+    let (relay, g, a) = one_device().await;
     let first = guard("push", a.push(b"pay 10 to bob")).await.unwrap();
     let b = client(&relay, &g).await;
     let got = guard("pull", b.pull()).await.unwrap();
@@ -437,15 +506,10 @@ async fn a_replayed_blob_is_reported_and_never_delivered_twice() {
 
 #[tokio::test]
 async fn a_replay_is_caught_after_the_device_restarts() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let dir = tempfile::tempdir().unwrap();
-    let store = StoreLocation::Dir(dir.path().join("device"));
-    let a = client(&relay, &g).await;
-    let first = guard("push", a.push(b"once")).await.unwrap();
-    pull_and_close(&relay, &store, &g, 1).await;
-    let again = relay.replay(&first.blob_id).expect("stored");
-    let b = connect(&relay, store, GroupChoice::Stored(None)).await;
+    let p = pulled_by_b(&[b"once"]).await;
+    let first = &p.pushed[0];
+    let again = p.relay.replay(&first.blob_id).expect("stored");
+    let b = connect(&p.relay, p.store, GroupChoice::Stored(None)).await;
     let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
     assert!(batch.blobs.is_empty());
     assert!(matches!(
@@ -453,29 +517,21 @@ async fn a_replay_is_caught_after_the_device_restarts() {
         [IntegrityProblem::Replayed { cursor, first_cursor, .. }]
             if *cursor == again && *first_cursor == first.cursor
     ));
-    a.close().await;
+    p.a.close().await;
     b.close().await;
 }
 
 #[tokio::test]
 async fn a_relay_restored_from_an_older_copy_skips_nothing_pushed_afterwards() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = StoreLocation::Dir(dir.path().join("b"));
-    for text in [b"1", b"2", b"3", b"4"] {
-        guard("push", a.push(text)).await.unwrap();
-    }
-    pull_and_close(&relay, &store, &g, 4).await;
+    let p = pulled_by_b(&[b"1", b"2", b"3", b"4"]).await;
     // The relay is restored from a copy taken at cursor 2 (same store id); three blobs are
     // pushed afterwards: they get cursors 3, 4, 5, at or below B's resume cursor 4.
-    relay.roll_back_to(Cursor::new(2));
-    let a = client(&relay, &g).await;
+    p.relay.roll_back_to(Cursor::new(2));
+    let a = client(&p.relay, &p.g).await;
     for text in [b"x", b"y", b"z"] {
         guard("push", a.push(text)).await.unwrap();
     }
-    let b = connect(&relay, store.clone(), GroupChoice::Stored(None)).await;
+    let b = connect(&p.relay, p.store.clone(), GroupChoice::Stored(None)).await;
     let got = guard("pull", b.pull()).await.unwrap();
     let data: Vec<&[u8]> = got.iter().map(|b| b.data.as_slice()).collect();
     assert_eq!(data, vec![b"x".as_slice(), b"y", b"z"], "nothing skipped");
@@ -489,7 +545,7 @@ async fn a_relay_restored_from_an_older_copy_skips_nothing_pushed_afterwards() {
     b.close().await;
 
     // Reported once: the next run finds the log where it left it.
-    let b = connect(&relay, store, GroupChoice::Stored(None)).await;
+    let b = connect(&p.relay, p.store, GroupChoice::Stored(None)).await;
     assert!(guard("pull", b.pull()).await.unwrap().is_empty());
     assert_eq!(b.status().relay_rewound, None);
     a.close().await;
@@ -498,14 +554,9 @@ async fn a_relay_restored_from_an_older_copy_skips_nothing_pushed_afterwards() {
 
 #[tokio::test]
 async fn a_relay_restored_behind_the_device_resumes_from_its_max() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
+    let (relay, g, a) = a_pushed(*b"1234").await;
     let b = client(&relay, &g).await;
     let mut events = b.subscribe();
-    for text in [b"1", b"2", b"3", b"4"] {
-        guard("push", a.push(text)).await.unwrap();
-    }
     assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 4);
     // A is gone (it would push again what the relay lost: see the next test).
     a.close().await;
@@ -536,14 +587,9 @@ async fn a_relay_restored_behind_the_device_resumes_from_its_max() {
 
 #[tokio::test]
 async fn a_device_pushes_again_what_a_relay_restored_from_an_older_copy_lost() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    let b = client(&relay, &g).await;
+    let (relay, g, a) = a_pushed(*b"1234").await;
     let mut a_events = a.subscribe();
-    for text in [b"1", b"2", b"3", b"4"] {
-        guard("push", a.push(text)).await.unwrap();
-    }
+    let b = client(&relay, &g).await;
     assert_eq!(guard("pull", b.pull()).await.unwrap().len(), 4);
     let mut b_events = b.subscribe();
     // The relay comes back from a copy taken at cursor 2: "3" and "4" are gone, and another
@@ -601,14 +647,10 @@ async fn a_device_pushes_again_what_a_relay_restored_from_an_older_copy_lost() {
 
 #[tokio::test]
 async fn a_relay_log_started_afresh_is_pulled_from_zero_without_repeats() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let dir = tempfile::tempdir().unwrap();
-    let store = StoreLocation::Dir(dir.path().join("b"));
-    let a = client(&relay, &g).await;
-    let kept = guard("push", a.push(b"before")).await.unwrap();
-    pull_and_close(&relay, &store, &g, 1).await;
-    let stored = relay
+    let p = pulled_by_b(&[b"before"]).await;
+    let kept = &p.pushed[0];
+    let stored = p
+        .relay
         .blobs()
         .into_iter()
         .find(|s| s.blob_id == kept.blob_id)
@@ -616,15 +658,15 @@ async fn a_relay_log_started_afresh_is_pulled_from_zero_without_repeats() {
     // A new database: the same relay identity, an empty log with a new store id. A new blob,
     // then the blob B already has comes again (as a device re-sending what the relay lost
     // would), at another cursor.
-    relay.reset_store();
-    let a = client(&relay, &g).await;
+    p.relay.reset_store();
+    let a = client(&p.relay, &p.g).await;
     guard("push", a.push(b"after")).await.unwrap();
-    relay.insert_raw(
+    p.relay.insert_raw(
         stored.sender,
         kept.blob_id,
         stored.payload.as_slice().to_vec(),
     );
-    let b = connect(&relay, store, GroupChoice::Stored(None)).await;
+    let b = connect(&p.relay, p.store, GroupChoice::Stored(None)).await;
     let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
     let data: Vec<&[u8]> = batch.blobs.iter().map(|b| b.data.as_slice()).collect();
     assert_eq!(
@@ -645,24 +687,8 @@ async fn a_relay_log_started_afresh_is_pulled_from_zero_without_repeats() {
 
 #[tokio::test]
 async fn a_push_the_relay_dropped_without_a_hole_is_missing_from_its_sender() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    let mut options = fast_options();
-    options.missing_grace = Duration::ZERO;
-    let b = guard(
-        "connect",
-        SyncClient::connect(
-            ClientConfig::new(
-                StoreLocation::InMemory,
-                Arc::new(fake_relay::transport(&relay)),
-                GroupChoice::Use(g.clone()),
-            )
-            .with_options(options),
-        ),
-    )
-    .await
-    .unwrap();
+    let (relay, g, a) = one_device().await;
+    let b = tuned_client(&relay, &g, |o| o.missing_grace = Duration::ZERO).await;
     guard("push", a.push(b"1")).await.unwrap();
     guard("push", a.push(b"2")).await.unwrap();
     // The relay acknowledges A's third push and drops it; the fourth takes its cursor.
@@ -700,12 +726,7 @@ async fn a_push_the_relay_dropped_without_a_hole_is_missing_from_its_sender() {
 
 #[tokio::test]
 async fn a_withheld_blob_is_reported_and_an_expired_one_is_not() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    for i in 1..=8u8 {
-        guard("push", a.push(&[i])).await.unwrap();
-    }
+    let (relay, g, a) = a_pushed(1..=8u8).await;
     relay.expire(Cursor::new(2));
     relay.withhold(Cursor::new(4));
     relay.withhold(Cursor::new(5));
@@ -735,12 +756,7 @@ async fn a_withheld_blob_is_reported_and_an_expired_one_is_not() {
 
 #[tokio::test]
 async fn withheld_cursors_are_reported_exactly_when_nothing_expired() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    for i in 1..=6u8 {
-        guard("push", a.push(&[i])).await.unwrap();
-    }
+    let (relay, g, a) = a_pushed(1..=6u8).await;
     relay.withhold(Cursor::new(2));
     relay.withhold(Cursor::new(5));
     relay.withhold(Cursor::new(6));
@@ -775,17 +791,7 @@ async fn a_large_backlog_comes_in_bounded_batches_each_blob_once() {
     for i in 0..10u8 {
         guard("push", a.push(&vec![i; 100_000])).await.unwrap();
     }
-    let mut options = fast_options();
-    options.pull_round_bytes = 250_000;
-    let b = guard(
-        "connect",
-        SyncClient::connect(
-            config(&relay, StoreLocation::InMemory, GroupChoice::Use(g.clone()))
-                .with_options(options),
-        ),
-    )
-    .await
-    .unwrap();
+    let b = tuned_client(&relay, &g, |o| o.pull_round_bytes = 250_000).await;
     let mut got = Vec::new();
     let mut batches = 0;
     loop {
@@ -813,12 +819,7 @@ async fn a_large_backlog_comes_in_bounded_batches_each_blob_once() {
 
 #[tokio::test]
 async fn a_frame_announcing_4_gib_ends_the_session_and_the_next_one_delivers() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
-    for i in 0..3u8 {
-        guard("push", a.push(&[i])).await.unwrap();
-    }
+    let (relay, g, a) = a_pushed(0..3u8).await;
     let b = client(&relay, &g).await;
     let mut events = b.subscribe();
     relay.set_pull_trick(Some(PullTrick::HugeFrame));
@@ -840,21 +841,9 @@ async fn a_frame_announcing_4_gib_ends_the_session_and_the_next_one_delivers() {
 
 #[tokio::test]
 async fn endless_pages_end_a_pull_at_its_byte_bound() {
-    let relay = FakeRelay::new();
-    let g = material(1);
-    let a = client(&relay, &g).await;
+    let (relay, g, a) = one_device().await;
     guard("push", a.push(b"real")).await.unwrap();
-    let mut options = fast_options();
-    options.pull_round_bytes = 10_000;
-    let b = guard(
-        "connect",
-        SyncClient::connect(
-            config(&relay, StoreLocation::InMemory, GroupChoice::Use(g.clone()))
-                .with_options(options),
-        ),
-    )
-    .await
-    .unwrap();
+    let b = tuned_client(&relay, &g, |o| o.pull_round_bytes = 10_000).await;
     // Every page says "more", forever, repeating the one real blob under new cursors.
     relay.set_pull_trick(Some(PullTrick::EndlessPages));
     let batch = guard("pull", b.pull_uncommitted()).await.unwrap();
@@ -1037,16 +1026,10 @@ async fn dropped_session_reconnects_and_resends_with_the_same_blob_ids() {
 #[tokio::test]
 async fn a_silent_relay_is_detected_and_the_client_reconnects() {
     let relay = FakeRelay::new();
-    let cfg = config(
-        &relay,
-        StoreLocation::InMemory,
-        GroupChoice::Use(material(1)),
-    );
-    let mut options = fast_options();
-    options.ping_interval = Duration::from_millis(20);
-    let c = guard("connect", SyncClient::connect(cfg.with_options(options)))
-        .await
-        .unwrap();
+    let c = tuned_client(&relay, &material(1), |o| {
+        o.ping_interval = Duration::from_millis(20);
+    })
+    .await;
     let mut events = c.subscribe();
     relay.set_mute(true);
     let e = wait_for(&mut events, |e| matches!(e, SyncEvent::Disconnected { .. })).await;

@@ -60,6 +60,15 @@ impl Harness {
         scheduled_delay(&actions)
     }
 
+    /// Handles `event`, which must close the transport and schedule a reconnect; returns the
+    /// scheduled delay.
+    fn close_and_reconnect(&mut self, event: ConnectionEvent) -> Duration {
+        let actions = self.handle(event);
+        assert_eq!(actions.first(), Some(&Action::Close));
+        assert_eq!(self.kind(), StateKind::Reconnecting);
+        scheduled_delay(&actions)
+    }
+
     /// Advances time to the retry instant and fires the timer.
     fn fire_retry(&mut self) -> Vec<Action> {
         self.now = self.conn.poll_timeout().expect("a retry is scheduled");
@@ -188,10 +197,7 @@ fn dial_and_handshake_timeouts_close_and_schedule_reconnect() {
         let mut h = Harness::new(0);
         setup(&mut h);
         h.now += 10 * SEC;
-        let actions = h.handle(ConnectionEvent::TimerFired);
-        assert_eq!(actions.first(), Some(&Action::Close));
-        scheduled_delay(&actions);
-        assert_eq!(h.kind(), StateKind::Reconnecting);
+        h.close_and_reconnect(ConnectionEvent::TimerFired);
     }
 }
 
@@ -264,10 +270,7 @@ fn disconnect_while_connected_reconnects_from_base_delay() {
 fn retryable_rejection_closes_and_retries() {
     let mut h = Harness::new(0);
     h.go_handshaking();
-    let actions = h.handle(rejected(true));
-    assert_eq!(actions.first(), Some(&Action::Close));
-    scheduled_delay(&actions);
-    assert_eq!(h.kind(), StateKind::Reconnecting);
+    h.close_and_reconnect(rejected(true));
 }
 
 #[test]

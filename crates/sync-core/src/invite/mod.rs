@@ -76,7 +76,7 @@ fn is_zero(v: &u32) -> bool {
 }
 
 /// What [`Invite::create`] needs to know.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct InviteParams {
     /// The relay's endpoint id (Ed25519 public key).
     pub relay_id: [u8; 32],
@@ -90,18 +90,6 @@ pub struct InviteParams {
     pub secret: Option<GroupSecret>,
     /// Lifetime (usually [`DEFAULT_INVITE_TTL`]).
     pub ttl: Duration,
-}
-
-impl fmt::Debug for InviteParams {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InviteParams")
-            .field("relay_addrs", &self.relay_addrs)
-            .field("group_id", &self.group_id)
-            .field("group", &self.group)
-            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
-    }
 }
 
 /// An expiring invitation into a sync group. `Debug` redacts the secret.

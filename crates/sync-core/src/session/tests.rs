@@ -117,17 +117,22 @@ impl Harness {
         std::mem::take(&mut self.events)
     }
 
-    fn up(&mut self) {
-        self.input(Input::Connect);
-        assert_eq!(self.dials, 1);
+    /// The shell's dial succeeded: the transport is up, with what the shell proves.
+    fn transport_up(&mut self, auth_signature: [u8; 64], last_cursor: Cursor) {
         self.input(Input::TransportUp {
             relay_id: RelayId::from_bytes(RELAY),
             hello: HelloAuth {
-                auth_signature: [5; 64],
-                last_cursor: Cursor::new(4),
+                auth_signature,
+                last_cursor,
                 admission_token: None,
             },
         });
+    }
+
+    fn up(&mut self) {
+        self.input(Input::Connect);
+        assert_eq!(self.dials, 1);
+        self.transport_up([5; 64], Cursor::new(4));
     }
 
     fn hello_id(&self) -> u64 {
@@ -147,6 +152,15 @@ impl Harness {
             limits,
             store_id: 77,
         });
+    }
+
+    /// A session whose Hello the relay answered with an error.
+    fn hello_refused(code: ErrorCode, retry_after_ms: Option<u64>) -> Self {
+        let mut h = Self::new();
+        h.up();
+        let id = h.hello_id();
+        h.frame(error(Some(id), code, retry_after_ms));
+        h
     }
 
     /// Connected, with the defaults and the relay at cursor 10.
@@ -181,10 +195,71 @@ impl Harness {
         }
     }
 
+    /// Queues blobs `ns`, each holding "x".
+    fn enqueue_all(&mut self, ns: std::ops::Range<u8>) {
+        for n in ns {
+            self.s
+                .enqueue(blob(n), Bytes::from_static(b"x"), 0)
+                .expect("queued");
+        }
+    }
+
+    /// Queues blob `n` holding `bytes`, lets the session send it, and returns its push's
+    /// (request id, blob id).
+    fn push(&mut self, n: u8, bytes: &'static [u8]) -> (u64, BlobId) {
+        self.s
+            .enqueue(blob(n), Bytes::from_static(bytes), 0)
+            .expect("queued");
+        self.drain();
+        self.push_ids()[0]
+    }
+
+    /// Starts a pull and returns the `Pull` it sent.
+    fn pull(&mut self, after: Cursor, mode: PullMode) -> sync_types::Pull {
+        self.s.start_pull(after, mode).expect("pull starts");
+        self.drain();
+        self.last_pull()
+    }
+
+    /// The relay answers pull `request_id` with a page of `entries`.
+    fn page(
+        &mut self,
+        request_id: u64,
+        entries: Vec<PullEntry>,
+        has_more: bool,
+        max_cursor: u64,
+        removed: u64,
+    ) {
+        self.frame(PullResponse {
+            request_id,
+            entries,
+            has_more,
+            max_cursor: Cursor::new(max_cursor),
+            removed,
+        });
+    }
+
+    /// Whether an event so far matches.
+    fn saw(&self, pred: impl Fn(&SessionEvent) -> bool) -> bool {
+        self.events.iter().any(pred)
+    }
+
+    /// Takes the frames sent so far, keeping what `pick` picks from them.
+    fn take_sent_of<T>(&mut self, pick: impl FnMut(Message) -> Option<T>) -> Vec<T> {
+        self.take_sent().into_iter().filter_map(pick).collect()
+    }
+
+    /// Takes the events so far, keeping what `pick` picks from them.
+    fn take_events_of<T>(&mut self, pick: impl FnMut(SessionEvent) -> Option<T>) -> Vec<T> {
+        self.take_events().into_iter().filter_map(pick).collect()
+    }
+
+    fn reconnecting(&self) -> bool {
+        matches!(self.s.connection(), ConnectionState::Reconnecting { .. })
+    }
+
     fn ended(&self) -> bool {
-        self.events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::Ended { .. }))
+        self.saw(|e| matches!(e, SessionEvent::Ended { .. }))
     }
 }
 
@@ -227,10 +302,7 @@ fn a_welcome_naming_another_relay_ends_the_attempt() {
     assert!(!h.s.is_established());
     assert!(h.ended());
     assert_eq!(h.closes, 1);
-    assert!(matches!(
-        h.s.connection(),
-        ConnectionState::Reconnecting { .. }
-    ));
+    assert!(h.reconnecting());
 }
 
 #[test]
@@ -278,24 +350,14 @@ fn the_relays_frame_size_is_clamped_both_ways() {
 
 #[test]
 fn a_refusal_for_good_stops_and_a_rate_limit_waits_at_most_the_clamp() {
-    let mut h = Harness::new();
-    h.up();
-    let id = h.hello_id();
-    h.frame(error(Some(id), ErrorCode::Unauthorized, None));
-    assert!(
-        h.events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::Status(ConnectionStatus::Failed { .. })))
-    );
+    let h = Harness::hello_refused(ErrorCode::Unauthorized, None);
+    assert!(h.saw(|e| matches!(e, SessionEvent::Status(ConnectionStatus::Failed { .. }))));
     assert!(
         h.s.poll_timeout().is_none(),
         "no retry after a refusal for good"
     );
 
-    let mut h = Harness::new();
-    h.up();
-    let id = h.hello_id();
-    h.frame(error(Some(id), ErrorCode::RateLimited, Some(u64::MAX)));
+    let mut h = Harness::hello_refused(ErrorCode::RateLimited, Some(u64::MAX));
     let retry_at = h.s.poll_timeout().expect("a retry is scheduled");
     assert!(retry_at > h.now + MAX_RETRY_HINT - SEC);
     assert!(retry_at <= h.now + MAX_RETRY_HINT + 60 * SEC);
@@ -313,14 +375,7 @@ fn a_dial_that_succeeds_too_late_is_closed_unused() {
     h.advance(ConnectionConfig::DEFAULT.connect_timeout);
     assert!(!h.s.is_dialing());
     let closes = h.closes;
-    h.input(Input::TransportUp {
-        relay_id: RelayId::from_bytes(RELAY),
-        hello: HelloAuth {
-            auth_signature: [0; 64],
-            last_cursor: Cursor::ZERO,
-            admission_token: None,
-        },
-    });
+    h.transport_up([0; 64], Cursor::ZERO);
     assert_eq!(h.closes, closes + 1);
     assert!(h.s.relay_id().is_none());
     assert!(!h.sent.iter().any(|m| matches!(m, Message::Hello(_))));
@@ -332,10 +387,7 @@ fn a_handshake_that_takes_too_long_is_abandoned() {
     h.up();
     h.advance(ConnectionConfig::DEFAULT.handshake_timeout);
     assert!(h.ended());
-    assert!(matches!(
-        h.s.connection(),
-        ConnectionState::Reconnecting { .. }
-    ));
+    assert!(h.reconnecting());
 }
 
 // ----- pushes -----
@@ -343,10 +395,7 @@ fn a_handshake_that_takes_too_long_is_abandoned() {
 #[test]
 fn pushes_wait_for_the_session_and_stay_within_the_window() {
     let mut h = Harness::new();
-    for n in 0..20 {
-        h.s.enqueue(blob(n), Bytes::from_static(b"x"), 0)
-            .expect("queued");
-    }
+    h.enqueue_all(0..20);
     h.up();
     assert!(h.push_ids().is_empty(), "nothing is pushed before Welcome");
     // The relay allows 5 in flight: 3 for pushes, room for a pull and a ping.
@@ -381,10 +430,7 @@ fn pushes_wait_for_the_session_and_stay_within_the_window() {
 #[test]
 fn an_ack_naming_another_blob_breaks_the_session_and_the_push_is_sent_again() {
     let mut h = Harness::established();
-    h.s.enqueue(blob(1), Bytes::from_static(b"x"), 0)
-        .expect("queued");
-    h.drain();
-    let (id, _) = h.push_ids()[0];
+    let (id, _) = h.push(1, b"x");
     h.take_sent();
     h.frame(PushAck {
         request_id: id,
@@ -393,11 +439,7 @@ fn an_ack_naming_another_blob_breaks_the_session_and_the_push_is_sent_again() {
         server_time_ms: 0,
     });
     assert!(h.ended());
-    assert!(
-        !h.events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::PushAcked { .. }))
-    );
+    assert!(!h.saw(|e| matches!(e, SessionEvent::PushAcked { .. })));
     assert_eq!(h.s.outbox().len(), 1);
     assert_eq!(
         h.s.outbox().in_flight_len(),
@@ -409,10 +451,7 @@ fn an_ack_naming_another_blob_breaks_the_session_and_the_push_is_sent_again() {
 #[test]
 fn a_deferral_holds_every_push_for_the_clamped_hint() {
     let mut h = Harness::established();
-    h.s.enqueue(blob(1), Bytes::from_static(b"x"), 0)
-        .expect("queued");
-    h.drain();
-    let (id, blob_id) = h.push_ids()[0];
+    let (id, blob_id) = h.push(1, b"x");
     h.take_sent();
     h.frame(error(Some(id), ErrorCode::RateLimited, Some(u64::MAX)));
     assert!(h.events.contains(&SessionEvent::PushDeferred {
@@ -428,14 +467,10 @@ fn a_deferral_holds_every_push_for_the_clamped_hint() {
     let until = h.now + MAX_RETRY_HINT;
     while h.now < until {
         assert!(h.push_ids().is_empty(), "held until the hint has passed");
-        let pings: Vec<u64> = h
-            .take_sent()
-            .into_iter()
-            .filter_map(|m| match m {
-                Message::Ping(p) => Some(p.request_id),
-                _ => None,
-            })
-            .collect();
+        let pings: Vec<u64> = h.take_sent_of(|m| match m {
+            Message::Ping(p) => Some(p.request_id),
+            _ => None,
+        });
         for request_id in pings {
             h.frame(Pong { request_id });
         }
@@ -449,16 +484,9 @@ fn a_deferral_holds_every_push_for_the_clamped_hint() {
 #[test]
 fn a_refusal_for_good_drops_the_push() {
     let mut h = Harness::established();
-    h.s.enqueue(blob(1), Bytes::from_static(b"x"), 0)
-        .expect("queued");
-    h.drain();
-    let (id, blob_id) = h.push_ids()[0];
+    let (id, blob_id) = h.push(1, b"x");
     h.frame(error(Some(id), ErrorCode::Unauthorized, None));
-    assert!(
-        h.events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::PushRejected { blob_id: b, .. } if *b == blob_id))
-    );
+    assert!(h.saw(|e| matches!(e, SessionEvent::PushRejected { blob_id: b, .. } if *b == blob_id)));
     assert!(h.s.outbox().is_empty());
     assert!(h.s.is_established());
 }
@@ -487,13 +515,7 @@ fn a_round_pages_until_the_relay_has_no_more() {
     h.drain();
     let p = h.last_pull();
     assert_eq!((p.after, p.limit), (Cursor::new(4), 2));
-    h.frame(PullResponse {
-        request_id: p.request_id,
-        entries: vec![entry(5, 10), entry(7, 10)],
-        has_more: true,
-        max_cursor: Cursor::new(10),
-        removed: 0,
-    });
+    h.page(p.request_id, vec![entry(5, 10), entry(7, 10)], true, 10, 0);
     let next = h.last_pull();
     assert_eq!(
         next.after,
@@ -501,21 +523,11 @@ fn a_round_pages_until_the_relay_has_no_more() {
         "the next page starts after the last entry"
     );
     assert_ne!(next.request_id, p.request_id);
-    h.frame(PullResponse {
-        request_id: next.request_id,
-        entries: vec![entry(9, 10)],
-        has_more: false,
-        max_cursor: Cursor::new(10),
-        removed: 1,
+    h.page(next.request_id, vec![entry(9, 10)], false, 10, 1);
+    let pages: Vec<Page> = h.take_events_of(|e| match e {
+        SessionEvent::Page(p) => Some(p),
+        _ => None,
     });
-    let pages: Vec<Page> = h
-        .take_events()
-        .into_iter()
-        .filter_map(|e| match e {
-            SessionEvent::Page(p) => Some(p),
-            _ => None,
-        })
-        .collect();
     assert_eq!(pages.len(), 2);
     assert_eq!(
         (pages[0].after, pages[0].through, pages[0].end),
@@ -536,20 +548,17 @@ fn a_round_pages_until_the_relay_has_no_more() {
 #[test]
 fn a_round_stops_at_its_byte_bound() {
     let mut h = Harness::established();
-    h.s.start_pull(Cursor::ZERO, PullMode::Round)
-        .expect("pull starts");
-    h.drain();
-    let p = h.last_pull();
+    let p = h.pull(Cursor::ZERO, PullMode::Round);
     h.take_sent();
-    h.frame(PullResponse {
-        request_id: p.request_id,
-        entries: vec![entry(1, 6_000), entry(2, 6_000)],
-        has_more: true,
-        max_cursor: Cursor::new(100),
-        removed: 0,
-    });
+    h.page(
+        p.request_id,
+        vec![entry(1, 6_000), entry(2, 6_000)],
+        true,
+        100,
+        0,
+    );
     assert!(h.take_sent().is_empty(), "no further page is asked for");
-    assert!(h.events.iter().any(|e| matches!(
+    assert!(h.saw(|e| matches!(
         e,
         SessionEvent::Page(Page {
             end: Some(PullEnd::Bounded),
@@ -563,21 +572,12 @@ fn a_round_stops_at_its_byte_bound() {
 #[test]
 fn a_single_page_pull_ends_after_one_page() {
     let mut h = Harness::established();
-    h.s.start_pull(Cursor::new(2), PullMode::Single { limit: 1 })
-        .expect("pull starts");
-    h.drain();
-    let p = h.last_pull();
+    let p = h.pull(Cursor::new(2), PullMode::Single { limit: 1 });
     assert_eq!(p.limit, 1);
     h.take_sent();
-    h.frame(PullResponse {
-        request_id: p.request_id,
-        entries: vec![entry(3, 1)],
-        has_more: true,
-        max_cursor: Cursor::new(10),
-        removed: 0,
-    });
+    h.page(p.request_id, vec![entry(3, 1)], true, 10, 0);
     assert!(h.take_sent().is_empty());
-    assert!(h.events.iter().any(|e| matches!(
+    assert!(h.saw(|e| matches!(
         e,
         SessionEvent::Page(Page {
             end: Some(PullEnd::Complete),
@@ -598,62 +598,31 @@ fn pages_that_break_the_protocol_end_the_session() {
     ];
     for (entries, has_more) in bad {
         let mut h = Harness::established();
-        h.s.start_pull(Cursor::new(4), PullMode::Round)
-            .expect("pull starts");
-        h.drain();
-        let p = h.last_pull();
-        h.frame(PullResponse {
-            request_id: p.request_id,
-            entries,
-            has_more,
-            max_cursor: Cursor::new(10),
-            removed: 0,
-        });
+        let p = h.pull(Cursor::new(4), PullMode::Round);
+        h.page(p.request_id, entries, has_more, 10, 0);
         assert!(h.ended());
-        assert!(!h.events.iter().any(|e| matches!(e, SessionEvent::Page(_))));
+        assert!(!h.saw(|e| matches!(e, SessionEvent::Page(_))));
     }
 }
 
 #[test]
 fn an_answer_to_no_pull_or_another_pull_ends_the_session() {
     let mut h = Harness::established();
-    h.frame(PullResponse {
-        request_id: 4242,
-        entries: vec![],
-        has_more: false,
-        max_cursor: Cursor::new(10),
-        removed: 0,
-    });
+    h.page(4242, vec![], false, 10, 0);
     assert!(h.ended());
 
     let mut h = Harness::established();
-    h.s.start_pull(Cursor::ZERO, PullMode::Round)
-        .expect("pull starts");
-    h.drain();
-    let p = h.last_pull();
-    h.frame(PullResponse {
-        request_id: p.request_id + 100,
-        entries: vec![],
-        has_more: false,
-        max_cursor: Cursor::new(10),
-        removed: 0,
-    });
+    let p = h.pull(Cursor::ZERO, PullMode::Round);
+    h.page(p.request_id + 100, vec![], false, 10, 0);
     assert!(h.ended());
 }
 
 #[test]
 fn a_refused_pull_ends_and_another_may_start() {
     let mut h = Harness::established();
-    h.s.start_pull(Cursor::ZERO, PullMode::Round)
-        .expect("pull starts");
-    h.drain();
-    let p = h.last_pull();
+    let p = h.pull(Cursor::ZERO, PullMode::Round);
     h.frame(error(Some(p.request_id), ErrorCode::RateLimited, Some(10)));
-    assert!(
-        h.events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::PullRefused { .. }))
-    );
+    assert!(h.saw(|e| matches!(e, SessionEvent::PullRefused { .. })));
     assert!(h.s.is_established());
     assert!(h.s.start_pull(Cursor::ZERO, PullMode::Round).is_ok());
 }
@@ -691,14 +660,11 @@ fn a_ping_is_due_every_interval_and_a_silent_relay_is_left() {
     );
     h.advance(10 * SEC);
     assert!(!h.s.is_established(), "silent for three: left");
-    assert!(h.events.iter().any(|e| matches!(
+    assert!(h.saw(|e| matches!(
         e,
         SessionEvent::Ended { was_established: true, reason } if reason.contains("silent")
     )));
-    assert!(matches!(
-        h.s.connection(),
-        ConnectionState::Reconnecting { .. }
-    ));
+    assert!(h.reconnecting());
 }
 
 #[test]
@@ -728,14 +694,10 @@ fn errors_go_to_their_request_and_an_unknown_one_ends_the_session() {
             .expect("invite sent");
     h.frame(InviteStored { request_id: id });
     h.frame(error(Some(other), ErrorCode::RateLimited, None));
-    let answers: Vec<(u64, bool)> = h
-        .take_events()
-        .into_iter()
-        .filter_map(|e| match e {
-            SessionEvent::InviteStored { request_id, result } => Some((request_id, result.is_ok())),
-            _ => None,
-        })
-        .collect();
+    let answers: Vec<(u64, bool)> = h.take_events_of(|e| match e {
+        SessionEvent::InviteStored { request_id, result } => Some((request_id, result.is_ok())),
+        _ => None,
+    });
     assert_eq!(answers, vec![(id, true), (other, false)]);
     assert!(h.s.is_established());
     h.frame(error(Some(31337), ErrorCode::RateLimited, None));
@@ -769,10 +731,7 @@ fn frames_a_relay_never_sends_end_the_session() {
 #[test]
 fn a_lost_transport_requeues_pushes_and_the_next_session_sends_them_again() {
     let mut h = Harness::established();
-    for n in 0..3 {
-        h.s.enqueue(blob(n), Bytes::from_static(b"x"), 0)
-            .expect("queued");
-    }
+    h.enqueue_all(0..3);
     h.drain();
     assert_eq!(h.push_ids().len(), 3);
     h.s.start_pull(Cursor::ZERO, PullMode::Round)
@@ -788,14 +747,7 @@ fn a_lost_transport_requeues_pushes_and_the_next_session_sends_them_again() {
     h.advance(at - h.now);
     assert_eq!(h.dials, 2);
     h.take_sent();
-    h.input(Input::TransportUp {
-        relay_id: RelayId::from_bytes(RELAY),
-        hello: HelloAuth {
-            auth_signature: [5; 64],
-            last_cursor: Cursor::ZERO,
-            admission_token: None,
-        },
-    });
+    h.transport_up([5; 64], Cursor::ZERO);
     h.welcome_with(Limits::DEFAULT, 10);
     let again: Vec<BlobId> = h.push_ids().into_iter().map(|(_, b)| b).collect();
     assert_eq!(again, vec![blob(0), blob(1), blob(2)]);
@@ -818,10 +770,7 @@ fn close_says_bye_and_stays_closed() {
 #[test]
 fn a_push_refused_under_an_old_epoch_is_held_and_sent_again_resealed() {
     let mut h = Harness::established();
-    h.s.enqueue(blob(1), Bytes::from_static(b"old epoch"), 0)
-        .expect("queued");
-    h.drain();
-    let (id, blob_id) = h.push_ids()[0];
+    let (id, blob_id) = h.push(1, b"old epoch");
     h.take_sent();
     h.frame(error(Some(id), ErrorCode::EpochSuperseded, None));
     assert!(
@@ -829,23 +778,17 @@ fn a_push_refused_under_an_old_epoch_is_held_and_sent_again_resealed() {
             .contains(&SessionEvent::EpochSuperseded { blob_id })
     );
     assert!(
-        !h.events
-            .iter()
-            .any(|e| matches!(e, SessionEvent::PushRejected { .. })),
+        !h.saw(|e| matches!(e, SessionEvent::PushRejected { .. })),
         "not refused for good: nothing is lost"
     );
     assert!(h.push_ids().is_empty(), "held");
     // The shell re-seals it meanwhile; after the hold it goes with the new bytes.
     assert!(h.s.replace_payload(&blob_id, Bytes::from_static(b"new epoch")));
     h.advance(config().default_retry + SEC);
-    let pushes: Vec<Bytes> = h
-        .take_sent()
-        .into_iter()
-        .filter_map(|m| match m {
-            Message::Push(p) => Some(Bytes::copy_from_slice(&p.payload)),
-            _ => None,
-        })
-        .collect();
+    let pushes: Vec<Bytes> = h.take_sent_of(|m| match m {
+        Message::Push(p) => Some(Bytes::copy_from_slice(&p.payload)),
+        _ => None,
+    });
     assert_eq!(pushes, vec![Bytes::from_static(b"new epoch")]);
     assert!(h.s.is_established());
 }
@@ -911,10 +854,7 @@ fn membership_answers_go_to_their_request_and_broadcasts_are_reported() {
 
 #[test]
 fn a_hello_refused_as_behind_the_epoch_is_retried_not_final() {
-    let mut h = Harness::new();
-    h.up();
-    let hello = h.hello_id();
-    h.frame(error(Some(hello), ErrorCode::EpochSuperseded, None));
+    let mut h = Harness::hello_refused(ErrorCode::EpochSuperseded, None);
     let events = h.take_events();
     assert!(events.iter().any(|e| matches!(
         e,

@@ -4,29 +4,54 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-/// Packet counters of one direction (a snapshot).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectionStats {
+/// Defines [`DirectionStats`] and `Counters`, its live counterpart (an `AtomicU64` a field),
+/// from one list of fields, so that the two cannot drift apart.
+macro_rules! direction_counters {
+    ($($(#[$doc:meta])* $field:ident,)+) => {
+        /// Packet counters of one direction (a snapshot).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct DirectionStats {
+            $($(#[$doc])* pub $field: u64,)+
+        }
+
+        /// The live counters of one direction.
+        #[derive(Default)]
+        pub(super) struct Counters {
+            $(pub(super) $field: AtomicU64,)+
+        }
+
+        impl Counters {
+            /// What the counters hold now.
+            pub(super) fn snapshot(&self) -> DirectionStats {
+                DirectionStats {
+                    $($field: self.$field.load(Ordering::Relaxed),)+
+                }
+            }
+        }
+    };
+}
+
+direction_counters! {
     /// Datagrams received.
-    pub received: u64,
+    received,
     /// Bytes received.
-    pub received_bytes: u64,
+    received_bytes,
     /// Datagrams sent on (duplicates included).
-    pub forwarded: u64,
+    forwarded,
     /// Bytes sent on.
-    pub forwarded_bytes: u64,
+    forwarded_bytes,
     /// Extra copies scheduled.
-    pub duplicated: u64,
+    duplicated,
     /// Copies held back by `reorder_gap`.
-    pub reordered: u64,
+    reordered,
     /// Dropped by `loss`.
-    pub dropped_loss: u64,
+    dropped_loss,
     /// Dropped by a partition (on arrival or while in flight).
-    pub dropped_partition: u64,
+    dropped_partition,
     /// Tail-dropped by the rate limiter's queue.
-    pub dropped_queue: u64,
+    dropped_queue,
     /// Dropped because sending failed, the datagram was too large or too many clients.
-    pub dropped_error: u64,
+    dropped_error,
 }
 
 impl DirectionStats {
@@ -47,38 +72,6 @@ pub struct ProxyStats {
     pub clients: usize,
     /// Copies scheduled but not sent or dropped yet.
     pub in_flight: u64,
-}
-
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) received: AtomicU64,
-    pub(super) received_bytes: AtomicU64,
-    pub(super) forwarded: AtomicU64,
-    pub(super) forwarded_bytes: AtomicU64,
-    pub(super) duplicated: AtomicU64,
-    pub(super) reordered: AtomicU64,
-    pub(super) dropped_loss: AtomicU64,
-    pub(super) dropped_partition: AtomicU64,
-    pub(super) dropped_queue: AtomicU64,
-    pub(super) dropped_error: AtomicU64,
-}
-
-impl Counters {
-    pub(super) fn snapshot(&self) -> DirectionStats {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        DirectionStats {
-            received: g(&self.received),
-            received_bytes: g(&self.received_bytes),
-            forwarded: g(&self.forwarded),
-            forwarded_bytes: g(&self.forwarded_bytes),
-            duplicated: g(&self.duplicated),
-            reordered: g(&self.reordered),
-            dropped_loss: g(&self.dropped_loss),
-            dropped_partition: g(&self.dropped_partition),
-            dropped_queue: g(&self.dropped_queue),
-            dropped_error: g(&self.dropped_error),
-        }
-    }
 }
 
 pub(super) fn bump(a: &AtomicU64, n: u64) {

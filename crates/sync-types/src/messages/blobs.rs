@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{BlobId, Cursor, DeviceId};
 use crate::payload::Payload;
-use crate::wire::len;
+use crate::wire::encoded_len;
 
 /// Client → relay: store a sealed blob.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,18 +20,12 @@ pub struct Push {
     pub ttl_secs: u32,
 }
 
-impl Push {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(4),
-            len::uint(self.request_id),
-            len::BLOB_ID,
-            len::bin(self.payload.len()),
-            len::uint(u64::from(self.ttl_secs)),
-        ])
-    }
-}
+encoded_len!(Push {
+    request_id,
+    blob_id,
+    payload,
+    ttl_secs
+});
 
 /// Relay → client: the blob is stored at `cursor`, in a committed transaction. "Durable" means
 /// what the relay's `synchronous` setting makes it: with `normal` (the default) the commit
@@ -49,18 +43,12 @@ pub struct PushAck {
     pub server_time_ms: u64,
 }
 
-impl PushAck {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(4),
-            len::uint(self.request_id),
-            len::BLOB_ID,
-            len::uint(self.cursor.get()),
-            len::uint(self.server_time_ms),
-        ])
-    }
-}
+encoded_len!(PushAck {
+    request_id,
+    blob_id,
+    cursor,
+    server_time_ms
+});
 
 /// Client → relay: send blobs committed after a cursor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,18 +64,12 @@ pub struct Pull {
     pub max_bytes: Option<u32>,
 }
 
-impl Pull {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(4),
-            len::uint(self.request_id),
-            len::uint(self.after.get()),
-            len::uint(u64::from(self.limit)),
-            len::opt_uint(self.max_bytes.map(u64::from)),
-        ])
-    }
-}
+encoded_len!(Pull {
+    request_id,
+    after,
+    limit,
+    max_bytes
+});
 
 /// One blob in a `PullResponse`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,19 +86,10 @@ pub struct PullEntry {
     pub timestamp_ms: u64,
 }
 
-impl PullEntry {
+encoded_len!(
     /// Exact size of the entry's encoding; at most `payload.len() + PULL_ENTRY_OVERHEAD`.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(5),
-            len::uint(self.cursor.get()),
-            len::BLOB_ID,
-            len::ID32,
-            len::bin(self.payload.len()),
-            len::uint(self.timestamp_ms),
-        ])
-    }
-}
+    PullEntry { cursor, blob_id, sender, payload, timestamp_ms }
+);
 
 /// Relay → client: blobs after the requested cursor, in cursor order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,25 +109,11 @@ pub struct PullResponse {
     pub removed: u64,
 }
 
-impl PullResponse {
+encoded_len!(
     /// Exact size of the body's encoding; at most `PULL_RESPONSE_OVERHEAD - ENVELOPE_LEN` plus
     /// the entries' `encoded_len`.
-    pub fn encoded_len(&self) -> usize {
-        let entries = self
-            .entries
-            .iter()
-            .fold(0usize, |a, e| a.saturating_add(e.encoded_len()));
-        len::sum(&[
-            len::array_header(5),
-            len::uint(self.request_id),
-            len::array_header(self.entries.len()),
-            entries,
-            len::BOOL,
-            len::uint(self.max_cursor.get()),
-            len::uint(self.removed),
-        ])
-    }
-}
+    PullResponse { request_id, entries, has_more, max_cursor, removed }
+);
 
 /// Relay → client, unsolicited: a new blob was committed in the group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,18 +128,12 @@ pub struct Notify {
     pub size: u32,
 }
 
-impl Notify {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(4),
-            len::uint(self.cursor.get()),
-            len::BLOB_ID,
-            len::ID32,
-            len::uint(u64::from(self.size)),
-        ])
-    }
-}
+encoded_len!(Notify {
+    cursor,
+    blob_id,
+    sender,
+    size
+});
 
 /// Client → relay: delete a blob before its TTL expires.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,12 +144,10 @@ pub struct Delete {
     pub blob_id: BlobId,
 }
 
-impl Delete {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(2) + len::uint(self.request_id) + len::BLOB_ID
-    }
-}
+encoded_len!(Delete {
+    request_id,
+    blob_id
+});
 
 /// Relay → client: the blob is deleted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,9 +158,7 @@ pub struct DeleteAck {
     pub blob_id: BlobId,
 }
 
-impl DeleteAck {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(2) + len::uint(self.request_id) + len::BLOB_ID
-    }
-}
+encoded_len!(DeleteAck {
+    request_id,
+    blob_id
+});

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::BlobId;
-use crate::wire::{fixed_bin, len};
+use crate::wire::{encoded_len, fixed_bin};
 
 /// Client → relay: register large content (chunked, sealed, content-addressed) by reference.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,20 +23,14 @@ pub struct ContentRef {
     pub chunks: u32,
 }
 
-impl ContentRef {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(6),
-            len::uint(self.request_id),
-            len::BLOB_ID,
-            len::ID32,
-            len::uint(self.size),
-            len::uint(self.chunk_size.into()),
-            len::uint(self.chunks.into()),
-        ])
-    }
-}
+encoded_len!(ContentRef {
+    request_id,
+    blob_id,
+    hash,
+    size,
+    chunk_size,
+    chunks
+});
 
 /// Relay → client: the content reference is recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +41,7 @@ pub struct ContentAck {
     pub blob_id: BlobId,
 }
 
-impl ContentAck {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(2) + len::uint(self.request_id) + len::BLOB_ID
-    }
-}
+encoded_len!(ContentAck {
+    request_id,
+    blob_id
+});

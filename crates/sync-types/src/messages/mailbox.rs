@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::payload::Payload;
-use crate::wire::len;
+use crate::wire::encoded_len;
 
 /// Client → relay: leave a sealed invite in the relay's mailbox under a short-code lookup id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,18 +19,12 @@ pub struct InvitePut {
     pub ttl_secs: u32,
 }
 
-impl InvitePut {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(4),
-            len::uint(self.request_id),
-            len::str(self.lookup_id.len()),
-            len::bin(self.sealed.len()),
-            len::uint(self.ttl_secs.into()),
-        ])
-    }
-}
+encoded_len!(InvitePut {
+    request_id,
+    lookup_id,
+    sealed,
+    ttl_secs
+});
 
 /// Relay → client: the invite is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,12 +33,7 @@ pub struct InviteStored {
     pub request_id: u64,
 }
 
-impl InviteStored {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(1) + len::uint(self.request_id)
-    }
-}
+encoded_len!(InviteStored { request_id });
 
 /// Client → relay: fetch (and consume) a sealed invite by lookup id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,12 +44,10 @@ pub struct InviteGet {
     pub lookup_id: String,
 }
 
-impl InviteGet {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(2) + len::uint(self.request_id) + len::str(self.lookup_id.len())
-    }
-}
+encoded_len!(InviteGet {
+    request_id,
+    lookup_id
+});
 
 /// Relay → client: the sealed invite (the mailbox entry is now used up).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,9 +58,4 @@ pub struct InviteFound {
     pub sealed: Payload,
 }
 
-impl InviteFound {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(2) + len::uint(self.request_id) + len::bin(self.sealed.len())
-    }
-}
+encoded_len!(InviteFound { request_id, sealed });

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceId, GroupId};
 use crate::payload::Payload;
-use crate::wire::len;
+use crate::wire::encoded_len;
 
 /// Client → relay, in a session: this device's enrollment (its hybrid KEM public key and sealed
 /// name, signed by the device and the epoch's auth key). Answered by `GroupChanged`.
@@ -21,12 +21,10 @@ pub struct Enroll {
     pub enrollment: Payload,
 }
 
-impl Enroll {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(2) + len::uint(self.request_id) + len::bin(self.enrollment.len())
-    }
-}
+encoded_len!(Enroll {
+    request_id,
+    enrollment
+});
 
 /// One key grant: a hybrid KEM envelope holding epoch secrets for one device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,29 +37,10 @@ pub struct Grant {
     pub envelope: Payload,
 }
 
-impl Grant {
+encoded_len!(
     /// Exact size of the grant's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(3),
-            len::ID32,
-            len::uint(u64::from(self.epoch)),
-            len::bin(self.envelope.len()),
-        ])
-    }
-}
-
-fn grants_len(grants: &[Grant]) -> usize {
-    grants.iter().fold(len::array_header(grants.len()), |a, g| {
-        a.saturating_add(g.encoded_len())
-    })
-}
-
-fn payloads_len(items: &[Payload]) -> usize {
-    items.iter().fold(len::array_header(items.len()), |a, p| {
-        a.saturating_add(len::bin(p.len()))
-    })
-}
+    Grant { device, epoch, envelope }
+);
 
 /// Client → relay, in a session of an admin (for a record) or any member (grants only): the
 /// next membership record, if any, and key grants for other devices. A rotation's record and
@@ -77,17 +56,11 @@ pub struct GroupUpdate {
     pub grants: Vec<Grant>,
 }
 
-impl GroupUpdate {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(3),
-            len::uint(self.request_id),
-            self.record.as_ref().map_or(len::NIL, |r| len::bin(r.len())),
-            grants_len(&self.grants),
-        ])
-    }
-}
+encoded_len!(GroupUpdate {
+    request_id,
+    record,
+    grants
+});
 
 /// Client → relay: the group's records after `after_seq`, its enrollments and the grants for
 /// this device. Allowed as the first frame (a device that missed a rotation cannot say
@@ -102,12 +75,11 @@ pub struct GroupGet {
     pub after_seq: u64,
 }
 
-impl GroupGet {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(3) + len::uint(self.request_id) + len::ID32 + len::uint(self.after_seq)
-    }
-}
+encoded_len!(GroupGet {
+    request_id,
+    group_id,
+    after_seq
+});
 
 /// Relay → client: answer to `GroupGet`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,18 +94,12 @@ pub struct GroupInfo {
     pub grants: Vec<Grant>,
 }
 
-impl GroupInfo {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(4),
-            len::uint(self.request_id),
-            payloads_len(&self.records),
-            payloads_len(&self.enrollments),
-            grants_len(&self.grants),
-        ])
-    }
-}
+encoded_len!(GroupInfo {
+    request_id,
+    records,
+    enrollments,
+    grants
+});
 
 /// Relay → client: the group's membership changed (a record or an enrollment was stored). The
 /// answer to `Enroll` and `GroupUpdate` (with their `request_id`) and a broadcast to the
@@ -148,14 +114,8 @@ pub struct GroupChanged {
     pub epoch: u32,
 }
 
-impl GroupChanged {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(3),
-            len::opt_uint(self.request_id),
-            len::uint(self.seq),
-            len::uint(u64::from(self.epoch)),
-        ])
-    }
-}
+encoded_len!(GroupChanged {
+    request_id,
+    seq,
+    epoch
+});

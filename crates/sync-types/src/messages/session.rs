@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{Cursor, GroupId};
 use crate::limits::Limits;
 use crate::payload::Payload;
-use crate::wire::{fixed_bin, len};
+use crate::wire::{encoded_len, fixed_bin};
 
 /// First frame of a session, client → relay: which group this device wants and the proof that
 /// it holds the group's auth key. The device is known by its TLS key; its name never travels
@@ -28,22 +28,14 @@ pub struct Hello {
     pub admission_token: Option<Payload>,
 }
 
-impl Hello {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(6),
-            len::uint(self.request_id),
-            len::uint(u64::from(self.version)),
-            len::ID32,
-            len::uint(self.last_cursor.get()),
-            len::SIG64,
-            self.admission_token
-                .as_ref()
-                .map_or(len::NIL, |t| len::bin(t.len())),
-        ])
-    }
-}
+encoded_len!(Hello {
+    request_id,
+    version,
+    group_id,
+    last_cursor,
+    auth_signature,
+    admission_token
+});
 
 /// Relay → client: the session is open.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,19 +55,13 @@ pub struct Welcome {
     pub store_id: u64,
 }
 
-impl Welcome {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::sum(&[
-            len::array_header(5),
-            len::uint(self.request_id),
-            len::ID32,
-            len::uint(self.max_cursor.get()),
-            self.limits.encoded_len(),
-            len::uint(self.store_id),
-        ])
-    }
-}
+encoded_len!(Welcome {
+    request_id,
+    relay_id,
+    max_cursor,
+    limits,
+    store_id
+});
 
 /// Relay → client, optional first frame: a fresh nonce that binds `Hello` to this connection
 /// when the QUIC TLS exporter is not available.
@@ -86,12 +72,7 @@ pub struct Challenge {
     pub nonce: [u8; 32],
 }
 
-impl Challenge {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(1) + len::ID32
-    }
-}
+encoded_len!(Challenge { nonce });
 
 /// Client → relay heartbeat: keeps the session alive and measures round-trip time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,12 +81,7 @@ pub struct Ping {
     pub request_id: u64,
 }
 
-impl Ping {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(1) + len::uint(self.request_id)
-    }
-}
+encoded_len!(Ping { request_id });
 
 /// Relay → client: answer to `Ping`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,12 +90,7 @@ pub struct Pong {
     pub request_id: u64,
 }
 
-impl Pong {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(1) + len::uint(self.request_id)
-    }
-}
+encoded_len!(Pong { request_id });
 
 /// Either side: the session is ending normally.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,9 +99,4 @@ pub struct Bye {
     pub reason: Option<String>,
 }
 
-impl Bye {
-    /// Exact size of the body's encoding.
-    pub fn encoded_len(&self) -> usize {
-        len::array_header(1) + len::opt_str(self.reason.as_deref())
-    }
-}
+encoded_len!(Bye { reason });

@@ -13,6 +13,16 @@ macro_rules! struct_of {
     };
 }
 
+/// Defines `pub(crate) fn $name() -> impl Strategy<Value = $ty>` for each listed struct, its
+/// fields drawn from the strategies given (see `struct_of!`).
+macro_rules! struct_strategies {
+    ($($name:ident: $ty:ident { $($field:ident: $strategy:expr),+ $(,)? })+) => {$(
+        pub(crate) fn $name() -> impl Strategy<Value = $ty> {
+            struct_of!($ty { $($field: $strategy),+ })
+        }
+    )+};
+}
+
 /// Sizes where MessagePack headers change width.
 const SIZE_EDGES: &[usize] = &[0, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536, 70_000];
 
@@ -85,141 +95,6 @@ pub(crate) fn error_code() -> impl Strategy<Value = ErrorCode> {
     ]
 }
 
-pub(crate) fn limits() -> impl Strategy<Value = Limits> {
-    struct_of!(Limits {
-        max_blob_bytes: u32s(),
-        max_frame_bytes: u32s(),
-        max_pull_count: u32s(),
-        max_pull_bytes: u32s(),
-        default_ttl_secs: u32s(),
-        max_ttl_secs: u32s(),
-        idle_timeout_secs: u32s(),
-        max_in_flight: u32s(),
-    })
-}
-
-pub(crate) fn hello() -> impl Strategy<Value = Hello> {
-    struct_of!(Hello {
-        request_id: u64s(),
-        version: any::<u16>(),
-        group_id: group_id(),
-        last_cursor: cursor(),
-        auth_signature: prop::array::uniform::<_, 64>(any::<u8>()),
-        admission_token: prop::option::of(payload()),
-    })
-}
-
-pub(crate) fn welcome() -> impl Strategy<Value = Welcome> {
-    struct_of!(Welcome {
-        request_id: u64s(),
-        relay_id: any::<[u8; 32]>(),
-        max_cursor: cursor(),
-        limits: limits(),
-        store_id: u64s(),
-    })
-}
-
-pub(crate) fn challenge() -> impl Strategy<Value = Challenge> {
-    any::<[u8; 32]>().prop_map(|nonce| Challenge { nonce })
-}
-
-pub(crate) fn push() -> impl Strategy<Value = Push> {
-    struct_of!(Push {
-        request_id: u64s(),
-        blob_id: blob_id(),
-        payload: payload(),
-        ttl_secs: u32s(),
-    })
-}
-
-pub(crate) fn push_ack() -> impl Strategy<Value = PushAck> {
-    struct_of!(PushAck {
-        request_id: u64s(),
-        blob_id: blob_id(),
-        cursor: cursor(),
-        server_time_ms: u64s(),
-    })
-}
-
-pub(crate) fn pull() -> impl Strategy<Value = Pull> {
-    struct_of!(Pull {
-        request_id: u64s(),
-        after: cursor(),
-        limit: u32s(),
-        max_bytes: prop::option::of(u32s()),
-    })
-}
-
-pub(crate) fn pull_entry() -> impl Strategy<Value = PullEntry> {
-    struct_of!(PullEntry {
-        cursor: cursor(),
-        blob_id: blob_id(),
-        sender: device_id(),
-        payload: payload(),
-        timestamp_ms: u64s(),
-    })
-}
-
-pub(crate) fn pull_response() -> impl Strategy<Value = PullResponse> {
-    struct_of!(PullResponse {
-        request_id: u64s(),
-        entries: prop_oneof![
-            8 => prop::collection::vec(pull_entry(), 0..6),
-            // Enough entries to cross the fixarray → array16 boundary.
-            1 => prop::collection::vec(pull_entry(), 14..20),
-        ],
-        has_more: any::<bool>(),
-        max_cursor: cursor(),
-        removed: u64s(),
-    })
-}
-
-pub(crate) fn notify() -> impl Strategy<Value = Notify> {
-    struct_of!(Notify {
-        cursor: cursor(),
-        blob_id: blob_id(),
-        sender: device_id(),
-        size: u32s(),
-    })
-}
-
-pub(crate) fn delete() -> impl Strategy<Value = Delete> {
-    struct_of!(Delete {
-        request_id: u64s(),
-        blob_id: blob_id(),
-    })
-}
-
-pub(crate) fn delete_ack() -> impl Strategy<Value = DeleteAck> {
-    struct_of!(DeleteAck {
-        request_id: u64s(),
-        blob_id: blob_id(),
-    })
-}
-
-pub(crate) fn ping() -> impl Strategy<Value = Ping> {
-    u64s().prop_map(|request_id| Ping { request_id })
-}
-
-pub(crate) fn pong() -> impl Strategy<Value = Pong> {
-    u64s().prop_map(|request_id| Pong { request_id })
-}
-
-pub(crate) fn enroll() -> impl Strategy<Value = Enroll> {
-    struct_of!(Enroll {
-        request_id: u64s(),
-        enrollment: payload(),
-    })
-}
-
-pub(crate) fn group_changed() -> impl Strategy<Value = GroupChanged> {
-    struct_of!(GroupChanged {
-        request_id: prop::option::of(u64s()),
-        seq: u64s(),
-        epoch: u32s(),
-    })
-}
-
 fn grants() -> impl Strategy<Value = Vec<Grant>> {
     prop::collection::vec(
         struct_of!(Grant {
@@ -231,87 +106,181 @@ fn grants() -> impl Strategy<Value = Vec<Grant>> {
     )
 }
 
-pub(crate) fn group_update() -> impl Strategy<Value = GroupUpdate> {
-    struct_of!(GroupUpdate {
+// `pub(crate) fn name() -> impl Strategy<Value = Type>`, one for each struct.
+struct_strategies! {
+    limits: Limits {
+        max_blob_bytes: u32s(),
+        max_frame_bytes: u32s(),
+        max_pull_count: u32s(),
+        max_pull_bytes: u32s(),
+        default_ttl_secs: u32s(),
+        max_ttl_secs: u32s(),
+        idle_timeout_secs: u32s(),
+        max_in_flight: u32s(),
+    }
+
+    hello: Hello {
+        request_id: u64s(),
+        version: any::<u16>(),
+        group_id: group_id(),
+        last_cursor: cursor(),
+        auth_signature: prop::array::uniform::<_, 64>(any::<u8>()),
+        admission_token: prop::option::of(payload()),
+    }
+
+    welcome: Welcome {
+        request_id: u64s(),
+        relay_id: any::<[u8; 32]>(),
+        max_cursor: cursor(),
+        limits: limits(),
+        store_id: u64s(),
+    }
+
+    challenge: Challenge {
+        nonce: any::<[u8; 32]>(),
+    }
+
+    push: Push {
+        request_id: u64s(),
+        blob_id: blob_id(),
+        payload: payload(),
+        ttl_secs: u32s(),
+    }
+
+    push_ack: PushAck {
+        request_id: u64s(),
+        blob_id: blob_id(),
+        cursor: cursor(),
+        server_time_ms: u64s(),
+    }
+
+    pull: Pull {
+        request_id: u64s(),
+        after: cursor(),
+        limit: u32s(),
+        max_bytes: prop::option::of(u32s()),
+    }
+
+    pull_entry: PullEntry {
+        cursor: cursor(),
+        blob_id: blob_id(),
+        sender: device_id(),
+        payload: payload(),
+        timestamp_ms: u64s(),
+    }
+
+    pull_response: PullResponse {
+        request_id: u64s(),
+        entries: prop_oneof![
+            8 => prop::collection::vec(pull_entry(), 0..6),
+            // Enough entries to cross the fixarray → array16 boundary.
+            1 => prop::collection::vec(pull_entry(), 14..20),
+        ],
+        has_more: any::<bool>(),
+        max_cursor: cursor(),
+        removed: u64s(),
+    }
+
+    notify: Notify {
+        cursor: cursor(),
+        blob_id: blob_id(),
+        sender: device_id(),
+        size: u32s(),
+    }
+
+    delete: Delete {
+        request_id: u64s(),
+        blob_id: blob_id(),
+    }
+
+    delete_ack: DeleteAck {
+        request_id: u64s(),
+        blob_id: blob_id(),
+    }
+
+    ping: Ping {
+        request_id: u64s(),
+    }
+
+    pong: Pong {
+        request_id: u64s(),
+    }
+
+    enroll: Enroll {
+        request_id: u64s(),
+        enrollment: payload(),
+    }
+
+    group_changed: GroupChanged {
+        request_id: prop::option::of(u64s()),
+        seq: u64s(),
+        epoch: u32s(),
+    }
+
+    group_update: GroupUpdate {
         request_id: u64s(),
         record: prop::option::of(payload()),
         grants: grants(),
-    })
-}
+    }
 
-pub(crate) fn group_get() -> impl Strategy<Value = GroupGet> {
-    struct_of!(GroupGet {
+    group_get: GroupGet {
         request_id: u64s(),
         group_id: group_id(),
         after_seq: u64s(),
-    })
-}
+    }
 
-pub(crate) fn group_info() -> impl Strategy<Value = GroupInfo> {
-    struct_of!(GroupInfo {
+    group_info: GroupInfo {
         request_id: u64s(),
         records: prop::collection::vec(payload(), 0..4),
         enrollments: prop::collection::vec(payload(), 0..4),
         grants: grants(),
-    })
-}
+    }
 
-pub(crate) fn content_ref() -> impl Strategy<Value = ContentRef> {
-    struct_of!(ContentRef {
+    content_ref: ContentRef {
         request_id: u64s(),
         blob_id: blob_id(),
         hash: any::<[u8; 32]>(),
         size: u64s(),
         chunk_size: u32s(),
         chunks: u32s(),
-    })
-}
+    }
 
-pub(crate) fn content_ack() -> impl Strategy<Value = ContentAck> {
-    struct_of!(ContentAck {
+    content_ack: ContentAck {
         request_id: u64s(),
         blob_id: blob_id(),
-    })
-}
+    }
 
-pub(crate) fn invite_put() -> impl Strategy<Value = InvitePut> {
-    struct_of!(InvitePut {
+    invite_put: InvitePut {
         request_id: u64s(),
         lookup_id: text(),
         sealed: payload(),
         ttl_secs: u32s(),
-    })
-}
+    }
 
-pub(crate) fn invite_stored() -> impl Strategy<Value = InviteStored> {
-    u64s().prop_map(|request_id| InviteStored { request_id })
-}
+    invite_stored: InviteStored {
+        request_id: u64s(),
+    }
 
-pub(crate) fn invite_get() -> impl Strategy<Value = InviteGet> {
-    struct_of!(InviteGet {
+    invite_get: InviteGet {
         request_id: u64s(),
         lookup_id: text(),
-    })
-}
+    }
 
-pub(crate) fn invite_found() -> impl Strategy<Value = InviteFound> {
-    struct_of!(InviteFound {
+    invite_found: InviteFound {
         request_id: u64s(),
         sealed: payload(),
-    })
-}
+    }
 
-pub(crate) fn bye() -> impl Strategy<Value = Bye> {
-    prop::option::of(text()).prop_map(|reason| Bye { reason })
-}
+    bye: Bye {
+        reason: prop::option::of(text()),
+    }
 
-pub(crate) fn wire_error() -> impl Strategy<Value = WireError> {
-    struct_of!(WireError {
+    wire_error: WireError {
         request_id: prop::option::of(u64s()),
         code: error_code(),
         message: text(),
         retry_after_ms: prop::option::of(u64s()),
-    })
+    }
 }
 
 /// Any message, every type equally likely.

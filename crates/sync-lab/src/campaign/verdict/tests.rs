@@ -71,6 +71,25 @@ fn fail(detail: &str) -> Check {
     }
 }
 
+/// One clean `e2e` phase and its check, judged with [`limits`].
+fn judge_e2e(check: &E2eCheck) -> Verdict {
+    let phases = [phase("e2e", clean(), check.ok())];
+    judge(&phases, Some(check), None, None, &limits())
+}
+
+/// One clean `group` phase and its check, judged with [`limits`].
+fn judge_group(g: &GroupCheck) -> Verdict {
+    let phases = [phase("group", clean(), g.ok(&limits()))];
+    judge(&phases, None, Some(g), None, &limits())
+}
+
+/// One clean `endurance` phase and its soak verdict, judged with [`limits`].
+fn judge_soak(soak: &soak::Verdict) -> Verdict {
+    let leak_ok = !soak.rss.failed() && !soak.fds.failed();
+    let phases = [phase("endurance", clean(), leak_ok)];
+    judge(&phases, None, None, Some(soak), &limits())
+}
+
 fn failed_names(v: &Verdict) -> Vec<&str> {
     v.failed().iter().map(|t| t.name.as_str()).collect()
 }
@@ -175,25 +194,13 @@ fn e2e_verification_failures_rejections_and_plaintext_fail_the_e2e_threshold() {
         e2e(0, 0, PlaintextScan::Failed("permission denied".into())),
     ] {
         assert!(!check.ok(), "{check:?}");
-        let v = judge(
-            &[phase("e2e", clean(), check.ok())],
-            Some(&check),
-            None,
-            None,
-            &limits(),
-        );
+        let v = judge_e2e(&check);
         assert_eq!(v.exit_code(), EXIT_THRESHOLD, "{check:?}");
         assert_eq!(v.failed().len(), 1, "{check:?}");
         assert!(v.failed()[0].name.starts_with("e2e:"), "{check:?}");
     }
     let remote = e2e(0, 0, PlaintextScan::NotScanned);
-    let v = judge(
-        &[phase("e2e", clean(), remote.ok())],
-        Some(&remote),
-        None,
-        None,
-        &limits(),
-    );
+    let v = judge_e2e(&remote);
     assert_eq!(v.exit_code(), 0);
     assert_eq!(v.thresholds[2].observed, "0, 0, not scanned (remote relay)");
 }
@@ -211,24 +218,11 @@ fn rss_growth_and_fds_left_open_fail_their_thresholds() {
         ),
     ];
     for (soak, name) in cases {
-        let leak_ok = !soak.rss.failed() && !soak.fds.failed();
-        let v = judge(
-            &[phase("endurance", clean(), leak_ok)],
-            None,
-            None,
-            Some(&soak),
-            &limits(),
-        );
+        let v = judge_soak(&soak);
         assert_eq!(v.exit_code(), EXIT_THRESHOLD, "{name}");
         assert_eq!(failed_names(&v), [name]);
     }
-    let v = judge(
-        &[phase("endurance", clean(), true)],
-        None,
-        None,
-        Some(&soak_verdict(pass("flat"), pass("back"))),
-        &limits(),
-    );
+    let v = judge_soak(&soak_verdict(pass("flat"), pass("back")));
     assert_eq!(v.thresholds[2].limit, "≤ 10 %/h over ≥ 600 s");
     assert_eq!(v.thresholds[2].observed, "PASS: flat");
     assert_eq!(v.thresholds[3].limit, "≤ baseline + 2");
@@ -239,13 +233,7 @@ fn a_soak_not_judged_is_not_a_failure() {
     let not_judged = Check::NotJudged {
         detail: "window too short".into(),
     };
-    let v = judge(
-        &[phase("endurance", clean(), true)],
-        None,
-        None,
-        Some(&soak_verdict(not_judged, pass("back"))),
-        &limits(),
-    );
+    let v = judge_soak(&soak_verdict(not_judged, pass("back")));
     assert_eq!(v.exit_code(), 0);
     assert_eq!(v.thresholds[2].observed, "NOT JUDGED: window too short");
 }
@@ -327,13 +315,7 @@ fn group_clean() -> GroupCheck {
 fn a_clean_group_phase_meets_every_group_threshold() {
     let g = group_clean();
     assert!(g.ok(&limits()));
-    let v = judge(
-        &[phase("group", clean(), g.ok(&limits()))],
-        None,
-        Some(&g),
-        None,
-        &limits(),
-    );
+    let v = judge_group(&g);
     assert_eq!((v.outcome, v.exit_code()), (Outcome::Pass, 0));
     assert_eq!(v.thresholds.len(), 7, "loss, p99 and five group rows");
     let rows: Vec<(&str, &str)> = v.thresholds[2..]
@@ -395,13 +377,7 @@ fn each_group_failure_fails_its_own_row() {
         let mut g = group_clean();
         spoil(&mut g);
         assert!(!g.ok(&limits()), "{name}");
-        let v = judge(
-            &[phase("group", clean(), g.ok(&limits()))],
-            None,
-            Some(&g),
-            None,
-            &limits(),
-        );
+        let v = judge_group(&g);
         assert_eq!(v.exit_code(), EXIT_THRESHOLD, "{name}");
         assert_eq!(failed_names(&v), [name]);
     }
@@ -425,16 +401,7 @@ fn a_refusal_slower_than_the_limit_fails_and_the_limit_is_a_flag() {
         how: "reconnect refused: DeviceRevoked(203)".into(),
     });
     assert!(!slow.ok(&limits()));
-    assert_eq!(
-        failed_names(&judge(
-            &[phase("group", clean(), slow.ok(&limits()))],
-            None,
-            Some(&slow),
-            None,
-            &limits()
-        )),
-        [GROUP_REFUSAL]
-    );
+    assert_eq!(failed_names(&judge_group(&slow)), [GROUP_REFUSAL]);
     let lenient = Thresholds {
         max_refusal_ms: 20_000.0,
         ..limits()
