@@ -326,10 +326,7 @@ async fn the_relay_talks_to_postgres_over_tls_and_checks_its_certificate() {
         .args(["--storage", "postgres", "--postgres-url", &url])
         .start()
         .expect_err("no TLS, no database");
-    assert!(
-        plain.to_string().contains("no encryption"),
-        "{plain}"
-    );
+    assert!(plain.to_string().contains("no encryption"), "{plain}");
     // Another CA's certificate is refused.
     let other = tempfile::tempdir().unwrap();
     let mut stranger = PostgresServer::start_tls().expect("another server");

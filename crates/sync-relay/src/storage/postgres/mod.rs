@@ -27,11 +27,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
+};
 use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
 use super::rules::payload_digest;
@@ -41,6 +45,9 @@ use super::{
 };
 
 type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A driver result.
+type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 
 /// Counter shards: writers add to `hash(instance, writer) mod SHARDS`.
 const SHARDS: u64 = 64;
@@ -377,16 +384,42 @@ async fn add_counters(
     if groups == 0 && blobs == 0 && bytes == 0 {
         return Ok(());
     }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO counters (shard, groups, blobs, bytes) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (shard) DO UPDATE SET groups = counters.groups + excluded.groups,
-                 blobs = counters.blobs + excluded.blobs, bytes = counters.bytes + excluded.bytes",
-        )
-        .await?;
-    tx.execute(&stmt, &[&shard, &groups, &blobs, &bytes])
-        .await?;
+    exec(
+        tx,
+        "INSERT INTO counters (shard, groups, blobs, bytes) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (shard) DO UPDATE SET groups = counters.groups + excluded.groups,
+             blobs = counters.blobs + excluded.blobs, bytes = counters.bytes + excluded.bytes",
+        &[&shard, &groups, &blobs, &bytes],
+    )
+    .await?;
     Ok(())
+}
+
+/// Parameters of a statement.
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Runs `sql` (prepared once per connection) and returns its rows.
+async fn rows<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> PgResult<Vec<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query(&stmt, params).await
+}
+
+/// Runs `sql` (prepared once per connection) and returns its row, if any.
+async fn row_opt<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> PgResult<Option<Row>> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_opt(&stmt, params).await
+}
+
+/// Runs `sql` (prepared once per connection) and returns its one row.
+async fn row_one<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> PgResult<Row> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query_one(&stmt, params).await
+}
+
+/// Runs `sql` (prepared once per connection) and returns how many rows it changed.
+async fn exec<C: GenericClient>(c: &C, sql: &str, params: Params<'_>) -> PgResult<u64> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.execute(&stmt, params).await
 }
 
 impl Storage for PostgresStorage {

@@ -13,11 +13,9 @@ use sync_types::{BlobId, GroupId};
 use tokio_postgres::Row;
 
 use super::listen::GROUP_CHANNEL;
-use super::{PostgresStorage, Result, add_counters};
+use super::{PgResult, PostgresStorage, Result, add_counters, exec, row_opt, rows};
 use crate::storage::rules::{check_invite, check_lookup_id, clamp_i64, millis};
 use crate::storage::{InviteLookup, MembershipWrite, StorageError};
-
-type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 
 /// Remembers removed blobs (rows of `group_id, blob_id, cursor, stored_at, digest, size`) until
 /// `forget_at` and takes them off their groups' counters and the totals; returns how many.
@@ -35,17 +33,13 @@ async fn remember_removed(
     let cursor: Vec<i64> = removed.iter().map(|r| r.get(2)).collect();
     let stored_at: Vec<i64> = removed.iter().map(|r| r.get(3)).collect();
     let digest: Vec<&[u8]> = removed.iter().map(|r| r.get(4)).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO tombstones (group_id, blob_id, cursor, stored_at, digest, forget_at)
+    exec(
+        tx,
+        "INSERT INTO tombstones (group_id, blob_id, cursor, stored_at, digest, forget_at)
              SELECT g, b, c, s, d, $6
              FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::bytea[])
                   AS u(g, b, c, s, d)
              ON CONFLICT (group_id, blob_id) DO UPDATE SET forget_at = excluded.forget_at",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
         &[
             &group,
             &blob,
@@ -66,14 +60,14 @@ async fn remember_removed(
     let ids: Vec<&[u8]> = per_group.keys().copied().collect();
     let blobs: Vec<i64> = per_group.values().map(|v| v.0).collect();
     let bytes: Vec<i64> = per_group.values().map(|v| v.1).collect();
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE groups AS g SET blob_count = g.blob_count - u.n, byte_count = g.byte_count - u.b
+    exec(
+        tx,
+        "UPDATE groups AS g SET blob_count = g.blob_count - u.n, byte_count = g.byte_count - u.b
              FROM unnest($1::bytea[], $2::int8[], $3::int8[]) AS u(id, n, b)
              WHERE g.group_id = u.id",
-        )
-        .await?;
-    tx.execute(&stmt, &[&ids, &blobs, &bytes]).await?;
+        &[&ids, &blobs, &bytes],
+    )
+    .await?;
     let n = i64::try_from(removed.len()).unwrap_or(i64::MAX);
     let total: i64 = bytes.iter().fold(0, |a, b| a.saturating_add(*b));
     add_counters(tx, shard, 0, -n, total.saturating_neg()).await?;
@@ -92,25 +86,23 @@ impl PostgresStorage {
         self.in_transaction(move |tx| {
             Box::pin(async move {
                 // The group first, as pushes lock it.
-                let lock = tx
-                    .prepare_cached("SELECT 1 FROM groups WHERE group_id = $1 FOR UPDATE")
-                    .await?;
-                if tx
-                    .query_opt(&lock, &[&&group.as_bytes()[..]])
-                    .await?
-                    .is_none()
+                if row_opt(
+                    tx,
+                    "SELECT 1 FROM groups WHERE group_id = $1 FOR UPDATE",
+                    &[&&group.as_bytes()[..]],
+                )
+                .await?
+                .is_none()
                 {
                     return Ok(false);
                 }
-                let stmt = tx
-                    .prepare_cached(
-                        "DELETE FROM blobs WHERE group_id = $1 AND blob_id = $2
+                let removed = rows(
+                    tx,
+                    "DELETE FROM blobs WHERE group_id = $1 AND blob_id = $2
                          RETURNING group_id, blob_id, cursor, stored_at, digest, size",
-                    )
-                    .await?;
-                let removed = tx
-                    .query(&stmt, &[&&group.as_bytes()[..], &&blob_id.as_bytes()[..]])
-                    .await?;
+                    &[&&group.as_bytes()[..], &&blob_id.as_bytes()[..]],
+                )
+                .await?;
                 Ok(remember_removed(tx, &removed, forget_at, shard).await? > 0)
             })
         })
@@ -124,24 +116,24 @@ impl PostgresStorage {
         let limit = i64::from(batch);
         self.in_transaction(move |tx| {
             Box::pin(async move {
-                let stmt = tx
-                    .prepare_cached(
-                        "DELETE FROM blobs WHERE (group_id, cursor) IN
+                let removed = rows(
+                    tx,
+                    "DELETE FROM blobs WHERE (group_id, cursor) IN
                              (SELECT group_id, cursor FROM blobs WHERE expires_at <= $1
                               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
                          RETURNING group_id, blob_id, cursor, stored_at, digest, size",
-                    )
-                    .await?;
-                let removed = tx.query(&stmt, &[&now, &limit]).await?;
+                    &[&now, &limit],
+                )
+                .await?;
                 let n = remember_removed(tx, &removed, forget_at, shard).await?;
-                let stmt = tx
-                    .prepare_cached(
-                        "DELETE FROM invites WHERE lookup_id IN
+                exec(
+                    tx,
+                    "DELETE FROM invites WHERE lookup_id IN
                              (SELECT lookup_id FROM invites WHERE expires_at <= $1
                               LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&now, &limit]).await?;
+                    &[&now, &limit],
+                )
+                .await?;
                 Ok(n)
             })
         })
@@ -153,15 +145,15 @@ impl PostgresStorage {
         let limit = i64::from(batch);
         self.in_transaction(move |tx| {
             Box::pin(async move {
-                let stmt = tx
-                    .prepare_cached(
-                        "DELETE FROM tombstones WHERE (group_id, blob_id) IN
+                let forgotten = rows(
+                    tx,
+                    "DELETE FROM tombstones WHERE (group_id, blob_id) IN
                              (SELECT group_id, blob_id FROM tombstones WHERE forget_at <= $1
                               ORDER BY forget_at LIMIT $2 FOR UPDATE SKIP LOCKED)
                          RETURNING group_id, cursor",
-                    )
-                    .await?;
-                let forgotten = tx.query(&stmt, &[&now, &limit]).await?;
+                    &[&now, &limit],
+                )
+                .await?;
                 // Holes at or below a forgotten tombstone's cursor are removals the relay no
                 // longer lists one by one.
                 let mut top: BTreeMap<&[u8], i64> = BTreeMap::new();
@@ -171,13 +163,13 @@ impl PostgresStorage {
                 }
                 let ids: Vec<&[u8]> = top.keys().copied().collect();
                 let tops: Vec<i64> = top.values().copied().collect();
-                let stmt = tx
-                    .prepare_cached(
-                        "UPDATE groups AS g SET forgotten_through = GREATEST(g.forgotten_through, u.t)
+                exec(
+                    tx,
+                    "UPDATE groups AS g SET forgotten_through = GREATEST(g.forgotten_through, u.t)
                          FROM unnest($1::bytea[], $2::int8[]) AS u(id, t) WHERE g.group_id = u.id",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&ids, &tops]).await?;
+                    &[&ids, &tops],
+                )
+                .await?;
                 Ok(forgotten.len() as u64)
             })
         })
@@ -200,38 +192,35 @@ impl PostgresStorage {
         self.in_transaction(move |tx| {
             let seen = seen.clone();
             Box::pin(async move {
-                let stmt = tx
-                    .prepare_cached(
-                        "UPDATE groups SET last_active = GREATEST(last_active, $2)
+                exec(
+                    tx,
+                    "UPDATE groups SET last_active = GREATEST(last_active, $2)
                          WHERE group_id = ANY($1)",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&seen, &now]).await?;
-                let stmt = tx
-                    .prepare_cached(
-                        "SELECT g.group_id, g.last_cursor FROM groups g
+                    &[&seen, &now],
+                )
+                .await?;
+                let idle = rows(
+                    tx,
+                    "SELECT g.group_id, g.last_cursor FROM groups g
                          WHERE g.blob_count = 0 AND g.last_active <= $1
                            AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.group_id = g.group_id)
                          ORDER BY g.last_active LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    )
-                    .await?;
-                let idle = tx.query(&stmt, &[&idle_before, &limit]).await?;
+                    &[&idle_before, &limit],
+                )
+                .await?;
                 let Some(highest) = idle.iter().map(|r| r.get::<_, i64>(1)).max() else {
                     return Ok(0);
                 };
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO relay_meta (key, value) VALUES ('cursor_floor', $1)
+                exec(
+                    tx,
+                    "INSERT INTO relay_meta (key, value) VALUES ('cursor_floor', $1)
                          ON CONFLICT (key) DO UPDATE
                          SET value = GREATEST(relay_meta.value, excluded.value)",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&highest]).await?;
+                    &[&highest],
+                )
+                .await?;
                 let ids: Vec<&[u8]> = idle.iter().map(|r| r.get(0)).collect();
-                let stmt = tx
-                    .prepare_cached("DELETE FROM groups WHERE group_id = ANY($1)")
-                    .await?;
-                tx.execute(&stmt, &[&ids]).await?;
+                exec(tx, "DELETE FROM groups WHERE group_id = ANY($1)", &[&ids]).await?;
                 let n = i64::try_from(idle.len()).unwrap_or(i64::MAX);
                 add_counters(tx, shard, -n, 0, 0).await?;
                 Ok(idle.len() as u64)
@@ -252,22 +241,24 @@ impl PostgresStorage {
             .in_transaction(move |tx| {
                 let (lookup_id, sealed) = (lookup_id.clone(), sealed.clone());
                 Box::pin(async move {
-                    let stmt = tx
-                        .prepare_cached(
-                            "INSERT INTO invites (lookup_id, sealed, expires_at, attempts)
+                    if exec(
+                        tx,
+                        "INSERT INTO invites (lookup_id, sealed, expires_at, attempts)
                              VALUES ($1, $2, $3, 0) ON CONFLICT (lookup_id) DO NOTHING",
-                        )
-                        .await?;
-                    if tx.execute(&stmt, &[&lookup_id, &sealed, &expires]).await? == 1 {
+                        &[&lookup_id, &sealed, &expires],
+                    )
+                    .await?
+                        == 1
+                    {
                         return Ok(true);
                     }
-                    let stmt = tx
-                        .prepare_cached("SELECT sealed FROM invites WHERE lookup_id = $1")
-                        .await?;
-                    Ok(tx
-                        .query_opt(&stmt, &[&lookup_id])
-                        .await?
-                        .is_some_and(|r| r.get::<_, &[u8]>(0) == sealed.as_slice()))
+                    Ok(row_opt(
+                        tx,
+                        "SELECT sealed FROM invites WHERE lookup_id = $1",
+                        &[&lookup_id],
+                    )
+                    .await?
+                    .is_some_and(|r| r.get::<_, &[u8]>(0) == sealed.as_slice()))
                 })
             })
             .await?;
@@ -290,36 +281,44 @@ impl PostgresStorage {
         self.in_transaction(move |tx| {
             let lookup_id = lookup_id.clone();
             Box::pin(async move {
-                let stmt = tx
-                    .prepare_cached(
-                        "SELECT sealed, expires_at, attempts FROM invites WHERE lookup_id = $1
+                let Some(row) = row_opt(
+                    tx,
+                    "SELECT sealed, expires_at, attempts FROM invites WHERE lookup_id = $1
                          FOR UPDATE",
-                    )
-                    .await?;
-                let Some(row) = tx.query_opt(&stmt, &[&lookup_id]).await? else {
+                    &[&lookup_id],
+                )
+                .await?
+                else {
                     return Ok(InviteLookup::NotFound);
                 };
                 let (sealed, expires_at, attempts): (Vec<u8>, i64, i64) =
                     (row.get(0), row.get(1), row.get(2));
-                let delete = tx
-                    .prepare_cached("DELETE FROM invites WHERE lookup_id = $1")
-                    .await?;
                 if expires_at <= now {
                     // Found but not taken: counted. Kept (answering Expired) until cleanup
                     // removes it or the count reaches the maximum.
                     if attempts.saturating_add(1) >= max {
-                        tx.execute(&delete, &[&lookup_id]).await?;
-                        return Ok(InviteLookup::TooManyAttempts);
-                    }
-                    let stmt = tx
-                        .prepare_cached(
-                            "UPDATE invites SET attempts = attempts + 1 WHERE lookup_id = $1",
+                        exec(
+                            tx,
+                            "DELETE FROM invites WHERE lookup_id = $1",
+                            &[&lookup_id],
                         )
                         .await?;
-                    tx.execute(&stmt, &[&lookup_id]).await?;
+                        return Ok(InviteLookup::TooManyAttempts);
+                    }
+                    exec(
+                        tx,
+                        "UPDATE invites SET attempts = attempts + 1 WHERE lookup_id = $1",
+                        &[&lookup_id],
+                    )
+                    .await?;
                     return Ok(InviteLookup::Expired);
                 }
-                tx.execute(&delete, &[&lookup_id]).await?;
+                exec(
+                    tx,
+                    "DELETE FROM invites WHERE lookup_id = $1",
+                    &[&lookup_id],
+                )
+                .await?;
                 if attempts >= max {
                     return Ok(InviteLookup::TooManyAttempts);
                 }
@@ -340,37 +339,34 @@ impl PostgresStorage {
                 let write = write.clone();
                 Box::pin(async move {
                     let g = &group.as_bytes()[..];
-                    if let Some((seq, record)) = &write.record {
-                        let stmt = tx
-                            .prepare_cached(
-                                "INSERT INTO group_records (group_id, seq, record)
-                                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                            )
-                            .await?;
-                        if tx.execute(&stmt, &[&g, &clamp_i64(*seq), record]).await? == 0 {
-                            return Ok(false);
-                        }
+                    // A record whose sequence number is taken stores nothing.
+                    if let Some((seq, record)) = &write.record
+                        && exec(
+                            tx,
+                            "INSERT INTO group_records (group_id, seq, record)
+                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                            &[&g, &clamp_i64(*seq), record],
+                        )
+                        .await?
+                            == 0
+                    {
+                        return Ok(false);
                     }
                     if let Some((device, enrollment)) = &write.enrollment {
-                        let stmt = tx
-                            .prepare_cached(
-                                "INSERT INTO enrollments (group_id, device, enrollment)
+                        exec(
+                            tx,
+                            "INSERT INTO enrollments (group_id, device, enrollment)
                                  VALUES ($1, $2, $3) ON CONFLICT (group_id, device)
                                  DO UPDATE SET enrollment = excluded.enrollment",
-                            )
-                            .await?;
-                        tx.execute(&stmt, &[&g, &&device.as_bytes()[..], enrollment])
-                            .await?;
-                    }
-                    let stmt = tx
-                        .prepare_cached(
-                            "INSERT INTO grants (group_id, recipient, sender, epoch, envelope)
-                             VALUES ($1, $2, $3, $4, $5)",
+                            &[&g, &&device.as_bytes()[..], enrollment],
                         )
                         .await?;
+                    }
                     for (recipient, grant) in &write.grants {
-                        tx.execute(
-                            &stmt,
+                        exec(
+                            tx,
+                            "INSERT INTO grants (group_id, recipient, sender, epoch, envelope)
+                             VALUES ($1, $2, $3, $4, $5)",
                             &[
                                 &g,
                                 &&recipient.as_bytes()[..],
@@ -382,9 +378,8 @@ impl PostgresStorage {
                         .await?;
                     }
                     // Other relays reload the group's state and tell their sessions.
-                    let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
                     let text = super::listen::encode_group(instance, &group);
-                    tx.query(&stmt, &[&GROUP_CHANNEL, &text]).await?;
+                    rows(tx, "SELECT pg_notify($1, $2)", &[&GROUP_CHANNEL, &text]).await?;
                     Ok(true)
                 })
             })

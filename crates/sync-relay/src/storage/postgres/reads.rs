@@ -5,7 +5,7 @@ use deadpool_postgres::Transaction;
 use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use tokio_postgres::IsolationLevel;
 
-use super::{PostgresStorage, Result, pg_error, pool_client};
+use super::{PostgresStorage, Result, pg_error, pool_client, row_one, row_opt, rows};
 use crate::storage::rules::{clamp_i64, to_u64};
 use crate::storage::{
     MembershipRead, PullEntry, PullPage, StorageError, StorageStats, StoredGrant,
@@ -32,11 +32,14 @@ impl PostgresStorage {
             .await
             .map_err(pg_error)?;
         let g = &group.as_bytes()[..];
-        let stmt = tx
-            .prepare_cached("SELECT last_cursor, forgotten_through FROM groups WHERE group_id = $1")
-            .await
-            .map_err(pg_error)?;
-        let Some(head) = tx.query_opt(&stmt, &[&g]).await.map_err(pg_error)? else {
+        let Some(head) = row_opt(
+            &tx,
+            "SELECT last_cursor, forgotten_through FROM groups WHERE group_id = $1",
+            &[&g],
+        )
+        .await
+        .map_err(pg_error)?
+        else {
             return Ok(PullPage::default());
         };
         let max_cursor = Cursor::new(to_u64(head.get(0), "last_cursor")?);
@@ -46,28 +49,22 @@ impl PostgresStorage {
         };
         let want = usize::try_from(max_count.max(1)).unwrap_or(usize::MAX);
         // Metadata first; one row beyond the count limit tells whether more follow.
-        let stmt = tx
-            .prepare_cached(
-                "SELECT cursor, blob_id, sender, size, stored_at FROM blobs
+        let metas_rows = rows(
+            &tx,
+            "SELECT cursor, blob_id, sender, size, stored_at FROM blobs
                  WHERE group_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $3",
-            )
-            .await
-            .map_err(pg_error)?;
-        let rows = tx
-            .query(
-                &stmt,
-                &[
-                    &g,
-                    &clamp_i64(after.get()),
-                    &(i64::from(max_count.max(1)) + 1),
-                ],
-            )
-            .await
-            .map_err(pg_error)?;
+            &[
+                &g,
+                &clamp_i64(after.get()),
+                &(i64::from(max_count.max(1)) + 1),
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
         let mut metas = Vec::new();
         let mut bytes = 0u64;
         let mut has_more = false;
-        for row in &rows {
+        for row in &metas_rows {
             let size = to_u64(row.get(3), "blob size")?;
             if metas.len() >= want || (!metas.is_empty() && bytes.saturating_add(size) > max_bytes)
             {
@@ -85,14 +82,14 @@ impl PostgresStorage {
             metas.push((cursor, size, blob_id, sender, stored_at_ms));
         }
         let cursors: Vec<i64> = metas.iter().map(|m| m.0).collect();
-        let stmt = tx
-            .prepare_cached(
-                "SELECT cursor, payload FROM blobs WHERE group_id = $1 AND cursor = ANY($2)
+        let payloads = rows(
+            &tx,
+            "SELECT cursor, payload FROM blobs WHERE group_id = $1 AND cursor = ANY($2)
                  ORDER BY cursor",
-            )
-            .await
-            .map_err(pg_error)?;
-        let payloads = tx.query(&stmt, &[&g, &cursors]).await.map_err(pg_error)?;
+            &[&g, &cursors],
+        )
+        .await
+        .map_err(pg_error)?;
         if payloads.len() != metas.len() {
             return Err(corrupt("a blob vanished inside a read snapshot"));
         }
@@ -136,15 +133,14 @@ impl PostgresStorage {
 
     pub(super) async fn read_max_cursor(&self, group: GroupId) -> Result<Cursor> {
         let client = pool_client(&self.inner.pool).await?;
-        let stmt = client
-            .prepare_cached("SELECT last_cursor FROM groups WHERE group_id = $1")
-            .await
-            .map_err(pg_error)?;
-        let last = client
-            .query_opt(&stmt, &[&&group.as_bytes()[..]])
-            .await
-            .map_err(pg_error)?
-            .map_or(0, |r| r.get::<_, i64>(0));
+        let last = row_opt(
+            &client,
+            "SELECT last_cursor FROM groups WHERE group_id = $1",
+            &[&&group.as_bytes()[..]],
+        )
+        .await
+        .map_err(pg_error)?
+        .map_or(0, |r| r.get::<_, i64>(0));
         Ok(Cursor::new(to_u64(last, "last_cursor")?))
     }
 
@@ -163,41 +159,38 @@ impl PostgresStorage {
             .await
             .map_err(pg_error)?;
         let g = &group.as_bytes()[..];
-        let stmt = tx
-            .prepare_cached(
-                "SELECT record FROM group_records WHERE group_id = $1 AND seq > $2 ORDER BY seq",
-            )
-            .await
-            .map_err(pg_error)?;
-        let records = tx
-            .query(&stmt, &[&g, &clamp_i64(after_seq)])
-            .await
-            .map_err(pg_error)?
-            .into_iter()
-            .map(|r| r.get::<_, Vec<u8>>(0))
-            .collect();
-        let stmt = tx
-            .prepare_cached("SELECT device, enrollment FROM enrollments WHERE group_id = $1")
-            .await
-            .map_err(pg_error)?;
+        let records = rows(
+            &tx,
+            "SELECT record FROM group_records WHERE group_id = $1 AND seq > $2 ORDER BY seq",
+            &[&g, &clamp_i64(after_seq)],
+        )
+        .await
+        .map_err(pg_error)?
+        .into_iter()
+        .map(|r| r.get::<_, Vec<u8>>(0))
+        .collect();
         let mut enrollments = Vec::new();
-        for r in tx.query(&stmt, &[&g]).await.map_err(pg_error)? {
+        for r in rows(
+            &tx,
+            "SELECT device, enrollment FROM enrollments WHERE group_id = $1",
+            &[&g],
+        )
+        .await
+        .map_err(pg_error)?
+        {
             let d = DeviceId::try_from_slice(r.get(0))
                 .map_err(|_| corrupt("a device id is not 32 bytes"))?;
             enrollments.push((d, r.get::<_, Vec<u8>>(1)));
         }
-        let stmt = tx
-            .prepare_cached(
-                "SELECT sender, epoch, envelope FROM grants
-                 WHERE group_id = $1 AND recipient = $2 ORDER BY id",
-            )
-            .await
-            .map_err(pg_error)?;
         let mut grants = Vec::new();
-        for r in tx
-            .query(&stmt, &[&g, &&device.as_bytes()[..]])
-            .await
-            .map_err(pg_error)?
+        for r in rows(
+            &tx,
+            "SELECT sender, epoch, envelope FROM grants
+                 WHERE group_id = $1 AND recipient = $2 ORDER BY id",
+            &[&g, &&device.as_bytes()[..]],
+        )
+        .await
+        .map_err(pg_error)?
         {
             grants.push(StoredGrant {
                 sender: DeviceId::try_from_slice(r.get(0))
@@ -217,14 +210,14 @@ impl PostgresStorage {
 
     pub(super) async fn read_stats(&self) -> Result<StorageStats> {
         let client = pool_client(&self.inner.pool).await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT COALESCE(SUM(groups), 0)::int8, COALESCE(SUM(blobs), 0)::int8,
+        let row = row_one(
+            &client,
+            "SELECT COALESCE(SUM(groups), 0)::int8, COALESCE(SUM(blobs), 0)::int8,
                         COALESCE(SUM(bytes), 0)::int8 FROM counters",
-            )
-            .await
-            .map_err(pg_error)?;
-        let row = client.query_one(&stmt, &[]).await.map_err(pg_error)?;
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
         Ok(StorageStats {
             groups: to_u64(row.get(0), "group count")?,
             blobs: to_u64(row.get(1), "blob count")?,
@@ -326,17 +319,14 @@ impl Holes<'_> {
         }
         let low = self.forgotten.min(hi.saturating_sub(1)).saturating_sub(lo);
         let from = lo.max(self.forgotten);
-        let stmt = tx
-            .prepare_cached(
-                "SELECT COUNT(*) FROM tombstones WHERE group_id = $1 AND cursor > $2 AND cursor < $3",
-            )
-            .await
-            .map_err(pg_error)?;
-        let listed: i64 = tx
-            .query_one(&stmt, &[&self.group, &clamp_i64(from), &clamp_i64(hi)])
-            .await
-            .map_err(pg_error)?
-            .get(0);
+        let listed: i64 = row_one(
+            tx,
+            "SELECT COUNT(*) FROM tombstones WHERE group_id = $1 AND cursor > $2 AND cursor < $3",
+            &[&self.group, &clamp_i64(from), &clamp_i64(hi)],
+        )
+        .await
+        .map_err(pg_error)?
+        .get(0);
         Ok(low
             .saturating_add(to_u64(listed, "tombstone count")?)
             .min(gap))

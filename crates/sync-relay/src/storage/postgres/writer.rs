@@ -15,7 +15,9 @@ use sync_types::{BlobId, Cursor, GroupId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::listen::{PUSH_CHANNEL, encode_pushes};
-use super::{Result, Shared, add_counters, is_retryable, pg_error, pool_client};
+use super::{
+    Result, Shared, add_counters, exec, is_retryable, pg_error, pool_client, row_opt, rows,
+};
 use crate::storage::rules::{GroupCounts, Original, check_push, clamp_i64, payload_size, ttl_ms};
 use crate::storage::{CommitReport, CommittedPush, PushOutcome, PushRequest, StorageError};
 
@@ -134,14 +136,15 @@ async fn commit_batch(
     ids.sort_unstable_by_key(|g| *g.as_bytes());
     ids.dedup();
     let id_bytes: Vec<&[u8]> = ids.iter().map(|g| &g.as_bytes()[..]).collect();
-    let stmt = tx
-        .prepare_cached(
-            "SELECT group_id, last_cursor, blob_count, byte_count FROM groups
-             WHERE group_id = ANY($1) ORDER BY group_id FOR UPDATE",
-        )
-        .await?;
     let mut groups: BTreeMap<GroupId, GroupState> = BTreeMap::new();
-    for row in tx.query(&stmt, &[&id_bytes]).await? {
+    for row in rows(
+        tx,
+        "SELECT group_id, last_cursor, blob_count, byte_count FROM groups
+             WHERE group_id = ANY($1) ORDER BY group_id FOR UPDATE",
+        &[&id_bytes],
+    )
+    .await?
+    {
         let id: &[u8] = row.get(0);
         if let Ok(g) = GroupId::try_from_slice(id) {
             groups.insert(
@@ -159,17 +162,20 @@ async fn commit_batch(
         }
     }
     let floor: i64 = if groups.len() < ids.len() {
-        let stmt = tx
-            .prepare_cached("SELECT value FROM relay_meta WHERE key = 'cursor_floor'")
-            .await?;
-        tx.query_opt(&stmt, &[]).await?.map_or(0, |r| r.get(0))
+        row_opt(
+            tx,
+            "SELECT value FROM relay_meta WHERE key = 'cursor_floor'",
+            &[],
+        )
+        .await?
+        .map_or(0, |r| r.get(0))
     } else {
         0
     };
     let mut originals = find_originals(tx, batch).await?;
 
     let mut answers = Vec::with_capacity(batch.len());
-    let mut rows: Vec<NewBlob<'_>> = Vec::new();
+    let mut new_rows: Vec<NewBlob<'_>> = Vec::new();
     let mut report = CommitReport::default();
     for job in batch {
         let req = &job.req;
@@ -212,7 +218,7 @@ async fn commit_batch(
                 digest: job.digest,
             },
         );
-        rows.push(NewBlob {
+        new_rows.push(NewBlob {
             req,
             digest: &job.digest,
             cursor,
@@ -233,54 +239,60 @@ async fn commit_batch(
             stored_at_ms: stored_at.unsigned_abs(),
         }));
     }
-    if rows.is_empty() {
+    if new_rows.is_empty() {
         return Ok(Some((answers, report)));
     }
 
     // New groups, created above the cursor floor with the first push's clock as activity.
     let new: Vec<(&GroupId, &GroupState)> = groups.iter().filter(|(_, g)| g.new).collect();
     if !new.is_empty() {
-        let now = rows.first().map_or(0, |r| r.stored_at);
+        let now = new_rows.first().map_or(0, |r| r.stored_at);
         let new_ids: Vec<&[u8]> = new.iter().map(|(id, _)| &id.as_bytes()[..]).collect();
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO groups
+        let inserted = exec(
+            tx,
+            "INSERT INTO groups
                      (group_id, last_cursor, blob_count, byte_count, last_active,
                       forgotten_through)
                  SELECT g, $2, 0, 0, $3, $2 FROM unnest($1::bytea[]) AS g
                  ON CONFLICT (group_id) DO NOTHING",
-            )
-            .await?;
-        let inserted = tx.execute(&stmt, &[&new_ids, &floor, &now]).await?;
+            &[&new_ids, &floor, &now],
+        )
+        .await?;
         if inserted != new_ids.len() as u64 {
             return Ok(None);
         }
     }
-    insert_blobs(tx, &rows).await?;
+    insert_blobs(tx, &new_rows).await?;
 
     let dirty: Vec<(&GroupId, &GroupState)> = groups.iter().filter(|(_, g)| g.dirty).collect();
     let d_ids: Vec<&[u8]> = dirty.iter().map(|(id, _)| &id.as_bytes()[..]).collect();
     let d_last: Vec<i64> = dirty.iter().map(|(_, g)| g.counts.last_cursor).collect();
     let d_count: Vec<i64> = dirty.iter().map(|(_, g)| g.counts.blob_count).collect();
     let d_bytes: Vec<i64> = dirty.iter().map(|(_, g)| g.counts.byte_count).collect();
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE groups AS g SET last_cursor = u.c, blob_count = u.n, byte_count = u.b
+    exec(
+        tx,
+        "UPDATE groups AS g SET last_cursor = u.c, blob_count = u.n, byte_count = u.b
              FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, c, n, b)
              WHERE g.group_id = u.id",
-        )
-        .await?;
-    tx.execute(&stmt, &[&d_ids, &d_last, &d_count, &d_bytes])
-        .await?;
+        &[&d_ids, &d_last, &d_count, &d_bytes],
+    )
+    .await?;
 
-    let blobs = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    let bytes = rows.iter().map(|r| r.size).fold(0i64, i64::saturating_add);
+    let blobs = i64::try_from(new_rows.len()).unwrap_or(i64::MAX);
+    let bytes = new_rows
+        .iter()
+        .map(|r| r.size)
+        .fold(0i64, i64::saturating_add);
     let new_groups = i64::try_from(new.len()).unwrap_or(i64::MAX);
     add_counters(tx, shard, new_groups, blobs, bytes).await?;
 
-    let stmt = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
     for text in encode_pushes(shared.instance, &report.pushes) {
-        tx.query(&stmt, &[&PUSH_CHANNEL, &text]).await?;
+        rows(
+            tx,
+            "SELECT pg_notify($1, $2)",
+            &[&PUSH_CHANNEL, &text.as_str()],
+        )
+        .await?;
     }
     Ok(Some((answers, report)))
 }
@@ -302,8 +314,7 @@ async fn find_originals(
         "SELECT t.group_id, t.blob_id, t.cursor, t.stored_at, t.digest FROM tombstones t
          JOIN unnest($1::bytea[], $2::bytea[]) AS k(g, b) ON t.group_id = k.g AND t.blob_id = k.b",
     ] {
-        let stmt = tx.prepare_cached(table).await?;
-        for row in tx.query(&stmt, &[&gs, &bs]).await? {
+        for row in rows(tx, table, &[&gs, &bs]).await? {
             let (Ok(g), Ok(b)) = (
                 GroupId::try_from_slice(row.get::<_, &[u8]>(0)),
                 <[u8; 16]>::try_from(row.get::<_, &[u8]>(1)).map(BlobId::from_bytes),
@@ -337,17 +348,13 @@ async fn insert_blobs(
     let expires_at: Vec<i64> = rows.iter().map(|r| r.expires_at).collect();
     let digest: Vec<&[u8]> = rows.iter().map(|r| &r.digest[..]).collect();
     let payload: Vec<&[u8]> = rows.iter().map(|r| &r.req.payload[..]).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO blobs
+    exec(
+        tx,
+        "INSERT INTO blobs
                  (group_id, cursor, blob_id, sender, size, stored_at, expires_at, digest,
                   payload)
              SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[],
                                   $5::int8[], $6::int8[], $7::int8[], $8::bytea[], $9::bytea[])",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
         &[
             &group,
             &cursor,
