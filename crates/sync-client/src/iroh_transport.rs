@@ -3,12 +3,15 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::PoisonError;
 use std::time::Duration;
 
-use iroh::endpoint::{NetReportConfig, PortmapperConfig, presets};
+use iroh::endpoint::{
+    IdleTimeout, NetReportConfig, PortmapperConfig, QuicTransportConfig, presets,
+};
 use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
 use sync_crypto::DeviceKey;
-use sync_types::{HELLO_BINDING_LABEL, RelayId, bind_addr_for};
+use sync_types::{HELLO_BINDING_LABEL, RelayAddr, RelayId, bind_addr_for};
 use tokio::sync::Mutex;
 
 use crate::error::TransportError;
@@ -28,6 +31,9 @@ pub fn self_hosted_endpoint(secret: SecretKey) -> iroh::endpoint::Builder {
         .clear_ip_transports()
 }
 
+/// How long one dial may take when other relays are waiting their turn.
+const FALLBACK_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long closing a session waits for the relay to close the connection after `Bye`.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
@@ -43,6 +49,15 @@ pub struct IrohConfig {
     pub relay_addrs: Vec<SocketAddr>,
     /// Local address to bind the device's endpoint to (port 0 = any).
     pub bind_addr: SocketAddr,
+    /// How a dead relay is noticed: the device's endpoint sends a QUIC keep-alive every
+    /// `keep_alive` and gives a connection up when nothing came from the relay for `idle`
+    /// (the relay's own idle timeout applies too if it is shorter). Default 2 s and 6 s: a
+    /// relay that died (or a network that went away) is noticed within 6 s.
+    pub liveness: Liveness,
+    /// More relays of the same deployment, in order of preference after the first: when a
+    /// session is lost the device dials the next relay in the list (wrapping around), and a
+    /// dial that fails moves on to the one after it.
+    pub fallbacks: Vec<RelayAddr>,
 }
 
 impl IrohConfig {
@@ -53,13 +68,64 @@ impl IrohConfig {
             relay_id,
             bind_addr: bind_addr_for(&relay_addrs),
             relay_addrs,
+            liveness: Liveness::DEFAULT,
+            fallbacks: Vec::new(),
         }
+    }
+
+    /// The same configuration with another keep-alive interval and idle timeout.
+    pub fn with_liveness(mut self, liveness: Liveness) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// Dial the first of `relays`, then the others in order (see [`IrohConfig::fallbacks`]);
+    /// `None` when the list is empty.
+    pub fn for_relays(relays: &[RelayAddr]) -> Option<Self> {
+        let (first, rest) = relays.split_first()?;
+        Some(Self::new(first.id, first.socket_addrs()).with_fallbacks(rest.to_vec()))
+    }
+
+    /// The same configuration with more relays to fail over to.
+    pub fn with_fallbacks(mut self, fallbacks: Vec<RelayAddr>) -> Self {
+        self.fallbacks = fallbacks;
+        self
+    }
+
+    /// Every relay, the first one first.
+    fn relays(&self) -> Vec<(RelayId, Vec<SocketAddr>)> {
+        std::iter::once((self.relay_id, self.relay_addrs.clone()))
+            .chain(self.fallbacks.iter().map(|r| (r.id, r.socket_addrs())))
+            .collect()
     }
 
     /// The same configuration binding locally to `addr`.
     pub fn with_bind_addr(mut self, addr: SocketAddr) -> Self {
         self.bind_addr = addr;
         self
+    }
+}
+
+/// Keep-alive interval and idle timeout of the device's QUIC connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// How often the device sends a keep-alive when it has nothing else to send.
+    pub keep_alive: Duration,
+    /// Silence from the relay after which the connection counts as lost.
+    pub idle: Duration,
+}
+
+impl Liveness {
+    /// Keep-alive every 2 s, lost after 6 s of silence.
+    pub const DEFAULT: Liveness = Liveness {
+        keep_alive: Duration::from_secs(2),
+        idle: Duration::from_secs(6),
+    };
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 
@@ -76,6 +142,15 @@ enum EndpointState {
 pub struct IrohTransport {
     config: IrohConfig,
     endpoint: Mutex<EndpointState>,
+    /// Where the next dial starts in the relay list, and whether the last dial opened a session
+    /// (a new dial after that means the session ended: the next relay is tried first).
+    cursor: std::sync::Mutex<DialCursor>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct DialCursor {
+    next: usize,
+    had_session: bool,
 }
 
 impl fmt::Debug for IrohTransport {
@@ -93,6 +168,7 @@ impl IrohTransport {
         Self {
             config,
             endpoint: Mutex::new(EndpointState::Unbound),
+            cursor: std::sync::Mutex::new(DialCursor::default()),
         }
     }
 
@@ -112,7 +188,13 @@ impl IrohTransport {
             EndpointState::Unbound => {}
         }
         let secret = SecretKey::from_bytes(&device.secret_bytes());
+        let liveness = self.config.liveness;
+        let transport = QuicTransportConfig::builder()
+            .keep_alive_interval(liveness.keep_alive)
+            .max_idle_timeout(IdleTimeout::try_from(liveness.idle).ok())
+            .build();
         let ep = self_hosted_endpoint(secret)
+            .transport_config(transport)
             .bind_addr(self.config.bind_addr)
             .map_err(|e| TransportError::Setup(e.to_string()))?
             .bind()
@@ -122,16 +204,61 @@ impl IrohTransport {
         Ok(ep)
     }
 
+    /// Dials the relays in turn, from where the last session's relay left off (the next one
+    /// after a session, the same one after a failed dial), until one answers; returns the last
+    /// error when none does.
     async fn open(&self, device: &DeviceKey) -> Result<Session, TransportError> {
         let ep = self.endpoint(device).await?;
-        let relay = EndpointId::from_bytes(self.config.relay_id.as_bytes())
+        let relays = self.config.relays();
+        let start = {
+            let mut c = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+            if c.had_session {
+                c.next = (c.next + 1) % relays.len();
+                c.had_session = false;
+            }
+            c.next
+        };
+        let mut last_error = TransportError::Setup("no relay configured".into());
+        for step in 0..relays.len() {
+            let index = (start + step) % relays.len();
+            let Some((relay_id, addrs)) = relays.get(index) else {
+                continue;
+            };
+            // With one relay the connect timeout of the caller bounds the dial; with several,
+            // each gets a share so that a dead one does not hold the others up.
+            let dial = self.open_one(&ep, *relay_id, addrs);
+            let result = if relays.len() > 1 {
+                tokio::time::timeout(FALLBACK_DIAL_TIMEOUT, dial)
+                    .await
+                    .unwrap_or_else(|_| Err(TransportError::Connect("dial timed out".into())))
+            } else {
+                dial.await
+            };
+            match result {
+                Ok(session) => {
+                    let mut c = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+                    c.next = index;
+                    c.had_session = true;
+                    return Ok(session);
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn open_one(
+        &self,
+        ep: &Endpoint,
+        relay_id: RelayId,
+        addrs: &[SocketAddr],
+    ) -> Result<Session, TransportError> {
+        let relay = EndpointId::from_bytes(relay_id.as_bytes())
             .map_err(|e| TransportError::Setup(format!("relay id: {e}")))?;
-        if self.config.relay_addrs.is_empty() {
+        if addrs.is_empty() {
             return Err(TransportError::Setup("no relay address configured".into()));
         }
-        let addr = self
-            .config
-            .relay_addrs
+        let addr = addrs
             .iter()
             .fold(EndpointAddr::new(relay), |a, s| a.with_ip_addr(*s));
         let conn = ep.connect(addr, sync_types::ALPN).await.map_err(|e| {
@@ -139,9 +266,7 @@ impl IrohTransport {
             // The TLS handshake checks the peer's raw public key against the dialled id: a
             // refused certificate is another key at this address.
             if text.contains("invalid peer certificate") {
-                TransportError::WrongRelay {
-                    expected: self.config.relay_id,
-                }
+                TransportError::WrongRelay { expected: relay_id }
             } else {
                 TransportError::Connect(text)
             }

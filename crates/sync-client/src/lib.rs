@@ -46,13 +46,13 @@ pub use client::SyncClient;
 pub use error::{ClientError, StoreError, TransportError};
 pub use integrity::IntegrityProblem;
 pub use invite::{InviteFetchError, fetch_invite};
-pub use iroh_transport::{IrohConfig, IrohTransport, self_hosted_endpoint};
+pub use iroh_transport::{IrohConfig, IrohTransport, Liveness, self_hosted_endpoint};
 pub use relay::{ResolveError, lookup_relay, resolve_relay};
 pub use store::{
     Delivered, STORE_FILE_NAME, SeenDevice, SenderSeq, SeqGap, Settled, Store, StoreLocation,
     StoreSync, StoredPush,
 };
-pub use sync_core::{GroupMaterial, InvitedGroup};
+pub use sync_core::{ConnectionStatus, GroupMaterial, InvitedGroup, SyncStatus};
 pub use transport::{
     BoxFuture, MemoryTransport, Session, SessionCloser, SessionReader, SessionWriter, Transport,
 };

@@ -78,7 +78,8 @@ impl Default for ClientOptions {
 
 impl ClientOptions {
     /// Options for tests and benchmarks against a relay on loopback: reconnect after 20 ms
-    /// doubling to 200 ms (plus up to 20 ms jitter) instead of 1–30 s (+ 5 s), and an outbox of
+    /// doubling to 200 ms (plus up to 20 ms jitter) instead of 1–30 s (+ 5 s), within 20 ms
+    /// of a lost session instead of 500 ms, and an outbox of
     /// 100,000 entries / 512 MiB so bursts queue whole while the relay is down.
     pub fn for_tests() -> Self {
         let mut options = Self::default();
@@ -87,6 +88,7 @@ impl ClientOptions {
             cap: Duration::from_millis(200),
             max_jitter: Duration::from_millis(20),
         };
+        options.connection.after_loss = Duration::from_millis(20);
         options.outbox.max_entries = 100_000;
         options.outbox.max_bytes = 512 << 20;
         options

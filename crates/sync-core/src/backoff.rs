@@ -89,7 +89,12 @@ impl Backoff {
     }
 
     fn jitter<R: CryptoRng + ?Sized>(&self, rng: &mut R) -> Duration {
-        let max_ms = u64::try_from(self.config.max_jitter.as_millis()).unwrap_or(u64::MAX);
+        self.jitter_within(self.config.max_jitter, rng)
+    }
+
+    /// A uniform draw in `0..=max` (millisecond resolution); records nothing.
+    pub fn jitter_within<R: CryptoRng + ?Sized>(&self, max: Duration, rng: &mut R) -> Duration {
+        let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
         let Some(span) = max_ms.checked_add(1) else {
             return Duration::from_millis(rng.next_u64());
         };

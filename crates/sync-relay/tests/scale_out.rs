@@ -344,3 +344,230 @@ async fn the_relay_talks_to_postgres_over_tls_and_checks_its_certificate() {
         "the reason names the certificate: {refused}"
     );
 }
+
+/// Events until `stop` says so; returns what it returned.
+async fn until_event<T>(
+    events: &mut (impl sync_client::StreamExt<Item = sync_client::SyncEvent> + Unpin),
+    what: &str,
+    mut stop: impl FnMut(&sync_client::SyncEvent) -> Option<T>,
+) -> T {
+    guard(what, async {
+        loop {
+            if let Some(e) = events.next().await
+                && let Some(v) = stop(&e)
+            {
+                return v;
+            }
+        }
+    })
+    .await
+}
+
+/// Two relays on one PostgreSQL; a device that knows both pushes a burst through the first,
+/// which is SIGKILLed mid-burst. The device fails over to the second, resumes from its cursor
+/// there (the relays share the store) and re-sends what was not acknowledged: a reader sees
+/// every push exactly once, in push order, and the cursors acknowledged before the kill hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_fails_over_when_its_relay_is_killed_and_nothing_is_lost_or_doubled() {
+    use std::collections::HashMap;
+    use sync_client::SyncEvent;
+    use sync_types::Cursor;
+    const BURST: usize = 3_000;
+
+    let mut pg = PostgresServer::start().expect("postgres");
+    let url = pg.create_database().expect("database");
+    let mut first = relay_on(&url);
+    let second = relay_on(&url);
+    let both = [first.relay_addr(), second.relay_addr()];
+    let stores = tempfile::tempdir().unwrap();
+    let group = devices::group(35);
+    let a =
+        devices::connect_to_all(&both, &group, StoreLocation::Dir(stores.path().join("a"))).await;
+    // A reader that follows the log through both relays too, and has pulled something first.
+    let c =
+        devices::connect_to_all(&both, &group, StoreLocation::Dir(stores.path().join("c"))).await;
+    a.push(b"before").await.expect("push");
+    assert_eq!(pull_until(&c, 1).await.len(), 1);
+    let c_resume = c.status().resume_cursor;
+    let mut c_events = c.subscribe();
+
+    let mut events = a.subscribe();
+    let pusher = a.clone();
+    let burst = tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(BURST);
+        for i in 0..BURST {
+            ids.push(pusher.push_queued(format!("{i}").as_bytes()).await.unwrap());
+        }
+        ids
+    });
+    let mut acked: HashMap<BlobId, Cursor> = HashMap::new();
+    until_event(&mut events, "acks before the kill", |e| {
+        if let SyncEvent::PushAcked { receipt } = e {
+            acked.insert(receipt.blob_id, receipt.cursor);
+        }
+        (acked.len() >= BURST / 5).then_some(())
+    })
+    .await;
+    let killed = std::time::Instant::now();
+    first.kill();
+    let mut lost_at = None;
+    let relay = until_event(&mut events, "the failover", |e| match e {
+        SyncEvent::PushAcked { receipt } => {
+            acked.insert(receipt.blob_id, receipt.cursor);
+            None
+        }
+        SyncEvent::Disconnected { .. } => {
+            lost_at.get_or_insert_with(std::time::Instant::now);
+            None
+        }
+        SyncEvent::Connected { relay_id, .. } => Some(*relay_id),
+        _ => None,
+    })
+    .await;
+    let connected = std::time::Instant::now();
+    assert_eq!(relay, second.id(), "the device moved to the second relay");
+    let lost_at = lost_at.expect("a disconnect before the new session");
+    println!(
+        "failover: loss noticed {:?} after the kill, next relay connected {:?} later",
+        lost_at - killed,
+        connected - lost_at
+    );
+    guard("flush on the second relay", a.flush(GUARD))
+        .await
+        .unwrap();
+    let pushed: HashSet<BlobId> = guard("the burst queued", burst)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+
+    // The other device also lost its relay: it resumes on the second from the same cursor.
+    until_event(&mut c_events, "the reader's loss", |e| {
+        matches!(e, SyncEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    let resumed = until_event(&mut c_events, "the reader's failover", |e| match e {
+        SyncEvent::StatusChanged(s) if s.connection == sync_client::ConnectionStatus::Connected => {
+            Some(s.resume_cursor)
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        resumed, c_resume,
+        "the reader resumes where it was, on the other relay of the same log"
+    );
+    let got = pull_until(&c, BURST).await;
+    assert_once_in_order("the reader", &got, &pushed);
+    let seqs: Vec<usize> = got
+        .iter()
+        .map(|b| String::from_utf8_lossy(&b.data).parse().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..BURST).collect::<Vec<_>>(), "push order kept");
+    for blob in &got {
+        if let Some(cursor) = acked.get(&blob.blob_id) {
+            assert_eq!(
+                *cursor, blob.cursor,
+                "an acknowledged push keeps its cursor"
+            );
+        }
+    }
+    close_all([&a, &c]).await;
+    let mut second = second;
+    assert!(second.stop().is_clean(), "the second relay stops cleanly");
+}
+
+/// Relays with different stores are separate logs. A device whose list names a relay on
+/// PostgreSQL and, after it, a relay with its own SQLite store fails over to the second when
+/// the first is killed: there it is a new log, pulled from its start (with its own cursor), and
+/// only the pushes the first relay never acknowledged are sent to it, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_another_store_is_another_log_with_its_own_cursor() {
+    use std::collections::HashSet;
+    use sync_client::SyncEvent;
+    const BURST: usize = 1_000;
+
+    let mut pg = PostgresServer::start().expect("postgres");
+    let url = pg.create_database().expect("database");
+    let mut shared = relay_on(&url);
+    let mut own = RelayProcess::builder()
+        .args(["--session-push-rate", "0", "--global-push-rate", "0"])
+        .start()
+        .expect("a relay with its own store");
+    let stores = tempfile::tempdir().unwrap();
+    let store = |name: &str| StoreLocation::Dir(stores.path().join(name));
+    let group = devices::group(36);
+    // Something already in the second relay's log, from a device that only uses it.
+    let e = devices::connect(&own.relay_addr(), &group, store("e")).await;
+    for i in 0..5 {
+        e.push(format!("other log {i}").as_bytes())
+            .await
+            .expect("push");
+    }
+    let d =
+        devices::connect_to_all(&[shared.relay_addr(), own.relay_addr()], &group, store("d")).await;
+    let mut events = d.subscribe();
+    let pusher = d.clone();
+    let burst = tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(BURST);
+        for i in 0..BURST {
+            ids.push(pusher.push_queued(format!("{i}").as_bytes()).await.unwrap());
+        }
+        ids
+    });
+    let mut acked_by_first: HashSet<BlobId> = HashSet::new();
+    until_event(&mut events, "acks before the kill", |e| {
+        if let SyncEvent::PushAcked { receipt } = e {
+            acked_by_first.insert(receipt.blob_id);
+        }
+        (acked_by_first.len() >= BURST / 5).then_some(())
+    })
+    .await;
+    shared.kill();
+    let relay = until_event(&mut events, "the failover", |e| match e {
+        SyncEvent::PushAcked { receipt } => {
+            acked_by_first.insert(receipt.blob_id);
+            None
+        }
+        SyncEvent::Connected { relay_id, .. } => Some(*relay_id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(relay, own.id());
+    guard("flush on the other log", d.flush(GUARD))
+        .await
+        .unwrap();
+    let all: HashSet<BlobId> = guard("the burst queued", burst)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(acked_by_first.len() < BURST, "the kill landed mid-burst");
+
+    // The other log holds exactly what the first relay never acknowledged, once each.
+    let f = devices::connect(&own.relay_addr(), &group, store("f")).await;
+    let want: HashSet<BlobId> = all.difference(&acked_by_first).copied().collect();
+    let got = pull_until(&f, 5 + want.len()).await;
+    let from_d: Vec<BlobId> = got
+        .iter()
+        .filter(|b| b.sender == d.device_id())
+        .map(|b| b.blob_id)
+        .collect();
+    assert_eq!(
+        from_d.len(),
+        want.len(),
+        "nothing sent twice to the other log"
+    );
+    assert_eq!(from_d.into_iter().collect::<HashSet<_>>(), want);
+    // The device reads the other log from its start, with a cursor of its own there.
+    let read = pull_until(&d, 5).await;
+    let texts: Vec<Vec<u8>> = read.iter().map(|b| b.data.clone()).collect();
+    assert_eq!(
+        texts,
+        (0..5)
+            .map(|i| format!("other log {i}").into_bytes())
+            .collect::<Vec<_>>()
+    );
+    close_all([&d, &e, &f]).await;
+    assert!(own.stop().is_clean(), "the relay stops cleanly");
+}

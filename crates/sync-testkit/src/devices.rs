@@ -34,6 +34,32 @@ pub fn loopback_transport(relay: &RelayAddr) -> Arc<IrohTransport> {
     ))
 }
 
+/// A test device of `group` that uses the first of `relays` and fails over to the others in
+/// order ([`IrohConfig::fallbacks`]).
+///
+/// # Panics
+/// When `relays` is empty or it cannot connect within the guard: this is for tests.
+#[allow(clippy::panic)]
+pub async fn connect_to_all(
+    relays: &[RelayAddr],
+    group: &GroupMaterial,
+    store: StoreLocation,
+) -> SyncClient {
+    let (first, rest) = relays
+        .split_first()
+        .unwrap_or_else(|| panic!("no relay to connect to"));
+    let transport = Arc::new(IrohTransport::new(
+        IrohConfig::new(first.id, first.socket_addrs())
+            .with_bind_addr(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .with_fallbacks(rest.to_vec()),
+    ));
+    let config = ClientConfig::new(store, transport, GroupChoice::Use(group.clone()))
+        .with_options(ClientOptions::for_tests());
+    guard("a device to connect", SyncClient::connect(config))
+        .await
+        .unwrap_or_else(|e| panic!("device did not connect: {e}"))
+}
+
 /// The configuration of a test device of `group` at `relay` with its state in `store`
 /// ([`ClientOptions::for_tests`]: fast reconnects). Adjust it before connecting.
 pub fn config(relay: &RelayAddr, group: &GroupMaterial, store: StoreLocation) -> ClientConfig {

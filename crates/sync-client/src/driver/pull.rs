@@ -233,10 +233,11 @@ impl Driver {
                 warn!(error = %e, "could not read the relay's last log id");
                 None
             });
-        let resume = self.pulls.tracker.resume_cursor();
         if known.is_some_and(|k| k != store_id) {
             return self.rewind_to(relay, store_id, relay_max, Cursor::ZERO, true);
         }
+        self.follow_shared_log(relay, store_id);
+        let resume = self.pulls.tracker.resume_cursor();
         if known.is_none()
             && let Err(e) =
                 self.store
@@ -266,6 +267,26 @@ impl Driver {
             None if behind => self.rewind_to(relay, store_id, relay_max, Cursor::ZERO, false),
             None => {}
         }
+    }
+
+    /// Relays sharing a store serve one log: when this device got further in it through
+    /// another relay (it failed over), it resumes here from there, so nothing is pulled twice.
+    fn follow_shared_log(&mut self, relay: RelayId, store_id: u64) {
+        let further = match self.store.log_cursor(&self.me.group_id, store_id) {
+            Ok(Some(c)) if c > self.pulls.tracker.resume_cursor() => c,
+            Ok(_) => return,
+            Err(e) => {
+                warn!(error = %e, "could not read the cursors of the relays sharing this log");
+                return;
+            }
+        };
+        if let Err(e) = self.store.set_cursor(&self.me.group_id, &relay, further) {
+            warn!(error = %e, "could not record the shared log's cursor");
+            return;
+        }
+        debug!(%further, "resuming where another relay of the same log left off");
+        self.pulls.tracker = CursorTracker::starting_at(further);
+        self.pulls.persisted_cursor = further;
     }
 
     /// Records the rewind in the store, then in memory; a store failure leaves everything as

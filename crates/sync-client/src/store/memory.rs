@@ -182,6 +182,23 @@ impl Store {
         Ok(v.map(|v| u64::from_be_bytes(v.to_be_bytes())))
     }
 
+    /// The highest resume cursor of `group` on any relay whose log was last seen under
+    /// `store_id`: relays that share a store serve one log, so a cursor reached through one of
+    /// them holds on the others.
+    pub fn log_cursor(&self, group: &GroupId, store_id: u64) -> Result<Option<Cursor>, StoreError> {
+        let top: Option<i64> = self.conn.query_row(
+            "SELECT MAX(c.resume) FROM cursors c JOIN relay_logs l
+               ON l.group_id = c.group_id AND l.relay_id = c.relay_id
+             WHERE c.group_id = ?1 AND l.store_id = ?2",
+            params![
+                blob(group.as_bytes()),
+                i64::from_be_bytes(store_id.to_be_bytes())
+            ],
+            |r| r.get(0),
+        )?;
+        Ok(top.map(|c| Cursor::new(to_u64(c))))
+    }
+
     /// In one transaction: records the relay's log id for `group` on `relay_id` and, if
     /// `rewound` (the log went back to `resume`, or started afresh), moves the resume cursor to
     /// `resume`. The delivered blob ids stay, so what the relay serves again is not delivered

@@ -32,6 +32,7 @@ fn fast_options() -> ClientOptions {
             },
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
+            after_loss: Duration::from_millis(5),
         },
         ..ClientOptions::default()
     }

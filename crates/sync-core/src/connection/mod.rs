@@ -33,14 +33,21 @@ pub struct ConnectionConfig {
     pub connect_timeout: Duration,
     /// How long the relay may take to answer `Hello` before the attempt counts as failed.
     pub handshake_timeout: Duration,
+    /// After an established session is lost, the first new attempt starts within this
+    /// (a uniform draw in `0..=after_loss`, so the devices of a relay that died spread out),
+    /// instead of waiting for the backoff: a device with several relays is on the next one
+    /// about this long after it noticed the loss. Later attempts follow the backoff.
+    pub after_loss: Duration,
 }
 
 impl ConnectionConfig {
-    /// Default backoff, 10 s dial timeout, 10 s handshake timeout.
+    /// Default backoff, 10 s dial timeout, 10 s handshake timeout, a new attempt within 500 ms
+    /// of losing an established session.
     pub const DEFAULT: ConnectionConfig = ConnectionConfig {
         backoff: BackoffConfig::DEFAULT,
         connect_timeout: Duration::from_secs(10),
         handshake_timeout: Duration::from_secs(10),
+        after_loss: Duration::from_millis(500),
     };
 }
 
@@ -200,13 +207,14 @@ impl Connection {
                 }
             }
 
-            // The transport broke before or during the handshake, or the session ended.
+            // An established session ended: try again at once (within `after_loss`).
+            (S::Connected { .. }, E::Disconnected { reason } | E::TransportFailed { reason }) => {
+                let delay = self.backoff.jitter_within(self.config.after_loss, rng);
+                self.reconnect_in(now, delay, 1, reason)
+            }
+            // The transport broke before or during the handshake.
             (S::Connecting { .. } | S::Handshaking { .. }, E::TransportFailed { reason })
-            | (
-                S::Connecting { .. } | S::Handshaking { .. } | S::Connected { .. },
-                E::Disconnected { reason },
-            )
-            | (S::Connected { .. }, E::TransportFailed { reason }) => {
+            | (S::Connecting { .. } | S::Handshaking { .. }, E::Disconnected { reason }) => {
                 self.schedule_reconnect(now, rng, None, reason)
             }
 
@@ -243,8 +251,19 @@ impl Connection {
         if let Some(hint) = retry_after {
             delay = delay.max(hint.min(MAX_TIMEOUT));
         }
-        let at = after(now, delay);
         let attempt = self.backoff.failures();
+        self.reconnect_in(now, delay, attempt, reason)
+    }
+
+    /// Waits `delay` before attempt number `attempt`.
+    fn reconnect_in(
+        &mut self,
+        now: Instant,
+        delay: Duration,
+        attempt: u32,
+        reason: String,
+    ) -> Vec<Action> {
+        let at = after(now, delay);
         self.state = ConnectionState::Reconnecting {
             attempt,
             retry_at: at,

@@ -7,6 +7,7 @@ use sync_types::Cursor;
 use super::*;
 
 const SEC: Duration = Duration::from_secs(1);
+const AFTER_LOSS: Duration = ConnectionConfig::DEFAULT.after_loss;
 
 struct Harness {
     conn: Connection,
@@ -247,14 +248,14 @@ fn transport_failure_during_handshake_reconnects() {
 }
 
 #[test]
-fn disconnect_while_connected_reconnects_from_base_delay() {
+fn disconnect_while_connected_reconnects_at_once_then_from_base_delay() {
     let mut h = Harness::new(0);
     h.go_connected();
     let actions = h.handle(ConnectionEvent::Disconnected {
         reason: "stream closed".into(),
     });
     let delay = scheduled_delay(&actions);
-    assert!(delay >= SEC && delay <= 6 * SEC);
+    assert!(delay <= AFTER_LOSS, "{delay:?}");
     assert!(matches!(
         h.conn.state(),
         ConnectionState::Reconnecting { attempt: 1, reason, .. } if reason == "stream closed"
@@ -437,8 +438,20 @@ fn hundred_clients_spread_their_first_retry() {
         .collect();
     let min = delays.iter().min().copied().unwrap_or_default();
     let max = delays.iter().max().copied().unwrap_or_default();
-    assert!(max - min >= 2 * SEC, "spread {:?}", max - min);
-    assert!(min >= SEC && max <= 6 * SEC);
+    assert!(max - min >= AFTER_LOSS / 2, "spread {:?}", max - min);
+    assert!(max <= AFTER_LOSS, "{max:?}");
+}
+
+#[test]
+fn a_failed_attempt_after_a_loss_backs_off_from_the_base_delay() {
+    let mut h = Harness::new(8);
+    h.go_connected();
+    h.handle(ConnectionEvent::Disconnected {
+        reason: "relay gone".into(),
+    });
+    h.fire_retry();
+    let d = h.fail_dial();
+    assert!(d >= SEC && d <= 6 * SEC, "{d:?}");
 }
 
 #[test]
@@ -466,6 +479,9 @@ fn successful_handshake_resets_backoff_to_base() {
     let d = scheduled_delay(&h.handle(ConnectionEvent::Disconnected {
         reason: "bye".into(),
     }));
+    assert!(d <= AFTER_LOSS, "{d:?}");
+    h.fire_retry();
+    let d = h.fail_dial();
     assert!(d >= SEC && d <= 6 * SEC, "{d:?}");
 }
 
@@ -478,6 +494,7 @@ fn huge_timeouts_do_not_panic() {
             max_jitter: Duration::MAX,
         },
         connect_timeout: Duration::MAX,
+        after_loss: Duration::MAX,
         handshake_timeout: Duration::MAX,
     });
     let mut rng = ChaCha20Rng::seed_from_u64(0);
