@@ -12,6 +12,14 @@ use sync_testkit::devices::{self, pull_until};
 use sync_testkit::{GUARD, PostgresServer, RelayProcess, guard};
 use sync_types::BlobId;
 
+/// A private PostgreSQL server with a fresh database (its connection string), and a directory
+/// for the devices' stores.
+fn postgres_and_stores() -> (PostgresServer, String, tempfile::TempDir) {
+    let mut pg = PostgresServer::start().expect("postgres");
+    let url = pg.create_database().expect("database");
+    (pg, url, tempfile::tempdir().expect("stores"))
+}
+
 /// A relay on the PostgreSQL database at `url`, push rate limits off (pushes are under test).
 fn relay_on(url: &str) -> RelayProcess {
     RelayProcess::builder()
@@ -19,6 +27,19 @@ fn relay_on(url: &str) -> RelayProcess {
         .args(["--session-push-rate", "0", "--global-push-rate", "0"])
         .start()
         .expect("relay starts on postgres")
+}
+
+/// Waits until `burst` has queued every push and `client` has had each acknowledged (whatever
+/// relay it is on by then); returns the burst's blob ids.
+async fn acknowledged(
+    client: &SyncClient,
+    burst: tokio::task::JoinHandle<Vec<BlobId>>,
+) -> HashSet<BlobId> {
+    let ids = guard("the burst to be queued", burst).await.expect("burst");
+    guard("every push acknowledged", client.flush(GUARD))
+        .await
+        .expect("flush");
+    ids.into_iter().collect()
 }
 
 /// Checks that a reader got every pushed blob exactly once, in strictly increasing cursors.
@@ -45,10 +66,8 @@ async fn three_relays_on_one_postgres_deliver_every_blob_once_in_one_order() {
     const TAIL: usize = 10;
     const PUSHERS_PER_RELAY: usize = 4;
     const RELAYS: usize = 3;
-    let mut pg = PostgresServer::start().expect("postgres");
-    let url = pg.create_database().expect("database");
+    let (_pg, url, stores) = postgres_and_stores();
     let relays: Vec<RelayProcess> = (0..RELAYS).map(|_| relay_on(&url)).collect();
-    let stores = tempfile::tempdir().unwrap();
     let group = devices::group(31);
 
     let mut readers = Vec::new();
@@ -153,25 +172,21 @@ async fn three_relays_on_one_postgres_deliver_every_blob_once_in_one_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_mid_burst_loses_nothing_and_the_relay_recovers_by_itself() {
     const BURST: usize = 3_000;
-    let mut pg = PostgresServer::start().expect("postgres");
-    let url = pg.create_database().expect("database");
+    let (mut pg, url, stores) = postgres_and_stores();
     let mut relay = relay_on(&url);
     let dial = relay.relay_addr();
-    let stores = tempfile::tempdir().unwrap();
     let group = devices::group(32);
     let a = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("a"))).await;
     let mut events = a.subscribe();
 
-    let pusher = a.clone();
-    let burst = tokio::spawn(async move {
-        let mut ids = Vec::with_capacity(BURST);
-        for i in 0..BURST {
-            ids.push(pusher.push_queued(format!("{i}").as_bytes()).await.unwrap());
-        }
-        ids
-    });
+    let burst = devices::push_numbered(&a, BURST);
     // Crash the database once some pushes are acknowledged.
-    wait_for_acks(&mut events, BURST / 5).await;
+    let mut acked = 0;
+    devices::until_event(&mut events, "acks", |e| {
+        acked += usize::from(matches!(e, sync_client::SyncEvent::PushAcked { .. }));
+        (acked >= BURST / 5).then_some(())
+    })
+    .await;
     pg.crash();
     let health = http_get(relay.http_addr(), "/health").await;
     assert!(
@@ -183,42 +198,20 @@ async fn a_postgres_restart_mid_burst_loses_nothing_and_the_relay_recovers_by_it
         "pushes wait in the outbox while the database is down"
     );
     pg.restart().expect("postgres restarts");
-    guard("flush after the database is back", a.flush(GUARD))
-        .await
-        .unwrap();
-    let pushed: HashSet<BlobId> = guard("the burst queued", burst)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let pushed = acknowledged(&a, burst).await;
     let health = http_get(relay.http_addr(), "/health").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     let b = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("b"))).await;
     let got = pull_until(&b, BURST).await;
     assert_once_in_order("the reader", &got, &pushed);
-    let seqs: Vec<usize> = got
-        .iter()
-        .map(|b| String::from_utf8_lossy(&b.data).parse().unwrap())
-        .collect();
-    assert_eq!(seqs, (0..BURST).collect::<Vec<_>>(), "push order kept");
+    assert_eq!(
+        devices::numbers(&got),
+        (0..BURST).collect::<Vec<_>>(),
+        "push order kept"
+    );
     close_all([&a, &b]).await;
     assert!(relay.stop().is_clean(), "relay stops cleanly");
-}
-
-async fn wait_for_acks(
-    events: &mut (impl sync_client::StreamExt<Item = sync_client::SyncEvent> + Unpin),
-    want: usize,
-) {
-    let mut acked = 0;
-    guard("acks", async {
-        while acked < want {
-            if let Some(sync_client::SyncEvent::PushAcked { .. }) = events.next().await {
-                acked += 1;
-            }
-        }
-    })
-    .await;
 }
 
 async fn close_all<'a>(clients: impl IntoIterator<Item = &'a SyncClient>) {
@@ -250,10 +243,8 @@ async fn a_rotation_and_a_revocation_through_one_relay_reach_the_sessions_on_ano
     use sync_client::{ClientError, StreamExt, SyncEvent};
     use sync_types::ErrorCode;
 
-    let mut pg = PostgresServer::start().expect("postgres");
-    let url = pg.create_database().expect("database");
+    let (_pg, url, stores) = postgres_and_stores();
     let (one, two) = (relay_on(&url), relay_on(&url));
-    let stores = tempfile::tempdir().unwrap();
     let store = |name: &str| StoreLocation::Dir(stores.path().join(name));
     let group = devices::group(33);
     // The admin (the first device) on relay 1; two members on relay 2.
@@ -345,24 +336,6 @@ async fn the_relay_talks_to_postgres_over_tls_and_checks_its_certificate() {
     );
 }
 
-/// Events until `stop` says so; returns what it returned.
-async fn until_event<T>(
-    events: &mut (impl sync_client::StreamExt<Item = sync_client::SyncEvent> + Unpin),
-    what: &str,
-    mut stop: impl FnMut(&sync_client::SyncEvent) -> Option<T>,
-) -> T {
-    guard(what, async {
-        loop {
-            if let Some(e) = events.next().await
-                && let Some(v) = stop(&e)
-            {
-                return v;
-            }
-        }
-    })
-    .await
-}
-
 /// Two relays on one PostgreSQL; a device that knows both pushes a burst through the first,
 /// which is SIGKILLed mid-burst. The device fails over to the second, resumes from its cursor
 /// there (the relays share the store) and re-sends what was not acknowledged: a reader sees
@@ -374,12 +347,10 @@ async fn a_device_fails_over_when_its_relay_is_killed_and_nothing_is_lost_or_dou
     use sync_types::Cursor;
     const BURST: usize = 3_000;
 
-    let mut pg = PostgresServer::start().expect("postgres");
-    let url = pg.create_database().expect("database");
+    let (_pg, url, stores) = postgres_and_stores();
     let mut first = relay_on(&url);
     let second = relay_on(&url);
     let both = [first.relay_addr(), second.relay_addr()];
-    let stores = tempfile::tempdir().unwrap();
     let group = devices::group(35);
     let a =
         devices::connect_to_all(&both, &group, StoreLocation::Dir(stores.path().join("a"))).await;
@@ -392,16 +363,9 @@ async fn a_device_fails_over_when_its_relay_is_killed_and_nothing_is_lost_or_dou
     let mut c_events = c.subscribe();
 
     let mut events = a.subscribe();
-    let pusher = a.clone();
-    let burst = tokio::spawn(async move {
-        let mut ids = Vec::with_capacity(BURST);
-        for i in 0..BURST {
-            ids.push(pusher.push_queued(format!("{i}").as_bytes()).await.unwrap());
-        }
-        ids
-    });
+    let burst = devices::push_numbered(&a, BURST);
     let mut acked: HashMap<BlobId, Cursor> = HashMap::new();
-    until_event(&mut events, "acks before the kill", |e| {
+    devices::until_event(&mut events, "acks before the kill", |e| {
         if let SyncEvent::PushAcked { receipt } = e {
             acked.insert(receipt.blob_id, receipt.cursor);
         }
@@ -411,7 +375,7 @@ async fn a_device_fails_over_when_its_relay_is_killed_and_nothing_is_lost_or_dou
     let killed = std::time::Instant::now();
     first.kill();
     let mut lost_at = None;
-    let relay = until_event(&mut events, "the failover", |e| match e {
+    let relay = devices::until_event(&mut events, "the failover", |e| match e {
         SyncEvent::PushAcked { receipt } => {
             acked.insert(receipt.blob_id, receipt.cursor);
             None
@@ -432,21 +396,14 @@ async fn a_device_fails_over_when_its_relay_is_killed_and_nothing_is_lost_or_dou
         lost_at - killed,
         connected - lost_at
     );
-    guard("flush on the second relay", a.flush(GUARD))
-        .await
-        .unwrap();
-    let pushed: HashSet<BlobId> = guard("the burst queued", burst)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let pushed = acknowledged(&a, burst).await;
 
     // The other device also lost its relay: it resumes on the second from the same cursor.
-    until_event(&mut c_events, "the reader's loss", |e| {
+    devices::until_event(&mut c_events, "the reader's loss", |e| {
         matches!(e, SyncEvent::Disconnected { .. }).then_some(())
     })
     .await;
-    let resumed = until_event(&mut c_events, "the reader's failover", |e| match e {
+    let resumed = devices::until_event(&mut c_events, "the reader's failover", |e| match e {
         SyncEvent::StatusChanged(s) if s.connection == sync_client::ConnectionStatus::Connected => {
             Some(s.resume_cursor)
         }
@@ -459,11 +416,11 @@ async fn a_device_fails_over_when_its_relay_is_killed_and_nothing_is_lost_or_dou
     );
     let got = pull_until(&c, BURST).await;
     assert_once_in_order("the reader", &got, &pushed);
-    let seqs: Vec<usize> = got
-        .iter()
-        .map(|b| String::from_utf8_lossy(&b.data).parse().unwrap())
-        .collect();
-    assert_eq!(seqs, (0..BURST).collect::<Vec<_>>(), "push order kept");
+    assert_eq!(
+        devices::numbers(&got),
+        (0..BURST).collect::<Vec<_>>(),
+        "push order kept"
+    );
     for blob in &got {
         if let Some(cursor) = acked.get(&blob.blob_id) {
             assert_eq!(
@@ -487,14 +444,12 @@ async fn a_relay_with_another_store_is_another_log_with_its_own_cursor() {
     use sync_client::SyncEvent;
     const BURST: usize = 1_000;
 
-    let mut pg = PostgresServer::start().expect("postgres");
-    let url = pg.create_database().expect("database");
+    let (_pg, url, stores) = postgres_and_stores();
     let mut shared = relay_on(&url);
     let mut own = RelayProcess::builder()
         .args(["--session-push-rate", "0", "--global-push-rate", "0"])
         .start()
         .expect("a relay with its own store");
-    let stores = tempfile::tempdir().unwrap();
     let store = |name: &str| StoreLocation::Dir(stores.path().join(name));
     let group = devices::group(36);
     // Something already in the second relay's log, from a device that only uses it.
@@ -507,16 +462,9 @@ async fn a_relay_with_another_store_is_another_log_with_its_own_cursor() {
     let d =
         devices::connect_to_all(&[shared.relay_addr(), own.relay_addr()], &group, store("d")).await;
     let mut events = d.subscribe();
-    let pusher = d.clone();
-    let burst = tokio::spawn(async move {
-        let mut ids = Vec::with_capacity(BURST);
-        for i in 0..BURST {
-            ids.push(pusher.push_queued(format!("{i}").as_bytes()).await.unwrap());
-        }
-        ids
-    });
+    let burst = devices::push_numbered(&d, BURST);
     let mut acked_by_first: HashSet<BlobId> = HashSet::new();
-    until_event(&mut events, "acks before the kill", |e| {
+    devices::until_event(&mut events, "acks before the kill", |e| {
         if let SyncEvent::PushAcked { receipt } = e {
             acked_by_first.insert(receipt.blob_id);
         }
@@ -524,7 +472,7 @@ async fn a_relay_with_another_store_is_another_log_with_its_own_cursor() {
     })
     .await;
     shared.kill();
-    let relay = until_event(&mut events, "the failover", |e| match e {
+    let relay = devices::until_event(&mut events, "the failover", |e| match e {
         SyncEvent::PushAcked { receipt } => {
             acked_by_first.insert(receipt.blob_id);
             None
@@ -534,14 +482,7 @@ async fn a_relay_with_another_store_is_another_log_with_its_own_cursor() {
     })
     .await;
     assert_eq!(relay, own.id());
-    guard("flush on the other log", d.flush(GUARD))
-        .await
-        .unwrap();
-    let all: HashSet<BlobId> = guard("the burst queued", burst)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let all = acknowledged(&d, burst).await;
     assert!(acked_by_first.len() < BURST, "the kill landed mid-burst");
 
     // The other log holds exactly what the first relay never acknowledged, once each.

@@ -32,14 +32,7 @@ async fn sigkill_mid_burst_keeps_every_acked_push_once_and_lands_the_rest_once()
     let a = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("a"))).await;
     let mut events = a.subscribe();
 
-    let pusher = a.clone();
-    let burst = tokio::spawn(async move {
-        let mut ids = Vec::with_capacity(BURST);
-        for i in 0..BURST {
-            ids.push(pusher.push_queued(format!("{i}").as_bytes()).await.unwrap());
-        }
-        ids
-    });
+    let burst = devices::push_numbered(&a, BURST);
 
     // Collect acks; SIGKILL once a fifth of the burst is acknowledged.
     let mut acked: HashMap<BlobId, Cursor> = HashMap::new();
@@ -110,11 +103,11 @@ async fn sigkill_mid_burst_keeps_every_acked_push_once_and_lands_the_rest_once()
         }
     }
     // Per-sender order: A pushed "0".."4999" in order.
-    let seqs: Vec<usize> = got
-        .iter()
-        .map(|b| String::from_utf8_lossy(&b.data).parse().unwrap())
-        .collect();
-    assert_eq!(seqs, (0..BURST).collect::<Vec<_>>(), "push order kept");
+    assert_eq!(
+        devices::numbers(&got),
+        (0..BURST).collect::<Vec<_>>(),
+        "push order kept"
+    );
     println!(
         "T-CONN-01: {} acked before SIGKILL, {unacked} re-sent after restart, {BURST} pulled once each",
         acked.len()

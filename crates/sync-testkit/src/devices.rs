@@ -8,10 +8,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_client::{
     Blob, ClientConfig, ClientOptions, GroupChoice, IrohConfig, IrohTransport, MemberInfo,
-    StoreLocation, StreamExt, SyncClient, SyncEvent,
+    StoreLocation, Stream, StreamExt, SyncClient, SyncEvent,
 };
 use sync_core::GroupMaterial;
-use sync_types::RelayAddr;
+use sync_types::{BlobId, RelayAddr};
 
 use crate::guard;
 
@@ -154,4 +154,59 @@ pub async fn until_epoch(client: &SyncClient, epoch: u32) {
         }
     })
     .await;
+}
+
+/// Queues `n` pushes on `client` from a task, carrying the texts `"0"`, `"1"`, … `"n-1"` (so a
+/// reader can check their order); the task returns their blob ids in that order.
+///
+/// # Panics
+/// The task panics when a push cannot be queued: this is for tests.
+#[allow(clippy::panic)]
+pub fn push_numbered(client: &SyncClient, n: usize) -> tokio::task::JoinHandle<Vec<BlobId>> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = client
+                .push_queued(i.to_string().as_bytes())
+                .await
+                .unwrap_or_else(|e| panic!("push {i} not queued: {e}"));
+            ids.push(id);
+        }
+        ids
+    })
+}
+
+/// The numbers carried by blobs pushed with [`push_numbered`], in the order given.
+///
+/// # Panics
+/// When a blob does not carry a number.
+#[allow(clippy::panic)]
+pub fn numbers(blobs: &[Blob]) -> Vec<usize> {
+    blobs
+        .iter()
+        .map(|b| {
+            String::from_utf8_lossy(&b.data)
+                .parse()
+                .unwrap_or_else(|_| panic!("blob {:?} carries no number", b.blob_id))
+        })
+        .collect()
+}
+
+/// Reads `events` until `stop` returns a value (bounded by the guard), and returns it.
+pub async fn until_event<T>(
+    events: &mut (impl Stream<Item = SyncEvent> + Unpin),
+    what: &str,
+    mut stop: impl FnMut(&SyncEvent) -> Option<T>,
+) -> T {
+    guard(what, async {
+        loop {
+            if let Some(e) = events.next().await
+                && let Some(v) = stop(&e)
+            {
+                return v;
+            }
+        }
+    })
+    .await
 }

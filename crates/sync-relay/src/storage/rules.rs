@@ -115,6 +115,37 @@ pub(super) fn check_push(
     Ok(())
 }
 
+/// A stretch of cursors strictly between `lo` and `hi` that holds no blob, in a group whose
+/// cursors at or below `forgotten` may be removals the relay no longer lists (forgotten
+/// tombstones, or cursors never assigned to the group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Gap {
+    /// How many cursors the stretch has.
+    pub(super) len: u64,
+    /// How many of them are at or below `forgotten` (removals by definition).
+    pub(super) forgotten: u64,
+    /// Tombstones above this cursor (and below `hi`) are the stretch's other removals.
+    pub(super) listed_from: u64,
+}
+
+impl Gap {
+    /// The stretch between `lo` and `hi`; `None` when it is empty.
+    pub(super) fn between(forgotten: u64, lo: u64, hi: u64) -> Option<Self> {
+        let len = hi.saturating_sub(lo).saturating_sub(1);
+        (len > 0).then(|| Self {
+            len,
+            forgotten: forgotten.min(hi.saturating_sub(1)).saturating_sub(lo),
+            listed_from: lo.max(forgotten),
+        })
+    }
+
+    /// How many of its cursors the relay removed or never assigned, given the tombstones
+    /// counted in `(listed_from, hi)`.
+    pub(super) fn removed(&self, listed: u64) -> u64 {
+        self.forgotten.saturating_add(listed).min(self.len)
+    }
+}
+
 /// Checks an invite's lookup id (1 ..= 64 bytes).
 pub(super) fn check_lookup_id(lookup_id: &[u8]) -> Result<(), StorageError> {
     if lookup_id.is_empty() || lookup_id.len() > MAX_LOOKUP_ID_BYTES {

@@ -6,13 +6,24 @@ use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use tokio_postgres::IsolationLevel;
 
 use super::{PostgresStorage, Result, pg_error, pool_client, row_one, row_opt, rows};
-use crate::storage::rules::{clamp_i64, to_u64};
+use crate::storage::rules::{Gap, clamp_i64, to_u64};
 use crate::storage::{
     MembershipRead, PullEntry, PullPage, StorageError, StorageStats, StoredGrant,
 };
 
 fn corrupt(what: &str) -> StorageError {
     StorageError::Corrupt { what: what.into() }
+}
+
+/// A read-only transaction that sees one snapshot throughout.
+async fn snapshot(client: &mut deadpool_postgres::Object) -> Result<Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)
 }
 
 impl PostgresStorage {
@@ -24,13 +35,7 @@ impl PostgresStorage {
         max_bytes: u64,
     ) -> Result<PullPage> {
         let mut client = pool_client(&self.inner.pool).await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg_error)?;
+        let tx = snapshot(&mut client).await?;
         let g = &group.as_bytes()[..];
         let Some(head) = row_opt(
             &tx,
@@ -151,13 +156,7 @@ impl PostgresStorage {
         after_seq: u64,
     ) -> Result<MembershipRead> {
         let mut client = pool_client(&self.inner.pool).await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg_error)?;
+        let tx = snapshot(&mut client).await?;
         let g = &group.as_bytes()[..];
         let records = rows(
             &tx,
@@ -229,13 +228,7 @@ impl PostgresStorage {
     /// sharded totals (for tests and operator tools; scans every table).
     pub async fn audit(&self) -> Result<StorageStats> {
         let mut client = pool_client(&self.inner.pool).await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg_error)?;
+        let tx = snapshot(&mut client).await?;
         let bad: i64 = tx
             .query_one(
                 "SELECT COUNT(*) FROM groups g LEFT JOIN
@@ -313,22 +306,17 @@ impl Holes<'_> {
     /// How many cursors strictly between `lo` and `hi` (a stretch holding no blob) the relay
     /// removed or never assigned: those at or below `forgotten`, and those with a tombstone.
     async fn removed_between(&self, tx: &Transaction<'_>, lo: u64, hi: u64) -> Result<u64> {
-        let gap = hi.saturating_sub(lo).saturating_sub(1);
-        if gap == 0 {
+        let Some(gap) = Gap::between(self.forgotten, lo, hi) else {
             return Ok(0);
-        }
-        let low = self.forgotten.min(hi.saturating_sub(1)).saturating_sub(lo);
-        let from = lo.max(self.forgotten);
+        };
         let listed: i64 = row_one(
             tx,
             "SELECT COUNT(*) FROM tombstones WHERE group_id = $1 AND cursor > $2 AND cursor < $3",
-            &[&self.group, &clamp_i64(from), &clamp_i64(hi)],
+            &[&self.group, &clamp_i64(gap.listed_from), &clamp_i64(hi)],
         )
         .await
         .map_err(pg_error)?
         .get(0);
-        Ok(low
-            .saturating_add(to_u64(listed, "tombstone count")?)
-            .min(gap))
+        Ok(gap.removed(to_u64(listed, "tombstone count")?))
     }
 }

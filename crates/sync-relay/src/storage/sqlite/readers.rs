@@ -13,6 +13,7 @@ use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use tokio::sync::Semaphore;
 
 use super::{Result, SqliteConfig, SqliteStorage, clamp_i64, to_u64};
+use crate::storage::rules::Gap;
 use crate::storage::{
     MembershipRead, PullEntry, PullPage, StorageError, StorageStats, StoredGrant,
 };
@@ -301,23 +302,19 @@ impl Holes {
     /// How many cursors strictly between `lo` and `hi` (a stretch holding no blob) the relay
     /// removed or never assigned: those at or below `forgotten`, and those with a tombstone.
     fn removed_between(&self, tx: &rusqlite::Transaction<'_>, lo: u64, hi: u64) -> Result<u64> {
-        let gap = hi.saturating_sub(lo).saturating_sub(1);
-        if gap == 0 {
+        let Some(gap) = Gap::between(self.forgotten, lo, hi) else {
             return Ok(0);
-        }
-        let low = self.forgotten.min(hi.saturating_sub(1)).saturating_sub(lo);
-        let from = lo.max(self.forgotten);
+        };
         let listed: i64 = tx
             .prepare_cached(
                 "SELECT COUNT(*) FROM tombstones
                  WHERE group_ref = ?1 AND cursor > ?2 AND cursor < ?3",
             )?
             .query_row(
-                params![self.group_ref, clamp_i64(from), clamp_i64(hi)],
+                params![self.group_ref, clamp_i64(gap.listed_from), clamp_i64(hi)],
                 |r| r.get(0),
             )?;
-        let listed = to_u64(listed, "tombstone count")?;
-        Ok(low.saturating_add(listed).min(gap))
+        Ok(gap.removed(to_u64(listed, "tombstone count")?))
     }
 }
 
