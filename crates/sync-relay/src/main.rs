@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use sync_relay::Storage as _;
 use sync_relay::{ConfigOverrides, LogFormat, RelayConfig, StopSignals};
 use token_command::TokenCommand;
 
@@ -164,6 +165,8 @@ async fn run(config: RelayConfig, ready_json: bool) -> anyhow::Result<()> {
             "http": relay.http_addr(),
             "pid": std::process::id(),
             "data_dir": data_dir,
+            "storage": relay.storage().kind(),
+            "store_id": format!("{:016x}", relay.storage().store_id()),
             "version": env!("CARGO_PKG_VERSION"),
         });
         format!("{ready}\n")
@@ -180,6 +183,11 @@ async fn run(config: RelayConfig, ready_json: bool) -> anyhow::Result<()> {
             relay.http_addr()
         ));
         text.push_str(&format!("data dir:   {}\n", data_dir.display()));
+        text.push_str(&format!(
+            "storage:    {} (store {:016x})\n",
+            relay.storage().kind(),
+            relay.storage().store_id()
+        ));
         text
     };
     // A closed stdout (a supervisor that does not read it) is not a reason to stop serving.

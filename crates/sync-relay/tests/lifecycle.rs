@@ -294,7 +294,7 @@ fn the_text_banner_names_the_same_relay_as_the_readiness_json() {
         }
     });
     let mut banner = Vec::new();
-    while !banner.iter().any(|l: &String| l.starts_with("data dir:")) {
+    while !banner.iter().any(|l: &String| l.starts_with("storage:")) {
         banner.push(rx.recv_timeout(GUARD).expect("a banner line"));
     }
     assert!(process.stop(GUARD).is_clean());
@@ -325,4 +325,9 @@ fn the_text_banner_names_the_same_relay_as_the_readiness_json() {
         "{banner:?}"
     );
     assert_eq!(field("data dir:"), [dir.path().display().to_string()]);
+    assert_eq!(
+        field("storage:"),
+        [format!("sqlite (store {})", ready.store_id)],
+        "the banner names the storage and the store id --ready-json gives"
+    );
 }

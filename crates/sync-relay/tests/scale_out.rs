@@ -68,6 +68,13 @@ async fn three_relays_on_one_postgres_deliver_every_blob_once_in_one_order() {
     const RELAYS: usize = 3;
     let (_pg, url, stores) = postgres_and_stores();
     let relays: Vec<RelayProcess> = (0..RELAYS).map(|_| relay_on(&url)).collect();
+    assert!(
+        relays
+            .windows(2)
+            .all(|w| w[0].ready().store_id == w[1].ready().store_id),
+        "relays on one database serve one store"
+    );
+    assert!(relays.iter().all(|r| r.ready().storage == "postgres"));
     let group = devices::group(31);
 
     let mut readers = Vec::new();

@@ -34,6 +34,10 @@ pub struct RelayReady {
     pub pid: u32,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// Its storage backend (`sqlite` or `postgres`).
+    pub storage: String,
+    /// The id of the log it serves (16 hex digits): relays that share a store print the same.
+    pub store_id: String,
     /// Its version.
     pub version: String,
 }
