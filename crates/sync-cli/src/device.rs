@@ -1,26 +1,35 @@
 //! What every command works with: the settings of the global options ([`Ctx`]), this device's
-//! store with the group and the relay it keeps, and a session with that relay.
+//! store with the group and the relays it keeps, and a session with one of those relays.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_client::{
-    ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
-    STORE_FILE_NAME, Store, StoreLocation, StoreSync, SyncClient,
+    BoxFuture, ClientConfig, ClientOptions, GroupChoice, GroupMaterial, IrohConfig, IrohTransport,
+    STORE_FILE_NAME, Session, Store, StoreLocation, StoreSync, SyncClient, Transport,
+    TransportError,
 };
 use sync_core::ConnectionStatus;
 use sync_crypto::{AdmissionToken, DeviceKey};
-use sync_types::GroupId;
+use sync_types::{GroupId, RelayAddr, RelayId, bind_addr_for};
 use zeroize::Zeroizing;
 
 use crate::fail::{Failure, Kind, from_client, from_store};
-use crate::relay::{self, RelayAddr};
+use crate::out::note;
+use crate::relay::{self, Relays};
 
-/// Store setting holding the relay this device syncs through (`ID@HOST:PORT,…`).
-pub(crate) const RELAY_SETTING: &str = "relay";
+/// Store setting holding the first relay this device syncs through (`ID@HOST:PORT,…`): the
+/// only one before relay lists, kept in step with [`RELAYS_SETTING`] so that an older
+/// `sync-cli` still finds a relay.
+const RELAY_SETTING: &str = "relay";
+/// Store setting holding every relay this device syncs through, in order of preference (a JSON
+/// array of `ID@HOST:PORT,…` strings). A data dir without it uses [`RELAY_SETTING`] alone.
+const RELAYS_SETTING: &str = "relays";
+/// Store setting holding the id (hex) of the relay this device's last session went to.
+const IN_USE_SETTING: &str = "relay_in_use";
 /// Store setting holding the relay operator's admission token (text form), once given.
 const TOKEN_SETTING: &str = "admission_token";
 /// Name of the data directory under the platform data dir.
@@ -41,6 +50,8 @@ pub(crate) struct Ctx {
     pub(crate) wait: Duration,
     /// The admission token given with --token, if any.
     pub(crate) token: Option<AdmissionToken>,
+    /// The relay this process's last session went to, once one opened.
+    in_use: Arc<Mutex<Option<RelayId>>>,
 }
 
 impl Ctx {
@@ -65,6 +76,7 @@ impl Ctx {
             connect_timeout: secs("connect-timeout", connect_timeout)?,
             wait: secs("wait", wait)?,
             token,
+            in_use: Arc::default(),
         })
     }
 
@@ -117,52 +129,107 @@ impl Ctx {
         Ok((store, device))
     }
 
-    /// The device, its group and its relay, checked before touching the network (the store is
+    /// The device, its group and its relays, checked before touching the network (the store is
     /// closed again: the client opens its own).
-    pub(crate) fn ready(&self) -> Result<(DeviceKey, GroupId, RelayAddr), Failure> {
+    pub(crate) fn ready(&self) -> Result<(DeviceKey, GroupId, Relays), Failure> {
         let (store, device) = self.open_device()?;
         let (group_id, _) = stored_group(&store)?;
-        let relay = stored_relay(&store)?;
-        Ok((device, group_id, relay))
+        let relays = stored_relays(&store)?;
+        Ok((device, group_id, relays))
     }
 
-    /// The transport to `relay`; resolving its addresses is bounded by --connect-timeout.
-    pub(crate) async fn transport(&self, relay: &RelayAddr) -> Result<Arc<IrohTransport>, Failure> {
-        let addrs = relay::socket_addrs(relay, self.connect_timeout).await?;
-        Ok(Arc::new(IrohTransport::new(IrohConfig::new(
-            relay.id, addrs,
-        ))))
+    /// The transport to `relays` (the first dialled first, the others when it fails or a
+    /// session is lost); resolving their addresses is bounded by --connect-timeout. A relay
+    /// whose addresses do not resolve is left out (and said so) unless none resolves.
+    pub(crate) async fn transport(&self, relays: &Relays) -> Result<Arc<Dialer>, Failure> {
+        let mut lookups = tokio::task::JoinSet::new();
+        for (i, r) in relays.iter().enumerate() {
+            let (r, timeout) = (r.clone(), self.connect_timeout);
+            lookups.spawn(async move { (i, relay::socket_addrs(&r, timeout).await) });
+        }
+        let mut results = Vec::with_capacity(relays.len());
+        while let Some(joined) = lookups.join_next().await {
+            if let Ok(result) = joined {
+                results.push(result);
+            }
+        }
+        results.sort_by_key(|(i, _)| *i);
+        let (mut resolved, mut first_failure) = (Vec::new(), None);
+        for (r, (_, result)) in relays.iter().zip(results) {
+            match result {
+                Ok(addrs) => resolved.push(RelayAddr::new(r.id, &addrs)),
+                Err(f) if relays.len() > 1 => {
+                    note!("sync-cli: relay {r} left out: {}", f.msg);
+                    first_failure.get_or_insert(f);
+                }
+                Err(f) => return Err(f),
+            }
+        }
+        let all_addrs: Vec<_> = resolved.iter().flat_map(RelayAddr::socket_addrs).collect();
+        let config = IrohConfig::for_relays(&resolved).ok_or_else(|| {
+            first_failure.unwrap_or_else(|| {
+                Failure::new(Kind::Unreachable, format!("no address found for {relays}"))
+            })
+        })?;
+        Ok(Arc::new(Dialer {
+            inner: IrohTransport::new(config.with_bind_addr(bind_addr_for(&all_addrs))),
+            in_use: Arc::clone(&self.in_use),
+        }))
     }
 
-    /// Connects to the relay (bounded by --connect-timeout); `online` tells whether a session
+    /// The relay this process's last session went to, if one opened.
+    pub(crate) fn relay_in_use(&self) -> Option<RelayId> {
+        *self.in_use.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps [`Ctx::relay_in_use`] in the store for later commands (`relays list`). Best
+    /// effort: it only informs.
+    fn remember_relay_in_use(&self) {
+        if let Some(id) = self.relay_in_use()
+            && let Ok(store) = Store::open_dir(&self.data_dir, StoreSync::Normal)
+        {
+            let _ = store.set_setting(IN_USE_SETTING, &id.to_string());
+        }
+    }
+
+    /// Connects to the relays (bounded by --connect-timeout); `online` tells whether a session
     /// is up.
-    pub(crate) async fn connect(&self, relay: &RelayAddr) -> Result<(SyncClient, bool), Failure> {
+    pub(crate) async fn connect(&self, relays: &Relays) -> Result<(SyncClient, bool), Failure> {
         let mut options = ClientOptions::default();
         options.connection.connect_timeout = self.connect_timeout;
         options.connection.handshake_timeout = self.connect_timeout;
         options.admission_token = self.admission_token()?;
+        let transport: Arc<dyn Transport> = self.transport(relays).await?;
         let config = ClientConfig::new(
             StoreLocation::Dir(self.data_dir.clone()),
-            self.transport(relay).await?,
+            transport,
             GroupChoice::Stored(None),
         )
         .with_options(options);
         let client = SyncClient::connect(config)
             .await
-            .map_err(|e| from_client(e, &relay.to_string()))?;
+            .map_err(|e| from_client(e, &relays.to_string()))?;
         let status = client.status();
         if status.wrong_relay {
             client.close().await;
-            return Err(Failure::new(
-                Kind::Refused,
+            let msg = if relays.rest().is_empty() {
+                let relay = relays.first();
                 format!(
                     "the endpoint at {} is not relay {}, the one this device pinned: its key changed, or another relay answers there; nothing was sent to it (if the relay's identity changed on purpose, pair again with its new id)",
                     relay.addrs.join(","),
                     relay.id
-                ),
-            ));
+                )
+            } else {
+                format!(
+                    "an endpoint at the address of one of this device's relays ({relays}) is not the relay pinned there: its key changed, or another relay answers there; nothing was sent to it (fix the list with `sync-cli relays`)"
+                )
+            };
+            return Err(Failure::new(Kind::Refused, msg));
         }
         let online = status.connection == ConnectionStatus::Connected;
+        if online {
+            self.remember_relay_in_use();
+        }
         Ok((client, online))
     }
 
@@ -201,31 +268,63 @@ pub(crate) fn stored_group(store: &Store) -> Result<(GroupId, GroupMaterial), Fa
     Ok((group.keys().group_id(), group))
 }
 
-/// The relay this device syncs through; `NotInitialised` before `pair`.
-pub(crate) fn stored_relay(store: &Store) -> Result<RelayAddr, Failure> {
+/// The relays this device syncs through, in order of preference, if it knows any: the stored
+/// list, or (a data dir from before relay lists) the one stored relay as a list of one.
+pub(crate) fn stored_relays_opt(store: &Store) -> Result<Option<Relays>, Failure> {
+    if let Some(text) = store.setting(RELAYS_SETTING).map_err(from_store)? {
+        return Relays::from_stored(&text).map(Some).map_err(|e| {
+            Failure::bad_input(format!(
+                "the relay list stored on this device is not valid ({e}): set it again with `sync-cli relays add`"
+            ))
+        });
+    }
     match store.setting(RELAY_SETTING).map_err(from_store)? {
-        Some(text) => text.parse().map_err(|e| {
+        Some(text) => text.parse().map(|r| Some(Relays::one(r))).map_err(|e| {
             Failure::bad_input(format!(
                 "the relay stored on this device (`{text}`) is not valid: {e}"
             ))
         }),
-        None => Err(Failure::new(
-            Kind::NotInitialised,
-            "no relay known on this device: run `sync-cli pair` first",
-        )),
+        None => Ok(None),
     }
 }
 
-/// Saves `group` and the relay it syncs through; returns the group's id.
+/// [`stored_relays_opt`]; `NotInitialised` before `pair` or `relays add`.
+pub(crate) fn stored_relays(store: &Store) -> Result<Relays, Failure> {
+    stored_relays_opt(store)?.ok_or_else(|| {
+        Failure::new(
+            Kind::NotInitialised,
+            "no relay known on this device: run `sync-cli pair` (or `sync-cli relays add`) first",
+        )
+    })
+}
+
+/// Stores `relays` as this device's relay list (the first one also alone, for older
+/// `sync-cli` versions).
+pub(crate) fn save_relays(store: &Store, relays: &Relays) -> Result<(), Failure> {
+    store
+        .set_setting(RELAYS_SETTING, &relays.to_stored())
+        .map_err(from_store)?;
+    store
+        .set_setting(RELAY_SETTING, &relays.first().to_string())
+        .map_err(from_store)
+}
+
+/// The relay this device's last session went to, as far as it was recorded.
+pub(crate) fn stored_relay_in_use(store: &Store) -> Result<Option<RelayId>, Failure> {
+    Ok(store
+        .setting(IN_USE_SETTING)
+        .map_err(from_store)?
+        .and_then(|text| text.parse().ok()))
+}
+
+/// Saves `group` and the relays it syncs through; returns the group's id.
 pub(crate) fn save_membership(
     store: &Store,
     group: &GroupMaterial,
-    relay: &RelayAddr,
+    relays: &Relays,
 ) -> Result<GroupId, Failure> {
     let group_id = store.save_group(group).map_err(from_store)?;
-    store
-        .set_setting(RELAY_SETTING, &relay.to_string())
-        .map_err(from_store)?;
+    save_relays(store, relays)?;
     Ok(group_id)
 }
 
@@ -247,6 +346,30 @@ pub(crate) fn remember_invite(
         .map_err(from_store)
 }
 
+/// The transport to the device's relays ([`IrohTransport`], which fails over between them),
+/// noting which relay each session went to.
+pub(crate) struct Dialer {
+    inner: IrohTransport,
+    in_use: Arc<Mutex<Option<RelayId>>>,
+}
+
+impl Transport for Dialer {
+    fn connect<'a>(
+        &'a self,
+        device: &'a DeviceKey,
+    ) -> BoxFuture<'a, Result<Session, TransportError>> {
+        Box::pin(async move {
+            let session = self.inner.connect(device).await?;
+            *self.in_use.lock().unwrap_or_else(PoisonError::into_inner) = Some(session.relay_id);
+            Ok(session)
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.inner.shutdown()
+    }
+}
+
 /// A random number generator keyed from the operating system's randomness.
 pub(crate) fn rng() -> Result<ChaCha20Rng, Failure> {
     let mut seed = Zeroizing::new([0u8; 32]);
@@ -258,6 +381,45 @@ pub(crate) fn rng() -> Result<ChaCha20Rng, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn dial(byte: u8) -> String {
+        format!("{}@127.0.0.{byte}:7440", format!("{byte:02x}").repeat(32))
+    }
+
+    #[test]
+    fn a_data_dir_with_one_stored_relay_reads_as_a_list_of_one_and_saving_keeps_it_in_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path(), StoreSync::Normal).unwrap();
+        let e = stored_relays(&store).unwrap_err();
+        assert_eq!(e.kind, Kind::NotInitialised);
+        assert!(stored_relays_opt(&store).unwrap().is_none());
+
+        // As a sync-cli from before relay lists left it.
+        store.set_setting(RELAY_SETTING, &dial(1)).unwrap();
+        let old = stored_relays(&store).unwrap();
+        assert_eq!(old, Relays::one(dial(1).parse().unwrap()));
+
+        let two = Relays::new(vec![dial(2).parse().unwrap(), dial(1).parse().unwrap()]).unwrap();
+        save_relays(&store, &two).unwrap();
+        assert_eq!(stored_relays(&store).unwrap(), two);
+        assert_eq!(
+            store.setting(RELAY_SETTING).unwrap().as_deref(),
+            Some(dial(2).as_str()),
+            "the first relay alone, for an older sync-cli"
+        );
+
+        store.set_setting(RELAYS_SETTING, "[\"garbage\"]").unwrap();
+        let e = stored_relays(&store).unwrap_err();
+        assert_eq!(e.kind, Kind::BadInput);
+        assert!(e.msg.contains("relays add"), "{}", e.msg);
+
+        assert_eq!(stored_relay_in_use(&store).unwrap(), None);
+        store.set_setting(IN_USE_SETTING, &"02".repeat(32)).unwrap();
+        assert_eq!(
+            stored_relay_in_use(&store).unwrap(),
+            Some(RelayId::from_bytes([2; 32]))
+        );
+    }
 
     #[test]
     fn timeouts_are_positive_and_at_most_a_day() {

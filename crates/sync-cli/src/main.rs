@@ -2,8 +2,8 @@
 //! code, short code, passphrase), push / pull / watch, status, devices, and an offline outbox.
 //!
 //! Every command works on one data directory (`--data-dir`): a SQLite store, mode 0600 in a
-//! 0700 directory, holding the device key, the group, the relay, the per-relay cursor and the
-//! outbox, used by one `sync-cli` process at a time (a lock file, see `lock`). See
+//! 0700 directory, holding the device key, the group, the relays (in order of preference), the
+//! per-relay cursor and the outbox, used by one `sync-cli` process at a time (a lock file, see `lock`). See
 //! `sync-cli --help` for the exit codes.
 //!
 //! This file holds the command line, the runtime and the exit codes; each command lives in its
@@ -45,6 +45,10 @@ use crate::out::note;
 /// Start: `sync-cli init --name laptop`, then `sync-cli pair --create --relay ID@HOST:PORT` on
 /// the first device and `sync-cli pair --join - --relay ID@HOST:PORT` on the next one (it asks
 /// for the short code or invite without echoing it).
+///
+/// A deployment with several relays: give `--relay` once per relay, in order of preference
+/// (the device dials the first and fails over to the next); the invite carries them all, and
+/// `sync-cli relays` lists or changes a device's list.
 ///
 /// Passphrases are never taken from the command line (other users can see it): they are
 /// prompted without echo on a terminal, read from the first line of standard input when it is
@@ -127,9 +131,13 @@ enum Command {
     /// Print arrivals as they come, until Ctrl-C or SIGTERM (exit 0).
     #[command(after_help = EXIT_CODES)]
     Watch,
-    /// Device, group, relay, whether the relay answers now, cursor, pushes waiting to be sent.
+    /// Device, group, relays, whether a relay answers now, cursor, pushes waiting to be sent.
     #[command(after_help = EXIT_CODES)]
     Status,
+    /// The relays this device syncs through, in order of preference: `relays list`,
+    /// `relays add ID@HOST:PORT [--first]`, `relays remove ID` (not the last one).
+    #[command(after_help = EXIT_CODES)]
+    Relays(cmd::relays::RelaysArgs),
     /// Devices seen in the group (senders of pulled blobs, and this device), last activity.
     /// Only reads: it works while another sync-cli (e.g. `watch`) uses the data directory.
     /// `devices members | revoke DEVICE | promote DEVICE` ask the relay and change membership.
@@ -212,6 +220,7 @@ async fn run(ctx: &Ctx, command: Command) -> Result<(), Failure> {
         Command::Pull(args) => cmd::pull::run(ctx, &args).await,
         Command::Watch => cmd::watch::run(ctx).await,
         Command::Status => cmd::status::run(ctx).await,
+        Command::Relays(args) => cmd::relays::run(ctx, &args).await,
         Command::Devices(args) => cmd::devices::run(ctx, args).await,
         Command::Rotate => cmd::devices::rotate(ctx).await,
         Command::Flush => cmd::flush::run(ctx).await,

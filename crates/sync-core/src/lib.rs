@@ -57,9 +57,9 @@ pub use connection::{
 pub use cursor::{CursorError, CursorTracker, DEFAULT_MAX_RANGES, MAX_MISSING_LISTED, Recorded};
 pub use group::{GroupMaterial, InvitedGroup};
 pub use invite::{
-    DEFAULT_INVITE_TTL, INVITE_VERSION, Invite, InviteError, InviteParams, MAX_INVITE_BYTES,
-    MAX_QR_PAYLOAD_LEN, MAX_RELAY_ADDR_LEN, MAX_RELAY_ADDRS, QR_PREFIX, ShortCode, ShortCodeError,
-    open_from_mailbox, seal_for_mailbox,
+    DEFAULT_INVITE_TTL, INVITE_VERSION, Invite, InviteError, InviteParams, MAX_FURTHER_RELAYS,
+    MAX_INVITE_BYTES, MAX_QR_PAYLOAD_LEN, MAX_RELAY_ADDR_LEN, MAX_RELAY_ADDRS, QR_PREFIX,
+    ShortCode, ShortCodeError, open_from_mailbox, seal_for_mailbox,
 };
 pub use outbox::{AckOutcome, Outbox, OutboxEntry, OutboxError, OutboxLimits, RejectOutcome};
 pub use session::{

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sync_core::*;
 use sync_crypto::{GroupDescriptor, GroupSecret, KdfParams};
 use sync_testkit::doc_vectors::{FixedBytes, Vectors, hex};
-use sync_types::GroupId;
+use sync_types::{GroupId, RelayAddr};
 
 /// The document's short code, drawn from its fixed random bytes.
 fn short_code(v: &Vectors) -> ShortCode {
@@ -88,6 +88,43 @@ fn random_group_invite(v: &Vectors) {
     assert_eq!(*opened.to_bytes(), *invite.to_bytes());
 }
 
+/// The random-group invite of the document naming two further relays: the document's bytes with
+/// the array header 0x97 → 0x9a, then `epoch = 0`, `epoch_secret = nil` and the relays. (Not in
+/// the document yet: the expected tail is written out here.)
+fn random_group_invite_with_further_relays(v: &Vectors) {
+    let secret = GroupSecret::from_bytes(v.array("invite.random.group_secret"));
+    let invite = create_invite(v, "random", GroupDescriptor::Random, Some(secret));
+    let further: Vec<RelayAddr> = [
+        format!("{}@192.0.2.2:7440", "33".repeat(32)),
+        format!("{}@192.0.2.3:7440", "44".repeat(32)),
+    ]
+    .iter()
+    .map(|r| r.parse().unwrap())
+    .collect();
+    let invite = invite.with_further_relays(&further).unwrap();
+    let tail = [
+        "00", // epoch 0
+        "c0", // epoch_secret nil
+        "92", // relays: array of 2
+        "92 c4 20",
+        &"33".repeat(32),
+        "91 ae 3139322e302e322e323a37343430", // [id, ["192.0.2.2:7440"]]
+        "92 c4 20",
+        &"44".repeat(32),
+        "91 ae 3139322e302e322e333a37343430", // [id, ["192.0.2.3:7440"]]
+    ]
+    .concat()
+    .replace(' ', "");
+    let mut expected = v.bytes("invite.random.bytes");
+    assert_eq!(expected[1], 0x97);
+    expected[1] = 0x9a;
+    let expected = format!("{}{tail}", hex(&expected));
+    assert_eq!(hex(&invite.to_bytes()), expected);
+    let decoded = Invite::from_bytes(&invite.to_bytes()).unwrap();
+    assert_eq!(decoded.further_relays(), further);
+    assert_eq!(decoded.relays().len(), 3);
+}
+
 fn passphrase_group_invite(v: &Vectors) {
     let f = |name: &str| format!("invite.passphrase.{name}");
     let group = GroupDescriptor::Passphrase {
@@ -119,6 +156,11 @@ fn short_code_vectors_match_the_code() {
 #[test]
 fn random_group_invite_vectors_match_the_code() {
     random_group_invite(&Vectors::load());
+}
+
+#[test]
+fn random_group_invite_with_further_relays_extends_the_document_bytes() {
+    random_group_invite_with_further_relays(&Vectors::load());
 }
 
 #[test]

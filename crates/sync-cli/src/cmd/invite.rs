@@ -10,10 +10,10 @@ use sync_core::{Invite, InviteParams, ShortCode};
 use sync_crypto::GroupDescriptor;
 use sync_types::{GroupId, unix_ms};
 
-use crate::device::{Ctx, rng, stored_group, stored_relay};
+use crate::device::{Ctx, rng, stored_group, stored_relays};
 use crate::fail::{self, About, Failure, Kind, from_client_about, from_invite, from_store};
 use crate::out::{self, outln};
-use crate::relay::{self, RelayAddr};
+use crate::relay::{self, Relays};
 use crate::show;
 
 /// Longest lifetime of an invite (the relay keeps mailbox entries at most an hour).
@@ -23,13 +23,16 @@ const MAX_INVITE_SECS: u64 = 3600;
 #[derive(Debug, Args)]
 pub(crate) struct ShareArgs {
     /// The relay: ENDPOINT_ID@HOST:PORT (as `sync-relay` prints it in its `dial:` lines) or its
-    /// HTTP URL (e.g. http://relay.example:7441). Default: the relay this device uses.
+    /// HTTP URL (e.g. http://relay.example:7441). Give it once per relay of the deployment (at
+    /// most 9), in order of preference: devices dial the first one first and fail over to the
+    /// next; every one goes into the invite (`pair --create` also keeps the list on this
+    /// device, see `sync-cli relays`). Default: the relays this device uses.
     #[arg(long, value_name = "RELAY")]
-    pub(crate) relay: Option<String>,
+    pub(crate) relay: Vec<String>,
 
-    /// The relay's id (64 hex characters, as `sync-relay` prints it) to pin: the relay found at
-    /// an http:// --relay must announce exactly this id, or the command refuses. Without it, an
-    /// id read over plain http is trusted on first use (and printed).
+    /// The first --relay's id (64 hex characters, as `sync-relay` prints it) to pin: the relay
+    /// found at an http:// --relay must announce exactly this id, or the command refuses.
+    /// Without it, an id read over plain http is trusted on first use (and printed).
     #[arg(long, value_name = "HEX", requires = "relay")]
     pub(crate) relay_id: Option<String>,
 
@@ -54,13 +57,14 @@ pub(crate) async fn run(ctx: &Ctx, args: &ShareArgs) -> Result<(), Failure> {
     check_expiry(args.expires_in)?;
     let (store, _device) = ctx.open_device()?;
     let (group_id, group) = stored_group(&store)?;
-    let relay = match &args.relay {
-        Some(r) => relay::resolve_pinned(r, args.relay_id.as_deref(), ctx.connect_timeout).await?,
-        None => stored_relay(&store)?,
+    let relays = if args.relay.is_empty() {
+        stored_relays(&store)?
+    } else {
+        relay::resolve_all(&args.relay, args.relay_id.as_deref(), ctx.connect_timeout).await?
     };
     drop(store);
     let passphrase = matches!(group.descriptor, GroupDescriptor::Passphrase { .. });
-    share(ctx, &relay, group_id, &group, args, passphrase).await
+    share(ctx, &relays, group_id, &group, args, passphrase).await
 }
 
 /// `--expires-in` is 1 to [`MAX_INVITE_SECS`] seconds.
@@ -73,10 +77,11 @@ pub(crate) fn check_expiry(secs: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Prints an invite string, its QR code and a short code left in the relay's mailbox.
+/// Prints an invite string naming every relay of `relays`, its QR code and a short code left
+/// in the mailbox of the relay reached.
 pub(crate) async fn share(
     ctx: &Ctx,
-    relay: &RelayAddr,
+    relays: &Relays,
     group_id: GroupId,
     group: &GroupMaterial,
     args: &ShareArgs,
@@ -86,11 +91,12 @@ pub(crate) async fn share(
     let now = unix_ms();
     // The short code needs the relay's mailbox; the invite needs the group's current epoch
     // (read fresh from the relay when it is reachable).
-    let (client, online) = ctx.connect(relay).await?;
+    let (client, online) = ctx.connect(relays).await?;
     if online {
         let _ = tokio::time::timeout(ctx.wait, client.members()).await;
     }
-    let invite = Invite::create(
+    let relay = relays.first();
+    let made = Invite::create(
         &mut rng,
         InviteParams {
             relay_id: *relay.id.as_bytes(),
@@ -102,7 +108,14 @@ pub(crate) async fn share(
         },
         now,
     )
-    .map_err(from_invite)?;
+    .and_then(|invite| invite.with_further_relays(relays.rest()));
+    let invite = match made {
+        Ok(invite) => invite,
+        Err(e) => {
+            ctx.finish(&client, online).await;
+            return Err(from_invite(e));
+        }
+    };
     let invite = match client.current_epoch_secret() {
         Some((epoch, secret)) => invite.with_epoch(epoch, &secret),
         None => invite,
@@ -121,18 +134,23 @@ pub(crate) async fn share(
 
     let put = if online {
         match tokio::time::timeout(ctx.wait, client.put_invite(&invite, &code)).await {
-            Ok(r) => r.map_err(|e| from_client_about(e, &relay.to_string(), About::Invite)),
+            Ok(r) => r.map_err(|e| from_client_about(e, &relays.to_string(), About::Invite)),
             Err(_) => Err(Failure::new(
                 Kind::Unreachable,
                 format!(
-                    "relay at {relay} did not take the short code within --wait {}s",
+                    "relay at {relays} did not take the short code within --wait {}s",
                     ctx.wait.as_secs_f64()
                 ),
             )),
         }
     } else {
-        Err(fail::unreachable(&relay.to_string()))
+        Err(fail::unreachable(&relays.to_string()))
     };
+    // The short code is in the mailbox of the relay reached: the new device asks that one.
+    let code_relay = ctx
+        .relay_in_use()
+        .and_then(|id| relays.iter().find(|r| r.id == id))
+        .unwrap_or(relay);
     ctx.finish(&client, online).await;
 
     let expires = show::utc(invite.expires_at_ms());
@@ -140,7 +158,8 @@ pub(crate) async fn share(
     if ctx.json {
         out::json(&json!({
             "group_id": group_id.to_string(),
-            "relay": relay.to_string(),
+            "relay": code_relay.to_string(),
+            "relays": relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "invite": payload.as_str(),
             "short_code": put.as_ref().ok().map(|()| code.to_string()),
             "expires_at_ms": invite.expires_at_ms(),
@@ -169,7 +188,7 @@ pub(crate) async fn share(
             outln!()?;
             outln!("On the new device (`--join -` asks for the code without echoing it):")?;
             outln!("  sync-cli init --name NAME")?;
-            outln!("  sync-cli pair --join - --relay {relay}{pass_flag}")?;
+            outln!("  sync-cli pair --join - --relay {code_relay}{pass_flag}")?;
             outln!(
                 "or paste the invite string at the same prompt: sync-cli pair --join -{pass_flag}"
             )?;

@@ -8,5 +8,6 @@ pub(crate) mod invite;
 pub(crate) mod pair;
 pub(crate) mod pull;
 pub(crate) mod push;
+pub(crate) mod relays;
 pub(crate) mod status;
 pub(crate) mod watch;

@@ -12,20 +12,23 @@ use sync_types::{GroupId, unix_ms};
 use zeroize::Zeroizing;
 
 use super::invite::{ShareArgs, check_expiry, share};
-use crate::device::{Ctx, RELAY_SETTING, remember_invite, rng, save_membership, stored_relay};
+use crate::device::{Ctx, remember_invite, rng, save_membership, stored_relays, stored_relays_opt};
 use crate::fail::{Failure, Kind, from_fetch, from_invite, from_store};
 use crate::out::{self, note, outln};
-use crate::{relay, secret};
+use crate::relay::{self, Relays};
+use crate::secret;
 
 /// Arguments of `pair`.
 #[derive(Debug, Args)]
 pub(crate) struct PairArgs {
-    /// Create a new group on this device and print an invite, a QR code and a short code.
+    /// Create a new group on this device and print an invite, a QR code and a short code. The
+    /// group syncs through the --relay relays (all of them go into the invite), else through
+    /// the relays already configured with `sync-cli relays add`.
     #[arg(long, conflicts_with = "join", required_unless_present = "join")]
     create: bool,
 
     /// Join the group of an invite string (`0ksync1:…`) or a short code (XXXX-XXXX-XXXX-XXXX;
-    /// needs --relay). Write `--join -` (or `--join` alone) to keep it off the command line:
+    /// needs --relay). The device keeps every relay the invite names, in its order. Write `--join -` (or `--join` alone) to keep it off the command line:
     /// it is then prompted without echo on a terminal, or read from the first line of standard
     /// input. An invite of a group without passphrase holds the group key: an invite given
     /// here is visible to other users (`ps`) and kept in the shell history.
@@ -96,19 +99,19 @@ async fn create_group(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
             "this device is already in group {id}: use `sync-cli invite` to add a device"
         )));
     }
-    let relay_text = match &args.share.relay {
-        Some(r) => r.clone(),
-        None => store.setting(RELAY_SETTING).map_err(from_store)?.ok_or_else(|| {
-            Failure::bad_input("--relay is needed: ENDPOINT_ID@HOST:PORT from the relay's `dial:` line, or its http:// URL",
+    let relays = if args.share.relay.is_empty() {
+        stored_relays_opt(&store)?.ok_or_else(|| {
+            Failure::bad_input("--relay is needed: ENDPOINT_ID@HOST:PORT from the relay's `dial:` line, or its http:// URL (once per relay of the deployment)",
             )
-        })?,
+        })?
+    } else {
+        relay::resolve_all(
+            &args.share.relay,
+            args.share.relay_id.as_deref(),
+            ctx.connect_timeout,
+        )
+        .await?
     };
-    let relay = relay::resolve_pinned(
-        &relay_text,
-        args.share.relay_id.as_deref(),
-        ctx.connect_timeout,
-    )
-    .await?;
     check_expiry(args.share.expires_in)?;
     let mut rng = rng()?;
     let with_passphrase = args.wants_passphrase();
@@ -125,7 +128,7 @@ async fn create_group(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
             secret: GroupSecret::random(&mut rng),
         }
     };
-    let group_id = save_membership(&store, &group, &relay)?;
+    let group_id = save_membership(&store, &group, &relays)?;
     drop(store);
     if !ctx.json {
         let kind = if with_passphrase {
@@ -135,7 +138,7 @@ async fn create_group(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
         };
         outln!("Group created ({kind}): {group_id}")?;
     }
-    share(ctx, &relay, group_id, &group, &args.share, with_passphrase).await
+    share(ctx, &relays, group_id, &group, &args.share, with_passphrase).await
 }
 
 /// The invite or short code: from argv, or (`-`) from a hidden prompt / standard input.
@@ -195,24 +198,37 @@ async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure
             invite
         }
         Some(code) => {
-            let relay = match &args.share.relay {
-                Some(r) => {
-                    relay::resolve_pinned(r, args.share.relay_id.as_deref(), ctx.connect_timeout)
-                        .await?
-                }
-                None => stored_relay(&store).map_err(|_| {
+            let relays = if args.share.relay.is_empty() {
+                stored_relays(&store).map_err(|_| {
                     Failure::bad_input("joining by short code needs --relay (the relay shown on the inviting device)",
                     )
-                })?,
+                })?
+            } else {
+                relay::resolve_all(
+                    &args.share.relay,
+                    args.share.relay_id.as_deref(),
+                    ctx.connect_timeout,
+                )
+                .await?
             };
-            let t = ctx.transport(&relay).await?;
+            let t = ctx.transport(&relays).await?;
             let fetched =
                 sync_client::fetch_invite(t.as_ref(), &device, &code, ctx.connect_timeout * 2)
                     .await;
             t.shutdown().await;
-            fetched.map_err(|e| from_fetch(e, &relay.to_string()))?
+            fetched.map_err(|e| from_fetch(e, &relays.to_string()))?
         }
     };
+    // Every relay the invite names, in its order (the inviting device's preference).
+    let mut listed = Vec::new();
+    let mut relays = invite.relays();
+    relays.retain(|r| {
+        let new = !listed.contains(&r.id);
+        listed.push(r.id);
+        new
+    });
+    let relays = Relays::new(relays)
+        .map_err(|e| Failure::bad_input(format!("the invite's relay list cannot be used: {e}")))?;
     let group_id = invite.group_id();
     in_group(Some(group_id))?;
     if matches!(invite.group(), GroupDescriptor::Passphrase { .. }) && passphrase.is_none() {
@@ -221,27 +237,41 @@ async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure
     let joined = invite
         .into_group(passphrase.as_deref().map(|p| p.as_str()), unix_ms())
         .map_err(from_invite)?;
-    let relay = joined.relay.clone();
-    let saved = save_membership(&store, &joined.group, &relay)?;
+    let saved = save_membership(&store, &joined.group, &relays)?;
     remember_invite(&mut store, saved, &joined)?;
     drop(store);
 
-    let (client, online) = ctx.connect(&relay).await?;
+    let (client, online) = ctx.connect(&relays).await?;
     ctx.finish(&client, online).await;
+    let in_use = ctx
+        .relay_in_use()
+        .and_then(|id| relays.iter().find(|r| r.id == id))
+        .unwrap_or(relays.first());
     if ctx.json {
         out::json(&json!({
             "group_id": group_id.to_string(),
-            "relay": relay.to_string(),
+            "relay": in_use.to_string(),
+            "relays": relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "device_id": device.device_id().to_string(),
             "online": online,
         }))?;
     } else {
         outln!("Joined group {group_id}")?;
+        if relays.len() > 1 {
+            outln!(
+                "Relays (in order; `sync-cli relays list`): {}",
+                relays
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?;
+        }
         if online {
-            outln!("Relay {relay}: connected. Try `sync-cli pull` or `sync-cli watch`.")?;
+            outln!("Relay {in_use}: connected. Try `sync-cli pull` or `sync-cli watch`.")?;
         } else {
             note!(
-                "sync-cli: relay unreachable at {relay} right now; this device syncs once it is reachable"
+                "sync-cli: relay unreachable at {relays} right now; this device syncs once it is reachable"
             );
         }
     }

@@ -9,7 +9,7 @@ use sync_types::{Cursor, DeviceId};
 use crate::device::Ctx;
 use crate::fail::{Failure, Kind, from_client};
 use crate::out::{self, note, outln};
-use crate::relay::RelayAddr;
+use crate::relay::Relays;
 use crate::show;
 
 /// Arguments of `pull`.
@@ -70,7 +70,7 @@ pub(crate) fn print_blobs(
 async fn print_and_commit(
     ctx: &Ctx,
     client: &SyncClient,
-    relay: &RelayAddr,
+    relay: &Relays,
     own: DeviceId,
     args: &PullArgs,
 ) -> Result<(), Failure> {
@@ -159,7 +159,7 @@ enum Pulled {
 /// Runs a pull within `--wait`; a pull that takes longer is "unreachable".
 async fn within_wait<T>(
     ctx: &Ctx,
-    relay: &RelayAddr,
+    relay: &Relays,
     pull: impl std::future::Future<Output = Result<T, sync_client::ClientError>>,
 ) -> Result<T, Failure> {
     match tokio::time::timeout(ctx.wait, pull).await {

@@ -1,10 +1,10 @@
-//! `status`: the device, its group and relay, whether the relay answers now, the cursor, and
-//! the pushes waiting to be sent (connecting sends them).
+//! `status`: the device, its group and relays (which one answers now), whether a relay answers
+//! now, the cursor, and the pushes waiting to be sent (connecting sends them).
 
 use serde_json::json;
 use sync_crypto::GroupDescriptor;
 
-use crate::device::{Ctx, stored_group, stored_relay};
+use crate::device::{Ctx, stored_group, stored_relay_in_use, stored_relays};
 use crate::fail::{Failure, from_store};
 use crate::out::{self, outln};
 
@@ -13,10 +13,21 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
     let (store, device) = ctx.open_device()?;
     let name = store.device_name().map_err(from_store)?.unwrap_or_default();
     let (group_id, group) = stored_group(&store)?;
-    let relay = stored_relay(&store)?;
-    let stored_cursor = store.cursor(&group_id, &relay.id).map_err(from_store)?;
+    let relays = stored_relays(&store)?;
+    let last_used = stored_relay_in_use(&store)?;
+    // Offline, the cursor shown is the one of the relay last used (cursors are per relay).
+    let cursor_relay = last_used
+        .and_then(|id| relays.iter().find(|r| r.id == id))
+        .unwrap_or(relays.first());
+    let stored_cursor = store
+        .cursor(&group_id, &cursor_relay.id)
+        .map_err(from_store)?;
     drop(store);
-    let (client, online) = ctx.connect(&relay).await?;
+    let (client, online) = ctx.connect(&relays).await?;
+    let in_use = ctx
+        .relay_in_use()
+        .filter(|_| online)
+        .and_then(|id| relays.iter().find(|r| r.id == id));
     let before = client.status();
     if online {
         let _ = client.flush(ctx.wait).await;
@@ -39,7 +50,9 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
             "device_id": device.device_id().to_string(),
             "device_name": name,
             "group_id": group_id.to_string(),
-            "relay": relay.to_string(),
+            "relay": in_use.unwrap_or(relays.first()).to_string(),
+            "relays": relays.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "relay_in_use": in_use.map(|r| r.id.to_string()),
             "online": online,
             "resume_cursor": resume.get(),
             "relay_max_cursor": online.then(|| after.relay_max_cursor.get()),
@@ -53,7 +66,19 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
     } else {
         outln!("device:     {} ({name})", device.device_id())?;
         outln!("group:      {group_id} ({kind})")?;
-        outln!("relay:      {relay}")?;
+        if relays.len() == 1 {
+            outln!("relay:      {}", relays.first())?;
+        } else {
+            for (i, r) in relays.iter().enumerate() {
+                let label = if i == 0 { "relays:" } else { "" };
+                let mark = if in_use.is_some_and(|u| u.id == r.id) {
+                    "  (connected)"
+                } else {
+                    ""
+                };
+                outln!("{label:<11} {}. {r}{mark}", i + 1)?;
+            }
+        }
         if online {
             outln!("connection: online")?;
             outln!(
@@ -61,7 +86,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
                 after.relay_max_cursor
             )?;
         } else {
-            outln!("connection: offline (relay unreachable at {relay})")?;
+            outln!("connection: offline (relay unreachable at {relays})")?;
             outln!("cursor:     pulled up to {resume}")?;
         }
         let sent = if sent_now > 0 {

@@ -23,7 +23,11 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
     });
     let own = device.device_id();
     if online {
-        note!("watching group {group} via {relay} (Ctrl-C to stop)");
+        let via = ctx
+            .relay_in_use()
+            .and_then(|id| relay.iter().find(|r| r.id == id))
+            .unwrap_or(relay.first());
+        note!("watching group {group} via {via} (Ctrl-C to stop)");
     } else {
         note!("relay unreachable at {relay}; waiting for it (Ctrl-C to stop)");
     }
@@ -40,8 +44,11 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
                 problems += batch.problems.len();
                 print_and_commit(ctx, &client, &batch, own).await
             }
-            Some(WatchEvent::Connected { .. }) => {
-                note!("connected to {relay}");
+            Some(WatchEvent::Connected { relay_id, .. }) => {
+                match relay.iter().find(|r| r.id == relay_id) {
+                    Some(r) => note!("connected to {r}"),
+                    None => note!("connected to {relay}"),
+                }
                 Ok(())
             }
             Some(WatchEvent::Disconnected { reason }) => {

@@ -1,19 +1,25 @@
-//! Invites: how a new device learns the relay and the group, by QR code or short code.
+//! Invites: how a new device learns the relays and the group, by QR code or short code.
 //!
-//! An [`Invite`] names the relay (id and direct addresses), the group (id and how its secret is
-//! made), carries the secret itself for random-secret groups (passphrase groups carry only the
-//! Argon2id salt and parameters; the passphrase is typed on the joining device), and expires
-//! (10 minutes by default). It travels either as a QR payload (`0ksync1:` + base64url of the
-//! encoded invite) or through the relay's invite mailbox, sealed under a [`ShortCode`]: the
-//! code's first half is the mailbox lookup id, its second half (stretched with Argon2id in
-//! `sync-crypto`) the key. The relay hands a mailbox entry out once; a QR invite works until it
-//! expires.
+//! An [`Invite`] names the relay (id and direct addresses) and, optionally, further relays of
+//! the same deployment in order of preference (a device dials the first and fails over to the
+//! others), the group (id and how its secret is made), carries the secret itself for
+//! random-secret groups (passphrase groups carry only the Argon2id salt and parameters; the
+//! passphrase is typed on the joining device), and expires (10 minutes by default). It travels
+//! either as a QR payload (`0ksync1:` + base64url of the encoded invite) or through the relay's
+//! invite mailbox, sealed under a [`ShortCode`]: the code's first half is the mailbox lookup id,
+//! its second half (stretched with Argon2id in `sync-crypto`) the key. The relay hands a mailbox
+//! entry out once; a QR invite works until it expires.
 //!
 //! Encoded invite: `version (1 byte) ‖ MessagePack array [relay_id, relay_addrs, group_id,
-//! group, secret, invite_id, expires_at_ms, epoch, epoch_secret]`; the last two are present
-//! only once the group rotated its keys (epoch > 0), so the invite of a group at epoch 0 is the
-//! same bytes as before rotation existed. Every decoder here returns a typed error on bad
-//! input and never panics.
+//! group, secret, invite_id, expires_at_ms, epoch, epoch_secret, relays]`. The array is as long
+//! as its last present field needs: `epoch` and `epoch_secret` are present once the group
+//! rotated its keys (epoch > 0), `relays` (the further relays, each `[relay_id (bin 32),
+//! relay_addrs]`, at most [`MAX_FURTHER_RELAYS`]) when there are any, with `epoch = 0` and
+//! `epoch_secret = nil` written before it at epoch 0. So an invite of a group at epoch 0 with one
+//! relay is the same 7-element array as before rotation and relay lists existed, and the first
+//! 7 (or 9) fields keep their positions and bytes. Arrays are read strictly, though: a build
+//! from before relay lists refuses an invite naming further relays as malformed. Every decoder
+//! here returns a typed error on bad input and never panics.
 
 mod error;
 mod mailbox;
@@ -28,10 +34,11 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand_core::CryptoRng;
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeTuple as _;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_bytes::ByteArray;
 use sync_crypto::{EpochSecret, GroupDescriptor, GroupKeys, GroupSecret, KeyEpoch};
-use sync_types::GroupId;
+use sync_types::{GroupId, RelayAddr, RelayId};
 use zeroize::Zeroizing;
 
 pub use error::InviteError;
@@ -52,9 +59,21 @@ pub const MAX_QR_PAYLOAD_LEN: usize = QR_PREFIX.len() + MAX_INVITE_BYTES.div_cei
 pub const MAX_RELAY_ADDRS: usize = 16;
 /// Longest relay address (bytes).
 pub const MAX_RELAY_ADDR_LEN: usize = 256;
+/// Most further relays an invite may carry (after the first one; each with 1 to
+/// [`MAX_RELAY_ADDRS`] addresses of at most [`MAX_RELAY_ADDR_LEN`] bytes).
+pub const MAX_FURTHER_RELAYS: usize = 8;
 
-/// The encoded part of an invite (after the version byte), in wire order.
-#[derive(Clone, Serialize, Deserialize)]
+/// Fields of the body before the optional ones.
+const REQUIRED_FIELDS: usize = 7;
+/// Fields up to and including `epoch_secret`.
+const EPOCH_FIELDS: usize = 9;
+/// Fields up to and including `relays`.
+const RELAYS_FIELDS: usize = 10;
+
+/// The encoded part of an invite (after the version byte), in wire order. Serialized by hand
+/// (a MessagePack array as long as the last present field needs, see the module docs);
+/// missing trailing fields decode to their defaults.
+#[derive(Clone, Deserialize)]
 struct Body {
     relay_id: ByteArray<32>,
     relay_addrs: Vec<String>,
@@ -64,15 +83,81 @@ struct Body {
     invite_id: ByteArray<16>,
     expires_at_ms: u64,
     /// The group's current key epoch, when past 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     epoch: u32,
     /// The secret of `epoch` (a joining device needs it to say `Hello`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     epoch_secret: Option<ByteArray<32>>,
+    /// The further relays of the deployment, in order of preference after the first.
+    #[serde(default)]
+    relays: Vec<RelayEntry>,
 }
 
-fn is_zero(v: &u32) -> bool {
-    *v == 0
+/// One further relay in an invite: `[relay_id (bin 32), relay_addrs (array of str)]`.
+#[derive(Clone, Serialize, Deserialize)]
+struct RelayEntry {
+    id: ByteArray<32>,
+    addrs: Vec<String>,
+}
+
+impl Body {
+    /// How many array elements the encoding needs: 7, 9 with a key epoch, 10 with further
+    /// relays.
+    fn field_count(&self) -> usize {
+        if !self.relays.is_empty() {
+            RELAYS_FIELDS
+        } else if self.epoch != 0 || self.epoch_secret.is_some() {
+            EPOCH_FIELDS
+        } else {
+            REQUIRED_FIELDS
+        }
+    }
+}
+
+impl Serialize for Body {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let count = self.field_count();
+        let mut t = serializer.serialize_tuple(count)?;
+        t.serialize_element(&self.relay_id)?;
+        t.serialize_element(&self.relay_addrs)?;
+        t.serialize_element(&self.group_id)?;
+        t.serialize_element(&self.group)?;
+        t.serialize_element(&self.secret)?;
+        t.serialize_element(&self.invite_id)?;
+        t.serialize_element(&self.expires_at_ms)?;
+        if count >= EPOCH_FIELDS {
+            t.serialize_element(&self.epoch)?;
+            t.serialize_element(&self.epoch_secret)?;
+        }
+        if count >= RELAYS_FIELDS {
+            t.serialize_element(&self.relays)?;
+        }
+        t.end()
+    }
+}
+
+/// A writer that only counts what it is given (the encoded length, without copying the secret
+/// anywhere).
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether `addrs` are within the limits: at most [`MAX_RELAY_ADDRS`], each 1 to
+/// [`MAX_RELAY_ADDR_LEN`] bytes.
+fn addrs_within_limits(addrs: &[String]) -> bool {
+    addrs.len() <= MAX_RELAY_ADDRS
+        && addrs
+            .iter()
+            .all(|a| !a.is_empty() && a.len() <= MAX_RELAY_ADDR_LEN)
 }
 
 /// What [`Invite::create`] needs to know.
@@ -124,10 +209,50 @@ impl Invite {
                 expires_at_ms: now_ms.saturating_add(ttl_ms),
                 epoch: 0,
                 epoch_secret: None,
+                relays: Vec::new(),
             },
         };
         invite.validate()?;
         Ok(invite)
+    }
+
+    /// The same invite naming `further` relays of the same deployment, in order of preference
+    /// after the first one ([`Invite::relay_id`]); an empty list names none (and leaves the
+    /// encoding as it was). At most [`MAX_FURTHER_RELAYS`], each with 1 to [`MAX_RELAY_ADDRS`]
+    /// addresses of at most [`MAX_RELAY_ADDR_LEN`] bytes, and the whole invite within
+    /// [`MAX_INVITE_BYTES`] encoded.
+    pub fn with_further_relays(mut self, further: &[RelayAddr]) -> Result<Self, InviteError> {
+        self.body.relays = further
+            .iter()
+            .map(|r| RelayEntry {
+                id: ByteArray::new(*r.id.as_bytes()),
+                addrs: r.addrs.clone(),
+            })
+            .collect();
+        self.validate()?;
+        self.check_encoded_len()?;
+        Ok(self)
+    }
+
+    /// The further relays the invite names, in order of preference after the first one
+    /// (empty when it names only one).
+    pub fn further_relays(&self) -> Vec<RelayAddr> {
+        self.body
+            .relays
+            .iter()
+            .map(|r| RelayAddr {
+                id: RelayId::from_bytes(r.id.into_array()),
+                addrs: r.addrs.clone(),
+            })
+            .collect()
+    }
+
+    /// Every relay the invite names, in order of preference: [`Invite::relay`] first, then
+    /// [`Invite::further_relays`].
+    pub fn relays(&self) -> Vec<RelayAddr> {
+        std::iter::once(self.relay())
+            .chain(self.further_relays())
+            .collect()
     }
 
     /// The same invite carrying the group's current key epoch and its secret (for a group that
@@ -289,16 +414,45 @@ impl Invite {
         Self::from_bytes(&bytes)
     }
 
+    /// Refuses an invite whose encoding (with room for a key epoch and its secret, which
+    /// [`Invite::with_epoch`] may add later) would exceed [`MAX_INVITE_BYTES`]: no decoder
+    /// would accept it.
+    fn check_encoded_len(&self) -> Result<(), InviteError> {
+        /// Room for `epoch` (u32: 5 bytes) and `epoch_secret` (bin 32: 34 bytes).
+        const EPOCH_ROOM: usize = 5 + 34;
+        let room = if self.body.epoch_secret.is_some() {
+            0
+        } else {
+            EPOCH_ROOM
+        };
+        let mut counter = ByteCounter(1);
+        rmp_serde::encode::write(&mut counter, &self.body).map_err(|_| InviteError::Body)?;
+        let len = counter.0.saturating_add(room);
+        if len > MAX_INVITE_BYTES {
+            return Err(InviteError::TooLong {
+                len,
+                max: MAX_INVITE_BYTES,
+            });
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), InviteError> {
         let addrs = &self.body.relay_addrs;
-        if addrs.len() > MAX_RELAY_ADDRS
-            || addrs
-                .iter()
-                .any(|a| a.is_empty() || a.len() > MAX_RELAY_ADDR_LEN)
-        {
+        if !addrs_within_limits(addrs) {
             return Err(InviteError::InvalidField {
                 field: "relay_addrs",
             });
+        }
+        // A further relay needs an address (the first one's list may be empty, as it always
+        // could).
+        let relays = &self.body.relays;
+        if relays.len() > MAX_FURTHER_RELAYS
+            || relays
+                .iter()
+                .any(|r| r.addrs.is_empty() || !addrs_within_limits(&r.addrs))
+        {
+            return Err(InviteError::InvalidField { field: "relays" });
         }
         match (&self.body.group, &self.body.secret) {
             (GroupDescriptor::Random, Some(secret)) => {
@@ -327,6 +481,7 @@ impl fmt::Debug for Invite {
             .field("secret", &self.body.secret.as_ref().map(|_| "[redacted]"))
             .field("expires_at_ms", &self.body.expires_at_ms)
             .field("epoch", &self.body.epoch)
+            .field("further_relays", &self.further_relays())
             .finish_non_exhaustive()
     }
 }

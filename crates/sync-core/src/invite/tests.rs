@@ -4,6 +4,7 @@ use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sync_crypto::CryptoError;
+use sync_types::RelayId;
 
 use super::short_code::ALPHABET;
 use super::*;
@@ -195,6 +196,191 @@ fn create_refuses_inconsistent_params() {
     assert!(Invite::create(&mut rng, long_addr, NOW).is_err());
 }
 
+fn further() -> Vec<RelayAddr> {
+    vec![
+        RelayAddr {
+            id: RelayId::from_bytes([4u8; 32]),
+            addrs: vec!["192.0.2.2:4433".into()],
+        },
+        RelayAddr {
+            id: RelayId::from_bytes([5u8; 32]),
+            addrs: vec!["relay-3.example:4433".into(), "[2001:db8::3]:4433".into()],
+        },
+    ]
+}
+
+#[test]
+fn an_invite_without_further_relays_encodes_as_before() {
+    let plain = random_invite();
+    let bytes = plain.to_bytes();
+    assert_eq!(bytes[1], 0x97, "array of 7 fields");
+    let none = plain.clone().with_further_relays(&[]).expect("valid");
+    assert_eq!(*none.to_bytes(), *bytes, "an empty list changes nothing");
+    assert!(plain.further_relays().is_empty());
+    assert_eq!(plain.relays(), vec![plain.relay()]);
+}
+
+#[test]
+fn an_epoch_0_invite_with_two_further_relays_round_trips_and_keeps_its_first_7_fields() {
+    let plain = random_invite();
+    let with = plain
+        .clone()
+        .with_further_relays(&further())
+        .expect("valid");
+    let (old, new) = (plain.to_bytes(), with.to_bytes());
+    assert_eq!(new[0], INVITE_VERSION);
+    assert_eq!(new[1], 0x9a, "array of 10 fields");
+    assert_eq!(
+        new.get(2..old.len()),
+        old.get(2..),
+        "the first 7 fields are the same bytes"
+    );
+    let tail = new.get(old.len()..).unwrap_or_default();
+    assert_eq!(
+        tail.get(..3),
+        Some(&[0x00, 0xc0, 0x92][..]),
+        "epoch 0, no epoch secret, then an array of 2 relays"
+    );
+
+    let decoded = Invite::from_qr_payload(&with.to_qr_payload()).expect("decodes");
+    assert_same(&plain, &decoded);
+    assert_eq!(decoded.further_relays(), further());
+    let mut all = vec![plain.relay()];
+    all.extend(further());
+    assert_eq!(decoded.relays(), all);
+    assert!(decoded.epoch().is_none());
+    assert_eq!(*decoded.to_bytes(), *new, "re-encodes to the same bytes");
+    assert!(format!("{decoded:?}").contains("further_relays"));
+}
+
+/// The body as builds before relay lists declared it (9 fields, the last two defaulted).
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct NineFieldBody {
+    relay_id: ByteArray<32>,
+    relay_addrs: Vec<String>,
+    group_id: GroupId,
+    group: GroupDescriptor,
+    secret: Option<GroupSecret>,
+    invite_id: ByteArray<16>,
+    expires_at_ms: u64,
+    #[serde(default)]
+    epoch: u32,
+    #[serde(default)]
+    epoch_secret: Option<ByteArray<32>>,
+}
+
+#[test]
+fn a_decoder_from_before_relay_lists_reads_invites_without_further_relays_only() {
+    let decode = |invite: &Invite| {
+        let bytes = invite.to_bytes();
+        let mut rest = bytes.get(1..).unwrap_or_default();
+        rmp_serde::decode::from_read::<_, NineFieldBody>(&mut rest).map(|b| (b, rest.is_empty()))
+    };
+    let plain = random_invite();
+    let (old, whole) = decode(&plain).expect("an old build decodes an invite of one relay");
+    assert!(whole);
+    assert_eq!(old.relay_addrs, plain.relay_addrs());
+    assert_eq!(old.expires_at_ms, plain.expires_at_ms());
+    assert_eq!((old.epoch, old.epoch_secret.is_none()), (0, true));
+    // MessagePack arrays are read strictly: a build from before relay lists refuses an
+    // invite that names further relays (as a malformed body), as builds from before key
+    // rotation refuse the invite of a rotated group.
+    let with = plain.with_further_relays(&further()).expect("valid");
+    assert!(decode(&with).is_err());
+}
+
+#[test]
+fn a_rotated_invite_carries_its_epoch_and_further_relays() {
+    let secret = EpochSecret::from_bytes([7; 32]);
+    let rotated = random_invite().with_epoch(KeyEpoch(3), &secret);
+    let nine = rotated.to_bytes();
+    assert_eq!(nine[1], 0x99, "array of 9 fields");
+    let both = rotated
+        .with_further_relays(&further())
+        .expect("valid")
+        .to_bytes();
+    assert_eq!(both[1], 0x9a);
+    assert_eq!(both.get(2..nine.len()), nine.get(2..));
+    let decoded = Invite::from_bytes(&both).expect("decodes");
+    let (epoch, got) = decoded.epoch().expect("epoch");
+    assert_eq!((epoch, got.expose_bytes()), (KeyEpoch(3), &[7; 32]));
+    assert_eq!(decoded.further_relays(), further());
+    // Either order of the builders gives the same invite.
+    let other_order = random_invite()
+        .with_further_relays(&further())
+        .expect("valid")
+        .with_epoch(KeyEpoch(3), &secret);
+    assert_eq!(*other_order.to_bytes(), *both);
+}
+
+#[test]
+fn further_relays_are_bounded() {
+    let relay = |addrs: Vec<String>| RelayAddr {
+        id: RelayId::from_bytes([6u8; 32]),
+        addrs,
+    };
+    let one = || relay(vec!["192.0.2.9:1".into()]);
+    let refused = |list: Vec<RelayAddr>| random_invite().with_further_relays(&list).err();
+    let bad = Some(InviteError::InvalidField { field: "relays" });
+    assert!(refused(vec![one(); MAX_FURTHER_RELAYS]).is_none());
+    assert_eq!(refused(vec![one(); MAX_FURTHER_RELAYS + 1]), bad);
+    assert_eq!(refused(vec![relay(Vec::new())]), bad);
+    assert_eq!(refused(vec![relay(vec![String::new()])]), bad);
+    assert_eq!(
+        refused(vec![relay(vec!["x".repeat(MAX_RELAY_ADDR_LEN + 1)])]),
+        bad
+    );
+    assert_eq!(
+        refused(vec![relay(vec!["a:1".into(); MAX_RELAY_ADDRS + 1])]),
+        bad
+    );
+    // Within every per-relay limit but too long as a whole: refused, never an invite that no
+    // decoder accepts.
+    let long = relay(vec!["x".repeat(MAX_RELAY_ADDR_LEN); MAX_RELAY_ADDRS]);
+    assert!(matches!(
+        refused(vec![long; 2]),
+        Some(InviteError::TooLong { .. })
+    ));
+    // The largest list that fits still decodes.
+    let fits = random_invite()
+        .with_further_relays(&vec![relay(vec!["x".repeat(200); 1]); MAX_FURTHER_RELAYS])
+        .expect("fits");
+    let bytes = fits.to_bytes();
+    assert!(bytes.len() <= MAX_INVITE_BYTES);
+    assert_eq!(
+        Invite::from_bytes(&bytes)
+            .expect("decodes")
+            .further_relays()
+            .len(),
+        MAX_FURTHER_RELAYS
+    );
+}
+
+#[test]
+fn decoding_checks_further_relays() {
+    // A hand-made body with 9 further relays (array header 0x9a, last field 0x99 entries).
+    let plain = random_invite().to_bytes();
+    let mut bytes = plain.to_vec();
+    bytes[1] = 0x9a;
+    bytes.extend([0x00, 0xc0, 0x99]);
+    for _ in 0..9 {
+        bytes.extend([0x92, 0xc4, 0x20]);
+        bytes.extend([8u8; 32]);
+        bytes.extend([0x91, 0xa3]);
+        bytes.extend(b"a:1");
+    }
+    assert_eq!(
+        Invite::from_bytes(&bytes).err(),
+        Some(InviteError::InvalidField { field: "relays" })
+    );
+    // A relay entry that is not [bin 32, [str]] is a malformed body.
+    let mut wrong = plain.to_vec();
+    wrong[1] = 0x9a;
+    wrong.extend([0x00, 0xc0, 0x91, 0x92, 0xc4, 0x01, 0x00, 0x90]);
+    assert_eq!(Invite::from_bytes(&wrong).err(), Some(InviteError::Body));
+}
+
 #[test]
 fn qr_decoding_errors_are_typed() {
     let good = random_invite().to_qr_payload();
@@ -347,8 +533,17 @@ proptest! {
     }
 
     #[test]
-    fn corrupted_invites_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
-        let mut bytes = random_invite().to_bytes();
+    fn corrupted_invites_never_panic(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        relays in any::<bool>(),
+    ) {
+        let invite = random_invite();
+        let invite = if relays {
+            invite.with_further_relays(&further()).expect("valid")
+        } else {
+            invite
+        };
+        let mut bytes = invite.to_bytes();
         for (index, xor) in flips {
             let i = index.index(bytes.len());
             bytes[i] ^= xor;
