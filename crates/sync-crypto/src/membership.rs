@@ -370,159 +370,6 @@ fn verify(key: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
         .is_some_and(|k| k.verify_strict(msg, &Signature::from_bytes(sig)).is_ok())
 }
 
-/// The signed part of an [`Enrollment`], in wire order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct EnrollmentBody {
-    group: GroupId,
-    epoch: KeyEpoch,
-    device: DeviceId,
-    kem: KemPublicKey,
-    #[serde(with = "serde_bytes")]
-    sealed_name: Vec<u8>,
-    invite_id: Option<ByteArray<16>>,
-}
-
-/// A device's announcement to its group: its hybrid KEM public key and its sealed name. Signed
-/// by the device key and by the auth key of the epoch it names (proof that the device holds
-/// that epoch's keys). Encoded as `[body, device_sig, auth_sig]`, signatures over
-/// `"0k-sync/v1/enrollment" ‖ MessagePack(body)`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Enrollment {
-    body: EnrollmentBody,
-    device_sig: ByteArray<64>,
-    auth_sig: ByteArray<64>,
-}
-
-impl Enrollment {
-    /// `device`'s enrollment at `keys`' current epoch, its `name` sealed under that epoch's
-    /// blob key; `invite_id` names the invite it joined with, if any.
-    pub fn new<R: CryptoRng + ?Sized>(
-        rng: &mut R,
-        keys: &GroupKeys,
-        device: &DeviceKey,
-        name: &str,
-        invite_id: Option<[u8; 16]>,
-    ) -> Result<Self, MembershipError> {
-        let epoch = keys.current_epoch();
-        let sealed_name = seal_name(rng, keys, epoch, &device.device_id(), name)?;
-        let body = EnrollmentBody {
-            group: keys.group_id(),
-            epoch,
-            device: device.device_id(),
-            kem: device.kem_keypair().public_key(),
-            sealed_name,
-            invite_id: invite_id.map(ByteArray::new),
-        };
-        let (device_sig, auth_sig) = sign_twice(ENROLL_LABEL, &body, keys, epoch, device)?;
-        Ok(Self {
-            body,
-            device_sig,
-            auth_sig,
-        })
-    }
-
-    /// The enrollment's bytes on the wire.
-    pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).unwrap_or_default()
-    }
-
-    /// Reads an enrollment; bounds and the KEM key's form are checked, signatures are not (see
-    /// [`GroupState::check_enrollment`]).
-    pub fn decode(bytes: &[u8]) -> Result<Self, MembershipError> {
-        let e: Self = decode_bounded(
-            bytes,
-            MAX_ENROLLMENT_BYTES,
-            "enrollment too long",
-            "not an enrollment",
-        )?;
-        if e.body.sealed_name.len() > MAX_SEALED_NAME {
-            return Err(MembershipError::Malformed("sealed name too long"));
-        }
-        Ok(e)
-    }
-
-    /// The enrolling device.
-    pub fn device(&self) -> DeviceId {
-        self.body.device
-    }
-
-    /// The epoch it enrolled in.
-    pub fn epoch(&self) -> KeyEpoch {
-        self.body.epoch
-    }
-
-    /// Its hybrid KEM public key.
-    pub fn kem(&self) -> &KemPublicKey {
-        &self.body.kem
-    }
-
-    /// The invite it joined with, if it said so.
-    pub fn invite_id(&self) -> Option<[u8; 16]> {
-        self.body.invite_id.as_ref().map(|b| b.into_array())
-    }
-
-    /// The device's name, if `keys` hold the enrollment's epoch and the name opens.
-    pub fn name(&self, keys: &GroupKeys) -> Option<String> {
-        open_name(
-            keys,
-            self.body.epoch,
-            &self.body.device,
-            &self.body.sealed_name,
-        )
-    }
-}
-
-fn name_cipher(keys: &GroupKeys, epoch: KeyEpoch) -> Option<XChaCha20Poly1305> {
-    let key = keys.epoch_key(epoch)?;
-    XChaCha20Poly1305::new_from_slice(key.expose_bytes()).ok()
-}
-
-fn name_aad(group: &GroupId, device: &DeviceId) -> Vec<u8> {
-    [NAME_LABEL, group.as_bytes(), device.as_bytes()].concat()
-}
-
-fn seal_name<R: CryptoRng + ?Sized>(
-    rng: &mut R,
-    keys: &GroupKeys,
-    epoch: KeyEpoch,
-    device: &DeviceId,
-    name: &str,
-) -> Result<Vec<u8>, MembershipError> {
-    if name.len() > MAX_NAME {
-        return Err(MembershipError::Malformed("device name too long"));
-    }
-    let cipher = name_cipher(keys, epoch).ok_or(MembershipError::UnknownEpoch(epoch.0))?;
-    let mut nonce = [0u8; NAME_NONCE_LEN];
-    rng.fill_bytes(&mut nonce);
-    let aad = name_aad(&keys.group_id(), device);
-    let ct = cipher
-        .encrypt(
-            <&XNonce>::from(&nonce),
-            AeadPayload {
-                msg: name.as_bytes(),
-                aad: &aad,
-            },
-        )
-        .map_err(|_| MembershipError::Malformed("device name too long"))?;
-    Ok([&nonce[..], &ct].concat())
-}
-
-fn open_name(
-    keys: &GroupKeys,
-    epoch: KeyEpoch,
-    device: &DeviceId,
-    sealed: &[u8],
-) -> Option<String> {
-    let (nonce, ct) = sealed.split_at_checked(NAME_NONCE_LEN)?;
-    let cipher = name_cipher(keys, epoch)?;
-    let aad = name_aad(&keys.group_id(), device);
-    let nonce = <&XNonce>::try_from(nonce).ok()?;
-    let pt = cipher
-        .decrypt(nonce, AeadPayload { msg: ct, aad: &aad })
-        .ok()?;
-    String::from_utf8(pt).ok()
-}
-
 /// A group's membership as its record chain says: epoch, auth key of every epoch, admins,
 /// members and revoked devices. The relay and every device build it by applying records in
 /// order; both refuse what [`GroupState::apply`] refuses.
@@ -834,6 +681,10 @@ pub enum GrantError {
     #[error(transparent)]
     Membership(#[from] MembershipError),
 }
+
+mod enrollment;
+
+pub use enrollment::Enrollment;
 
 #[cfg(test)]
 mod tests;
