@@ -565,8 +565,14 @@ impl RelayConfig {
         if self.max_sessions == 0 {
             return invalid("max_sessions", "must be at least 1");
         }
-        if self.storage == StorageBackend::Postgres && self.postgres_url.trim().is_empty() {
-            return invalid("postgres_url", "required with storage = \"postgres\"");
+        if self.storage == StorageBackend::Postgres {
+            if self.postgres_url.trim().is_empty() {
+                return invalid("postgres_url", "required with storage = \"postgres\"");
+            }
+            if let Err(e) = self.postgres_url.parse::<tokio_postgres::Config>() {
+                let why = crate::storage::error_chain(&e);
+                return invalid("postgres_url", crate::storage::redact_password(&why));
+            }
         }
         if self.postgres_writers == 0 || self.postgres_writers > 64 {
             return invalid("postgres_writers", "must be between 1 and 64");

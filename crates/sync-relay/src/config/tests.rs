@@ -118,6 +118,14 @@ fn postgres_needs_a_url_and_its_password_never_shows() {
     )
     .expect("parses");
     c.validate().expect("valid");
+    let bad = RelayConfig::from_toml(
+        "storage = \"postgres\"\npostgres_url = \"postgres://relay:s3cret@db/sync?bogus=1\"",
+    )
+    .expect("parses")
+    .validate()
+    .expect_err("an unknown option");
+    assert!(bad.to_string().contains("unknown option"), "{bad}");
+    assert!(!bad.to_string().contains("s3cret"), "{bad}");
     let shown = c.to_toml();
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(

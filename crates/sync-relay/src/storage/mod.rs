@@ -28,6 +28,7 @@ mod sqlite;
 mod tests;
 
 pub use any::RelayStorage;
+pub(crate) use postgres::redact as redact_password;
 pub use postgres::{PostgresConfig, PostgresStorage, PostgresTls, RemoteEvent};
 pub use sqlite::{DB_FILE_NAME, SCHEMA, SqliteConfig, SqliteStorage, Synchronous, WriterMetrics};
 

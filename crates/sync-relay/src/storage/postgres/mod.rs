@@ -365,7 +365,7 @@ fn pg_error(e: tokio_postgres::Error) -> StorageError {
 }
 
 /// Drops anything that looks like a password from a driver message.
-fn redact(message: &str) -> String {
+pub(crate) fn redact(message: &str) -> String {
     if message.contains("password") {
         "connection failed (details withheld: they mention a password)".into()
     } else {
