@@ -13,8 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use sync_lab::bench::{
-    BenchConfig, DEFAULT_ROTATION_SIZES, MAX_ROTATION_SIZES, PRELOAD_RANGE, PUSHES_RANGE,
-    ROTATION_SIZE_RANGE, ROTATIONS_RANGE, SAMPLES_RANGE, serve_echo,
+    BenchConfig, DEFAULT_KILLS, DEFAULT_ROTATION_SIZES, KILLS_RANGE, MAX_ROTATION_SIZES,
+    PRELOAD_RANGE, PUSHES_RANGE, ROTATION_SIZE_RANGE, ROTATIONS_RANGE, SAMPLES_RANGE, ScaleOut,
+    serve_echo,
 };
 use sync_relay::StopSignals;
 use sync_testkit::find_relay_bin;
@@ -43,6 +44,9 @@ fn samples(s: &str) -> Result<usize, String> {
 }
 fn rotations(s: &str) -> Result<usize, String> {
     count_in(s, &ROTATIONS_RANGE)
+}
+fn kills(s: &str) -> Result<usize, String> {
+    count_in(s, &KILLS_RANGE)
 }
 
 /// Group sizes separated by commas (`2,16,128`), each in range, at most
@@ -73,7 +77,8 @@ command line.";
 /// devices), idle push latency, push→notify latency, throughput into a group holding many
 /// blobs; with same-run baselines (raw SQLite inserts, raw iroh echo) and the relay's CPU per
 /// push. Prints the figures, the ratios and whether each of this project's targets is met.
-/// With --rotation, also what rotating a group's keys costs.
+/// With --rotation, also what rotating a group's keys costs; with --scale-out, relays sharing
+/// one PostgreSQL.
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub(crate) struct Args {
@@ -118,6 +123,19 @@ pub(crate) struct Args {
     /// With --rotation: timed rotations per group size (1 to 100; default 5, 3 with --quick).
     #[arg(long, value_name = "N", value_parser = rotations, requires = "rotation")]
     rotations: Option<usize>,
+    /// Also measure relays on one PostgreSQL (a private server started for the run; needs the
+    /// PostgreSQL server binaries): raw PostgreSQL inserts on the relay's schema, push→ack
+    /// throughput of 16 devices over 1, 2 and 3 relays and over one SQLite relay, cross-relay
+    /// push→notify latency, and the failover interruption over --kills relay kills.
+    #[arg(long)]
+    scale_out: bool,
+    /// With --scale-out: pushes per throughput run there (16 to 10,000,000; default --pushes).
+    #[arg(long, value_name = "N", value_parser = pushes, requires = "scale_out")]
+    scale_out_pushes: Option<usize>,
+    /// With --scale-out: relay kills of the failover run (1 to 1000; default 20). Each takes
+    /// about 7 s (the client notices a dead relay within its 6 s idle timeout).
+    #[arg(long, value_name = "N", value_parser = kills, requires = "scale_out")]
+    kills: Option<usize>,
 }
 
 /// Runs the benchmark, printing to stdout.
@@ -139,6 +157,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .rotation_sizes
             .map_or_else(|| DEFAULT_ROTATION_SIZES.to_vec(), |s| s.0);
         config.rotations = args.rotations.unwrap_or(config.rotations);
+    }
+    if args.scale_out {
+        config.scale_out = Some(ScaleOut {
+            pushes: args.scale_out_pushes.unwrap_or(config.pushes),
+            kills: args.kills.unwrap_or(DEFAULT_KILLS),
+        });
     }
     let mut out = std::io::stdout();
     sync_lab::bench::run(&config, &mut out).await?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{run_stress_with_relay, stress};
 use serde_json::Value;
-use sync_testkit::run_bounded;
+use sync_testkit::{RelayProcess, run_bounded};
 
 const GUARD: Duration = Duration::from_secs(300);
 
@@ -126,6 +126,10 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
         "20",
         "--e2e-count",
         "5",
+        "--failover-messages",
+        "20",
+        "--failover-rate",
+        "20",
         "--rolling-interval",
         "2",
         "--sample-interval",
@@ -193,7 +197,11 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
     assert_eq!(group[0]["messages"], 5, "{}", group[0]);
     assert_eq!(group[0]["lost"], 0);
     assert_eq!(group[0]["revoked_reads"], 0);
-    assert_eq!(of(&evs, "failover", "not_available").len(), 1);
+    assert!(of(&evs, "failover", "not_available").is_empty());
+    let failover = of(&evs, "failover", "failover_stats");
+    assert_eq!(failover[0]["messages"], 20, "{}", failover[0]);
+    assert_eq!(failover[0]["lost"], 0);
+    assert_eq!(failover[0]["duplicated"], 0);
     let end = of(&evs, "summary", "campaign_end");
     assert_eq!(end.len(), 1);
     assert_eq!(end[0]["status"], "PASS");
@@ -213,7 +221,7 @@ fn local_campaign_passes_and_writes_reports_that_parse() {
         "| e2e | PASS | 5/5 | 0 % |",
         "| group | PASS | 5/5 | 0 % |",
         "### Key events",
-        "| failover | NOT AVAILABLE |",
+        "| failover | PASS | 20/20 | 0 % |",
         "| endurance | PASS |",
         "## Thresholds",
         "no plaintext of the 5 messages found",
@@ -315,22 +323,40 @@ fn a_campaign_that_measures_nothing_does_not_pass() {
         let o = guarded(cmd);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
     }
-    // Only a phase that is not available: nothing measured, exit 4, never PASS.
-    let c = campaign(&["--phase", "failover"]);
-    let stderr = c.exited(4).stderr();
+    // Only a phase that is not available (failover needs --local: it starts PostgreSQL and
+    // relays of its own): nothing measured, exit 4, never PASS.
+    let mut relay = RelayProcess::start();
+    let invite =
+        sync_lab::device::new_group_invite(&relay.relay_addr(), Duration::from_secs(600)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("run");
+    let mut cmd = stress(&["campaign", "--phase", "failover", "--out"]);
+    cmd.arg(&dir)
+        .env(sync_lab::device::INVITE_ENV, &invite)
+        .env("RUST_LOG", "off");
+    let o = guarded(cmd);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("NOT MEASURED"), "{stderr}");
-    let evs = c.events();
-    assert_eq!(of(&evs, "failover", "not_available").len(), 1);
+    let evs = events(&dir);
+    let na = of(&evs, "failover", "not_available");
+    assert_eq!(na.len(), 1);
+    assert!(
+        na[0]["reason"].as_str().unwrap().contains("--local"),
+        "{}",
+        na[0]
+    );
     let end = of(&evs, "summary", "campaign_end");
     assert_eq!(end[0]["status"], "NOT MEASURED");
     assert_eq!(end[0]["exit_code"], 4);
-    let md = c.markdown();
+    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
     assert!(md.contains("| failover | NOT AVAILABLE |"), "{md}");
     assert!(
         md.contains("**Result: NOT MEASURED: no phase that ran measured anything (exit 4)**"),
         "{md}"
     );
     assert!(!md.contains("PASS"), "{md}");
+    assert!(relay.stop().is_clean(), "the relay stops cleanly");
 }
 
 #[test]

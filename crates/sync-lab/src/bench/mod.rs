@@ -18,6 +18,7 @@
 //! target/release/sync-stress bench --quick            # small counts, a few seconds
 //! target/release/sync-stress bench --attack           # also the runs under attack
 //! target/release/sync-stress bench --quick --rotation # also the key rotation section
+//! target/release/sync-stress bench --quick --scale-out # also relays on one PostgreSQL
 //! ```
 //!
 //! `--pushes N` (pushes per throughput run, default 20,000), `--samples N` (latency samples,
@@ -27,7 +28,9 @@
 //! and `PREFIX-16dev-attack.data` with `--attack`), `--attack` (the runs under attack below),
 //! `--rotation` (the key rotation section below) with `--rotation-sizes N,N,…` (group sizes,
 //! default 2,16,128) and `--rotations N` (timed rotations per size, default 5, 3 with
-//! `--quick`). Build both in release: a debug build measures the compiler, not the relay.
+//! `--quick`), `--scale-out` (the scale-out section below) with `--scale-out-pushes N` (pushes
+//! per throughput run there, default `--pushes`) and `--kills N` (relay kills of its failover
+//! run, default 20). Build both in release: a debug build measures the compiler, not the relay.
 //!
 //! # What it prints
 //!
@@ -69,6 +72,12 @@
 //!   of its own, one real `SyncClient` per device, and the wall time from the admin's
 //!   `rotate()` to the last member holding the new epoch, with the relay's and the devices'
 //!   CPU per rotation until the group is quiet again (see the `rotation` module). No target.
+//! - With `--scale-out`, `## Scale-out`, last: a private PostgreSQL server (fsync on); raw
+//!   PostgreSQL inserts on the relay's schema as the baseline; push→ack throughput of 16
+//!   devices spread over 1, 2 and 3 relays on one database, and on one SQLite relay, with the
+//!   ratio to the raw inserts (target 80 %, printed, not asserted); cross-relay push→notify
+//!   p50/p99 (A on relay 1, B on relay 2); failover interruption p50/max over `--kills` SIGKILLs
+//!   of the relay a `SyncClient` uses (see the `scale_out` module).
 //! - Ratios and this project's targets, each marked `met` or `not met`: relay throughput at
 //!   least 80 % of raw SQLite inserts (1 and 16 devices); idle push p99 at most 1 ms;
 //!   push→notify p99 at most 1.5 ms with no notify missing; a group holding the preload within
@@ -97,6 +106,7 @@ mod quic_baseline;
 mod relay;
 mod rotation;
 mod runner;
+mod scale_out;
 mod sealed;
 mod session;
 mod sqlite_baseline;
@@ -134,6 +144,19 @@ pub const ROTATION_SIZE_RANGE: RangeInclusive<usize> = 2..=sync_crypto::MAX_MEMB
 pub const MAX_ROTATION_SIZES: usize = 8;
 /// Accepted `--rotations` values (timed rotations per group size).
 pub const ROTATIONS_RANGE: RangeInclusive<usize> = 1..=100;
+/// Accepted `--kills` values (relay kills of the scale-out section's failover run).
+pub const KILLS_RANGE: RangeInclusive<usize> = 1..=1000;
+/// Relay kills of the scale-out section's failover run by default.
+pub const DEFAULT_KILLS: usize = 20;
+
+/// What the scale-out section measures (see the `scale_out` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScaleOut {
+    /// Pushes per throughput run, shared by its 16 devices (range [`PUSHES_RANGE`]).
+    pub pushes: usize,
+    /// Relay kills of the failover run (range [`KILLS_RANGE`]).
+    pub kills: usize,
+}
 
 /// What one benchmark run does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +183,8 @@ pub struct BenchConfig {
     pub rotation_sizes: Vec<usize>,
     /// Timed rotations per group size in the key rotation section.
     pub rotations: usize,
+    /// The scale-out section (relays on one PostgreSQL), when the run has it.
+    pub scale_out: Option<ScaleOut>,
 }
 
 impl BenchConfig {
@@ -176,6 +201,7 @@ impl BenchConfig {
             attack: false,
             rotation_sizes: Vec::new(),
             rotations: 5,
+            scale_out: None,
         }
     }
 
@@ -189,8 +215,9 @@ impl BenchConfig {
     }
 
     /// Checks the counts against [`PRELOAD_RANGE`], [`PUSHES_RANGE`], [`SAMPLES_RANGE`],
-    /// [`ROTATIONS_RANGE`], and the key rotation group sizes against [`ROTATION_SIZE_RANGE`]
-    /// (at most [`MAX_ROTATION_SIZES`] of them).
+    /// [`ROTATIONS_RANGE`], the key rotation group sizes against [`ROTATION_SIZE_RANGE`] (at
+    /// most [`MAX_ROTATION_SIZES`] of them), and the scale-out section's pushes and kills
+    /// against [`PUSHES_RANGE`] and [`KILLS_RANGE`].
     pub fn validate(&self) -> Result<(), BenchError> {
         if self.rotation_sizes.len() > MAX_ROTATION_SIZES {
             return Err(BenchError::Invalid(format!(
@@ -202,6 +229,12 @@ impl BenchConfig {
             .rotation_sizes
             .iter()
             .map(|n| ("rotation group size", *n, ROTATION_SIZE_RANGE));
+        let scale_out = self.scale_out.iter().flat_map(|s| {
+            [
+                ("scale-out pushes", s.pushes, PUSHES_RANGE),
+                ("kills", s.kills, KILLS_RANGE),
+            ]
+        });
         for (name, value, range) in [
             ("preload", self.preload, PRELOAD_RANGE),
             ("pushes", self.pushes, PUSHES_RANGE),
@@ -210,6 +243,7 @@ impl BenchConfig {
         ]
         .into_iter()
         .chain(sizes)
+        .chain(scale_out)
         {
             if !range.contains(&value) {
                 return Err(BenchError::Invalid(format!(
@@ -257,6 +291,12 @@ pub enum BenchError {
     /// A device of the key rotation section failed (connect, rotate, a wait that ran out).
     #[error("key rotation: {0}")]
     Rotation(String),
+    /// The PostgreSQL server or the raw PostgreSQL baseline failed.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// The scale-out section's failover run failed (the device, a wait that ran out).
+    #[error("failover: {0}")]
+    Failover(String),
     /// A file, directory, thread or the output failed.
     #[error("{what}: {source}")]
     Io {
@@ -305,6 +345,15 @@ mod tests {
         }
         .validate()
         .unwrap();
+        BenchConfig {
+            scale_out: Some(ScaleOut {
+                pushes: 2_000,
+                kills: DEFAULT_KILLS,
+            }),
+            ..config().quick()
+        }
+        .validate()
+        .unwrap();
         assert!(config().quick().preload < config().preload);
     }
 
@@ -337,6 +386,20 @@ mod tests {
             },
             BenchConfig {
                 rotation_sizes: vec![2; MAX_ROTATION_SIZES + 1],
+                ..config()
+            },
+            BenchConfig {
+                scale_out: Some(ScaleOut {
+                    pushes: 20_000,
+                    kills: 0,
+                }),
+                ..config()
+            },
+            BenchConfig {
+                scale_out: Some(ScaleOut {
+                    pushes: 15,
+                    kills: 20,
+                }),
                 ..config()
             },
         ] {

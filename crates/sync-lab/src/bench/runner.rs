@@ -19,7 +19,7 @@ use super::rotation::{self, Section};
 use super::sealed::{Group, frames};
 use super::session::{Device, endpoint};
 use super::targets::{AttackFigures, Figures, target_lines};
-use super::{BenchConfig, BenchError, PLAIN, SEALED, joined, sqlite_baseline};
+use super::{BenchConfig, BenchError, PLAIN, SEALED, joined, scale_out, sqlite_baseline};
 use crate::stats::percentile;
 
 /// Lines to the output, flushed one by one (a full run takes minutes).
@@ -138,6 +138,16 @@ pub async fn run(
         bench.p.line("")?;
         let section = Section::new(&config.relay_bin, &config.rotation_sizes, config.rotations);
         rotation::run(&section, &mut bench.p).await?;
+    }
+    if let Some(sizes) = config.scale_out {
+        bench.p.line("")?;
+        let section = scale_out::Section {
+            relay_bin: &config.relay_bin,
+            pushes: sizes.pushes,
+            samples: config.samples,
+            kills: sizes.kills,
+        };
+        scale_out::run(&section, &mut bench.p).await?;
     }
     let Bench { f, mut p, .. } = bench;
     p.line("")?;

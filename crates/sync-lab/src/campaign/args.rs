@@ -42,6 +42,20 @@ fn parse_group_rate(s: &str) -> Result<f64, String> {
     )
 }
 
+/// Slowest message rate of a failover pusher.
+pub(super) const MIN_FAILOVER_RATE: f64 = 0.1;
+/// Fastest message rate of a failover pusher.
+pub(super) const MAX_FAILOVER_RATE: f64 = 1000.0;
+
+/// `--failover-rate`: messages per second of each failover pusher.
+fn parse_failover_rate(s: &str) -> Result<f64, String> {
+    parse_number(
+        s,
+        |r| (MIN_FAILOVER_RATE..=MAX_FAILOVER_RATE).contains(&r),
+        &format!("must be {MIN_FAILOVER_RATE} to {MAX_FAILOVER_RATE} messages/s per pusher"),
+    )
+}
+
 /// A threshold: a finite number ≥ 0 (NaN would make every comparison pass).
 fn parse_threshold(s: &str) -> Result<f64, String> {
     parse_number(s, |v| v >= 0.0, "must be a finite number ≥ 0")
@@ -50,7 +64,8 @@ fn parse_threshold(s: &str) -> Result<f64, String> {
 /// Shown after `--help`.
 const AFTER_HELP: &str = "Exit codes: 0 every phase that ran passed and at least one measured \
 something; 3 a threshold was missed; 4 nothing was measured (only phases that are not \
-available, e.g. --phase failover); 1 setup or runtime error; 2 bad command line.";
+available ran, e.g. --phase failover without --local); 1 setup or runtime error; 2 bad command \
+line.";
 
 /// Which phases to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,7 +78,8 @@ pub enum PhaseArg {
     E2e,
     /// Group traffic across a key rotation and a revocation; the revoked device refused.
     Group,
-    /// Primary relay killed (not available yet).
+    /// Two relays on one PostgreSQL; the one the devices use is SIGKILLed mid-traffic
+    /// (with --local).
     Failover,
     /// 1 msg/s for --duration, rolling stats, relay soak checks.
     Endurance,
@@ -167,6 +183,18 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(3..=86_400))]
     pub group_duration: Option<u64>,
+    /// Messages the failover phase pushes in all (2 to 100,000), shared by its pushers; the
+    /// relay is killed once a third of them were acknowledged.
+    #[arg(long, value_name = "N", default_value_t = 300,
+          value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub failover_messages: u32,
+    /// Devices pushing in the failover phase (1 to 16), besides its reader.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub failover_pushers: u16,
+    /// Messages per second each failover pusher pushes (0.1 to 1000).
+    #[arg(long, value_name = "RATE", default_value_t = 10.0, value_parser = parse_failover_rate)]
+    pub failover_rate: f64,
     /// Messages per second in the endurance phase (0.001 to 1000).
     #[arg(long, value_name = "RATE", default_value_t = 1.0, value_parser = parse_rate)]
     pub rate: f64,
@@ -244,6 +272,7 @@ impl Args {
             ),
             (PhaseArg::E2e, u64::from(self.e2e_count)),
             (PhaseArg::Group, group),
+            (PhaseArg::Failover, u64::from(self.failover_messages)),
             (PhaseArg::Endurance, endurance),
         ]
         .iter()
@@ -307,6 +336,11 @@ mod tests {
             &["--group-rate", "51"],
             &["--group-duration", "2"],
             &["--max-refusal-ms", "NaN"],
+            &["--failover-messages", "1"],
+            &["--failover-pushers", "0"],
+            &["--failover-pushers", "17"],
+            &["--failover-rate", "0"],
+            &["--failover-rate", "1001"],
         ] {
             let e = parse(bad).expect_err(&format!("{bad:?} must be refused"));
             assert_eq!(e.exit_code(), 2, "{bad:?}: a bad command line");
@@ -319,7 +353,7 @@ mod tests {
     fn only_selected_phases_count_towards_the_plan() {
         let all = parse(&["--duration", "10", "--rate", "2"]).unwrap();
         // The group phase: 5 devices at 2 msg/s for 10 s.
-        assert_eq!(all.planned_messages(), 20 + 3 * 100 + 50 + 100 + 20);
+        assert_eq!(all.planned_messages(), 20 + 3 * 100 + 50 + 100 + 300 + 20);
         let ping = parse(&["--phase", "ping", "--ping-count", "7"]).unwrap();
         assert_eq!(ping.planned_messages(), 7);
         assert!(ping.selected(PhaseArg::Ping) && !ping.selected(PhaseArg::Burst));
@@ -332,8 +366,8 @@ mod tests {
             "20",
         ]);
         assert_eq!(group.unwrap().planned_messages(), 4 * 2 * 20);
-        let failover = parse(&["--phase", "failover"]).unwrap();
-        assert_eq!(failover.planned_messages(), 0);
+        let failover = parse(&["--phase", "failover", "--failover-messages", "40"]).unwrap();
+        assert_eq!(failover.planned_messages(), 40);
     }
 
     #[test]

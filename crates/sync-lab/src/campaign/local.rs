@@ -145,7 +145,7 @@ impl LocalLab {
 }
 
 /// The `RUST_LOG` of a child: the environment variable `var`, else `info`.
-fn log_filter(var: &str) -> String {
+pub(super) fn log_filter(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| "info".into())
 }
 

@@ -6,7 +6,8 @@
 //! - `--local` starts a relay (`sync-relay`) and a responder (this executable's `responder`
 //!   subcommand) on loopback for the run, optionally behind the impairment proxy (`--impair`);
 //! - the phases: ping, burst, e2e, group (a group of its own: traffic across a key rotation
-//!   and a revocation), endurance (failover is not available yet);
+//!   and a revocation), failover (with `--local`: two relays on one PostgreSQL, the one the
+//!   devices use SIGKILLed mid-traffic), endurance;
 //! - [`verdict`]: the pure judgement of what was measured.
 //!
 //! Exit codes: 0 every phase that ran met its thresholds and at least one measured something;
@@ -17,6 +18,7 @@
 mod args;
 mod e2e;
 mod error;
+mod failover;
 mod group;
 mod impairment;
 mod local;
@@ -37,6 +39,7 @@ use serde_json::json;
 use sync_client::{InvitedGroup, SyncClient};
 use sync_types::{bind_addr_for, unix_ms};
 
+use self::failover::FailoverTarget;
 use self::group::GroupTarget;
 
 pub use args::{Args, PhaseArg};
@@ -127,7 +130,16 @@ pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
     // Periodic relay samples for the whole run.
     let sampler = session.spawn_sampler(Duration::from_secs(args.sample_interval));
     let relay_data = local.as_ref().map(|l| l.relay.data_dir().to_path_buf());
-    let ran = run_phases(&session, &args, relay_data.as_deref(), &group_target).await;
+    let failover_target = local.as_ref().map(|l| FailoverTarget {
+        relay_bin: l.relay_bin.clone(),
+        out: out.clone(),
+    });
+    let targets = Targets {
+        relay_data: relay_data.as_deref(),
+        group: &group_target,
+        failover: failover_target.as_ref(),
+    };
+    let ran = run_phases(&session, &args, &targets).await;
     sampler.abort();
     teardown(&session, background, &client).await;
     let mut stop_ok = true;
@@ -137,9 +149,12 @@ pub async fn run(args: Args) -> Result<ExitCode, CampaignError> {
 
     let verdict = verdict::judge(
         &ran.phases,
-        ran.e2e.as_ref(),
-        ran.group.as_ref(),
-        ran.soak.as_ref(),
+        verdict::Checks {
+            e2e: ran.e2e.as_ref(),
+            group: ran.group.as_ref(),
+            failover: ran.failover.as_ref(),
+            soak: ran.soak.as_ref(),
+        },
         &args.thresholds(),
     );
     let code = verdict.exit_code();
@@ -327,20 +342,27 @@ struct Ran {
     phases: Vec<PhaseResult>,
     e2e: Option<verdict::E2eCheck>,
     group: Option<verdict::GroupCheck>,
+    failover: Option<verdict::FailoverCheck>,
     soak: Option<soak::Verdict>,
 }
 
+/// Where the phases that need more than the campaign device find it.
+struct Targets<'a> {
+    /// The local relay's data directory (the e2e phase's storage scan), with `--local`.
+    relay_data: Option<&'a Path>,
+    /// Where the group phase's devices connect.
+    group: &'a GroupTarget,
+    /// What the failover phase starts its relays with, with `--local`.
+    failover: Option<&'a FailoverTarget>,
+}
+
 /// Runs (or skips) every phase in order, each impaired when `--impair` applies to it.
-async fn run_phases(
-    session: &Arc<Session>,
-    args: &Args,
-    relay_data: Option<&Path>,
-    group_target: &GroupTarget,
-) -> Ran {
+async fn run_phases(session: &Arc<Session>, args: &Args, targets: &Targets<'_>) -> Ran {
     let mut ran = Ran {
         phases: Vec::new(),
         e2e: None,
         group: None,
+        failover: None,
         soak: None,
     };
     for phase in [
@@ -357,27 +379,40 @@ async fn run_phases(
             continue;
         }
         let why = match phase {
-            PhaseArg::Failover => {
-                Some("relay failover is not implemented yet (a client dials one relay)")
-            }
+            PhaseArg::Failover if targets.failover.is_none() => Some(
+                "the failover phase starts PostgreSQL and two relays of its own on this machine: run it with --local",
+            ),
             _ => None,
         };
         if let Some(why) = why {
             ran.phases.push(phases::not_available(session, &name, why));
             continue;
         }
-        let mark = impairment::begin(session, phase);
+        // The failover phase's devices dial its own relays directly: never through the proxy.
+        let mark = if phase == PhaseArg::Failover {
+            None
+        } else {
+            impairment::begin(session, phase)
+        };
         let mut result = match phase {
             PhaseArg::Ping => phases::ping(session, args).await,
             PhaseArg::Burst => phases::burst(session, args).await,
             PhaseArg::E2e => {
-                let (result, check) = e2e::run(session, args, relay_data).await;
+                let (result, check) = e2e::run(session, args, targets.relay_data).await;
                 ran.e2e = Some(check);
                 result
             }
             PhaseArg::Group => {
-                let (result, check) = group::run(session, args, group_target).await;
+                let (result, check) = group::run(session, args, targets.group).await;
                 ran.group = Some(check);
+                result
+            }
+            PhaseArg::Failover => {
+                let Some(target) = targets.failover else {
+                    continue;
+                };
+                let (result, check) = failover::run(session, args, target).await;
+                ran.failover = Some(check);
                 result
             }
             _ => {

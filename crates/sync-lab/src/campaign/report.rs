@@ -107,7 +107,7 @@ impl<'a> Setup<'a> {
             }
         });
         let counts = format!(
-            "ping {} (gap {} ms), burst {}×{}, e2e {}, group {} devices + admin at {}/s each for {} s, endurance {} s at {}/s (windows of {} s), reply timeout {} s",
+            "ping {} (gap {} ms), burst {}×{}, e2e {}, group {} devices + admin at {}/s each for {} s, failover {} messages from {} pushers at {}/s each, endurance {} s at {}/s (windows of {} s), reply timeout {} s",
             a.ping_count,
             a.ping_gap_ms,
             a.burst_rounds,
@@ -116,6 +116,9 @@ impl<'a> Setup<'a> {
             a.group_devices,
             a.group_rate,
             a.group_seconds(),
+            a.failover_messages,
+            a.failover_pushers,
+            a.failover_rate,
             a.duration,
             a.rate,
             a.rolling_interval,

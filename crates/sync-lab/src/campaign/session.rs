@@ -183,6 +183,15 @@ impl Session {
         }
     }
 
+    /// Marks a key event that happened at `at` (an instant already past), for the reports'
+    /// charts and lists.
+    pub(super) fn mark_at(&self, at: Instant, label: String) {
+        let at_s = (self.log.elapsed_s() - at.elapsed().as_secs_f64()).max(0.0);
+        if let Ok(mut m) = self.markers.lock() {
+            m.push(Marker { at_s, label });
+        }
+    }
+
     /// Records messages of a phase that does not go through [`Session::wait`]: on the RTT
     /// and rate charts, and one step each on the progress bar.
     pub(super) fn record_points(&self, points: &[Point]) {

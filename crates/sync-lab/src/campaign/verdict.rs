@@ -1,7 +1,7 @@
 //! The campaign's verdict, as pure functions of what was measured: [`check_phase`] holds one
 //! phase's messages against the loss and p99 thresholds when the phase ends, [`group_rows`] the
-//! group phase's key rotation and revocation, [`judge`] the whole run (the threshold table,
-//! PASS / FAIL / NOT MEASURED and the exit code).
+//! group phase's key rotation and revocation, [`failover_rows`] the failover phase's relay kill,
+//! [`judge`] the whole run (the threshold table, PASS / FAIL / NOT MEASURED and the exit code).
 
 use crate::report::{PhaseResult, PhaseStatus, ThresholdRow};
 use crate::soak::{self, LeakLimits};
@@ -218,6 +218,87 @@ pub fn group_rows(c: &GroupCheck, limits: &Thresholds) -> Vec<ThresholdRow> {
 const GROUP_REFUSAL: &str =
     "group: revoked device refused, from the revoke() call (--max-refusal-ms)";
 
+/// The failover phase's name: its latencies carry the outage on purpose (messages pushed while
+/// the device had not yet noticed the kill wait for the next relay), so they are not held
+/// against `--max-p99-ms`; the interruption is reported instead.
+pub const FAILOVER_PHASE: &str = "failover";
+
+/// How the devices came through the kill of their relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interruption {
+    /// From the last push acknowledged before the kill to the first one acknowledged by the next
+    /// relay, milliseconds.
+    pub acks_ms: f64,
+    /// From the kill to the slowest device noticing its session was gone, milliseconds.
+    pub detect_ms: Option<f64>,
+    /// From noticing it to being connected to the next relay (the slowest device),
+    /// milliseconds.
+    pub reconnect_ms: Option<f64>,
+}
+
+/// What the failover phase measured: pushes through the SIGKILL of the relay the devices used,
+/// read back by a device that failed over too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverCheck {
+    /// Messages pushed (each queued by its device before the phase ended).
+    pub messages: u64,
+    /// Of those, messages the reader never received.
+    pub lost: u64,
+    /// Messages the reader received more than once (each extra copy counted).
+    pub duplicated: u64,
+    /// The interruption; `None`: no push was acknowledged after the kill.
+    pub interruption: Option<Interruption>,
+}
+
+impl FailoverCheck {
+    /// Every failover threshold met.
+    pub fn ok(&self) -> bool {
+        failover_rows(self).iter().all(|r| r.ok)
+    }
+}
+
+/// The failover phase's rows of the threshold table: something was pushed and nothing lost or
+/// duplicated (fixed zeros, whatever `--max-loss-pct` says), and pushes were acknowledged again
+/// after the kill.
+pub fn failover_rows(c: &FailoverCheck) -> Vec<ThresholdRow> {
+    let resumed = match &c.interruption {
+        Some(i) => ThresholdRow {
+            name: FAILOVER_RESUMED.into(),
+            limit: "resumed".into(),
+            observed: format!(
+                "interruption {:.1} ms (last ack before the kill → first ack after); loss noticed {} after the kill, next relay connected {} later",
+                i.acks_ms,
+                opt_ms(i.detect_ms),
+                opt_ms(i.reconnect_ms)
+            ),
+            ok: true,
+        },
+        None => ThresholdRow {
+            name: FAILOVER_RESUMED.into(),
+            limit: "resumed".into(),
+            observed: "no push acknowledged after the kill".into(),
+            ok: false,
+        },
+    };
+    vec![
+        ThresholdRow {
+            name: "failover: messages lost, duplicated across the relay's kill".into(),
+            limit: "0, 0".into(),
+            observed: format!("{} of {}, {}", c.lost, c.messages, c.duplicated),
+            ok: c.messages > 0 && c.lost == 0 && c.duplicated == 0,
+        },
+        resumed,
+    ]
+}
+
+/// The resumption row's name.
+const FAILOVER_RESUMED: &str = "failover: pushes acknowledged by the next relay after the kill";
+
+/// `12.3 ms`, or `–`.
+fn opt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.1} ms"))
+}
+
 /// Holds one phase's messages against the thresholds; what fails, in words (empty: it passes).
 /// A phase that sent nothing, or got no answer at all, fails: it measured nothing.
 pub fn check_phase(s: &Summary, limits: &Thresholds) -> Vec<String> {
@@ -311,12 +392,11 @@ impl Verdict {
 }
 
 /// The largest `figure` of any phase that ran, with the phase's name.
-fn worst(
-    phases: &[PhaseResult],
+fn worst<'a>(
+    phases: impl Iterator<Item = &'a PhaseResult>,
     figure: impl Fn(&Summary) -> Option<f64>,
 ) -> Option<(String, f64)> {
     phases
-        .iter()
         .filter_map(|p| {
             p.summary
                 .as_ref()
@@ -344,29 +424,45 @@ fn worst_row(
     }
 }
 
+/// The checks of the phases that have their own, when they ran.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checks<'a> {
+    /// The e2e phase's verification.
+    pub e2e: Option<&'a E2eCheck>,
+    /// The group phase's checks.
+    pub group: Option<&'a GroupCheck>,
+    /// The failover phase's checks.
+    pub failover: Option<&'a FailoverCheck>,
+    /// The endurance phase's soak verdict.
+    pub soak: Option<&'a soak::Verdict>,
+}
+
 /// Judges a finished campaign: `phases` as they ended (their status set by [`check_phase`] and
-/// the phase's own checks), the e2e phase's verification, the group phase's checks and the
-/// endurance phase's soak verdict when those ran.
-pub fn judge(
-    phases: &[PhaseResult],
-    e2e: Option<&E2eCheck>,
-    group: Option<&GroupCheck>,
-    soak: Option<&soak::Verdict>,
-    limits: &Thresholds,
-) -> Verdict {
+/// the phase's own checks) and the checks of the phases that have their own (e2e
+/// verification, the group's key changes, the failover, the endurance soak) when they ran.
+/// The p99 row leaves the failover phase out (see [`FAILOVER_PHASE`]).
+pub fn judge(phases: &[PhaseResult], checks: Checks<'_>, limits: &Thresholds) -> Verdict {
+    let Checks {
+        e2e,
+        group,
+        failover,
+        soak,
+    } = checks;
     let mut thresholds = vec![
         worst_row(
             "loss, each phase (--max-loss-pct)",
             limits.max_loss_pct,
             "%",
-            worst(phases, |s| Some(s.loss_pct)),
+            worst(phases.iter(), |s| Some(s.loss_pct)),
             |v| format!("{v:.2} %"),
         ),
         worst_row(
             "p99 RTT, each phase (--max-p99-ms)",
             limits.max_p99_ms,
             "ms",
-            worst(phases, |s| s.p99_ms),
+            worst(phases.iter().filter(|p| p.name != FAILOVER_PHASE), |s| {
+                s.p99_ms
+            }),
             |v| format!("{v:.1} ms"),
         ),
     ];
@@ -381,6 +477,9 @@ pub fn judge(
     }
     if let Some(g) = group {
         thresholds.extend(group_rows(g, limits));
+    }
+    if let Some(f) = failover {
+        thresholds.extend(failover_rows(f));
     }
     if let Some(v) = soak {
         thresholds.push(ThresholdRow {

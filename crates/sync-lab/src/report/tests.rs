@@ -25,7 +25,7 @@ fn sample_report() -> Report {
                 status: PhaseStatus::NotAvailable,
                 summary: None,
                 span_s: None,
-                notes: vec!["needs relay failover".into()],
+                notes: vec!["run it with --local".into()],
             },
         ],
         thresholds: vec![ThresholdRow {

@@ -74,20 +74,41 @@ fn fail(detail: &str) -> Check {
 /// One clean `e2e` phase and its check, judged with [`limits`].
 fn judge_e2e(check: &E2eCheck) -> Verdict {
     let phases = [phase("e2e", clean(), check.ok())];
-    judge(&phases, Some(check), None, None, &limits())
+    judge(
+        &phases,
+        Checks {
+            e2e: Some(check),
+            ..Checks::default()
+        },
+        &limits(),
+    )
 }
 
 /// One clean `group` phase and its check, judged with [`limits`].
 fn judge_group(g: &GroupCheck) -> Verdict {
     let phases = [phase("group", clean(), g.ok(&limits()))];
-    judge(&phases, None, Some(g), None, &limits())
+    judge(
+        &phases,
+        Checks {
+            group: Some(g),
+            ..Checks::default()
+        },
+        &limits(),
+    )
 }
 
 /// One clean `endurance` phase and its soak verdict, judged with [`limits`].
 fn judge_soak(soak: &soak::Verdict) -> Verdict {
     let leak_ok = !soak.rss.failed() && !soak.fds.failed();
     let phases = [phase("endurance", clean(), leak_ok)];
-    judge(&phases, None, None, Some(soak), &limits())
+    judge(
+        &phases,
+        Checks {
+            soak: Some(soak),
+            ..Checks::default()
+        },
+        &limits(),
+    )
 }
 
 fn failed_names(v: &Verdict) -> Vec<&str> {
@@ -105,9 +126,7 @@ fn a_phase_that_sent_nothing_fails() {
             phase("ping", clean(), true),
             phase("burst", Summary::new(0, 0, &[]), true),
         ],
-        None,
-        None,
-        None,
+        Checks::default(),
         &limits(),
     );
     assert_eq!((v.outcome, v.exit_code()), (Outcome::Fail, EXIT_THRESHOLD));
@@ -128,9 +147,11 @@ fn clean_measured_phases_pass_with_every_threshold_met() {
             without_summary("failover", PhaseStatus::NotAvailable),
             without_summary("burst", PhaseStatus::Skipped),
         ],
-        Some(&e2e(0, 0, PlaintextScan::Found(0))),
-        None,
-        Some(&soak_verdict(pass("flat"), pass("back"))),
+        Checks {
+            e2e: Some(&e2e(0, 0, PlaintextScan::Found(0))),
+            soak: Some(&soak_verdict(pass("flat"), pass("back"))),
+            ..Checks::default()
+        },
         &limits(),
     );
     assert_eq!((v.outcome, v.exit_code()), (Outcome::Pass, 0));
@@ -149,9 +170,7 @@ fn loss_above_the_limit_fails_the_loss_threshold() {
     assert!(check_phase(&lossy, &limits())[0].contains("loss 10.00 % above the limit 0 %"));
     let v = judge(
         &[phase("ping", clean(), true), phase("burst", lossy, true)],
-        None,
-        None,
-        None,
+        Checks::default(),
         &limits(),
     );
     assert_eq!(v.exit_code(), EXIT_THRESHOLD);
@@ -180,7 +199,7 @@ fn p99_above_the_limit_fails_the_p99_threshold() {
         notes: failures,
         ..phase("ping", clean(), true)
     };
-    let v = judge(&[ended], None, None, None, &strict);
+    let v = judge(&[ended], Checks::default(), &strict);
     assert_eq!(v.exit_code(), EXIT_THRESHOLD);
     assert_eq!(failed_names(&v), ["p99 RTT, each phase (--max-p99-ms)"]);
 }
@@ -245,9 +264,7 @@ fn only_phases_that_are_not_available_measure_nothing() {
             without_summary("ping", PhaseStatus::Skipped),
             without_summary("failover", PhaseStatus::NotAvailable),
         ],
-        None,
-        None,
-        None,
+        Checks::default(),
         &limits(),
     );
     assert_eq!(
@@ -267,7 +284,7 @@ fn only_phases_that_are_not_available_measure_nothing() {
         ..phase("ping", Summary::new(0, 0, &[]), true)
     };
     assert_eq!(
-        judge(&[empty], None, None, None, &limits()).outcome,
+        judge(&[empty], Checks::default(), &limits()).outcome,
         Outcome::NotMeasured
     );
 }
@@ -408,4 +425,122 @@ fn a_refusal_slower_than_the_limit_fails_and_the_limit_is_a_flag() {
     };
     assert!(slow.ok(&lenient));
     assert_eq!(group_rows(&slow, &lenient)[3].limit, "≤ 20000 ms");
+}
+
+/// A failover where everything held: 300 messages through the kill, each read once, pushes
+/// acknowledged again 6.2 s after the last one before the kill.
+fn failover_clean() -> FailoverCheck {
+    FailoverCheck {
+        messages: 300,
+        lost: 0,
+        duplicated: 0,
+        interruption: Some(Interruption {
+            acks_ms: 6_200.0,
+            detect_ms: Some(6_010.0),
+            reconnect_ms: Some(14.0),
+        }),
+    }
+}
+
+/// A `failover` phase with `check`, its latencies far above the p99 limit (messages queued
+/// through the outage), judged with [`limits`].
+fn judge_failover(check: &FailoverCheck) -> Verdict {
+    let outage = Summary::new(
+        10,
+        0,
+        &[5.0, 5.0, 5.0, 6_500.0, 6_400.0, 5.0, 5.0, 5.0, 5.0, 5.0],
+    );
+    let lenient = Thresholds {
+        max_p99_ms: f64::INFINITY,
+        ..limits()
+    };
+    let failures = check_phase(&outage, &lenient);
+    let status = if failures.is_empty() && check.ok() {
+        PhaseStatus::Pass
+    } else {
+        PhaseStatus::Fail
+    };
+    let phases = [
+        phase("ping", clean(), true),
+        PhaseResult {
+            name: FAILOVER_PHASE.into(),
+            status,
+            summary: Some(outage),
+            span_s: Some((1.0, 2.0)),
+            notes: failures,
+        },
+    ];
+    judge(
+        &phases,
+        Checks {
+            failover: Some(check),
+            ..Checks::default()
+        },
+        &limits(),
+    )
+}
+
+#[test]
+fn a_clean_failover_passes_and_its_outage_is_not_held_against_the_p99_limit() {
+    let f = failover_clean();
+    assert!(f.ok());
+    let v = judge_failover(&f);
+    assert_eq!(
+        (v.outcome, v.exit_code()),
+        (Outcome::Pass, 0),
+        "{:?}",
+        v.failed()
+    );
+    assert_eq!(v.thresholds.len(), 4, "loss, p99 and two failover rows");
+    assert_eq!(
+        v.thresholds[1].observed, "10.0 ms (ping)",
+        "the failover's outage is not the worst p99"
+    );
+    let rows: Vec<(&str, &str)> = v.thresholds[2..]
+        .iter()
+        .map(|t| (t.limit.as_str(), t.observed.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("0, 0", "0 of 300, 0"),
+            (
+                "resumed",
+                "interruption 6200.0 ms (last ack before the kill → first ack after); loss noticed 6010.0 ms after the kill, next relay connected 14.0 ms later"
+            ),
+        ]
+    );
+}
+
+/// Spoils one figure of a clean failover.
+type SpoilFailover = fn(&mut FailoverCheck);
+
+#[test]
+fn a_message_lost_or_duplicated_in_the_failover_fails_the_phase_and_the_campaign() {
+    let lost_dup: [(SpoilFailover, &str); 3] = [
+        (|f| f.lost = 1, "1 of 300, 0"),
+        (|f| f.duplicated = 2, "0 of 300, 2"),
+        (|f| f.messages = 0, "0 of 0, 0"),
+    ];
+    for (spoil, observed) in lost_dup {
+        let mut f = failover_clean();
+        spoil(&mut f);
+        assert!(!f.ok(), "{observed}");
+        let v = judge_failover(&f);
+        assert_eq!(v.exit_code(), EXIT_THRESHOLD, "{observed}");
+        assert_eq!(
+            failed_names(&v),
+            ["failover: messages lost, duplicated across the relay's kill"]
+        );
+        assert_eq!(v.failed()[0].observed, observed);
+    }
+    let mut never = failover_clean();
+    never.interruption = None;
+    let v = judge_failover(&never);
+    assert_eq!(v.exit_code(), EXIT_THRESHOLD);
+    assert_eq!(failed_names(&v), [FAILOVER_RESUMED]);
+    assert_eq!(
+        v.failed()[0].observed,
+        "no push acknowledged after the kill"
+    );
 }
