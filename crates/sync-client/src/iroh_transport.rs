@@ -52,7 +52,9 @@ pub struct IrohConfig {
     /// How a dead relay is noticed: the device's endpoint sends a QUIC keep-alive every
     /// `keep_alive` and gives a connection up when nothing came from the relay for `idle`
     /// (the relay's own idle timeout applies too if it is shorter). Default 2 s and 6 s: a
-    /// relay that died (or a network that went away) is noticed within 6 s.
+    /// relay that died (or a network that went away) is noticed within 8 s (QUIC counts the
+    /// silence from the device's first packet after the relay's last one, which the
+    /// keep-alive makes at most `keep_alive` later).
     pub liveness: Liveness,
     /// More relays of the same deployment, in order of preference after the first: when a
     /// session is lost the device dials the next relay in the list (wrapping around), and a
