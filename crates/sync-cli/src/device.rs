@@ -138,6 +138,13 @@ impl Ctx {
         Ok((device, group_id, relays))
     }
 
+    /// How many pushes wait in the outbox now (read before connecting: a session sends them
+    /// as soon as it opens, so the client's own count may already be lower).
+    pub(crate) fn pending(&self, group: &GroupId) -> Result<usize, Failure> {
+        let (store, _) = self.open_device()?;
+        store.outbox_len(group).map_err(from_store)
+    }
+
     /// The transport to `relays` (the first dialled first, the others when it fails or a
     /// session is lost); resolving their addresses is bounded by --connect-timeout. A relay
     /// whose addresses do not resolve is left out (and said so) unless none resolves.

@@ -9,9 +9,9 @@ use crate::out::{self, outln};
 
 /// Sends the outbox; says how many went out and how many are left.
 pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
-    let (_device, _group, relay) = ctx.ready()?;
+    let (_device, group, relay) = ctx.ready()?;
+    let before = ctx.pending(&group)?;
     let (client, online) = ctx.connect(&relay).await?;
-    let before = client.status().outbox_len;
     if !online {
         client.close().await;
         return Err(Failure::new(

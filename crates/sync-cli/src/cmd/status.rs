@@ -22,20 +22,21 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
     let stored_cursor = store
         .cursor(&group_id, &cursor_relay.id)
         .map_err(from_store)?;
+    // Counted before connecting: a session sends the outbox as soon as it opens.
+    let pending_before = store.outbox_len(&group_id).map_err(from_store)?;
     drop(store);
     let (client, online) = ctx.connect(&relays).await?;
     let in_use = ctx
         .relay_in_use()
         .filter(|_| online)
         .and_then(|id| relays.iter().find(|r| r.id == id));
-    let before = client.status();
     if online {
         let _ = client.flush(ctx.wait).await;
     }
     let after = client.status();
     let rewound = super::pull::rewound_warning(&client);
     client.close().await;
-    let sent_now = before.outbox_len.saturating_sub(after.outbox_len);
+    let sent_now = pending_before.saturating_sub(after.outbox_len);
     let resume = if online {
         after.resume_cursor
     } else {

@@ -556,6 +556,16 @@ impl Store {
         write_cursor(&self.conn, group, relay_id, cursor)
     }
 
+    /// How many pushes of `group` wait in the outbox.
+    pub fn outbox_len(&self, group: &GroupId) -> Result<usize, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE group_id = ?1",
+            [blob(group.as_bytes())],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// The outbox of `group`, in the order the pushes were queued.
     pub fn outbox(&self, group: &GroupId) -> Result<Vec<StoredPush>, StoreError> {
         let mut stmt = self.conn.prepare(

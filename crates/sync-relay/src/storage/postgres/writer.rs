@@ -13,6 +13,7 @@ use std::sync::Arc;
 use deadpool_postgres::{Pool, Transaction};
 use sync_types::{BlobId, Cursor, GroupId};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 
 use super::listen::{PUSH_CHANNEL, encode_pushes};
 use super::{
@@ -136,15 +137,26 @@ async fn commit_batch(
     ids.sort_unstable_by_key(|g| *g.as_bytes());
     ids.dedup();
     let id_bytes: Vec<&[u8]> = ids.iter().map(|g| &g.as_bytes()[..]).collect();
-    let mut groups: BTreeMap<GroupId, GroupState> = BTreeMap::new();
-    for row in rows(
-        tx,
-        "SELECT group_id, last_cursor, blob_count, byte_count FROM groups
+    // One round trip: the statements are pipelined on the connection and run in this order,
+    // so the blob ids are looked up under the groups' locks.
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&id_bytes];
+    let (locked, floor, mut originals) = tokio::try_join!(
+        rows(
+            tx,
+            "SELECT group_id, last_cursor, blob_count, byte_count FROM groups
              WHERE group_id = ANY($1) ORDER BY group_id FOR UPDATE",
-        &[&id_bytes],
-    )
-    .await?
-    {
+            &lock_params,
+        ),
+        row_opt(
+            tx,
+            "SELECT value FROM relay_meta WHERE key = 'cursor_floor'",
+            &[],
+        ),
+        find_originals(tx, batch),
+    )?;
+    let floor: i64 = floor.map_or(0, |r| r.get(0));
+    let mut groups: BTreeMap<GroupId, GroupState> = BTreeMap::new();
+    for row in locked {
         let id: &[u8] = row.get(0);
         if let Ok(g) = GroupId::try_from_slice(id) {
             groups.insert(
@@ -161,18 +173,6 @@ async fn commit_batch(
             );
         }
     }
-    let floor: i64 = if groups.len() < ids.len() {
-        row_opt(
-            tx,
-            "SELECT value FROM relay_meta WHERE key = 'cursor_floor'",
-            &[],
-        )
-        .await?
-        .map_or(0, |r| r.get(0))
-    } else {
-        0
-    };
-    let mut originals = find_originals(tx, batch).await?;
 
     let mut answers = Vec::with_capacity(batch.len());
     let mut new_rows: Vec<NewBlob<'_>> = Vec::new();
@@ -243,56 +243,62 @@ async fn commit_batch(
         return Ok(Some((answers, report)));
     }
 
-    // New groups, created above the cursor floor with the first push's clock as activity.
-    let new: Vec<(&GroupId, &GroupState)> = groups.iter().filter(|(_, g)| g.new).collect();
-    if !new.is_empty() {
-        let now = new_rows.first().map_or(0, |r| r.stored_at);
-        let new_ids: Vec<&[u8]> = new.iter().map(|(id, _)| &id.as_bytes()[..]).collect();
-        let inserted = exec(
-            tx,
-            "INSERT INTO groups
-                     (group_id, last_cursor, blob_count, byte_count, last_active,
-                      forgotten_through)
-                 SELECT g, $2, 0, 0, $3, $2 FROM unnest($1::bytea[]) AS g
-                 ON CONFLICT (group_id) DO NOTHING",
-            &[&new_ids, &floor, &now],
-        )
-        .await?;
-        if inserted != new_ids.len() as u64 {
-            return Ok(None);
-        }
-    }
-    insert_blobs(tx, &new_rows).await?;
-
+    // The batch's groups with their new counters: new groups are created above the cursor
+    // floor, with the first push's clock as activity; the others (locked above) are updated.
+    let now = new_rows.first().map_or(0, |r| r.stored_at);
     let dirty: Vec<(&GroupId, &GroupState)> = groups.iter().filter(|(_, g)| g.dirty).collect();
     let d_ids: Vec<&[u8]> = dirty.iter().map(|(id, _)| &id.as_bytes()[..]).collect();
     let d_last: Vec<i64> = dirty.iter().map(|(_, g)| g.counts.last_cursor).collect();
     let d_count: Vec<i64> = dirty.iter().map(|(_, g)| g.counts.blob_count).collect();
     let d_bytes: Vec<i64> = dirty.iter().map(|(_, g)| g.counts.byte_count).collect();
-    exec(
-        tx,
-        "UPDATE groups AS g SET last_cursor = u.c, blob_count = u.n, byte_count = u.b
-             FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, c, n, b)
-             WHERE g.group_id = u.id",
-        &[&d_ids, &d_last, &d_count, &d_bytes],
-    )
-    .await?;
-
     let blobs = i64::try_from(new_rows.len()).unwrap_or(i64::MAX);
     let bytes = new_rows
         .iter()
         .map(|r| r.size)
         .fold(0i64, i64::saturating_add);
-    let new_groups = i64::try_from(new.len()).unwrap_or(i64::MAX);
-    add_counters(tx, shard, new_groups, blobs, bytes).await?;
-
-    for text in encode_pushes(shared.instance, &report.pushes) {
+    let new_groups = dirty.iter().filter(|(_, g)| g.new).count();
+    let texts = encode_pushes(shared.instance, &report.pushes);
+    let group_params: [&(dyn ToSql + Sync); 6] =
+        [&d_ids, &d_last, &d_count, &d_bytes, &now, &floor];
+    // Pipelined (one round trip); none of these depends on another.
+    let (written, (), (), ()) = tokio::try_join!(
         rows(
             tx,
-            "SELECT pg_notify($1, $2)",
-            &[&PUSH_CHANNEL, &text.as_str()],
-        )
-        .await?;
+            "INSERT INTO groups
+                 (group_id, last_cursor, blob_count, byte_count, last_active, forgotten_through)
+             SELECT u.id, u.c, u.n, u.b, $5, $6
+             FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, c, n, b)
+             ON CONFLICT (group_id) DO UPDATE SET last_cursor = excluded.last_cursor,
+                 blob_count = excluded.blob_count, byte_count = excluded.byte_count
+             RETURNING (xmax = 0) AS inserted",
+            &group_params,
+        ),
+        insert_blobs(tx, &new_rows),
+        add_counters(
+            tx,
+            shard,
+            i64::try_from(new_groups).unwrap_or(i64::MAX),
+            blobs,
+            bytes
+        ),
+        async {
+            for text in &texts {
+                rows(
+                    tx,
+                    "SELECT pg_notify($1, $2)",
+                    &[&PUSH_CHANNEL, &text.as_str()],
+                )
+                .await?;
+            }
+            Ok(())
+        },
+    )?;
+    // A group the batch took for new was created by another relay since it was looked up
+    // (it was then updated instead of inserted): roll back and try again, when it is locked
+    // like any other.
+    let inserted = written.iter().filter(|r| r.get::<_, bool>(0)).count();
+    if inserted != new_groups {
+        return Ok(None);
     }
     Ok(Some((answers, report)))
 }
@@ -308,13 +314,25 @@ async fn find_originals(
         .map(|j| &j.req.blob_id.as_bytes()[..])
         .collect();
     let mut found = HashMap::new();
-    for table in [
-        "SELECT t.group_id, t.blob_id, t.cursor, t.stored_at, t.digest FROM blobs t
-         JOIN unnest($1::bytea[], $2::bytea[]) AS k(g, b) ON t.group_id = k.g AND t.blob_id = k.b",
-        "SELECT t.group_id, t.blob_id, t.cursor, t.stored_at, t.digest FROM tombstones t
-         JOIN unnest($1::bytea[], $2::bytea[]) AS k(g, b) ON t.group_id = k.g AND t.blob_id = k.b",
-    ] {
-        for row in rows(tx, table, &[&gs, &bs]).await? {
+    let params: [&(dyn ToSql + Sync); 2] = [&gs, &bs];
+    let (stored, removed) = tokio::try_join!(
+        rows(
+            tx,
+            "SELECT t.group_id, t.blob_id, t.cursor, t.stored_at, t.digest FROM blobs t
+             JOIN unnest($1::bytea[], $2::bytea[]) AS k(g, b)
+               ON t.group_id = k.g AND t.blob_id = k.b",
+            &params,
+        ),
+        rows(
+            tx,
+            "SELECT t.group_id, t.blob_id, t.cursor, t.stored_at, t.digest FROM tombstones t
+             JOIN unnest($1::bytea[], $2::bytea[]) AS k(g, b)
+               ON t.group_id = k.g AND t.blob_id = k.b",
+            &params,
+        ),
+    )?;
+    for found_rows in [stored, removed] {
+        for row in found_rows {
             let (Ok(g), Ok(b)) = (
                 GroupId::try_from_slice(row.get::<_, &[u8]>(0)),
                 <[u8; 16]>::try_from(row.get::<_, &[u8]>(1)).map(BlobId::from_bytes),
