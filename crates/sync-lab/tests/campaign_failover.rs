@@ -9,31 +9,19 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::run_stress_with_relay;
+use common::{events, run_stress_with_relay};
 use serde_json::Value;
 
 const GUARD: Duration = Duration::from_secs(300);
 
-fn events(dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL {l:?}: {e}")))
-        .collect()
-}
-
 fn of<'a>(evs: &'a [Value], event: &str) -> Vec<&'a Value> {
-    evs.iter()
-        .filter(|v| v["phase"] == "failover" && v["event"] == event)
-        .collect()
+    common::of_phase(evs, "failover", event)
 }
 
 fn one<'a>(evs: &'a [Value], event: &str) -> &'a Value {
-    let found = of(evs, event);
-    assert_eq!(found.len(), 1, "one {event} event: {found:?}");
-    found[0]
+    common::one_of_phase(evs, "failover", event)
 }
 
 #[test]

@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{run_stress_with_relay, stress};
+use common::{events, run_stress_with_relay, stress};
 use serde_json::Value;
 use sync_testkit::{RelayProcess, run_bounded};
 
@@ -21,23 +20,12 @@ const GUARD: Duration = Duration::from_secs(300);
 /// Thresholds that time cannot miss, so only the counts decide.
 const NO_TIME_LIMITS: [&str; 4] = ["--max-p99-ms", "600000", "--max-refusal-ms", "600000"];
 
-fn events(dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL {l:?}: {e}")))
-        .collect()
-}
-
 fn of<'a>(evs: &'a [Value], event: &str) -> Vec<&'a Value> {
-    evs.iter()
-        .filter(|v| v["phase"] == "group" && v["event"] == event)
-        .collect()
+    common::of_phase(evs, "group", event)
 }
 
 fn one<'a>(evs: &'a [Value], event: &str) -> &'a Value {
-    let found = of(evs, event);
-    assert_eq!(found.len(), 1, "one {event} event: {found:?}");
-    found[0]
+    common::one_of_phase(evs, "group", event)
 }
 
 fn exited(o: &Output, code: i32) {

@@ -24,3 +24,36 @@ pub(crate) fn run_stress_with_relay(args: &[&str], guard: Duration) -> Output {
     argv.extend(["--relay-bin", relay.to_str().unwrap()]);
     run_stress(&argv, guard)
 }
+
+/// The events a campaign wrote to `dir/events.jsonl`, one JSON object per line.
+#[allow(dead_code)] // each test file uses what it needs
+pub(crate) fn events(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).expect("events.jsonl");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSONL {l:?}: {e}")))
+        .collect()
+}
+
+/// The events named `event` of phase `phase`.
+#[allow(dead_code)]
+pub(crate) fn of_phase<'a>(
+    evs: &'a [serde_json::Value],
+    phase: &str,
+    event: &str,
+) -> Vec<&'a serde_json::Value> {
+    evs.iter()
+        .filter(|v| v["phase"] == phase && v["event"] == event)
+        .collect()
+}
+
+/// The one event named `event` of phase `phase` (there must be exactly one).
+#[allow(dead_code)]
+pub(crate) fn one_of_phase<'a>(
+    evs: &'a [serde_json::Value],
+    phase: &str,
+    event: &str,
+) -> &'a serde_json::Value {
+    let found = of_phase(evs, phase, event);
+    assert_eq!(found.len(), 1, "one {event} event: {found:?}");
+    found[0]
+}

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 
 use self::tally::{Got, Pushed, count, interruption, message_text, parse_message};
 use super::Args;
+use super::group::{close_all, until_members};
 use super::local::{CHILD_TIMEOUT, log_filter};
 use super::phases::{begin, finish};
 use super::session::Session;
@@ -49,9 +50,6 @@ use crate::stats::Summary;
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the reader pulls even without an announcement (a safety net).
 const READER_POLL: Duration = Duration::from_secs(2);
-/// How often the admin asks for the group's members while the group gets ready.
-const MEMBERS_EVERY: Duration = Duration::from_millis(100);
-
 /// What the failover phase needs from the campaign: the relay binary and where logs go.
 #[derive(Debug, Clone)]
 pub(in crate::campaign) struct FailoverTarget {
@@ -273,7 +271,7 @@ async fn setup(
         lab.clients.push(c.clone());
         if d == 0 {
             *step = "waiting for the admin's genesis record".into();
-            until_admin(&c).await?;
+            until_members(&c, |m| m.iter().any(|m| m.this_device && m.admin)).await?;
         }
     }
     Ok(())
@@ -300,31 +298,6 @@ async fn connect(
     .with_device_name(name)
     .with_options(ClientOptions::for_tests());
     SyncClient::connect(config).await
-}
-
-/// Asks `admin` for the group's members until it is its admin (the caller bounds it).
-async fn until_admin(admin: &SyncClient) -> Result<(), String> {
-    let mut ticker = tokio::time::interval(MEMBERS_EVERY);
-    loop {
-        ticker.tick().await;
-        match admin.members().await {
-            Ok(m) if m.iter().any(|m| m.this_device && m.admin) => return Ok(()),
-            Ok(_) | Err(ClientError::NotConnected) => {}
-            Err(e) => return Err(format!("the group's members could not be read: {e}")),
-        }
-    }
-}
-
-/// Closes every client (at once, each bounded).
-async fn close_all(clients: &[SyncClient]) {
-    let closing: Vec<_> = clients
-        .iter()
-        .cloned()
-        .map(|c| tokio::spawn(async move { c.close().await }))
-        .collect();
-    for c in closing {
-        let _ = tokio::time::timeout(CHILD_TIMEOUT, c).await;
-    }
 }
 
 /// Stops the relays still running (SIGTERM, bounded; the killed one is skipped); how each

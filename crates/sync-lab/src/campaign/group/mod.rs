@@ -213,7 +213,7 @@ fn connected(c: &SyncClient, d: usize) -> Result<(), String> {
 }
 
 /// Asks the admin for the group's members until `ready` holds for them (the caller bounds it).
-async fn until_members(
+pub(super) async fn until_members(
     admin: &SyncClient,
     ready: impl Fn(&[MemberInfo]) -> bool,
 ) -> Result<(), String> {
@@ -229,7 +229,7 @@ async fn until_members(
 }
 
 /// Closes every client (at once, each bounded).
-async fn close_all(clients: &[SyncClient]) {
+pub(super) async fn close_all(clients: &[SyncClient]) {
     let closing: Vec<_> = clients
         .iter()
         .cloned()
