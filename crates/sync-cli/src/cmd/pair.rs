@@ -12,7 +12,7 @@ use sync_types::{GroupId, unix_ms};
 use zeroize::Zeroizing;
 
 use super::invite::{ShareArgs, check_expiry, share};
-use crate::device::{Ctx, remember_invite, rng, save_membership, stored_relays, stored_relays_opt};
+use crate::device::{Ctx, remember_invite, rng, save_membership, stored_relays_opt};
 use crate::fail::{Failure, Kind, from_fetch, from_invite, from_store};
 use crate::out::{self, note, outln};
 use crate::relay::{self, Relays};
@@ -99,19 +99,13 @@ async fn create_group(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
             "this device is already in group {id}: use `sync-cli invite` to add a device"
         )));
     }
-    let relays = if args.share.relay.is_empty() {
-        stored_relays_opt(&store)?.ok_or_else(|| {
-            Failure::bad_input("--relay is needed: ENDPOINT_ID@HOST:PORT from the relay's `dial:` line, or its http:// URL (once per relay of the deployment)",
-            )
-        })?
-    } else {
-        relay::resolve_all(
-            &args.share.relay,
-            args.share.relay_id.as_deref(),
-            ctx.connect_timeout,
-        )
-        .await?
-    };
+    let relays = relays_for(
+        ctx,
+        &args.share,
+        &store,
+        "--relay is needed: ENDPOINT_ID@HOST:PORT from the relay's `dial:` line, or its http:// URL (once per relay of the deployment)",
+    )
+    .await?;
     check_expiry(args.share.expires_in)?;
     let mut rng = rng()?;
     let with_passphrase = args.wants_passphrase();
@@ -142,6 +136,20 @@ async fn create_group(ctx: &Ctx, args: &PairArgs) -> Result<(), Failure> {
 }
 
 /// The invite or short code: from argv, or (`-`) from a hidden prompt / standard input.
+/// The relays named on the command line (resolved), else those the device stores; `missing`
+/// says what to do when there are neither.
+async fn relays_for(
+    ctx: &Ctx,
+    share: &ShareArgs,
+    store: &sync_client::Store,
+    missing: &str,
+) -> Result<Relays, Failure> {
+    if share.relay.is_empty() {
+        return stored_relays_opt(store)?.ok_or_else(|| Failure::bad_input(missing.to_owned()));
+    }
+    relay::resolve_all(&share.relay, share.relay_id.as_deref(), ctx.connect_timeout).await
+}
+
 fn join_input(arg: &str) -> Result<Zeroizing<String>, Failure> {
     if arg.trim() == "-" {
         return secret::read_join_input();
@@ -198,19 +206,13 @@ async fn join_group(ctx: &Ctx, arg: &str, args: &PairArgs) -> Result<(), Failure
             invite
         }
         Some(code) => {
-            let relays = if args.share.relay.is_empty() {
-                stored_relays(&store).map_err(|_| {
-                    Failure::bad_input("joining by short code needs --relay (the relay shown on the inviting device)",
-                    )
-                })?
-            } else {
-                relay::resolve_all(
-                    &args.share.relay,
-                    args.share.relay_id.as_deref(),
-                    ctx.connect_timeout,
-                )
-                .await?
-            };
+            let relays = relays_for(
+                ctx,
+                &args.share,
+                &store,
+                "joining by short code needs --relay (the relay shown on the inviting device)",
+            )
+            .await?;
             let t = ctx.transport(&relays).await?;
             let fetched =
                 sync_client::fetch_invite(t.as_ref(), &device, &code, ctx.connect_timeout * 2)
