@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sync_client::{
     ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, IrohConfig,
-    IrohTransport, StoreLocation, StreamExt as _, SyncClient, SyncEvent, WatchEvent, WatchOptions,
+    IrohTransport, StoreLocation, StreamExt as _, SyncClient, SyncEvent,
 };
 use sync_testkit::{PostgresServer, RelayProcess};
 use sync_types::{RelayAddr, RelayId};
@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use self::tally::{Got, Pushed, count, interruption, message_text, parse_message};
 use super::Args;
-use super::group::{close_all, until_members};
+use super::group::{close_all, spawn_batches, until_members};
 use super::local::{CHILD_TIMEOUT, log_filter};
 use super::phases::{begin, finish};
 use super::session::Session;
@@ -357,37 +357,30 @@ fn spawn_follower(
 /// received, commits each batch.
 fn spawn_reader(shared: &Arc<Shared>, client: &SyncClient) -> JoinHandle<()> {
     let shared = Arc::clone(shared);
-    let client = client.clone();
-    let mut watcher = client.watch(WatchOptions {
-        poll: Some(READER_POLL),
-        ..WatchOptions::default()
-    });
-    tokio::spawn(async move {
-        while let Some(event) = watcher.next().await {
-            if let WatchEvent::Batch(batch) = event {
-                let now = Instant::now();
-                {
-                    let mut st = shared.state();
-                    for b in &batch.blobs {
-                        let Some(key) = parse_message(&b.data) else {
-                            continue;
-                        };
-                        st.got
-                            .entry(key)
-                            .and_modify(|g| g.copies += 1)
-                            .or_insert(Got {
-                                first: now,
-                                copies: 1,
-                            });
-                    }
-                }
-                shared.changed.notify_waiters();
-                if let Err(e) = client.commit_pull(&batch).await {
-                    tracing::warn!(error = %e, "failover reader: cursor not saved");
+    spawn_batches(
+        client,
+        READER_POLL,
+        "failover reader".into(),
+        move |batch| {
+            let now = Instant::now();
+            {
+                let mut st = shared.state();
+                for b in &batch.blobs {
+                    let Some(key) = parse_message(&b.data) else {
+                        continue;
+                    };
+                    st.got
+                        .entry(key)
+                        .and_modify(|g| g.copies += 1)
+                        .or_insert(Got {
+                            first: now,
+                            copies: 1,
+                        });
                 }
             }
-        }
-    })
+            shared.changed.notify_waiters();
+        },
+    )
 }
 
 /// Pushes `count` messages from pusher `p`, one every `period` (missed ticks caught up).

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sync_client::{
     Blob, ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, IntegrityProblem,
-    IrohConfig, IrohTransport, StoreLocation, StreamExt as _, SyncClient, SyncEvent, WatchEvent,
-    WatchOptions,
+    IrohConfig, IrohTransport, StoreLocation, StreamExt as _, SyncClient, SyncEvent,
 };
 use sync_core::ConnectionStatus;
 use sync_types::{ErrorCode, RelayId};
@@ -498,23 +497,16 @@ pub(super) fn spawn_receiver(
     client: &SyncClient,
 ) -> JoinHandle<()> {
     let shared = Arc::clone(shared);
-    let client = client.clone();
-    let mut watcher = client.watch(WatchOptions {
-        poll: Some(RECEIVER_POLL),
-        ..WatchOptions::default()
-    });
-    tokio::spawn(async move {
-        while let Some(event) = watcher.next().await {
-            // Rejected blobs are counted from the batches (they come in both).
-            if let WatchEvent::Batch(batch) = event {
-                shared.received(d, &batch.blobs);
-                shared.problems(d, &batch.problems);
-                if let Err(e) = client.commit_pull(&batch).await {
-                    tracing::warn!(error = %e, device = d, "group receiver: cursor not saved");
-                }
-            }
-        }
-    })
+    // Rejected blobs are counted from the batches (they come in both).
+    super::spawn_batches(
+        client,
+        RECEIVER_POLL,
+        format!("group receiver {d}"),
+        move |batch| {
+            shared.received(d, &batch.blobs);
+            shared.problems(d, &batch.problems);
+        },
+    )
 }
 
 /// Follows device `d`'s events: the key epochs it comes to hold and, for the device to be

@@ -228,6 +228,32 @@ pub(super) async fn until_members(
     }
 }
 
+/// Watches `client` (a pull on every announcement, and every `poll`), hands each batch to
+/// `on_batch`, then commits it (`who` names the device if the cursor cannot be saved).
+pub(super) fn spawn_batches(
+    client: &SyncClient,
+    poll: Duration,
+    who: String,
+    mut on_batch: impl FnMut(&sync_client::PullBatch) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use sync_client::{WatchEvent, WatchOptions};
+    let client = client.clone();
+    let mut watcher = client.watch(WatchOptions {
+        poll: Some(poll),
+        ..WatchOptions::default()
+    });
+    tokio::spawn(async move {
+        while let Some(event) = watcher.next().await {
+            if let WatchEvent::Batch(batch) = event {
+                on_batch(&batch);
+                if let Err(e) = client.commit_pull(&batch).await {
+                    tracing::warn!(error = %e, device = %who, "cursor not saved");
+                }
+            }
+        }
+    })
+}
+
 /// Closes every client (at once, each bounded).
 pub(super) async fn close_all(clients: &[SyncClient]) {
     let closing: Vec<_> = clients
