@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sync_client::{
-    ClientConfig, ClientError, ClientOptions, GroupChoice, GroupMaterial, IrohConfig,
-    IrohTransport, StoreLocation, StreamExt as _, SyncClient, SyncEvent,
+    ClientError, ClientOptions, GroupMaterial, IrohConfig, StreamExt as _, SyncClient, SyncEvent,
 };
 use sync_testkit::{PostgresServer, RelayProcess};
 use sync_types::{RelayAddr, RelayId};
@@ -35,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use self::tally::{Got, Pushed, count, interruption, message_text, parse_message};
 use super::Args;
-use super::group::{close_all, spawn_batches, until_members};
+use super::group::{close_all, connect_with, spawn_batches, until_members};
 use super::local::{CHILD_TIMEOUT, log_filter};
 use super::phases::{begin, finish};
 use super::session::Session;
@@ -285,19 +284,10 @@ async fn connect(
     dir: &Path,
     name: &str,
 ) -> Result<SyncClient, ClientError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ClientError::Internal(format!("cannot create {}: {e}", dir.display())))?;
     let iroh = IrohConfig::for_relays(relays)
         .ok_or_else(|| ClientError::Internal("no relay to connect to".into()))?
         .with_bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let config = ClientConfig::new(
-        StoreLocation::Dir(dir.to_path_buf()),
-        Arc::new(IrohTransport::new(iroh)),
-        GroupChoice::Use(material.clone()),
-    )
-    .with_device_name(name)
-    .with_options(ClientOptions::for_tests());
-    SyncClient::connect(config).await
+    connect_with(iroh, ClientOptions::for_tests(), material, dir, name).await
 }
 
 /// Stops the relays still running (SIGTERM, bounded; the killed one is skipped); how each

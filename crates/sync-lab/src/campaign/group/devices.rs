@@ -54,19 +54,29 @@ pub(super) async fn connect(
     dir: &Path,
     name: &str,
 ) -> Result<SyncClient, ClientError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ClientError::Internal(format!("cannot create {}: {e}", dir.display())))?;
-    let transport = Arc::new(IrohTransport::new(
-        IrohConfig::new(target.relay_id, target.dial.clone()).with_bind_addr(target.bind),
-    ));
+    let iroh = IrohConfig::new(target.relay_id, target.dial.clone()).with_bind_addr(target.bind);
     let options = if target.fast_reconnect {
         ClientOptions::for_tests()
     } else {
         ClientOptions::default()
     };
+    connect_with(iroh, options, material, dir, name).await
+}
+
+/// Connects a device named `name`, with its state in `dir`, to the group `material` over
+/// `iroh` (the campaign's phases that run their own devices share it).
+pub(in crate::campaign) async fn connect_with(
+    iroh: IrohConfig,
+    options: ClientOptions,
+    material: &GroupMaterial,
+    dir: &Path,
+    name: &str,
+) -> Result<SyncClient, ClientError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ClientError::Internal(format!("cannot create {}: {e}", dir.display())))?;
     let config = ClientConfig::new(
         StoreLocation::Dir(dir.to_path_buf()),
-        transport,
+        Arc::new(IrohTransport::new(iroh)),
         GroupChoice::Use(material.clone()),
     )
     .with_device_name(name)

@@ -16,6 +16,8 @@
 //! The campaign device and the responder take no part: their group is untouched.
 
 mod devices;
+
+pub(super) use devices::connect_with;
 mod tally;
 
 use std::path::PathBuf;
