@@ -442,10 +442,13 @@ async fn settings_change_while_traffic_flows_and_bad_ones_are_refused() {
     for seq in 100..200 {
         client.send_to(&packet(seq, base, 10), to).await.unwrap();
     }
+    // Wait until every packet is decided (a packet is counted received before it is counted
+    // forwarded or dropped, so `received` alone can be read between the two).
     let s = proxy
-        .wait_for(GUARD, |s| s.up.received == 200)
+        .wait_for(GUARD, |s| s.up.forwarded + s.up.dropped_loss >= 200)
         .await
         .unwrap();
+    assert_eq!(s.up.received, 200);
     assert_eq!((s.up.forwarded, s.up.dropped_loss), (100, 100));
     assert!(proxy.update(|c| c.down.loss = 1.5).is_err());
     assert!(proxy.update(|c| c.up.rate = Some(0)).is_err());
