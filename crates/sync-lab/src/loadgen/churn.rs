@@ -199,9 +199,10 @@ pub async fn run_churn(
         .ok_or(LoadError::Metrics(http))? as u64;
     let fd_baseline = match config.relay_pid {
         Some(pid) => {
-            // The relay keeps a few pooled read connections to its database, opened on demand
-            // (and kept): one round of `overlap` devices first opens them, so the baseline is
-            // the relay at work, and what the churn leaves above it is what it leaked.
+            // A relay may open pooled connections on demand and keep them (PostgreSQL's pool
+            // does; SQLite's readers are all open from the start): one round of `overlap`
+            // devices first opens them, so the baseline is the relay at work, and what the
+            // churn leaves above it is what it leaked.
             let warm = ChurnConfig {
                 connections: config.overlap.min(config.connections),
                 seed: config.seed.map(|s| s.wrapping_add(1)),

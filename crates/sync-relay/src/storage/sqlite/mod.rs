@@ -171,7 +171,7 @@ impl SqliteStorage {
             inner: Arc::new(Inner {
                 commands,
                 shared,
-                readers: ReaderPool::new(path.clone(), &config),
+                readers: ReaderPool::open_all(path.clone(), &config)?,
                 closed: AtomicBool::new(false),
                 path,
                 store_id,

@@ -18,8 +18,10 @@ use crate::storage::{
     MembershipRead, PullEntry, PullPage, StorageError, StorageStats, StoredGrant,
 };
 
-/// Read-only connections to the database file, opened on demand and kept for reuse; at most
-/// `readers` of them are in use at once.
+/// Read-only connections to the database file, all opened when the storage opens and kept for
+/// reuse; at most `readers` of them are in use at once. Opening them up front keeps the relay's
+/// open file descriptors flat from its first request on (a count that grows later is a leak,
+/// not a pool warming up).
 pub(super) struct ReaderPool {
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
@@ -29,15 +31,24 @@ pub(super) struct ReaderPool {
 }
 
 impl ReaderPool {
-    /// A pool for the database at `path`, with no connection open yet.
-    pub(super) fn new(path: PathBuf, config: &SqliteConfig) -> Self {
-        Self {
-            idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(config.readers.max(1))),
+    /// A pool for the database at `path`, its `readers` connections open.
+    pub(super) fn open_all(path: PathBuf, config: &SqliteConfig) -> Result<Self> {
+        let size = config.readers.max(1);
+        let pool = Self {
+            idle: Mutex::new(Vec::with_capacity(size)),
+            permits: Arc::new(Semaphore::new(size)),
             path,
             busy_timeout: config.busy_timeout,
             mmap_size_bytes: config.mmap_size_bytes,
+        };
+        for _ in 0..size {
+            let conn = pool.open()?;
+            // A connection opens the WAL on its first read: read once, so that file is open
+            // from the start as well.
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+            pool.give_back(conn);
         }
+        Ok(pool)
     }
 
     /// An idle connection, if one is kept.

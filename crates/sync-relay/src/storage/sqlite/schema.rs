@@ -346,8 +346,8 @@ mod tests {
             assert_eq!(pragma_i64(&conn, "user_version"), SCHEMA_VERSION);
             assert_eq!(pragma_i64(&conn, "application_id"), APPLICATION_ID);
 
-            let pool = ReaderPool::new(path.clone(), &config);
-            let reader = pool.open().expect("reader");
+            let pool = ReaderPool::open_all(path.clone(), &config).expect("readers");
+            let reader = pool.take().expect("the readers are open from the start");
             assert_eq!(pragma_i64(&reader, "mmap_size"), 1 << 20);
             assert_eq!(pragma_i64(&reader, "busy_timeout"), 1234);
             let write = reader.execute("DELETE FROM blobs", []);
