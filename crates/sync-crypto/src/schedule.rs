@@ -25,6 +25,7 @@ const LABEL_CONTENT_KEY: &[u8] = b"0k-sync/v1/content-key";
 const EPOCH_SALT: &[u8] = b"0k-sync/v1/epoch-schedule";
 const LABEL_EPOCH_SYNC_KEY: &[u8] = b"0k-sync/v1/epoch-sync-key";
 const LABEL_EPOCH_AUTH_SEED: &[u8] = b"0k-sync/v1/epoch-auth-seed";
+const LABEL_EPOCH_CONTENT_KEY: &[u8] = b"0k-sync/v1/epoch-content-key";
 
 /// A key epoch: which generation of the group's blob key sealed a blob. Epoch 0 is the
 /// `sync_key` derived from the group secret; later epochs come from key rotation.
@@ -117,6 +118,8 @@ struct Epoch {
 /// PRK_n        = HKDF-Extract(salt = "0k-sync/v1/epoch-schedule", IKM = epoch secret)
 /// sync_key_n   = HKDF-Expand(PRK_n, "0k-sync/v1/epoch-sync-key" ‖ GroupId ‖ n (u32 BE), 32)
 /// auth_seed_n  = HKDF-Expand(PRK_n, "0k-sync/v1/epoch-auth-seed" ‖ GroupId ‖ n (u32 BE), 32)
+/// content_key_n = HKDF-Expand(PRK_n, "0k-sync/v1/epoch-content-key" ‖ GroupId ‖ n (u32 BE)
+///                 ‖ blob_id, 32)
 /// ```
 ///
 /// The group id stays the epoch 0 auth public key for the group's whole life; the relay learns
@@ -218,6 +221,26 @@ impl GroupKeys {
         Some(ContentKey(expand(
             &hk,
             &[LABEL_CONTENT_KEY, blob_id.as_bytes()],
+        )))
+    }
+
+    /// The key of the large content item `blob_id` sealed under key epoch `epoch`, if this
+    /// device holds that epoch: `content_key` for epoch 0, `content_key_n` for a later one.
+    pub fn content_key_in(&self, epoch: KeyEpoch, blob_id: &BlobId) -> Option<ContentKey> {
+        if epoch == KeyEpoch::INITIAL {
+            return self.content_key(blob_id);
+        }
+        let held = self.epochs.get(&epoch)?;
+        let hk = Hkdf::<Sha256>::new(Some(EPOCH_SALT), held.secret.expose_bytes());
+        let n = epoch.0.to_be_bytes();
+        Some(ContentKey(expand(
+            &hk,
+            &[
+                LABEL_EPOCH_CONTENT_KEY,
+                self.group_id.as_bytes(),
+                &n,
+                blob_id.as_bytes(),
+            ],
         )))
     }
 
@@ -331,6 +354,40 @@ mod tests {
                 assert_ne!(a, b);
             }
         }
+    }
+
+    #[test]
+    fn content_keys_are_per_epoch_and_per_item() {
+        let mut keys = GroupKeys::derive(&secret(1));
+        let blob = BlobId::from_bytes([9; 16]);
+        let other = BlobId::from_bytes([8; 16]);
+        let k0 = keys.content_key_in(KeyEpoch::INITIAL, &blob).unwrap();
+        assert_eq!(
+            k0.expose_bytes(),
+            keys.content_key(&blob).unwrap().expose_bytes()
+        );
+        assert!(
+            keys.content_key_in(KeyEpoch(1), &blob).is_none(),
+            "epoch not held"
+        );
+        keys.add_epoch(KeyEpoch(1), EpochSecret::from_bytes([5; 32]))
+            .unwrap();
+        let k1 = keys.content_key_in(KeyEpoch(1), &blob).unwrap();
+        let k1_other = keys.content_key_in(KeyEpoch(1), &other).unwrap();
+        assert_ne!(k1.expose_bytes(), k0.expose_bytes());
+        assert_ne!(k1.expose_bytes(), k1_other.expose_bytes());
+        // Another group with the same epoch secret derives other keys (the group id is bound).
+        let mut elsewhere = GroupKeys::derive(&secret(2));
+        elsewhere
+            .add_epoch(KeyEpoch(1), EpochSecret::from_bytes([5; 32]))
+            .unwrap();
+        assert_ne!(
+            elsewhere
+                .content_key_in(KeyEpoch(1), &blob)
+                .unwrap()
+                .expose_bytes(),
+            k1.expose_bytes()
+        );
     }
 
     #[test]
