@@ -225,6 +225,18 @@ impl SyncClient {
     }
 
     fn seal(&self, data: &[u8]) -> Result<(BlobId, u64, Bytes), ClientError> {
+        let blob_id = self.new_blob_id()?;
+        self.seal_as(blob_id, data)
+    }
+
+    /// A fresh blob id, time-ordered (so the relay's index of the group's blob ids grows at
+    /// its end), for [`SyncClient::push_as`].
+    pub fn new_blob_id(&self) -> Result<BlobId, ClientError> {
+        let mut rng = self.rng()?;
+        Ok(BlobId::time_ordered(&mut *rng, unix_ms() / 1000))
+    }
+
+    fn seal_as(&self, blob_id: BlobId, data: &[u8]) -> Result<(BlobId, u64, Bytes), ClientError> {
         let keys = self
             .inner
             .keys
@@ -234,9 +246,6 @@ impl SyncClient {
             .epoch_key(keys.current_epoch())
             .ok_or_else(|| ClientError::Internal("no key for the current epoch".into()))?;
         let mut rng = self.rng()?;
-        // Time-ordered, so the relay's index of the group's blob ids grows at its end.
-        let unix_secs = unix_ms() / 1000;
-        let blob_id = BlobId::time_ordered(&mut *rng, unix_secs);
         let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
         let sealed = seal(
             &mut *rng,
@@ -350,6 +359,55 @@ impl SyncClient {
         let (blob_id, seq, sealed) = self.seal(data)?;
         self.request(|tx| self.push_command(blob_id, seq, sealed, PushReply::Ack(tx)))
             .await
+    }
+
+    /// [`SyncClient::push`] under a blob id chosen beforehand ([`SyncClient::new_blob_id`]),
+    /// e.g. one that large content was registered under. A blob id is used for one payload
+    /// only: the relay refuses the same id with other bytes.
+    pub async fn push_as(&self, blob_id: BlobId, data: &[u8]) -> Result<Receipt, ClientError> {
+        let (blob_id, seq, sealed) = self.seal_as(blob_id, data)?;
+        self.request(|tx| self.push_command(blob_id, seq, sealed, PushReply::Ack(tx)))
+            .await
+    }
+
+    /// Registers large content with the relay before it is uploaded to the relay's content
+    /// store: `hash` (BLAKE3 of the sealed content), its sealed `size`, plaintext `chunk_size`
+    /// and `chunks`, under the blob id of the blob that will announce it (deleting that blob
+    /// drops the content). A group over its content quota gets
+    /// [`ClientError::Rejected`] with [`ErrorCode::QuotaExceeded`](sync_types::ErrorCode),
+    /// a relay without a content store one with `NotSupported`.
+    pub async fn register_content(
+        &self,
+        blob_id: BlobId,
+        hash: [u8; 32],
+        size: u64,
+        chunk_size: u32,
+        chunks: u32,
+    ) -> Result<(), ClientError> {
+        let content = sync_types::ContentRef {
+            request_id: 0,
+            blob_id,
+            hash,
+            size,
+            chunk_size,
+            chunks,
+        };
+        self.request(|reply| Command::RegisterContent { content, reply })
+            .await
+    }
+
+    /// The key of large content `content_id` sealed under key `epoch`, if this device holds
+    /// that epoch.
+    pub fn content_key(
+        &self,
+        epoch: sync_crypto::KeyEpoch,
+        content_id: &BlobId,
+    ) -> Option<sync_crypto::ContentKey> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .content_key_in(epoch, content_id)
     }
 
     /// Seals `data` and returns its blob id as soon as it is durable in the outbox (for

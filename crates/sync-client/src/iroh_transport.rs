@@ -182,6 +182,15 @@ impl IrohTransport {
         }
     }
 
+    /// The device's endpoint once bound (after the first connect): large content is served
+    /// and fetched over it, so peers and relays see the same `DeviceId`.
+    pub async fn bound_endpoint(&self) -> Option<Endpoint> {
+        match &*self.endpoint.lock().await {
+            EndpointState::Bound(ep) => Some(ep.clone()),
+            _ => None,
+        }
+    }
+
     async fn endpoint(&self, device: &DeviceKey) -> Result<Endpoint, TransportError> {
         let mut state = self.endpoint.lock().await;
         match &*state {

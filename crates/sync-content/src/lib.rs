@@ -11,13 +11,17 @@
 //!   travels through the relay as an ordinary sealed blob.
 //! - [`node`]: serving content to the group's devices and fetching it from a device that holds
 //!   it or from a relay's content store, resuming where a previous attempt stopped.
+//! - [`ContentClient`]: all of it on top of a `SyncClient`: send a file or a folder, receive
+//!   what a descriptor names.
 
 pub mod chunk;
+mod client;
 pub mod descriptor;
 mod error;
 pub mod node;
 pub mod store;
 
+pub use client::{ContentClient, Received, SendError, SendOptions, Sent};
 pub use descriptor::{Collection, ContentRef, Descriptor, Holder};
 pub use error::ContentError;
 pub use node::{ContentNode, FetchError, FetchReport, HolderFailure};

@@ -62,6 +62,11 @@ pub(crate) enum Command {
         ttl_secs: u32,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    /// Register large content with the relay (quota check before its upload).
+    RegisterContent {
+        content: sync_types::ContentRef,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
     /// A membership change or question.
     Membership(super::MembershipOp),
     /// Send `Bye`, close, stop.
@@ -121,6 +126,9 @@ impl Driver {
                     ttl_secs,
                     reply,
                 } => self.on_invite_put(lookup_id, sealed, ttl_secs, reply),
+                Command::RegisterContent { content, reply } => {
+                    self.on_register_content(content, reply);
+                }
                 Command::Membership(op) => self.on_membership_op(op),
                 Command::Close { reply } => {
                     self.commit_pushes(accepted);

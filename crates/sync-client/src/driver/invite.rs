@@ -1,7 +1,9 @@
-//! Leaving a sealed invite in the relay's mailbox through this device's session (`InvitePut`,
-//! answered by `InviteStored` or an error).
+//! Requests the relay answers with a plain acknowledgement, through this device's session:
+//! leaving a sealed invite in the relay's mailbox (`InvitePut`, answered by `InviteStored`) and
+//! registering large content before its upload (`ContentRef`, answered by `ContentAck`), or an
+//! error either way.
 
-use sync_types::WireError;
+use sync_types::{ContentRef, WireError};
 use tokio::sync::oneshot;
 
 use super::{Driver, rejected};
@@ -15,18 +17,36 @@ impl Driver {
         ttl_secs: u32,
         reply: oneshot::Sender<Result<(), ClientError>>,
     ) {
-        match self.session.put_invite(lookup_id, sealed.into(), ttl_secs) {
-            Ok(request_id) => {
-                self.io.invite_requests.insert(request_id, reply);
+        let sent = self.session.put_invite(lookup_id, sealed.into(), ttl_secs);
+        self.await_answer(sent.ok(), reply);
+    }
+
+    pub(super) fn on_register_content(
+        &mut self,
+        content: ContentRef,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    ) {
+        let sent = self.session.register_content(content);
+        self.await_answer(sent.ok(), reply);
+    }
+
+    fn await_answer(
+        &mut self,
+        request_id: Option<u64>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    ) {
+        match request_id {
+            Some(id) => {
+                self.io.answer_requests.insert(id, reply);
             }
-            Err(_) => {
+            None => {
                 let _ = reply.send(Err(ClientError::NotConnected));
             }
         }
     }
 
-    pub(super) fn on_invite_stored(&mut self, request_id: u64, result: Result<(), WireError>) {
-        if let Some(waiter) = self.io.invite_requests.remove(&request_id) {
+    pub(super) fn on_answered(&mut self, request_id: u64, result: Result<(), WireError>) {
+        if let Some(waiter) = self.io.answer_requests.remove(&request_id) {
             let _ = waiter.send(result.map_err(|e| rejected(e, None)));
         }
     }

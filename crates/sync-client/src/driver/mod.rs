@@ -18,7 +18,8 @@
 //! - `pull`: pull rounds, opening and checking what they bring, the cursor tracker, committed
 //!   batches;
 //! - `command`: what the client handles ask for, handled a batch at a time;
-//! - `invite`: leaving invites in the relay's mailbox;
+//! - `invite`: requests answered by a plain acknowledgement (invites in the relay's mailbox,
+//!   content registrations);
 //! - `report`: events and the status snapshot the app sees;
 //! - `io`: the session's reader and writer tasks.
 
@@ -335,8 +336,8 @@ impl Driver {
             }
             SessionEvent::PullRefused { error } => self.on_pull_refused(error),
             SessionEvent::Notify(n) => self.on_notify(n),
-            SessionEvent::InviteStored { request_id, result } => {
-                self.on_invite_stored(request_id, result);
+            SessionEvent::Answered { request_id, result } => {
+                self.on_answered(request_id, result);
             }
         }
     }

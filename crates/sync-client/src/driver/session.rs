@@ -40,7 +40,8 @@ pub(super) struct IoState {
     active: Option<ActiveSession>,
     /// The relay's refusal of the last handshake, reported if it was for good.
     pub(super) last_rejection: Option<WireError>,
-    pub(super) invite_requests: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
+    /// Requests waiting for a plain acknowledgement (invites, content registrations).
+    pub(super) answer_requests: HashMap<u64, oneshot::Sender<Result<(), ClientError>>>,
     /// Largest frame the reader accepts (the session's bound, shared with the reader task).
     max_frame: Arc<AtomicUsize>,
     /// Writers of ended connections, still flushing `Bye` and closing.
@@ -57,7 +58,7 @@ impl IoState {
             last_id: 0,
             active: None,
             last_rejection: None,
-            invite_requests: HashMap::new(),
+            answer_requests: HashMap::new(),
             max_frame: Arc::new(AtomicUsize::new(DEFAULT_MAX_FRAME)),
             closing_writers: Vec::new(),
             wrong_relay: false,
@@ -199,7 +200,7 @@ impl Driver {
         self.pushes_session_lost();
         self.pulls_session_lost();
         self.membership_session_lost();
-        for (_, waiter) in self.io.invite_requests.drain() {
+        for (_, waiter) in self.io.answer_requests.drain() {
             let _ = waiter.send(Err(ClientError::NotConnected));
         }
         if was_established {

@@ -25,19 +25,9 @@ impl Session {
                 }
             }
             Message::InviteStored(stored) => {
-                let known = self
-                    .transport
-                    .as_mut()
-                    .is_some_and(|t| t.invites.remove(&stored.request_id));
-                if known {
-                    self.events.push_back(SessionEvent::InviteStored {
-                        request_id: stored.request_id,
-                        result: Ok(()),
-                    });
-                } else {
-                    self.fail("InviteStored for no InvitePut".into(), true, now, rng);
-                }
+                self.on_answer(stored.request_id, "InviteStored", now, rng);
             }
+            Message::ContentAck(ack) => self.on_answer(ack.request_id, "ContentAck", now, rng),
             Message::GroupChanged(changed) => match changed.request_id {
                 None => self.events.push_back(SessionEvent::GroupChanged(changed)),
                 Some(id) => {
@@ -68,7 +58,6 @@ impl Session {
             | Message::GroupUpdate(_)
             | Message::GroupGet(_)
             | Message::ContentRef(_)
-            | Message::ContentAck(_)
             | Message::InvitePut(_)
             | Message::InviteGet(_)
             | Message::InviteFound(_)) => {
@@ -96,6 +85,29 @@ impl Session {
             });
         } else {
             self.fail("membership answer for no request".into(), true, now, rng);
+        }
+    }
+
+    /// A plain acknowledgement (`InviteStored`, `ContentAck`) of a request that waits for one;
+    /// an acknowledgement of nothing is a protocol violation.
+    fn on_answer<R: CryptoRng + ?Sized>(
+        &mut self,
+        request_id: u64,
+        what: &str,
+        now: Instant,
+        rng: &mut R,
+    ) {
+        let known = self
+            .transport
+            .as_mut()
+            .is_some_and(|t| t.answers.remove(&request_id));
+        if known {
+            self.events.push_back(SessionEvent::Answered {
+                request_id,
+                result: Ok(()),
+            });
+        } else {
+            self.fail(format!("{what} for no request"), true, now, rng);
         }
     }
 
@@ -184,8 +196,8 @@ impl Session {
         if t.pings.remove(&request_id) {
             return;
         }
-        if t.invites.remove(&request_id) {
-            self.events.push_back(SessionEvent::InviteStored {
+        if t.answers.remove(&request_id) {
+            self.events.push_back(SessionEvent::Answered {
                 request_id,
                 result: Err(e),
             });

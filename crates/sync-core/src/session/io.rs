@@ -122,8 +122,10 @@ pub enum SessionEvent {
     },
     /// The relay announced a blob.
     Notify(Notify),
-    /// The answer to an invite put with [`Session::put_invite`](super::Session::put_invite).
-    InviteStored {
+    /// The acknowledgement of an invite put with
+    /// [`Session::put_invite`](super::Session::put_invite) or content registered with
+    /// [`Session::register_content`](super::Session::register_content).
+    Answered {
         /// The request it answers.
         request_id: u64,
         /// Stored, or the relay's refusal.

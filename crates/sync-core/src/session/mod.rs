@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand_core::CryptoRng;
 use sync_types::{
-    BlobId, Bye, Cursor, DEFAULT_MAX_FRAME, Enroll, ErrorCode, GroupGet, GroupId, GroupUpdate,
-    Hello, InvitePut, Limits, MAX_FRAME_LIMIT, Message, PROTOCOL_VERSION, Ping, Push, PushAck,
-    RelayId, Welcome, WireError,
+    BlobId, Bye, ContentRef, Cursor, DEFAULT_MAX_FRAME, Enroll, ErrorCode, GroupGet, GroupId,
+    GroupUpdate, Hello, InvitePut, Limits, MAX_FRAME_LIMIT, Message, PROTOCOL_VERSION, Ping, Push,
+    PushAck, RelayId, Welcome, WireError,
 };
 
 pub use io::{
@@ -103,7 +103,8 @@ struct Transport {
     /// Pushes sent and not answered yet, by request id.
     in_flight: HashMap<u64, BlobId>,
     pull: Option<PullInProgress>,
-    invites: HashSet<u64>,
+    /// Requests answered by a plain acknowledgement (`InvitePut`, `ContentRef`).
+    answers: HashSet<u64>,
     group_requests: HashSet<u64>,
 }
 
@@ -307,7 +308,7 @@ impl Session {
     }
 
     /// Leaves a sealed invite in the relay's mailbox; answered by
-    /// [`SessionEvent::InviteStored`] with the returned request id.
+    /// [`SessionEvent::Answered`] with the returned request id.
     pub fn put_invite(
         &mut self,
         lookup_id: String,
@@ -316,7 +317,7 @@ impl Session {
     ) -> Result<u64, SessionError> {
         let request_id = self.request_id();
         let t = self.established_transport()?;
-        t.invites.insert(request_id);
+        t.answers.insert(request_id);
         self.transmits
             .push_back(Transmit::Frame(Message::InvitePut(InvitePut {
                 request_id,
@@ -324,6 +325,19 @@ impl Session {
                 sealed: sealed.into(),
                 ttl_secs,
             })));
+        Ok(request_id)
+    }
+
+    /// Registers large content with the relay before uploading it (the relay checks the
+    /// group's content quota); answered by [`SessionEvent::Answered`] with the returned
+    /// request id. `request_id` in `content` is replaced.
+    pub fn register_content(&mut self, mut content: ContentRef) -> Result<u64, SessionError> {
+        let request_id = self.request_id();
+        let t = self.established_transport()?;
+        t.answers.insert(request_id);
+        content.request_id = request_id;
+        self.transmits
+            .push_back(Transmit::Frame(Message::ContentRef(content)));
         Ok(request_id)
     }
 
@@ -387,7 +401,7 @@ impl Session {
                     pings: HashSet::new(),
                     in_flight: HashMap::new(),
                     pull: None,
-                    invites: HashSet::new(),
+                    answers: HashSet::new(),
                     group_requests: HashSet::new(),
                 });
                 self.connection_event(ConnectionEvent::TransportConnected, now, rng);

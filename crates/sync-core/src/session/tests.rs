@@ -695,7 +695,7 @@ fn errors_go_to_their_request_and_an_unknown_one_ends_the_session() {
     h.frame(InviteStored { request_id: id });
     h.frame(error(Some(other), ErrorCode::RateLimited, None));
     let answers: Vec<(u64, bool)> = h.take_events_of(|e| match e {
-        SessionEvent::InviteStored { request_id, result } => Some((request_id, result.is_ok())),
+        SessionEvent::Answered { request_id, result } => Some((request_id, result.is_ok())),
         _ => None,
     });
     assert_eq!(answers, vec![(id, true), (other, false)]);
