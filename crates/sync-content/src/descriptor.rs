@@ -169,3 +169,104 @@ pub fn check_name(name: &str) -> Result<(), ContentError> {
         Err(ContentError::UnsafeName(name.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(name: &str) -> ContentRef {
+        ContentRef {
+            content_id: BlobId::from_bytes([1; 16]),
+            epoch: 2,
+            hash: [7; 32],
+            plain_size: 200_000,
+            chunk_size: crate::chunk::DEFAULT_CHUNK_SIZE,
+            name: name.into(),
+            media_type: "image/jpeg".into(),
+            holders: vec![Holder {
+                id: [9; 32],
+                addrs: vec!["127.0.0.1:4433".parse().expect("addr")],
+                relay: true,
+            }],
+        }
+    }
+
+    #[test]
+    fn descriptors_round_trip_and_are_recognised_by_their_magic() {
+        let one = Descriptor::Item(item("photo.jpg"));
+        let folder = Descriptor::Collection(Collection {
+            name: "holiday".into(),
+            items: vec![item("a/1.jpg"), item("b.jpg")],
+        });
+        for d in [one, folder] {
+            let bytes = d.encode().expect("encode");
+            assert!(Descriptor::is_descriptor(&bytes));
+            assert_eq!(Descriptor::decode(&bytes).expect("decode"), d);
+        }
+        assert!(!Descriptor::is_descriptor(b"hello"));
+        assert!(matches!(
+            Descriptor::decode(b"hello"),
+            Err(ContentError::Malformed(_))
+        ));
+        let mut cut = Descriptor::Item(item("x")).encode().expect("encode");
+        cut.truncate(cut.len() - 3);
+        assert!(matches!(
+            Descriptor::decode(&cut),
+            Err(ContentError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn sizes_follow_the_chunking() {
+        let i = item("x");
+        assert_eq!(i.chunks(), 4); // 200 000 bytes in 64 KiB chunks
+        assert_eq!(i.sealed_size(), 200_000 + 4 * 16);
+    }
+
+    #[test]
+    fn names_that_would_leave_the_output_directory_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\\b",
+            "nul\0",
+            "./x/..",
+            "a//..",
+        ] {
+            let d = Descriptor::Item(item(bad));
+            let bytes = d.encode().expect("encode");
+            assert!(
+                matches!(Descriptor::decode(&bytes), Err(ContentError::UnsafeName(_))),
+                "{bad:?}"
+            );
+        }
+        for good in ["a", "a/b/c.txt", "été.jpg", "x y"] {
+            assert!(check_name(good).is_ok(), "{good:?}");
+        }
+        let mut c = Collection {
+            name: "..".into(),
+            items: vec![item("ok")],
+        };
+        let bytes = Descriptor::Collection(c.clone()).encode().expect("encode");
+        assert!(
+            Descriptor::decode(&bytes).is_err(),
+            "collection name checked"
+        );
+        c.name = "ok".into();
+        let bytes = Descriptor::Collection(c).encode().expect("encode");
+        assert!(Descriptor::decode(&bytes).is_ok());
+    }
+
+    #[test]
+    fn a_bad_chunk_size_in_a_descriptor_is_refused() {
+        let mut i = item("x");
+        i.chunk_size = 3;
+        let bytes = Descriptor::Item(i).encode().expect("encode");
+        assert!(matches!(
+            Descriptor::decode(&bytes),
+            Err(ContentError::BadChunkSize(3))
+        ));
+    }
+}
