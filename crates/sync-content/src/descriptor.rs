@@ -26,10 +26,32 @@ pub struct Holder {
     /// The holder's endpoint id (a device's `DeviceId`, or a relay's id).
     #[serde(with = "serde_bytes")]
     pub id: [u8; 32],
-    /// Its direct addresses when the reference was made.
+    /// Its direct addresses when the reference was made (encoded as `"ip:port"` strings).
+    #[serde(with = "addr_strings")]
     pub addrs: Vec<SocketAddr>,
     /// A relay (keeps content after its sender left) rather than a device.
     pub relay: bool,
+}
+
+/// Socket addresses as `"ip:port"` strings on the wire, whatever the format's
+/// human-readability (MessagePack's is not, and would otherwise encode them as tagged tuples).
+mod addr_strings {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(addrs: &[SocketAddr], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(addrs.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<SocketAddr>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|a| a.parse().map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 /// One piece of large content: enough to fetch, verify and open it.
