@@ -112,14 +112,27 @@ pub struct ContentClient {
 impl ContentClient {
     /// Large content over `sync`'s group, served and fetched by `node` (on the device's
     /// endpoint), with `relay` (the relay of the session, as a holder) for the relay's copy.
+    /// Everything the node's store keeps is offered to the group's devices again (content
+    /// sent or received before a restart stays available from this device).
     pub async fn new(
         sync: SyncClient,
         node: ContentNode,
         relay: Option<Holder>,
-    ) -> Result<Self, ClientError> {
+    ) -> Result<Self, SendError> {
+        for (hash, _) in node.store().kept().await? {
+            node.offer(hash);
+        }
         let client = Self { sync, node, relay };
-        client.refresh_peers().await?;
+        client.refresh_peers().await.map_err(SendError::Announce)?;
         Ok(client)
+    }
+
+    /// Forgets content last sent, fetched or kept more than `keep_for` ago (the store's
+    /// garbage collection then removes its bytes); returns how many items went.
+    pub async fn prune(&self, keep_for: std::time::Duration) -> Result<usize, ContentError> {
+        let keep_ms = u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = sync_types::unix_ms().saturating_sub(keep_ms);
+        Ok(self.node.store().prune(cutoff).await?.len())
     }
 
     /// The content node.

@@ -18,16 +18,18 @@ use sync_crypto::ContentKey;
 use sync_types::BlobId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::chunk::ChunkCipher;
 use crate::descriptor::ContentRef;
 use crate::error::ContentError;
 
-/// How often the store removes content no tag holds any more.
-const GC_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the store removes content no tag holds any more, unless told otherwise.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Prefix of the tags that keep content (complete or partial) in the store.
+/// Prefix of the tags that keep content (complete or partial) in the store: one tag per hash,
+/// `0k/content/<hash hex>/<unix ms>`, the time it was last kept (sent, fetched, kept again).
 const TAG_PREFIX: &str = "0k/content/";
 
 /// Bytes done and bytes in all, for a progress display; shared between the task doing the
@@ -102,14 +104,19 @@ pub struct ContentStore {
 }
 
 impl ContentStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`; content no longer kept is removed every minute.
     pub async fn open(dir: &Path) -> Result<Self, ContentError> {
+        Self::open_with(dir, DEFAULT_GC_INTERVAL).await
+    }
+
+    /// [`ContentStore::open`] with another garbage collection interval.
+    pub async fn open_with(dir: &Path, gc_interval: Duration) -> Result<Self, ContentError> {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| ContentError::file(dir, e))?;
         let mut options = Options::new(dir);
         options.gc = Some(GcConfig {
-            interval: GC_INTERVAL,
+            interval: gc_interval,
             add_protected: None,
         });
         let fs = FsStore::load_with_opts(dir.join("blobs.db"), options)
@@ -131,23 +138,85 @@ impl ContentStore {
         &self.fs
     }
 
-    /// Keeps `hash` (complete or partial) until [`ContentStore::forget`].
+    /// Keeps `hash` (complete or partial) until [`ContentStore::forget`] or a
+    /// [`ContentStore::prune`] past this moment.
     pub async fn keep(&self, hash: Hash) -> Result<(), ContentError> {
-        self.fs
-            .tags()
-            .set(tag_name(&hash), HashAndFormat::new(hash, BlobFormat::Raw))
+        let tags = self.fs.tags();
+        let fresh = format!("{}{}", tag_prefix(&hash), sync_types::unix_ms());
+        tags.set(fresh.as_bytes(), HashAndFormat::new(hash, BlobFormat::Raw))
             .await
-            .map_err(ContentError::store)
+            .map_err(ContentError::store)?;
+        for (name, _) in self.kept_tags(Some(&hash)).await? {
+            if name != fresh {
+                tags.delete(name.as_bytes())
+                    .await
+                    .map_err(ContentError::store)?;
+            }
+        }
+        Ok(())
     }
 
     /// Lets `hash` go: the store's garbage collection removes its bytes.
     pub async fn forget(&self, hash: Hash) -> Result<(), ContentError> {
         self.fs
             .tags()
-            .delete(tag_name(&hash))
+            .delete_prefix(tag_prefix(&hash).as_bytes())
             .await
             .map(|_| ())
             .map_err(ContentError::store)
+    }
+
+    /// Every hash kept, with when it was last kept (Unix ms).
+    pub async fn kept(&self) -> Result<Vec<(Hash, u64)>, ContentError> {
+        Ok(self
+            .kept_tags(None)
+            .await?
+            .into_iter()
+            .map(|(_, kept)| kept)
+            .collect())
+    }
+
+    /// Forgets what was last kept before `cutoff_ms` (Unix ms); garbage collection then removes
+    /// its bytes. Returns the hashes forgotten.
+    pub async fn prune(&self, cutoff_ms: u64) -> Result<Vec<Hash>, ContentError> {
+        let mut gone = Vec::new();
+        for (name, (hash, at)) in self.kept_tags(None).await? {
+            if at < cutoff_ms {
+                self.fs
+                    .tags()
+                    .delete(name.as_bytes())
+                    .await
+                    .map_err(ContentError::store)?;
+                gone.push(hash);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// The keeping tags (of `hash`, or all), by name, with their hash and time.
+    async fn kept_tags(
+        &self,
+        hash: Option<&Hash>,
+    ) -> Result<Vec<(String, (Hash, u64))>, ContentError> {
+        let prefix = hash.map_or_else(|| TAG_PREFIX.to_string(), tag_prefix);
+        let mut list = self
+            .fs
+            .tags()
+            .list_prefix(prefix.as_bytes())
+            .await
+            .map_err(ContentError::store)?;
+        let mut out = Vec::new();
+        while let Some(info) = list.next().await {
+            let info = info.map_err(ContentError::store)?;
+            let name = String::from_utf8_lossy(info.name.as_ref()).into_owned();
+            let at = name
+                .rsplit('/')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+            out.push((name, (info.hash, at)));
+        }
+        Ok(out)
     }
 
     /// How much of `hash` is held here.
@@ -327,9 +396,9 @@ impl ContentStore {
     }
 }
 
-/// The tag that keeps `hash`.
-fn tag_name(hash: &Hash) -> String {
-    format!("{TAG_PREFIX}{}", hash.to_hex())
+/// The prefix of the tag that keeps `hash`.
+fn tag_prefix(hash: &Hash) -> String {
+    format!("{TAG_PREFIX}{}/", hash.to_hex())
 }
 
 /// `out` with `.0k-part` appended to its file name.

@@ -291,3 +291,68 @@ async fn an_interrupted_fetch_resumes_from_the_verified_bytes() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn content_past_its_keeping_time_is_pruned_and_its_bytes_collected() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store_dir = dir.path().join("gc");
+    let store = ContentStore::open_with(&store_dir, std::time::Duration::from_millis(50))
+        .await
+        .expect("store");
+    let old = write_file(dir.path(), "old.bin", 300_000);
+    let new = write_file(dir.path(), "new.bin", 200_000);
+    let seal_one = |path: PathBuf, id: u8| {
+        let store = store.clone();
+        async move {
+            let id = BlobId::from_bytes([id; 16]);
+            let params = SealParams {
+                content_id: id,
+                epoch: 0,
+                chunk_size: DEFAULT_CHUNK_SIZE,
+                name: "f".into(),
+                media_type: "application/octet-stream".into(),
+            };
+            store
+                .seal_file(&path, &key(&id), params, None)
+                .await
+                .expect("seal")
+        }
+    };
+    let old_ref = seal_one(old, 40).await;
+    let cutoff = sync_types::unix_ms() + 1;
+    // Kept again after the cutoff: survives; one tag per hash however often it is kept.
+    while sync_types::unix_ms() <= cutoff {
+        tokio::task::yield_now().await;
+    }
+    let new_ref = seal_one(new, 41).await;
+    store.keep(new_ref.blob_hash()).await.expect("keep again");
+    assert_eq!(store.kept().await.expect("kept").len(), 2);
+    assert_eq!(data_files(&store_dir).len(), 2);
+
+    let gone = store.prune(cutoff).await.expect("prune");
+    assert_eq!(gone, vec![old_ref.blob_hash()]);
+    let kept = store.kept().await.expect("kept");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].0, new_ref.blob_hash());
+    // Garbage collection removes the forgotten bytes within a few of its rounds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while data_files(&store_dir).len() > 1 {
+        assert!(std::time::Instant::now() < deadline, "bytes not collected");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !store
+            .held(old_ref.blob_hash())
+            .await
+            .expect("held")
+            .complete
+    );
+    assert!(
+        store
+            .held(new_ref.blob_hash())
+            .await
+            .expect("held")
+            .complete
+    );
+    store.shutdown().await;
+}
