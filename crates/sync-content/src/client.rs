@@ -92,6 +92,9 @@ pub struct Received {
     pub bytes_fetched: u64,
     /// Verified sealed bytes that were held already (resumed from).
     pub bytes_resumed: u64,
+    /// Verified sealed bytes fetched from each holder (endpoint id), in the order they
+    /// delivered.
+    pub from_holders: Vec<([u8; 32], u64)>,
 }
 
 impl Received {
@@ -125,6 +128,12 @@ impl ContentClient {
         let client = Self { sync, node, relay };
         client.refresh_peers().await.map_err(SendError::Announce)?;
         Ok(client)
+    }
+
+    /// Closes the sync client and stops serving (the device goes offline for the group).
+    pub async fn shutdown(self) {
+        self.sync.close().await;
+        self.node.shutdown().await;
     }
 
     /// Forgets content last sent, fetched or kept more than `keep_for` ago (the store's
@@ -372,6 +381,12 @@ impl ContentClient {
             };
             received.bytes_fetched += report.bytes_received();
             received.bytes_resumed += report.resumed_from;
+            for (holder, n) in &report.received {
+                match received.from_holders.iter_mut().find(|(h, _)| h == holder) {
+                    Some((_, total)) => *total += n,
+                    None => received.from_holders.push((*holder, *n)),
+                }
+            }
             let Some(key) = self
                 .sync
                 .content_key(KeyEpoch(item.epoch), &item.content_id)
