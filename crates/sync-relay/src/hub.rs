@@ -174,6 +174,19 @@ impl Hub {
             .contains_key(group)
     }
 
+    /// Whether `device` has a session open in the group here.
+    pub(crate) fn has_device(&self, group: &GroupId, device: &DeviceId) -> bool {
+        let groups = self.groups.read().unwrap_or_else(PoisonError::into_inner);
+        groups.get(group).is_some_and(|sessions| {
+            sessions
+                .links
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|l| l.device == *device)
+        })
+    }
+
     /// Groups with at least one open session.
     pub(crate) fn active_groups(&self) -> usize {
         self.groups

@@ -4,7 +4,9 @@
 //! What it is: a library with one entry point, [`start`], that runs an iroh (QUIC) endpoint
 //! speaking the `sync-types` protocol (ALPN `/0k-sync/1`), SQLite storage with group commit, an
 //! HTTP server for `/health`, `/metrics` and `/.well-known/0k-sync`, and periodic cleanup — plus
-//! the `sync-relay` binary around it. What it is not: it never sees plaintext or keys (payloads
+//! the `sync-relay` binary around it. With `content_store` on (the default) the same endpoint
+//! also speaks iroh-blobs (ALPN `/iroh-bytes/4`) for large sealed content, reserved with
+//! `ContentRef` and kept in `<data_dir>/content/`. What it is not: it never sees plaintext or keys (payloads
 //! are ciphertext sealed on devices), and by default it contacts nothing on the internet (no
 //! iroh relay servers, no discovery; `public_discovery` opts in).
 //!
@@ -25,6 +27,7 @@
 
 mod admission;
 mod config;
+mod content;
 mod http;
 mod hub;
 mod identity;
@@ -43,6 +46,7 @@ pub use config::{
     MAX_BLOB_BYTES_LIMIT, PostgresTlsMode, RelayConfig, StorageBackend, default_data_dir,
     format_duration, mask_password, parse_duration,
 };
+pub use content::{CONTENT_DIR_NAME, INDEX_FILE_NAME as CONTENT_INDEX_FILE_NAME};
 pub use identity::{IdentityError, KEY_FILE_NAME, load_or_create_secret_key};
 pub use metrics::{
     ByReason, Counter, Gauge, Histogram, LATENCY_BUCKETS, METRIC_PREFIX, Metrics, Reason,

@@ -288,6 +288,18 @@ relay_metrics! {
     invite_lookups_failed_total: Counter,
     /// Audit lines of refusals not written because more were due than the audit rate allows.
     audit_suppressed_total: Counter,
+    /// Pieces of large content uploaded completely and held now (each counted once).
+    content_items: Gauge,
+    /// Bytes of large content uploaded completely and held now (each piece counted once).
+    content_bytes: Gauge,
+    /// Content reservations (ContentRef) refused because the group's content quota is full.
+    content_reservations_refused_total: Counter,
+    /// Content uploads completed (iroh-blobs push of a reserved hash).
+    content_uploads_total: Counter,
+    /// Content downloads allowed (iroh-blobs get requests served).
+    content_served_total: Counter,
+    /// Content transfers refused (not reserved, not uploaded, not a member, or not allowed).
+    content_requests_refused_total: Counter,
     /// The configured limit of open sessions (`max_sessions`), for alerts on `sessions`.
     max_sessions: Gauge,
     /// The configured limit of connections waiting for a valid Hello (`max_pre_auth`).

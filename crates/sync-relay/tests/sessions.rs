@@ -192,6 +192,32 @@ async fn pull_is_clamped_by_count_and_bounded_by_bytes() {
     relay.stop([c]).await;
 }
 
+/// A `ContentRef` for one chunk of one plaintext byte (17 sealed bytes).
+fn one_chunk_content_ref(request_id: u64) -> Message {
+    Message::ContentRef(ContentRef {
+        request_id,
+        blob_id: blob(2),
+        hash: [0; 32],
+        size: 17,
+        chunk_size: 1,
+        chunks: 1,
+    })
+}
+
+#[tokio::test]
+async fn content_refs_are_not_supported_with_the_content_store_off() {
+    let relay = relay_with!(content_store = false).await;
+    let (mut c, _) = Client::open(&relay, &keys(1)).await;
+    let id = c.next_id();
+    let reply = c.request(one_chunk_content_ref(id)).await;
+    let err = expect_error(&reply);
+    assert_eq!(err.code, ErrorCode::NotSupported);
+    assert_eq!(err.request_id, Some(id));
+    // The session stays open.
+    c.ping().await;
+    relay.stop([c]).await;
+}
+
 #[tokio::test]
 async fn ping_delete_invites_and_unsupported_requests() {
     let relay = TestRelay::start(|_| {}).await;
@@ -204,19 +230,16 @@ async fn ping_delete_invites_and_unsupported_requests() {
     let reply = c.delete(blob(1)).await;
     assert_eq!(expect_error(&reply).code, ErrorCode::NotFound);
 
-    // ContentRef: typed NotSupported, and the session stays open.
+    // ContentRef: a reservation in the content store (on by default), acknowledged.
     let id = c.next_id();
-    let reply = c
-        .request(Message::ContentRef(ContentRef {
-            request_id: id,
-            blob_id: blob(2),
-            hash: [0; 32],
-            size: 1,
-            chunk_size: 1,
-            chunks: 1,
-        }))
-        .await;
-    assert_eq!(expect_error(&reply).code, ErrorCode::NotSupported);
+    let reply = c.request(one_chunk_content_ref(id)).await;
+    match reply {
+        Message::ContentAck(ack) => {
+            assert_eq!(ack.request_id, id);
+            assert_eq!(ack.blob_id, blob(2));
+        }
+        other => panic!("expected ContentAck, got {other:?}"),
+    }
     c.ping().await;
 
     // A member leaves an invite; a device that is not in the group yet fetches it with a

@@ -335,6 +335,25 @@ config_keys! {
     #[arg(value_name = "N")]
     group_max_blobs: u64 = 100_000, env "SYNC_RELAY_GROUP_MAX_BLOBS";
 
+    /// Serve and accept large content: `ContentRef` reservations over the session protocol and
+    /// the sealed content itself over iroh-blobs on the same endpoint, kept in
+    /// `<data_dir>/content/` (local to this relay, whatever `storage` says). `false`: such
+    /// requests get `NotSupported`. Default `true`.
+    #[arg(value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    content_store: bool = true, env "SYNC_RELAY_CONTENT_STORE";
+
+    /// Most bytes of large content one group may have reserved at once (the sum of the sizes
+    /// of its live reservations; `QuotaExceeded` beyond, before anything is uploaded). Default
+    /// 4294967296 (4 GiB).
+    #[arg(value_name = "BYTES")]
+    content_group_bytes: u64 = 4 << 30, env "SYNC_RELAY_CONTENT_GROUP_BYTES";
+
+    /// How long large content is kept after its reservation (a repeated `ContentRef` renews
+    /// it); then the cleanup removes it. Default `7d`.
+    #[serde(with = "duration_text")]
+    #[arg(value_name = "DURATION", value_parser = parse_duration)]
+    content_ttl: Duration = Duration::from_secs(7 * 86_400), env "SYNC_RELAY_CONTENT_TTL";
+
     /// Most entries in one pull response (a larger `Pull.limit` is clamped). Default 1000.
     #[arg(value_name = "N")]
     max_pull_count: u32 = 1000, env "SYNC_RELAY_MAX_PULL_COUNT";
@@ -594,6 +613,7 @@ impl RelayConfig {
             ("invite_default_ttl", self.invite_default_ttl),
             ("write_stall_timeout", self.write_stall_timeout),
             ("group_idle_ttl", self.group_idle_ttl),
+            ("content_ttl", self.content_ttl),
         ] {
             if d.is_zero() {
                 return invalid(key, "must be longer than 0");
@@ -613,6 +633,12 @@ impl RelayConfig {
         }
         if self.default_ttl > self.max_ttl {
             return invalid("default_ttl", "must not be longer than max_ttl");
+        }
+        if self.content_store && self.content_group_bytes == 0 {
+            return invalid(
+                "content_group_bytes",
+                "must be at least 1 with content_store = true",
+            );
         }
         if !u32_secs(self.invite_max_ttl) {
             return invalid("invite_max_ttl", "must fit in u32 seconds");

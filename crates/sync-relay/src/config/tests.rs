@@ -171,3 +171,52 @@ fn example_file_lists_every_key_with_default_values() {
     };
     assert_eq!(parsed, defaults, "example values are the defaults");
 }
+
+#[test]
+fn content_store_keys_parse_and_validate() {
+    let defaults = RelayConfig::default();
+    assert!(defaults.content_store);
+    assert_eq!(defaults.content_group_bytes, 4 << 30);
+    assert_eq!(defaults.content_ttl, defaults.default_ttl);
+    let c = RelayConfig::from_toml(
+        "content_store = false\ncontent_group_bytes = 1000\ncontent_ttl = \"2h\"",
+    )
+    .expect("parse");
+    assert!(!c.content_store);
+    assert_eq!(c.content_group_bytes, 1000);
+    assert_eq!(c.content_ttl, Duration::from_secs(7200));
+    c.validate().expect("valid");
+    let text = c.to_toml();
+    assert!(text.contains("content_ttl = \"2h\""), "{text}");
+    assert_eq!(RelayConfig::from_toml(&text).expect("round trip"), c);
+
+    let zero_ttl = RelayConfig {
+        content_ttl: Duration::ZERO,
+        ..RelayConfig::default()
+    };
+    assert!(matches!(
+        zero_ttl.validate(),
+        Err(ConfigError::Invalid {
+            key: "content_ttl",
+            ..
+        })
+    ));
+    let no_quota = RelayConfig {
+        content_group_bytes: 0,
+        ..RelayConfig::default()
+    };
+    assert!(matches!(
+        no_quota.validate(),
+        Err(ConfigError::Invalid {
+            key: "content_group_bytes",
+            ..
+        })
+    ));
+    // With the store off the quota is not used.
+    RelayConfig {
+        content_store: false,
+        ..no_quota
+    }
+    .validate()
+    .expect("store off");
+}

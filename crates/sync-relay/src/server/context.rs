@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::config::RelayConfig;
+use crate::content::ContentStore;
 use crate::hub::Hub;
 use crate::membership::Memberships;
 use crate::metrics::Metrics;
@@ -44,6 +45,8 @@ pub(crate) struct RelayCtx {
     pub(crate) history: History,
     /// Group membership: record chains and current key epochs.
     pub(crate) memberships: Memberships,
+    /// The large-content store (`None` with `content_store = false`).
+    pub(crate) content: Option<Arc<ContentStore>>,
 }
 
 impl RelayCtx {
@@ -66,6 +69,7 @@ impl RelayCtx {
             started: Instant::now(),
             history: History::default(),
             memberships: Memberships::default(),
+            content: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Periodic work of a running relay: removing expired blobs and invites, forgetting the ids of
-//! removed blobs when their time is up, deleting idle empty groups, and a stats line.
+//! Periodic work of a running relay: removing expired blobs, invites and content reservations,
+//! forgetting the ids of removed blobs when their time is up, deleting idle empty groups, and a
+//! stats line.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,11 +72,21 @@ pub(super) async fn cleanup_loop(ctx: Arc<RelayCtx>, stop: CancellationToken) {
         })
         .await;
         ctx.metrics.idle_groups_deleted_total.add(dropped);
-        if removed > 0 || forgotten > 0 || dropped > 0 {
+        // Expired content reservations and their tags; the blob store's garbage collection
+        // (on the same interval) then deletes their data.
+        let content = match &ctx.content {
+            Some(content) => content.cleanup(now).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, what = "expired content", "cleanup failed");
+                0
+            }),
+            None => 0,
+        };
+        if removed > 0 || forgotten > 0 || dropped > 0 || content > 0 {
             tracing::info!(
                 removed,
                 forgotten_ids = forgotten,
                 idle_groups = dropped,
+                content,
                 "cleanup"
             );
         }

@@ -5,8 +5,8 @@
 //! - `quic`: the iroh endpoint, the accept loop and one connection's way to a session.
 //! - `transport`: the QUIC transport limits (streams, flow-control windows, idle timeout).
 //! - `fanout`: from each storage commit to the sessions of the pushed groups.
-//! - `maintenance`: periodic cleanup (expired data, forgotten ids, idle groups, idle limiter
-//!   state) and the stats line.
+//! - `maintenance`: periodic cleanup (expired data and content reservations, forgotten ids,
+//!   idle groups, idle limiter state) and the stats line.
 //! - `memory` (feature `test-util`): in-process sessions for tests.
 
 mod context;
@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, RelayConfig};
 use crate::config::{PostgresTlsMode, StorageBackend};
+use crate::content::ContentStore;
 use crate::identity::{IdentityError, load_or_create_secret_key};
 use crate::metrics::Metrics;
 use crate::storage::{
@@ -74,6 +75,9 @@ pub enum RelayError {
     /// The OS random number generator failed.
     #[error("no randomness available: {0}")]
     Random(String),
+    /// The content store (`<data_dir>/content/`) could not be opened.
+    #[error("content store: {0}")]
+    Content(String),
     /// A startup task panicked or was cancelled.
     #[error("a startup task failed")]
     TaskFailed,
@@ -195,7 +199,24 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
     })?;
 
     let relay_id = *endpoint.id().as_bytes();
-    let ctx = Arc::new(RelayCtx::new(config, relay_id, storage));
+    let mut ctx = RelayCtx::new(config, relay_id, storage);
+    let provider_events = if ctx.config.content_store {
+        let window = transport::Windows::for_frame(ctx.codec.max_frame).session;
+        match ContentStore::open(&ctx.config, Arc::clone(&ctx.metrics), window).await {
+            Ok((content, events)) => {
+                ctx.content = Some(content);
+                Some(events)
+            }
+            Err(e) => {
+                endpoint.close().await;
+                let _ = ctx.storage.close().await;
+                return Err(RelayError::Content(e.to_string()));
+            }
+        }
+    } else {
+        None
+    };
+    let ctx = Arc::new(ctx);
     let inner = Arc::new(Inner {
         ctx: Arc::clone(&ctx),
         endpoint: endpoint.clone(),
@@ -222,6 +243,13 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, RelayError> {
         inner.background.spawn(remote_loop(
             Arc::clone(&ctx),
             pg.subscribe_remote(),
+            inner.stop_background.clone(),
+        ));
+    }
+    if let Some(events) = provider_events {
+        inner.background.spawn(crate::content::provider_events(
+            Arc::clone(&ctx),
+            events,
             inner.stop_background.clone(),
         ));
     }
@@ -338,6 +366,9 @@ impl RelayHandle {
         inner.stop_background.cancel();
         inner.background.close();
         inner.background.wait().await;
+        if let Some(content) = &ctx.content {
+            content.shutdown().await;
+        }
         ctx.storage.close().await?;
         tracing::info!(
             storage = ctx.storage.kind(),

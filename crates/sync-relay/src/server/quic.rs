@@ -58,10 +58,20 @@ pub(super) async fn bind_endpoint(
         .clear_ip_transports()
         .bind_addr(config.bind)
         .map_err(|e| bind_err(error_chain(&e)))?
-        .alpns(vec![ALPN.to_vec()])
+        .alpns(alpns(config))
         .bind()
         .await
         .map_err(|e| bind_err(error_chain(&e)))
+}
+
+/// The protocols the endpoint speaks: the session protocol, and iroh-blobs for large content
+/// when the content store is on.
+fn alpns(config: &RelayConfig) -> Vec<Vec<u8>> {
+    let mut alpns = vec![ALPN.to_vec()];
+    if config.content_store {
+        alpns.push(iroh_blobs::ALPN.to_vec());
+    }
+    alpns
 }
 
 /// An error and its sources on one line.
@@ -149,6 +159,9 @@ pub(super) async fn accept_loop(
 
 /// One QUIC connection: TLS handshake, Hello binding from the TLS exporter, the stream, then
 /// the session — the handshake, the stream and the Hello all before the pre-auth deadline.
+/// A connection for iroh-blobs (large content) is handed to the content store's protocol
+/// handler once its handshake is done, and keeps its pre-auth place until it ends (every
+/// request on it is authorized by the content store).
 async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, mut pre: PreAuth) {
     let deadline = pre.deadline;
     let conn = match tokio::time::timeout_at(deadline, incoming).await {
@@ -169,6 +182,23 @@ async fn handle_connection(ctx: Arc<RelayCtx>, incoming: Incoming, mut pre: PreA
             return;
         }
     };
+    if conn.alpn() == iroh_blobs::ALPN {
+        // The connection keeps its place in the pre-auth budget while it lasts (`pre` is
+        // dropped on return), so strangers cannot hold more content connections than the
+        // budget allows; its window opens only for an authorized upload.
+        match &ctx.content {
+            Some(content) => {
+                tokio::select! {
+                    () = content.serve(conn.clone()) => {}
+                    () = ctx.shutdown.cancelled() => {
+                        conn.close(CLOSE_REFUSED.into(), b"relay shutting down");
+                    }
+                }
+            }
+            None => conn.close(CLOSE_REFUSED.into(), b"content store disabled"),
+        }
+        return;
+    }
     let peer = DeviceId::from_bytes(*conn.remote_id().as_bytes());
     let mut binding = [0u8; 32];
     if conn

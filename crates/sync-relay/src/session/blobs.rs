@@ -63,8 +63,14 @@ impl Session {
         })
     }
 
-    /// Deletes one of the group's blobs: `DeleteAck`, or `NotFound` if it is not stored.
+    /// Deletes one of the group's blobs: `DeleteAck`, or `NotFound` if it is not stored. The
+    /// group's large content registered under this blob id (its descriptor) goes with it.
     pub(super) async fn delete(&self, del: sync_types::Delete) -> Message {
+        if let Some(content) = &self.ctx.content
+            && let Err(e) = content.drop_for_blob(self.group, del.blob_id).await
+        {
+            tracing::warn!(error = %e, "content of a deleted blob not dropped");
+        }
         match self
             .ctx
             .storage

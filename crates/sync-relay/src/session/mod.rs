@@ -23,10 +23,12 @@
 //! Files: `frames` (reading frames, direct writes), `handshake` (the Hello phase), `admit`
 //! (refusals at admission), `requests`
 //! (the request loop and dispatch), `push` (the push pipeline and its rate limits), `blobs`
-//! (pull and delete), `invites` (the invite mailbox), `outbound` (the writer task).
+//! (pull and delete), `invites` (the invite mailbox), `content` (large-content reservations),
+//! `outbound` (the writer task).
 
 mod admit;
 mod blobs;
+mod content;
 mod frames;
 mod handshake;
 mod invites;

@@ -206,8 +206,9 @@ impl Session {
                 });
             }
             Message::ContentRef(m) => {
-                self.send_error(not_supported("ContentRef", m.request_id))
-                    .await;
+                self.answer_in_task(permit, None, move |this| async move {
+                    this.content_ref(m).await
+                });
             }
             Message::Enroll(m) => {
                 self.answer_in_task(
@@ -255,13 +256,4 @@ fn revoked_end() -> (SessionEnd, Option<WireError>) {
     let code = ErrorCode::DeviceRevoked;
     let err = WireError::new(code, "this device was revoked from the group");
     (SessionEnd::Error(code), Some(err))
-}
-
-/// The answer to a request this relay does not serve yet (the session stays open).
-fn not_supported(kind: &str, request_id: u64) -> WireError {
-    WireError::new(
-        ErrorCode::NotSupported,
-        format!("{kind} is not supported by this relay yet"),
-    )
-    .for_request(request_id)
 }
