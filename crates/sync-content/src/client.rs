@@ -51,7 +51,8 @@ pub struct SendOptions {
     pub chunk_size: u32,
     /// Media type recorded for a single file (`application/octet-stream` if `None`).
     pub media_type: Option<String>,
-    /// Counts plaintext bytes sealed, then sealed bytes uploaded.
+    /// Counts plaintext bytes sealed, then sealed bytes uploaded to the relay (its total is set
+    /// to both together).
     pub progress: Option<Arc<Progress>>,
 }
 
@@ -179,6 +180,10 @@ impl ContentClient {
             .media_type
             .clone()
             .unwrap_or_else(|| "application/octet-stream".into());
+        let len = std::fs::metadata(path)
+            .map_err(|e| ContentError::file(path, e))?
+            .len();
+        self.set_send_total(&options, &[len]);
         let item = self.seal(path, name, media_type, &options).await?;
         let (items, relay_copy) = self.place(blob_id, vec![item], &options).await?;
         let descriptor = Descriptor::Item(
@@ -201,33 +206,34 @@ impl ContentClient {
             .ok_or_else(|| ContentError::UnsafeName(dir.display().to_string()))?;
         check_name(&name)?;
         let (files, skipped) = walk(dir)?;
-        let total: u64 = files.iter().map(|(_, _, len)| *len).sum();
-        if let Some(p) = &options.progress {
-            p.set_total(total);
-        }
+        let lens: Vec<u64> = files.iter().map(|(_, _, len)| *len).collect();
+        self.set_send_total(&options, &lens);
         let blob_id = self.sync.new_blob_id().map_err(SendError::Announce)?;
         let mut items = Vec::with_capacity(files.len());
-        let done_before = |o: &SendOptions| o.progress.as_ref().map_or(0, |p| p.done());
         for (path, rel, _) in files {
             check_name(&rel)?;
-            let base = done_before(&options);
-            let inner = SendOptions {
-                progress: Some(Progress::new()),
-                ..options.clone()
-            };
             let item = self
-                .seal(&path, rel, "application/octet-stream".into(), &inner)
+                .seal(&path, rel, "application/octet-stream".into(), &options)
                 .await?;
-            if let (Some(p), Some(i)) = (&options.progress, &inner.progress) {
-                p.set_done(base + i.done());
-                p.set_total(total);
-            }
             items.push(item);
         }
         let (items, relay_copy) = self.place(blob_id, items, &options).await?;
         let descriptor = Descriptor::Collection(Collection { name, items });
         self.announce(blob_id, descriptor, relay_copy, skipped)
             .await
+    }
+
+    /// The progress total of sending files of `lens` plaintext bytes: sealing all of them,
+    /// then uploading their sealed bytes when there is a relay to upload to.
+    fn set_send_total(&self, options: &SendOptions, lens: &[u64]) {
+        if let Some(p) = &options.progress {
+            let plain: u64 = lens.iter().sum();
+            let sealed: u64 = lens
+                .iter()
+                .map(|l| crate::chunk::sealed_size(*l, options.chunk_size))
+                .sum();
+            p.set_total(plain + if self.relay.is_some() { sealed } else { 0 });
+        }
     }
 
     async fn seal(
@@ -286,7 +292,10 @@ impl ContentClient {
                     .await;
                 match registered {
                     Ok(()) => {}
-                    Err(ClientError::Rejected { code, .. }) if code == ErrorCode::NotSupported => {
+                    Err(ClientError::Rejected {
+                        code: ErrorCode::NotSupported,
+                        ..
+                    }) => {
                         relay_copy = false;
                         break;
                     }
@@ -294,21 +303,17 @@ impl ContentClient {
                 }
             }
             if relay_copy {
-                let total: u64 = items.iter().map(ContentRef::sealed_size).sum();
-                let mut base = 0u64;
                 for item in &items {
-                    let p = Progress::new();
                     self.node
-                        .upload(relay, item.blob_hash(), Some(Arc::clone(&p)))
+                        .upload(relay, item.blob_hash(), options.progress.clone())
                         .await
                         .map_err(SendError::Upload)?;
-                    base += item.sealed_size();
-                    if let Some(progress) = &options.progress {
-                        progress.set_total(total);
-                        progress.set_done(base);
-                    }
                 }
             }
+        }
+        if let Some(p) = options.progress.as_ref().filter(|_| !relay_copy) {
+            // Nothing to upload after all: sealing was the whole of it.
+            p.set_total(p.done());
         }
         let me = self.node.holder();
         for item in &mut items {
@@ -356,21 +361,36 @@ impl ContentClient {
             Descriptor::Item(_) => out_dir.to_path_buf(),
             Descriptor::Collection(c) => unique_path(&out_dir.join(&c.name)),
         };
+        // Progress: the sealed bytes fetched (or held already), then the plaintext opened.
+        let item_work = |i: &ContentRef| i.sealed_size() + i.plain_size;
         if let Some(p) = &progress {
-            p.set_total(descriptor.items().iter().map(ContentRef::sealed_size).sum());
+            p.set_total(descriptor.items().iter().map(item_work).sum());
         }
         let mut received = Received::default();
         let mut done = 0u64;
+        // A holder that could not be reached for one item is not dialled again for the next.
+        let mut unreachable: Vec<[u8; 32]> = Vec::new();
         for item in descriptor.items() {
-            let item_progress = Progress::new();
-            let fetched = self
-                .node
-                .fetch(item, Some(Arc::clone(&item_progress)))
-                .await;
+            // Whatever happens to this item, the bar ends it at its full share.
             if let Some(p) = &progress {
-                p.set_done(done + item_progress.done());
+                p.set_done(done);
             }
-            done += item.sealed_size();
+            done += item_work(item);
+            let mut item = item.clone();
+            item.holders.retain(|h| !unreachable.contains(&h.id));
+            let item = &item;
+            let fetched = self.node.fetch(item, progress.clone()).await;
+            let failures = match &fetched {
+                Ok(report) => report.failures.as_slice(),
+                Err(FetchError::Unavailable { failures, .. }) => failures.as_slice(),
+                Err(_) => &[],
+            };
+            unreachable.extend(
+                failures
+                    .iter()
+                    .filter(|(_, f)| matches!(f, HolderFailure::Unreachable(_)))
+                    .map(|(id, _)| *id),
+            );
             let report = match fetched {
                 Ok(r) => r,
                 Err(FetchError::Content(e)) => return Err(e),
@@ -404,7 +424,7 @@ impl ContentClient {
             match self
                 .node
                 .store()
-                .open_to_file(item, &key, &target, None)
+                .open_to_file(item, &key, &target, progress.clone())
                 .await
             {
                 Ok(_) => received.written.push(target),

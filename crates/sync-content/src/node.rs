@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use iroh::endpoint::ConnectionError;
 use iroh::protocol::Router;
 use iroh::{Endpoint, EndpointAddr, EndpointId};
 use iroh_blobs::get::GetError;
@@ -26,6 +27,9 @@ use crate::store::{ContentStore, Progress};
 
 /// How long dialling one holder may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the relay may take to confirm it stored an upload once every byte was sent.
+const UPLOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why one holder did not deliver (the fetch moves on to the next).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,7 +207,7 @@ impl ContentNode {
     }
 
     /// Uploads content held here completely to a relay's content store (the relay must have
-    /// accepted its registration first). `progress` counts sealed bytes sent.
+    /// accepted its registration first). Sealed bytes sent are added to `progress`.
     pub async fn upload(
         &self,
         relay: &Holder,
@@ -221,12 +225,14 @@ impl ContentNode {
         let mut result = Err(HolderFailure::Transfer(
             "upload ended without a result".into(),
         ));
+        let mut sent = 0u64;
         while let Some(item) = stream.next().await {
             match item {
                 iroh_blobs::api::remote::PushProgressItem::Progress(n) => {
                     if let Some(p) = &progress {
-                        p.set_done(n);
+                        p.add(n.saturating_sub(sent));
                     }
+                    sent = sent.max(n);
                 }
                 iroh_blobs::api::remote::PushProgressItem::Done(_) => {
                     result = Ok(());
@@ -237,9 +243,21 @@ impl ContentNode {
             }
         }
         if result.is_ok() {
-            // The push stream is finished on our side; wait for the relay to close the
-            // connection once it has stored everything (bounded).
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn.closed()).await;
+            // Our stream is finished: the bytes were sent, not necessarily stored. The relay
+            // closes the connection once it recorded the upload: code 0 when it keeps it.
+            result = match tokio::time::timeout(UPLOAD_ANSWER_TIMEOUT, conn.closed()).await {
+                Ok(ConnectionError::ApplicationClosed(close))
+                    if close.error_code == 0u32.into() =>
+                {
+                    Ok(())
+                }
+                Ok(other) => Err(HolderFailure::Transfer(format!(
+                    "the relay did not keep the upload: {other}"
+                ))),
+                Err(_) => Err(HolderFailure::Transfer(
+                    "the relay did not confirm the upload in time".into(),
+                )),
+            };
         }
         conn.close(0u32.into(), b"done");
         result
@@ -248,7 +266,8 @@ impl ContentNode {
     /// Fetches `cref` into the local store from its holders in order (skipping this node),
     /// starting from what is already held, until it is complete. Every 16 KiB group is
     /// verified against the content hash before it is stored; a holder that sends bad data is
-    /// left for the next. `progress` counts verified sealed bytes held.
+    /// left for the next. Verified sealed bytes held (from before, and as they arrive) are
+    /// added to `progress`.
     pub async fn fetch(
         &self,
         cref: &ContentRef,
@@ -264,8 +283,7 @@ impl ContentNode {
             ..FetchReport::default()
         };
         if let Some(p) = &progress {
-            p.set_total(size);
-            p.set_done(before.bytes);
+            p.add(before.bytes);
         }
         let mut held = before;
         let me = *self.endpoint.id().as_bytes();
@@ -273,9 +291,7 @@ impl ContentNode {
             if held.complete {
                 break;
             }
-            let outcome = self
-                .fetch_from(holder, hash, held.bytes, progress.as_deref())
-                .await;
+            let outcome = self.fetch_from(holder, hash, progress.as_deref()).await;
             let after = self.store.held(hash).await?;
             if after.bytes > held.bytes {
                 report.received.push((holder.id, after.bytes - held.bytes));
@@ -310,7 +326,6 @@ impl ContentNode {
         &self,
         holder: &Holder,
         hash: Hash,
-        base: u64,
         progress: Option<&Progress>,
     ) -> Result<(), HolderFailure> {
         let conn = self.dial(holder).await?;
@@ -323,12 +338,14 @@ impl ContentNode {
         let mut result = Err(HolderFailure::Transfer(
             "fetch ended without a result".into(),
         ));
+        let mut got = 0u64;
         while let Some(item) = stream.next().await {
             match item {
                 iroh_blobs::api::remote::GetProgressItem::Progress(n) => {
                     if let Some(p) = progress {
-                        p.set_done(base.saturating_add(n));
+                        p.add(n.saturating_sub(got));
                     }
+                    got = got.max(n);
                 }
                 iroh_blobs::api::remote::GetProgressItem::Done(_) => result = Ok(()),
                 iroh_blobs::api::remote::GetProgressItem::Error(e) => result = Err(classify(&e)),

@@ -33,7 +33,7 @@ pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60);
 const TAG_PREFIX: &str = "0k/content/";
 
 /// Bytes done and bytes in all, for a progress display; shared between the task doing the
-/// work and whoever shows it.
+/// work and whoever shows it. Operations add what they did; whoever starts one sets the total.
 #[derive(Debug, Default)]
 pub struct Progress {
     done: AtomicU64,
@@ -253,7 +253,7 @@ impl ContentStore {
 
     /// Seals the file at `path` chunk by chunk into the store (never holding more than a few
     /// chunks in memory) and returns its reference (without holders: the caller adds where it
-    /// can be fetched). `progress` counts plaintext bytes read.
+    /// can be fetched). Plaintext bytes sealed are added to `progress`.
     pub async fn seal_file(
         &self,
         path: &Path,
@@ -267,9 +267,6 @@ impl ContentStore {
             .map_err(|e| ContentError::file(path, e))?
             .len();
         let cipher = ChunkCipher::new(key, params.content_id, plain_size, params.chunk_size)?;
-        if let Some(p) = &progress {
-            p.set_total(plain_size);
-        }
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
         let owned_path = path.to_path_buf();
         let reader = tokio::task::spawn_blocking(move || {
@@ -305,7 +302,7 @@ impl ContentStore {
     /// Opens content held here completely into the file `out`: every chunk is authenticated
     /// before its plaintext is written, the plaintext goes to a temporary file next to `out`,
     /// which becomes `out` only when every chunk opened (a failure leaves no partial file).
-    /// Returns the plaintext size. `progress` counts plaintext bytes written.
+    /// Returns the plaintext size. Plaintext bytes written are added to `progress`.
     pub async fn open_to_file(
         &self,
         cref: &ContentRef,
@@ -330,9 +327,6 @@ impl ContentStore {
             });
         }
         let cipher = ChunkCipher::new(key, cref.content_id, cref.plain_size, cref.chunk_size)?;
-        if let Some(p) = &progress {
-            p.set_total(cref.plain_size);
-        }
         let part = part_path(out);
         let result = self
             .open_chunks(hash, &cipher, &part, progress.as_deref())

@@ -129,7 +129,8 @@ pub(crate) async fn provider_events(
                             }
                         }
                     }
-                    content.upload_ended(hash, sync_types::unix_ms()).await;
+                    let stored = content.upload_ended(hash, sync_types::unix_ms()).await;
+                    content.upload_answered(connection, stored);
                 });
             }
             ProviderMessage::GetManyRequestReceived(m) => {

@@ -237,6 +237,19 @@ impl ContentStore {
         }
     }
 
+    /// Ends the connection an upload came on once the upload is recorded: code 0 `stored`
+    /// when it is kept, 2 `not stored` otherwise. The uploader waits for this close to know
+    /// its content is in place (finishing its stream says only that the bytes were sent).
+    pub(crate) fn upload_answered(&self, id: u64, stored: bool) {
+        if let Some(conn) = self.connections_lock().remove(&id) {
+            if stored {
+                conn.close(0u32.into(), b"stored");
+            } else {
+                conn.close(2u32.into(), b"not stored");
+            }
+        }
+    }
+
     /// Closes an iroh-blobs connection (an upload larger than its reservation).
     pub(crate) fn close_connection(&self, id: u64) {
         if let Some(conn) = self.connections_lock().remove(&id) {
@@ -342,16 +355,16 @@ impl ContentStore {
     /// reservations of its size are complete and tagged; those of another size are dropped
     /// (their data goes at the next garbage collection). An incomplete upload changes nothing
     /// (the device may resume it while its reservation lives).
-    pub(crate) async fn upload_ended(&self, hash: [u8; 32], now_ms: u64) {
+    pub(crate) async fn upload_ended(&self, hash: [u8; 32], now_ms: u64) -> bool {
         let status = match self.store.blobs().status(Hash::from_bytes(hash)).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "content status unavailable");
-                return;
+                return false;
             }
         };
         let BlobStatus::Complete { size } = status else {
-            return;
+            return false;
         };
         let result = self
             .with_index(move |index| {
@@ -369,7 +382,7 @@ impl ContentStore {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "content upload not recorded");
-                return;
+                return false;
             }
         };
         for group in &wrong {
@@ -391,6 +404,7 @@ impl ContentStore {
             self.metrics.content_uploads_total.inc();
         }
         self.refresh_gauges().await;
+        !done.is_empty()
     }
 
     /// Drops the reservations of `hash` still waiting for their upload that are smaller than
