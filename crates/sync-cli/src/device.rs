@@ -1,6 +1,7 @@
 //! What every command works with: the settings of the global options ([`Ctx`]), this device's
 //! store with the group and the relays it keeps, and a session with one of those relays.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use sync_client::{
     STORE_FILE_NAME, Session, Store, StoreLocation, StoreSync, SyncClient, Transport,
     TransportError,
 };
+use sync_content::{ContentNode, ContentStore, Holder};
 use sync_core::ConnectionStatus;
 use sync_crypto::{AdmissionToken, DeviceKey};
 use sync_types::{GroupId, RelayAddr, RelayId, bind_addr_for};
@@ -32,6 +34,11 @@ const RELAYS_SETTING: &str = "relays";
 const IN_USE_SETTING: &str = "relay_in_use";
 /// Store setting holding the relay operator's admission token (text form), once given.
 const TOKEN_SETTING: &str = "admission_token";
+/// Store setting holding the UDP port this device's endpoint was bound to when it last served
+/// large content: later commands bind it again when it is free, so the address this device
+/// gives in the descriptors of its content stays valid for `watch` (which serves it) after the
+/// sending command exited.
+const PORT_SETTING: &str = "endpoint_port";
 /// Name of the data directory under the platform data dir.
 const DATA_DIR_NAME: &str = "0k-sync";
 /// Longest --connect-timeout / --wait accepted: a day (larger values would overflow the
@@ -52,6 +59,8 @@ pub(crate) struct Ctx {
     pub(crate) token: Option<AdmissionToken>,
     /// The relay this process's last session went to, once one opened.
     in_use: Arc<Mutex<Option<RelayId>>>,
+    /// The transport of the last [`Ctx::connect`] (its endpoint serves and fetches content).
+    dialer: Mutex<Option<Arc<Dialer>>>,
 }
 
 impl Ctx {
@@ -77,6 +86,7 @@ impl Ctx {
             wait: secs("wait", wait)?,
             token,
             in_use: Arc::default(),
+            dialer: Mutex::default(),
         })
     }
 
@@ -178,15 +188,93 @@ impl Ctx {
                 Failure::new(Kind::Unreachable, format!("no address found for {relays}"))
             })
         })?;
+        let bind = self.stable_bind_addr(bind_addr_for(&all_addrs));
         Ok(Arc::new(Dialer {
-            inner: IrohTransport::new(config.with_bind_addr(bind_addr_for(&all_addrs))),
+            inner: IrohTransport::new(config.with_bind_addr(bind)),
             in_use: Arc::clone(&self.in_use),
+            relays: resolved,
         }))
     }
 
     /// The relay this process's last session went to, if one opened.
     pub(crate) fn relay_in_use(&self) -> Option<RelayId> {
         *self.in_use.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `addr` with the port this device bound last, if that port is free now.
+    fn stable_bind_addr(&self, addr: SocketAddr) -> SocketAddr {
+        if !self.has_store() {
+            return addr;
+        }
+        let port = Store::open_dir(&self.data_dir, StoreSync::Normal)
+            .ok()
+            .and_then(|s| s.setting(PORT_SETTING).ok().flatten())
+            .and_then(|text| text.parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        match port {
+            // Free now (the data directory's lock keeps other sync-cli processes of this
+            // device away; another program may have taken it meanwhile).
+            Some(p) if std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), p)).is_ok() => {
+                SocketAddr::new(addr.ip(), p)
+            }
+            _ => addr,
+        }
+    }
+
+    /// Keeps the port the device's endpoint is bound to, for the next command (best effort):
+    /// done once this device serves large content, whose descriptors name the address.
+    pub(crate) async fn remember_port(&self) {
+        let dialer = self
+            .dialer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(endpoint) = (match dialer {
+            Some(d) => d.inner.bound_endpoint().await,
+            None => None,
+        }) else {
+            return;
+        };
+        let sockets = endpoint.bound_sockets();
+        let port = sockets
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(sockets.first())
+            .map(SocketAddr::port);
+        if let Some(port) = port
+            && let Ok(store) = Store::open_dir(&self.data_dir, StoreSync::Normal)
+        {
+            let _ = store.set_setting(PORT_SETTING, &port.to_string());
+        }
+    }
+
+    /// Serves `store` on this device's endpoint (the one of the last [`Ctx::connect`], bound
+    /// once a connection was tried): `None` before that.
+    pub(crate) async fn content_node(&self, store: ContentStore) -> Option<ContentNode> {
+        let dialer = self
+            .dialer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        let endpoint = dialer.inner.bound_endpoint().await?;
+        Some(ContentNode::serve(store, endpoint))
+    }
+
+    /// The relay of this process's session as a holder of large content (its id and the
+    /// addresses it was dialled at), once a session opened.
+    pub(crate) fn relay_holder(&self) -> Option<Holder> {
+        let id = self.relay_in_use()?;
+        let dialer = self
+            .dialer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        let relay = dialer.relays.iter().find(|r| r.id == id)?;
+        Some(Holder {
+            id: *id.as_bytes(),
+            addrs: relay.socket_addrs(),
+            relay: true,
+        })
     }
 
     /// Keeps [`Ctx::relay_in_use`] in the store for later commands (`relays list`). Best
@@ -206,7 +294,9 @@ impl Ctx {
         options.connection.connect_timeout = self.connect_timeout;
         options.connection.handshake_timeout = self.connect_timeout;
         options.admission_token = self.admission_token()?;
-        let transport: Arc<dyn Transport> = self.transport(relays).await?;
+        let dialer = self.transport(relays).await?;
+        *self.dialer.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&dialer));
+        let transport: Arc<dyn Transport> = dialer;
         let config = ClientConfig::new(
             StoreLocation::Dir(self.data_dir.clone()),
             transport,
@@ -358,6 +448,8 @@ pub(crate) fn remember_invite(
 pub(crate) struct Dialer {
     inner: IrohTransport,
     in_use: Arc<Mutex<Option<RelayId>>>,
+    /// The relays at the addresses they resolved to.
+    relays: Vec<RelayAddr>,
 }
 
 impl Transport for Dialer {

@@ -33,6 +33,9 @@ pub(crate) enum Kind {
     /// What the relay served had problems (a blob that failed verification, a blob served
     /// again): the good data was printed, each problem warned about.
     Integrity,
+    /// Large content (a file or folder sent with `push --file`/`--dir`) could not be fetched
+    /// completely: what arrived was written, the missing items were named.
+    Incomplete,
     /// Standard output was closed by its reader (EPIPE): exit quietly, like a SIGPIPE death.
     OutputClosed,
 }
@@ -49,7 +52,8 @@ Exit codes:
   5   wrong passphrase
   6   invite or short code expired, already used, or unknown
   7   quota exceeded: the relay's group quota (the push stays queued on this device), or
-      this device's outbox is full (the push was NOT queued: send it again after `flush`)
+      this device's outbox is full (the push was NOT queued: send it again after `flush`),
+      or the group's large-content quota on the relay (nothing was sent or announced)
   8   rate limited by the relay; data stays queued
   9   refused by the relay (e.g. not a member of the group), or the endpoint at the relay's
       address is not the pinned relay, or --relay-id does not match the relay found
@@ -58,6 +62,10 @@ Exit codes:
   11  `pull`/`watch`: the relay served something wrong (a blob that failed verification, a
       blob already received served again, blobs left out without an expiry or delete):
       everything good was printed and the cursor moved; one warning line per problem
+  12  `pull`/`watch`: a file or folder sent as large content could not be fetched completely
+      (its sender is offline and the relay holds no copy, or a holder sent bad data): what
+      arrived was written, each missing item named; the cursor moved past it, so fetch it
+      again with `pull --after-cursor N` (the line names N)
   141 standard output closed early (e.g. `| head`): nothing more is written, no message;
       `pull` then leaves its cursor where it was, so the next `pull` prints the same blobs";
 
@@ -76,6 +84,7 @@ impl Kind {
             Kind::Refused => 9,
             Kind::Busy => 10,
             Kind::Integrity => 11,
+            Kind::Incomplete => 12,
             Kind::OutputClosed => 141,
         }
     }

@@ -16,6 +16,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod cmd;
+mod content;
 mod device;
 mod fail;
 mod lock;
@@ -122,15 +123,21 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Invite(ShareArgs),
     /// Seal and send TEXT, or a file (--file F, `-` for standard input). Queued on this device
-    /// when the relay is unreachable, and sent by the next command that connects.
+    /// when the relay is unreachable, and sent by the next command that connects. A file larger
+    /// than one blob (or any file with --content) and a folder (--dir D) go as large content
+    /// (needs the relay now; fetched by the other devices from this one while `watch` runs
+    /// here, or from the relay's content store).
     #[command(after_help = EXIT_CODES)]
     Push(PushArgs),
-    /// Print what the other devices sent since the last pull.
+    /// Print what the other devices sent since the last pull; files and folders sent as large
+    /// content are fetched and written under --out.
     #[command(after_help = EXIT_CODES)]
     Pull(PullArgs),
-    /// Print arrivals as they come, until Ctrl-C or SIGTERM (exit 0).
+    /// Print arrivals as they come, until Ctrl-C or SIGTERM (exit 0); files and folders sent
+    /// as large content are fetched and written under --out, and this device's own large
+    /// content is served to the group's devices while it runs.
     #[command(after_help = EXIT_CODES)]
-    Watch,
+    Watch(cmd::watch::WatchArgs),
     /// Device, group, relays, whether a relay answers now, cursor, pushes waiting to be sent.
     #[command(after_help = EXIT_CODES)]
     Status,
@@ -218,7 +225,7 @@ async fn run(ctx: &Ctx, command: Command) -> Result<(), Failure> {
         Command::Invite(args) => cmd::invite::run(ctx, &args).await,
         Command::Push(args) => cmd::push::run(ctx, args).await,
         Command::Pull(args) => cmd::pull::run(ctx, &args).await,
-        Command::Watch => cmd::watch::run(ctx).await,
+        Command::Watch(args) => cmd::watch::run(ctx, &args).await,
         Command::Status => cmd::status::run(ctx).await,
         Command::Relays(args) => cmd::relays::run(ctx, &args).await,
         Command::Devices(args) => cmd::devices::run(ctx, args).await,

@@ -1,11 +1,14 @@
 //! `pull`: print what the other devices sent since the last pull (then move the cursor), or
 //! re-read everything after a cursor.
 
+use std::path::PathBuf;
+
 use clap::Args;
 use serde_json::json;
 use sync_client::{Blob, IntegrityProblem, PullBatch, SyncClient};
 use sync_types::{Cursor, DeviceId};
 
+use crate::content::{Inbox, out_dir};
 use crate::device::Ctx;
 use crate::fail::{Failure, Kind, from_client};
 use crate::out::{self, note, outln};
@@ -19,9 +22,14 @@ pub(crate) struct PullArgs {
     /// next plain `pull` is not affected.
     #[arg(long, value_name = "N")]
     after_cursor: Option<u64>,
-    /// Write only the blobs' bytes, concatenated, to standard output (e.g. a file).
+    /// Write only the blobs' bytes, concatenated, to standard output (e.g. a file); received
+    /// large content is still written under --out (and said so on standard error).
     #[arg(long, conflicts_with = "json")]
     raw: bool,
+    /// Where files and folders sent as large content are written [default: DATA_DIR/files].
+    /// An existing file is never overwritten: the new one gets a numbered name beside it.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out: Option<PathBuf>,
 }
 
 /// Pulls and prints; the cursor moves only once the blobs reached standard output.
@@ -35,26 +43,37 @@ pub(crate) async fn run(ctx: &Ctx, args: &PullArgs) -> Result<(), Failure> {
             format!("relay unreachable at {relay}; nothing pulled"),
         ));
     }
-    let result = print_and_commit(ctx, &client, &relay, device.device_id(), args).await;
+    let mut inbox = Inbox::new(out_dir(ctx, args.out.as_deref()));
+    let result = print_and_commit(ctx, &client, &relay, device.device_id(), args, &mut inbox).await;
     if result.is_ok() {
         // Printed and committed: now let queued pushes go out (bounded by --wait).
         ctx.finish(&client, online).await;
     } else {
         client.close().await;
     }
-    result
+    let incomplete = inbox.outcome();
+    inbox.close().await;
+    // An integrity problem (exit 11) says more than content that did not arrive (exit 12).
+    result.and(incomplete)
 }
 
 /// Writes blobs to standard output and flushes it: once this returns `Ok`, they were handed to
-/// the reader. `raw` writes only their bytes.
-pub(crate) fn print_blobs(
+/// the reader. `raw` writes only their bytes. A descriptor of large content is received into
+/// the inbox's directory instead, and what arrived is printed in its place.
+pub(crate) async fn print_blobs(
     ctx: &Ctx,
+    client: &SyncClient,
+    inbox: &mut Inbox,
     blobs: &[Blob],
     own: DeviceId,
     raw: bool,
 ) -> Result<(), Failure> {
     for b in blobs {
-        if raw {
+        if let Some(received) = inbox.take(ctx, client, b, own, raw).await? {
+            if ctx.json {
+                outln!("{received}")?;
+            }
+        } else if raw {
             out::bytes(&b.data)?;
         } else if ctx.json {
             outln!("{}", show::blob_json(b, own))?;
@@ -73,6 +92,7 @@ async fn print_and_commit(
     relay: &Relays,
     own: DeviceId,
     args: &PullArgs,
+    inbox: &mut Inbox,
 ) -> Result<(), Failure> {
     let mut problems = 0;
     let mut printed = 0;
@@ -118,16 +138,24 @@ async fn print_and_commit(
         printed += blobs.len();
         // With --json: one object per batch that holds something (or the first, when nothing
         // came at all).
+        // Large content goes to "content" (what arrived, where), other blobs to "blobs".
         if ctx.json && (first || !blobs.is_empty() || !found.is_empty()) {
-            let list: Vec<_> = blobs.iter().map(|b| show::blob_json(b, own)).collect();
+            let (mut list, mut content) = (Vec::new(), Vec::new());
+            for b in blobs {
+                match inbox.take(ctx, client, b, own, false).await? {
+                    Some(received) => content.push(received),
+                    None => list.push(show::blob_json(b, own)),
+                }
+            }
             let found: Vec<String> = found.iter().map(ToString::to_string).collect();
             out::json(&json!({
                 "blobs": list,
+                "content": content,
                 "resume_cursor": resume.get(),
                 "problems": found,
             }))?;
         } else if !ctx.json {
-            print_blobs(ctx, blobs, own, args.raw)?;
+            print_blobs(ctx, client, inbox, blobs, own, args.raw).await?;
         }
         if let Pulled::Batch(batch) = &pulled {
             client.commit_pull(batch).await.map_err(|e| {

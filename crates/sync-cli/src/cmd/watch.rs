@@ -1,16 +1,30 @@
-//! `watch`: print arrivals as they come, reconnecting as needed, until SIGINT or SIGTERM.
+//! `watch`: print arrivals as they come, reconnecting as needed, until SIGINT or SIGTERM; large
+//! content that arrives is received into `--out`, and this device's own is served meanwhile.
 
+use std::path::PathBuf;
+
+use clap::Args;
 use sync_client::{PullBatch, SyncClient, WatchEvent, WatchOptions};
 use sync_types::DeviceId;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::pull::{integrity_outcome, print_blobs, warn_problems};
+use crate::content::{Inbox, out_dir};
 use crate::device::Ctx;
 use crate::fail::{Failure, Kind, from_client};
 use crate::out::note;
 
+/// Arguments of `watch`.
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// Where files and folders sent as large content are written [default: DATA_DIR/files].
+    /// An existing file is never overwritten: the new one gets a numbered name beside it.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
 /// Watches the group until a signal (exit 0) or a failure.
-pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
+pub(crate) async fn run(ctx: &Ctx, args: &WatchArgs) -> Result<(), Failure> {
     let (device, group, relay) = ctx.ready()?;
     let mut term = signal(SignalKind::terminate())
         .map_err(|e| Failure::new(Kind::Other, format!("cannot watch SIGTERM: {e}")))?;
@@ -22,7 +36,9 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
         ..WatchOptions::default()
     });
     let own = device.device_id();
+    let mut inbox = Inbox::new(out_dir(ctx, args.out.as_deref()));
     if online {
+        serve(ctx, &client, &mut inbox).await;
         let via = ctx
             .relay_in_use()
             .and_then(|id| relay.iter().find(|r| r.id == id))
@@ -42,13 +58,22 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
         result = match event {
             Some(WatchEvent::Batch(batch)) => {
                 problems += batch.problems.len();
-                print_and_commit(ctx, &client, &batch, own).await
+                // Receiving large content can take long: a signal stops it, and the batch,
+                // not committed, comes again next time (what was fetched is kept).
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    r = print_and_commit(ctx, &client, &mut inbox, &batch, own) => r,
+                }
             }
             Some(WatchEvent::Connected { relay_id, .. }) => {
                 match relay.iter().find(|r| r.id == relay_id) {
                     Some(r) => note!("connected to {r}"),
                     None => note!("connected to {relay}"),
                 }
+                // Serve from the first session on; let the group's devices in again after
+                // each reconnect (members may have joined or been revoked).
+                serve(ctx, &client, &mut inbox).await;
                 Ok(())
             }
             Some(WatchEvent::Disconnected { reason }) => {
@@ -70,7 +95,22 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
         };
     }
     client.close().await;
-    result.and_then(|()| integrity_outcome(problems))
+    let incomplete = inbox.outcome();
+    inbox.close().await;
+    result
+        .and_then(|()| integrity_outcome(problems))
+        .and(incomplete)
+}
+
+/// Serves this device's large content to the group (best effort: a failure is said, and tried
+/// again at the next connect).
+async fn serve(ctx: &Ctx, client: &SyncClient, inbox: &mut Inbox) {
+    let first = !inbox.serving();
+    match inbox.serve(ctx, client).await {
+        Ok(()) if first => note!("serving this device's large content to the group"),
+        Ok(()) => {}
+        Err(f) => note!("sync-cli: not serving large content for now: {}", f.msg),
+    }
 }
 
 /// Prints a batch, and only then moves the cursor past it: a batch that did not reach standard
@@ -78,11 +118,12 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
 async fn print_and_commit(
     ctx: &Ctx,
     client: &SyncClient,
+    inbox: &mut Inbox,
     batch: &PullBatch,
     own: DeviceId,
 ) -> Result<(), Failure> {
     warn_problems(&batch.problems);
-    print_blobs(ctx, &batch.blobs, own, false)?;
+    print_blobs(ctx, client, inbox, &batch.blobs, own, false).await?;
     client.commit_pull(batch).await.map(drop).map_err(|e| {
         Failure::new(
             Kind::Other,

@@ -15,6 +15,8 @@ fn exit_codes_are_distinct_and_listed_in_help() {
         Kind::RateLimited,
         Kind::Refused,
         Kind::Busy,
+        Kind::Integrity,
+        Kind::Incomplete,
         Kind::OutputClosed,
     ];
     let mut codes: Vec<u8> = kinds.iter().map(|k| k.code()).collect();
