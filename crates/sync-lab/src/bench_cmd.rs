@@ -13,9 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use sync_lab::bench::{
-    BenchConfig, DEFAULT_KILLS, DEFAULT_ROTATION_SIZES, KILLS_RANGE, MAX_ROTATION_SIZES,
-    PRELOAD_RANGE, PUSHES_RANGE, ROTATION_SIZE_RANGE, ROTATIONS_RANGE, SAMPLES_RANGE, ScaleOut,
-    serve_echo,
+    BenchConfig, ContentConfig, DEFAULT_CONTENT_SIZES, DEFAULT_KILLS, DEFAULT_ROTATION_SIZES,
+    KILLS_RANGE, MAX_ROTATION_SIZES, PRELOAD_RANGE, PUSHES_RANGE, ROTATION_SIZE_RANGE,
+    ROTATIONS_RANGE, SAMPLES_RANGE, ScaleOut, check_sizes, parse_size, serve_echo,
 };
 use sync_relay::StopSignals;
 use sync_testkit::find_relay_bin;
@@ -61,6 +61,20 @@ fn rotation_sizes(s: &str) -> Result<RotationSizes, String> {
     }
     Ok(RotationSizes(sizes))
 }
+
+/// Content sizes separated by commas (`100MiB,1GiB`), each in range.
+fn content_sizes(s: &str) -> Result<ContentSizes, String> {
+    let sizes = s
+        .split(',')
+        .map(parse_size)
+        .collect::<Result<Vec<_>, _>>()?;
+    check_sizes(&sizes)?;
+    Ok(ContentSizes(sizes))
+}
+
+/// The sizes of `--content-sizes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ContentSizes(Vec<u64>);
 
 /// The group sizes of `--rotation-sizes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +150,23 @@ pub(crate) struct Args {
     /// about 7 s (the client notices a dead relay within its 6 s idle timeout).
     #[arg(long, value_name = "N", value_parser = kills, requires = "scale_out")]
     kills: Option<usize>,
+    /// Also measure large content per size: sealing and BLAKE3 hashing on one core, raw iroh
+    /// bulk throughput on one QUIC stream, a file between two content nodes (seal, fetch,
+    /// open), and a file sent through the relay's content store and received from it.
+    #[arg(long)]
+    content: bool,
+    /// With --content: the file sizes, separated by commas, with units B, KiB, MiB, GiB
+    /// (1MiB to 16GiB, at most 4; default 100MiB,1GiB). Inputs above 256 MiB are sparse files.
+    #[arg(long, value_name = "SIZE,…", value_parser = content_sizes, requires = "content")]
+    content_sizes: Option<ContentSizes>,
+    /// With --content: run the large content section alone (no relay push runs, baselines or
+    /// targets).
+    #[arg(long, requires = "content")]
+    content_only: bool,
+    /// Also write the figures as JSON to PATH (the relay runs' figures and, with --content,
+    /// the large content section's).
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
 }
 
 /// Runs the benchmark, printing to stdout.
@@ -164,8 +195,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             kills: args.kills.unwrap_or(DEFAULT_KILLS),
         });
     }
+    if args.content {
+        config.content = Some(ContentConfig {
+            sizes: args
+                .content_sizes
+                .map_or_else(|| DEFAULT_CONTENT_SIZES.to_vec(), |s| s.0),
+            only: args.content_only,
+        });
+    }
     let mut out = std::io::stdout();
-    sync_lab::bench::run(&config, &mut out).await?;
+    let report = sync_lab::bench::run(&config, &mut out).await?;
+    if let Some(path) = args.json {
+        let json = serde_json::to_vec_pretty(&report).context("cannot encode the JSON report")?;
+        std::fs::write(&path, json)
+            .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

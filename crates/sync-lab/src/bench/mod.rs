@@ -19,6 +19,9 @@
 //! target/release/sync-stress bench --attack           # also the runs under attack
 //! target/release/sync-stress bench --quick --rotation # also the key rotation section
 //! target/release/sync-stress bench --quick --scale-out # also relays on one PostgreSQL
+//! target/release/sync-stress bench --content --content-only   # large content alone,
+//!                                                     # 100 MiB and 1 GiB
+//! target/release/sync-stress bench --content --content-only --content-sizes 8MiB --json r.json
 //! ```
 //!
 //! `--pushes N` (pushes per throughput run, default 20,000), `--samples N` (latency samples,
@@ -30,7 +33,9 @@
 //! default 2,16,128) and `--rotations N` (timed rotations per size, default 5, 3 with
 //! `--quick`), `--scale-out` (the scale-out section below) with `--scale-out-pushes N` (pushes
 //! per throughput run there, default `--pushes`) and `--kills N` (relay kills of its failover
-//! run, default 20). Build both in release: a debug build measures the compiler, not the relay.
+//! run, default 20), `--content` (the large content section below) with `--content-sizes
+//! SIZE,…` (default `100MiB,1GiB`) and `--content-only` (that section alone), `--json PATH`
+//! (every figure as JSON too). Build both in release: a debug build measures the compiler, not the relay.
 //!
 //! # What it prints
 //!
@@ -78,6 +83,13 @@
 //!   ratio to the raw inserts (target 80 %, printed, not asserted); cross-relay push→notify
 //!   p50/p99 (A on relay 1, B on relay 2); failover interruption p50/max over `--kills` SIGKILLs
 //!   of the relay a `SyncClient` uses (see the `scale_out` module).
+//! - With `--content`, `## Large content`, after the sections above (or alone with
+//!   `--content-only`): per file size, sealing + BLAKE3 on one core in memory, raw iroh bulk
+//!   throughput on one QUIC stream, a file between two content nodes (seal, fetch against the
+//!   raw bulk figure: target 50 %, floor 50 MB/s, fetch + open), and a file sent through the
+//!   relay's content store by one device and received from it by another once the sender is
+//!   offline (skipped, with the reason, when the relay has no content store); then a summary
+//!   table (see the `content` module). No verdict among the targets below.
 //! - Ratios and this project's targets, each marked `met` or `not met`: relay throughput at
 //!   least 80 % of raw SQLite inserts (1 and 16 devices); idle push p99 at most 1 ms;
 //!   push→notify p99 at most 1.5 ms with no notify missing; a group holding the preload within
@@ -95,6 +107,7 @@
 //! thread apart).
 
 mod attack;
+mod content;
 mod cpu;
 mod echo;
 mod frames;
@@ -117,9 +130,13 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use content::{
+    CONTENT_SIZE_RANGE, ContentFigures, DEFAULT_CONTENT_SIZES, MAX_CONTENT_SIZES, check_sizes,
+    parse_size,
+};
 pub use echo::serve_echo;
 pub use rotation::DEFAULT_SIZES as DEFAULT_ROTATION_SIZES;
-pub use runner::run;
+pub use runner::{Report, run};
 pub use targets::{AttackFigures, Figures, Verdict, target_lines};
 
 /// Size of every sealed blob the relay stores.
@@ -158,6 +175,16 @@ pub struct ScaleOut {
     pub kills: usize,
 }
 
+/// What the large content section measures (see the `content` module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentConfig {
+    /// Plaintext sizes, in order (each in [`CONTENT_SIZE_RANGE`], at most
+    /// [`MAX_CONTENT_SIZES`]).
+    pub sizes: Vec<u64>,
+    /// Run this section alone: none of the relay push runs, baselines or targets.
+    pub only: bool,
+}
+
 /// What one benchmark run does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenchConfig {
@@ -185,6 +212,8 @@ pub struct BenchConfig {
     pub rotations: usize,
     /// The scale-out section (relays on one PostgreSQL), when the run has it.
     pub scale_out: Option<ScaleOut>,
+    /// The large content section, when the run has it.
+    pub content: Option<ContentConfig>,
 }
 
 impl BenchConfig {
@@ -202,6 +231,7 @@ impl BenchConfig {
             rotation_sizes: Vec::new(),
             rotations: 5,
             scale_out: None,
+            content: None,
         }
     }
 
@@ -219,6 +249,9 @@ impl BenchConfig {
     /// most [`MAX_ROTATION_SIZES`] of them), and the scale-out section's pushes and kills
     /// against [`PUSHES_RANGE`] and [`KILLS_RANGE`].
     pub fn validate(&self) -> Result<(), BenchError> {
+        if let Some(content) = &self.content {
+            check_sizes(&content.sizes).map_err(BenchError::Invalid)?;
+        }
         if self.rotation_sizes.len() > MAX_ROTATION_SIZES {
             return Err(BenchError::Invalid(format!(
                 "{} rotation group sizes (at most {MAX_ROTATION_SIZES})",
@@ -297,6 +330,9 @@ pub enum BenchError {
     /// The scale-out section's failover run failed (the device, a wait that ran out).
     #[error("failover: {0}")]
     Failover(String),
+    /// The large content section failed (sealing, a store, a transfer, a device).
+    #[error("large content: {0}")]
+    Content(String),
     /// A file, directory, thread or the output failed.
     #[error("{what}: {source}")]
     Io {
@@ -402,8 +438,31 @@ mod tests {
                 }),
                 ..config()
             },
+            BenchConfig {
+                content: Some(ContentConfig {
+                    sizes: vec![512 << 10],
+                    only: true,
+                }),
+                ..config()
+            },
+            BenchConfig {
+                content: Some(ContentConfig {
+                    sizes: Vec::new(),
+                    only: false,
+                }),
+                ..config()
+            },
         ] {
             assert!(matches!(bad.validate(), Err(BenchError::Invalid(_))));
         }
+        BenchConfig {
+            content: Some(ContentConfig {
+                sizes: DEFAULT_CONTENT_SIZES.to_vec(),
+                only: false,
+            }),
+            ..config()
+        }
+        .validate()
+        .unwrap();
     }
 }

@@ -70,6 +70,11 @@ impl BenchRelay {
         })
     }
 
+    /// Its HTTP address (`/metrics`, `/health`).
+    pub(super) fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
     /// The relay's whole `/metrics` text; `None` if unreadable.
     pub(super) async fn metrics_text(&self) -> Option<String> {
         fetch_metrics(self.http).await

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use iroh::SecretKey;
 
 use super::attack::Attack;
+use super::content::{self, ContentFigures};
 use super::cpu::loadavg;
 use super::echo::ECHO_ALPN;
 use super::measure::{Load, Profile, Run, notify_latency, push_latency, throughput};
@@ -77,13 +78,56 @@ pub(super) fn temp_dir(what: &str) -> Result<tempfile::TempDir, BenchError> {
         )))
 }
 
-/// Runs the whole benchmark and prints every figure to `out`; returns the figures the ratios
-/// and targets were computed from.
-pub async fn run(
+/// What a run measured, for the JSON report: the relay runs' figures (absent when the run was
+/// the large content section alone) and the large content section's.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// Cores of this machine.
+    pub cores: usize,
+    /// The figures the ratios and targets were computed from.
+    pub figures: Option<Figures>,
+    /// The large content section, when the run had it.
+    pub content: Option<ContentFigures>,
+}
+
+/// Runs the whole benchmark and prints every figure to `out`; returns the figures (those the
+/// ratios and targets were computed from, and the large content section's).
+pub async fn run(config: &BenchConfig, out: &mut (dyn Write + Send)) -> Result<Report, BenchError> {
+    config.validate()?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    if let Some(content) = config.content.as_ref().filter(|c| c.only) {
+        let mut p = Printer::new(out);
+        let wall = Instant::now();
+        p.line("# 0k-sync large content benchmark")?;
+        p.line("")?;
+        let section = content::Section {
+            relay_bin: &config.relay_bin,
+            sizes: &content.sizes,
+        };
+        let figures = content::run(&section, &mut p).await?;
+        p.line("")?;
+        p.line(format!(
+            "total wall time: {:.1} s",
+            wall.elapsed().as_secs_f64()
+        ))?;
+        return Ok(Report {
+            cores,
+            figures: None,
+            content: Some(figures),
+        });
+    }
+    let (f, content) = run_all(config, out).await?;
+    Ok(Report {
+        cores,
+        figures: Some(f),
+        content,
+    })
+}
+
+async fn run_all(
     config: &BenchConfig,
     out: &mut (dyn Write + Send),
-) -> Result<Figures, BenchError> {
-    config.validate()?;
+) -> Result<(Figures, Option<ContentFigures>), BenchError> {
     let mut p = Printer::new(out);
     let wall = Instant::now();
     p.line("# 0k-sync relay end-to-end benchmark")?;
@@ -149,6 +193,15 @@ pub async fn run(
         };
         scale_out::run(&section, &mut bench.p).await?;
     }
+    let mut content_figures = None;
+    if let Some(content) = &config.content {
+        bench.p.line("")?;
+        let section = content::Section {
+            relay_bin: &config.relay_bin,
+            sizes: &content.sizes,
+        };
+        content_figures = Some(content::run(&section, &mut bench.p).await?);
+    }
     let Bench { f, mut p, .. } = bench;
     p.line("")?;
 
@@ -164,7 +217,7 @@ pub async fn run(
         "total wall time: {:.1} s",
         wall.elapsed().as_secs_f64()
     ))?;
-    Ok(f)
+    Ok((f, content_figures))
 }
 
 /// A run in progress: what it does, what it pushes, what it measured so far, where it prints.

@@ -49,7 +49,7 @@ impl fmt::Display for Verdict {
 }
 
 /// The figures of one run that the ratios and targets are computed from.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Figures {
     /// Blobs preloaded into the full group.
     pub preload: usize,
@@ -86,7 +86,7 @@ pub struct Figures {
 }
 
 /// The figures of the runs repeated while hostile connections attack the relay.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct AttackFigures {
     /// push→ack throughput with 16 devices, pushes/s.
     pub sixteen_devices_rate: f64,
