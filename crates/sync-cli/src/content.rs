@@ -71,6 +71,16 @@ impl Content {
         let client = ContentClient::new(sync.clone(), node, ctx.relay_holder())
             .await
             .map_err(|e| send_failure(e, "the relay"))?;
+        if let Some(keep) = ctx.keep_content {
+            match client.prune(keep).await {
+                Ok(0) => {}
+                Ok(n) => note!(
+                    "sync-cli: removed {n} content item(s) not used for {} days from this device's store (--keep-content)",
+                    keep.as_secs() / 86_400
+                ),
+                Err(e) => note!("sync-cli: could not prune this device's content store: {e}"),
+            }
+        }
         Ok(Content { client })
     }
 

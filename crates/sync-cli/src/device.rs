@@ -57,6 +57,9 @@ pub(crate) struct Ctx {
     pub(crate) wait: Duration,
     /// The admission token given with --token, if any.
     pub(crate) token: Option<AdmissionToken>,
+    /// How long large content stays in this device's store after it was last sent or received
+    /// (--keep-content); `None`: for ever.
+    pub(crate) keep_content: Option<Duration>,
     /// The relay this process's last session went to, once one opened.
     in_use: Arc<Mutex<Option<RelayId>>>,
     /// The transport of the last [`Ctx::connect`] (its endpoint serves and fetches content).
@@ -71,7 +74,15 @@ impl Ctx {
         connect_timeout: f64,
         wait: f64,
         token: Option<&str>,
+        keep_content_days: f64,
     ) -> Result<Self, Failure> {
+        if !(keep_content_days.is_finite() && (0.0..=36_500.0).contains(&keep_content_days)) {
+            return Err(Failure::bad_input(
+                "--keep-content takes a number of days from 0 (keep for ever) to 36500",
+            ));
+        }
+        let keep_content = (keep_content_days > 0.0)
+            .then(|| Duration::from_secs_f64(keep_content_days * 86_400.0));
         let token = token
             .map(|t| {
                 t.parse::<AdmissionToken>().map_err(|e| {
@@ -85,6 +96,7 @@ impl Ctx {
             connect_timeout: secs("connect-timeout", connect_timeout)?,
             wait: secs("wait", wait)?,
             token,
+            keep_content,
             in_use: Arc::default(),
             dialer: Mutex::default(),
         })

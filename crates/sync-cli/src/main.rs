@@ -109,6 +109,18 @@ struct Global {
         hide_env_values = true
     )]
     token: Option<String>,
+
+    /// Days large content stays in this device's store (under the data directory's
+    /// `content/`) after it was last sent or received; older content is removed when a command
+    /// opens the store. 0 keeps it for ever. Files written to `--out` are never touched.
+    #[arg(
+        long,
+        global = true,
+        env = "SYNC_CLI_KEEP_CONTENT",
+        value_name = "DAYS",
+        default_value_t = 30.0
+    )]
+    keep_content: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +181,7 @@ fn main() -> ExitCode {
         g.connect_timeout,
         g.wait,
         g.token.as_deref(),
+        g.keep_content,
     ) {
         Ok(c) => c,
         Err(f) => return report(&f),

@@ -225,3 +225,86 @@ fn a_folder_and_a_file_above_the_blob_limit_arrive_complete_with_json_output() {
     assert_eq!(content[1]["kind"], "content", "{v}");
     assert!(std::fs::read(out.join("large.bin")).unwrap() == large);
 }
+
+/// The size of the largest `.data` file under `dir` (content the store is receiving).
+fn largest_data_file(dir: &Path) -> u64 {
+    let mut best = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "data") {
+                best = best.max(entry.metadata().map_or(0, |m| m.len()));
+            }
+        }
+    }
+    best
+}
+
+#[test]
+fn a_pull_killed_mid_transfer_resumes_from_what_it_verified() {
+    let t = TwoDevices::paired();
+    let TwoDevices { a, b, .. } = &t;
+    let len = 100 * 1024 * 1024;
+    let data = bytes(len, 33);
+    let file = t.path().join("movie.bin");
+    std::fs::write(&file, &data).unwrap();
+    // Above the blob limit: large content, kept by the relay; A is offline afterwards.
+    let sent = a.run(&["push", "--file", arg(&file), "--json"]).ok().json();
+    assert_eq!(sent["relay_copy"], true, "{sent}");
+
+    // B's first pull is killed (SIGKILL) once 40 % of the content is on its disk.
+    let out = t.path().join("out");
+    let store = b.dir.join("content");
+    let mut first = b.spawn(&["pull", "--out", arg(&out)], Stdio::null());
+    let deadline = std::time::Instant::now() + WAIT;
+    let on_disk = loop {
+        let n = largest_data_file(&store);
+        if n >= (len as u64) * 2 / 5 {
+            break n;
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the pull ended before it could be interrupted"
+        );
+        assert!(std::time::Instant::now() < deadline, "no transfer started");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    first.kill().unwrap();
+    let status = first.wait().unwrap();
+    assert!(!status.success(), "killed mid-transfer");
+    assert!(
+        on_disk < sent["bytes"].as_u64().unwrap(),
+        "interrupted before the end"
+    );
+    assert!(
+        !out.join("movie.bin").exists(),
+        "nothing opened from a partial transfer"
+    );
+
+    // Pulled again: only the rest moves, and the file is whole.
+    let again = b.run(&["pull", "--out", arg(&out), "--json"]).ok().json();
+    let content = &again["content"][0];
+    let sealed = len as u64 + (len as u64).div_ceil(64 * 1024) * 16;
+    let fetched = content["bytes_fetched"].as_u64().unwrap();
+    let resumed = content["bytes_resumed"].as_u64().unwrap();
+    assert_eq!(fetched + resumed, sealed, "{content}");
+    println!(
+        "killed with {on_disk} bytes on disk; resumed {resumed}, fetched {fetched} of {sealed}"
+    );
+    const CHUNK_GROUP: u64 = 16 * 1024;
+    assert!(
+        fetched < sealed - on_disk + CHUNK_GROUP,
+        "second transfer moved {fetched} bytes; {on_disk} of {sealed} were on disk at the kill"
+    );
+    assert_eq!(
+        std::fs::read(out.join("movie.bin")).unwrap(),
+        data,
+        "byte for byte"
+    );
+}

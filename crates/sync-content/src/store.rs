@@ -28,6 +28,9 @@ use crate::error::ContentError;
 /// How often the store removes content no tag holds any more, unless told otherwise.
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Longest delay before the store's database records a change (iroh-blobs batches writes).
+const WRITE_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Prefix of the tags that keep content (complete or partial) in the store: one tag per hash,
 /// `0k/content/<hash hex>/<unix ms>`, the time it was last kept (sent, fetched, kept again).
 const TAG_PREFIX: &str = "0k/content/";
@@ -115,6 +118,10 @@ impl ContentStore {
             .await
             .map_err(|e| ContentError::file(dir, e))?;
         let mut options = Options::new(dir);
+        // Record new (partial) content in the store's database promptly: a process killed
+        // mid-transfer then finds what it verified on restart and resumes from there (the
+        // verified ranges are rebuilt from the data and its hash tree).
+        options.batch.max_write_duration = WRITE_COMMIT_INTERVAL;
         options.gc = Some(GcConfig {
             interval: gc_interval,
             add_protected: None,
