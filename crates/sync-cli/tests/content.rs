@@ -228,22 +228,11 @@ fn a_folder_and_a_file_above_the_blob_limit_arrive_complete_with_json_output() {
 
 /// The size of the largest `.data` file under `dir` (content the store is receiving).
 fn largest_data_file(dir: &Path) -> u64 {
-    let mut best = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "data") {
-                best = best.max(entry.metadata().map_or(0, |m| m.len()));
-            }
-        }
-    }
-    best
+    sync_testkit::files_with_extension(dir, "data")
+        .iter()
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0)
 }
 
 #[test]

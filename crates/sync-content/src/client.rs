@@ -169,12 +169,7 @@ impl ContentClient {
 
     /// Sends one file.
     pub async fn send_file(&self, path: &Path, options: SendOptions) -> Result<Sent, SendError> {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-            .ok_or_else(|| ContentError::UnsafeName(path.display().to_string()))?;
-        check_name(&name)?;
+        let name = name_of(path)?;
         let blob_id = self.sync.new_blob_id().map_err(SendError::Announce)?;
         let media_type = options
             .media_type
@@ -199,12 +194,7 @@ impl ContentClient {
     /// Sends a folder as one collection: every regular file under `dir`, named by its path
     /// relative to `dir`.
     pub async fn send_dir(&self, dir: &Path, options: SendOptions) -> Result<Sent, SendError> {
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string)
-            .ok_or_else(|| ContentError::UnsafeName(dir.display().to_string()))?;
-        check_name(&name)?;
+        let name = name_of(dir)?;
         let (files, skipped) = walk(dir)?;
         let lens: Vec<u64> = files.iter().map(|(_, _, len)| *len).collect();
         self.set_send_total(&options, &lens);
@@ -437,6 +427,17 @@ impl ContentClient {
         }
         Ok(received)
     }
+}
+
+/// The last component of `path` as an item name, checked.
+fn name_of(path: &Path) -> Result<String, ContentError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| ContentError::UnsafeName(path.display().to_string()))?;
+    check_name(&name)?;
+    Ok(name)
 }
 
 /// `path`, or `path (1)`, `path (2)`, … (before the extension) if it exists.

@@ -5,12 +5,11 @@
 //!
 //! One test in its own binary, so no other test's memory counts.
 
-use std::path::Path;
+mod common;
 
-use iroh::endpoint::presets;
-use iroh::{Endpoint, RelayMode, SecretKey};
+use common::node;
+use sync_content::SealParams;
 use sync_content::chunk::DEFAULT_CHUNK_SIZE;
-use sync_content::{ContentNode, ContentStore, SealParams};
 use sync_crypto::{GroupKeys, GroupSecret};
 use sync_types::BlobId;
 
@@ -27,23 +26,6 @@ fn status_kib(field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("field")
-}
-
-async fn node(seed: u8, dir: &Path) -> ContentNode {
-    let store = ContentStore::open(&dir.join(format!("node-{seed}")))
-        .await
-        .expect("store");
-    let ep = Endpoint::builder(presets::Minimal)
-        .secret_key(SecretKey::from_bytes(&[seed; 32]))
-        .relay_mode(RelayMode::Disabled)
-        .clear_address_lookup()
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"))
-        .expect("bind addr")
-        .bind()
-        .await
-        .expect("bind");
-    ContentNode::serve(store, ep)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! Large content through a real `sync-relay` process on 127.0.0.1: two devices of one group
 //! (real `SyncClient`s over iroh), the relay's content store on disk.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,44 +51,18 @@ async fn device(relay: &RelayProcess, seed: u64, dir: &Path, name: &str) -> Devi
     }
 }
 
-/// `len` pseudo-random bytes with `marker` written every 1 MiB.
+/// `len` pseudo-random bytes with `marker` written every 1 MiB, at `path`.
 fn write_file(path: &Path, len: usize, marker: &[u8]) {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut data: Vec<u8> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    for at in (0..len.saturating_sub(marker.len())).step_by(1 << 20) {
-        data[at..at + marker.len()].copy_from_slice(marker);
-    }
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).expect("mkdir");
-    }
-    std::fs::write(path, data).expect("write");
+    let (dir, name) = (path.parent().expect("dir"), path.file_name().expect("name"));
+    common::write_file(dir, &name.to_string_lossy(), len, Some(marker));
 }
 
 /// Every regular file under `dir`.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    sync_testkit::files_under(dir)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// The descriptor that arrives at `device` next.
@@ -167,10 +143,7 @@ async fn a_file_arrives_direct_while_the_sender_is_online_and_from_the_relay_aft
 
 /// The relay's stored content files (`.data`, one per item above the inline size).
 fn relay_data_files(relay: &RelayProcess) -> Vec<PathBuf> {
-    files_under(&relay.data_dir().join("content"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "data"))
-        .collect()
+    common::data_files(&relay.data_dir().join("content"))
 }
 
 /// Flips one byte in the middle of the relay's stored copy of `hash`.

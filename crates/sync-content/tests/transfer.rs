@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use iroh::endpoint::presets;
-use iroh::{Endpoint, RelayMode, SecretKey};
+mod common;
+
+use common::{data_files, node};
 use sync_content::chunk::DEFAULT_CHUNK_SIZE;
 use sync_content::{
     ContentError, ContentNode, ContentRef, ContentStore, FetchError, HolderFailure, SealParams,
@@ -12,46 +13,14 @@ use sync_content::{
 use sync_crypto::{ContentKey, GroupKeys, GroupSecret};
 use sync_types::BlobId;
 
-async fn endpoint(seed: u8) -> Endpoint {
-    Endpoint::builder(presets::Minimal)
-        .secret_key(SecretKey::from_bytes(&[seed; 32]))
-        .relay_mode(RelayMode::Disabled)
-        .clear_address_lookup()
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr"))
-        .expect("bind addr")
-        .bind()
-        .await
-        .expect("bind")
-}
-
-async fn node(seed: u8, dir: &Path) -> ContentNode {
-    let store = ContentStore::open(&dir.join(format!("node-{seed}")))
-        .await
-        .expect("store");
-    ContentNode::serve(store, endpoint(seed).await)
-}
-
 fn key(id: &BlobId) -> ContentKey {
     GroupKeys::derive(&GroupSecret::from_bytes([11; 32]))
         .content_key(id)
         .expect("epoch 0")
 }
 
-/// A file of `len` pseudo-random bytes (not compressible, not repeating).
 fn write_file(dir: &Path, name: &str, len: usize) -> PathBuf {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let path = dir.join(name);
-    std::fs::write(&path, data).expect("write");
-    path
+    common::write_file(dir, name, len, None)
 }
 
 async fn seal(node: &ContentNode, path: &Path, id: BlobId) -> ContentRef {
@@ -70,23 +39,6 @@ async fn seal(node: &ContentNode, path: &Path, id: BlobId) -> ContentRef {
     node.offer(cref.blob_hash());
     cref.holders.push(node.holder());
     cref
-}
-
-/// The `.data` files of a store (content above the inline limit lives in one each).
-fn data_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "data") {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

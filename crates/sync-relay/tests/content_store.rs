@@ -37,24 +37,8 @@ fn content_ref(request_id: u64, blob_id: BlobId, data: &[u8], chunks: u32) -> Me
 
 /// Files under `dir` (recursively) and their total bytes.
 fn files_and_bytes(dir: &Path) -> (usize, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                todo.push(e.path());
-            } else {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    (files, bytes)
+    let files = sync_testkit::files_under(dir);
+    (files.len(), files.iter().map(|(_, n)| n).sum())
 }
 
 /// Polls `cond` until it holds (bounded: the test fails after 30 s).

@@ -1,0 +1,35 @@
+//! Looking at what a process left on disk.
+
+use std::path::{Path, PathBuf};
+
+/// Every regular file under `dir` (recursively) with its size, sorted by path; a directory
+/// that cannot be read counts as empty (it may be changing under a running process).
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                out.push((entry.path(), meta.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The files under `dir` whose name ends in `.ext`, with their sizes (see [`files_under`]).
+pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<(PathBuf, u64)> {
+    files_under(dir)
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == ext))
+        .collect()
+}
