@@ -202,6 +202,18 @@ transcript = b"0k-sync/v1/hello" + vb("hello.binding") + vb("hello.relay_id") + 
 check("hello.transcript", transcript)
 check("hello.signature", sign(auth_seed, transcript))
 
+# Large content: one chunk (PROTOCOL 15.1).
+c_id = vb("content.content_id")
+c_key = hkdf(secret, b"0k-sync/v1/content-key" + c_id)
+check("content.key", c_key)
+c_plain = vt("content.plaintext").encode()
+c_size, c_chunk = vu("content.plain_size"), vu("content.chunk_size")
+c_nonce = b"0kc1" + (0).to_bytes(8, "big") + b"\x01" + b"\0" * 11
+check("content.nonce_0", c_nonce)
+c_aad = b"0k-sync/v1/content-chunk" + c_id + c_size.to_bytes(8, "big") + c_chunk.to_bytes(4, "big") + (0).to_bytes(8, "big")
+check("content.aad_0", c_aad)
+check("content.sealed", xchacha_encrypt(c_key, c_nonce, c_plain, c_aad))
+
 # Sealing.
 s_secret_key, s_group, s_blob, s_nonce = vb("seal.sender_secret_key"), vb("seal.group_id"), vb("seal.blob_id"), vb("seal.nonce")
 s_sender, s_epoch = pub(s_secret_key), struct.pack(">I", vu("seal.epoch"))

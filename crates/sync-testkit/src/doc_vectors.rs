@@ -28,6 +28,7 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("device.", "sync-crypto"),
     ("hello.", "sync-crypto"),
     ("seal.", "sync-crypto"),
+    ("content.", "sync-content"),
     ("passphrase.", "sync-crypto"),
     ("mailbox.", "sync-crypto"),
     ("shortcode.", "sync-core"),
