@@ -172,6 +172,7 @@ fn send_failure(e: SendError, relay: &str) -> Failure {
                 "upload to the relay at {relay} failed ({f}); nothing was announced: try again"
             ),
         ),
+        SendError::Client(e) => from_client(e, relay),
         SendError::Announce(e) => {
             let f = from_client(e, relay);
             Failure::new(

@@ -32,6 +32,10 @@ pub enum SendError {
     /// Announcing the content (pushing its descriptor) failed.
     #[error("announcing the content failed: {0}")]
     Announce(ClientError),
+    /// The sync client failed before anything was sent (closed, or the group's devices could
+    /// not be read).
+    #[error(transparent)]
+    Client(ClientError),
 }
 
 impl SendError {
@@ -127,7 +131,7 @@ impl ContentClient {
             node.offer(hash);
         }
         let client = Self { sync, node, relay };
-        client.refresh_peers().await.map_err(SendError::Announce)?;
+        client.refresh_peers().await.map_err(SendError::Client)?;
         Ok(client)
     }
 
@@ -170,7 +174,7 @@ impl ContentClient {
     /// Sends one file.
     pub async fn send_file(&self, path: &Path, options: SendOptions) -> Result<Sent, SendError> {
         let name = name_of(path)?;
-        let blob_id = self.sync.new_blob_id().map_err(SendError::Announce)?;
+        let blob_id = self.sync.new_blob_id().map_err(SendError::Client)?;
         let media_type = options
             .media_type
             .clone()
@@ -198,7 +202,7 @@ impl ContentClient {
         let (files, skipped) = walk(dir)?;
         let lens: Vec<u64> = files.iter().map(|(_, _, len)| *len).collect();
         self.set_send_total(&options, &lens);
-        let blob_id = self.sync.new_blob_id().map_err(SendError::Announce)?;
+        let blob_id = self.sync.new_blob_id().map_err(SendError::Client)?;
         let mut items = Vec::with_capacity(files.len());
         for (path, rel, _) in files {
             check_name(&rel)?;
@@ -234,7 +238,7 @@ impl ContentClient {
         options: &SendOptions,
     ) -> Result<ContentRef, SendError> {
         let epoch = self.sync.epoch();
-        let content_id = self.sync.new_blob_id().map_err(SendError::Announce)?;
+        let content_id = self.sync.new_blob_id().map_err(SendError::Client)?;
         let key = self
             .sync
             .content_key(epoch, &content_id)
