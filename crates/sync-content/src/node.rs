@@ -13,6 +13,7 @@ use std::time::Duration;
 use iroh::endpoint::ConnectionError;
 use iroh::protocol::Router;
 use iroh::{Endpoint, EndpointAddr, EndpointId};
+use iroh_blobs::api::remote::{GetProgressItem, PushProgressItem};
 use iroh_blobs::get::GetError;
 use iroh_blobs::protocol::{ChunkRangesSeq, PushRequest};
 use iroh_blobs::provider::events::{
@@ -222,26 +223,17 @@ impl ContentNode {
             .remote()
             .execute_push(conn.clone(), request)
             .stream();
-        let mut result = Err(HolderFailure::Transfer(
-            "upload ended without a result".into(),
-        ));
-        let mut sent = 0u64;
-        while let Some(item) = stream.next().await {
-            match item {
-                iroh_blobs::api::remote::PushProgressItem::Progress(n) => {
-                    if let Some(p) = &progress {
-                        p.add(n.saturating_sub(sent));
-                    }
-                    sent = sent.max(n);
-                }
-                iroh_blobs::api::remote::PushProgressItem::Done(_) => {
-                    result = Ok(());
-                }
-                iroh_blobs::api::remote::PushProgressItem::Error(e) => {
-                    result = Err(HolderFailure::Transfer(e.to_string()));
-                }
-            }
-        }
+        let mut result = drain(
+            &mut stream,
+            progress.as_deref(),
+            "upload",
+            |item| match item {
+                PushProgressItem::Progress(n) => Step::Progress(n),
+                PushProgressItem::Done(_) => Step::Done,
+                PushProgressItem::Error(e) => Step::Failed(HolderFailure::Transfer(e.to_string())),
+            },
+        )
+        .await;
         if result.is_ok() {
             // Our stream is finished: the bytes were sent, not necessarily stored. The relay
             // closes the connection once it recorded the upload: code 0 when it keeps it.
@@ -335,22 +327,12 @@ impl ContentNode {
             .remote()
             .fetch(conn.clone(), hash)
             .stream();
-        let mut result = Err(HolderFailure::Transfer(
-            "fetch ended without a result".into(),
-        ));
-        let mut got = 0u64;
-        while let Some(item) = stream.next().await {
-            match item {
-                iroh_blobs::api::remote::GetProgressItem::Progress(n) => {
-                    if let Some(p) = progress {
-                        p.add(n.saturating_sub(got));
-                    }
-                    got = got.max(n);
-                }
-                iroh_blobs::api::remote::GetProgressItem::Done(_) => result = Ok(()),
-                iroh_blobs::api::remote::GetProgressItem::Error(e) => result = Err(classify(&e)),
-            }
-        }
+        let result = drain(&mut stream, progress, "fetch", |item| match item {
+            GetProgressItem::Progress(n) => Step::Progress(n),
+            GetProgressItem::Done(_) => Step::Done,
+            GetProgressItem::Error(e) => Step::Failed(classify(&e)),
+        })
+        .await;
         conn.close(0u32.into(), b"done");
         result
     }
@@ -362,6 +344,43 @@ impl ContentNode {
         }
         self.store.shutdown().await;
     }
+}
+
+/// What one item of an iroh-blobs transfer's progress stream says.
+enum Step {
+    /// Bytes of the request moved so far.
+    Progress(u64),
+    /// The request completed.
+    Done,
+    /// The request ended without completing.
+    Failed(HolderFailure),
+}
+
+/// Reads a transfer's progress stream to its end, adding the bytes moved to `progress`; the
+/// transfer's outcome (`what` names it when the stream ends without one).
+async fn drain<T>(
+    stream: &mut (impl tokio_stream::Stream<Item = T> + Unpin),
+    progress: Option<&Progress>,
+    what: &str,
+    step: impl Fn(T) -> Step,
+) -> Result<(), HolderFailure> {
+    let mut result = Err(HolderFailure::Transfer(format!(
+        "{what} ended without a result"
+    )));
+    let mut moved = 0u64;
+    while let Some(item) = stream.next().await {
+        match step(item) {
+            Step::Progress(n) => {
+                if let Some(p) = progress {
+                    p.add(n.saturating_sub(moved));
+                }
+                moved = moved.max(n);
+            }
+            Step::Done => result = Ok(()),
+            Step::Failed(f) => result = Err(f),
+        }
+    }
+    result
 }
 
 /// A get error as a holder failure: data that failed verification is `Corrupt`.

@@ -23,6 +23,20 @@ fn write_file(dir: &Path, name: &str, len: usize) -> PathBuf {
     common::write_file(dir, name, len, None)
 }
 
+/// Opens `cref` from `node`'s store into `out` and checks it is byte for byte `src`.
+async fn opens_as(node: &ContentNode, cref: &ContentRef, out: &Path, src: &Path) {
+    let n = node
+        .store()
+        .open_to_file(cref, &key(&cref.content_id), out, None)
+        .await
+        .expect("open");
+    assert_eq!(n, cref.plain_size);
+    assert_eq!(
+        std::fs::read(out).expect("read"),
+        std::fs::read(src).expect("read")
+    );
+}
+
 async fn seal(node: &ContentNode, path: &Path, id: BlobId) -> ContentRef {
     let params = SealParams {
         content_id: id,
@@ -158,15 +172,7 @@ async fn a_holder_with_a_flipped_byte_is_rejected_and_the_next_holder_completes(
         .map_or(0, |(_, n)| *n);
     assert!(from_bad < 1_500_000, "{report:?}");
     assert_eq!(report.bytes_received(), cref.sealed_size());
-    let out = dir.path().join("ok.bin");
-    b.store()
-        .open_to_file(&cref, &key(&id), &out, None)
-        .await
-        .expect("open");
-    assert_eq!(
-        std::fs::read(&out).expect("read"),
-        std::fs::read(&src).expect("read")
-    );
+    opens_as(&b, &cref, &dir.path().join("ok.bin"), &src).await;
 
     // With the bad holder alone the fetch fails, typed, and nothing is written.
     let c = node(8, dir.path()).await;
@@ -231,15 +237,7 @@ async fn an_interrupted_fetch_resumes_from_the_verified_bytes() {
         "second fetch moved {} bytes, remainder {remainder}",
         report.bytes_received()
     );
-    let out = dir.path().join("resumed.bin");
-    b.store()
-        .open_to_file(&cref, &key(&id), &out, None)
-        .await
-        .expect("open");
-    assert_eq!(
-        std::fs::read(&out).expect("read"),
-        std::fs::read(&src).expect("read")
-    );
+    opens_as(&b, &cref, &dir.path().join("resumed.bin"), &src).await;
     a.shutdown().await;
     b.shutdown().await;
 }
