@@ -38,7 +38,7 @@ mod process;
 mod relay;
 
 pub use bin::{RELAY_BIN_ENV, find_relay_bin, relay_bin};
-pub use files::{files_under, files_with_extension};
+pub use files::{files_containing, files_under, files_with_extension};
 pub use guard::{GUARD, guard, guard_for};
 pub use postgres::{PG_BIN_ENV, PostgresServer};
 pub use process::{ChildProcess, StopOutcome, run_bounded, wait_exit};
