@@ -362,7 +362,7 @@ impl ContentClient {
         }
         let mut received = Received::default();
         let mut done = 0u64;
-        // A holder that could not be reached for one item is not dialled again for the next.
+        // A holder that could not be reached (or stalled) for one item is not tried for the next.
         let mut unreachable: Vec<[u8; 32]> = Vec::new();
         for item in descriptor.items() {
             // Whatever happens to this item, the bar ends it at its full share.
@@ -382,7 +382,9 @@ impl ContentClient {
             unreachable.extend(
                 failures
                     .iter()
-                    .filter(|(_, f)| matches!(f, HolderFailure::Unreachable(_)))
+                    .filter(|(_, f)| {
+                        matches!(f, HolderFailure::Unreachable(_) | HolderFailure::Stalled(_))
+                    })
                     .map(|(id, _)| *id),
             );
             let report = match fetched {

@@ -24,5 +24,5 @@ pub mod store;
 pub use client::{ContentClient, Received, SendError, SendOptions, Sent};
 pub use descriptor::{Collection, ContentRef, Descriptor, Holder};
 pub use error::ContentError;
-pub use node::{ContentNode, FetchError, FetchReport, HolderFailure};
+pub use node::{ContentNode, FetchError, FetchReport, HolderFailure, STALL_LIMIT};
 pub use store::{ContentStore, Held, Progress, SealParams};

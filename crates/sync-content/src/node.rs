@@ -32,6 +32,10 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the relay may take to confirm it stored an upload once every byte was sent.
 const UPLOAD_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a transfer may go without moving a byte before its peer is given up on (see
+/// [`ContentNode::with_stall_limit`]).
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
+
 /// Why one holder did not deliver (the fetch moves on to the next).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HolderFailure {
@@ -44,6 +48,9 @@ pub enum HolderFailure {
     /// It refused, or the transfer broke off.
     #[error("transfer failed: {0}")]
     Transfer(String),
+    /// The transfer stopped moving: nothing arrived (or was taken) for this long.
+    #[error("stalled: no progress for {0:?}")]
+    Stalled(Duration),
 }
 
 /// What a fetch did.
@@ -129,6 +136,7 @@ pub struct ContentNode {
     endpoint: Endpoint,
     router: Router,
     access: Arc<Access>,
+    stall_limit: Duration,
 }
 
 impl ContentNode {
@@ -146,7 +154,17 @@ impl ContentNode {
             endpoint,
             router,
             access,
+            stall_limit: STALL_LIMIT,
         }
+    }
+
+    /// Gives up on a holder (or the relay an upload goes to) once a transfer has moved nothing
+    /// for `limit` ([`STALL_LIMIT`] unless set), so one peer that stops answering without
+    /// closing cannot hold a fetch or an upload forever.
+    #[must_use]
+    pub fn with_stall_limit(mut self, limit: Duration) -> Self {
+        self.stall_limit = limit;
+        self
     }
 
     /// The local store.
@@ -226,6 +244,7 @@ impl ContentNode {
         let mut result = drain(
             &mut stream,
             progress.as_deref(),
+            self.stall_limit,
             "upload",
             |item| match item {
                 PushProgressItem::Progress(n) => Step::Progress(n),
@@ -327,11 +346,17 @@ impl ContentNode {
             .remote()
             .fetch(conn.clone(), hash)
             .stream();
-        let result = drain(&mut stream, progress, "fetch", |item| match item {
-            GetProgressItem::Progress(n) => Step::Progress(n),
-            GetProgressItem::Done(_) => Step::Done,
-            GetProgressItem::Error(e) => Step::Failed(classify(&e)),
-        })
+        let result = drain(
+            &mut stream,
+            progress,
+            self.stall_limit,
+            "fetch",
+            |item| match item {
+                GetProgressItem::Progress(n) => Step::Progress(n),
+                GetProgressItem::Done(_) => Step::Done,
+                GetProgressItem::Error(e) => Step::Failed(classify(&e)),
+            },
+        )
         .await;
         conn.close(0u32.into(), b"done");
         result
@@ -357,10 +382,12 @@ enum Step {
 }
 
 /// Reads a transfer's progress stream to its end, adding the bytes moved to `progress`; the
-/// transfer's outcome (`what` names it when the stream ends without one).
+/// transfer's outcome (`what` names it when the stream ends without one). A stream that moves
+/// nothing for `stall` ends the transfer as [`HolderFailure::Stalled`].
 async fn drain<T>(
     stream: &mut (impl tokio_stream::Stream<Item = T> + Unpin),
     progress: Option<&Progress>,
+    stall: Duration,
     what: &str,
     step: impl Fn(T) -> Step,
 ) -> Result<(), HolderFailure> {
@@ -368,9 +395,18 @@ async fn drain<T>(
         "{what} ended without a result"
     )));
     let mut moved = 0u64;
-    while let Some(item) = stream.next().await {
+    let mut last_move = tokio::time::Instant::now();
+    loop {
+        let item = match tokio::time::timeout_at(last_move + stall, stream.next()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => break,
+            Err(_) => return Err(HolderFailure::Stalled(stall)),
+        };
         match step(item) {
             Step::Progress(n) => {
+                if n > moved {
+                    last_move = tokio::time::Instant::now();
+                }
                 if let Some(p) = progress {
                     p.add(n.saturating_sub(moved));
                 }

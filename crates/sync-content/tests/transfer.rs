@@ -199,6 +199,72 @@ async fn a_holder_with_a_flipped_byte_is_rejected_and_the_next_holder_completes(
 }
 
 #[tokio::test]
+async fn a_holder_that_stops_answering_is_left_after_the_stall_limit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = node(11, dir.path()).await;
+    let b = node(12, dir.path())
+        .await
+        .with_stall_limit(std::time::Duration::from_millis(500));
+    a.allow_peers([*b.endpoint().id().as_bytes()]);
+    let src = write_file(dir.path(), "src.bin", 1024 * 1024);
+    let id = BlobId::from_bytes([6; 16]);
+    let mut cref = seal(&a, &src, id).await;
+
+    // A peer that takes the connection and the request and never answers or closes.
+    let stuck = common::endpoint(13).await;
+    stuck.set_alpns(vec![iroh_blobs::ALPN.to_vec()]);
+    let s = stuck.clone();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(incoming) = s.accept().await {
+            if let Ok(conn) = incoming.await {
+                held.push(conn);
+            }
+        }
+    });
+    let stuck_holder = sync_content::Holder {
+        id: *stuck.id().as_bytes(),
+        addrs: stuck.addr().ip_addrs().copied().collect(),
+        relay: false,
+    };
+    cref.holders.insert(0, stuck_holder);
+
+    let report = sync_testkit::guard("the fetch", b.fetch(&cref, None))
+        .await
+        .expect("completed from the holder that answers");
+    assert_eq!(
+        report.failures,
+        vec![(
+            *stuck.id().as_bytes(),
+            HolderFailure::Stalled(std::time::Duration::from_millis(500))
+        )]
+    );
+    assert_eq!(
+        report.received,
+        vec![(*a.endpoint().id().as_bytes(), cref.sealed_size())]
+    );
+    opens_as(&b, &cref, &dir.path().join("out.bin"), &src).await;
+
+    // Alone, it fails the fetch, typed, instead of holding it.
+    cref.holders.truncate(1);
+    let c = node(14, dir.path())
+        .await
+        .with_stall_limit(std::time::Duration::from_millis(500));
+    match sync_testkit::guard("the fetch", c.fetch(&cref, None)).await {
+        Err(FetchError::Unavailable { failures, have, .. }) => {
+            assert!(matches!(failures[..], [(_, HolderFailure::Stalled(_))]));
+            assert_eq!(have, 0);
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    holding.abort();
+    stuck.close().await;
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn an_interrupted_fetch_resumes_from_the_verified_bytes() {
     let dir = tempfile::tempdir().expect("tmp");
     let (a, b) = (node(9, dir.path()).await, node(10, dir.path()).await);
