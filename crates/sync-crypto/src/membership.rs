@@ -38,6 +38,7 @@ use crate::hello::{HelloChallenge, HelloSignature, strict_verifying_key};
 use crate::kem::{EnvelopeContext, KemKeypair, KemPublicKey, open_envelope, seal_envelope};
 use crate::schedule::{GroupKeys, KeyEpoch};
 use crate::secrets::EpochSecret;
+use signed::{Signed, verify};
 
 /// Most devices a group's membership may name (a rotation seals one envelope to each).
 pub const MAX_MEMBERS: usize = 512;
@@ -131,11 +132,8 @@ struct RecordBody {
 /// One change of a group's membership. Encoded as a MessagePack array `[body, device_sig,
 /// auth_sig]`; both signatures are over `"0k-sync/v1/group-record" ‖ MessagePack(body)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupRecord {
-    body: RecordBody,
-    device_sig: ByteArray<64>,
-    auth_sig: ByteArray<64>,
-}
+#[serde(transparent)]
+pub struct GroupRecord(Signed<RecordBody>);
 
 /// What a record changes, for [`GroupRecord::next`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,30 +249,26 @@ impl GroupRecord {
         auth_epoch: KeyEpoch,
         signer: &DeviceKey,
     ) -> Result<Self, MembershipError> {
-        let (device_sig, auth_sig) = sign_twice(RECORD_LABEL, &body, keys, auth_epoch, signer)?;
-        Ok(Self {
-            body,
-            device_sig,
-            auth_sig,
-        })
+        Signed::sign(RECORD_LABEL, body, keys, auth_epoch, signer).map(Self)
     }
 
     /// The record's bytes on the wire.
     pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).unwrap_or_default()
+        self.0.encode()
     }
 
     /// Reads a record; bounds are checked, signatures are not (see [`GroupState::apply`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, MembershipError> {
-        let record: Self = decode_bounded(
+        let record = Self(Signed::decode(
             bytes,
             MAX_RECORD_BYTES,
             "record too long",
             "not a group record",
-        )?;
-        if record.body.admins.len() > MAX_MEMBERS
-            || record.body.members.len() > MAX_MEMBERS
-            || record.body.revoked.len() > MAX_MEMBERS
+        )?);
+        let b = &record.0.body;
+        if b.admins.len() > MAX_MEMBERS
+            || b.members.len() > MAX_MEMBERS
+            || b.revoked.len() > MAX_MEMBERS
         {
             return Err(MembershipError::Malformed("too many devices"));
         }
@@ -291,32 +285,32 @@ impl GroupRecord {
 
     /// The record's group.
     pub fn group(&self) -> GroupId {
-        self.body.group
+        self.0.body.group
     }
 
     /// Its sequence number (1 for the genesis).
     pub fn seq(&self) -> u64 {
-        self.body.seq
+        self.0.body.seq
     }
 
     /// The key epoch after this record.
     pub fn epoch(&self) -> KeyEpoch {
-        self.body.epoch
+        self.0.body.epoch
     }
 
     /// The admin that signed it.
     pub fn signer(&self) -> DeviceId {
-        self.body.signer
+        self.0.body.signer
     }
 
     /// The members after this record.
     pub fn members(&self) -> &[DeviceId] {
-        &self.body.members
+        &self.0.body.members
     }
 
     /// The admins after this record.
     pub fn admins(&self) -> &[DeviceId] {
-        &self.body.admins
+        &self.0.body.admins
     }
 }
 
@@ -324,50 +318,6 @@ fn dedup(mut ids: Vec<DeviceId>) -> Vec<DeviceId> {
     let mut seen = BTreeSet::new();
     ids.retain(|d| seen.insert(*d));
     ids
-}
-
-fn labelled<T: Serialize>(label: &[u8], body: &T) -> Result<Vec<u8>, MembershipError> {
-    let mut msg = label.to_vec();
-    rmp_serde::encode::write(&mut msg, body)
-        .map_err(|_| MembershipError::Malformed("unencodable"))?;
-    Ok(msg)
-}
-
-/// The two signatures a record or an enrollment carries, in wire order: by `device` and by
-/// the auth key of `epoch`, both over `label ‖ MessagePack(body)`.
-fn sign_twice<T: Serialize>(
-    label: &[u8],
-    body: &T,
-    keys: &GroupKeys,
-    epoch: KeyEpoch,
-    device: &DeviceKey,
-) -> Result<(ByteArray<64>, ByteArray<64>), MembershipError> {
-    let msg = labelled(label, body)?;
-    let auth_sig = keys
-        .sign_auth(epoch, &msg)
-        .ok_or(MembershipError::UnknownEpoch(epoch.0))?;
-    Ok((
-        ByteArray::new(device.sign(&msg).to_bytes()),
-        ByteArray::new(auth_sig),
-    ))
-}
-
-/// Decodes `bytes` of at most `max` bytes; `too_long` and `malformed` say what was wrong.
-fn decode_bounded<T: DeserializeOwned>(
-    bytes: &[u8],
-    max: usize,
-    too_long: &'static str,
-    malformed: &'static str,
-) -> Result<T, MembershipError> {
-    if bytes.len() > max {
-        return Err(MembershipError::Malformed(too_long));
-    }
-    rmp_serde::from_slice(bytes).map_err(|_| MembershipError::Malformed(malformed))
-}
-
-fn verify(key: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
-    strict_verifying_key(key)
-        .is_some_and(|k| k.verify_strict(msg, &Signature::from_bytes(sig)).is_ok())
 }
 
 /// A group's membership as its record chain says: epoch, auth key of every epoch, admins,
@@ -402,7 +352,7 @@ impl GroupState {
 
     /// Checks `record` against the chain and applies it; on error the state is unchanged.
     pub fn apply(&mut self, record: &GroupRecord) -> Result<Applied, MembershipError> {
-        let b = &record.body;
+        let b = &record.0.body;
         if b.group != self.group {
             return Err(MembershipError::WrongGroup);
         }
@@ -425,14 +375,8 @@ impl GroupState {
         if !allowed.contains(&b.signer) {
             return Err(MembershipError::NotAdmin);
         }
-        let msg = labelled(RECORD_LABEL, b)?;
-        if !verify(b.signer.as_bytes(), &msg, &record.device_sig.into_array()) {
-            return Err(MembershipError::BadDeviceSignature);
-        }
         let current_auth = self.auth_keys.get(&self.epoch).copied().unwrap_or([0; 32]);
-        if !verify(&current_auth, &msg, &record.auth_sig.into_array()) {
-            return Err(MembershipError::BadAuthSignature);
-        }
+        record.0.verify(RECORD_LABEL, &b.signer, &current_auth)?;
         if admins.is_empty() || !admins.is_subset(&members) {
             return Err(MembershipError::Rule(
                 "admins must be members, at least one",
@@ -508,7 +452,7 @@ impl GroupState {
     /// Checks an enrollment's signatures and that its device may enroll: the epoch is known,
     /// the device was not revoked.
     pub fn check_enrollment(&self, e: &Enrollment) -> Result<(), MembershipError> {
-        let b = &e.body;
+        let b = &e.0.body;
         if b.group != self.group {
             return Err(MembershipError::WrongGroup);
         }
@@ -519,14 +463,7 @@ impl GroupState {
             .auth_keys
             .get(&b.epoch)
             .ok_or(MembershipError::UnknownEpoch(b.epoch.0))?;
-        let msg = labelled(ENROLL_LABEL, b)?;
-        if !verify(b.device.as_bytes(), &msg, &e.device_sig.into_array()) {
-            return Err(MembershipError::BadDeviceSignature);
-        }
-        if !verify(auth, &msg, &e.auth_sig.into_array()) {
-            return Err(MembershipError::BadAuthSignature);
-        }
-        Ok(())
+        e.0.verify(ENROLL_LABEL, &b.device, auth)
     }
 
     /// Which epoch's auth key signed this Hello, if any: the current epoch admits a session,
@@ -683,6 +620,7 @@ pub enum GrantError {
 }
 
 mod enrollment;
+mod signed;
 
 pub use enrollment::Enrollment;
 

@@ -21,11 +21,8 @@ pub(super) struct EnrollmentBody {
 /// that epoch's keys). Encoded as `[body, device_sig, auth_sig]`, signatures over
 /// `"0k-sync/v1/enrollment" ‖ MessagePack(body)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Enrollment {
-    pub(super) body: EnrollmentBody,
-    pub(super) device_sig: ByteArray<64>,
-    pub(super) auth_sig: ByteArray<64>,
-}
+#[serde(transparent)]
+pub struct Enrollment(pub(super) Signed<EnrollmentBody>);
 
 impl Enrollment {
     /// `device`'s enrollment at `keys`' current epoch, its `name` sealed under that epoch's
@@ -47,29 +44,24 @@ impl Enrollment {
             sealed_name,
             invite_id: invite_id.map(ByteArray::new),
         };
-        let (device_sig, auth_sig) = sign_twice(ENROLL_LABEL, &body, keys, epoch, device)?;
-        Ok(Self {
-            body,
-            device_sig,
-            auth_sig,
-        })
+        Signed::sign(ENROLL_LABEL, body, keys, epoch, device).map(Self)
     }
 
     /// The enrollment's bytes on the wire.
     pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).unwrap_or_default()
+        self.0.encode()
     }
 
     /// Reads an enrollment; bounds and the KEM key's form are checked, signatures are not (see
     /// [`GroupState::check_enrollment`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, MembershipError> {
-        let e: Self = decode_bounded(
+        let e = Self(Signed::decode(
             bytes,
             MAX_ENROLLMENT_BYTES,
             "enrollment too long",
             "not an enrollment",
-        )?;
-        if e.body.sealed_name.len() > MAX_SEALED_NAME {
+        )?);
+        if e.0.body.sealed_name.len() > MAX_SEALED_NAME {
             return Err(MembershipError::Malformed("sealed name too long"));
         }
         Ok(e)
@@ -77,31 +69,31 @@ impl Enrollment {
 
     /// The enrolling device.
     pub fn device(&self) -> DeviceId {
-        self.body.device
+        self.0.body.device
     }
 
     /// The epoch it enrolled in.
     pub fn epoch(&self) -> KeyEpoch {
-        self.body.epoch
+        self.0.body.epoch
     }
 
     /// Its hybrid KEM public key.
     pub fn kem(&self) -> &KemPublicKey {
-        &self.body.kem
+        &self.0.body.kem
     }
 
     /// The invite it joined with, if it said so.
     pub fn invite_id(&self) -> Option<[u8; 16]> {
-        self.body.invite_id.as_ref().map(|b| b.into_array())
+        self.0.body.invite_id.as_ref().map(|b| b.into_array())
     }
 
     /// The device's name, if `keys` hold the enrollment's epoch and the name opens.
     pub fn name(&self, keys: &GroupKeys) -> Option<String> {
         open_name(
             keys,
-            self.body.epoch,
-            &self.body.device,
-            &self.body.sealed_name,
+            self.0.body.epoch,
+            &self.0.body.device,
+            &self.0.body.sealed_name,
         )
     }
 }

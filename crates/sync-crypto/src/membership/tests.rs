@@ -133,7 +133,7 @@ fn records_by_non_admins_or_revoked_admins_are_refused() {
     let (keys_3, _) = with_next_epoch(&keys1, &state, 3);
     // With another device's signature forged in place of the admin's: refused.
     let mut stolen = GroupRecord::next(&state, &keys_3, &device(1), rotation(vec![d1])).unwrap();
-    stolen.body.signer = d2;
+    stolen.0.body.signer = d2;
     assert_eq!(state.clone().apply(&stolen), Err(MembershipError::NotAdmin));
 }
 
@@ -172,8 +172,8 @@ fn records_cannot_move_between_groups_or_skip_epochs() {
     );
     // A genesis signed with another group's auth key but naming this group.
     let mut forged = GroupRecord::genesis(&other, &device(1)).unwrap();
-    forged.body.group = keys.group_id();
-    forged.body.auth_key = ByteArray::new(*keys.group_id().as_bytes());
+    forged.0.body.group = keys.group_id();
+    forged.0.body.auth_key = ByteArray::new(*keys.group_id().as_bytes());
     assert_eq!(
         GroupState::new(keys.group_id()).apply(&forged),
         Err(MembershipError::BadDeviceSignature)
@@ -191,6 +191,7 @@ fn records_cannot_move_between_groups_or_skip_epochs() {
             Change::Admins(vec![device(1).device_id()]),
         )
         .unwrap()
+        .0
         .body;
         body.epoch = KeyEpoch(2);
         body.auth_key = ByteArray::new(k.auth_public(KeyEpoch(2)).unwrap());
@@ -255,7 +256,7 @@ fn enrollments_prove_the_epoch_keys_and_seal_the_name() {
     // Signed with another group's keys: the auth signature fails.
     let other = GroupKeys::derive(&GroupSecret::from_bytes([0x33; 32]));
     let mut forged = Enrollment::new(&mut rng(2), &other, &device(2), "x", None).unwrap();
-    forged.body.group = keys.group_id();
+    forged.0.body.group = keys.group_id();
     assert!(state.check_enrollment(&forged).is_err());
 
     // After device 2 is revoked its enrollments are refused, old or new.
