@@ -427,6 +427,15 @@ fn classify(e: &GetError) -> HolderFailure {
     }
 }
 
+/// The answer to an intercepted provider event: go on, or refuse for want of permission.
+fn permit(ok: bool) -> Result<(), AbortReason> {
+    if ok {
+        Ok(())
+    } else {
+        Err(AbortReason::Permission)
+    }
+}
+
 /// The provider's event handler: connections only from allowed peers, single-blob gets only of
 /// offered content, nothing else.
 fn access_events(access: Arc<Access>) -> EventSender {
@@ -444,25 +453,11 @@ fn access_events(access: Arc<Access>) -> EventSender {
             match msg {
                 ProviderMessage::ClientConnected(msg) => {
                     let ok = access.peer_allowed(msg.endpoint_id);
-                    let _ = msg
-                        .tx
-                        .send(if ok {
-                            Ok(())
-                        } else {
-                            Err(AbortReason::Permission)
-                        })
-                        .await;
+                    let _ = msg.tx.send(permit(ok)).await;
                 }
                 ProviderMessage::GetRequestReceived(msg) => {
                     let ok = msg.request.ranges.is_blob() && access.offered(&msg.request.hash);
-                    let _ = msg
-                        .tx
-                        .send(if ok {
-                            Ok(())
-                        } else {
-                            Err(AbortReason::Permission)
-                        })
-                        .await;
+                    let _ = msg.tx.send(permit(ok)).await;
                 }
                 _ => {}
             }
