@@ -1,11 +1,15 @@
 //! The rules every backend applies the same way: what a push must respect (size, TTL, the
-//! group's quotas, a sane cursor), how a retried push is told from a reused blob id, and what
-//! an invite's lookup id and size may be.
+//! group's quotas, a sane cursor), how a retried push is told from a reused blob id, how a pull
+//! page is cut and assembled, what an invite's lookup id and size may be and what taking one
+//! does.
 
 use sha2::{Digest, Sha256};
-use sync_types::Cursor;
+use sync_types::{BlobId, Cursor, DeviceId};
 
-use super::{PushOutcome, PushRequest, QuotaKind, StorageError, StorageLimits};
+use super::{
+    InviteLookup, PullEntry, PullPage, PushOutcome, PushRequest, QuotaKind, StorageError,
+    StorageLimits, StorageStats,
+};
 
 /// Longest invite lookup id accepted, in bytes.
 const MAX_LOOKUP_ID_BYTES: usize = 64;
@@ -62,7 +66,7 @@ pub(super) fn payload_size(req: &PushRequest) -> i64 {
 
 /// A push's TTL in whole milliseconds (saturating).
 pub(super) fn ttl_ms(req: &PushRequest) -> u64 {
-    u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX)
+    millis(req.ttl)
 }
 
 /// Every limit a new blob must respect: size, TTL, the group's quotas (`group`: its counters,
@@ -78,7 +82,7 @@ pub(super) fn check_push(
         return Err(quota(QuotaKind::BlobSize, limits.max_blob_bytes, size_u));
     }
     let ttl = ttl_ms(req);
-    let max_ttl_ms = u64::try_from(limits.max_ttl.as_millis()).unwrap_or(u64::MAX);
+    let max_ttl_ms = millis(limits.max_ttl);
     if ttl > max_ttl_ms {
         return Err(quota(QuotaKind::Ttl, max_ttl_ms, ttl));
     }
@@ -143,6 +147,195 @@ impl Gap {
     /// counted in `(listed_from, hi)`.
     pub(super) fn removed(&self, listed: u64) -> u64 {
         self.forgotten.saturating_add(listed).min(self.len)
+    }
+}
+
+/// How far a pull page reaches: at most `max_count` (at least one) blobs whose payloads add up
+/// to at most `max_bytes`, the first blob whatever its size.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PageCut {
+    max_count: u32,
+    max_bytes: u64,
+    count: u32,
+    bytes: u64,
+    has_more: bool,
+}
+
+impl PageCut {
+    /// An empty page with these limits.
+    pub(super) fn new(max_count: u32, max_bytes: u64) -> Self {
+        Self {
+            max_count: max_count.max(1),
+            max_bytes,
+            count: 0,
+            bytes: 0,
+            has_more: false,
+        }
+    }
+
+    /// How many metadata rows to read: one beyond the count limit tells whether more follow.
+    pub(super) fn rows_to_read(&self) -> i64 {
+        i64::from(self.max_count) + 1
+    }
+
+    /// Takes the next blob, of `size` bytes, into the page; `false` when it does not fit (the
+    /// page is full and more blobs follow it).
+    pub(super) fn admit(&mut self, size: u64) -> bool {
+        if self.count >= self.max_count
+            || (self.count > 0 && self.bytes.saturating_add(size) > self.max_bytes)
+        {
+            self.has_more = true;
+            return false;
+        }
+        self.count += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        true
+    }
+
+    /// Whether a blob was left out for want of room.
+    pub(super) fn has_more(&self) -> bool {
+        self.has_more
+    }
+}
+
+/// A blob of a pull page as its metadata row describes it (its payload is read once the page
+/// is cut).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EntryMeta {
+    /// The blob's cursor.
+    pub(super) cursor: Cursor,
+    /// The blob's id.
+    pub(super) blob_id: BlobId,
+    /// The device that pushed it.
+    pub(super) sender: DeviceId,
+    /// The payload size the row records.
+    pub(super) size: u64,
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub(super) stored_at_ms: u64,
+}
+
+impl EntryMeta {
+    /// Checks that `payload` has the size the row records.
+    pub(super) fn check_payload(&self, payload: &[u8]) -> Result<(), StorageError> {
+        if u64::try_from(payload.len()).ok() != Some(self.size) {
+            return Err(StorageError::Corrupt {
+                what: format!(
+                    "blob at cursor {} has a payload of the wrong size",
+                    self.cursor
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A pull page being assembled, entry by entry in cursor order, after it was cut.
+#[derive(Debug)]
+pub(super) struct PageBuilder {
+    entries: Vec<PullEntry>,
+    last: u64,
+    has_more: bool,
+    max_cursor: Cursor,
+}
+
+impl PageBuilder {
+    /// A page of the blobs after `after` (room for `capacity` entries), of a group whose last
+    /// cursor is `max_cursor`.
+    pub(super) fn new(after: Cursor, max_cursor: Cursor, cut: &PageCut, capacity: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(capacity),
+            last: after.get(),
+            has_more: cut.has_more(),
+            max_cursor,
+        }
+    }
+
+    /// Where the stretch before the next entry starts: the last entry's cursor, or the page's
+    /// `after`.
+    pub(super) fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Adds the blob `meta` with its `payload` (checked with [`EntryMeta::check_payload`]),
+    /// after `removed_before` removed cursors.
+    pub(super) fn push(&mut self, meta: EntryMeta, payload: Vec<u8>, removed_before: u64) {
+        self.last = meta.cursor.get();
+        self.entries.push(PullEntry {
+            cursor: meta.cursor,
+            blob_id: meta.blob_id,
+            sender: meta.sender,
+            payload,
+            stored_at_ms: meta.stored_at_ms,
+            removed_before,
+        });
+    }
+
+    /// The stretch `(lo, hi)` (both excluded) after the last entry whose removed cursors the
+    /// page reports; `None` when more blobs follow or no cursor comes after the last entry.
+    pub(super) fn tail(&self) -> Option<(u64, u64)> {
+        (!self.has_more && self.max_cursor.get() > self.last)
+            .then(|| (self.last, self.max_cursor.get().saturating_add(1)))
+    }
+
+    /// The page, with `removed_after` removed cursors in its [`PageBuilder::tail`].
+    pub(super) fn finish(self, removed_after: u64) -> PullPage {
+        PullPage {
+            entries: self.entries,
+            has_more: self.has_more,
+            max_cursor: self.max_cursor,
+            removed_after,
+        }
+    }
+}
+
+/// Names of totals counted over the groups' counters, for the errors of [`stats_of`].
+pub(super) const COUNTED: [&str; 3] = ["group count", "blob count", "byte count"];
+
+/// Totals as the databases store them (groups, blobs, bytes), none of which may be negative
+/// (`what` names each in the error).
+pub(super) fn stats_of(
+    [groups, blobs, bytes]: [i64; 3],
+    what: [&str; 3],
+) -> Result<StorageStats, StorageError> {
+    Ok(StorageStats {
+        groups: to_u64(groups, what[0])?,
+        blobs: to_u64(blobs, what[1])?,
+        bytes: to_u64(bytes, what[2])?,
+    })
+}
+
+/// What taking a stored invite does to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum InviteTake {
+    /// The invite expired but has attempts left: count this one and keep the invite (it
+    /// answers [`InviteLookup::Expired`] until cleanup removes it or its attempts run out).
+    Count,
+    /// Delete the invite and give this answer (delivered once, or out of attempts).
+    Remove(InviteLookup),
+}
+
+impl InviteTake {
+    /// The step for an invite holding `sealed`, expiring at `expires_at` and taken without
+    /// success `attempts` times, taken at `now` with `max_attempts` allowed.
+    pub(super) fn decide(
+        sealed: Vec<u8>,
+        expires_at: i64,
+        attempts: i64,
+        now: i64,
+        max_attempts: u32,
+    ) -> Self {
+        let max = i64::from(max_attempts);
+        if expires_at <= now {
+            if attempts.saturating_add(1) >= max {
+                Self::Remove(InviteLookup::TooManyAttempts)
+            } else {
+                Self::Count
+            }
+        } else if attempts >= max {
+            Self::Remove(InviteLookup::TooManyAttempts)
+        } else {
+            Self::Remove(InviteLookup::Found(sealed))
+        }
     }
 }
 

@@ -222,6 +222,23 @@ async fn cursor_of<S: Storage>(s: &S, req: PushRequest) -> u64 {
     s.push(req).await.expect("push").cursor.get()
 }
 
+/// How many membership records of the group `d` reads from the start.
+async fn record_count<S: Storage>(s: &S, g: GroupId, d: DeviceId) -> usize {
+    s.membership(g, d, 0)
+        .await
+        .expect("membership")
+        .records
+        .len()
+}
+
+/// The schema version stamped on the SQLite file in `dir`.
+fn file_version(dir: &TempDir) -> i64 {
+    rusqlite::Connection::open(dir.path().join(DB_FILE_NAME))
+        .expect("open")
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version")
+}
+
 /// The blob ids of the group's whole log, in cursor order.
 async fn ids_in<S: Storage>(s: &S, g: GroupId) -> Vec<BlobId> {
     pull_all(s, g, Cursor::ZERO, 100, u64::MAX)
@@ -684,27 +701,16 @@ async fn check_invites<S: Storage>(s: &S) {
 /// a fresh PostgreSQL database) with the given limits; `+ audited` then also checks the stored
 /// counters against the data.
 macro_rules! check_runs {
-    ($(
+    (@module $module:ident $kind:ident $(
         #[$test:meta]
         $name:ident => $check:ident($limits:expr) $(+ $audited:ident)?;
     )+) => {
-        mod checks_on_sqlite {
+        mod $module {
             use super::*;
             $(
                 #[$test]
                 async fn $name() {
-                    let (_place, s) = fresh_on(Kind::Sqlite, $limits).await;
-                    $check(&s).await;
-                    $( check_runs!(@$audited s); )?
-                }
-            )+
-        }
-        mod checks_on_postgres {
-            use super::*;
-            $(
-                #[$test]
-                async fn $name() {
-                    let (_place, s) = fresh_on(Kind::Postgres, $limits).await;
+                    let (_place, s) = fresh_on(Kind::$kind, $limits).await;
                     $check(&s).await;
                     $( check_runs!(@$audited s); )?
                 }
@@ -713,6 +719,10 @@ macro_rules! check_runs {
     };
     (@audited $s:ident) => {
         assert_audit_agrees(&$s).await
+    };
+    ($($checks:tt)+) => {
+        check_runs!(@module checks_on_sqlite Sqlite $($checks)+);
+        check_runs!(@module checks_on_postgres Postgres $($checks)+);
     };
 }
 
@@ -1610,11 +1620,8 @@ async fn a_version_1_database_is_migrated_when_opened() {
     s.close().await.expect("close");
     drop(s);
 
+    assert_eq!(file_version(&dir), 4);
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("open");
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .expect("version");
-    assert_eq!(version, 4);
     // Holes made before the migration are counted as removals (the old file did not say).
     let forgotten: i64 = conn
         .query_row("SELECT forgotten_through FROM groups", [], |r| r.get(0))
@@ -1750,14 +1757,7 @@ async fn membership_records_keep_their_order_and_grants_go_to_their_recipient(ki
     // Membership survives a restart.
     s.close().await.expect("close");
     let s = place.open(StorageLimits::default()).await;
-    assert_eq!(
-        s.membership(g, device(2), 0)
-            .await
-            .expect("again")
-            .records
-            .len(),
-        2
-    );
+    assert_eq!(record_count(&s, g, device(2)).await, 2);
     s.close().await.expect("close");
 }
 
@@ -1794,20 +1794,9 @@ async fn a_version_3_database_is_migrated_when_opened() {
     s.membership_write(g, write)
         .await
         .expect("membership after migration");
-    assert_eq!(
-        s.membership(g, device(1), 0)
-            .await
-            .expect("read")
-            .records
-            .len(),
-        1
-    );
+    assert_eq!(record_count(&s, g, device(1)).await, 1);
     s.close().await.expect("close");
-    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).expect("open");
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(file_version(&dir), 4);
 }
 
 /// Runs each listed behaviour test once per backend: on SQLite in a temp dir, and on a fresh
@@ -1914,4 +1903,52 @@ async fn two_relays_cleaning_up_at_once_remove_each_expired_blob_once() {
     let forgotten = a.await.expect("forget") + b.await.expect("forget");
     assert_eq!(forgotten, expired, "each remembered id forgotten once");
     assert_eq!(one.audit().await.expect("audit"), stats);
+}
+
+/// Taking an invite: an expired one is counted until its attempts run out, a live one is
+/// delivered unless they ran out already.
+#[test]
+fn taking_an_invite_follows_its_expiry_and_attempts() {
+    use super::rules::InviteTake;
+    let found = || InviteTake::Remove(InviteLookup::Found(b"sealed".to_vec()));
+    let too_many = || InviteTake::Remove(InviteLookup::TooManyAttempts);
+    // (expires_at, attempts, max_attempts, step), taken at 10.
+    let cases = [
+        (10, 0, 3, InviteTake::Count),
+        (10, 1, 3, InviteTake::Count),
+        (10, 2, 3, too_many()),
+        (10, 0, 0, too_many()),
+        (11, 0, 3, found()),
+        (11, 2, 3, found()),
+        (11, 3, 3, too_many()),
+        (11, 0, 0, too_many()),
+    ];
+    for (expires_at, attempts, max, want) in cases {
+        assert_eq!(
+            InviteTake::decide(b"sealed".to_vec(), expires_at, attempts, 10, max),
+            want,
+            "expires_at {expires_at}, attempts {attempts}, max {max}"
+        );
+    }
+}
+
+/// A page holds at least one blob, and stops at its count or byte limit.
+#[test]
+fn a_page_is_cut_by_count_and_bytes_but_never_empty() {
+    use super::rules::PageCut;
+    let mut cut = PageCut::new(0, 100);
+    assert_eq!(
+        cut.rows_to_read(),
+        2,
+        "a count of 0 reads one blob and one more"
+    );
+    assert!(cut.admit(500), "the first blob, whatever its size");
+    assert!(!cut.admit(1));
+    assert!(cut.has_more());
+    let mut cut = PageCut::new(3, 100);
+    assert!(cut.admit(60));
+    assert!(cut.admit(40));
+    assert!(!cut.has_more());
+    assert!(!cut.admit(1), "over the byte limit");
+    assert!(cut.has_more());
 }

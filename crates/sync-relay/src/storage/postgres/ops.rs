@@ -14,7 +14,7 @@ use tokio_postgres::Row;
 
 use super::listen::GROUP_CHANNEL;
 use super::{PgResult, PostgresStorage, Result, add_counters, exec, row_opt, rows};
-use crate::storage::rules::{check_invite, check_lookup_id, clamp_i64, millis};
+use crate::storage::rules::{InviteTake, check_invite, check_lookup_id, clamp_i64, millis};
 use crate::storage::{InviteLookup, MembershipWrite, StorageError};
 
 /// Remembers removed blobs (rows of `group_id, blob_id, cursor, stored_at, digest, size`) until
@@ -277,7 +277,6 @@ impl PostgresStorage {
     ) -> Result<InviteLookup> {
         check_lookup_id(&lookup_id)?;
         let now = clamp_i64(now_ms);
-        let max = i64::from(max_attempts);
         self.in_transaction(move |tx| {
             let lookup_id = lookup_id.clone();
             Box::pin(async move {
@@ -293,36 +292,26 @@ impl PostgresStorage {
                 };
                 let (sealed, expires_at, attempts): (Vec<u8>, i64, i64) =
                     (row.get(0), row.get(1), row.get(2));
-                if expires_at <= now {
-                    // Found but not taken: counted. Kept (answering Expired) until cleanup
-                    // removes it or the count reaches the maximum.
-                    if attempts.saturating_add(1) >= max {
+                match InviteTake::decide(sealed, expires_at, attempts, now, max_attempts) {
+                    InviteTake::Count => {
+                        exec(
+                            tx,
+                            "UPDATE invites SET attempts = attempts + 1 WHERE lookup_id = $1",
+                            &[&lookup_id],
+                        )
+                        .await?;
+                        Ok(InviteLookup::Expired)
+                    }
+                    InviteTake::Remove(answer) => {
                         exec(
                             tx,
                             "DELETE FROM invites WHERE lookup_id = $1",
                             &[&lookup_id],
                         )
                         .await?;
-                        return Ok(InviteLookup::TooManyAttempts);
+                        Ok(answer)
                     }
-                    exec(
-                        tx,
-                        "UPDATE invites SET attempts = attempts + 1 WHERE lookup_id = $1",
-                        &[&lookup_id],
-                    )
-                    .await?;
-                    return Ok(InviteLookup::Expired);
                 }
-                exec(
-                    tx,
-                    "DELETE FROM invites WHERE lookup_id = $1",
-                    &[&lookup_id],
-                )
-                .await?;
-                if attempts >= max {
-                    return Ok(InviteLookup::TooManyAttempts);
-                }
-                Ok(InviteLookup::Found(sealed))
             })
         })
         .await

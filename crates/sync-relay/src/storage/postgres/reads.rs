@@ -3,13 +3,22 @@
 
 use deadpool_postgres::Transaction;
 use sync_types::{BlobId, Cursor, DeviceId, GroupId};
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::{IsolationLevel, Row};
 
 use super::{PostgresStorage, Result, pg_error, pool_client, row_one, row_opt, rows};
-use crate::storage::rules::{Gap, clamp_i64, to_u64};
-use crate::storage::{
-    MembershipRead, PullEntry, PullPage, StorageError, StorageStats, StoredGrant,
+use crate::storage::rules::{
+    COUNTED, EntryMeta, Gap, PageBuilder, PageCut, clamp_i64, stats_of, to_u64,
 };
+use crate::storage::{MembershipRead, PullPage, StorageError, StorageStats, StoredGrant};
+
+/// The relay-wide totals: the sums of the counter shards.
+const SUM_COUNTERS: &str = "SELECT COALESCE(SUM(groups), 0)::int8, COALESCE(SUM(blobs), 0)::int8,
+                        COALESCE(SUM(bytes), 0)::int8 FROM counters";
+
+/// The first three columns of a row of totals (groups, blobs, bytes).
+fn triple(row: &Row) -> [i64; 3] {
+    [row.get(0), row.get(1), row.get(2)]
+}
 
 fn corrupt(what: &str) -> StorageError {
     StorageError::Corrupt { what: what.into() }
@@ -52,41 +61,38 @@ impl PostgresStorage {
             group: g,
             forgotten: to_u64(head.get(1), "forgotten_through")?,
         };
-        let want = usize::try_from(max_count.max(1)).unwrap_or(usize::MAX);
+        let mut cut = PageCut::new(max_count, max_bytes);
         // Metadata first; one row beyond the count limit tells whether more follow.
         let metas_rows = rows(
             &tx,
             "SELECT cursor, blob_id, sender, size, stored_at FROM blobs
                  WHERE group_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $3",
-            &[
-                &g,
-                &clamp_i64(after.get()),
-                &(i64::from(max_count.max(1)) + 1),
-            ],
+            &[&g, &clamp_i64(after.get()), &cut.rows_to_read()],
         )
         .await
         .map_err(pg_error)?;
         let mut metas = Vec::new();
-        let mut bytes = 0u64;
-        let mut has_more = false;
         for row in &metas_rows {
             let size = to_u64(row.get(3), "blob size")?;
-            if metas.len() >= want || (!metas.is_empty() && bytes.saturating_add(size) > max_bytes)
-            {
-                has_more = true;
+            if !cut.admit(size) {
                 break;
             }
-            bytes = bytes.saturating_add(size);
-            let cursor: i64 = row.get(0);
+            let cursor = Cursor::new(to_u64(row.get(0), "cursor")?);
             let blob_id = <[u8; 16]>::try_from(row.get::<_, &[u8]>(1))
                 .map(BlobId::from_bytes)
                 .map_err(|_| corrupt("a blob id is not 16 bytes"))?;
             let sender = DeviceId::try_from_slice(row.get(2))
                 .map_err(|_| corrupt("a device id is not 32 bytes"))?;
             let stored_at_ms = to_u64(row.get(4), "stored_at")?;
-            metas.push((cursor, size, blob_id, sender, stored_at_ms));
+            metas.push(EntryMeta {
+                cursor,
+                blob_id,
+                sender,
+                size,
+                stored_at_ms,
+            });
         }
-        let cursors: Vec<i64> = metas.iter().map(|m| m.0).collect();
+        let cursors: Vec<i64> = metas.iter().map(|m| clamp_i64(m.cursor.get())).collect();
         let payloads = rows(
             &tx,
             "SELECT cursor, payload FROM blobs WHERE group_id = $1 AND cursor = ANY($2)
@@ -98,42 +104,21 @@ impl PostgresStorage {
         if payloads.len() != metas.len() {
             return Err(corrupt("a blob vanished inside a read snapshot"));
         }
-        let mut entries = Vec::with_capacity(metas.len());
-        let mut prev = after.get();
-        for ((cursor, size, blob_id, sender, stored_at_ms), row) in metas.into_iter().zip(payloads)
-        {
-            let cursor = Cursor::new(to_u64(cursor, "cursor")?);
+        let mut page = PageBuilder::new(after, max_cursor, &cut, metas.len());
+        for (meta, row) in metas.into_iter().zip(payloads) {
             let payload: Vec<u8> = row.get(1);
-            if u64::try_from(payload.len()).ok() != Some(size) {
-                return Err(StorageError::Corrupt {
-                    what: format!("blob at cursor {cursor} has a payload of the wrong size"),
-                });
-            }
-            let removed_before = holes.removed_between(&tx, prev, cursor.get()).await?;
-            prev = cursor.get();
-            entries.push(PullEntry {
-                cursor,
-                blob_id,
-                sender,
-                payload,
-                stored_at_ms,
-                removed_before,
-            });
+            meta.check_payload(&payload)?;
+            let removed_before = holes
+                .removed_between(&tx, page.last(), meta.cursor.get())
+                .await?;
+            page.push(meta, payload, removed_before);
         }
-        let removed_after = if has_more || max_cursor.get() <= prev {
-            0
-        } else {
-            holes
-                .removed_between(&tx, prev, max_cursor.get().saturating_add(1))
-                .await?
+        let removed_after = match page.tail() {
+            Some((lo, hi)) => holes.removed_between(&tx, lo, hi).await?,
+            None => 0,
         };
         tx.commit().await.map_err(pg_error)?;
-        Ok(PullPage {
-            entries,
-            has_more,
-            max_cursor,
-            removed_after,
-        })
+        Ok(page.finish(removed_after))
     }
 
     pub(super) async fn read_max_cursor(&self, group: GroupId) -> Result<Cursor> {
@@ -209,19 +194,10 @@ impl PostgresStorage {
 
     pub(super) async fn read_stats(&self) -> Result<StorageStats> {
         let client = pool_client(&self.inner.pool).await?;
-        let row = row_one(
-            &client,
-            "SELECT COALESCE(SUM(groups), 0)::int8, COALESCE(SUM(blobs), 0)::int8,
-                        COALESCE(SUM(bytes), 0)::int8 FROM counters",
-            &[],
-        )
-        .await
-        .map_err(pg_error)?;
-        Ok(StorageStats {
-            groups: to_u64(row.get(0), "group count")?,
-            blobs: to_u64(row.get(1), "blob count")?,
-            bytes: to_u64(row.get(2), "byte count")?,
-        })
+        let row = row_one(&client, SUM_COUNTERS, &[])
+            .await
+            .map_err(pg_error)?;
+        stats_of(triple(&row), COUNTED)
     }
 
     /// Recomputes the totals from the rows and checks them against the group counters and the
@@ -266,24 +242,9 @@ impl PostgresStorage {
             )
             .await
             .map_err(pg_error)?;
-        let counted = StorageStats {
-            groups: to_u64(row.get(0), "group count")?,
-            blobs: to_u64(row.get(1), "blob count")?,
-            bytes: to_u64(row.get(2), "byte count")?,
-        };
-        let row = tx
-            .query_one(
-                "SELECT COALESCE(SUM(groups), 0)::int8, COALESCE(SUM(blobs), 0)::int8,
-                        COALESCE(SUM(bytes), 0)::int8 FROM counters",
-                &[],
-            )
-            .await
-            .map_err(pg_error)?;
-        let totals = StorageStats {
-            groups: to_u64(row.get(0), "group total")?,
-            blobs: to_u64(row.get(1), "blob total")?,
-            bytes: to_u64(row.get(2), "byte total")?,
-        };
+        let counted = stats_of(triple(&row), COUNTED)?;
+        let row = tx.query_one(SUM_COUNTERS, &[]).await.map_err(pg_error)?;
+        let totals = stats_of(triple(&row), ["group total", "blob total", "byte total"])?;
         tx.commit().await.map_err(pg_error)?;
         if totals != counted {
             return Err(StorageError::Corrupt {

@@ -40,7 +40,7 @@ use super::{
     PushRequest, Storage, StorageError, StorageLimits, StorageStats,
 };
 
-use super::rules::{clamp_i64, to_u64};
+use super::rules::{clamp_i64, millis, to_u64};
 
 type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -255,11 +255,10 @@ impl Storage for SqliteStorage {
         idle_for: Duration,
         batch: u32,
     ) -> Result<u64> {
-        let idle_ms = u64::try_from(idle_for.as_millis()).unwrap_or(u64::MAX);
         self.write(DropIdleGroupsOp {
             seen,
             now_ms,
-            idle_before_ms: now_ms.saturating_sub(idle_ms),
+            idle_before_ms: now_ms.saturating_sub(millis(idle_for)),
             batch,
         })
         .await

@@ -7,8 +7,8 @@ use sync_types::{BlobId, Cursor, GroupId};
 use super::writer::{BatchCtx, GroupRow, WriteOp};
 use super::{Result, clamp_i64};
 use crate::storage::rules::{
-    GroupCounts, Original, check_invite, check_lookup_id, check_push, payload_digest, payload_size,
-    ttl_ms,
+    GroupCounts, InviteTake, Original, check_invite, check_lookup_id, check_push, payload_digest,
+    payload_size, ttl_ms,
 };
 use crate::storage::{
     CommittedPush, InviteLookup, MembershipWrite, PushOutcome, PushRequest, StorageError,
@@ -321,24 +321,21 @@ impl WriteOp for InviteTakeOp {
         let Some((sealed, expires_at, attempts)) = row else {
             return Ok(Ok(InviteLookup::NotFound));
         };
-        if expires_at <= clamp_i64(self.now_ms) {
-            // Found but not taken: counted. Kept (answering Expired) until cleanup removes it
-            // or the count reaches the maximum.
-            if attempts.saturating_add(1) >= i64::from(self.max_attempts) {
+        let now = clamp_i64(self.now_ms);
+        match InviteTake::decide(sealed, expires_at, attempts, now, self.max_attempts) {
+            InviteTake::Count => {
+                conn.prepare_cached(
+                    "UPDATE invites SET attempts = attempts + 1 WHERE lookup_id = ?1",
+                )?
+                .execute([&self.lookup_id[..]])?;
+                Ok(Ok(InviteLookup::Expired))
+            }
+            InviteTake::Remove(answer) => {
                 conn.prepare_cached("DELETE FROM invites WHERE lookup_id = ?1")?
                     .execute([&self.lookup_id[..]])?;
-                return Ok(Ok(InviteLookup::TooManyAttempts));
+                Ok(Ok(answer))
             }
-            conn.prepare_cached("UPDATE invites SET attempts = attempts + 1 WHERE lookup_id = ?1")?
-                .execute([&self.lookup_id[..]])?;
-            return Ok(Ok(InviteLookup::Expired));
         }
-        conn.prepare_cached("DELETE FROM invites WHERE lookup_id = ?1")?
-            .execute([&self.lookup_id[..]])?;
-        if attempts >= i64::from(self.max_attempts) {
-            return Ok(Ok(InviteLookup::TooManyAttempts));
-        }
-        Ok(Ok(InviteLookup::Found(sealed)))
     }
 }
 

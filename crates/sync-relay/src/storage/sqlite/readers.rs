@@ -13,10 +13,8 @@ use sync_types::{BlobId, Cursor, DeviceId, GroupId};
 use tokio::sync::Semaphore;
 
 use super::{Result, SqliteConfig, SqliteStorage, clamp_i64, to_u64};
-use crate::storage::rules::Gap;
-use crate::storage::{
-    MembershipRead, PullEntry, PullPage, StorageError, StorageStats, StoredGrant,
-};
+use crate::storage::rules::{EntryMeta, Gap, PageBuilder, PageCut};
+use crate::storage::{MembershipRead, PullPage, StorageError, StorageStats, StoredGrant};
 
 /// Read-only connections to the database file, all opened when the storage opens and kept for
 /// reuse; at most `readers` of them are in use at once. Opening them up front keeps the relay's
@@ -232,10 +230,8 @@ pub(super) fn pull_blocking(
         forgotten: to_u64(forgotten, "forgotten_through")?,
     };
 
-    let want = usize::try_from(max_count.max(1)).unwrap_or(usize::MAX);
+    let mut cut = PageCut::new(max_count, max_bytes);
     let mut metas = Vec::new();
-    let mut bytes = 0u64;
-    let mut has_more = false;
     {
         // Metadata first (payload is the last column, so its overflow pages are not read);
         // one row beyond the count limit tells whether more follow.
@@ -246,59 +242,40 @@ pub(super) fn pull_blocking(
         let mut rows = stmt.query(params![
             group_ref,
             clamp_i64(after.get()),
-            i64::from(max_count.max(1)) + 1
+            cut.rows_to_read()
         ])?;
         while let Some(row) = rows.next()? {
             let size = to_u64(row.get(4)?, "blob size")?;
-            if metas.len() >= want || (!metas.is_empty() && bytes.saturating_add(size) > max_bytes)
-            {
-                has_more = true;
+            if !cut.admit(size) {
                 break;
             }
-            bytes = bytes.saturating_add(size);
             let id: i64 = row.get(0)?;
-            let cursor = Cursor::new(to_u64(row.get(1)?, "cursor")?);
-            let blob_id = BlobId::from_bytes(row.get::<_, [u8; 16]>(2)?);
-            let sender = DeviceId::from_bytes(row.get::<_, [u8; 32]>(3)?);
-            let stored_at_ms = to_u64(row.get(5)?, "stored_at")?;
-            metas.push((id, size, cursor, blob_id, sender, stored_at_ms));
+            let meta = EntryMeta {
+                cursor: Cursor::new(to_u64(row.get(1)?, "cursor")?),
+                blob_id: BlobId::from_bytes(row.get::<_, [u8; 16]>(2)?),
+                sender: DeviceId::from_bytes(row.get::<_, [u8; 32]>(3)?),
+                size,
+                stored_at_ms: to_u64(row.get(5)?, "stored_at")?,
+            };
+            metas.push((id, meta));
         }
     }
-    let mut entries = Vec::with_capacity(metas.len());
-    let mut prev = after.get();
+    let mut page = PageBuilder::new(after, max_cursor, &cut, metas.len());
     {
         let mut stmt = tx.prepare_cached("SELECT payload FROM blobs WHERE id = ?1")?;
-        for (id, size, cursor, blob_id, sender, stored_at_ms) in metas {
-            let removed_before = holes.removed_between(&tx, prev, cursor.get())?;
-            prev = cursor.get();
+        for (id, meta) in metas {
+            let removed_before = holes.removed_between(&tx, page.last(), meta.cursor.get())?;
             let payload: Vec<u8> = stmt.query_row([id], |r| r.get(0))?;
-            if u64::try_from(payload.len()).ok() != Some(size) {
-                return Err(StorageError::Corrupt {
-                    what: format!("blob at cursor {cursor} has a payload of the wrong size"),
-                });
-            }
-            entries.push(PullEntry {
-                cursor,
-                blob_id,
-                sender,
-                payload,
-                stored_at_ms,
-                removed_before,
-            });
+            meta.check_payload(&payload)?;
+            page.push(meta, payload, removed_before);
         }
     }
-    let removed_after = if has_more || max_cursor.get() <= prev {
-        0
-    } else {
-        holes.removed_between(&tx, prev, max_cursor.get().saturating_add(1))?
+    let removed_after = match page.tail() {
+        Some((lo, hi)) => holes.removed_between(&tx, lo, hi)?,
+        None => 0,
     };
     tx.commit()?;
-    Ok(PullPage {
-        entries,
-        has_more,
-        max_cursor,
-        removed_after,
-    })
+    Ok(page.finish(removed_after))
 }
 
 /// What the relay knows about the holes in one group's log.

@@ -4,7 +4,6 @@
 //! retried push is answered with its original cursor.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sync_types::{BlobId, GroupId};
@@ -12,6 +11,7 @@ use sync_types::{BlobId, GroupId};
 use super::ops::{digest_column, stored_digest};
 use super::writer::{BatchCtx, WriteOp};
 use super::{Result, clamp_i64};
+use crate::storage::rules::millis;
 
 /// Deletes one blob, remembers its id, and takes it off its group's counters.
 pub(super) struct DeleteOp {
@@ -99,11 +99,6 @@ impl RemovedBlob {
             .execute([self.id])?;
         Ok(())
     }
-}
-
-/// A duration in whole milliseconds (saturating).
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn decrement_group(

@@ -3,7 +3,8 @@
 
 use rusqlite::Connection;
 
-use super::{Result, SqliteConfig, clamp_i64, to_u64};
+use super::{Result, SqliteConfig, clamp_i64};
+use crate::storage::rules::{COUNTED, stats_of};
 use crate::storage::{StorageError, StorageStats};
 
 /// The schema version this build creates and reads (`PRAGMA user_version`). Version 1, 2 and 3
@@ -261,7 +262,6 @@ pub(super) fn migrate(conn: &Connection, from: i64, now_ms: u64) -> Result<()> {
     Ok(())
 }
 
-/// Totals over all groups, summed from the per-group counters (once, when the file opens).
 /// The store id of this database file: drawn at random the first time a file is opened by a
 /// build that knows it (kept in `relay_meta`), and the same for as long as the file lives, so a
 /// copy restored from a backup carries it too (and a device can tell a log that went back in
@@ -285,17 +285,14 @@ pub(super) fn store_id(conn: &Connection) -> Result<u64> {
     Ok(u64::from_be_bytes(id.to_be_bytes()))
 }
 
+/// Totals over all groups, summed from the per-group counters (once, when the file opens).
 pub(super) fn load_stats(conn: &Connection) -> Result<StorageStats> {
-    let (groups, blobs, bytes): (i64, i64, i64) = conn.query_row(
+    let totals: [i64; 3] = conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(blob_count), 0), COALESCE(SUM(byte_count), 0) FROM groups",
         [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]),
     )?;
-    Ok(StorageStats {
-        groups: to_u64(groups, "group count")?,
-        blobs: to_u64(blobs, "blob count")?,
-        bytes: to_u64(bytes, "byte count")?,
-    })
+    stats_of(totals, COUNTED)
 }
 
 #[cfg(test)]
