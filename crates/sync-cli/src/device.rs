@@ -349,6 +349,47 @@ impl Ctx {
         }
         client.close().await;
     }
+
+    /// Connects for a command that needs the relay now: when no relay answers, the client is
+    /// closed and the command fails `Unreachable` with "relay unreachable at …", followed by
+    /// `then` (what that means for the command, e.g. "; nothing pulled").
+    pub(crate) async fn connect_online(
+        &self,
+        relays: &Relays,
+        then: &str,
+    ) -> Result<SyncClient, Failure> {
+        let (client, online) = self.connect(relays).await?;
+        if !online {
+            client.close().await;
+            return Err(Failure::new(
+                Kind::Unreachable,
+                format!("relay unreachable at {relays}{then}"),
+            ));
+        }
+        Ok(client)
+    }
+
+    /// Runs `request` within --wait: a relay error becomes its failure, a request that takes
+    /// longer fails `Unreachable` with "relay at … did not answer `asked` within --wait",
+    /// followed by `then`.
+    pub(crate) async fn within_wait<T>(
+        &self,
+        relays: &Relays,
+        asked: &str,
+        then: &str,
+        request: impl std::future::Future<Output = Result<T, sync_client::ClientError>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(self.wait, request).await {
+            Ok(r) => r.map_err(|e| from_client(e, &relays.to_string())),
+            Err(_) => Err(Failure::new(
+                Kind::Unreachable,
+                format!(
+                    "relay at {relays} did not answer {asked} within --wait {}s{then}",
+                    self.wait.as_secs_f64()
+                ),
+            )),
+        }
+    }
 }
 
 /// `v` seconds as a duration: positive, at most [`MAX_WAIT_SECS`]; `what` names the option.

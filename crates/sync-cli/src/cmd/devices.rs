@@ -9,7 +9,7 @@ use sync_client::MemberInfo;
 use sync_types::DeviceId;
 
 use crate::device::{Ctx, stored_group};
-use crate::fail::{Failure, Kind, from_client, from_store};
+use crate::fail::{Failure, from_store};
 use crate::out::{self, outln};
 use crate::show;
 
@@ -111,23 +111,12 @@ where
     Fut: std::future::Future<Output = Result<T, sync_client::ClientError>>,
 {
     let (_device, _group, relay) = ctx.ready()?;
-    let (client, online) = ctx.connect(&relay).await?;
-    if !online {
-        ctx.finish(&client, online).await;
-        return Err(crate::fail::unreachable(&relay.to_string()));
-    }
-    let result = tokio::time::timeout(ctx.wait, f(client.clone())).await;
-    ctx.finish(&client, online).await;
-    match result {
-        Ok(r) => r.map_err(|e| from_client(e, &relay.to_string())),
-        Err(_) => Err(Failure::new(
-            Kind::Unreachable,
-            format!(
-                "relay at {relay} did not answer within --wait {}s",
-                ctx.wait.as_secs_f64()
-            ),
-        )),
-    }
+    let client = ctx.connect_online(&relay, "").await?;
+    let result = ctx
+        .within_wait(&relay, "the request", "", f(client.clone()))
+        .await;
+    ctx.finish(&client, true).await;
+    result
 }
 
 fn print_members(ctx: &Ctx, members: &[MemberInfo]) -> Result<(), Failure> {

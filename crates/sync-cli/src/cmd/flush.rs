@@ -4,21 +4,16 @@
 use serde_json::json;
 
 use crate::device::Ctx;
-use crate::fail::{Failure, Kind, from_client};
+use crate::fail::{Failure, from_client};
 use crate::out::{self, outln};
 
 /// Sends the outbox; says how many went out and how many are left.
 pub(crate) async fn run(ctx: &Ctx) -> Result<(), Failure> {
     let (_device, group, relay) = ctx.ready()?;
     let before = ctx.pending(&group)?;
-    let (client, online) = ctx.connect(&relay).await?;
-    if !online {
-        client.close().await;
-        return Err(Failure::new(
-            Kind::Unreachable,
-            format!("relay unreachable at {relay}; {before} push(es) stay queued"),
-        ));
-    }
+    let client = ctx
+        .connect_online(&relay, &format!("; {before} push(es) stay queued"))
+        .await?;
     let result = client.flush(ctx.wait).await;
     let left = client.status().outbox_len;
     client.close().await;

@@ -35,19 +35,12 @@ pub(crate) struct PullArgs {
 /// Pulls and prints; the cursor moves only once the blobs reached standard output.
 pub(crate) async fn run(ctx: &Ctx, args: &PullArgs) -> Result<(), Failure> {
     let (device, _group, relay) = ctx.ready()?;
-    let (client, online) = ctx.connect(&relay).await?;
-    if !online {
-        ctx.finish(&client, online).await;
-        return Err(Failure::new(
-            Kind::Unreachable,
-            format!("relay unreachable at {relay}; nothing pulled"),
-        ));
-    }
+    let client = ctx.connect_online(&relay, "; nothing pulled").await?;
     let mut inbox = Inbox::new(out_dir(ctx, args.out.as_deref()));
     let result = print_and_commit(ctx, &client, &relay, device.device_id(), args, &mut inbox).await;
     if result.is_ok() {
         // Printed and committed: now let queued pushes go out (bounded by --wait).
-        ctx.finish(&client, online).await;
+        ctx.finish(&client, true).await;
     } else {
         client.close().await;
     }
@@ -102,13 +95,14 @@ async fn print_and_commit(
     // committed) before the next is pulled (with --json, one object per batch). A re-read goes
     // on after the last blob it printed until a batch comes back empty.
     loop {
-        let pulled = within_wait(ctx, relay, async {
-            match reread_after {
-                Some(after) => client.pull_after(after).await.map(Pulled::Reread),
-                None => client.pull_uncommitted().await.map(Pulled::Batch),
-            }
-        })
-        .await?;
+        let pulled = ctx
+            .within_wait(relay, "the pull", "; nothing more pulled", async {
+                match reread_after {
+                    Some(after) => client.pull_after(after).await.map(Pulled::Reread),
+                    None => client.pull_uncommitted().await.map(Pulled::Batch),
+                }
+            })
+            .await?;
         let (blobs, resume, found, more) = match &pulled {
             Pulled::Reread(blobs) => {
                 reread_after = blobs.last().map(|b| b.cursor);
@@ -182,24 +176,6 @@ async fn print_and_commit(
 enum Pulled {
     Reread(Vec<Blob>),
     Batch(PullBatch),
-}
-
-/// Runs a pull within `--wait`; a pull that takes longer is "unreachable".
-async fn within_wait<T>(
-    ctx: &Ctx,
-    relay: &Relays,
-    pull: impl std::future::Future<Output = Result<T, sync_client::ClientError>>,
-) -> Result<T, Failure> {
-    match tokio::time::timeout(ctx.wait, pull).await {
-        Ok(r) => r.map_err(|e| from_client(e, &relay.to_string())),
-        Err(_) => Err(Failure::new(
-            Kind::Unreachable,
-            format!(
-                "relay at {relay} did not answer the pull within --wait {}s; nothing more pulled",
-                ctx.wait.as_secs_f64()
-            ),
-        )),
-    }
 }
 
 /// The warning line for a relay whose log was found behind this device, if it was.

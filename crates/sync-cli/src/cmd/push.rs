@@ -13,7 +13,7 @@ use sync_types::BlobId;
 
 use crate::content::{BLOB_PLAINTEXT_LIMIT, Content, hex};
 use crate::device::Ctx;
-use crate::fail::{Failure, Kind, from_client};
+use crate::fail::{Failure, from_client};
 use crate::out::{self, note, outln};
 
 /// Arguments of `push`.
@@ -214,21 +214,17 @@ async fn push_outcome(
 /// queued), and says what was sent.
 async fn push_content(ctx: &Ctx, path: &Path, dir: bool) -> Result<(), Failure> {
     let (_device, _group, relay) = ctx.ready()?;
-    let (client, online) = ctx.connect(&relay).await?;
-    if !online {
-        ctx.finish(&client, online).await;
-        return Err(Failure::new(
-            Kind::Unreachable,
-            format!(
-                "relay unreachable at {relay}: large content is not queued, nothing was sent; try again"
-            ),
-        ));
-    }
+    let client = ctx
+        .connect_online(
+            &relay,
+            ": large content is not queued, nothing was sent; try again",
+        )
+        .await?;
     let relay_text = relay.to_string();
     let sent = match Content::open(ctx, &client).await {
         Ok(content) => {
             let sent = content.send(ctx, path, dir, &relay_text).await;
-            ctx.finish(&client, online).await;
+            ctx.finish(&client, true).await;
             content.close().await;
             sent
         }
