@@ -17,7 +17,8 @@ use sync_crypto::{
     open_grant, seal, seal_grant,
 };
 use sync_types::{
-    Enroll, ErrorCode, Grant, GroupChanged, GroupGet, GroupInfo, GroupUpdate, Message, Payload,
+    DeviceId, Enroll, ErrorCode, Grant, GroupChanged, GroupGet, GroupInfo, GroupUpdate, Message,
+    Payload,
 };
 
 fn rng(seed: u64) -> ChaCha20Rng {
@@ -31,6 +32,25 @@ fn device(n: u8) -> DeviceKey {
 async fn connect(relay: &TestRelay, n: u8) -> Client {
     let secret = SecretKey::from_bytes(&[n; 32]);
     Client::connect_as(secret, relay.handle.endpoint_id(), relay.addr()).await
+}
+
+/// Device `n` on a new connection says `Hello` with `keys` and is refused with `code`; the
+/// connection, to close at the end.
+async fn hello_refused(relay: &TestRelay, n: u8, keys: &GroupKeys, code: ErrorCode) -> Client {
+    let mut c = connect(relay, n).await;
+    let hello = c.signed_hello(keys, 1);
+    c.tx.send(&hello.into()).await;
+    c.rx.expect_refusal(code).await;
+    c
+}
+
+/// Device `n` on a new connection asks for the group records of `keys` before any `Hello`;
+/// the connection, to read the answer from.
+async fn get_before_hello(relay: &TestRelay, n: u8, keys: &GroupKeys) -> Client {
+    let mut c = connect(relay, n).await;
+    let msg = get_msg(&mut c, keys);
+    c.tx.send(&msg).await;
+    c
 }
 
 /// Device `n` with a session in the group of `keys`.
@@ -117,6 +137,18 @@ fn replay(keys: &GroupKeys, info: &GroupInfo) -> GroupState {
     state
 }
 
+/// The record by which device `by` rotates the group from `state` to the current epoch of
+/// `keys`, keeping `keep` and revoking `revoke`.
+fn rotation(
+    state: &GroupState,
+    keys: &GroupKeys,
+    by: u8,
+    keep: Vec<DeviceId>,
+    revoke: Vec<DeviceId>,
+) -> GroupRecord {
+    GroupRecord::next(state, keys, &device(by), Change::Rotate { keep, revoke }).unwrap()
+}
+
 /// A sealed blob of `dev` under the current epoch of `keys`.
 fn sealed(keys: &GroupKeys, dev: u8, blob_n: u64) -> Vec<u8> {
     let key = keys.epoch_key(keys.current_epoch()).unwrap();
@@ -164,16 +196,7 @@ async fn a_rotation_revokes_a_device_and_members_that_missed_it_catch_up() {
         device(b).device_id(),
         device(c).device_id(),
     );
-    let record = GroupRecord::next(
-        &state,
-        &keys1,
-        &device(a),
-        Change::Rotate {
-            keep: vec![da, db],
-            revoke: vec![dc],
-        },
-    )
-    .unwrap();
+    let record = rotation(&state, &keys1, a, vec![da, db], vec![dc]);
     let b_kem = seen
         .enrollments
         .iter()
@@ -199,16 +222,7 @@ async fn a_rotation_revokes_a_device_and_members_that_missed_it_catch_up() {
     };
     // A rotation that neither keeps nor revokes an enrolled device is refused (C would be left
     // without the key and without being told), and so is one without the grant for B.
-    let silent = GroupRecord::next(
-        &state,
-        &keys1,
-        &device(a),
-        Change::Rotate {
-            keep: vec![da, db],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
+    let silent = rotation(&state, &keys1, a, vec![da, db], vec![]);
     let reply = update(&mut sa, Some(&silent), vec![]).await;
     assert_eq!(expect_error(&reply).code, ErrorCode::MembershipRefused);
     let reply = update(&mut sa, Some(&record), vec![]).await;
@@ -219,19 +233,11 @@ async fn a_rotation_revokes_a_device_and_members_that_missed_it_catch_up() {
     // C's open session ends at once, typed; its next Hello is refused.
     let err = next_error(&mut sc).await;
     assert_eq!(err.code, ErrorCode::DeviceRevoked);
-    let mut again = connect(&relay, c).await;
-    let hello = again.signed_hello(&keys0, 1);
-    again.tx.send(&hello.into()).await;
-    again.rx.expect_refusal(ErrorCode::DeviceRevoked).await;
+    let again = hello_refused(&relay, c, &keys0, ErrorCode::DeviceRevoked).await;
     // Even with the current epoch's key (leaked to it), a revoked device stays out.
-    let mut leaked = connect(&relay, c).await;
-    let hello = leaked.signed_hello(&keys1, 1);
-    leaked.tx.send(&hello.into()).await;
-    leaked.rx.expect_refusal(ErrorCode::DeviceRevoked).await;
+    let leaked = hello_refused(&relay, c, &keys1, ErrorCode::DeviceRevoked).await;
     // C may read the records that revoked it, and nothing else: no grant.
-    let mut ask_c = connect(&relay, c).await;
-    let msg = get_msg(&mut ask_c, &keys0);
-    ask_c.tx.send(&msg).await;
+    let mut ask_c = get_before_hello(&relay, c, &keys0).await;
     let c_view = info(ask_c.rx.next().await.unwrap());
     assert!(c_view.grants.is_empty());
     assert_eq!(replay(&keys0, &c_view).revoked_at(&dc), Some(KeyEpoch(1)));
@@ -244,13 +250,8 @@ async fn a_rotation_revokes_a_device_and_members_that_missed_it_catch_up() {
 
     // B on a new connection with its old keys: EpochSuperseded. Before Hello it fetches its
     // grant, checks it against the records, and opens a session under epoch 1.
-    let mut nb = connect(&relay, b).await;
-    let hello = nb.signed_hello(&keys0, 1);
-    nb.tx.send(&hello.into()).await;
-    nb.rx.expect_refusal(ErrorCode::EpochSuperseded).await;
-    let mut fetch = connect(&relay, b).await;
-    let msg = get_msg(&mut fetch, &keys0);
-    fetch.tx.send(&msg).await;
+    let old_b = hello_refused(&relay, b, &keys0, ErrorCode::EpochSuperseded).await;
+    let mut fetch = get_before_hello(&relay, b, &keys0).await;
     let b_view = info(fetch.rx.next().await.unwrap());
     assert_eq!(b_view.grants.len(), 1);
     let g = &b_view.grants[0];
@@ -274,13 +275,11 @@ async fn a_rotation_revokes_a_device_and_members_that_missed_it_catch_up() {
     assert_eq!(ack.cursor.get(), 1, "the refused push was never stored");
 
     // A stranger gets nothing before Hello.
-    let mut stranger = connect(&relay, 14).await;
-    let msg = get_msg(&mut stranger, &keys0);
-    stranger.tx.send(&msg).await;
+    let mut stranger = get_before_hello(&relay, 14, &keys0).await;
     assert_eq!(stranger.rx.next_error().await.code, ErrorCode::NotFound);
 
     relay
-        .stop([sa, sb, nb, again, ask_c, fetch, stranger])
+        .stop([sa, sb, nb, again, leaked, old_b, ask_c, fetch, stranger])
         .await;
 }
 
@@ -318,26 +317,8 @@ async fn records_of_non_admins_and_losers_of_concurrent_rotations_are_refused() 
     let mut kb = keys0.clone();
     kb.add_epoch(KeyEpoch(1), EpochSecret::random(&mut rng(2)))
         .unwrap();
-    let ra = GroupRecord::next(
-        &state,
-        &ka,
-        &device(a),
-        Change::Rotate {
-            keep: vec![da],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
-    let rb = GroupRecord::next(
-        &state,
-        &kb,
-        &device(b),
-        Change::Rotate {
-            keep: vec![db],
-            revoke: vec![],
-        },
-    )
-    .unwrap();
+    let ra = rotation(&state, &ka, a, vec![da], vec![]);
+    let rb = rotation(&state, &kb, b, vec![db], vec![]);
     let reply = update(&mut sa, Some(&ra), vec![]).await;
     assert_eq!(changed(&reply).epoch, 1);
     // B's session ended (A's rotation revoked B); on a fresh session B could not even say

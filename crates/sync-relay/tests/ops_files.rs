@@ -6,16 +6,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use common::*;
 use serde::Deserialize;
 use sync_types::{ErrorCode, Message};
 
 fn ops(path: &str) -> String {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../ops")
-        .join(path);
+    let file = ops_file(path);
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
@@ -142,18 +139,13 @@ async fn alert_rules_use_only_exported_metrics_and_cover_the_operators_cases() {
 
 #[test]
 fn promtool_accepts_the_alert_rules() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/prometheus/alerts.yml");
-    let out = std::process::Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&file)
-        .output()
-        .expect("promtool (Debian package prometheus) is installed");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, said) = run_check(
+        std::process::Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(ops_file("prometheus/alerts.yml")),
+        "promtool (Debian package prometheus) is installed",
     );
-    assert!(out.status.success(), "{said}");
+    assert!(ok, "{said}");
     let parsed: RuleFile = yaml_serde::from_str(&ops("prometheus/alerts.yml")).expect("rules");
     let count: usize = parsed.groups.iter().map(|g| g.rules.len()).sum();
     assert!(

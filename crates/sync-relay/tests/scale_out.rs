@@ -57,6 +57,17 @@ fn assert_once_in_order(who: &str, got: &[Blob], pushed: &HashSet<BlobId>) {
     );
 }
 
+/// Checks that the reader got the burst `pushed` (numbered `0..count`) exactly once and in
+/// the order it was pushed.
+fn assert_burst_in_push_order(got: &[Blob], pushed: &HashSet<BlobId>, count: usize) {
+    assert_once_in_order("the reader", got, pushed);
+    assert_eq!(
+        devices::numbers(got),
+        (0..count).collect::<Vec<_>>(),
+        "push order kept"
+    );
+}
+
 /// 3 relays on one PostgreSQL, 4 pushers on each and one reader on each that pulls on every
 /// notification: 20,000 blobs, and every reader sees each exactly once, all in the same
 /// cursor order (the log is the database's, not a relay's).
@@ -211,12 +222,7 @@ async fn a_postgres_restart_mid_burst_loses_nothing_and_the_relay_recovers_by_it
 
     let b = devices::connect(&dial, &group, StoreLocation::Dir(stores.path().join("b"))).await;
     let got = pull_until(&b, BURST).await;
-    assert_once_in_order("the reader", &got, &pushed);
-    assert_eq!(
-        devices::numbers(&got),
-        (0..BURST).collect::<Vec<_>>(),
-        "push order kept"
-    );
+    assert_burst_in_push_order(&got, &pushed, BURST);
     close_all([&a, &b]).await;
     assert!(relay.stop().is_clean(), "relay stops cleanly");
 }
@@ -422,12 +428,7 @@ async fn a_device_fails_over_when_its_relay_is_killed_and_nothing_is_lost_or_dou
         "the reader resumes where it was, on the other relay of the same log"
     );
     let got = pull_until(&c, BURST).await;
-    assert_once_in_order("the reader", &got, &pushed);
-    assert_eq!(
-        devices::numbers(&got),
-        (0..BURST).collect::<Vec<_>>(),
-        "push order kept"
-    );
+    assert_burst_in_push_order(&got, &pushed, BURST);
     for blob in &got {
         if let Some(cursor) = acked.get(&blob.blob_id) {
             assert_eq!(

@@ -2,8 +2,11 @@
 //! the systemd unit in `ops/systemd/`, checked by `systemd-analyze verify` against this build's
 //! binary.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
+
+use common::{ops_file, run_check};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sync-relay");
 
@@ -52,7 +55,7 @@ fn check_config_refuses_a_bad_configuration_with_exit_code_2() {
 
 #[test]
 fn the_systemd_unit_verifies_against_this_binary() {
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/systemd/sync-relay.service");
+    let unit = ops_file("systemd/sync-relay.service");
     let text = std::fs::read_to_string(&unit).expect("the unit file");
     for must in [
         "DynamicUser=yes",
@@ -80,17 +83,11 @@ fn the_systemd_unit_verifies_against_this_binary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = dir.path().join("sync-relay.service");
     std::fs::write(&local, text.replace("/usr/local/bin/sync-relay", BIN)).expect("write");
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&local)
-        .output()
-        .expect("systemd-analyze (package systemd) is installed");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, said) = run_check(
+        Command::new("systemd-analyze").arg("verify").arg(&local),
+        "systemd-analyze (package systemd) is installed",
     );
-    assert!(out.status.success(), "{said}");
+    assert!(ok, "{said}");
     assert!(
         !said.contains("sync-relay.service"),
         "systemd-analyze has something to say about the unit:\n{said}"

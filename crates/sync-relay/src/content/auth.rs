@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use iroh_blobs::provider::events::{AbortReason, ProviderMessage};
+use iroh_blobs::provider::events::{AbortReason, EventResult, ProviderMessage};
 use sync_types::{DeviceId, GroupId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,7 @@ pub(crate) async fn is_member(ctx: &RelayCtx, group: GroupId, device: DeviceId) 
 const UPLOAD_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Refuses a request or connection (the iroh-blobs side closes or resets it).
-const REFUSED: Result<(), AbortReason> = Err(AbortReason::Permission);
+const REFUSED: EventResult = Err(AbortReason::Permission);
 
 /// Answers iroh-blobs' provider events until `stop` or until the protocol handler is gone.
 pub(crate) async fn provider_events(
@@ -82,8 +82,7 @@ pub(crate) async fn provider_events(
                         ctx.metrics.content_served_total.inc();
                         m.tx.send(Ok(())).await.ok();
                     } else {
-                        refused(&ctx, "get", device);
-                        m.tx.send(REFUSED).await.ok();
+                        refuse(&ctx, "get", device, |r| m.tx.send(r)).await;
                     }
                 });
             }
@@ -100,8 +99,7 @@ pub(crate) async fn provider_events(
                         _ => None,
                     };
                     let Some(limit) = allowed else {
-                        refused(&ctx, "push", device);
-                        m.tx.send(REFUSED).await.ok();
+                        refuse(&ctx, "push", device, |r| m.tx.send(r)).await;
                         return;
                     };
                     if let Some(content) = &ctx.content {
@@ -134,20 +132,12 @@ pub(crate) async fn provider_events(
                 });
             }
             ProviderMessage::GetManyRequestReceived(m) => {
-                refused(
-                    &ctx,
-                    "get_many",
-                    devices.get(&m.inner.connection_id).copied(),
-                );
-                m.tx.send(REFUSED).await.ok();
+                let device = devices.get(&m.inner.connection_id).copied();
+                refuse(&ctx, "get_many", device, |r| m.tx.send(r)).await;
             }
             ProviderMessage::ObserveRequestReceived(m) => {
-                refused(
-                    &ctx,
-                    "observe",
-                    devices.get(&m.inner.connection_id).copied(),
-                );
-                m.tx.send(REFUSED).await.ok();
+                let device = devices.get(&m.inner.connection_id).copied();
+                refuse(&ctx, "observe", device, |r| m.tx.send(r)).await;
             }
             ProviderMessage::Throttle(m) => {
                 m.tx.send(Ok(())).await.ok();
@@ -161,8 +151,16 @@ pub(crate) async fn provider_events(
     }
 }
 
-/// Counts and logs a refused content request.
-fn refused(ctx: &RelayCtx, kind: &'static str, device: Option<DeviceId>) {
+/// Counts and logs a refused content request, then refuses it: `answer` sends the refusal on
+/// the request's reply channel (an `irpc` sender, which this crate does not name).
+async fn refuse<F, E>(
+    ctx: &RelayCtx,
+    kind: &'static str,
+    device: Option<DeviceId>,
+    answer: impl FnOnce(EventResult) -> F,
+) where
+    F: Future<Output = Result<(), E>>,
+{
     ctx.metrics.content_requests_refused_total.inc();
     tracing::info!(
         target: "sync_relay::audit",
@@ -170,6 +168,7 @@ fn refused(ctx: &RelayCtx, kind: &'static str, device: Option<DeviceId>) {
         request = kind,
         device = %device.map(|d| d.short()).unwrap_or_default(),
     );
+    answer(REFUSED).await.ok();
 }
 
 /// A push of `hash` by `device`: a live reservation waiting for its upload, in a group of the

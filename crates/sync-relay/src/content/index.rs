@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Params, Row, params};
 use sync_types::{BlobId, DeviceId, GroupId};
 
 /// The index's file name inside the content directory.
@@ -132,12 +132,10 @@ fn from_i64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn hash_of(bytes: &[u8]) -> [u8; 32] {
-    <[u8; 32]>::try_from(bytes).unwrap_or([0; 32])
-}
-
-fn group_of(bytes: &[u8]) -> GroupId {
-    GroupId::from_bytes(hash_of(bytes))
+/// The 32-byte id (hash, group or device) in column `i` of `row`; zeros for another length.
+fn id_at(row: &Row<'_>, i: usize) -> rusqlite::Result<[u8; 32]> {
+    let bytes: Vec<u8> = row.get(i)?;
+    Ok(<[u8; 32]>::try_from(bytes.as_slice()).unwrap_or([0; 32]))
 }
 
 impl ContentIndex {
@@ -164,6 +162,19 @@ impl ContentIndex {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `sql` with `params`; every row it returns, through `row`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, IndexError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map(params, row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Registers `r`, or renews the group's reservation of the same hash, if the group's live
@@ -243,21 +254,17 @@ impl ContentIndex {
         group: GroupId,
         blob_id: BlobId,
     ) -> Result<Vec<Removed>, IndexError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+        self.rows(
             "DELETE FROM content WHERE grp = ?1 AND blob_id = ?2 RETURNING hash, complete",
-        )?;
-        let rows = stmt.query_map(
             params![group.as_bytes().as_slice(), blob_id.as_bytes().as_slice()],
             |row| {
                 Ok(Removed {
                     group,
-                    hash: hash_of(&row.get::<_, Vec<u8>>(0)?),
+                    hash: id_at(row, 0)?,
                     complete: row.get(1)?,
                 })
             },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        )
     }
 
     /// Removes one reservation (an upload that turned out wrong).
@@ -277,15 +284,12 @@ impl ContentIndex {
         ttl_ms: u64,
         batch: u32,
     ) -> Result<Vec<Removed>, IndexError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+        self.rows(
             "DELETE FROM content WHERE (grp, hash) IN (
                 SELECT grp, hash FROM content
                 WHERE expires_ms <= ?1 OR (complete = 0 AND created_ms <= ?2)
                 LIMIT ?3)
              RETURNING grp, hash, complete",
-        )?;
-        let rows = stmt.query_map(
             params![
                 to_i64(now_ms)?,
                 // Before the first TTL has passed nothing is old enough (-1 matches no row).
@@ -294,30 +298,28 @@ impl ContentIndex {
             ],
             |row| {
                 Ok(Removed {
-                    group: group_of(&row.get::<_, Vec<u8>>(0)?),
-                    hash: hash_of(&row.get::<_, Vec<u8>>(1)?),
+                    group: GroupId::from_bytes(id_at(row, 0)?),
+                    hash: id_at(row, 1)?,
                     complete: row.get(2)?,
                 })
             },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        )
     }
 
     /// Live reservations of `hash` still waiting for their upload.
     pub(crate) fn pending(&self, hash: &[u8; 32], now_ms: u64) -> Result<Vec<Pending>, IndexError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+        self.rows(
             "SELECT grp, size, uploader FROM content
              WHERE hash = ?1 AND complete = 0 AND expires_ms > ?2",
-        )?;
-        let rows = stmt.query_map(params![hash.as_slice(), to_i64(now_ms)?], |row| {
-            Ok(Pending {
-                group: group_of(&row.get::<_, Vec<u8>>(0)?),
-                size: from_i64(row.get(1)?),
-                uploader: DeviceId::from_bytes(hash_of(&row.get::<_, Vec<u8>>(2)?)),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![hash.as_slice(), to_i64(now_ms)?],
+            |row| {
+                Ok(Pending {
+                    group: GroupId::from_bytes(id_at(row, 0)?),
+                    size: from_i64(row.get(1)?),
+                    uploader: DeviceId::from_bytes(id_at(row, 2)?),
+                })
+            },
+        )
     }
 
     /// Groups with a live reservation of `hash` whose upload completed.
@@ -326,14 +328,11 @@ impl ContentIndex {
         hash: &[u8; 32],
         now_ms: u64,
     ) -> Result<Vec<GroupId>, IndexError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+        self.rows(
             "SELECT grp FROM content WHERE hash = ?1 AND complete = 1 AND expires_ms > ?2",
-        )?;
-        let rows = stmt.query_map(params![hash.as_slice(), to_i64(now_ms)?], |row| {
-            Ok(group_of(&row.get::<_, Vec<u8>>(0)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![hash.as_slice(), to_i64(now_ms)?],
+            |row| Ok(GroupId::from_bytes(id_at(row, 0)?)),
+        )
     }
 
     /// Marks every live, incomplete reservation of `hash` of `size` bytes complete; returns their
@@ -344,25 +343,18 @@ impl ContentIndex {
         size: u64,
         now_ms: u64,
     ) -> Result<Vec<GroupId>, IndexError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+        self.rows(
             "UPDATE content SET complete = 1
              WHERE hash = ?1 AND size = ?2 AND complete = 0 AND expires_ms > ?3
              RETURNING grp",
-        )?;
-        let rows = stmt.query_map(
             params![hash.as_slice(), to_i64(size)?, to_i64(now_ms)?],
-            |row| Ok(group_of(&row.get::<_, Vec<u8>>(0)?)),
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            |row| Ok(GroupId::from_bytes(id_at(row, 0)?)),
+        )
     }
 
     /// Every hash the index holds (live or not yet cleaned up): the blob store keeps them.
     pub(crate) fn hashes(&self) -> Result<Vec<[u8; 32]>, IndexError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT DISTINCT hash FROM content")?;
-        let rows = stmt.query_map([], |row| Ok(hash_of(&row.get::<_, Vec<u8>>(0)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.rows("SELECT DISTINCT hash FROM content", [], |row| id_at(row, 0))
     }
 
     /// Whether any reservation (of any group) still names `hash`.

@@ -16,6 +16,7 @@ use super::{RelayCtx, RelayError};
 use crate::admission::{Origin, PreAuth, Refusal, Subject};
 use crate::config::RelayConfig;
 use crate::session::{SessionEnd, serve_session};
+use crate::storage::error_chain;
 
 /// After a session ends, how long the relay waits for the device to receive its last frames
 /// before it closes the connection.
@@ -72,21 +73,6 @@ fn alpns(config: &RelayConfig) -> Vec<Vec<u8>> {
         alpns.push(iroh_blobs::ALPN.to_vec());
     }
     alpns
-}
-
-/// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Addresses devices can dial: the bound sockets, with an unspecified address (`0.0.0.0`,

@@ -21,12 +21,9 @@ impl Session {
         };
         match content.reserve(self.group, self.peer, &m, now_ms()).await {
             Ok(outcome) => {
-                tracing::info!(
-                    target: "sync_relay::audit",
-                    event = "content_reserved",
-                    session = self.id,
-                    device = %self.peer.short(),
-                    group = %self.group.short(),
+                session_audit!(
+                    self,
+                    "content_reserved",
                     content = %short_hash(&m.hash),
                     size = m.size,
                     renewed = matches!(outcome, crate::content::Reserved::Renewed),

@@ -159,12 +159,9 @@ impl Session {
                 })?;
             if has_record {
                 ctx.memberships.set(Arc::new(next.clone()));
-                tracing::info!(
-                    target: "sync_relay::audit",
-                    event = "group_record",
-                    session = self.id,
-                    device = %self.peer.short(),
-                    group = %self.group.short(),
+                session_audit!(
+                    self,
+                    "group_record",
                     seq = next.seq(),
                     epoch = next.epoch().0,
                     revoked = revoked.len(),

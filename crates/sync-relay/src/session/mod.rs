@@ -26,6 +26,22 @@
 //! (pull and delete), `invites` (the invite mailbox), `content` (large-content reservations),
 //! `outbound` (the writer task).
 
+/// Logs an audit event (target `sync_relay::audit`) of the open session `$session`: its id,
+/// shortened device and group, then `fields`.
+macro_rules! session_audit {
+    ($session:expr, $event:literal, $($fields:tt)+) => {{
+        let session: &$crate::session::Session = &$session;
+        tracing::info!(
+            target: "sync_relay::audit",
+            event = $event,
+            session = session.id,
+            device = %session.peer.short(),
+            group = %session.group.short(),
+            $($fields)+
+        );
+    }};
+}
+
 mod admit;
 mod blobs;
 mod content;
@@ -202,16 +218,6 @@ where
     let opened = Instant::now();
     ctx.metrics.sessions.inc();
     ctx.metrics.sessions_total.inc();
-    tracing::info!(
-        target: "sync_relay::audit",
-        event = "session_open",
-        session = id,
-        device = %peer.short(),
-        group = %group.short(),
-        last_cursor = hello.last_cursor.get(),
-        max_cursor = max_cursor.get(),
-    );
-
     let session = Arc::new(Session {
         id,
         peer,
@@ -230,6 +236,12 @@ where
         pushes: AtomicU64::new(0),
         ctx: Arc::clone(&ctx),
     });
+    session_audit!(
+        session,
+        "session_open",
+        last_cursor = hello.last_cursor.get(),
+        max_cursor = max_cursor.get(),
+    );
     let writer_task = tokio::spawn(write_loop(
         writer,
         rx,
@@ -253,12 +265,9 @@ where
     if end == SessionEnd::WriteStalled {
         ctx.metrics.write_stalls_total.inc();
     }
-    tracing::info!(
-        target: "sync_relay::audit",
-        event = "session_close",
-        session = id,
-        device = %peer.short(),
-        group = %group.short(),
+    session_audit!(
+        session,
+        "session_close",
         reason = end.as_str(),
         pushes = session.pushes.load(Ordering::Relaxed),
         duration_ms = millis(opened.elapsed()),

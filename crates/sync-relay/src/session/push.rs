@@ -218,12 +218,9 @@ impl Session {
                 }
                 Err(e) => {
                     if matches!(e, StorageError::BlobConflict) {
-                        tracing::info!(
-                            target: "sync_relay::audit",
-                            event = "push_refused",
-                            session = self.id,
-                            device = %self.peer.short(),
-                            group = %self.group.short(),
+                        session_audit!(
+                            self,
+                            "push_refused",
                             blob = %short_hash(p.blob_id.as_bytes()),
                             reason = ErrorCode::Conflict.name(),
                         );

@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use bytes::BytesMut;
 use iroh::endpoint::Connection;
@@ -64,6 +66,26 @@ macro_rules! relay_with {
 }
 #[allow(unused_imports)]
 pub(crate) use relay_with;
+
+/// A file of the repository's `ops/` directory (monitoring rules, dashboard, service unit).
+pub fn ops_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../ops")
+        .join(path)
+}
+
+/// Runs an operator's tool that checks a file; `installed` names what provides it (the panic
+/// message when it cannot run). Whether it succeeded, and what it printed (stdout, then
+/// stderr).
+pub fn run_check(cmd: &mut Command, installed: &str) -> (bool, String) {
+    let out = cmd.output().expect(installed);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
 
 /// An id in full, as lowercase hex (to check it appears nowhere it must not).
 pub fn hex_id(id: &[u8]) -> String {
