@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use sync_lab::loadgen::{ChurnConfig, LoadConfig, LoadTarget, run_churn, run_load};
-use sync_lab::values::{parse_duration, parse_number};
+use sync_lab::values::{parse_duration, parse_number, parse_rate_within};
 use sync_testkit::{RelayProcess, find_relay_bin};
 
 /// A timeout: 10 ms to 1 h.
@@ -28,11 +28,7 @@ fn timeout(s: &str) -> Result<Duration, String> {
 
 /// `--rate`: total messages/s, 0.001 to 20000.
 fn rate(s: &str) -> Result<f64, String> {
-    parse_number(
-        s,
-        |r| (0.001..=20_000.0).contains(&r),
-        "must be 0.001 to 20000 messages/s",
-    )
+    parse_rate_within(s, 0.001, 20_000.0, "")
 }
 
 /// `--duration`: seconds, more than 0 and at most 3600.

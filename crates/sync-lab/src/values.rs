@@ -104,6 +104,16 @@ pub fn parse_number(
     }
 }
 
+/// A rate in messages per second from `min` to `max`; `unit` follows `messages/s` in the
+/// message of a rate out of range (e.g. ` per device`).
+pub fn parse_rate_within(text: &str, min: f64, max: f64, unit: &str) -> Result<f64, String> {
+    parse_number(
+        text,
+        |r| (min..=max).contains(&r),
+        &format!("must be {min} to {max} messages/s{unit}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +185,19 @@ mod tests {
         for bad in ["NaN", "inf", "-inf"] {
             assert!(positive(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rates_within_bounds_name_their_bounds() {
+        let per_device = |t| parse_rate_within(t, 0.1, 50.0, " per device");
+        assert_eq!(per_device("50"), Ok(50.0));
+        assert_eq!(
+            per_device("0"),
+            Err("must be 0.1 to 50 messages/s per device".to_string())
+        );
+        assert_eq!(
+            parse_rate_within("20001", 0.001, 20_000.0, ""),
+            Err("must be 0.001 to 20000 messages/s".to_string())
+        );
     }
 }

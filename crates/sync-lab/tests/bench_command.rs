@@ -9,7 +9,7 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{run_stress, run_stress_with_relay};
+use common::{run_stress, run_stress_with_relay, succeeded, text};
 
 /// Bounds a whole quick run (well under a minute on an idle machine; a loaded 2-core CI host
 /// with debug binaries is far slower).
@@ -17,10 +17,6 @@ const GUARD: Duration = Duration::from_secs(600);
 
 fn run_bin(args: &[&str]) -> Output {
     run_stress(args, GUARD)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// Every line a run prints a figure on, by its start.
@@ -100,13 +96,7 @@ fn figure_line<'a>(lines: &[&'a str], start: &str, stdout: &str) -> &'a str {
 #[test]
 fn quick_run_prints_every_figure_baseline_and_verdict() {
     let out = run_stress_with_relay(&["bench", "--quick", "--attack"], GUARD);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     let lines: Vec<&str> = stdout.lines().collect();
     for start in FIGURE_LINES.iter().chain(ATTACK_LINES) {
         figure_line(&lines, start, &stdout);

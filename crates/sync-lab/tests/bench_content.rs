@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run_stress, run_stress_with_relay};
+use common::{run_stress, run_stress_with_relay, succeeded, text};
 use serde_json::Value;
 
 /// Bounds the whole run (seconds on an idle machine; a loaded 2-core host with debug binaries
@@ -16,10 +16,6 @@ use serde_json::Value;
 const GUARD: Duration = Duration::from_secs(600);
 
 const SIZE: u64 = 8 << 20;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The number at `path` in `v`, which must be positive.
 fn positive(v: &Value, path: &[&str]) -> f64 {
@@ -50,13 +46,7 @@ fn quick_content_section_prints_and_reports_every_figure() {
         ],
         GUARD,
     );
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        text(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     for start in [
         "## Large content",
         "### 8 MiB",

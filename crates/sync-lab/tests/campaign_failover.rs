@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{events, run_stress_with_relay};
+use common::{events, exited, html_with_markers, report_with, run_stress_with_relay};
 use serde_json::Value;
 
 const GUARD: Duration = Duration::from_secs(300);
@@ -47,12 +47,7 @@ fn a_relay_killed_mid_traffic_loses_and_duplicates_nothing_and_the_report_names_
         ],
         GUARD,
     );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    exited(&o, 0);
     let evs = events(&dir);
     let ready = one(&evs, "failover_ready");
     assert_eq!(ready["relays"].as_array().unwrap().len(), 2);
@@ -89,28 +84,23 @@ fn a_relay_killed_mid_traffic_loses_and_duplicates_nothing_and_the_report_names_
         (Some(60), Some(0))
     );
 
-    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
-    for needle in [
-        "**Result: PASS (exit 0)**",
-        "| failover | PASS | 60/60 | 0 % |",
-        "failover: interruption: ",
-        " ms from the last ack before the kill to the first ack by the next relay; loss noticed ",
-        "| failover: messages lost, duplicated across the relay's kill | 0, 0 | 0 of 60, 0 | ok |",
-        "| failover: pushes acknowledged by the next relay after the kill | resumed | interruption ",
-        "SIGKILLed |",
-        "relay 2: stopped cleanly (SIGTERM, exit 0)",
-    ] {
-        assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
-    }
+    let md = report_with(
+        &dir,
+        &[
+            "**Result: PASS (exit 0)**",
+            "| failover | PASS | 60/60 | 0 % |",
+            "failover: interruption: ",
+            " ms from the last ack before the kill to the first ack by the next relay; loss noticed ",
+            "| failover: messages lost, duplicated across the relay's kill | 0, 0 | 0 of 60, 0 | ok |",
+            "| failover: pushes acknowledged by the next relay after the kill | resumed | interruption ",
+            "SIGKILLed |",
+            "relay 2: stopped cleanly (SIGTERM, exit 0)",
+        ],
+    );
     assert!(!md.contains("NOT AVAILABLE"), "{md}");
     // The kill and the resumption are marked on each chart: RTT, rate and the three relay
     // samples.
-    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert_eq!(
-        html.matches("<g class=\"marker\">").count(),
-        2 * 5,
-        "{html}"
-    );
+    let html = html_with_markers(&dir, 2 * 5);
     assert!(html.contains("SIGKILLed at "), "{html}");
     assert!(dir.join("relay-failover-1.log").is_file());
     assert!(dir.join("relay-failover-2.log").is_file());

@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
-use common::{events, run_stress_with_relay, stress};
+use common::{events, exited, html_with_markers, report_with, run_stress_with_relay, stress};
 use serde_json::Value;
 use sync_testkit::{RelayProcess, run_bounded};
 
@@ -26,15 +25,6 @@ fn of<'a>(evs: &'a [Value], event: &str) -> Vec<&'a Value> {
 
 fn one<'a>(evs: &'a [Value], event: &str) -> &'a Value {
     common::one_of_phase(evs, "group", event)
-}
-
-fn exited(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// The figures every clean group phase shows, for `devices` devices in all (the admin
@@ -131,33 +121,28 @@ fn a_local_group_phase_loses_nothing_across_rotation_and_revocation() {
         assert_eq!(s["result"], "stopped cleanly (SIGTERM, exit 0)");
     }
 
-    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
-    for needle in [
-        "**Result: PASS (exit 0)**",
-        "| group | PASS |",
-        "### Key events",
-        "key rotation → epoch 1 |",
-        "→ epoch 2 |",
-        " refused (",
-        "| group: key rotation, then revocation, by the admin | both done | rotation epoch 1 in ",
-        "| group: messages lost across the rotation and revocation (remaining members) | 0 | 0 of ",
-        "| group: blobs undecryptable, other integrity problems (remaining members) | 0, 0 | 0, 0 | ok |",
-        "| group: revoked device's reads of blobs sealed after its revocation, sessions admitted after it | 0, 0 | 0, 0 | ok |",
-        "group: revoked device refused",
-    ] {
-        assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
-    }
+    let md = report_with(
+        &dir,
+        &[
+            "**Result: PASS (exit 0)**",
+            "| group | PASS |",
+            "### Key events",
+            "key rotation → epoch 1 |",
+            "→ epoch 2 |",
+            " refused (",
+            "| group: key rotation, then revocation, by the admin | both done | rotation epoch 1 in ",
+            "| group: messages lost across the rotation and revocation (remaining members) | 0 | 0 of ",
+            "| group: blobs undecryptable, other integrity problems (remaining members) | 0, 0 | 0, 0 | ok |",
+            "| group: revoked device's reads of blobs sealed after its revocation, sessions admitted after it | 0, 0 | 0, 0 | ok |",
+            "group: revoked device refused",
+        ],
+    );
     // The refusal row passed too (how the device saw it — its session ended, or its
     // reconnect refused — depends on which came first).
     assert!(!md.contains("**FAILED**"), "{md}");
-    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     // Three key events (rotation, revocation, refusal) on each chart: RTT, rate and the three
     // relay samples.
-    assert_eq!(
-        html.matches("<g class=\"marker\">").count(),
-        3 * 5,
-        "{html}"
-    );
+    let html = html_with_markers(&dir, 3 * 5);
     assert!(html.contains("<h2>Key events</h2>"));
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::verdict::Thresholds;
 use crate::device::INVITE_ENV;
-use crate::values::parse_number;
+use crate::values::{parse_number, parse_rate_within};
 
 /// Fastest endurance rate: one message per millisecond (a shorter period is no period at all
 /// for the timer).
@@ -16,11 +16,7 @@ pub(super) const MIN_RATE: f64 = 0.001;
 
 /// `--rate`: messages per second, from [`MIN_RATE`] to [`MAX_RATE`].
 fn parse_rate(s: &str) -> Result<f64, String> {
-    parse_number(
-        s,
-        |r| (MIN_RATE..=MAX_RATE).contains(&r),
-        &format!("must be {MIN_RATE} to {MAX_RATE} messages/s (a period of at least 1 ms)"),
-    )
+    parse_rate_within(s, MIN_RATE, MAX_RATE, " (a period of at least 1 ms)")
 }
 
 /// Slowest message rate of a group device.
@@ -35,11 +31,7 @@ const GROUP_SECONDS_FROM_DURATION: u64 = 60;
 
 /// `--group-rate`: messages per second of each group device.
 fn parse_group_rate(s: &str) -> Result<f64, String> {
-    parse_number(
-        s,
-        |r| (MIN_GROUP_RATE..=MAX_GROUP_RATE).contains(&r),
-        &format!("must be {MIN_GROUP_RATE} to {MAX_GROUP_RATE} messages/s per device"),
-    )
+    parse_rate_within(s, MIN_GROUP_RATE, MAX_GROUP_RATE, " per device")
 }
 
 /// Slowest message rate of a failover pusher.
@@ -49,11 +41,7 @@ pub(super) const MAX_FAILOVER_RATE: f64 = 1000.0;
 
 /// `--failover-rate`: messages per second of each failover pusher.
 fn parse_failover_rate(s: &str) -> Result<f64, String> {
-    parse_number(
-        s,
-        |r| (MIN_FAILOVER_RATE..=MAX_FAILOVER_RATE).contains(&r),
-        &format!("must be {MIN_FAILOVER_RATE} to {MAX_FAILOVER_RATE} messages/s per pusher"),
-    )
+    parse_rate_within(s, MIN_FAILOVER_RATE, MAX_FAILOVER_RATE, " per pusher")
 }
 
 /// A threshold: a finite number ≥ 0 (NaN would make every comparison pass).

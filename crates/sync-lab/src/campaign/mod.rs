@@ -25,6 +25,7 @@ mod local;
 mod phases;
 mod report;
 mod session;
+mod tagged;
 pub mod verdict;
 
 use std::io::{IsTerminal as _, Write as _};

@@ -313,6 +313,33 @@ pub(super) async fn endurance(session: &Arc<Session>, args: &Args) -> (PhaseResu
     (result, verdict)
 }
 
+/// Ends phase `name` when it could not be set up: writes `setup_failed` with `why`, then a
+/// failed `phase_end` that measured nothing, with `note`.
+pub(super) fn setup_failed(
+    session: &Session,
+    limits: &Thresholds,
+    name: &str,
+    start_s: f64,
+    why: &str,
+    note: String,
+) -> PhaseResult {
+    session.emit(name, "setup_failed", &[("error", json!(why))]);
+    finish(
+        session,
+        limits,
+        name,
+        start_s,
+        Summary::new(0, 0, &[]),
+        vec![note],
+        false,
+    )
+}
+
+/// Milliseconds since `t`.
+pub(super) fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
 /// A selected phase whose feature does not exist yet: never counted as passed.
 pub(super) fn not_available(session: &Session, name: &str, why: &str) -> PhaseResult {
     session.emit(name, "not_available", &[("reason", json!(why))]);

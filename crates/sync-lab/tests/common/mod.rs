@@ -1,5 +1,6 @@
 //! Running the `sync-stress` binary from the lab's command tests.
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -56,4 +57,56 @@ pub(crate) fn one_of_phase<'a>(
     let found = of_phase(evs, phase, event);
     assert_eq!(found.len(), 1, "one {event} event: {found:?}");
     found[0]
+}
+
+/// A process's output as text (invalid UTF-8 replaced).
+#[allow(dead_code)]
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that `out` exited with status 0 (its stdout and stderr in the message); its stdout.
+#[allow(dead_code)]
+pub(crate) fn succeeded(out: &Output) -> String {
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        text(&out.stderr)
+    );
+    stdout
+}
+
+/// Asserts that `out` exited with `code` (its stderr in the message).
+#[allow(dead_code)]
+pub(crate) fn exited(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+}
+
+/// The campaign's Markdown report in `dir`, which must contain each of `needles`.
+#[allow(dead_code)]
+pub(crate) fn report_with(dir: &Path, needles: &[&str]) -> String {
+    let md = std::fs::read_to_string(dir.join("campaign-report.md")).unwrap();
+    for needle in needles {
+        assert!(md.contains(needle), "report lacks {needle:?}:\n{md}");
+    }
+    md
+}
+
+/// The campaign's HTML report in `dir`, which must show `markers` event markers in all.
+#[allow(dead_code)]
+pub(crate) fn html_with_markers(dir: &Path, markers: usize) -> String {
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<g class=\"marker\">").count(),
+        markers,
+        "{html}"
+    );
+    html
 }

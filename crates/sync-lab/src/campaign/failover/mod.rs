@@ -36,7 +36,7 @@ use self::tally::{Got, Pushed, count, interruption, message_text, parse_message}
 use super::Args;
 use super::group::{close_all, connect_with, spawn_batches, until_members};
 use super::local::{CHILD_TIMEOUT, log_filter};
-use super::phases::{begin, finish};
+use super::phases::{self, begin, finish, ms_since};
 use super::session::Session;
 use super::verdict::{FAILOVER_PHASE, FailoverCheck, Interruption, Thresholds};
 use crate::device;
@@ -521,11 +521,6 @@ fn report_moves(shared: &Shared, kill: Instant) {
     }
 }
 
-/// Milliseconds since `t`.
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
-}
-
 /// Milliseconds from `from` to `to` (0 when `to` came first).
 fn ms_between(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1000.0
@@ -539,26 +534,17 @@ fn setup_failed(
     why: &str,
     args: &Args,
 ) -> (PhaseResult, FailoverCheck) {
-    session.emit(FAILOVER_PHASE, "setup_failed", &[("error", json!(why))]);
     let check = FailoverCheck {
         messages: 0,
         lost: 0,
         duplicated: 0,
         interruption: None,
     };
-    let notes = vec![format!(
+    let note = format!(
         "the failover setup (PostgreSQL, two relays, {} devices) failed: {why}",
         args.failover_pushers + 1
-    )];
-    let result = finish(
-        session,
-        limits,
-        FAILOVER_PHASE,
-        start,
-        Summary::new(0, 0, &[]),
-        notes,
-        false,
     );
+    let result = phases::setup_failed(session, limits, FAILOVER_PHASE, start, why, note);
     (result, check)
 }
 

@@ -5,23 +5,19 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::campaign::tagged;
 use crate::report::Point;
 
 const PREFIX: &str = "FO:";
 
 /// The text of message `seq` of pusher `pusher` (a small blob: a few dozen bytes).
 pub(super) fn message_text(pusher: usize, seq: u32) -> String {
-    format!("{PREFIX}{pusher}:{seq}:failover")
+    tagged::text(PREFIX, pusher, seq, "failover")
 }
 
 /// `(pusher, seq)` of a message text; `None` for anything else.
 pub(super) fn parse_message(data: &[u8]) -> Option<(usize, u32)> {
-    let text = std::str::from_utf8(data).ok()?;
-    let mut parts = text.strip_prefix(PREFIX)?.splitn(3, ':');
-    let pusher = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    parts.next()?;
-    Some((pusher, seq))
+    tagged::parse(PREFIX, data)
 }
 
 /// A message a pusher queued.

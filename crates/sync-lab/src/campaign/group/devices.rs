@@ -20,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::tally::{Ack, Msg, Tally, message_text, parse_message, tally};
+use crate::campaign::phases::ms_since;
 use crate::campaign::session::Session;
 use crate::events::round3;
 
@@ -721,10 +722,7 @@ async fn reconnect(shared: &Shared, how: &Reconnect, probe: &mut Probe) {
             ("device", json!(shared.name(d))),
             ("attempt", json!(probe.reconnects)),
             ("result", json!(result)),
-            (
-                "ms",
-                json!(round3(started.elapsed().as_secs_f64() * 1000.0)),
-            ),
+            ("ms", json!(round3(ms_since(started)))),
         ],
     );
 }

@@ -36,7 +36,7 @@ use self::devices::{
 };
 use super::Args;
 use super::local::CHILD_TIMEOUT;
-use super::phases::{begin, finish};
+use super::phases::{self, begin, finish, ms_since};
 use super::session::Session;
 use super::verdict::{GroupCheck, KeyChange, Refusal, Thresholds};
 use crate::device;
@@ -404,11 +404,6 @@ async fn key_change(
     }
 }
 
-/// Milliseconds since `t`.
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
-}
-
 /// The phase when its group could not be set up: failed, nothing measured.
 fn setup_failed(
     session: &Session,
@@ -416,7 +411,6 @@ fn setup_failed(
     start: f64,
     why: &str,
 ) -> (PhaseResult, GroupCheck) {
-    session.emit(PHASE, "setup_failed", &[("error", json!(why))]);
     let check = GroupCheck {
         rotation: KeyChange::Failed(format!("not attempted: {why}")),
         revocation: KeyChange::Failed("not attempted".into()),
@@ -428,16 +422,8 @@ fn setup_failed(
         revoked_reads: 0,
         revoked_admitted: 0,
     };
-    let notes = vec![format!("the group could not be set up: {why}")];
-    let result = finish(
-        session,
-        limits,
-        PHASE,
-        start,
-        Summary::new(0, 0, &[]),
-        notes,
-        false,
-    );
+    let note = format!("the group could not be set up: {why}");
+    let result = phases::setup_failed(session, limits, PHASE, start, why, note);
     (result, check)
 }
 

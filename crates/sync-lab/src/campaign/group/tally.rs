@@ -4,21 +4,17 @@
 
 use std::time::Instant;
 
+use crate::campaign::tagged;
 use crate::report::Point;
 
 /// The text of message `seq` of device `sender`, padded with `pad` (so lengths vary).
 pub(super) fn message_text(sender: usize, seq: u32, pad: &str) -> String {
-    format!("{PREFIX}{sender}:{seq}:{pad}")
+    tagged::text(PREFIX, sender, seq, pad)
 }
 
 /// `(sender, seq)` of a message text; `None` for anything else.
 pub(super) fn parse_message(data: &[u8]) -> Option<(usize, u32)> {
-    let text = std::str::from_utf8(data).ok()?;
-    let mut parts = text.strip_prefix(PREFIX)?.splitn(3, ':');
-    let sender = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    parts.next()?;
-    Some((sender, seq))
+    tagged::parse(PREFIX, data)
 }
 
 const PREFIX: &str = "GRP:";

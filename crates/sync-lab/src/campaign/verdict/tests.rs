@@ -115,6 +115,14 @@ fn failed_names(v: &Verdict) -> Vec<&str> {
     v.failed().iter().map(|t| t.name.as_str()).collect()
 }
 
+/// `(limit, observed)` of each threshold row after the loss and p99 rows: the phase's own.
+fn phase_rows(v: &Verdict) -> Vec<(&str, &str)> {
+    v.thresholds[2..]
+        .iter()
+        .map(|t| (t.limit.as_str(), t.observed.as_str()))
+        .collect()
+}
+
 #[test]
 fn a_phase_that_sent_nothing_fails() {
     let failures = check_phase(&Summary::new(0, 0, &[]), &limits());
@@ -335,12 +343,8 @@ fn a_clean_group_phase_meets_every_group_threshold() {
     let v = judge_group(&g);
     assert_eq!((v.outcome, v.exit_code()), (Outcome::Pass, 0));
     assert_eq!(v.thresholds.len(), 7, "loss, p99 and five group rows");
-    let rows: Vec<(&str, &str)> = v.thresholds[2..]
-        .iter()
-        .map(|t| (t.limit.as_str(), t.observed.as_str()))
-        .collect();
     assert_eq!(
-        rows,
+        phase_rows(&v),
         [
             (
                 "both done",
@@ -496,12 +500,8 @@ fn a_clean_failover_passes_and_its_outage_is_not_held_against_the_p99_limit() {
         v.thresholds[1].observed, "10.0 ms (ping)",
         "the failover's outage is not the worst p99"
     );
-    let rows: Vec<(&str, &str)> = v.thresholds[2..]
-        .iter()
-        .map(|t| (t.limit.as_str(), t.observed.as_str()))
-        .collect();
     assert_eq!(
-        rows,
+        phase_rows(&v),
         [
             ("0, 0", "0 of 300, 0"),
             (
